@@ -1,0 +1,3 @@
+from pyd.cli.main import main
+
+main()

@@ -1,0 +1,38 @@
+"""Guest architectures, read from vmconfig/arches.toml (the only place they are named)."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import dataclass
+
+from pyd.errors import UsageError
+from pyd.resources import vmconfig
+
+# platform.machine() spellings that mean the same architecture.
+_ALIASES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64"}
+
+
+@dataclass(frozen=True)
+class Arch:
+    name: str
+    debian: str
+    qemu: str
+    machine: str
+    console: str
+
+
+def normalise(machine: str) -> str:
+    m = machine.lower()
+    return _ALIASES.get(m, m)
+
+
+def get_arch(name: str | None = None) -> Arch:
+    """The architecture `name` (default: the host's), or a UsageError naming the known ones."""
+    key = normalise(name or platform.machine())
+    table = vmconfig("arches")
+    if key not in table:
+        raise UsageError(
+            f"unsupported architecture {key!r}",
+            hint=f"pyd knows: {', '.join(sorted(table))}",
+        )
+    return Arch(name=key, **table[key])

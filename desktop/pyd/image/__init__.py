@@ -1,0 +1,1 @@
+"""The guest image: build (guest-image/ recipe), cache, verify, fetch."""

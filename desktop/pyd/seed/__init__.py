@@ -1,0 +1,1 @@
+"""The per-instance seed disk: what the guest learns about itself at every boot."""

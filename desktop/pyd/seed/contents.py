@@ -1,0 +1,84 @@
+"""Seed contents as data (pure): file name -> bytes. The guest's reader is
+guest-image/overlay/usr/lib/pyd/seed; keep the two in step."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+
+from pyd.errors import UsageError
+
+SEED_LABEL = "cidata"
+_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
+PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
+
+
+@dataclass(frozen=True)
+class SeedMount:
+    mount_point: str  # absolute path in the guest
+    writable: bool = True
+
+
+@dataclass(frozen=True)
+class Seed:
+    instance_id: str
+    hostname: str
+    authorized_key: str  # one OpenSSH public key line
+    host_private_key: str  # OpenSSH PEM of the guest's ed25519 host key
+    host_public_key: str
+    mounts: tuple[SeedMount, ...] = ()
+    proxy: dict[str, str] = field(default_factory=dict)
+    timezone: str = ""
+    # QEMU user-mode networking's fixed addresses (also libvirt's <interface type='user'>).
+    net_address: str = "10.0.2.15/24"
+    net_gateway: str = "10.0.2.2"
+    net_dns: str = "10.0.2.3"
+
+
+def seed_problems(seed: Seed) -> list[str]:
+    problems = []
+    if not _HOSTNAME.match(seed.hostname):
+        problems.append(f"hostname {seed.hostname!r}: use a-z, 0-9 and '-', at most 63")
+    if seed.timezone and (not _TIMEZONE.match(seed.timezone) or ".." in seed.timezone):
+        problems.append(f"time zone {seed.timezone!r} is not a zone name like Europe/Berlin")
+    for m in seed.mounts:
+        if not m.mount_point.startswith("/") or any(c in m.mount_point for c in "\n\r\0"):
+            problems.append(f"mount point {m.mount_point!r} must be an absolute one-line path")
+    for key in seed.proxy:
+        if key not in PROXY_VARS:
+            problems.append(f"proxy variable {key!r} is not one of {', '.join(PROXY_VARS)}")
+    for text, what in ((seed.authorized_key, "authorized key"), (seed.host_public_key, "host key")):
+        if "\n" in text.strip() or not text.startswith("ssh-"):
+            problems.append(f"{what} must be one OpenSSH public key line")
+    return problems
+
+
+def render_seed(seed: Seed) -> dict[str, bytes]:
+    """The seed volume's files. Values reach a root shell in the guest, so every one is
+    validated and shell-quoted."""
+    problems = seed_problems(seed)
+    if problems:
+        raise UsageError("invalid instance settings: " + "; ".join(problems))
+    env = {
+        "PYD_INSTANCE": seed.instance_id,
+        "PYD_HOSTNAME": seed.hostname,
+        "PYD_TIMEZONE": seed.timezone,
+        "PYD_NET_ADDRESS": seed.net_address,
+        "PYD_NET_GATEWAY": seed.net_gateway,
+        "PYD_NET_DNS": seed.net_dns,
+        **{f"PYD_{k}": v for k, v in sorted(seed.proxy.items())},
+    }
+    env_text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
+    mounts = "".join(f"{'rw' if m.writable else 'ro'} {m.mount_point}\n" for m in seed.mounts)
+    meta = f"instance-id: {seed.instance_id}\nlocal-hostname: {seed.hostname}\n"
+    return {
+        "meta-data": meta.encode(),
+        "user-data": b"#cloud-config\n{}\n",
+        "pyd/env": env_text.encode(),
+        "pyd/authorized_keys": (seed.authorized_key.strip() + "\n").encode(),
+        "pyd/ssh_host_ed25519_key": seed.host_private_key.encode(),
+        "pyd/ssh_host_ed25519_key.pub": (seed.host_public_key.strip() + "\n").encode(),
+        "pyd/mounts": mounts.encode(),
+    }

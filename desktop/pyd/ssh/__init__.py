@@ -1,0 +1,1 @@
+"""SSH to the guest: paramiko with the guest's host key pinned."""

@@ -1,0 +1,106 @@
+"""Opening the SSH connection to a guest, with its host key pinned.
+
+pyd generates the guest's host key and puts it on the seed, so the key is known before
+the first connection: anything else answering on the port is refused, never trusted.
+"""
+
+from __future__ import annotations
+
+import base64
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from pyd.errors import PydError
+
+
+class HostKeyMismatchError(PydError):
+    """The guest presented a host key other than the one pyd generated for it."""
+
+
+@dataclass(frozen=True)
+class SSHTarget:
+    host: str
+    port: int
+    user: str
+    key_file: Path
+    host_public_key: str  # "ssh-ed25519 AAAA… [comment]"
+
+
+def _pinned_key(target: SSHTarget) -> paramiko.PKey:
+    kind, b64 = target.host_public_key.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+
+
+def connect(target: SSHTarget, timeout: float = 10.0) -> paramiko.SSHClient:
+    """One connection attempt. Raises HostKeyMismatchError or OSError/SSHException."""
+    client = paramiko.SSHClient()
+    host_id = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
+    pinned = _pinned_key(target)
+    client.get_host_keys().add(host_id, pinned.get_name(), pinned)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            target.host,
+            port=target.port,
+            username=target.user,
+            key_filename=str(target.key_file),
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+            allow_agent=False,
+            look_for_keys=False,
+            disabled_algorithms={"pubkeys": []},
+        )
+    except paramiko.BadHostKeyException as e:
+        client.close()
+        raise HostKeyMismatchError(
+            f"the guest at {host_id} presented a different host key than the one pyd "
+            f"generated for it ({e.key.get_name()} {e.key.get_base64()[:20]}…); refusing to "
+            "connect",
+            hint="another machine may be answering on that port, or the instance's disk "
+            "was swapped; check `pyd status` and the port before trusting it",
+        ) from None
+    except BaseException:
+        client.close()
+        raise
+    transport = client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(15)
+    return client
+
+
+def banner_ready(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True once sshd itself answers. QEMU's port forward accepts connections before the
+    guest listens, so a TCP connect proves nothing; reading the banner does, and costs the
+    guest nothing, unlike a full SSH handshake."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return s.recv(4).startswith(b"SSH-")
+    except OSError:
+        return False
+
+
+def wait_for_ssh(target: SSHTarget, deadline: float, poll: float = 0.2) -> paramiko.SSHClient:
+    """Retries `connect` until it works or `deadline` (time.monotonic()) passes. A host key
+    mismatch is final and raised at once."""
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if not banner_ready(target.host, target.port):
+            time.sleep(poll)
+            continue
+        try:
+            return connect(target, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+        except HostKeyMismatchError:
+            raise
+        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
+            last = e
+            time.sleep(poll)
+    raise PydError(
+        f"SSH to {target.host}:{target.port} did not answer in time ({last})",
+        hint="see the guest console log",
+    )

@@ -1,0 +1,51 @@
+"""ed25519 key pairs made by pyd: the client key it logs in with and the guest's host key,
+which pyd pins before the guest first boots."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private_openssh: str
+    public_openssh: str  # "ssh-ed25519 AAAA… comment"
+
+
+def generate_keypair(comment: str) -> KeyPair:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    ).decode()
+    return KeyPair(private, f"{public} {comment}")
+
+
+def write_private(path: Path, text: str) -> None:
+    """Creates the file 0600 from the start (no window where it is world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_or_create(path: Path, comment: str) -> KeyPair:
+    """The key pair at `path` (+ `.pub`), created on first use."""
+    pub = path.with_name(path.name + ".pub")
+    if path.exists() and pub.exists():
+        return KeyPair(path.read_text(), pub.read_text().strip())
+    pair = generate_keypair(comment)
+    write_private(path, pair.private_openssh)
+    pub.write_text(pair.public_openssh + "\n")
+    return pair
