@@ -19,6 +19,8 @@ class Arch:
     qemu: str
     machine: str
     console: str
+    firmware: str  # -bios file name, "" for QEMU's default
+    kernel: str  # which image file to boot: "vmlinux" (x86 PVH) or "vmlinuz"
 
 
 def normalise(machine: str) -> str:

@@ -1,21 +1,113 @@
-"""Runs a guest with QEMU directly (no libvirt): Windows hosts, and image tests."""
+"""Runs a guest with QEMU directly (no libvirt): Windows hosts, image tests and benchmarks."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 
-from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
-from pyd.errors import EnvironmentProblem
+import paramiko
+
+from pyd.arches import Arch
+from pyd.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec, qemu_argv
+from pyd.errors import EnvironmentProblem, PydError
+from pyd.image.cache import CachedImage
+from pyd.instance_files import InstanceFiles
+from pyd.machine import MachineSettings
+from pyd.provision import instance_keys
+from pyd.ssh.connect import SSHTarget, wait_for_ssh
 
 
-def launch(spec: GuestSpec) -> subprocess.Popen[bytes]:
-    argv = qemu_argv(spec)
-    if not shutil.which(argv[0]):
-        raise EnvironmentProblem(
-            f"{argv[0]} is not installed",
-            hint="install QEMU (Debian: apt-get install qemu-system-x86; macOS: brew install qemu)",
-        )
-    return subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+def guest_spec(
+    arch: Arch,
+    machine: MachineSettings,
+    image: CachedImage,
+    files: InstanceFiles,
+    cpus: int,
+    memory_mib: int,
+    ssh_port: int,
+) -> GuestSpec:
+    kernel = image.file(arch.kernel)
+    if not kernel.exists():
+        kernel = image.file("vmlinuz")
+    return GuestSpec(
+        arch=arch,
+        accel=machine.accel,
+        accel_cpu=machine.cpu,
+        cpus=cpus,
+        memory_mib=memory_mib,
+        kernel=kernel,
+        initrd=image.file("initrd.img"),
+        disks=(
+            Disk(files.os_disk, "pyd-os"),
+            Disk(files.data_disk, DATA_SERIAL),
+            Disk(files.seed_iso, "pyd-seed", fmt="raw", readonly=True),
+        ),
+        ssh_port=ssh_port,
+        serial_log=files.serial_log,
+        cmdline_extra=machine.cmdline,
+        pidfile=files.qemu_pid,
     )
+
+
+@dataclass
+class DirectVM:
+    spec: GuestSpec
+    files: InstanceFiles
+    process: subprocess.Popen[bytes]
+    started: float
+
+    @classmethod
+    def launch(cls, spec: GuestSpec, files: InstanceFiles) -> DirectVM:
+        argv = qemu_argv(spec)
+        if not shutil.which(argv[0]):
+            raise EnvironmentProblem(
+                f"{argv[0]} is not installed",
+                hint="install QEMU (Debian: apt-get install qemu-system-x86; "
+                "macOS: brew install qemu)",
+            )
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        return cls(spec, files, proc, started)
+
+    def ssh_target(self) -> SSHTarget:
+        _client, host = instance_keys(self.files)
+        return SSHTarget(
+            "127.0.0.1", self.spec.ssh_port, "root", self.files.client_key, host.public_openssh
+        )
+
+    def connect(self, timeout: float) -> paramiko.SSHClient:
+        deadline = time.monotonic() + timeout
+        try:
+            return wait_for_ssh(self.ssh_target(), deadline)
+        except PydError:
+            self._raise_if_exited()
+            raise
+
+    def _raise_if_exited(self) -> None:
+        if self.process.poll() is not None:
+            err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+            raise PydError(
+                f"QEMU exited with {self.process.returncode}: {err.strip()}",
+                hint=f"see {self.files.serial_log}",
+            )
+
+    def poweroff(self, client: paramiko.SSHClient | None, timeout: float = 60) -> None:
+        """Clean shutdown through the guest's init, forced after `timeout`."""
+        if client is not None:
+            with contextlib.suppress(paramiko.SSHException, OSError):
+                client.exec_command("busybox poweroff")
+            client.close()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)

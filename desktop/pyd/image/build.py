@@ -15,7 +15,7 @@ from pyd.arches import Arch
 from pyd.errors import EnvironmentProblem, ImageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.digest import sha256_file
-from pyd.image.manifest import IMAGE_FILES, FileEntry, Manifest
+from pyd.image.manifest import IMAGE_FILES, OPTIONAL_FILES, FileEntry, Manifest
 from pyd.image.recipe import read_recipe, recipe_hash
 
 Progress = Callable[[str], None]
@@ -96,7 +96,8 @@ def _manifest(out: Path, arch: Arch, suite: str, digest: str) -> Manifest:
     (out / "versions.json").unlink()
     files = {
         name: FileEntry(size=(out / name).stat().st_size, sha256=sha256_file(out / name))
-        for name in IMAGE_FILES
+        for name in (*IMAGE_FILES, *OPTIONAL_FILES)
+        if (out / name).exists()
     }
     return Manifest(
         version=f"{suite}-{digest[:12]}",

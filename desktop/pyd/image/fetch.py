@@ -50,7 +50,9 @@ def _open(url: str):  # type: ignore[no-untyped-def]
         raise ImageError(f"{url}: the server answered {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
         reason = getattr(e, "reason", e)
-        raise ImageError(f"cannot reach {url}: {reason}", hint="check the URL and the network") from None
+        raise ImageError(
+            f"cannot reach {url}: {reason}", hint="check the URL and the network"
+        ) from None
 
 
 def _read_small(url: str) -> str:

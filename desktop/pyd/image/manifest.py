@@ -11,8 +11,10 @@ from typing import Any
 from pyd.errors import ImageError
 
 MANIFEST = "manifest.json"
-# The files every image has; the VM boots vmlinuz + initrd.img with rootfs.qcow2 as its base.
+# The files every image has; the VM boots the kernel + initrd.img with rootfs.qcow2 as its
+# base. x86 images also carry "vmlinux", the same kernel unpacked for QEMU's PVH entry.
 IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.qcow2")
+OPTIONAL_FILES = ("vmlinux",)
 FORMAT = 1
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")

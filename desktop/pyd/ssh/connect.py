@@ -97,7 +97,7 @@ def wait_for_ssh(target: SSHTarget, deadline: float, poll: float = 0.2) -> param
             return connect(target, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
         except HostKeyMismatchError:
             raise
-        except (OSError, socket.timeout, paramiko.SSHException, EOFError) as e:
+        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
             last = e
             time.sleep(poll)
     raise PydError(

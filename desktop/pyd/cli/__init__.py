@@ -1,0 +1,1 @@
+"""pyd's command line (typer); the one place exceptions become messages and exit codes."""

@@ -1,0 +1,132 @@
+"""`pyd image build|ls|verify|fetch`."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.table import Table
+
+from pyd.arches import get_arch
+from pyd.cli.render import err_console, human_size, out_console
+from pyd.errors import ImageError, ImageMismatchError
+from pyd.image.build import build_image
+from pyd.image.cache import CachedImage, ImageCache
+from pyd.image.fetch import fetch_image
+from pyd.image.recipe import default_suite, recipe_dir
+from pyd.image.verify import image_problems
+from pyd.paths import images_dir
+
+app = typer.Typer(help="Build, list, verify and fetch guest images.", no_args_is_help=True)
+
+ArchOpt = Annotated[str | None, typer.Option("--arch", help="guest architecture (default: host's)")]
+
+
+def _cache() -> ImageCache:
+    return ImageCache(images_dir())
+
+
+@app.command()
+def build(
+    arch: ArchOpt = None,
+    suite: Annotated[str | None, typer.Option(help="Debian suite")] = None,
+    force: Annotated[bool, typer.Option("--force", help="rebuild even when cached")] = False,
+    mirror: Annotated[str | None, typer.Option(help="Debian mirror URL")] = None,
+) -> None:
+    """Build the guest image from Debian's archive (reused while the recipe is unchanged)."""
+    a = get_arch(arch)
+    started = time.monotonic()
+    last = [started]
+
+    def progress(line: str) -> None:
+        now = time.monotonic()
+        err_console.print(f"[dim]{now - started:6.1f}s[/] {line.removeprefix('==> ')}")
+        last[0] = now
+
+    image, built = build_image(
+        _cache(), a, suite or default_suite(), recipe_dir(), progress, force=force, mirror=mirror
+    )
+    verb = "built" if built else "cached"
+    err_console.print(
+        f"{verb} image [bold]{image.key}[/] ({human_size(image.manifest.total_size)}) "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    out_console.print(str(image.path))
+
+
+@app.command("ls")
+def list_images(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List cached images."""
+    entries = _cache().entries()
+    if as_json:
+        out_console.print_json(json.dumps([_image_json(e) for e in entries]))
+        return
+    table = Table("KEY", "ARCH", "VERSION", "DOCKER", "KERNEL", "SIZE", "CREATED", "SOURCE",
+                  box=None)
+    for e in entries:
+        m = e.manifest
+        table.add_row(e.key, m.arch, m.version, m.versions.get("docker", "?"),
+                      m.versions.get("kernel", "?"), human_size(m.total_size), m.created,
+                      m.source)
+    out_console.print(table)
+
+
+def _image_json(e: CachedImage) -> dict[str, object]:
+    m = e.manifest
+    return {"key": e.key, "path": str(e.path), "arch": m.arch, "version": m.version,
+            "suite": m.suite, "versions": m.versions, "size": m.total_size,
+            "created": m.created, "source": m.source}
+
+
+@app.command()
+def verify(
+    key: Annotated[str | None, typer.Argument(help="image key (default: all)")] = None,
+) -> None:
+    """Check every file of cached images against its manifest's sha256."""
+    cache = _cache()
+    if key:
+        found = cache.get(key)
+        if not found:
+            raise ImageError(f"no cached image {key!r}", hint="see `pyd image ls`")
+        entries = [found]
+    else:
+        entries = cache.entries()
+        if not entries:
+            raise ImageError("no cached images", hint="run `pyd image build` or `pyd image fetch`")
+    bad = 0
+    for e in entries:
+        problems = image_problems(e.path, e.manifest)
+        if problems:
+            bad += 1
+            err_console.print(f"[red]FAIL[/] {e.key}: " + "; ".join(problems))
+        else:
+            out_console.print(f"ok   {e.key}")
+    if bad:
+        raise ImageMismatchError(
+            f"{bad} image(s) do not match their manifest",
+            hint="remove them from the cache and build or fetch again",
+        )
+
+
+@app.command()
+def fetch(url: Annotated[str, typer.Argument(help="URL of manifest.json or its directory")]) -> None:
+    """Download a prebuilt image, verifying every file before it is used."""
+    with Progress(
+        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+        TransferSpeedColumn(), console=err_console, transient=True,
+    ) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        image = fetch_image(_cache(), url, progress)
+    err_console.print(f"fetched and verified image [bold]{image.key}[/]")
+    out_console.print(str(image.path))

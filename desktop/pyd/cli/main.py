@@ -1,0 +1,65 @@
+"""The `pyd` command: subcommands, global options and the single error boundary."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from pyd import __version__
+from pyd.cli import image_cmd
+from pyd.cli.render import out_console, print_error
+from pyd.errors import PydError, UsageError
+
+app = typer.Typer(
+    help="Run the Docker engine in a small Linux VM and use it from this machine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(image_cmd.app, name="image")
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+@app.command()
+def version() -> None:
+    """Print pyd's version."""
+    out_console.print(f"pyd {__version__}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: expected failures print a message + hint and exit 1 or 2."""
+    args = sys.argv[1:] if argv is None else argv
+    _state["debug"] = "--debug" in args
+    try:
+        app(args=args, standalone_mode=False)
+    except PydError as e:
+        if _state["debug"]:
+            raise
+        print_error(e)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print_error(PydError("aborted"))
+        sys.exit(1)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as e:
+        # typer ships its own copy of click, so its exceptions are recognised by shape:
+        # ClickException (usage errors, exit 2) has format_message(); Exit has exit_code.
+        code = getattr(e, "exit_code", None)
+        if code is None:
+            raise
+        if hasattr(e, "format_message"):
+            print_error(UsageError(e.format_message(), hint="see `pyd --help`"))
+            sys.exit(2 if code == 2 else 1)
+        sys.exit(code)
+    sys.exit(0)

@@ -1,0 +1,34 @@
+"""How errors and tables look on the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+
+from pyd.errors import PydError
+
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False)
+
+
+def render_error(e: PydError) -> str:
+    """Plain text of an error: the message, then the hint on its own line."""
+    text = f"error: {e.message}"
+    if e.hint:
+        text += f"\nhint: {e.hint}"
+    return text
+
+
+def print_error(e: PydError) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(e.message)}")
+    if e.hint:
+        err_console.print(f"[yellow]hint:[/] {escape(e.hint)}")
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"

@@ -1,0 +1,86 @@
+import io
+import shlex
+import subprocess
+from pathlib import Path
+
+import pycdlib
+import pytest
+
+from pyd.errors import UsageError
+from pyd.seed.contents import Seed, SeedMount, render_seed
+from pyd.seed.iso import write_seed_iso
+from pyd.sshkeys import generate_keypair
+
+
+def _seed(**kw: object) -> Seed:
+    client = generate_keypair("pyd")
+    host = generate_keypair("pyd-guest")
+    base: dict[str, object] = dict(
+        instance_id="default",
+        hostname="pyd",
+        authorized_key=client.public_openssh,
+        host_private_key=host.private_openssh,
+        host_public_key=host.public_openssh,
+    )
+    base.update(kw)
+    return Seed(**base)  # type: ignore[arg-type]
+
+
+def test_seed_carries_keys_mounts_and_settings() -> None:
+    seed = _seed(
+        mounts=(SeedMount("/home/me"), SeedMount("/srv/ro data", writable=False)),
+        proxy={"https_proxy": "http://proxy:3128"},
+        timezone="Europe/Berlin",
+    )
+    files = render_seed(seed)
+    assert files["pyd/authorized_keys"].decode().strip() == seed.authorized_key
+    assert files["pyd/ssh_host_ed25519_key"].decode() == seed.host_private_key
+    assert files["pyd/mounts"] == b"rw /home/me\nro /srv/ro data\n"
+    assert b"local-hostname: pyd" in files["meta-data"]
+    env = files["pyd/env"].decode()
+    assert "PYD_TIMEZONE=Europe/Berlin\n" in env
+    assert "PYD_https_proxy=http://proxy:3128\n" in env
+
+
+def test_seed_env_is_shell_safe() -> None:
+    hostile = "http://x/'; touch /pwned; echo '$(id)"
+    env = render_seed(_seed(proxy={"http_proxy": hostile}))["pyd/env"].decode()
+    # Sourcing the file in a shell yields the value verbatim and runs nothing.
+    out = subprocess.run(
+        ["sh", "-c", f"{env}\nprintf %s \"$PYD_http_proxy\""], capture_output=True, text=True
+    )
+    assert out.stdout == hostile
+    assert shlex.quote(hostile) in env
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"hostname": "Bad_Name"}, "hostname"),
+        ({"timezone": "../../etc/passwd"}, "time zone"),
+        ({"mounts": (SeedMount("relative/path"),)}, "mount point"),
+        ({"mounts": (SeedMount("/a\nb"),)}, "mount point"),
+        ({"proxy": {"LD_PRELOAD": "x"}}, "proxy variable"),
+        ({"authorized_key": "ssh-ed25519 AAA\nssh-rsa BBB"}, "authorized key"),
+    ],
+)
+def test_seed_rejects_bad_values(kw: dict[str, object], message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        render_seed(_seed(**kw))
+
+
+def test_seed_iso_is_cidata_with_exact_names_and_private(tmp_path: Path) -> None:
+    files = render_seed(_seed(mounts=(SeedMount("/home/me"),)))
+    dest = tmp_path / "seed.iso"
+    write_seed_iso(files, dest)
+    assert dest.stat().st_mode & 0o777 == 0o600
+    iso = pycdlib.PyCdlib()
+    iso.open(str(dest))
+    try:
+        assert iso.pvd.volume_identifier.decode().strip() == "cidata"
+        for name, data in files.items():
+            buf = io.BytesIO()
+            iso.get_file_from_iso_fp(buf, rr_path="/" + name)
+            assert buf.getvalue() == data, name
+    finally:
+        iso.close()
