@@ -8,11 +8,11 @@ import pytest
 
 from pyd.arches import get_arch
 from pyd.backends.qemu_direct import DirectVM
+from pyd.guestrun import booted, prepare, wait_for_docker
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.paths import images_dir
-from tests.e2e.guestvm import booted, prepare, wait_for_docker
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,14 +24,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def image() -> CachedImage:
     """The guest image of this checkout's recipe: built once, then taken from the cache."""
-    built, _ = build_image(ImageCache(images_dir()), get_arch(), default_suite(), recipe_dir(),
-                           progress=print)
+    built, _ = build_image(
+        ImageCache(images_dir()), get_arch(), default_suite(), recipe_dir(), progress=print
+    )
     return built
 
 
 @pytest.fixture(scope="session")
-def guest(image: CachedImage, tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[tuple[DirectVM, paramiko.SSHClient]]:
+def guest(
+    image: CachedImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[DirectVM, paramiko.SSHClient]]:
     """One running guest shared by the tests that do not restart or damage it."""
     files = prepare(tmp_path_factory.mktemp("guest") / "shared", image)
     with booted(files, image) as (vm, client):

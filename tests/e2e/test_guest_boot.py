@@ -9,10 +9,11 @@ import paramiko
 import pytest
 
 from pyd.backends.qemu_direct import DirectVM
+from pyd.guestrun import check
 from pyd.instance_files import InstanceFiles
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
 from pyd.sshkeys import generate_keypair
-from tests.e2e.guestvm import build_busybox_image, check
+from tests.e2e.guestvm import build_busybox_image
 from tests.httpserve import serve_directory
 
 
@@ -31,15 +32,20 @@ def test_a_different_pinned_host_key_is_refused(guest: tuple[DirectVM, paramiko.
     wrong = generate_keypair("not-the-guest")
     target = vm.ssh_target()
     with pytest.raises(HostKeyMismatchError, match="different host key"):
-        connect(SSHTarget(target.host, target.port, target.user, target.key_file,
-                          wrong.public_openssh))
+        connect(
+            SSHTarget(target.host, target.port, target.user, target.key_file, wrong.public_openssh)
+        )
 
 
-def test_passwords_and_unknown_keys_get_no_shell(guest: tuple[DirectVM, paramiko.SSHClient],
-                                                 tmp_path: Path) -> None:
+def test_passwords_and_unknown_keys_get_no_shell(
+    guest: tuple[DirectVM, paramiko.SSHClient], tmp_path: Path
+) -> None:
     vm, client = guest
-    config = check(client, "sshd -T 2>/dev/null | grep -E '^(passwordauthentication|"
-                           "kbdinteractiveauthentication|permitrootlogin) '")
+    config = check(
+        client,
+        "sshd -T 2>/dev/null | grep -E '^(passwordauthentication|"
+        "kbdinteractiveauthentication|permitrootlogin) '",
+    )
     assert "passwordauthentication no" in config
     assert "kbdinteractiveauthentication no" in config
     assert "permitrootlogin without-password" in config
@@ -47,8 +53,7 @@ def test_passwords_and_unknown_keys_get_no_shell(guest: tuple[DirectVM, paramiko
     stranger.write_text(generate_keypair("stranger").private_openssh)
     target = vm.ssh_target()
     with pytest.raises(paramiko.AuthenticationException):
-        connect(SSHTarget(target.host, target.port, target.user, stranger,
-                          target.host_public_key))
+        connect(SSHTarget(target.host, target.port, target.user, stranger, target.host_public_key))
 
 
 def test_docker_info_reports_overlay2_on_the_data_disk(ssh: paramiko.SSHClient) -> None:
@@ -60,15 +65,17 @@ def test_docker_info_reports_overlay2_on_the_data_disk(ssh: paramiko.SSHClient) 
     assert "discard" in check(ssh, "findmnt -n -o OPTIONS --target /var/lib/pyd-data")
 
 
-def test_build_and_run_a_busybox_image_without_a_registry(ssh: paramiko.SSHClient,
-                                                          busybox_static: Path) -> None:
+def test_build_and_run_a_busybox_image_without_a_registry(
+    ssh: paramiko.SSHClient, busybox_static: Path
+) -> None:
     build_busybox_image(ssh, busybox_static, "pyd-test/busybox")
     out = check(ssh, "docker run --rm pyd-test/busybox echo hello-from-pyd-guest")
     assert out.strip() == "hello-from-pyd-guest"
 
 
-def test_containers_reach_out_through_the_guests_nat(ssh: paramiko.SSHClient,
-                                                    busybox_static: Path, tmp_path: Path) -> None:
+def test_containers_reach_out_through_the_guests_nat(
+    ssh: paramiko.SSHClient, busybox_static: Path, tmp_path: Path
+) -> None:
     # QEMU's user network maps 10.0.2.2 to the host's loopback: a container fetching from a
     # server on the host's 127.0.0.1 proves outbound NAT (the guest's firewall rules) works.
     build_busybox_image(ssh, busybox_static, "pyd-test/busybox")
@@ -82,6 +89,7 @@ def test_containers_reach_out_through_the_guests_nat(ssh: paramiko.SSHClient,
 def test_seed_settings_reach_the_guest(guest: tuple[DirectVM, paramiko.SSHClient]) -> None:
     vm, client = guest
     assert check(client, "hostname").strip() == "pyd-test"
-    assert check(client, "stat -c %a /etc/ssh/ssh_host_ed25519_key /root/.ssh/authorized_keys"
-                 ).split() == ["600", "600"]
+    assert check(
+        client, "stat -c %a /etc/ssh/ssh_host_ed25519_key /root/.ssh/authorized_keys"
+    ).split() == ["600", "600"]
     assert InstanceFiles(vm.files.root).seed_iso.stat().st_mode & 0o777 == 0o600

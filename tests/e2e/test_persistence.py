@@ -7,16 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pyd.guestrun import booted, check, prepare, run, wait_for_docker
 from pyd.image.cache import CachedImage
 from pyd.provision import replace_os_disk
-from tests.e2e.guestvm import (
-    booted,
-    build_busybox_image,
-    check,
-    prepare,
-    run,
-    wait_for_docker,
-)
+from tests.e2e.guestvm import build_busybox_image
 
 
 def test_named_volume_survives_reboot_and_os_disk_replacement(
@@ -27,20 +21,24 @@ def test_named_volume_survives_reboot_and_os_disk_replacement(
         wait_for_docker(ssh)
         build_busybox_image(ssh, busybox_static, "keep/busybox")
         check(ssh, "docker volume create keep")
-        check(ssh, "docker run --rm -v keep:/data keep/busybox sh -c "
-                   "'echo survives-$((6*7)) > /data/proof'")
+        check(
+            ssh,
+            "docker run --rm -v keep:/data keep/busybox sh -c "
+            "'echo survives-$((6*7)) > /data/proof'",
+        )
 
     with booted(files, image) as (_vm, ssh):  # plain reboot
         wait_for_docker(ssh)
         out = check(ssh, "docker run --rm -v keep:/data keep/busybox cat /data/proof")
         assert out.strip() == "survives-42"
+        check(ssh, "touch /etc/written-on-the-old-os-disk && sync")
 
     os_disk_before = files.os_disk.stat().st_ino
     replace_os_disk(files, image)  # what an image upgrade does: a new, empty OS disk
     assert files.os_disk.stat().st_ino != os_disk_before
     with booted(files, image) as (_vm, ssh):
         wait_for_docker(ssh)
-        assert run(ssh, "test -e /var/cache/pyd").exit_code != 0, "OS disk was not fresh"
+        assert run(ssh, "test -e /etc/written-on-the-old-os-disk").exit_code == 1, "OS disk kept"
         out = check(ssh, "docker run --rm -v keep:/data keep/busybox cat /data/proof")
         assert out.strip() == "survives-42"
         assert "keep/busybox" in check(ssh, "docker images --format '{{.Repository}}'")
@@ -55,17 +53,21 @@ def test_a_data_disk_holding_something_else_is_never_formatted(
     subprocess.run(["truncate", "-s", "64M", str(raw)], check=True)
     subprocess.run(["mkfs.ext4", "-q", "-L", "my-precious", str(raw)], check=True)
     files.data_disk.unlink()
-    subprocess.run(["qemu-img", "convert", "-O", "qcow2", str(raw), str(files.data_disk)],
-                   check=True)
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "qcow2", str(raw), str(files.data_disk)], check=True
+    )
     with booted(files, image) as (_vm, ssh):
-        reason = check(ssh, "i=0; until [ -e /run/pyd/datadisk.error ]; do i=$((i+1)); "
-                            "[ $i -gt 600 ] && exit 9; sleep 0.1; done; "
-                            "cat /run/pyd/datadisk.error")
+        reason = check(
+            ssh,
+            "i=0; until [ -e /run/pyd/datadisk.error ]; do i=$((i+1)); "
+            "[ $i -gt 600 ] && exit 9; sleep 0.1; done; "
+            "cat /run/pyd/datadisk.error",
+        )
         assert "refusing" in reason
         assert run(ssh, "pidof dockerd").exit_code != 0
     # The guest saw the qcow2 copy; prove that copy is unchanged too.
-    subprocess.run(["qemu-img", "convert", "-O", "raw", str(files.data_disk), str(raw)],
-                   check=True)
-    label = subprocess.run(["blkid", "-o", "value", "-s", "LABEL", str(raw)],
-                           capture_output=True, text=True)
+    subprocess.run(["qemu-img", "convert", "-O", "raw", str(files.data_disk), str(raw)], check=True)
+    label = subprocess.run(
+        ["blkid", "-o", "value", "-s", "LABEL", str(raw)], capture_output=True, text=True
+    )
     assert label.stdout.strip() == "my-precious"

@@ -8,8 +8,9 @@ from pathlib import Path
 
 def _pyd(*args: str, cache: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYD_CACHE_DIR": str(cache), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "pyd", *args], capture_output=True,
-                          text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "pyd", *args], capture_output=True, text=True, env=env
+    )
 
 
 def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
@@ -50,8 +51,13 @@ def test_verify_detects_a_damaged_cached_file(tmp_path: Path) -> None:
         "echo '{}' > $o/versions.json\n"
     )
     (recipe / "build").chmod(0o755)
-    image, _ = build_image(ImageCache(tmp_path / "c" / "images"), get_arch("x86_64"), "trixie",
-                           recipe, lambda line: None)
+    image, _ = build_image(
+        ImageCache(tmp_path / "c" / "images"),
+        get_arch("x86_64"),
+        "trixie",
+        recipe,
+        lambda line: None,
+    )
     assert _pyd("image", "verify", cache=tmp_path / "c").returncode == 0
     image.file("initrd.img").write_text("initrd.imX\n")  # same size, other bytes
     r = _pyd("image", "verify", cache=tmp_path / "c")

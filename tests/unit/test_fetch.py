@@ -18,9 +18,15 @@ def _publish(root: Path, files: dict[str, bytes], **overrides: object) -> None:
         (root / name).write_bytes(data)
         entries[name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     manifest = {
-        "format": 1, "version": "trixie-test", "arch": "x86_64", "suite": "trixie",
-        "recipe_hash": "c" * 64, "versions": {"docker": "26.1.5"}, "files": entries,
-        "created": "2026-11-29T00:00:00Z", **overrides,
+        "format": 1,
+        "version": "trixie-test",
+        "arch": "x86_64",
+        "suite": "trixie",
+        "recipe_hash": "c" * 64,
+        "versions": {"docker": "26.1.5"},
+        "files": entries,
+        "created": "2026-11-29T00:00:00Z",
+        **overrides,
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
 
@@ -50,8 +56,9 @@ def test_fetch_refuses_a_copy_with_one_flipped_byte_and_keeps_nothing(tmp_path: 
     data[12345] ^= 0x01
     rootfs.write_bytes(bytes(data))
     cache = ImageCache(tmp_path / "cache")
-    with serve_directory(tmp_path / "srv") as url, pytest.raises(
-        ImageMismatchError, match=r"rootfs\.qcow2 .* does not match its manifest"
+    with (
+        serve_directory(tmp_path / "srv") as url,
+        pytest.raises(ImageMismatchError, match=r"rootfs\.qcow2 .* does not match its manifest"),
     ):
         fetch_image(cache, url + "manifest.json", _no_progress)
     assert cache.entries() == []

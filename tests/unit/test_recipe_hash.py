@@ -31,6 +31,12 @@ def test_read_recipe_skips_python_droppings(tmp_path: Path) -> None:
 
 def test_real_recipe_has_its_parts() -> None:
     paths = {f.path for f in read_recipe(data_dir("guest-image"))}
-    for needed in ("build", "packages.txt", "initrd/init", "overlay/etc/inittab",
-                   "overlay/usr/lib/pyd/seed", "overlay/usr/lib/pyd/datadisk"):
+    for needed in (
+        "build",
+        "packages.txt",
+        "initrd/init",
+        "overlay/etc/inittab",
+        "overlay/usr/lib/pyd/seed",
+        "overlay/usr/lib/pyd/datadisk",
+    ):
         assert needed in paths

@@ -47,7 +47,7 @@ def test_seed_env_is_shell_safe() -> None:
     env = render_seed(_seed(proxy={"http_proxy": hostile}))["pyd/env"].decode()
     # Sourcing the file in a shell yields the value verbatim and runs nothing.
     out = subprocess.run(
-        ["sh", "-c", f"{env}\nprintf %s \"$PYD_http_proxy\""], capture_output=True, text=True
+        ["sh", "-c", f'{env}\nprintf %s "$PYD_http_proxy"'], capture_output=True, text=True
     )
     assert out.stdout == hostile
     assert shlex.quote(hostile) in env

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,6 +15,7 @@ from rich.table import Table
 from pyd.arches import get_arch
 from pyd.cli.render import err_console, human_size, out_console
 from pyd.errors import ImageError, ImageMismatchError
+from pyd.guestrun import booted, check, elapsed, prepare, wait_for_docker
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.fetch import fetch_image
@@ -54,7 +57,7 @@ def build(
         f"{verb} image [bold]{image.key}[/] ({human_size(image.manifest.total_size)}) "
         f"in {time.monotonic() - started:.1f}s"
     )
-    out_console.print(str(image.path))
+    typer.echo(str(image.path))
 
 
 @app.command("ls")
@@ -66,21 +69,37 @@ def list_images(
     if as_json:
         out_console.print_json(json.dumps([_image_json(e) for e in entries]))
         return
-    table = Table("KEY", "ARCH", "VERSION", "DOCKER", "KERNEL", "SIZE", "CREATED", "SOURCE",
-                  box=None)
+    table = Table(
+        "KEY", "ARCH", "VERSION", "DOCKER", "KERNEL", "SIZE", "CREATED", "SOURCE", box=None
+    )
     for e in entries:
         m = e.manifest
-        table.add_row(e.key, m.arch, m.version, m.versions.get("docker", "?"),
-                      m.versions.get("kernel", "?"), human_size(m.total_size), m.created,
-                      m.source)
+        table.add_row(
+            e.key,
+            m.arch,
+            m.version,
+            m.versions.get("docker", "?"),
+            m.versions.get("kernel", "?"),
+            human_size(m.total_size),
+            m.created,
+            m.source,
+        )
     out_console.print(table)
 
 
 def _image_json(e: CachedImage) -> dict[str, object]:
     m = e.manifest
-    return {"key": e.key, "path": str(e.path), "arch": m.arch, "version": m.version,
-            "suite": m.suite, "versions": m.versions, "size": m.total_size,
-            "created": m.created, "source": m.source}
+    return {
+        "key": e.key,
+        "path": str(e.path),
+        "arch": m.arch,
+        "version": m.version,
+        "suite": m.suite,
+        "versions": m.versions,
+        "size": m.total_size,
+        "created": m.created,
+        "source": m.source,
+    }
 
 
 @app.command()
@@ -113,12 +132,44 @@ def verify(
         )
 
 
+@app.command("boot-check")
+def boot_check(
+    key: Annotated[
+        str | None, typer.Argument(help="image key (default: newest for this arch)")
+    ] = None,
+    accel: Annotated[str | None, typer.Option(help="kvm, hvf, whpx or tcg")] = None,
+) -> None:
+    """Boot a cached image once in a throwaway VM and ask its Docker engine for its version."""
+    cache = _cache()
+    image = cache.get(key) if key else cache.find(get_arch().name)
+    if image is None:
+        raise ImageError("no such cached image", hint="run `pyd image build` or see `pyd image ls`")
+    with tempfile.TemporaryDirectory(prefix="pyd-boot-check-") as tmp:
+        files = prepare(Path(tmp) / "vm", image, hostname="pyd-boot-check")
+        with (
+            err_console.status("booting (software emulation takes ~20 s)…"),
+            booted(files, image, accel) as (vm, ssh),
+        ):
+            t_ssh = elapsed(vm)
+            server = wait_for_docker(ssh)
+            t_docker = elapsed(vm)
+            version = check(ssh, "docker version")
+    err_console.print(f"SSH after {t_ssh:.1f}s, Docker {server} answered after {t_docker:.1f}s")
+    out_console.print(version.rstrip())
+
+
 @app.command()
-def fetch(url: Annotated[str, typer.Argument(help="URL of manifest.json or its directory")]) -> None:
+def fetch(
+    url: Annotated[str, typer.Argument(help="URL of manifest.json or its directory")],
+) -> None:
     """Download a prebuilt image, verifying every file before it is used."""
     with Progress(
-        "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
-        TransferSpeedColumn(), console=err_console, transient=True,
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -129,4 +180,4 @@ def fetch(url: Annotated[str, typer.Argument(help="URL of manifest.json or its d
 
         image = fetch_image(_cache(), url, progress)
     err_console.print(f"fetched and verified image [bold]{image.key}[/]")
-    out_console.print(str(image.path))
+    typer.echo(str(image.path))

@@ -1,0 +1,47 @@
+"""Image size and cached-rebuild time: `python bench/image_size.py [--runs 5]`."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+from pyd.arches import get_arch
+from pyd.image.build import build_image
+from pyd.image.cache import ImageCache
+from pyd.image.recipe import default_suite, recipe_dir
+from pyd.paths import images_dir
+
+MB = 1000 * 1000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args()
+    image, _ = build_image(
+        ImageCache(images_dir()), get_arch(), default_suite(), recipe_dir(), progress=print
+    )
+    print(f"image {image.key}")
+    for name, entry in sorted(image.manifest.files.items()):
+        print(f"  {name:14s} {entry.size / MB:8.1f} MB")
+    rootfs = image.manifest.files["rootfs.qcow2"].size
+    print(f"rootfs.qcow2 {rootfs / MB:.1f} MB, target <= 250 MB")
+    # The whole command, as a user runs it: interpreter start, recipe hash, cache lookup.
+    times = []
+    for _ in range(args.runs):
+        started = time.monotonic()
+        subprocess.run(
+            [sys.executable, "-m", "pyd", "image", "build"], check=True, capture_output=True
+        )
+        times.append(time.monotonic() - started)
+    print(
+        f"cached `pyd image build`: median {statistics.median(times):.2f}s "
+        f"[{min(times):.2f}-{max(times):.2f}] over {args.runs} runs, target <= 2 s"
+    )
+
+
+if __name__ == "__main__":
+    main()
