@@ -20,9 +20,9 @@ def render_error(e: PydError) -> str:
 
 
 def print_error(e: PydError) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(e.message)}")
+    err_console.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
     if e.hint:
-        err_console.print(f"[yellow]hint:[/] {escape(e.hint)}")
+        err_console.print(f"[yellow]hint:[/] {escape(e.hint)}", soft_wrap=True)
 
 
 def human_size(n: int) -> str:
