@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import IO
 
 from pyd.errors import ImageError, ImageMismatchError, UsageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
@@ -43,9 +44,10 @@ def fetch_image(cache: ImageCache, url: str, progress: Progress) -> CachedImage:
         return cache.commit(staging, key, replace(manifest, source=murl))
 
 
-def _open(url: str):  # type: ignore[no-untyped-def]
+def _open(url: str) -> IO[bytes]:
     try:
-        return urllib.request.urlopen(url, timeout=_TIMEOUT)
+        response: IO[bytes] = urllib.request.urlopen(url, timeout=_TIMEOUT)
+        return response
     except urllib.error.HTTPError as e:
         raise ImageError(f"{url}: the server answered {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError) as e:
@@ -57,7 +59,7 @@ def _open(url: str):  # type: ignore[no-untyped-def]
 
 def _read_small(url: str) -> str:
     with _open(url) as r:
-        data = r.read(_MAX_MANIFEST + 1)
+        data: bytes = r.read(_MAX_MANIFEST + 1)
     if len(data) > _MAX_MANIFEST:
         raise ImageError(f"{url} is too large to be a manifest")
     return data.decode("utf-8", errors="replace")
