@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,25 @@ def test_a_data_disk_holding_something_else_is_never_formatted(
         ["blkid", "-o", "value", "-s", "LABEL", str(raw)], capture_output=True, text=True
     )
     assert label.stdout.strip() == "my-precious"
+
+
+def _allocated(path: Path) -> int:
+    return path.stat().st_blocks * 512
+
+
+def test_space_freed_in_the_guest_goes_back_to_the_host(
+    image: CachedImage, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    files = prepare(tmp_path_factory.mktemp("trim") / "vm", image)
+    with booted(files, image) as (_vm, ssh):
+        wait_for_docker(ssh)
+        before = _allocated(files.data_disk)
+        check(ssh, "yes pyd-fills-the-disk | head -c 200M > /var/lib/docker/filler && sync")
+        filled = _allocated(files.data_disk)
+        assert filled - before > 150 * 2**20
+        check(ssh, "rm /var/lib/docker/filler && sync")
+        # ext4 sends the discards when its journal commits (every 5 s).
+        deadline = time.monotonic() + 60
+        while _allocated(files.data_disk) > filled - 150 * 2**20:
+            assert time.monotonic() < deadline, "freed blocks were not returned to the host"
+            time.sleep(1)
