@@ -59,3 +59,15 @@ def test_failed_build_reports_its_output_and_caches_nothing(tmp_path: Path, reci
         build_image(cache, get_arch("x86_64"), "trixie", recipe, lambda line: None)
     assert cache.entries() == []
     assert [p.name for p in cache.root.iterdir()] == [".lock"]
+
+
+def test_a_second_commit_never_replaces_an_image_instances_may_be_based_on(
+    tmp_path: Path, recipe: Path
+) -> None:
+    cache = ImageCache(tmp_path / "cache")
+    image, _ = build_image(cache, get_arch("x86_64"), "trixie", recipe, lambda line: None)
+    before = image.file("rootfs.qcow2").stat().st_ino
+    with cache.staging() as staging, pytest.raises(ImageError, match="already in the cache"):
+        cache.commit(staging, image.key, image.manifest)
+    assert image.file("rootfs.qcow2").stat().st_ino == before
+    assert image_problems(image.path, image.manifest) == []

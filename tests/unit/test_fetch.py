@@ -89,3 +89,14 @@ def test_fetch_reports_missing_files_and_dead_servers(tmp_path: Path) -> None:
         fetch_image(cache, url, _no_progress)
     with pytest.raises(ImageError, match="cannot reach"):
         fetch_image(cache, "http://127.0.0.1:9/", _no_progress)
+
+
+def test_fetching_an_image_already_cached_keeps_the_cached_files(tmp_path: Path) -> None:
+    _publish(tmp_path / "srv", FILES)
+    cache = ImageCache(tmp_path / "cache")
+    with serve_directory(tmp_path / "srv") as url:
+        first = fetch_image(cache, url, _no_progress)
+        inode = first.file("rootfs.qcow2").stat().st_ino
+        again = fetch_image(cache, url, _no_progress)
+    assert again.key == first.key
+    assert again.file("rootfs.qcow2").stat().st_ino == inode

@@ -36,7 +36,6 @@ def _cache() -> ImageCache:
 def build(
     arch: ArchOpt = None,
     suite: Annotated[str | None, typer.Option(help="Debian suite")] = None,
-    force: Annotated[bool, typer.Option("--force", help="rebuild even when cached")] = False,
     mirror: Annotated[str | None, typer.Option(help="Debian mirror URL")] = None,
 ) -> None:
     """Build the guest image from Debian's archive (reused while the recipe is unchanged)."""
@@ -50,7 +49,7 @@ def build(
         last[0] = now
 
     image, built = build_image(
-        _cache(), a, suite or default_suite(), recipe_dir(), progress, force=force, mirror=mirror
+        _cache(), a, suite or default_suite(), recipe_dir(), progress, mirror=mirror
     )
     verb = "built" if built else "cached"
     err_console.print(

@@ -38,18 +38,18 @@ def build_image(
     recipe: Path,
     progress: Progress,
     *,
-    force: bool = False,
     mirror: str | None = None,
 ) -> tuple[CachedImage, bool]:
     """The image for this recipe, built unless cached. Returns (image, was_built)."""
     digest = recipe_hash(read_recipe(recipe), build_params(arch, suite))
     key = image_key(arch.name, digest)
-    if not force and (hit := cache.get(key)):
+    # A cached image is never rebuilt in place: instances' OS disks are overlays on it.
+    if hit := cache.get(key):
         return hit, False
     _check_tools()
     with cache.locked():
         # Another process may have finished the same build while we waited for the lock.
-        if not force and (hit := cache.get(key)):
+        if hit := cache.get(key):
             return hit, False
         with cache.staging() as out:
             _run_recipe(recipe, arch, suite, out, progress, mirror)

@@ -92,10 +92,15 @@ class ImageCache:
             shutil.rmtree(path, ignore_errors=True)
 
     def commit(self, staging: Path, key: str, manifest: Manifest) -> CachedImage:
-        (staging / MANIFEST).write_text(manifest.to_json())
+        """Moves a finished image into place. An existing entry is never replaced: instances'
+        OS disks are overlays on its rootfs.qcow2, and new bytes under them corrupt them."""
         final = self.root / key
         if final.exists():
-            shutil.rmtree(final)
+            raise ImageError(
+                f"image {key} is already in the cache; it was left as it is",
+                hint=f"instances may use it as their base; to rebuild, remove {final} first",
+            )
+        (staging / MANIFEST).write_text(manifest.to_json())
         os.replace(staging, final)
         return CachedImage(key, final, manifest)
 

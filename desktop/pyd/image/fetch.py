@@ -38,6 +38,8 @@ def fetch_image(cache: ImageCache, url: str, progress: Progress) -> CachedImage:
     murl = manifest_url(url)
     manifest = parse_manifest(_read_small(murl), origin=murl)
     key = image_key(manifest.arch, manifest.recipe_hash)
+    if existing := cache.get(key):
+        return existing
     with cache.locked(), cache.staging() as staging:
         for name, entry in sorted(manifest.files.items()):
             _download(urllib.parse.urljoin(murl, name), staging / name, entry, progress)
