@@ -4,6 +4,7 @@ recipe hash is unchanged, and writes manifest.json beside the files."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -59,6 +60,11 @@ def build_image(
 
 
 def _check_tools() -> None:
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        raise EnvironmentProblem(
+            "building the guest image needs root (mmdebstrap installs packages into it)",
+            hint="run `sudo pyd image build`, or fetch a prebuilt one with `pyd image fetch URL`",
+        )
     missing = [t for t in ("mmdebstrap", "mke2fs", "qemu-img", "cpio", "xz") if not shutil.which(t)]
     if missing:
         raise EnvironmentProblem(
