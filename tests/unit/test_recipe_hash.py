@@ -20,9 +20,10 @@ def test_hash_changes_with_content_exec_bit_name_and_params() -> None:
     assert recipe_hash([RecipeFile("build", True, b"x")], {**PARAMS, "suite": "sid"}) != base
 
 
-def test_read_recipe_skips_python_droppings(tmp_path: Path) -> None:
+def test_read_recipe_skips_docs_and_python_droppings(tmp_path: Path) -> None:
     (tmp_path / "build").write_text("#!/bin/sh\n")
     (tmp_path / "build").chmod(0o755)
+    (tmp_path / "README.md").write_text("# editing this must not rebuild the image\n")
     (tmp_path / "__pycache__").mkdir()
     (tmp_path / "__pycache__" / "x.pyc").write_bytes(b"junk")
     files = read_recipe(tmp_path)

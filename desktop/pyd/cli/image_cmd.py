@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
-from rich.table import Table
 
 from pyd.arches import get_arch
 from pyd.cli.render import err_console, human_size, out_console
@@ -68,22 +67,25 @@ def list_images(
     if as_json:
         out_console.print_json(json.dumps([_image_json(e) for e in entries]))
         return
-    table = Table(
-        "KEY", "ARCH", "VERSION", "DOCKER", "KERNEL", "SIZE", "CREATED", "SOURCE", box=None
-    )
+    rows = [["KEY", "ARCH", "VERSION", "DOCKER", "KERNEL", "SIZE", "CREATED", "SOURCE"]]
     for e in entries:
         m = e.manifest
-        table.add_row(
-            e.key,
-            m.arch,
-            m.version,
-            m.versions.get("docker", "?"),
-            m.versions.get("kernel", "?"),
-            human_size(m.total_size),
-            m.created,
-            m.source,
+        rows.append(
+            [
+                e.key,
+                m.arch,
+                m.version,
+                m.versions.get("docker", "?"),
+                m.versions.get("kernel", "?"),
+                human_size(m.total_size),
+                m.created,
+                m.source,
+            ]
         )
-    out_console.print(table)
+    # Plain columns, never truncated: keys and versions are what people copy from here.
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _image_json(e: CachedImage) -> dict[str, object]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from pyd.resources import data_dir, vmconfig
 
-# Not part of the recipe: editor and Python droppings.
-_IGNORED = ("__pycache__", ".pyc", "~", ".swp")
+# Not part of the recipe: documentation (it does not reach the image, and editing it must
+# not cost a rebuild), editor and Python droppings.
+_IGNORED = (".md", "__pycache__", ".pyc", "~", ".swp")
 
 
 @dataclass(frozen=True)
