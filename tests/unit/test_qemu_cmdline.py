@@ -1,7 +1,13 @@
+import time
 from pathlib import Path
+
+import pytest
 
 from pyd.arches import get_arch
 from pyd.backends.qemu_cmdline import Disk, GuestSpec, kernel_cmdline, qemu_argv
+from pyd.backends.qemu_direct import DirectVM
+from pyd.errors import PydError
+from pyd.instance_files import InstanceFiles
 
 
 def _spec(tmp: Path, accel: str = "tcg") -> GuestSpec:
@@ -54,3 +60,15 @@ def test_kernel_cmdline_names_console_and_root_label(tmp_path: Path) -> None:
     line = kernel_cmdline(_spec(tmp_path))
     assert line.startswith("console=ttyS0 pyd.root=pyd-root rw ")
     assert line.endswith("quiet mitigations=off")
+
+
+def test_a_qemu_that_exits_is_reported_at_once_not_after_the_boot_timeout(
+    tmp_path: Path,
+) -> None:
+    files = InstanceFiles(tmp_path)
+    spec = _spec(tmp_path)  # its disks do not exist: QEMU refuses to start
+    vm = DirectVM.launch(spec, files)
+    started = time.monotonic()
+    with pytest.raises(PydError, match="QEMU exited"):
+        vm.connect(timeout=120)
+    assert time.monotonic() - started < 30

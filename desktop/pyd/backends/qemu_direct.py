@@ -17,7 +17,7 @@ from pyd.image.cache import CachedImage
 from pyd.instance_files import InstanceFiles
 from pyd.machine import MachineSettings
 from pyd.provision import instance_keys
-from pyd.ssh.connect import SSHTarget, wait_for_ssh
+from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, wait_for_ssh
 
 
 def guest_spec(
@@ -81,12 +81,19 @@ class DirectVM:
         )
 
     def connect(self, timeout: float) -> paramiko.SSHClient:
+        """SSH to the guest once it answers; fails at once if QEMU exits meanwhile."""
         deadline = time.monotonic() + timeout
-        try:
-            return wait_for_ssh(self.ssh_target(), deadline)
-        except PydError:
+        target = self.ssh_target()
+        while True:
             self._raise_if_exited()
-            raise
+            try:
+                return wait_for_ssh(target, min(deadline, time.monotonic() + 2))
+            except HostKeyMismatchError:
+                raise
+            except PydError:
+                if time.monotonic() >= deadline:
+                    self._raise_if_exited()
+                    raise
 
     def _raise_if_exited(self) -> None:
         if self.process.poll() is not None:
