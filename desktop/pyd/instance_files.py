@@ -14,34 +14,24 @@ CLIENT_KEY = "ssh/id_ed25519"
 HOST_KEY = "ssh/host_ed25519"
 
 
+class _File:
+    """A path inside the instance directory, as a typed read-only attribute."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, files: InstanceFiles, owner: type | None = None) -> Path:
+        return files.root / self.name
+
+
 @dataclass(frozen=True)
 class InstanceFiles:
     root: Path
 
-    @property
-    def os_disk(self) -> Path:
-        return self.root / OS_DISK
-
-    @property
-    def data_disk(self) -> Path:
-        return self.root / DATA_DISK
-
-    @property
-    def seed_iso(self) -> Path:
-        return self.root / SEED_ISO
-
-    @property
-    def serial_log(self) -> Path:
-        return self.root / SERIAL_LOG
-
-    @property
-    def qemu_pid(self) -> Path:
-        return self.root / QEMU_PID
-
-    @property
-    def client_key(self) -> Path:
-        return self.root / CLIENT_KEY
-
-    @property
-    def host_key(self) -> Path:
-        return self.root / HOST_KEY
+    os_disk = _File(OS_DISK)
+    data_disk = _File(DATA_DISK)
+    seed_iso = _File(SEED_ISO)
+    serial_log = _File(SERIAL_LOG)
+    qemu_pid = _File(QEMU_PID)
+    client_key = _File(CLIENT_KEY)
+    host_key = _File(HOST_KEY)

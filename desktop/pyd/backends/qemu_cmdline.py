@@ -4,7 +4,7 @@ SSH forwarded from one loopback port, serial console to a file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyd.arches import Arch
@@ -35,8 +35,6 @@ class GuestSpec:
     serial_log: Path
     cmdline_extra: tuple[str, ...] = ()
     pidfile: Path | None = None
-    qmp_socket: Path | None = None
-    extra_args: tuple[str, ...] = field(default=())
 
 
 def kernel_cmdline(spec: GuestSpec) -> str:
@@ -87,9 +85,7 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
         argv += ["-drive", drive, "-device", f"virtio-blk-pci,drive=disk{i},serial={disk.serial}"]
     if spec.pidfile:
         argv += ["-pidfile", str(spec.pidfile)]
-    if spec.qmp_socket:
-        argv += ["-qmp", f"unix:{spec.qmp_socket},server=on,wait=off"]
-    return [*argv, *spec.extra_args]
+    return argv
 
 
 def _escape(value: str) -> str:

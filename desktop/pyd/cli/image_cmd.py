@@ -40,12 +40,10 @@ def build(
     """Build the guest image from Debian's archive (reused while the recipe is unchanged)."""
     a = get_arch(arch)
     started = time.monotonic()
-    last = [started]
 
     def progress(line: str) -> None:
-        now = time.monotonic()
-        err_console.print(f"[dim]{now - started:6.1f}s[/] {line.removeprefix('==> ')}")
-        last[0] = now
+        elapsed = time.monotonic() - started
+        err_console.print(f"[dim]{elapsed:6.1f}s[/] {line.removeprefix('==> ')}")
 
     image, built = build_image(
         _cache(), a, suite or default_suite(), recipe_dir(), progress, mirror=mirror

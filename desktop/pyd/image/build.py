@@ -27,11 +27,6 @@ def build_params(arch: Arch, suite: str) -> dict[str, str]:
     return {"arch": arch.name, "debian_arch": arch.debian, "suite": suite}
 
 
-def cached_or_none(cache: ImageCache, arch: Arch, suite: str, recipe: Path) -> CachedImage | None:
-    key = image_key(arch.name, recipe_hash(read_recipe(recipe), build_params(arch, suite)))
-    return cache.get(key)
-
-
 def build_image(
     cache: ImageCache,
     arch: Arch,

@@ -53,7 +53,6 @@ def connect(target: SSHTarget, timeout: float = 10.0) -> paramiko.SSHClient:
             auth_timeout=timeout,
             allow_agent=False,
             look_for_keys=False,
-            disabled_algorithms={"pubkeys": []},
         )
     except paramiko.BadHostKeyException as e:
         client.close()
