@@ -14,7 +14,8 @@ import paramiko
 
 from pyd.accel import detect_accel
 from pyd.arches import get_arch
-from pyd.backends.qemu_direct import DirectVM, guest_spec
+from pyd.backends.guest_spec import guest_spec
+from pyd.backends.qemu_direct import DirectVM
 from pyd.errors import PydError
 from pyd.image.cache import CachedImage
 from pyd.instance_files import InstanceFiles

@@ -10,8 +10,18 @@ DATA_DISK = "data.qcow2"  # Docker's state; survives OS disk replacement
 SEED_ISO = "seed.iso"
 SERIAL_LOG = "serial.log"
 QEMU_PID = "qemu.pid"
+QMP_SOCK = "qmp.sock"  # direct-QEMU backend: clean poweroff via QMP
 CLIENT_KEY = "ssh/id_ed25519"
 HOST_KEY = "ssh/host_ed25519"
+KNOWN_HOSTS = "ssh/known_hosts"  # the pinned guest key, for the system ssh (`pyd ssh`)
+CONFIG = "config.toml"  # the user's settings (`pyd config`)
+STATE = "state.json"  # what pyd chose at first start: SSH port, image
+START_LOCK = "start.lock"  # one start/stop/delete at a time
+AGENT_PID = "agent.pid"
+AGENT_LOG = "agent.log"
+AGENT_STATUS = "agent.json"  # the agent's status, read by `pyd start` and `pyd status`
+AGENT_LOCK = "agent.lock"  # held by the running agent: at most one per instance
+DOCKER_SOCK = "sock/docker.sock"  # in its own 0700 directory
 
 
 class _File:
@@ -33,5 +43,15 @@ class InstanceFiles:
     seed_iso = _File(SEED_ISO)
     serial_log = _File(SERIAL_LOG)
     qemu_pid = _File(QEMU_PID)
+    qmp_sock = _File(QMP_SOCK)
     client_key = _File(CLIENT_KEY)
     host_key = _File(HOST_KEY)
+    known_hosts = _File(KNOWN_HOSTS)
+    config = _File(CONFIG)
+    state = _File(STATE)
+    start_lock = _File(START_LOCK)
+    agent_pid = _File(AGENT_PID)
+    agent_log = _File(AGENT_LOG)
+    agent_status = _File(AGENT_STATUS)
+    agent_lock = _File(AGENT_LOCK)
+    docker_sock = _File(DOCKER_SOCK)

@@ -32,3 +32,7 @@ def cache_dir() -> Path:
 
 def images_dir() -> Path:
     return cache_dir() / "images"
+
+
+def instances_dir() -> Path:
+    return home_dir() / "instances"

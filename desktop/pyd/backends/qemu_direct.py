@@ -10,46 +10,12 @@ from dataclasses import dataclass
 
 import paramiko
 
-from pyd.arches import Arch
-from pyd.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec, qemu_argv
+from pyd.backends.guest_spec import guest_spec as guest_spec
+from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
 from pyd.errors import EnvironmentProblem, PydError
-from pyd.image.cache import CachedImage
 from pyd.instance_files import InstanceFiles
-from pyd.machine import MachineSettings
 from pyd.provision import instance_keys
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, wait_for_ssh
-
-
-def guest_spec(
-    arch: Arch,
-    machine: MachineSettings,
-    image: CachedImage,
-    files: InstanceFiles,
-    cpus: int,
-    memory_mib: int,
-    ssh_port: int,
-) -> GuestSpec:
-    kernel = image.file(arch.kernel)
-    if not kernel.exists():
-        kernel = image.file("vmlinuz")
-    return GuestSpec(
-        arch=arch,
-        accel=machine.accel,
-        accel_cpu=machine.cpu,
-        cpus=cpus,
-        memory_mib=memory_mib,
-        kernel=kernel,
-        initrd=image.file("initrd.img"),
-        disks=(
-            Disk(files.os_disk, "pyd-os"),
-            Disk(files.data_disk, DATA_SERIAL),
-            Disk(files.seed_iso, "pyd-seed", fmt="raw", readonly=True),
-        ),
-        ssh_port=ssh_port,
-        serial_log=files.serial_log,
-        cmdline_extra=machine.cmdline,
-        pidfile=files.qemu_pid,
-    )
 
 
 @dataclass

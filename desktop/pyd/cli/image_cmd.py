@@ -14,7 +14,6 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 from pyd.arches import get_arch
 from pyd.cli.render import err_console, human_size, out_console
 from pyd.errors import ImageError, ImageMismatchError
-from pyd.guestrun import booted, check, elapsed, prepare, wait_for_docker
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.fetch import fetch_image
@@ -139,6 +138,9 @@ def boot_check(
     accel: Annotated[str | None, typer.Option(help="kvm, hvf, whpx or tcg")] = None,
 ) -> None:
     """Boot a cached image once in a throwaway VM and ask its Docker engine for its version."""
+    # paramiko is slow to import; only this command needs it.
+    from pyd.guestrun import booted, check, elapsed, prepare, wait_for_docker
+
     cache = _cache()
     image = cache.get(key) if key else cache.find(get_arch().name)
     if image is None:

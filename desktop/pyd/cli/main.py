@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pyd import __version__
-from pyd.cli import image_cmd
+from pyd.cli import config_cmd, image_cmd, instance_cmd
 from pyd.cli.render import out_console, print_error
 from pyd.errors import PydError, UsageError
 
@@ -19,6 +19,19 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(image_cmd.app, name="image")
+app.add_typer(config_cmd.app, name="config")
+for _command in (
+    instance_cmd.start,
+    instance_cmd.stop,
+    instance_cmd.restart,
+    instance_cmd.status,
+    instance_cmd.delete,
+    instance_cmd.ssh,
+    instance_cmd.env,
+    instance_cmd.logs,
+):
+    app.command()(_command)
+app.command("list")(instance_cmd.list_)
 
 _state = {"debug": False}
 

@@ -1,0 +1,52 @@
+"""Asking the guest's Docker engine whether it answers, over the agent's SSH connection
+(a streamlocal channel to its socket: no process starts in the guest, so polling is
+cheap while the guest boots)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import paramiko
+
+from pyd.agent.session import SSHSession
+from pyd.errors import PydError
+from pyd.ssh.streamlocal import open_streamlocal
+
+GUEST_DOCKER_SOCKET = "/var/run/docker.sock"
+_PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
+
+
+def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
+    """True when dockerd answers /_ping with 200."""
+    try:
+        chan = open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=timeout)
+    except (PydError, paramiko.SSHException, EOFError, OSError):
+        return False
+    try:
+        chan.settimeout(timeout)
+        chan.sendall(_PING)
+        reply = b""
+        while len(reply) < 64:
+            chunk = chan.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+        return reply.startswith(b"HTTP/1.") and reply.split(b" ", 2)[1:2] == [b"200"]
+    except (TimeoutError, OSError, paramiko.SSHException):
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            chan.close()
+
+
+def wait_for_engine(session: SSHSession, deadline: float, poll: float = 0.2) -> None:
+    while True:
+        if ping(session.transport(wait=max(0.0, deadline - time.monotonic()))):
+            return
+        if time.monotonic() >= deadline:
+            raise PydError(
+                "the Docker engine in the guest did not answer in time",
+                hint="see `pyd logs` (the guest console and /var/log/dockerd.log via `pyd ssh`)",
+            )
+        time.sleep(poll)

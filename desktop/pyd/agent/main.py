@@ -1,0 +1,158 @@
+"""The host agent process: `python -m pyd.agent DIR`. Started detached by `pyd start`;
+stopped by SIGTERM from `pyd stop`. It reports through the status file (agent.json)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import paramiko
+from filelock import FileLock, Timeout
+
+from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
+from pyd.agent.session import SSHSession
+from pyd.agent.status import FAILED, READY, RECONNECTING, STARTING, STOPPED, AgentStatus
+from pyd.agent.status import write_status as _write_status
+from pyd.errors import PydError
+from pyd.forward.endpoint import DockerForward, docker_endpoint, make_docker_forward
+from pyd.instance_files import InstanceFiles
+from pyd.instance_state import load_state
+from pyd.provision import instance_keys
+from pyd.ssh.connect import HostKeyMismatchError, SSHTarget
+from pyd.ssh.streamlocal import open_streamlocal
+
+log = logging.getLogger("pyd.agent")
+
+BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~20 s
+RECONNECT_WAIT = 30.0  # how long a new Docker connection waits for SSH to come back
+GONE_AFTER = 60.0  # SSH down this long and the VM not running: the agent stops
+
+
+class Agent:
+    def __init__(self, files: InstanceFiles, name: str, vm_running: Callable[[], bool]) -> None:
+        self.files = files
+        self.name = name
+        self.vm_running = vm_running
+        self.stop = threading.Event()
+        state = load_state(files.state)
+        if state is None:
+            raise PydError(f"{files.state} is missing", hint="run `pyd start`")
+        _client, host = instance_keys(files)
+        self.session = SSHSession(
+            SSHTarget("127.0.0.1", state.ssh_port, "root", files.client_key, host.public_openssh)
+        )
+        self.status = AgentStatus(STARTING, os.getpid())
+        self.forward: DockerForward | None = None
+
+    def _publish(self, status: AgentStatus) -> None:
+        self.status = status
+        _write_status(self.files.agent_status, status)
+
+    def _phase(self, name: str, step: Callable[[], None]) -> None:
+        self._publish(self.status.begin(name))
+        t0 = time.monotonic()
+        step()
+        self._publish(self.status.finish(time.monotonic() - t0))
+        log.info("%s done in %.2f s", name, time.monotonic() - t0)
+
+    def _open_docker_channel(self) -> paramiko.Channel:
+        return open_streamlocal(self.session.transport(RECONNECT_WAIT), GUEST_DOCKER_SOCKET)
+
+    def run(self) -> int:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        try:
+            self._phase("ssh", lambda: self.session.connect(deadline))
+            self._phase("engine", lambda: wait_for_engine(self.session, deadline))
+            forward = make_docker_forward(
+                self.name, self.files.docker_sock, self._open_docker_channel
+            )
+            forward.start()
+            self.forward = forward
+        except PydError as e:
+            log.error("%s", e.message)
+            self._publish(self.status.to(FAILED, e.message, e.hint))
+            self.session.close()
+            return 1
+        host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
+        self._publish(replace(self.status.to(READY), docker_host=host))
+        log.info("ready: %s", host)
+        try:
+            return self._supervise()
+        finally:
+            self.forward.close()
+            self.session.close()
+
+    def _supervise(self) -> int:
+        """Keeps SSH up until asked to stop or the VM is gone."""
+        down_since: float | None = None
+        while not self.stop.wait(1.0):
+            if self.session.alive():
+                continue
+            if down_since is None:
+                down_since = time.monotonic()
+                log.warning("SSH connection lost; reconnecting")
+                self._publish(self.status.to(RECONNECTING))
+            try:
+                self.session.connect(time.monotonic() + 5)
+            except HostKeyMismatchError as e:
+                log.error("%s", e.message)
+                self._publish(self.status.to(FAILED, e.message, e.hint))
+                return 1
+            except PydError:
+                if time.monotonic() - down_since > GONE_AFTER and not self.vm_running():
+                    log.info("the VM is not running any more; stopping")
+                    self._publish(self.status.to(STOPPED, "the VM stopped"))
+                    return 0
+                continue
+            log.info("SSH back after %.1f s", time.monotonic() - down_since)
+            down_since = None
+            self._publish(self.status.to(READY))
+        self._publish(self.status.to(STOPPED))
+        return 0
+
+
+def main(argv: list[str]) -> int:
+    root = Path(argv[0])
+    name = argv[1]
+    files = InstanceFiles(root)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    paramiko_log = logging.getLogger("paramiko")
+    paramiko_log.setLevel(logging.WARNING)
+    lock = FileLock(files.agent_lock)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.error("another agent already runs for %s", root)
+        return 1
+    try:
+        files.agent_pid.write_text(f"{os.getpid()}\n")
+        agent = Agent(files, name, _vm_running_probe(name))
+        signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: agent.stop.set())
+        return agent.run()
+    finally:
+        files.agent_pid.unlink(missing_ok=True)
+        lock.release()
+
+
+def _vm_running_probe(name: str) -> Callable[[], bool]:
+    from pyd.lifecycle.backend import backend_for
+
+    def probe() -> bool:
+        from pyd.backends.base import VMState
+
+        try:
+            return backend_for(name).state() is VMState.RUNNING
+        except PydError:
+            return True  # cannot tell: keep trying rather than give up
+
+    return probe

@@ -1,0 +1,78 @@
+"""The agent's status file: written by the agent at each change, read by `pyd start`
+(to show progress and wait for "ready") and `pyd status`. Pure model plus atomic IO."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from pyd.atomicfile import write_atomic
+
+STARTING = "starting"  # connecting, waiting for the engine
+READY = "ready"  # the engine answers through the host socket
+RECONNECTING = "reconnecting"  # SSH dropped; forwards wait for it to come back
+FAILED = "failed"  # gave up; `error` and `hint` say why
+STOPPED = "stopped"  # exited on request or because the VM is gone
+STATES = (STARTING, READY, RECONNECTING, FAILED, STOPPED)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    state: str
+    pid: int
+    phase: str = ""  # the phase in progress
+    phases: tuple[Phase, ...] = ()  # finished ones, in order
+    error: str = ""
+    hint: str = ""
+    docker_host: str = ""
+    updated: float = field(default_factory=time.time)
+
+    def begin(self, phase: str) -> AgentStatus:
+        return replace(self, phase=phase, updated=time.time())
+
+    def finish(self, seconds: float) -> AgentStatus:
+        done = (*self.phases, Phase(self.phase, round(seconds, 3)))
+        return replace(self, phase="", phases=done, updated=time.time())
+
+    def to(self, state: str, error: str = "", hint: str = "") -> AgentStatus:
+        return replace(self, state=state, error=error, hint=hint, updated=time.time())
+
+
+def parse_status(text: str) -> AgentStatus | None:
+    """None for a file that is being replaced or damaged: the caller reads again."""
+    try:
+        data = json.loads(text)
+        phases = tuple(Phase(str(p["name"]), float(p["seconds"])) for p in data["phases"])
+        status = AgentStatus(
+            state=str(data["state"]),
+            pid=int(data["pid"]),
+            phase=str(data["phase"]),
+            phases=phases,
+            error=str(data["error"]),
+            hint=str(data["hint"]),
+            docker_host=str(data["docker_host"]),
+            updated=float(data["updated"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return status if status.state in STATES else None
+
+
+def read_status(path: Path) -> AgentStatus | None:
+    try:
+        return parse_status(path.read_text())
+    except OSError:
+        return None
+
+
+def write_status(path: Path, status: AgentStatus) -> None:
+    write_atomic(path, json.dumps(asdict(status), indent=2) + "\n")
+

@@ -1,0 +1,93 @@
+"""The direct-QEMU backend for `pyd start`: QEMU as a daemon with a pidfile and a QMP
+socket, for hosts without libvirt (libvirt has no QEMU driver on Windows; optional on
+macOS). Same VMBackend interface as libvirt."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+from pyd.backends.base import VMState
+from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
+from pyd.errors import EnvironmentProblem, PydError
+from pyd.instance_files import InstanceFiles
+from pyd.procs import pid_alive
+
+
+class QemuProcessBackend:
+    def __init__(self, instance: str, files: InstanceFiles) -> None:
+        self.name = f"pyd-{instance}"
+        self.files = files
+
+    def _pid(self) -> int | None:
+        try:
+            pid = int(self.files.qemu_pid.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def state(self) -> VMState:
+        if self._pid() is not None:
+            return VMState.RUNNING
+        return VMState.STOPPED if self.files.os_disk.exists() else VMState.ABSENT
+
+    def start(self, spec: GuestSpec) -> None:
+        argv = qemu_argv(spec)
+        if not shutil.which(argv[0]):
+            raise EnvironmentProblem(
+                f"{argv[0]} is not installed",
+                hint="install QEMU (Debian: apt-get install qemu-system-x86; "
+                "macOS: brew install qemu)",
+            )
+        self.files.qmp_sock.unlink(missing_ok=True)
+        argv += ["-qmp", f"unix:{self.files.qmp_sock},server=on,wait=off", "-daemonize"]
+        # -daemonize returns once QEMU has opened its disks and ports: errors come back here.
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        if done.returncode != 0:
+            raise PydError(
+                f"QEMU failed to start: {done.stderr.decode(errors='replace').strip()}",
+                hint=f"see {self.files.serial_log}",
+            )
+
+    def shutdown(self, timeout: float) -> None:
+        pid = self._pid()
+        if pid is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            self._qmp("system_powerdown")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not pid_alive(pid):
+                return
+            time.sleep(0.2)
+        self.kill()
+
+    def kill(self) -> None:
+        pid = self._pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def delete(self) -> None:
+        self.files.qemu_pid.unlink(missing_ok=True)
+        self.files.qmp_sock.unlink(missing_ok=True)
+
+    def _qmp(self, command: str) -> None:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(5)
+            s.connect(str(self.files.qmp_sock))
+            f = s.makefile("rwb")
+            f.readline()  # greeting
+            for cmd in ("qmp_capabilities", command):
+                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                f.flush()
+                f.readline()

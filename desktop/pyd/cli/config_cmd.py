@@ -1,0 +1,55 @@
+"""`pyd config show|set`."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import tomlkit
+import typer
+
+from pyd.cli.render import err_console, out_console
+from pyd.config.model import to_toml_dict, with_value
+from pyd.config.store import load_config, save_config
+from pyd.errors import UsageError
+from pyd.lifecycle.instance import DEFAULT, instance
+from pyd.lifecycle.status import instance_status
+
+app = typer.Typer(help="Show or change an instance's settings.", no_args_is_help=True)
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
+
+
+@app.command()
+def show(
+    name: NameOpt = DEFAULT,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Print the effective settings (defaults filled in)."""
+    cfg = load_config(instance(name).files.config)
+    data = to_toml_dict(cfg)
+    if as_json:
+        out_console.print_json(json.dumps(data))
+    else:
+        out_console.out(tomlkit.dumps(data), end="")
+
+
+@app.command("set")
+def set_(
+    key: Annotated[str, typer.Argument(help="cpus, memory, disk, accel, backend, libvirt_uri")],
+    value: Annotated[str, typer.Argument()],
+    name: NameOpt = DEFAULT,
+) -> None:
+    """Change a setting; it applies at the next start."""
+    inst = instance(name)
+    cfg = with_value(load_config(inst.files.config), key, value)
+    if key == "disk" and inst.files.data_disk.exists():
+        raise UsageError(
+            f"the data disk of {name!r} already exists; its size is fixed at creation",
+            hint="`pyd delete` and start again for another size",
+        )
+    inst.files.root.mkdir(parents=True, exist_ok=True)
+    save_config(inst.files.config, cfg)
+    if inst.exists and instance_status(inst).vm == "running":
+        err_console.print(f"saved; applies at the next start (`pyd restart -n {name}`)")
+    else:
+        err_console.print("saved")

@@ -1,0 +1,203 @@
+"""`pyd start|stop|restart|status|list|delete|ssh|env|logs`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pyd.cli.progress import TerminalProgress
+from pyd.cli.render import err_console, out_console
+from pyd.errors import EnvironmentProblem, PydError, UsageError
+from pyd.instance_state import load_state
+from pyd.lifecycle.instance import DEFAULT, all_instances, existing
+from pyd.lifecycle.status import InstanceStatus, instance_status
+from pyd.shell_env import SHELLS, detect_shell, env_script
+from pyd.ssh.openssh import known_hosts_line, ssh_argv
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+
+@contextmanager
+def _progress() -> Iterator[TerminalProgress]:
+    progress = TerminalProgress()
+    try:
+        yield progress
+    finally:
+        progress.close()
+
+
+def start(
+    name: NameOpt = DEFAULT,
+    cpus: Annotated[str | None, typer.Option(help="virtual CPUs (stored in the config)")] = None,
+    memory: Annotated[str | None, typer.Option(help="memory, e.g. 4GiB (stored)")] = None,
+    disk: Annotated[
+        str | None, typer.Option(help="data disk size, e.g. 40GiB (first start only)")
+    ] = None,
+    accel: Annotated[
+        str | None, typer.Option(help="auto, kvm, hvf, whpx or tcg (stored)")
+    ] = None,
+    context: Annotated[
+        bool, typer.Option("--context/--no-context", help="create and use docker context pyd")
+    ] = True,
+) -> None:
+    """Start an instance (created on first start) and make the docker CLI use it."""
+    overrides = {
+        k: v for k, v in {"cpus": cpus, "memory": memory, "disk": disk, "accel": accel}.items()
+        if v is not None
+    }
+    from pyd.lifecycle.start import start as start_instance
+
+    with _progress() as progress:
+        result = start_instance(name, overrides, context, progress)
+    what = "is already running" if result.already_running else "is running"
+    err_console.print(f"[bold]pyd instance {result.name!r} {what}[/]")
+    if result.context:
+        err_console.print(f"docker context [bold]{result.context}[/] is current; try `docker info`")
+    else:
+        err_console.print(f"docker endpoint: {result.docker_host} (see `pyd env`)")
+
+
+def stop(name: NameOpt = DEFAULT) -> None:
+    """Stop an instance: its host agent, then the guest (clean poweroff)."""
+    from pyd.lifecycle.stop import stop as stop_instance
+
+    with _progress() as progress:
+        was_running = stop_instance(name, progress)
+    err_console.print(f"pyd instance {name!r} " + ("stopped" if was_running else "was not running"))
+
+
+def restart(name: NameOpt = DEFAULT) -> None:
+    """Stop, then start an instance."""
+    stop(name)
+    start(name)
+
+
+def delete(
+    name: NameOpt = DEFAULT,
+    force: Annotated[bool, typer.Option("--force", "-f", help="do not ask")] = False,
+) -> None:
+    """Delete an instance: its VM, disks (Docker's images, containers and volumes too)
+    and its docker context."""
+    inst = existing(name)
+    if not force:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                f"deleting {name!r} removes its data disk (images, containers, volumes)",
+                hint=f"confirm with `pyd delete -f -n {name}`",
+            )
+        typer.confirm(
+            f"Delete instance {name!r} with all its images, containers and volumes?", abort=True
+        )
+    from pyd.lifecycle.stop import delete as delete_instance
+
+    with _progress() as progress:
+        delete_instance(inst.name, progress)
+    err_console.print(f"pyd instance {name!r} deleted")
+
+
+def status(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
+    """Show an instance's state (VM, host agent, Docker endpoint, settings)."""
+    st = instance_status(existing(name))
+    if as_json:
+        out_console.print_json(json.dumps(st.to_json()))
+        return
+    for key, value in st.to_json().items():
+        if key == "phases":
+            value = ", ".join(f"{k} {v:.2f} s" for k, v in value.items())
+        out_console.print(f"{key:<12} {value}")
+    if st.state != "running":
+        raise typer.Exit(0 if st.state == "stopped" else 1)
+
+
+def list_(as_json: JsonOpt = False) -> None:
+    """List instances."""
+    statuses = [instance_status(i) for i in all_instances()]
+    if as_json:
+        out_console.print_json(json.dumps([s.to_json() for s in statuses]))
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH", "DOCKER"):
+        table.add_column(col, no_wrap=True, overflow="ignore")
+    for s in statuses:
+        table.add_row(*_row(s))
+    out_console.print(table)
+
+
+def _row(s: InstanceStatus) -> list[str]:
+    return [
+        s.name,
+        s.state,
+        str(s.cpus),
+        f"{s.memory_mib / 1024:g} GiB",
+        f"{s.disk_gib} GiB",
+        f"127.0.0.1:{s.ssh_port}" if s.ssh_port else "-",
+        s.docker_host or "-",
+    ]
+
+
+def ssh(
+    command: Annotated[list[str] | None, typer.Argument(help="command to run (after --)")] = None,
+    name: NameOpt = DEFAULT,
+) -> None:
+    """Open a shell in the guest, or run `pyd ssh -- CMD` and exit with its code."""
+    inst = existing(name)
+    state = load_state(inst.files.state)
+    if state is None:
+        raise UsageError(f"{name!r} has never started", hint="run `pyd start` first")
+    client = shutil.which("ssh")
+    if client is None:
+        raise EnvironmentProblem(
+            "no OpenSSH client (ssh) on PATH",
+            hint="install it (Debian: apt-get install openssh-client; Windows: the "
+            "OpenSSH Client optional feature)",
+        )
+    from pyd.provision import instance_keys
+
+    _key, host = instance_keys(inst.files)
+    inst.files.known_hosts.write_text(known_hosts_line(state.ssh_port, host.public_openssh))
+    tty = sys.stdin.isatty() and sys.stdout.isatty()
+    argv = ssh_argv(
+        client, state.ssh_port, inst.files.client_key, inst.files.known_hosts, command or [], tty
+    )
+    raise typer.Exit(subprocess.run(argv, check=False).returncode)
+
+
+def env(
+    name: NameOpt = DEFAULT,
+    shell: Annotated[str | None, typer.Option(help=f"one of {', '.join(SHELLS)}")] = None,
+) -> None:
+    """Print the shell commands that point DOCKER_HOST at an instance."""
+    st = instance_status(existing(name))
+    if not st.docker_host:
+        raise PydError(f"{name!r} is not running", hint=f"run `pyd start -n {name}` first")
+    chosen = shell or detect_shell(os.environ.get("SHELL", ""), sys.platform == "win32")
+    out_console.out(env_script(chosen, st.docker_host, name), end="")
+
+
+def logs(
+    name: NameOpt = DEFAULT,
+    lines: Annotated[int, typer.Option("--lines", "-l", help="lines of each log")] = 50,
+) -> None:
+    """Show the end of the host agent's log and of the guest console."""
+    inst = existing(name)
+    for title, path in (
+        ("host agent", inst.files.agent_log),
+        ("guest console", inst.files.serial_log),
+    ):
+        out_console.rule(f"{title}: {path}")
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            out_console.print("(no log yet)")
+            continue
+        out_console.out("\n".join(text.splitlines()[-lines:]), highlight=False)

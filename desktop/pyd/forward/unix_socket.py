@@ -1,0 +1,251 @@
+"""A host Unix socket whose connections are relayed to SSH channels (the Docker socket on macOS
+and Linux hosts).
+
+Who may connect is decided by file permissions alone: the socket is 0600 inside a 0700
+directory owned by us. The directory matters on its own: macOS ignores a socket file's mode on
+connect(), Linux honours it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import stat
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import paramiko
+
+from pyd.errors import PydError
+from pyd.forward.relay import Relay
+
+log = logging.getLogger("pyd.forward")
+
+# sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, including the final NUL.
+MAX_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
+
+OpenChannel = Callable[[], paramiko.Channel]
+
+
+class SocketPathError(PydError):
+    """The socket cannot be served at that path (too long, unsafe directory, in use)."""
+
+
+def check_socket_path(path: Path) -> None:
+    """Raises SocketPathError when `path` is too long to bind a Unix socket at."""
+    n = len(os.fsencode(path))
+    if n > MAX_PATH_BYTES:
+        raise SocketPathError(
+            f"the socket path {path} is {n} bytes long; Unix sockets allow at most "
+            f"{MAX_PATH_BYTES} on this system",
+            hint="set PYD_HOME to a shorter directory (for example ~/.pyd) and start again",
+        )
+
+
+def _private_dir(directory: Path) -> None:
+    """Creates `directory` 0700, or checks that an existing one is ours and private."""
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+        os.chmod(directory, 0o700)  # mkdir's mode is filtered through the umask
+    except FileExistsError:
+        pass
+    st = directory.stat()
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise SocketPathError(
+            f"the directory {directory} for the Docker socket is not private "
+            f"(mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}); other users could "
+            "reach the socket",
+            hint=f"chmod 700 {directory} (it must be owned by you)",
+        )
+
+
+def _clear_stale(path: Path) -> None:
+    """Removes a socket file nobody answers on; refuses a live socket or any other file."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise SocketPathError(
+            f"{path} exists and is not a socket; refusing to replace it",
+            hint="move that file away",
+        )
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(2)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        log.info("removed the stale socket %s", path)
+        return
+    except OSError as e:  # a timeout: a listener that does not accept is still a listener
+        raise SocketPathError(
+            f"cannot tell whether {path} is in use: {e}",
+            hint="if no pyd agent is running for this instance, remove the file",
+        ) from e
+    finally:
+        probe.close()
+    raise SocketPathError(
+        f"something already answers on {path}",
+        hint="another pyd agent may be serving this instance; `pyd status` shows it",
+    )
+
+
+class UnixSocketForward:
+    """Serves `path`; every connection gets a fresh channel from `open_channel` and is relayed
+    to it. `open_channel` is called per connection, so the owner can swap the SSH connection
+    underneath (after a reconnect) without restarting the forward."""
+
+    def __init__(self, path: Path, open_channel: OpenChannel, name: str = "docker") -> None:
+        self.path = Path(path)
+        self.open_channel = open_channel
+        self.name = name
+        self._listener: socket.socket | None = None
+        self._inode: tuple[int, int] | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._conns: dict[threading.Thread, Relay | None] = {}
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.path}"
+
+    def start(self) -> None:
+        """Binds the socket (0600 before it accepts anything) and serves it in a thread."""
+        check_socket_path(self.path)
+        _private_dir(self.path.parent)
+        _clear_stale(self.path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound = False
+        try:
+            if sys.platform.startswith("linux"):
+                # Linux gives the socket file the mode of the socket's inode (less the umask):
+                # set it before bind() so the file is never wider. (Not os.umask(): that is
+                # process-wide, and the agent has other threads creating files.)
+                os.fchmod(listener.fileno(), 0o600)
+            listener.bind(str(self.path))
+            bound = True
+            # Before listen(), connect() is refused anyway, so nobody can get in while a
+            # wider mode (other systems) is still on the file.
+            os.chmod(self.path, 0o600)
+            st = self.path.lstat()
+            self._inode = (st.st_dev, st.st_ino)
+            listener.listen(128)
+            listener.setblocking(False)
+        except OSError as e:
+            listener.close()
+            if bound:
+                with contextlib.suppress(OSError):
+                    self.path.unlink()
+            raise SocketPathError(f"cannot serve the socket {self.path}: {e}") from e
+        self._listener = listener
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"pyd-forward-{self.name}", daemon=True
+        )
+        self._thread.start()
+        log.info("serving %s", self.path)
+
+    def close(self) -> None:
+        """Stops accepting, removes the socket file and ends live connections."""
+        self._closing.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[1].send(b"x")
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._listener is not None:
+            self._listener.close()
+            self._remove_socket_file()
+            self._listener = None
+        with self._lock:
+            conns = list(self._conns.items())
+        for _thread, relay in conns:
+            if relay is not None:
+                relay.abort()
+        for thread, _relay in conns:
+            thread.join(10)
+        if self._wake is not None:
+            for end in self._wake:
+                end.close()
+            self._wake = None
+
+    def __enter__(self) -> UnixSocketForward:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def live_connections(self) -> int:
+        with self._lock:
+            return len(self._conns)
+
+    def _remove_socket_file(self) -> None:
+        # Only our own file: a later agent may have replaced it meanwhile.
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            return
+        if (st.st_dev, st.st_ino) == self._inode:
+            self.path.unlink()
+
+    def _serve(self) -> None:
+        assert self._listener is not None and self._wake is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake[0], selectors.EVENT_READ)
+            while not self._closing.is_set():
+                sel.select()
+                if self._closing.is_set():
+                    return
+                try:
+                    conn, _ = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as e:
+                    # EMFILE and friends: keep serving, but don't spin on the error.
+                    log.error("%s: accept failed: %s", self.path, e)
+                    self._closing.wait(0.5)
+                    continue
+                conn.setblocking(True)
+                thread = threading.Thread(
+                    target=self._handle,
+                    args=(conn,),
+                    name=f"pyd-forward-{self.name}-conn",
+                    daemon=True,
+                )
+                with self._lock:  # close() never sees a thread it cannot join yet
+                    self._conns[thread] = None
+                    thread.start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        me = threading.current_thread()
+        try:
+            try:
+                chan = self.open_channel()
+            except Exception as e:
+                log.warning("%s: could not open a channel to the guest: %s", self.path, e)
+                conn.close()
+                return
+            relay = Relay(conn, chan, name=f"pyd-forward-{self.name}")
+            with self._lock:
+                closing = self._closing.is_set()
+                self._conns[me] = relay
+            if closing:
+                relay.abort()
+            try:
+                relay.run()
+            except Exception:
+                log.exception("%s: relay failed", self.path)
+        finally:
+            with self._lock:
+                self._conns.pop(me, None)

@@ -1,0 +1,48 @@
+"""What pyd chose for an instance at its first start and keeps across restarts: the SSH
+port on host loopback and the image its OS disk sits on. Not user settings (that is
+config.toml); a JSON file pyd alone writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyd.atomicfile import write_atomic
+from pyd.errors import PydError
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    ssh_port: int
+    image_key: str
+    accel: str
+
+
+def parse_state(text: str, origin: str) -> InstanceState:
+    try:
+        data = json.loads(text)
+        return InstanceState(
+            ssh_port=int(data["ssh_port"]),
+            image_key=str(data["image_key"]),
+            accel=str(data["accel"]),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise PydError(
+            f"the instance state file {origin} is corrupted ({e})",
+            hint="restore it, or remove it to let pyd choose the SSH port and image again "
+            "(the disks are kept either way)",
+        ) from None
+
+
+def load_state(path: Path) -> InstanceState | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return parse_state(text, str(path))
+
+
+def save_state(path: Path, state: InstanceState) -> None:
+    write_atomic(path, json.dumps(asdict(state), indent=2) + "\n")
+

@@ -1,0 +1,1 @@
+"""Start, stop, delete and inspect instances: the orchestration behind the CLI."""

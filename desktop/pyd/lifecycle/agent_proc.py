@@ -1,0 +1,105 @@
+"""The host agent seen from the CLI: launch it detached, follow its status, stop it."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+
+from filelock import FileLock, Timeout
+
+from pyd.agent.status import FAILED, READY, STOPPED, AgentStatus, read_status, write_status
+from pyd.errors import PydError
+from pyd.instance_files import InstanceFiles
+from pyd.lifecycle.progress import Progress
+from pyd.procs import terminate
+
+WAIT_READY = 330.0  # the agent's own boot timeout (300 s) plus slack
+
+
+def agent_running(files: InstanceFiles) -> bool:
+    """The agent holds agent.lock while it lives: immune to stale pid files and pid reuse."""
+    if not files.agent_lock.exists():
+        return False
+    lock = FileLock(files.agent_lock)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def launch_agent(files: InstanceFiles, name: str) -> subprocess.Popen[bytes]:
+    files.agent_status.unlink(missing_ok=True)
+    flags = 0
+    if sys.platform == "win32":
+        flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+    with files.agent_log.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pyd.agent", str(files.root), name],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            cwd=files.root,
+            close_fds=True,
+            start_new_session=sys.platform != "win32",
+            creationflags=flags,
+        )
+
+
+def wait_ready(files: InstanceFiles, proc: subprocess.Popen[bytes], progress: Progress) -> str:
+    """Follows the agent's phases until it is ready; returns the Docker host URL."""
+    shown = 0
+    current = ""
+    deadline = time.monotonic() + WAIT_READY
+    while time.monotonic() < deadline:
+        status = read_status(files.agent_status)
+        if status is not None and status.pid == proc.pid:
+            for p in status.phases[shown:]:
+                progress.done(p.name, p.seconds)
+            shown = len(status.phases)
+            if status.phase and status.phase != current:
+                current = status.phase
+                progress.begin(current)
+            if status.state == READY:
+                return status.docker_host
+            if status.state in (FAILED, STOPPED):
+                raise PydError(status.error or "the host agent stopped", hint=status.hint)
+        if proc.poll() is not None:
+            raise PydError(
+                f"the host agent exited with {proc.returncode} before the engine answered",
+                hint=f"see {files.agent_log}\n{_tail(files)}",
+            )
+        time.sleep(0.05)
+    raise PydError(
+        f"the Docker engine did not answer within {WAIT_READY:.0f} s",
+        hint="see `pyd logs`; the VM keeps running: `pyd stop` or try `pyd start` again",
+    )
+
+
+def stop_agent(files: InstanceFiles, timeout: float = 10) -> None:
+    if not agent_running(files):
+        return
+    try:
+        pid = int(files.agent_pid.read_text().strip())
+    except (OSError, ValueError):
+        return
+    terminate(pid, timeout)
+    status = read_status(files.agent_status)
+    if status is not None and status.state != STOPPED:
+        with contextlib.suppress(OSError):
+            write_status(files.agent_status, status.to(STOPPED))
+
+
+def agent_status(files: InstanceFiles) -> AgentStatus | None:
+    return read_status(files.agent_status)
+
+
+def _tail(files: InstanceFiles, lines: int = 15) -> str:
+    try:
+        text = files.agent_log.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])

@@ -1,0 +1,79 @@
+"""Instances by name: where their files are, and which exist."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from filelock import FileLock, Timeout
+
+from pyd.config.model import validate_name
+from pyd.errors import UsageError
+from pyd.instance_files import InstanceFiles
+from pyd.lifecycle.progress import Progress
+from pyd.paths import instances_dir
+
+DEFAULT = "default"
+LOCK_WAIT = 900.0  # a concurrent start may be building the image
+
+
+@dataclass(frozen=True)
+class Instance:
+    name: str
+    files: InstanceFiles
+
+    @property
+    def exists(self) -> bool:
+        return self.files.config.exists() or self.files.data_disk.exists()
+
+
+def instance(name: str) -> Instance:
+    return Instance(validate_name(name), InstanceFiles(instances_dir() / name))
+
+
+def existing(name: str) -> Instance:
+    inst = instance(name)
+    if not inst.exists:
+        raise UsageError(
+            f"there is no instance named {name!r}",
+            hint="see `pyd list`, or create it with `pyd start"
+            + ("" if name == DEFAULT else f" -n {name}")
+            + "`",
+        )
+    return inst
+
+
+def all_instances() -> list[Instance]:
+    root = instances_dir()
+    if not root.is_dir():
+        return []
+    found = []
+    for path in sorted(root.iterdir()):
+        with contextlib.suppress(UsageError):
+            inst = instance(path.name)
+            if inst.exists:
+                found.append(inst)
+    return found
+
+
+@contextlib.contextmanager
+def locked(inst: Instance, progress: Progress) -> Iterator[None]:
+    """One start/stop/delete of an instance at a time, across processes."""
+    inst.files.root.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(inst.files.start_lock)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        progress.info(f"waiting for another pyd command on {inst.name!r} to finish")
+        try:
+            lock.acquire(timeout=LOCK_WAIT)
+        except Timeout:
+            raise UsageError(
+                f"another pyd command has held {inst.name!r} for {LOCK_WAIT:.0f} s",
+                hint=f"check running pyd processes; the lock is {inst.files.start_lock}",
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()

@@ -1,0 +1,158 @@
+"""`pyd start`: config → image → disks + seed → VM → host agent → Docker context."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pyd.accel import detect_accel
+from pyd.agent.status import READY
+from pyd.arches import get_arch
+from pyd.backends.base import VMBackend, VMState
+from pyd.backends.guest_spec import guest_spec
+from pyd.config.model import InstanceConfig, context_name, with_value
+from pyd.config.store import load_config, save_config
+from pyd.docker_context import ensure_context
+from pyd.errors import ImageError, UsageError
+from pyd.hostenv import host_timezone, proxy_settings
+from pyd.image.build import build_image
+from pyd.image.cache import CachedImage, ImageCache
+from pyd.image.recipe import default_suite, recipe_dir
+from pyd.instance_state import InstanceState, load_state, save_state
+from pyd.lifecycle.agent_proc import (
+    agent_running,
+    agent_status,
+    launch_agent,
+    stop_agent,
+    wait_ready,
+)
+from pyd.lifecycle.backend import backend_for_config
+from pyd.lifecycle.instance import Instance, instance, locked
+from pyd.lifecycle.progress import Progress, phase
+from pyd.machine import machine_settings
+from pyd.netports import free_loopback_port
+from pyd.paths import images_dir
+from pyd.provision import SeedSettings, ensure_disks, write_seed
+
+
+@dataclass(frozen=True)
+class StartResult:
+    name: str
+    docker_host: str
+    context: str | None  # None with --no-context
+    already_running: bool
+
+
+def start(
+    name: str,
+    overrides: Mapping[str, str],
+    use_context: bool,
+    progress: Progress,
+) -> StartResult:
+    inst = instance(name)
+    with locked(inst, progress):
+        cfg = _settle_config(inst, overrides)
+        backend = backend_for_config(inst.name, cfg)
+        vm = backend.state()
+        running = vm is VMState.RUNNING
+        status = agent_status(inst.files)
+        if running and agent_running(inst.files) and status and status.state == READY:
+            return _finish(inst, status.docker_host, use_context, already=True)
+        stop_agent(inst.files)  # a stale agent from before the VM stopped
+        if not running:
+            _boot(inst, cfg, backend, progress)
+        proc = launch_agent(inst.files, inst.name)
+        docker_host = wait_ready(inst.files, proc, progress)
+        return _finish(inst, docker_host, use_context, already=False)
+
+
+def _settle_config(inst: Instance, overrides: Mapping[str, str]) -> InstanceConfig:
+    """The first start stores the given settings; later starts apply cpus/memory/accel
+    changes, but the data disk's size is fixed once it exists."""
+    cfg = load_config(inst.files.config)
+    new = cfg
+    for key, raw in overrides.items():
+        new = with_value(new, key, raw)
+    if inst.files.data_disk.exists() and new.disk_gib != cfg.disk_gib:
+        raise UsageError(
+            f"the data disk of {inst.name!r} already exists with {cfg.disk_gib} GiB",
+            hint="its size is fixed at creation; `pyd delete` and start again for another size",
+        )
+    if new != cfg or not inst.files.config.exists():
+        inst.files.root.mkdir(parents=True, exist_ok=True)
+        save_config(inst.files.config, new)
+    return new
+
+
+def _boot(inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Progress) -> None:
+    files = inst.files
+    state = load_state(files.state)
+    with phase(progress, "image"):
+        image = _image(state, progress)
+    with phase(progress, "disks"):
+        ensure_disks(files, image, cfg.disk_gib)
+        hostname = context_name(inst.name)
+        write_seed(
+            files,
+            SeedSettings(
+                instance_id=inst.name,
+                hostname=hostname,
+                proxy=proxy_settings(os.environ),
+                timezone=host_timezone(),
+            ),
+        )
+        accel = detect_accel() if cfg.accel == "auto" else cfg.accel
+        port = state.ssh_port if state and _port_free(state.ssh_port) else free_loopback_port()
+        save_state(files.state, InstanceState(port, image.key, accel))
+        files.docker_sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with phase(progress, "vm"):
+        spec = guest_spec(
+            get_arch(image.manifest.arch),
+            machine_settings(accel),
+            image,
+            files,
+            cpus=cfg.cpus,
+            memory_mib=cfg.memory_mib,
+            ssh_port=port,
+        )
+        backend.start(spec)
+
+
+def _image(state: InstanceState | None, progress: Progress) -> CachedImage:
+    cache = ImageCache(images_dir())
+    if state is not None:
+        # The OS disk is an overlay on this exact image; another one would not boot it.
+        found = cache.get(state.image_key)
+        if found is None:
+            raise ImageError(
+                f"the image this instance was created from ({state.image_key}) is no longer "
+                f"in the cache ({cache.root})",
+                hint="`pyd image build` rebuilds it when the recipe is unchanged, or "
+                "`pyd image fetch` it again",
+            )
+        return found
+    image, built = build_image(
+        cache, get_arch(), default_suite(), recipe_dir(), progress=progress.info
+    )
+    if built:
+        progress.info(f"built image {image.key}")
+    return image
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _finish(inst: Instance, docker_host: str, use_context: bool, already: bool) -> StartResult:
+    context = None
+    if use_context:
+        context = context_name(inst.name)
+        ensure_context(context, docker_host, f"pyd instance {inst.name}", make_current=True)
+    return StartResult(inst.name, docker_host, context, already)

@@ -1,0 +1,170 @@
+"""`pyd start` end to end: real libvirtd, QEMU under TCG, the host's docker CLI through
+pyd's socket and context. The tests run in file order on one instance; each leaves it
+running, the last one deletes it."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import shutil
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from pyd.image.cache import CachedImage
+from pyd.procs import pid_alive
+from pyd.sshkeys import generate_keypair, write_private
+from tests.e2e.pydcli import PydEnv
+
+DOMAIN = "pyd-default"
+
+
+def _domain_state(name: str = DOMAIN) -> int | None:
+    conn = libvirt.open("qemu:///system")
+    try:
+        return int(conn.lookupByName(name).state()[0])
+    except libvirt.libvirtError:
+        return None
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def pyd_env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PydEnv]:
+    """A started default instance in a temporary PYD_HOME; deleted afterwards, whatever
+    the tests did."""
+    assert _domain_state() is None, f"a {DOMAIN} domain exists already on this host"
+    env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+    try:
+        r = env.pyd("start", "--cpus", "2", "--memory", "2GiB", "--disk", "8GiB")
+        assert "is running" in r.stderr
+        yield env
+    finally:
+        env.pyd("delete", "-f", check=False)
+        conn = libvirt.open("qemu:///system")
+        try:
+            dom = conn.lookupByName(DOMAIN)
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+        except libvirt.libvirtError:
+            pass
+        finally:
+            conn.close()
+
+
+def test_start_makes_pyd_the_current_context_and_docker_answers(pyd_env: PydEnv) -> None:
+    assert pyd_env.docker("context", "show").stdout.strip() == "pyd"
+    root = pyd_env.docker("info", "--format", "{{.DockerRootDir}} {{.Driver}}").stdout.split()
+    assert root == ["/var/lib/docker", "overlay2"]
+
+
+def test_docker_socket_is_private_and_nothing_listens_beyond_loopback(pyd_env: PydEnv) -> None:
+    sock = pyd_env.home / "instances" / "default" / "sock" / "docker.sock"
+    assert (sock.stat().st_mode & 0o777) == 0o600
+    assert (sock.parent.stat().st_mode & 0o777) == 0o700
+    port = pyd_env.status()["ssh_port"]
+    listening = Path("/proc/net/tcp").read_text() + Path("/proc/net/tcp6").read_text()
+    local = [line.split()[1] for line in listening.splitlines()[1:] if line.split()[3] == "0A"]
+    ours = [addr for addr in local if int(addr.rsplit(":", 1)[1], 16) == port]
+    assert ours == ["0100007F:" + f"{port:04X}"], ours
+
+
+def test_build_and_run_an_image_through_the_context(pyd_env: PydEnv, tmp_path: Path) -> None:
+    shutil.copy("/bin/busybox", tmp_path / "busybox")
+    (tmp_path / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    pyd_env.docker("build", "-q", "-t", "pyd-e2e-busybox", str(tmp_path))
+    token = uuid.uuid4().hex
+    r = pyd_env.docker("run", "--rm", "pyd-e2e-busybox", "echo", token)
+    assert r.stdout.strip() == token
+    # stdin reaches the container and its end is seen (half-close through the forward)
+    r = pyd_env.docker("run", "--rm", "-i", "pyd-e2e-busybox", "wc", "-c", input="x" * 1000)
+    assert r.stdout.strip() == "1000"
+
+
+def test_status_json_reports_the_running_instance(pyd_env: PydEnv) -> None:
+    st = pyd_env.status()
+    assert st["state"] == "running" and st["vm"] == "running" and st["agent"] == "ready"
+    assert st["docker_host"].startswith("unix://") and st["context"] == "pyd"
+    assert (st["cpus"], st["memory_mib"], st["disk_gib"]) == (2, 2048, 8)
+    assert pid_alive(st["agent_pid"])
+    assert {"ssh", "engine"} <= set(st["phases"])
+    listed = pyd_env.pyd("list").stdout
+    assert "default" in listed and "running" in listed
+
+
+def test_pyd_ssh_runs_a_command_and_returns_its_exit_code(pyd_env: PydEnv) -> None:
+    r = pyd_env.pyd("ssh", "--", "cat /etc/hostname; exit 7", check=False)
+    assert r.returncode == 7 and r.stdout.strip() == "pyd"
+
+
+def test_start_refuses_a_guest_with_another_host_key(pyd_env: PydEnv) -> None:
+    """The agent dies; the pinned key no longer matches the guest's: start must refuse
+    and say so, then work again once the right key is back."""
+    files = pyd_env.home / "instances" / "default"
+    key = files / "ssh" / "host_ed25519"
+    saved = key.read_bytes(), key.with_suffix(".pub").read_bytes()
+    os.kill(pyd_env.status()["agent_pid"], signal.SIGKILL)
+    assert pyd_env.status()["state"] == "degraded"
+    other = generate_keypair("impostor")
+    write_private(key, other.private_openssh)
+    key.with_suffix(".pub").write_text(other.public_openssh + "\n")
+    try:
+        r = pyd_env.pyd("start", check=False)
+        assert r.returncode == 1
+        assert "different host key" in r.stderr and "Traceback" not in r.stderr
+    finally:
+        key.write_bytes(saved[0])
+        key.with_suffix(".pub").write_bytes(saved[1])
+    pyd_env.pyd("start")
+    assert pyd_env.status()["state"] == "running"
+
+
+def test_volume_survives_stop_and_two_concurrent_starts_make_one_vm(pyd_env: PydEnv) -> None:
+    token = uuid.uuid4().hex
+    pyd_env.docker("volume", "create", "pyd-e2e-vol")
+    pyd_env.docker(
+        "run", "--rm", "-v", "pyd-e2e-vol:/v", "pyd-e2e-busybox", "sh", "-c",
+        f"echo {token} > /v/token",
+    )
+    pyd_env.pyd("stop")
+    assert _domain_state() == libvirt.VIR_DOMAIN_SHUTOFF
+    assert pyd_env.status()["state"] == "stopped"
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda _: pyd_env.pyd("start", check=False), range(2)))
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    assert sorted("already running" in r.stderr for r in runs) == [False, True]
+    assert _domain_state() == libvirt.VIR_DOMAIN_RUNNING
+    r = pyd_env.docker("run", "--rm", "-v", "pyd-e2e-vol:/v", "pyd-e2e-busybox", "cat", "/v/token")
+    assert r.stdout.strip() == token
+
+
+def test_start_after_the_vm_was_killed(pyd_env: PydEnv) -> None:
+    conn = libvirt.open("qemu:///system")
+    try:
+        conn.lookupByName(DOMAIN).destroy()
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 90
+    while pyd_env.status()["state"] == "running" and time.monotonic() < deadline:
+        time.sleep(1)  # the agent notices the VM is gone (or start replaces it)
+    pyd_env.pyd("start")
+    assert pyd_env.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+
+
+def test_delete_leaves_no_domain_files_or_context(pyd_env: PydEnv) -> None:
+    pyd_env.docker("context", "create", "mine", "--docker", "host=unix:///tmp/mine.sock")
+    pyd_env.pyd("delete", "-f")
+    assert _domain_state() is None
+    assert not (pyd_env.home / "instances" / "default").exists()
+    contexts = pyd_env.docker("context", "ls", "--format", "{{.Name}}").stdout.split()
+    assert "pyd" not in contexts and "mine" in contexts
+    r = pyd_env.pyd("status", check=False)
+    assert r.returncode == 2 and "no instance" in r.stderr

@@ -1,0 +1,87 @@
+"""Instance commands on bad input or a broken environment: a message with a hint, exit 1
+or 2, no traceback, and nothing deleted. No VM is started here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _pyd(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "PYD_HOME": str(home), "DOCKER_CONFIG": str(home / "docker"), **env}
+    full["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "pyd", *args], capture_output=True, text=True, env=full
+    )
+
+
+def _clean(r: subprocess.CompletedProcess[str], code: int) -> None:
+    assert r.returncode == code, r.stderr
+    assert "Traceback" not in r.stderr and "hint:" in r.stderr
+
+
+def test_bad_names_and_values_are_usage_errors(tmp_path: Path) -> None:
+    _clean(_pyd(tmp_path, "start", "-n", "Bad_Name"), 2)
+    r = _pyd(tmp_path, "start", "--cpus", "zero")
+    _clean(r, 2)
+    assert "cpus" in r.stderr
+    _clean(_pyd(tmp_path, "config", "set", "memory", "lots"), 2)
+    _clean(_pyd(tmp_path, "config", "set", "colour", "blue"), 2)
+
+
+def test_commands_on_a_missing_instance_say_how_to_create_it(tmp_path: Path) -> None:
+    for cmd in ("status", "stop", "ssh", "env", "logs"):
+        r = _pyd(tmp_path, cmd, "-n", "ghost")
+        _clean(r, 2)
+        assert "pyd start -n ghost" in r.stderr
+
+
+def test_config_set_then_show(tmp_path: Path) -> None:
+    assert _pyd(tmp_path, "config", "set", "memory", "3GiB", "-n", "dev").returncode == 0
+    assert _pyd(tmp_path, "config", "set", "cpus", "3", "-n", "dev").returncode == 0
+    shown = _pyd(tmp_path, "config", "show", "-n", "dev").stdout
+    assert 'memory = "3GiB"' in shown and "cpus = 3" in shown
+
+
+def test_unreachable_libvirt_gives_the_fix_and_keeps_the_data_disk(tmp_path: Path) -> None:
+    inst = tmp_path / "instances" / "default"
+    inst.mkdir(parents=True)
+    (inst / "data.qcow2").write_bytes(b"precious")
+    r = _pyd(tmp_path, "start", LIBVIRT_DEFAULT_URI="qemu+unix:///system?socket=/nonexistent/s")
+    _clean(r, 1)
+    assert "libvirtd" in r.stderr
+    assert (inst / "data.qcow2").read_bytes() == b"precious"
+
+
+def test_corrupted_state_file_fails_start_without_deleting_anything(tmp_path: Path) -> None:
+    assert _pyd(tmp_path, "config", "set", "backend", "qemu").returncode == 0
+    inst = tmp_path / "instances" / "default"
+    (inst / "data.qcow2").write_bytes(b"precious")
+    (inst / "state.json").write_text("{garbage")
+    r = _pyd(tmp_path, "start")
+    _clean(r, 1)
+    assert "state.json" in r.stderr and "corrupted" in r.stderr
+    assert (inst / "data.qcow2").read_bytes() == b"precious"
+    assert (inst / "state.json").read_text() == "{garbage"
+
+
+def test_corrupted_config_is_reported_not_replaced(tmp_path: Path) -> None:
+    inst = tmp_path / "instances" / "default"
+    inst.mkdir(parents=True)
+    (inst / "config.toml").write_text("cpus = [unclosed\n")
+    (inst / "data.qcow2").write_bytes(b"precious")
+    r = _pyd(tmp_path, "status")
+    _clean(r, 1)
+    assert "config.toml" in r.stderr
+    assert (inst / "config.toml").read_text() == "cpus = [unclosed\n"
+
+
+def test_delete_without_a_terminal_needs_force(tmp_path: Path) -> None:
+    inst = tmp_path / "instances" / "default"
+    inst.mkdir(parents=True)
+    (inst / "data.qcow2").write_bytes(b"precious")
+    r = _pyd(tmp_path, "delete")
+    _clean(r, 2)
+    assert (inst / "data.qcow2").exists()
