@@ -22,6 +22,7 @@ from pyd.sshkeys import generate_keypair, write_private
 from tests.e2e.pydcli import PydEnv
 
 DOMAIN = "pyd-default"
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # lookups of absent domains are expected
 
 
 def _domain_state(name: str = DOMAIN) -> int | None:

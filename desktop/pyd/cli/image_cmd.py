@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from pyd.arches import get_arch
-from pyd.cli.render import err_console, human_size, out_console
+from pyd.cli.render import err_console, human_size, out_console, print_columns
 from pyd.errors import ImageError, ImageMismatchError
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
@@ -79,10 +79,7 @@ def list_images(
                 m.source,
             ]
         )
-    # Plain columns, never truncated: keys and versions are what people copy from here.
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    print_columns(rows)
 
 
 def _image_json(e: CachedImage) -> dict[str, object]:

@@ -12,10 +12,9 @@ from contextlib import contextmanager
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from pyd.cli.progress import TerminalProgress
-from pyd.cli.render import err_console, out_console
+from pyd.cli.render import err_console, out_console, print_columns
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.instance_state import load_state
 from pyd.lifecycle.instance import DEFAULT, all_instances, existing
@@ -125,12 +124,9 @@ def list_(as_json: JsonOpt = False) -> None:
     if as_json:
         out_console.print_json(json.dumps([s.to_json() for s in statuses]))
         return
-    table = Table(box=None, pad_edge=False)
-    for col in ("NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH", "DOCKER"):
-        table.add_column(col, no_wrap=True, overflow="ignore")
-    for s in statuses:
-        table.add_row(*_row(s))
-    out_console.print(table)
+    print_columns(
+        [["NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH", "DOCKER"], *map(_row, statuses)]
+    )
 
 
 def _row(s: InstanceStatus) -> list[str]:

@@ -54,7 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
-        app(args=args, standalone_mode=False)
+        # Without standalone mode, click returns typer.Exit's code instead of exiting.
+        result = app(args=args, standalone_mode=False)
     except PydError as e:
         if _state["debug"]:
             raise
@@ -75,4 +76,4 @@ def main(argv: list[str] | None = None) -> None:
             print_error(UsageError(e.format_message(), hint="see `pyd --help`"))
             sys.exit(2 if code == 2 else 1)
         sys.exit(code)
-    sys.exit(0)
+    sys.exit(result if isinstance(result, int) else 0)
