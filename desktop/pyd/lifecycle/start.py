@@ -142,7 +142,10 @@ def _image(state: InstanceState | None, progress: Progress) -> CachedImage:
 
 
 def _port_free(port: int) -> bool:
+    """Free for QEMU's listener, which sets SO_REUSEADDR: connections of the last run
+    still in TIME_WAIT do not take the port."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
