@@ -18,6 +18,7 @@ import pytest
 
 from pyd.arches import get_arch
 from pyd.backends.base import VMState
+from pyd.backends.guest_spec import guest_spec
 from pyd.backends.libvirt_backend import (
     SYSTEM_URI,
     LibvirtBackend,
@@ -26,15 +27,14 @@ from pyd.backends.libvirt_backend import (
 )
 from pyd.backends.libvirt_xml import domain_xml
 from pyd.backends.qemu_cmdline import GuestSpec
-from pyd.backends.qemu_direct import guest_spec
-from pyd.errors import EnvironmentProblem, PydError
+from pyd.errors import EnvironmentProblem
 from pyd.guestrun import BOOT_TIMEOUT, prepare, wait_for_docker
 from pyd.image.cache import CachedImage
 from pyd.instance_files import InstanceFiles
 from pyd.machine import machine_settings
 from pyd.netports import free_loopback_port
 from pyd.provision import instance_keys
-from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, wait_for_ssh
+from pyd.ssh.connect import SSHTarget, ssh_while_booting
 
 SHUTDOWN_TIMEOUT = 60.0
 
@@ -86,17 +86,12 @@ def ssh_when_up(vm: LibvirtBackend, files: InstanceFiles, spec: GuestSpec) -> pa
     """SSH with the pinned host key; fails at once if the domain stops meanwhile."""
     _client, host = instance_keys(files)
     target = SSHTarget("127.0.0.1", spec.ssh_port, "root", files.client_key, host.public_openssh)
-    deadline = time.monotonic() + BOOT_TIMEOUT
-    while True:
+
+    def check_alive() -> None:
         if vm.state() is not VMState.RUNNING:
             pytest.fail(f"the domain stopped while booting; console: {spec.serial_log}")
-        try:
-            return wait_for_ssh(target, min(deadline, time.monotonic() + 2))
-        except HostKeyMismatchError:
-            raise
-        except PydError:
-            if time.monotonic() >= deadline:
-                raise
+
+    return ssh_while_booting(target, BOOT_TIMEOUT, check_alive)
 
 
 def test_guest_boots_serves_docker_and_powers_off_cleanly_under_libvirt(

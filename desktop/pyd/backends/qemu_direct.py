@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import time
 from dataclasses import dataclass
 
 import paramiko
 
-from pyd.backends.guest_spec import guest_spec as guest_spec
 from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
-from pyd.errors import EnvironmentProblem, PydError
+from pyd.backends.qemu_process import require_qemu
+from pyd.errors import PydError
 from pyd.instance_files import InstanceFiles
 from pyd.provision import instance_keys
-from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, wait_for_ssh
+from pyd.ssh.connect import SSHTarget, ssh_while_booting
 
 
 @dataclass
@@ -27,13 +26,7 @@ class DirectVM:
 
     @classmethod
     def launch(cls, spec: GuestSpec, files: InstanceFiles) -> DirectVM:
-        argv = qemu_argv(spec)
-        if not shutil.which(argv[0]):
-            raise EnvironmentProblem(
-                f"{argv[0]} is not installed",
-                hint="install QEMU (Debian: apt-get install qemu-system-x86; "
-                "macOS: brew install qemu)",
-            )
+        argv = require_qemu(qemu_argv(spec))
         started = time.monotonic()
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
@@ -48,18 +41,7 @@ class DirectVM:
 
     def connect(self, timeout: float) -> paramiko.SSHClient:
         """SSH to the guest once it answers; fails at once if QEMU exits meanwhile."""
-        deadline = time.monotonic() + timeout
-        target = self.ssh_target()
-        while True:
-            self._raise_if_exited()
-            try:
-                return wait_for_ssh(target, min(deadline, time.monotonic() + 2))
-            except HostKeyMismatchError:
-                raise
-            except PydError:
-                if time.monotonic() >= deadline:
-                    self._raise_if_exited()
-                    raise
+        return ssh_while_booting(self.ssh_target(), timeout, self._raise_if_exited)
 
     def _raise_if_exited(self) -> None:
         if self.process.poll() is not None:

@@ -20,6 +20,16 @@ from pyd.instance_files import InstanceFiles
 from pyd.procs import pid_alive
 
 
+def require_qemu(argv: list[str]) -> list[str]:
+    """`argv` as is, when its QEMU binary is installed."""
+    if not shutil.which(argv[0]):
+        raise EnvironmentProblem(
+            f"{argv[0]} is not installed",
+            hint="install QEMU (Debian: apt-get install qemu-system-x86; macOS: brew install qemu)",
+        )
+    return argv
+
+
 class QemuProcessBackend:
     def __init__(self, instance: str, files: InstanceFiles) -> None:
         self.name = f"pyd-{instance}"
@@ -38,13 +48,7 @@ class QemuProcessBackend:
         return VMState.STOPPED if self.files.os_disk.exists() else VMState.ABSENT
 
     def start(self, spec: GuestSpec) -> None:
-        argv = qemu_argv(spec)
-        if not shutil.which(argv[0]):
-            raise EnvironmentProblem(
-                f"{argv[0]} is not installed",
-                hint="install QEMU (Debian: apt-get install qemu-system-x86; "
-                "macOS: brew install qemu)",
-            )
+        argv = require_qemu(qemu_argv(spec))
         self.files.qmp_sock.unlink(missing_ok=True)
         argv += ["-qmp", f"unix:{self.files.qmp_sock},server=on,wait=off", "-daemonize"]
         # -daemonize returns once QEMU has opened its disks and ports: errors come back here.

@@ -27,15 +27,11 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import paramiko
-
 from pyd.errors import PydError
+from pyd.forward.connections import Connections, OpenChannel, ServedForward
 from pyd.forward.endpoint import pipe_name
-from pyd.forward.relay import Relay
 
 log = logging.getLogger("pyd.forward")
-
-OpenChannel = Callable[[], paramiko.Channel]
 
 BUFFER_SIZE = 64 * 1024  # as dockerd's pipe: in and out buffers of the pipe itself
 
@@ -44,7 +40,7 @@ class PipeInUseError(PydError):
     """Another process already serves this pipe name."""
 
 
-class NamedPipeForward:
+class NamedPipeForward(ServedForward):
     r"""Serves `\\.\pipe\pyd-INSTANCE`; each connection gets a channel from `open_channel`
     (called per connection, so the owner may swap the SSH connection after a reconnect)."""
 
@@ -52,10 +48,9 @@ class NamedPipeForward:
         self.instance = instance
         self.path = pipe_name(instance)
         self.open_channel = open_channel
-        self._closing = threading.Event()
+        self._conns = Connections(self.path, instance, open_channel)
+        self._closing = self._conns.closing
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._conns: dict[threading.Thread, Relay | None] = {}
         self._server: object | None = None
 
     @property
@@ -87,26 +82,10 @@ class NamedPipeForward:
             self._server.stop()
         if self._thread is not None:
             self._thread.join(10)
-        with self._lock:
-            conns = list(self._conns.items())
-        for _thread, relay in conns:
-            if relay is not None:
-                relay.abort()
-        for thread, _relay in conns:
-            thread.join(10)
+        self._conns.close_all()
         if sys.platform == "win32" and isinstance(self._server, _PipeServer):
             self._server.close()
 
-    def __enter__(self) -> NamedPipeForward:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def live_connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
 
     if sys.platform == "win32":
 
@@ -122,38 +101,7 @@ class NamedPipeForward:
                     continue
                 if stream is None:  # stopped
                     return
-                thread = threading.Thread(
-                    target=self._handle,
-                    args=(stream,),
-                    name=f"pyd-forward-{self.instance}-conn",
-                    daemon=True,
-                )
-                with self._lock:
-                    self._conns[thread] = None
-                    thread.start()
-
-        def _handle(self, stream: _PipeStream) -> None:
-            me = threading.current_thread()
-            try:
-                try:
-                    chan = self.open_channel()
-                except Exception as e:
-                    log.warning("%s: could not open a channel to the guest: %s", self.path, e)
-                    stream.close()
-                    return
-                relay = Relay(stream, chan, name=f"pyd-forward-{self.instance}")
-                with self._lock:
-                    closing = self._closing.is_set()
-                    self._conns[me] = relay
-                if closing:
-                    relay.abort()
-                try:
-                    relay.run()
-                except Exception:
-                    log.exception("%s: relay failed", self.path)
-            finally:
-                with self._lock:
-                    self._conns.pop(me, None)
+                self._conns.spawn(stream)
 
 
 if sys.platform == "win32":

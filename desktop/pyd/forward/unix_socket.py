@@ -16,20 +16,15 @@ import socket
 import stat
 import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 
-import paramiko
-
 from pyd.errors import PydError
-from pyd.forward.relay import Relay
+from pyd.forward.connections import Connections, OpenChannel, ServedForward
 
 log = logging.getLogger("pyd.forward")
 
 # sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, including the final NUL.
 MAX_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
-
-OpenChannel = Callable[[], paramiko.Channel]
 
 
 class SocketPathError(PydError):
@@ -97,7 +92,7 @@ def _clear_stale(path: Path) -> None:
     )
 
 
-class UnixSocketForward:
+class UnixSocketForward(ServedForward):
     """Serves `path`; every connection gets a fresh channel from `open_channel` and is relayed
     to it. `open_channel` is called per connection, so the owner can swap the SSH connection
     underneath (after a reconnect) without restarting the forward."""
@@ -109,10 +104,9 @@ class UnixSocketForward:
         self._listener: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
-        self._closing = threading.Event()
+        self._conns = Connections(str(self.path), name, open_channel)
+        self._closing = self._conns.closing
         self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-        self._conns: dict[threading.Thread, Relay | None] = {}
 
     @property
     def endpoint(self) -> str:
@@ -166,28 +160,12 @@ class UnixSocketForward:
             self._listener.close()
             self._remove_socket_file()
             self._listener = None
-        with self._lock:
-            conns = list(self._conns.items())
-        for _thread, relay in conns:
-            if relay is not None:
-                relay.abort()
-        for thread, _relay in conns:
-            thread.join(10)
+        self._conns.close_all()
         if self._wake is not None:
             for end in self._wake:
                 end.close()
             self._wake = None
 
-    def __enter__(self) -> UnixSocketForward:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def live_connections(self) -> int:
-        with self._lock:
-            return len(self._conns)
 
     def _remove_socket_file(self) -> None:
         # Only our own file: a later agent may have replaced it meanwhile.
@@ -217,35 +195,4 @@ class UnixSocketForward:
                     self._closing.wait(0.5)
                     continue
                 conn.setblocking(True)
-                thread = threading.Thread(
-                    target=self._handle,
-                    args=(conn,),
-                    name=f"pyd-forward-{self.name}-conn",
-                    daemon=True,
-                )
-                with self._lock:  # close() never sees a thread it cannot join yet
-                    self._conns[thread] = None
-                    thread.start()
-
-    def _handle(self, conn: socket.socket) -> None:
-        me = threading.current_thread()
-        try:
-            try:
-                chan = self.open_channel()
-            except Exception as e:
-                log.warning("%s: could not open a channel to the guest: %s", self.path, e)
-                conn.close()
-                return
-            relay = Relay(conn, chan, name=f"pyd-forward-{self.name}")
-            with self._lock:
-                closing = self._closing.is_set()
-                self._conns[me] = relay
-            if closing:
-                relay.abort()
-            try:
-                relay.run()
-            except Exception:
-                log.exception("%s: relay failed", self.path)
-        finally:
-            with self._lock:
-                self._conns.pop(me, None)
+                self._conns.spawn(conn)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,16 +85,20 @@ def banner_ready(host: str, port: int, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_for_ssh(target: SSHTarget, deadline: float, poll: float = 0.2) -> paramiko.SSHClient:
+def wait_for_ssh(
+    target: SSHTarget, deadline: float, poll: float = 0.2, handshake: float = 10.0
+) -> paramiko.SSHClient:
     """Retries `connect` until it works or `deadline` (time.monotonic()) passes. A host key
-    mismatch is final and raised at once."""
+    mismatch is final and raised at once. `handshake` bounds one attempt: a booting guest
+    under emulation can take seconds to answer a new connection, and an attempt cut short
+    only starts the wait over."""
     last: Exception | None = None
     while time.monotonic() < deadline:
         if not banner_ready(target.host, target.port):
             time.sleep(poll)
             continue
         try:
-            return connect(target, timeout=max(1.0, min(10.0, deadline - time.monotonic())))
+            return connect(target, timeout=handshake)
         except HostKeyMismatchError:
             raise
         except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
@@ -103,3 +108,22 @@ def wait_for_ssh(target: SSHTarget, deadline: float, poll: float = 0.2) -> param
         f"SSH to {target.host}:{target.port} did not answer in time ({last})",
         hint="see the guest console log",
     )
+
+
+def ssh_while_booting(
+    target: SSHTarget, timeout: float, check_alive: Callable[[], None]
+) -> paramiko.SSHClient:
+    """wait_for_ssh for a guest that is booting: `check_alive` is called every ~2 s and
+    raises when the VM is gone, so a crashed boot fails at once instead of at the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        check_alive()
+        try:
+            # The 2 s bounds the wait for the banner; a handshake once begun gets its time.
+            return wait_for_ssh(target, min(deadline, time.monotonic() + 2))
+        except HostKeyMismatchError:
+            raise
+        except PydError:
+            if time.monotonic() >= deadline:
+                check_alive()
+                raise
