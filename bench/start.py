@@ -117,7 +117,7 @@ def main() -> None:
                     flush=True,
                 )
             print(f"\n`pyd start` of a stopped instance ({args.runs} runs), s: median [min-max]")
-            for key in runs[0]:
+            for key in [k for k in runs[0] if all(k in r for r in runs)]:
                 print(f"  {key:16s} {med([r[key] for r in runs])}")
             print(f"  {'direct boot':16s} {med(direct)}  (baseline: QEMU start to docker answer)")
             total_med = statistics.median(r["total"] for r in runs)

@@ -10,8 +10,8 @@ from pyd.cli.render import err_console
 LABELS = {
     "image": "guest image",
     "disks": "disks and seed",
-    "vm": "VM",
-    "ssh": "SSH",
+    "vm": "VM defined+started",
+    "ssh": "boot to SSH",
     "engine": "Docker engine",
     "agent": "host agent",
     "shutdown": "guest shutdown",
@@ -30,7 +30,7 @@ class TerminalProgress:
 
     def done(self, phase: str, seconds: float) -> None:
         self._stop_spinner()
-        err_console.print(f"[green]✓[/] {LABELS.get(phase, phase):<16} {seconds:6.2f} s")
+        err_console.print(f"[green]✓[/] {LABELS.get(phase, phase):<19} {seconds:6.2f} s")
 
     def info(self, message: str) -> None:
         err_console.print(f"  {message}")
