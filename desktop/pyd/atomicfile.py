@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 
@@ -23,7 +25,20 @@ def write_atomic(path: Path, text: str, new_mode: int = 0o644) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, target)
+        _replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _replace(src: str, dst: Path) -> None:
+    """os.replace; on Windows a reader holding `dst` open makes it fail for a moment."""
+    for _ in range(50):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if sys.platform != "win32":
+                raise
+            time.sleep(0.02)
+    os.replace(src, dst)

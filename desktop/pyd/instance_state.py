@@ -30,8 +30,8 @@ def parse_state(text: str, origin: str) -> InstanceState:
     except (ValueError, KeyError, TypeError) as e:
         raise PydError(
             f"the instance state file {origin} is corrupted ({e})",
-            hint="restore it, or remove it to let pyd choose the SSH port and image again "
-            "(the disks are kept either way)",
+            hint="restore it; its image_key must name the image the OS disk was made on "
+            "(see `pyd image ls` and `qemu-img info` of os.qcow2)",
         ) from None
 
 

@@ -104,6 +104,9 @@ def test_status_json_reports_the_running_instance(pyd_env: PydEnv) -> None:
     assert {"ssh", "engine"} <= set(st["phases"])
     listed = pyd_env.pyd("list").stdout
     assert "default" in listed and "running" in listed
+    # the backend finds the VM: changing it under a running VM would orphan the VM
+    r = pyd_env.pyd("config", "set", "backend", "qemu", check=False)
+    assert r.returncode == 2 and "pyd stop" in r.stderr
 
 
 def test_pyd_ssh_runs_a_command_and_returns_its_exit_code(pyd_env: PydEnv) -> None:

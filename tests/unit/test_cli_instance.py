@@ -85,3 +85,21 @@ def test_delete_without_a_terminal_needs_force(tmp_path: Path) -> None:
     r = _pyd(tmp_path, "delete")
     _clean(r, 2)
     assert (inst / "data.qcow2").exists()
+
+
+def test_a_file_system_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    home = tmp_path / "not-a-dir"
+    home.write_text("")
+    r = _pyd(home, "config", "set", "cpus", "2")
+    _clean(r, 1)
+    assert str(home) in r.stderr
+
+
+def test_list_shows_a_broken_instance_next_to_good_ones(tmp_path: Path) -> None:
+    for name in ("good", "bad"):
+        assert _pyd(tmp_path, "config", "set", "cpus", "2", "-n", name).returncode == 0
+    (tmp_path / "instances" / "bad" / "config.toml").write_text("cpus = [\n")
+    r = _pyd(tmp_path, "list")
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[1:]}
+    assert rows == {"bad": "broken", "good": "stopped"}

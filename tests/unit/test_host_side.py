@@ -87,4 +87,4 @@ def test_corrupted_state_file_is_an_error_with_a_hint(tmp_path: Path) -> None:
     with pytest.raises(PydError) as e:
         parse_state("{not json", "/x/state.json")
     assert e.value.exit_code == 1 and "/x/state.json" in e.value.message
-    assert "disks are kept" in e.value.hint
+    assert "image_key" in e.value.hint

@@ -35,8 +35,15 @@ RECONNECT_WAIT = 30.0  # how long a new Docker connection waits for SSH to come 
 GONE_AFTER = 60.0  # SSH down this long and the VM not running: the agent stops
 
 
+class AgentStopped(BaseException):
+    """Raised in the main thread by the stop signal (BaseException: no `except
+    Exception` on the way may swallow it)."""
+
+
 class Agent:
-    def __init__(self, files: InstanceFiles, name: str, vm_running: Callable[[], bool]) -> None:
+    def __init__(
+        self, files: InstanceFiles, name: str, launch: str, vm_running: Callable[[], bool]
+    ) -> None:
         self.files = files
         self.name = name
         self.vm_running = vm_running
@@ -48,7 +55,7 @@ class Agent:
         self.session = SSHSession(
             SSHTarget("127.0.0.1", state.ssh_port, "root", files.client_key, host.public_openssh)
         )
-        self.status = AgentStatus(STARTING, os.getpid())
+        self.status = AgentStatus(STARTING, os.getpid(), launch=launch)
         self.forward: DockerForward | None = None
 
     def _publish(self, status: AgentStatus) -> None:
@@ -66,28 +73,40 @@ class Agent:
         return open_streamlocal(self.session.transport(RECONNECT_WAIT), GUEST_DOCKER_SOCKET)
 
     def run(self) -> int:
-        deadline = time.monotonic() + BOOT_TIMEOUT
         try:
-            self._phase("ssh", lambda: self.session.connect(deadline))
-            self._phase("engine", lambda: wait_for_engine(self.session, deadline))
-            forward = make_docker_forward(
-                self.name, self.files.docker_sock, self._open_docker_channel
-            )
-            forward.start()
-            self.forward = forward
+            return self._run()
+        except AgentStopped:
+            log.info("stopping on request")
+            self._publish(self.status.to(STOPPED))
+            return 0
         except PydError as e:
             log.error("%s", e.message)
             self._publish(self.status.to(FAILED, e.message, e.hint))
-            self.session.close()
             return 1
+        finally:
+            if self.forward is not None:
+                self.forward.close()
+            self.session.close()
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: the first one interrupts whatever the main thread waits on
+        (a boot, a reconnect), so `pyd stop` never has to escalate to SIGKILL."""
+        if not self.stop.is_set():
+            self.stop.set()
+            raise AgentStopped()
+
+    def _run(self) -> int:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        self._phase("ssh", lambda: self.session.connect(deadline))
+        self._phase("engine", lambda: wait_for_engine(self.session, deadline))
+        self.forward = make_docker_forward(
+            self.name, self.files.docker_sock, self._open_docker_channel
+        )
+        self.forward.start()
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
         self._publish(replace(self.status.to(READY), docker_host=host))
         log.info("ready: %s", host)
-        try:
-            return self._supervise()
-        finally:
-            self.forward.close()
-            self.session.close()
+        return self._supervise()
 
     def _supervise(self) -> int:
         """Keeps SSH up until asked to stop or the VM is gone."""
@@ -101,10 +120,8 @@ class Agent:
                 self._publish(self.status.to(RECONNECTING))
             try:
                 self.session.connect(time.monotonic() + 5)
-            except HostKeyMismatchError as e:
-                log.error("%s", e.message)
-                self._publish(self.status.to(FAILED, e.message, e.hint))
-                return 1
+            except HostKeyMismatchError:
+                raise
             except PydError:
                 if time.monotonic() - down_since > GONE_AFTER and not self.vm_running():
                     log.info("the VM is not running any more; stopping")
@@ -121,6 +138,7 @@ class Agent:
 def main(argv: list[str]) -> int:
     root = Path(argv[0])
     name = argv[1]
+    launch = argv[2] if len(argv) > 2 else ""  # ties this process to its `pyd start`
     files = InstanceFiles(root)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -129,15 +147,16 @@ def main(argv: list[str]) -> int:
     paramiko_log.setLevel(logging.WARNING)
     lock = FileLock(files.agent_lock)
     try:
-        lock.acquire(timeout=0)
+        # `pyd status` probes liveness by taking this lock for an instant.
+        lock.acquire(timeout=5)
     except Timeout:
         log.error("another agent already runs for %s", root)
         return 1
     try:
         files.agent_pid.write_text(f"{os.getpid()}\n")
-        agent = Agent(files, name, _vm_running_probe(name))
-        signal.signal(signal.SIGTERM, lambda *_: agent.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: agent.stop.set())
+        agent = Agent(files, name, launch, _vm_running_probe(name))
+        signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
         return agent.run()
     finally:
         files.agent_pid.unlink(missing_ok=True)

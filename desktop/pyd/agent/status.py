@@ -33,6 +33,7 @@ class AgentStatus:
     error: str = ""
     hint: str = ""
     docker_host: str = ""
+    launch: str = ""  # the token `pyd start` gave this agent (pids differ behind launchers)
     updated: float = field(default_factory=time.time)
 
     def begin(self, phase: str) -> AgentStatus:
@@ -43,7 +44,8 @@ class AgentStatus:
         return replace(self, phase="", phases=done, updated=time.time())
 
     def to(self, state: str, error: str = "", hint: str = "") -> AgentStatus:
-        return replace(self, state=state, error=error, hint=hint, updated=time.time())
+        phase = self.phase if state == STARTING else ""
+        return replace(self, state=state, phase=phase, error=error, hint=hint, updated=time.time())
 
 
 def parse_status(text: str) -> AgentStatus | None:
@@ -59,6 +61,7 @@ def parse_status(text: str) -> AgentStatus | None:
             error=str(data["error"]),
             hint=str(data["hint"]),
             docker_host=str(data["docker_host"]),
+            launch=str(data.get("launch", "")),
             updated=float(data["updated"]),
         )
     except (ValueError, KeyError, TypeError):

@@ -232,6 +232,7 @@ class LibvirtBackend:
         dom = self._domain()
         if dom is None:
             return
+        self._ours(dom)
         deadline = time.monotonic() + timeout
         next_press = 0.0
         while dom.isActive():
@@ -253,7 +254,7 @@ class LibvirtBackend:
 
     def kill(self) -> None:
         dom = self._domain()
-        if dom is None or not dom.isActive():
+        if dom is None or not self._ours(dom).isActive():
             return
         try:
             dom.destroy()

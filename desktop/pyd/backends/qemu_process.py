@@ -8,16 +8,17 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 from pyd.backends.base import VMState
 from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
 from pyd.errors import EnvironmentProblem, PydError
 from pyd.instance_files import InstanceFiles
-from pyd.procs import pid_alive
+from pyd.procs import pid_alive, terminate
 
 
 def require_qemu(argv: list[str]) -> list[str]:
@@ -30,17 +31,42 @@ def require_qemu(argv: list[str]) -> list[str]:
     return argv
 
 
+def _pidfile_locked(path: Path) -> bool:
+    if sys.platform == "win32":
+        return True  # QEMU's pidfile lock is POSIX-only; the pid check stands alone
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held: QEMU is alive
+    else:
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(fd)
+
+
 class QemuProcessBackend:
     def __init__(self, instance: str, files: InstanceFiles) -> None:
         self.name = f"pyd-{instance}"
         self.files = files
 
     def _pid(self) -> int | None:
+        """QEMU's pid while it runs. QEMU holds a write lock on its pidfile for its whole
+        life, so a pidfile left by a crash or a host reboot (whose pid may now be any other
+        process) does not count."""
         try:
             pid = int(self.files.qemu_pid.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if pid_alive(pid) else None
+        if not pid_alive(pid) or not _pidfile_locked(self.files.qemu_pid):
+            return None
+        return pid
 
     def state(self) -> VMState:
         if self._pid() is not None:
@@ -75,11 +101,8 @@ class QemuProcessBackend:
     def kill(self) -> None:
         pid = self._pid()
         if pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while pid_alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            terminate(pid, timeout=5)
+        self.files.qemu_pid.unlink(missing_ok=True)
 
     def delete(self) -> None:
         self.files.qemu_pid.unlink(missing_ok=True)

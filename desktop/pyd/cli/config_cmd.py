@@ -47,9 +47,16 @@ def set_(
             f"the data disk of {name!r} already exists; its size is fixed at creation",
             hint="`pyd delete` and start again for another size",
         )
+    running = inst.exists and instance_status(inst).vm == "running"
+    if running and key in ("backend", "libvirt_uri"):
+        # stop/status/delete find the VM through these: changing them now would orphan it.
+        raise UsageError(
+            f"{name!r} is running; {key} can only change while it is stopped",
+            hint=f"`pyd stop -n {name}` first",
+        )
     inst.files.root.mkdir(parents=True, exist_ok=True)
     save_config(inst.files.config, cfg)
-    if inst.exists and instance_status(inst).vm == "running":
+    if running:
         err_console.print(f"saved; applies at the next start (`pyd restart -n {name}`)")
     else:
         err_console.print("saved")

@@ -17,8 +17,8 @@ from pyd.cli.progress import TerminalProgress
 from pyd.cli.render import err_console, out_console, print_columns
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.instance_state import load_state
-from pyd.lifecycle.instance import DEFAULT, all_instances, existing
-from pyd.lifecycle.status import InstanceStatus, instance_status
+from pyd.lifecycle.instance import DEFAULT, Instance, all_instances, existing
+from pyd.lifecycle.status import InstanceStatus, broken_status, instance_status
 from pyd.shell_env import SHELLS, detect_shell, env_script
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
 
@@ -60,6 +60,14 @@ def start(
         result = start_instance(name, overrides, context, progress)
     what = "is already running" if result.already_running else "is running"
     err_console.print(f"[bold]pyd instance {result.name!r} {what}[/]")
+    if result.already_running and overrides:
+        err_console.print(f"new settings are saved; they apply after `pyd restart -n {name}`")
+    for var in ("DOCKER_HOST", "DOCKER_CONTEXT"):
+        if os.environ.get(var):
+            err_console.print(
+                f"[yellow]note:[/] {var} is set in this shell and overrides the docker context; "
+                f"unset it, or use `eval \"$(pyd env -n {name})\"`"
+            )
     if result.context:
         err_console.print(f"docker context [bold]{result.context}[/] is current; try `docker info`")
     else:
@@ -120,13 +128,21 @@ def status(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
 
 def list_(as_json: JsonOpt = False) -> None:
     """List instances."""
-    statuses = [instance_status(i) for i in all_instances()]
+    statuses = [_status_or_broken(i) for i in all_instances()]
     if as_json:
         out_console.print_json(json.dumps([s.to_json() for s in statuses]))
         return
     print_columns(
         [["NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH", "DOCKER"], *map(_row, statuses)]
     )
+
+
+def _status_or_broken(inst: Instance) -> InstanceStatus:
+    """One damaged instance (corrupted config or state) must not hide the others."""
+    try:
+        return instance_status(inst)
+    except PydError as e:
+        return broken_status(inst.name, e.message)
 
 
 def _row(s: InstanceStatus) -> list[str]:

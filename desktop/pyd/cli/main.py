@@ -61,6 +61,19 @@ def main(argv: list[str] | None = None) -> None:
             raise
         print_error(e)
         sys.exit(e.exit_code)
+    except OSError as e:
+        # A file pyd needs is not where or how it should be (permissions, full disk…).
+        if _state["debug"]:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print_error(
+            PydError(
+                f"{e.strerror or e}{where}",
+                hint="check that the file or directory exists, is yours and the disk has room; "
+                "`pyd --debug …` shows where it happened",
+            )
+        )
+        sys.exit(1)
     except typer.Abort:
         print_error(PydError("aborted"))
         sys.exit(1)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import secrets
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 from filelock import FileLock, Timeout
 
@@ -31,14 +33,21 @@ def agent_running(files: InstanceFiles) -> bool:
     return False
 
 
-def launch_agent(files: InstanceFiles, name: str) -> subprocess.Popen[bytes]:
+@dataclass(frozen=True)
+class Launched:
+    proc: subprocess.Popen[bytes]
+    token: str  # the agent reports it: on Windows a venv launcher's pid is not the agent's
+
+
+def launch_agent(files: InstanceFiles, name: str) -> Launched:
     files.agent_status.unlink(missing_ok=True)
     flags = 0
     if sys.platform == "win32":
         flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+    token = secrets.token_hex(8)
     with files.agent_log.open("ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pyd.agent", str(files.root), name],
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pyd.agent", str(files.root), name, token],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -47,16 +56,17 @@ def launch_agent(files: InstanceFiles, name: str) -> subprocess.Popen[bytes]:
             start_new_session=sys.platform != "win32",
             creationflags=flags,
         )
+    return Launched(proc, token)
 
 
-def wait_ready(files: InstanceFiles, proc: subprocess.Popen[bytes], progress: Progress) -> str:
+def wait_ready(files: InstanceFiles, agent: Launched, progress: Progress) -> str:
     """Follows the agent's phases until it is ready; returns the Docker host URL."""
     shown = 0
     current = ""
     deadline = time.monotonic() + WAIT_READY
     while time.monotonic() < deadline:
         status = read_status(files.agent_status)
-        if status is not None and status.pid == proc.pid:
+        if status is not None and status.launch == agent.token:
             for p in status.phases[shown:]:
                 progress.done(p.name, p.seconds)
             shown = len(status.phases)
@@ -67,9 +77,9 @@ def wait_ready(files: InstanceFiles, proc: subprocess.Popen[bytes], progress: Pr
                 return status.docker_host
             if status.state in (FAILED, STOPPED):
                 raise PydError(status.error or "the host agent stopped", hint=status.hint)
-        if proc.poll() is not None:
+        if agent.proc.poll() is not None and not _agent_alive_elsewhere(files, agent):
             raise PydError(
-                f"the host agent exited with {proc.returncode} before the engine answered",
+                f"the host agent exited with {agent.proc.returncode} before the engine answered",
                 hint=f"see {files.agent_log}\n{_tail(files)}",
             )
         time.sleep(0.05)
@@ -77,6 +87,12 @@ def wait_ready(files: InstanceFiles, proc: subprocess.Popen[bytes], progress: Pr
         f"the Docker engine did not answer within {WAIT_READY:.0f} s",
         hint="see `pyd logs`; the VM keeps running: `pyd stop` or try `pyd start` again",
     )
+
+
+def _agent_alive_elsewhere(files: InstanceFiles, agent: Launched) -> bool:
+    """A launcher (Windows venv) may exit while the real agent it started runs on."""
+    status = read_status(files.agent_status)
+    return status is not None and status.launch == agent.token and agent_running(files)
 
 
 def stop_agent(files: InstanceFiles, timeout: float = 10) -> None:

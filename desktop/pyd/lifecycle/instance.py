@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from filelock import FileLock, Timeout
 
 from pyd.config.model import validate_name
-from pyd.errors import UsageError
+from pyd.errors import PydError, UsageError
 from pyd.instance_files import InstanceFiles
 from pyd.lifecycle.progress import Progress
 from pyd.paths import instances_dir
@@ -69,7 +69,7 @@ def locked(inst: Instance, progress: Progress) -> Iterator[None]:
         try:
             lock.acquire(timeout=LOCK_WAIT)
         except Timeout:
-            raise UsageError(
+            raise PydError(
                 f"another pyd command has held {inst.name!r} for {LOCK_WAIT:.0f} s",
                 hint=f"check running pyd processes; the lock is {inst.files.start_lock}",
             ) from None

@@ -63,8 +63,8 @@ def start(
         stop_agent(inst.files)  # a stale agent from before the VM stopped
         if not running:
             _boot(inst, cfg, backend, progress)
-        proc = launch_agent(inst.files, inst.name)
-        docker_host = wait_ready(inst.files, proc, progress)
+        agent = launch_agent(inst.files, inst.name)
+        docker_host = wait_ready(inst.files, agent, progress)
         return _finish(inst, docker_host, use_context, already=False)
 
 

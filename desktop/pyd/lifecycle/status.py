@@ -19,7 +19,7 @@ from pyd.lifecycle.instance import Instance
 @dataclass(frozen=True)
 class InstanceStatus:
     name: str
-    state: str  # running | starting | reconnecting | degraded | stopped | unknown
+    state: str  # running | starting | reconnecting | degraded | stopped | unknown | broken
     vm: str
     agent: str  # the agent's state, or "not running"
     agent_pid: int | None
@@ -75,4 +75,26 @@ def instance_status(inst: Instance) -> InstanceStatus:
         image=state.image_key if state else "",
         phases={p.name: p.seconds for p in agent.phases} if agent else {},
         error=error or (agent.error if agent else ""),
+    )
+
+
+def broken_status(name: str, error: str) -> InstanceStatus:
+    """An instance whose config or state cannot be read: listed, with the reason."""
+    return InstanceStatus(
+        name=name,
+        state="broken",
+        vm="unknown",
+        agent="unknown",
+        agent_pid=None,
+        docker_host="",
+        context=context_name(name),
+        ssh_port=None,
+        cpus=0,
+        memory_mib=0,
+        disk_gib=0,
+        backend="",
+        accel="",
+        image="",
+        phases={},
+        error=error,
     )

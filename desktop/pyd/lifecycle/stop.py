@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 
 from pyd.backends.base import VMState
@@ -43,4 +44,15 @@ def delete(name: str, progress: Progress) -> None:
                 backend.delete()
         remove_context(context_name(inst.name))
         with phase(progress, "files"):
-            shutil.rmtree(inst.files.root)
+            # The lock file stays until the lock is released (Windows cannot delete an
+            # open file); everything else goes now.
+            for path in inst.files.root.iterdir():
+                if path == inst.files.start_lock:
+                    continue
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+    with contextlib.suppress(OSError):  # a start that queued behind us may own it now
+        inst.files.start_lock.unlink()
+        inst.files.root.rmdir()
