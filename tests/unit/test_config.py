@@ -305,3 +305,11 @@ def test_wrong_values_in_the_file_name_the_file(tmp_path: Path) -> None:
     path.write_text("cpus = 0\n")
     with pytest.raises(UsageError, match=f"^{path}: cpus: must be from 1 to 64"):
         load_config(path)
+
+
+def test_windows_defaults_to_running_qemu_directly() -> None:
+    from pyd.config.store import platform_defaults
+
+    assert platform_defaults("win32")["backend"] == "qemu"
+    assert platform_defaults("linux")["backend"] == "libvirt"
+    assert platform_defaults("darwin")["backend"] == "libvirt"

@@ -6,7 +6,9 @@ values (tomlkit), and a file pyd cannot read is reported, never replaced or dele
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
@@ -25,7 +27,16 @@ def load_config(path: Path) -> InstanceConfig:
     """The instance's settings over the defaults; the defaults alone when there is no file."""
     doc = _read(path)
     data = doc.unwrap() if doc is not None else {}
-    return parse_config(data, str(path), vmconfig(DEFAULTS))
+    return parse_config(data, str(path), platform_defaults(sys.platform))
+
+
+def platform_defaults(platform: str) -> dict[str, Any]:
+    """vmconfig/defaults.toml, except that Windows has no libvirt QEMU driver: QEMU runs
+    directly there."""
+    defaults = dict(vmconfig(DEFAULTS))
+    if platform == "win32":
+        defaults["backend"] = "qemu"
+    return defaults
 
 
 def save_config(path: Path, cfg: InstanceConfig) -> None:
