@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -57,3 +58,23 @@ class PydEnv:
     def status(self, name: str = "default") -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.pyd("status", "--json", "-n", name).stdout)
         return data
+
+
+def build_busybox_image(env: PydEnv, workdir: Path, tag: str) -> None:
+    """A FROM-scratch image from Debian's busybox-static, built through pyd's engine:
+    no registry needed."""
+    shutil.copy("/bin/busybox", workdir / "busybox")
+    (workdir / "Dockerfile").write_text(
+        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
+    )
+    env.docker("build", "-q", "-t", tag, str(workdir))
+
+
+def cut_agent_ssh(env: PydEnv, name: str = "default") -> None:
+    """Kills the guest side of every SSH connection but the one running this command:
+    the agent's connection drops as it would when a laptop sleeps."""
+    kill_others = (
+        'me=$(cut -d" " -f4 /proc/$PPID/stat); '
+        'for p in $(pgrep -f "[s]shd-session: root .priv."); do [ "$p" = "$me" ] || kill $p; done'
+    )
+    env.pyd("ssh", "-n", name, "--", kill_others)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
-import shutil
 import signal
 import socket
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from pyd.image.cache import CachedImage
 from pyd.procs import pid_alive
 from pyd.sshkeys import generate_keypair, write_private
-from tests.e2e.pydcli import PydEnv
+from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
 
 DOMAIN = "pyd-default"
 # Lookups of absent domains are expected here; keep libvirt from printing them.
@@ -82,11 +81,7 @@ def test_docker_socket_is_private_and_nothing_listens_beyond_loopback(pyd_env: P
 
 
 def test_build_and_run_an_image_through_the_context(pyd_env: PydEnv, tmp_path: Path) -> None:
-    shutil.copy("/bin/busybox", tmp_path / "busybox")
-    (tmp_path / "Dockerfile").write_text(
-        'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-    )
-    pyd_env.docker("build", "-q", "-t", "pyd-e2e-busybox", str(tmp_path))
+    build_busybox_image(pyd_env, tmp_path, "pyd-e2e-busybox")
     token = uuid.uuid4().hex
     r = pyd_env.docker("run", "--rm", "pyd-e2e-busybox", "echo", token)
     assert r.stdout.strip() == token
@@ -117,11 +112,7 @@ def test_pyd_ssh_runs_a_command_and_returns_its_exit_code(pyd_env: PydEnv) -> No
 def test_docker_works_across_a_dropped_ssh_connection(pyd_env: PydEnv) -> None:
     """Kill the guest side of the agent's SSH connection: the agent reconnects and the
     next docker command is carried without the user doing anything."""
-    kill_others = (
-        'me=$(cut -d" " -f4 /proc/$PPID/stat); '
-        'for p in $(pgrep -f "[s]shd-session: root .priv."); do [ "$p" = "$me" ] || kill $p; done'
-    )
-    pyd_env.pyd("ssh", "--", kill_others)
+    cut_agent_ssh(pyd_env)
     r = pyd_env.docker("version", "--format", "{{.Server.Version}}", timeout=60)
     assert r.stdout.strip()
     log = pyd_env.pyd("logs").stdout

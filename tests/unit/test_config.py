@@ -13,6 +13,8 @@ from pyd.config.model import (
     to_toml_dict,
     validate,
     validate_name,
+    with_forward_added,
+    with_forward_removed,
     with_value,
 )
 from pyd.config.store import load_config, save_config
@@ -21,7 +23,14 @@ from pyd.resources import vmconfig
 
 DEFAULTS = vmconfig("defaults")
 SHIPPED = InstanceConfig(
-    cpus=2, memory_mib=2048, disk_gib=20, accel="auto", backend="libvirt", libvirt_uri=""
+    cpus=2,
+    memory_mib=2048,
+    disk_gib=20,
+    accel="auto",
+    backend="libvirt",
+    libvirt_uri="",
+    ports_bind="docker",
+    port_forwards=(),
 )
 
 
@@ -109,14 +118,17 @@ def test_the_shipped_defaults_parse() -> None:
 
 def test_file_values_override_defaults_and_the_rest_stay() -> None:
     cfg = parse_config({"cpus": 4, "memory": "6G", "disk": 60}, "f.toml", DEFAULTS)
-    assert cfg == InstanceConfig(4, 6144, 60, "auto", "libvirt", "")
+    assert cfg == InstanceConfig(4, 6144, 60, "auto", "libvirt", "", "docker", ())
 
 
 def test_unknown_keys_are_listed_with_the_known_ones() -> None:
     e = _usage_error({"memroy": "4GiB"})
     assert "unknown setting 'memroy'" in e.message
     assert "/home/u/pyd/default/config.toml" in e.message
-    assert e.hint == "known settings: cpus, memory, disk, accel, backend, libvirt_uri"
+    assert e.hint == (
+        "known settings: cpus, memory, disk, accel, backend, libvirt_uri, ports.bind, "
+        "ports.forwards"
+    )
 
 
 @pytest.mark.parametrize(
@@ -174,7 +186,7 @@ def test_libvirt_uri_accepts_empty_and_uris() -> None:
 def test_validate_checks_configs_built_in_code() -> None:
     assert validate(SHIPPED, "x") is SHIPPED
     with pytest.raises(UsageError, match="cpus: must be from 1 to 64, got 99"):
-        validate(InstanceConfig(99, 2048, 20, "auto", "qemu", ""), "--cpus")
+        validate(InstanceConfig(99, 2048, 20, "auto", "qemu", "", "docker", ()), "--cpus")
 
 
 # --- pyd config set -------------------------------------------------------------------------
@@ -193,6 +205,8 @@ def test_validate_checks_configs_built_in_code() -> None:
         ("backend", "qemu", "backend", "qemu"),
         ("libvirt_uri", "qemu:///session", "libvirt_uri", "qemu:///session"),
         ("libvirt_uri", "", "libvirt_uri", ""),
+        ("ports.bind", "localhost", "ports_bind", "localhost"),
+        ("ports.bind", " docker", "ports_bind", "docker"),
     ],
 )
 def test_with_value_changes_one_setting(key: str, raw: str, field: str, value: object) -> None:
@@ -212,6 +226,9 @@ def test_with_value_changes_one_setting(key: str, raw: str, field: str, value: o
         ("memory", "lots", "memory: 'lots' is not a size"),
         ("memory", "100", "memory: must be from 256MiB"),
         ("accel", "fast", "accel: must be one of"),
+        ("ports.bind", "lan", "ports.bind: must be one of docker, localhost; got 'lan'"),
+        ("ports", "localhost", "unknown setting 'ports'"),
+        ("ports.forwards", "8080:80", "ports.forwards is not set as a whole"),
     ],
 )
 def test_with_value_refuses_bad_input(key: str, raw: str, expected: str) -> None:
@@ -228,13 +245,218 @@ def test_to_toml_dict_spells_sizes_with_units() -> None:
         "accel": "auto",
         "backend": "libvirt",
         "libvirt_uri": "",
+        "ports": {"bind": "docker", "forwards": []},
     }
     assert to_toml_dict(with_value(SHIPPED, "memory", "1536MiB"))["memory"] == "1536MiB"
 
 
 def test_to_toml_dict_parses_back_to_the_same_config() -> None:
-    cfg = InstanceConfig(3, 1536, 7, "tcg", "qemu", "qemu:///session")
+    forwards = ("127.0.0.1:8080:80", "[::]:9000:9000")
+    cfg = InstanceConfig(3, 1536, 7, "tcg", "qemu", "qemu:///session", "localhost", forwards)
     assert parse_config(to_toml_dict(cfg), "f", DEFAULTS) == cfg
+
+
+# --- [ports] --------------------------------------------------------------------------------
+
+
+def test_ports_table_sets_the_bind_policy_and_the_forwards_in_one_spelling() -> None:
+    cfg = parse_config(
+        {"ports": {"bind": "localhost", "forwards": ["8080:80", "[::]:9000:9000/tcp"]}},
+        "f",
+        DEFAULTS,
+    )
+    assert cfg.ports_bind == "localhost"
+    # "8080:80" is 127.0.0.1:8080:80, written out so that the agent and `pyd port rm` agree
+    assert cfg.port_forwards == ("127.0.0.1:8080:80", "[::]:9000:9000")
+
+
+def test_ports_table_keys_left_out_keep_their_defaults() -> None:
+    assert parse_config({"ports": {"bind": "localhost"}}, "f", DEFAULTS).port_forwards == ()
+    assert parse_config({"ports": {"forwards": []}}, "f", DEFAULTS).ports_bind == "docker"
+
+
+@pytest.mark.parametrize(
+    ("data", "expected", "hint"),
+    [
+        (
+            {"ports": {"bind": "lan"}},
+            "ports.bind: must be one of docker, localhost; got 'lan'",
+            "\"localhost\" keeps them on this machine's loopback",
+        ),
+        ({"ports": {"bind": 1}}, "ports.bind: expected a string, got a number 1", ""),
+        ({"ports": {"colour": "red"}}, "unknown setting 'ports.colour'", "ports.bind"),
+        ({"ports": "localhost"}, "ports: expected a table, got a string 'localhost'", "[ports]"),
+        (
+            {"ports.bind": "localhost"},
+            "the key 'ports.bind' is quoted, so it is not the setting ports.bind",
+            "without quotes",
+        ),
+        (
+            {"ports": {"forwards": "8080:80"}},
+            "ports.forwards: expected a list of forwards such as [\"127.0.0.1:8080:80\"], "
+            "got a string '8080:80'",
+            "pyd port add",
+        ),
+        (
+            {"ports": {"forwards": [8080]}},
+            "ports.forwards: expected a list of forwards",
+            "pyd port add",
+        ),
+        (
+            {"ports": {"forwards": ["8080"]}},
+            "ports.forwards: invalid port forward '8080': both a host port and a guest port",
+            "[HOSTIP:]HOSTPORT:GUESTPORT",
+        ),
+        (
+            {"ports": {"forwards": ["53:53/udp"]}},
+            "ports.forwards: invalid port forward '53:53/udp': UDP cannot be forwarded",
+            "TCP streams only",
+        ),
+        (
+            {"ports": {"forwards": ["8080:80", "0.0.0.0:8080:81"]}},
+            "ports.forwards: '127.0.0.1:8080:80' and '0.0.0.0:8080:81' both need host port 8080",
+            "pyd port rm 0.0.0.0:8080:81",
+        ),
+        (
+            {"ports": {"forwards": ["8080:80", "127.0.0.1:8080:80"]}},
+            "'127.0.0.1:8080:80' and '127.0.0.1:8080:80' both need host port 8080",
+            "",
+        ),
+    ],
+)
+def test_bad_ports_settings_are_usage_errors(
+    data: dict[str, Any], expected: str, hint: str
+) -> None:
+    e = _usage_error(data)
+    assert e.message.startswith("/home/u/pyd/default/config.toml: ")
+    assert expected in e.message
+    assert hint in e.hint and e.hint
+
+
+def test_every_bad_forward_is_named_at_once() -> None:
+    e = _usage_error({"ports": {"forwards": ["1:2", "x:80", "80:99999"]}, "cpus": 0})
+    assert "2 invalid settings" in e.message
+    assert "'x:80'" in e.message and "'80:99999'" in e.message and "'1:2'" not in e.message
+    assert "cpus: must be" in e.message
+
+
+def test_forwards_for_both_address_families_may_share_a_port() -> None:
+    forwards = ["127.0.0.1:8080:80", "[::1]:8080:80", "0.0.0.0:9000:90", "[::]:9000:90"]
+    cfg = parse_config({"ports": {"forwards": forwards}}, "f", DEFAULTS)
+    assert cfg.port_forwards == tuple(forwards)
+
+
+# --- pyd port add / rm ----------------------------------------------------------------------
+
+
+def _with(*forwards: str) -> InstanceConfig:
+    return parse_config({"ports": {"forwards": list(forwards)}}, "f", DEFAULTS)
+
+
+def test_added_forwards_come_after_the_others_spelled_in_full() -> None:
+    cfg = with_forward_added(_with("0.0.0.0:3000:3000"), "8080:80")
+    assert cfg.port_forwards == ("0.0.0.0:3000:3000", "127.0.0.1:8080:80")
+    assert cfg.ports_bind == "docker" and cfg.cpus == SHIPPED.cpus
+    assert with_forward_added(cfg, "[::1]:8080:80").port_forwards[-1] == "[::1]:8080:80"
+
+
+@pytest.mark.parametrize(
+    ("held", "spec", "expected", "hint"),
+    [
+        ("127.0.0.1:8080:80", "8080:80", "127.0.0.1:8080:80 is already forwarded", "port ls"),
+        (
+            "127.0.0.1:8080:80",
+            "8080:81",
+            "host 127.0.0.1:8080 is already forwarded by 127.0.0.1:8080:80",
+            "`pyd port rm 127.0.0.1:8080:80` first",
+        ),
+        (
+            "127.0.0.1:8080:80",
+            "0.0.0.0:8080:80",
+            "host 0.0.0.0:8080 is already forwarded by 127.0.0.1:8080:80 (a wildcard and a "
+            "specific address cannot share a port)",
+            "choose another host port",
+        ),
+        ("[::]:8080:80", "[::1]:8080:80", "host [::1]:8080 is already forwarded by", ""),
+    ],
+)
+def test_adding_a_forward_whose_host_address_is_taken_is_refused(
+    held: str, spec: str, expected: str, hint: str
+) -> None:
+    with pytest.raises(UsageError) as e:
+        with_forward_added(_with(held), spec)
+    assert e.value.exit_code == 2
+    assert e.value.message == expected or e.value.message.startswith(expected)
+    assert hint in e.value.hint
+
+
+def test_adding_a_bad_spec_is_a_usage_error_with_an_example() -> None:
+    with pytest.raises(UsageError) as e:
+        with_forward_added(SHIPPED, "localhost:8080:80")
+    assert "is not an IP address" in e.value.message and "127.0.0.1:8080:80" in e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("text", "left"),
+    [
+        ("0.0.0.0:8080:80", ("[::1]:9000:90", "127.0.0.1:7000:70")),
+        ("8080:80", ("[::1]:9000:90", "127.0.0.1:7000:70")),  # any address when left out
+        ("8080:80/tcp", ("[::1]:9000:90", "127.0.0.1:7000:70")),
+        ("8080", ("[::1]:9000:90", "127.0.0.1:7000:70")),
+        ("0.0.0.0:8080", ("[::1]:9000:90", "127.0.0.1:7000:70")),
+        ("[::1]:9000", ("0.0.0.0:8080:80", "127.0.0.1:7000:70")),
+        ("[::1]:9000:90", ("0.0.0.0:8080:80", "127.0.0.1:7000:70")),
+        (" 7000 ", ("0.0.0.0:8080:80", "[::1]:9000:90")),
+    ],
+)
+def test_a_forward_is_removed_by_its_spec_or_its_host_side(
+    text: str, left: tuple[str, ...]
+) -> None:
+    cfg = _with("0.0.0.0:8080:80", "[::1]:9000:90", "7000:70")
+    assert with_forward_removed(cfg, text).port_forwards == left
+
+
+@pytest.mark.parametrize(
+    "text", ["127.0.0.1:8080:80", "127.0.0.1:8080", "8080:81", "8081", "[::1]:8080"]
+)
+def test_removing_what_is_not_there_lists_the_manual_forwards(text: str) -> None:
+    cfg = _with("0.0.0.0:8080:80", "7000:70")
+    with pytest.raises(UsageError) as e:
+        with_forward_removed(cfg, text)
+    assert e.value.exit_code == 2
+    assert e.value.message == f"no manual forward matches {text!r}"
+    assert "the manual forwards are: 0.0.0.0:8080:80, 127.0.0.1:7000:70" in e.value.hint
+
+
+def test_removing_from_no_forwards_says_there_are_none() -> None:
+    with pytest.raises(UsageError, match="there are none"):
+        with_forward_removed(SHIPPED, "8080")
+
+
+def test_removing_by_a_port_that_two_forwards_share_asks_for_the_address() -> None:
+    cfg = _with("127.0.0.1:8080:80", "[::1]:8080:80")
+    with pytest.raises(UsageError) as e:
+        with_forward_removed(cfg, "8080")
+    assert e.value.message == "'8080' matches 2 forwards: 127.0.0.1:8080:80, [::1]:8080:80"
+    assert "pyd port rm 127.0.0.1:8080:80" in e.value.hint
+    assert with_forward_removed(cfg, "[::1]:8080").port_forwards == ("127.0.0.1:8080:80",)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("70000", "host port 70000 is outside 1-65535"),
+        ("1.2.3:8080", "'1.2.3' is not an IP address"),
+        ("[1.2.3.4]:8080", "only IPv6 addresses go in brackets"),
+        ("web", "invalid port forward 'web'"),
+        ("8080:80:90:100", "too many ':'"),
+    ],
+)
+def test_removing_by_bad_input_explains_both_forms(text: str, expected: str) -> None:
+    with pytest.raises(UsageError) as e:
+        with_forward_removed(_with("8080:80"), text)
+    assert expected in e.value.message
+    assert "8080, 127.0.0.1:8080" in e.value.hint
 
 
 # --- the file -------------------------------------------------------------------------------
@@ -247,7 +469,7 @@ def test_missing_file_means_defaults(tmp_path: Path) -> None:
 
 def test_save_then_load_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "new" / "config.toml"
-    cfg = InstanceConfig(4, 3072, 64, "kvm", "qemu", "")
+    cfg = InstanceConfig(4, 3072, 64, "kvm", "qemu", "", "localhost", ("0.0.0.0:8080:80",))
     save_config(path, cfg)
     assert load_config(path) == cfg
     assert not [p.name for p in path.parent.iterdir() if p.name != "config.toml"]  # no temp
@@ -313,3 +535,112 @@ def test_windows_defaults_to_running_qemu_directly() -> None:
     assert platform_defaults("win32")["backend"] == "qemu"
     assert platform_defaults("linux")["backend"] == "libvirt"
     assert platform_defaults("darwin")["backend"] == "libvirt"
+
+
+def test_dotted_ports_keys_are_read_and_stay_dotted(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('cpus = 3\nports.bind = "localhost"  # on the train\n')
+    cfg = load_config(path)
+    assert cfg.ports_bind == "localhost"
+    save_config(path, with_forward_added(cfg, "8080:80"))
+    text = path.read_text()
+    assert text.startswith('cpus = 3\nports.bind = "localhost"  # on the train\n')
+    assert 'ports.forwards = ["127.0.0.1:8080:80"]\n' in text
+    assert "[ports]" not in text
+    assert load_config(path).port_forwards == ("127.0.0.1:8080:80",)
+
+
+def test_a_file_from_before_ports_gains_a_ports_table_at_its_end(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    before = 'cpus = 2\nmemory = "2GiB"\ndisk = "20GiB"\naccel = "auto"\nbackend = "libvirt"\n'
+    before += 'libvirt_uri = ""  # default connection\n'
+    path.write_text(before)
+    save_config(path, with_forward_added(load_config(path), "8080:80"))
+    assert path.read_text() == (
+        before + '\n[ports]\nbind = "docker"\nforwards = ["127.0.0.1:8080:80"]\n'
+    )
+
+
+_PORTS_FILE = """\
+cpus = 3
+
+# LAN access for the demo box
+[ports]
+bind = "docker"  # parity with the Linux CI runners
+forwards = [
+  "8080:80",  # the web app
+  "0.0.0.0:5432:5432",  # postgres for the team
+]
+"""
+
+
+def test_adding_and_removing_forwards_keeps_the_users_comments(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(_PORTS_FILE)
+    cfg = with_forward_added(load_config(path), "9000:9000")
+    save_config(path, cfg)
+    text = path.read_text()
+    assert "# LAN access for the demo box\n[ports]\n" in text
+    assert 'bind = "docker"  # parity with the Linux CI runners\n' in text
+    assert '"8080:80",  # the web app\n' in text  # the user's spelling stays
+    assert '"0.0.0.0:5432:5432",  # postgres for the team\n' in text
+    assert text.index("postgres") < text.index('"127.0.0.1:9000:9000"')
+    assert load_config(path) == cfg
+
+    save_config(path, with_forward_removed(cfg, "5432"))
+    text = path.read_text()
+    assert "5432" not in text and "postgres for the team" not in text
+    assert '"8080:80",  # the web app\n' in text
+    assert load_config(path).port_forwards == ("127.0.0.1:8080:80", "127.0.0.1:9000:9000")
+
+    save_config(path, with_value(load_config(path), "ports.bind", "localhost"))
+    assert 'bind = "localhost"  # parity with the Linux CI runners\n' in path.read_text()
+
+    emptied = with_forward_removed(with_forward_removed(load_config(path), "8080"), "9000")
+    save_config(path, emptied)
+    assert "forwards = []\n" in path.read_text()
+    assert load_config(path) == emptied
+
+
+def test_a_new_top_level_setting_leaves_the_comment_above_ports_with_it(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(_PORTS_FILE)
+    cfg = with_value(load_config(path), "memory", "4GiB")
+    save_config(path, cfg)
+    text = path.read_text()
+    assert text.startswith('cpus = 3\nmemory = "4GiB"\n')
+    assert "\n# LAN access for the demo box\n[ports]\n" in text
+    assert load_config(path) == cfg
+
+
+def test_a_file_with_only_ports_gets_the_other_settings_above_the_table(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('# LAN access\n[ports]\nbind = "localhost"\n')
+    cfg = with_value(load_config(path), "cpus", "4")
+    save_config(path, cfg)
+    text = path.read_text()
+    assert text.startswith("cpus = 4\n")
+    assert '\n# LAN access\n[ports]\nbind = "localhost"\n' in text
+    assert load_config(path) == cfg
+
+
+def test_the_shipped_defaults_explain_the_bind_policy() -> None:
+    from pyd.resources import data_dir
+
+    text = (data_dir("vmconfig") / "defaults.toml").read_text()
+    ports = text[text.index("[ports]") :]
+    assert 'bind = "docker"' in ports and "forwards = []" in ports
+    assert "Docker on a Linux host" in ports and "localhost" in ports
+
+
+def test_an_inline_ports_table_stays_on_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('ports = { bind = "localhost" }  # inline\n')
+    cfg = with_forward_added(with_forward_added(load_config(path), "1:1"), "2:2")
+    save_config(path, cfg)
+    first = path.read_text().splitlines()[0]
+    assert first.startswith(
+        'ports = { bind = "localhost", forwards = ["127.0.0.1:1:1", "127.0.0.1:2:2"]'
+    )
+    assert first.endswith("}  # inline")
+    assert load_config(path) == cfg

@@ -16,16 +16,21 @@ from pathlib import Path
 import paramiko
 from filelock import FileLock, Timeout
 
+from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
+from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHSession
 from pyd.agent.status import FAILED, READY, RECONNECTING, STARTING, STOPPED, AgentStatus
 from pyd.agent.status import write_status as _write_status
+from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.forward.endpoint import DockerForward, docker_endpoint, make_docker_forward
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
+from pyd.ports.model import Forward
 from pyd.provision import instance_keys
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget
+from pyd.ssh.direct_tcpip import open_direct_tcpip
 from pyd.ssh.streamlocal import open_streamlocal
 
 log = logging.getLogger("pyd.agent")
@@ -56,17 +61,23 @@ class Agent:
             SSHTarget("127.0.0.1", state.ssh_port, "root", files.client_key, host.public_openssh)
         )
         self.status = AgentStatus(STARTING, os.getpid(), launch=launch)
+        self._status_lock = threading.RLock()  # the stop signal may land inside _publish
+        self.ports: PortManager | None = None
+        self.watch: ContainerWatch | None = None
         self.forward: DockerForward | None = None
+        self._config_seen = 0
 
-    def _publish(self, status: AgentStatus) -> None:
-        self.status = status
-        _write_status(self.files.agent_status, status)
+    def _publish(self, change: Callable[[AgentStatus], AgentStatus]) -> None:
+        """Status changes come from the main thread and the port watcher: one at a time."""
+        with self._status_lock:
+            self.status = change(self.status)
+            _write_status(self.files.agent_status, self.status)
 
     def _phase(self, name: str, step: Callable[[], None]) -> None:
-        self._publish(self.status.begin(name))
+        self._publish(lambda s: s.begin(name))
         t0 = time.monotonic()
         step()
-        self._publish(self.status.finish(time.monotonic() - t0))
+        self._publish(lambda s: s.finish(time.monotonic() - t0))
         log.info("%s done in %.2f s", name, time.monotonic() - t0)
 
     def _open_docker_channel(self) -> paramiko.Channel:
@@ -77,13 +88,18 @@ class Agent:
             return self._run()
         except AgentStopped:
             log.info("stopping on request")
-            self._publish(self.status.to(STOPPED))
+            self._publish(lambda s: s.to(STOPPED))
             return 0
         except PydError as e:
             log.error("%s", e.message)
-            self._publish(self.status.to(FAILED, e.message, e.hint))
+            error = e
+            self._publish(lambda s: s.to(FAILED, error.message, error.hint))
             return 1
         finally:
+            if self.watch is not None:
+                self.watch.close()
+            if self.ports is not None:
+                self.ports.close()
             if self.forward is not None:
                 self.forward.close()
             self.session.close()
@@ -104,20 +120,58 @@ class Agent:
         )
         self.forward.start()
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
-        self._publish(replace(self.status.to(READY), docker_host=host))
+        self._publish(lambda s: replace(s.to(READY), docker_host=host))
         log.info("ready: %s", host)
+        self._start_ports()
         return self._supervise()
+
+    def _start_ports(self) -> None:
+        """Published container ports and manual forwards follow the engine and config.toml."""
+        cfg = load_config(self.files.config)
+        self._config_seen = _mtime(self.files.config)
+        self.ports = PortManager(
+            self._open_tcp,
+            cfg.ports_bind,
+            cfg.port_forwards,
+            lambda report: self._publish(lambda s: replace(s, ports=report)),
+        )
+        self.ports.set_config(cfg.ports_bind, cfg.port_forwards)  # manual ones open now
+        self.watch = ContainerWatch(self._open_docker_channel, self.ports.set_containers)
+        self.watch.start()
+
+    def _open_tcp(self, forward: Forward, origin: tuple[str, int]) -> paramiko.Channel:
+        transport = self.session.transport(RECONNECT_WAIT)
+        return open_direct_tcpip(transport, (forward.guest_ip, forward.guest_port), origin)
+
+    def _follow_config(self) -> None:
+        """`pyd port add/rm` and `pyd config set ports.bind` edit config.toml; apply them."""
+        seen = _mtime(self.files.config)
+        if seen == self._config_seen or self.ports is None:
+            return
+        self._config_seen = seen
+        try:
+            cfg = load_config(self.files.config)
+        except PydError as e:
+            log.error("config.toml changed but cannot be used: %s", e.message)
+            return
+        log.info("config.toml changed; applying port settings")
+        self.ports.set_config(cfg.ports_bind, cfg.port_forwards)
 
     def _supervise(self) -> int:
         """Keeps SSH up until asked to stop or the VM is gone."""
         down_since: float | None = None
+        ticks = 0
         while not self.stop.wait(1.0):
+            ticks += 1
+            self._follow_config()
+            if self.ports is not None and ticks % 5 == 0:
+                self.ports.retry_failed()  # a port someone else held may be free now
             if self.session.alive():
                 continue
             if down_since is None:
                 down_since = time.monotonic()
                 log.warning("SSH connection lost; reconnecting")
-                self._publish(self.status.to(RECONNECTING))
+                self._publish(lambda s: s.to(RECONNECTING))
             try:
                 self.session.connect(time.monotonic() + 5)
             except HostKeyMismatchError:
@@ -125,13 +179,20 @@ class Agent:
             except PydError:
                 if time.monotonic() - down_since > GONE_AFTER and not self.vm_running():
                     log.info("the VM is not running any more; stopping")
-                    self._publish(self.status.to(STOPPED, "the VM stopped"))
+                    self._publish(lambda s: s.to(STOPPED, "the VM stopped"))
                     return 0
                 continue
             log.info("SSH back after %.1f s", time.monotonic() - down_since)
             down_since = None
-            self._publish(self.status.to(READY))
-        self._publish(self.status.to(STOPPED))
+            self._publish(lambda s: s.to(READY))
+        self._publish(lambda s: s.to(STOPPED))
+        return 0
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except FileNotFoundError:
         return 0
 
 

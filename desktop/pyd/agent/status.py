@@ -25,6 +25,22 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class PortStatus:
+    """One forward as `pyd port ls` and `pyd status` show it."""
+
+    host: str  # "127.0.0.1:8080", "[::]:8080"
+    guest: str  # "127.0.0.1:80"
+    proto: str
+    origin: str  # "manual" or "docker:<id>/<name>"
+    state: str  # listening | conflict | failed | not forwarded (UDP)
+    detail: str = ""  # why, when not listening
+
+
+# What a forward's state can be; UDP bindings are listed as NOT_FORWARDED, never dropped.
+LISTENING, CONFLICT, PORT_FAILED, NOT_FORWARDED = "listening", "conflict", "failed", "not forwarded"
+
+
+@dataclass(frozen=True)
 class AgentStatus:
     state: str
     pid: int
@@ -34,6 +50,7 @@ class AgentStatus:
     hint: str = ""
     docker_host: str = ""
     launch: str = ""  # the token `pyd start` gave this agent (pids differ behind launchers)
+    ports: tuple[PortStatus, ...] = ()
     updated: float = field(default_factory=time.time)
 
     def begin(self, phase: str) -> AgentStatus:
@@ -62,6 +79,7 @@ def parse_status(text: str) -> AgentStatus | None:
             hint=str(data["hint"]),
             docker_host=str(data["docker_host"]),
             launch=str(data.get("launch", "")),
+            ports=tuple(PortStatus(**p) for p in data.get("ports", ())),
             updated=float(data["updated"]),
         )
     except (ValueError, KeyError, TypeError):

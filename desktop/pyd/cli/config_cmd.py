@@ -35,7 +35,9 @@ def show(
 
 @app.command("set")
 def set_(
-    key: Annotated[str, typer.Argument(help="cpus, memory, disk, accel, backend, libvirt_uri")],
+    key: Annotated[
+        str, typer.Argument(help="cpus, memory, disk, accel, backend, libvirt_uri, ports.bind")
+    ],
     value: Annotated[str, typer.Argument()],
     name: NameOpt = DEFAULT,
 ) -> None:
@@ -56,7 +58,9 @@ def set_(
         )
     inst.files.root.mkdir(parents=True, exist_ok=True)
     save_config(inst.files.config, cfg)
-    if running:
+    if running and key.startswith("ports."):
+        err_console.print("saved; the running instance applies it now (`pyd port ls`)")
+    elif running:
         err_console.print(f"saved; applies at the next start (`pyd restart -n {name}`)")
     else:
         err_console.print("saved")

@@ -2,20 +2,35 @@
 
 The order is Lima's: take the user's keys, merge them over the defaults, then check each
 value. Every problem is collected and reported at once, so one edit of the file fixes all.
+
+A setting in a TOML table has a dotted name: `[ports]` `bind = "localhost"` is the setting
+"ports.bind", which is also how `pyd config set` and the error messages name it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyd.errors import UsageError
+from pyd.ports.model import BIND_POLICIES, Forward, format_port_spec, overlaps, parse_port_spec
 
 DEFAULT_INSTANCE = "default"
-KEYS = ("cpus", "memory", "disk", "accel", "backend", "libvirt_uri")
+KEYS = (
+    "cpus",
+    "memory",
+    "disk",
+    "accel",
+    "backend",
+    "libvirt_uri",
+    "ports.bind",
+    "ports.forwards",
+)
+TABLES = ("ports",)  # the TOML tables that hold settings: [ports] holds "ports.*"
 ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
 BACKENDS = ("libvirt", "qemu")
 MAX_CPUS = 64
@@ -39,6 +54,9 @@ class InstanceConfig:
     accel: str
     backend: str
     libvirt_uri: str
+    ports_bind: str  # one of BIND_POLICIES
+    # Manual forwards as format_port_spec writes them ("127.0.0.1:8080:80"), in file order.
+    port_forwards: tuple[str, ...]
 
 
 def validate_name(name: str) -> str:
@@ -161,6 +179,60 @@ def _uri(value: Any) -> None:
         )
 
 
+def _bind_policy(value: Any) -> None:
+    if value not in BIND_POLICIES:
+        raise UsageError(
+            f"ports.bind: must be one of {', '.join(BIND_POLICIES)}; got {value!r}",
+            hint='"docker" binds published ports as Docker on Linux does (-p 8080:80 listens on '
+            'every interface); "localhost" keeps them on this machine\'s loopback',
+        )
+
+
+_FORWARDS_HINT = "manage them with `pyd port add SPEC` and `pyd port rm SPEC`"
+
+
+def _parse_forwards(specs: Sequence[str]) -> list[Forward]:
+    """Every spec parsed, or one error naming each that does not parse."""
+    forwards: list[Forward] = []
+    problems: list[UsageError] = []
+    for spec in specs:
+        try:
+            forwards.append(parse_port_spec(spec))
+        except UsageError as e:
+            problems.append(e)
+    if problems:
+        hints = dict.fromkeys(p.hint for p in problems if p.hint)
+        raise UsageError(
+            "ports.forwards: " + "; ".join(p.message for p in problems), "\n".join(hints)
+        )
+    return forwards
+
+
+def _forwards(value: Any) -> tuple[str, ...]:
+    """The forwards in the spelling format_port_spec gives them, so "8080:80" and
+    "127.0.0.1:8080:80" are one forward."""
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise UsageError(
+            'ports.forwards: expected a list of forwards such as ["127.0.0.1:8080:80"], '
+            f"got {_describe(value)}",
+            hint=_FORWARDS_HINT,
+        )
+    return tuple(format_port_spec(f) for f in _parse_forwards(value))
+
+
+def _distinct_forwards(value: Any) -> None:
+    """No two forwards may need one host listener: the host could open only one of them."""
+    forwards = _parse_forwards(value)
+    for i, a in enumerate(forwards):
+        for b in forwards[i + 1 :]:
+            if overlaps(a, b):
+                raise UsageError(
+                    f"ports.forwards: {format_port_spec(a)!r} and {format_port_spec(b)!r} "
+                    f"both need host port {a.host_port}",
+                    hint=f"keep one of them, e.g. `pyd port rm {format_port_spec(b)}`",
+                )
+
+
 @dataclass(frozen=True)
 class _Field:
     attr: str
@@ -181,6 +253,8 @@ _FIELDS: dict[str, _Field] = {
     "accel": _Field("accel", _text("accel"), _one_of("accel", ACCELS)),
     "backend": _Field("backend", _text("backend"), _one_of("backend", BACKENDS)),
     "libvirt_uri": _Field("libvirt_uri", _text("libvirt_uri"), _uri),
+    "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
+    "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),
 }
 assert tuple(_FIELDS) == KEYS
 
@@ -200,14 +274,45 @@ def _unknown_key(key: str) -> UsageError:
     return UsageError(f"unknown setting {key!r}", hint=f"known settings: {', '.join(KEYS)}")
 
 
+def _flatten(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[UsageError]]:
+    """A parsed file's settings by their dotted names: {"ports": {"bind": x}} gives
+    {"ports.bind": x}. A table setting spelled as one quoted key is refused, not guessed."""
+    flat: dict[str, Any] = {}
+    problems: list[UsageError] = []
+    for key, value in data.items():
+        if key in TABLES:
+            if isinstance(value, Mapping):
+                flat.update((f"{key}.{leaf}", inner) for leaf, inner in value.items())
+            else:
+                problems.append(
+                    UsageError(
+                        f"{key}: expected a table, got {_describe(value)}",
+                        hint=f"write a [{key}] line, then its settings below it, one per line",
+                    )
+                )
+        elif "." in key and key in _FIELDS:
+            table, _, leaf = key.partition(".")
+            problems.append(
+                UsageError(
+                    f"the key {key!r} is quoted, so it is not the setting {key}",
+                    hint=f"write {key} = … without quotes, or {leaf} = … under [{table}]",
+                )
+            )
+        else:
+            flat[key] = value
+    return flat, problems
+
+
 def parse_config(
     data: Mapping[str, Any], origin: str, defaults: Mapping[str, Any]
 ) -> InstanceConfig:
     """The settings in `data` (a parsed file) over `defaults`; `origin` names the file in errors."""
-    if set(defaults) != set(KEYS):  # a packaging bug, not the user's
+    flat_defaults, bad_defaults = _flatten(defaults)
+    if bad_defaults or set(flat_defaults) != set(KEYS):  # a packaging bug, not the user's
         raise ValueError(f"the defaults must have exactly the keys {KEYS}, got {list(defaults)}")
-    problems = [_unknown_key(key) for key in data if key not in _FIELDS]
-    merged = {**defaults, **data}
+    flat, problems = _flatten(data)
+    problems += [_unknown_key(key) for key in flat if key not in _FIELDS]
+    merged = {**flat_defaults, **flat}
     values: dict[str, Any] = {}
     for key, field in _FIELDS.items():
         try:
@@ -236,6 +341,12 @@ def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
     field = _FIELDS.get(key)
     if field is None:
         raise _unknown_key(key)
+    if key == "ports.forwards":
+        raise UsageError(
+            "ports.forwards is not set as a whole",
+            hint="add or remove one forward with `pyd port add SPEC` or `pyd port rm SPEC`; "
+            "`pyd port ls` lists them",
+        )
     text = raw.strip()
     if key == "cpus":
         if not _INTEGER.fullmatch(text):
@@ -259,6 +370,17 @@ def setting_matches(cfg: InstanceConfig, key: str, value: Any) -> bool:
         return False
 
 
+def canonical_entry(key: str, entry: Any) -> Any:
+    """One entry of the list setting `key` as a config holds it ("8080:80" is held as
+    "127.0.0.1:8080:80"), or None when it is not valid. Lets a rewrite of the list keep the
+    user's spelling, and comment, of each entry that stays."""
+    try:
+        (spelled,) = _FIELDS[key].convert([entry])
+    except UsageError:
+        return None
+    return spelled
+
+
 def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
     """The settings as a config file holds them (sizes spelled with units)."""
     return {
@@ -268,4 +390,110 @@ def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
         "accel": cfg.accel,
         "backend": cfg.backend,
         "libvirt_uri": cfg.libvirt_uri,
+        "ports": {"bind": cfg.ports_bind, "forwards": list(cfg.port_forwards)},
     }
+
+
+# --- manual port forwards (`pyd port add|rm`) -----------------------------------------------
+
+# What `pyd port rm` takes besides a whole spec: "8080", "127.0.0.1:8080", "[::1]:8080".
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]*)\]:|(?P<v4>\d+(?:\.\d+)+):)?(?P<port>\d+)")
+
+
+def _host_address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def _manual(cfg: InstanceConfig) -> list[Forward]:
+    return [parse_port_spec(spec) for spec in cfg.port_forwards]
+
+
+def with_forward_added(cfg: InstanceConfig, spec: str) -> InstanceConfig:
+    """`pyd port add SPEC`: `cfg` with one more manual forward, after those it has.
+
+    Refused when a forward already holds (or overlaps) its host address: the host could
+    open only one of the two listeners.
+    """
+    new = parse_port_spec(spec)
+    text = format_port_spec(new)
+    for held in _manual(cfg):
+        if held == new:
+            raise UsageError(f"{text} is already forwarded", hint="see `pyd port ls`")
+        if overlaps(held, new):
+            reason = f"host {_host_address(new.host_ip, new.host_port)} is already forwarded "
+            reason += f"by {format_port_spec(held)}"
+            if held.host_ip != new.host_ip:
+                reason += " (a wildcard and a specific address cannot share a port)"
+            raise UsageError(
+                reason,
+                hint=f"choose another host port, or `pyd port rm {format_port_spec(held)}` first",
+            )
+    return dataclasses.replace(cfg, port_forwards=(*cfg.port_forwards, text))
+
+
+def _removal_matcher(text: str) -> Callable[[Forward], bool]:
+    """Which manual forwards `pyd port rm TEXT` means. A host address left out matches any,
+    so `8080` and `8080:80` find a forward whatever address it listens on."""
+    hint = (
+        "give a forward as `pyd port ls` shows it (127.0.0.1:8080:80), or its host port "
+        "with or without the address (8080, 127.0.0.1:8080, [::1]:8080)"
+    )
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None:
+        try:
+            wanted = parse_port_spec(text)
+        except UsageError as e:
+            raise UsageError(e.message, hint) from None
+        body = text.strip().partition("/")[0]
+        any_ip = not body.startswith("[") and body.count(":") == 1
+        return lambda f: (
+            (f.host_port, f.guest_port, f.proto)
+            == (wanted.host_port, wanted.guest_port, wanted.proto)
+            and (any_ip or f.host_ip == wanted.host_ip)
+        )
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{text!r}: host port {port} is outside 1-65535", hint)
+    written_ip = match["v6"] if match["v6"] is not None else match["v4"]
+    host_ip = None
+    if written_ip is not None:
+        try:
+            address = ipaddress.ip_address(written_ip)
+        except ValueError:
+            raise UsageError(f"{text!r}: {written_ip!r} is not an IP address", hint) from None
+        if (address.version == 6) != (match["v6"] is not None):
+            raise UsageError(f"{text!r}: only IPv6 addresses go in brackets", hint)
+        host_ip = str(address)
+    return lambda f: f.host_port == port and host_ip in (None, f.host_ip)
+
+
+def with_forward_removed(cfg: InstanceConfig, spec_or_hostport: str) -> InstanceConfig:
+    """`pyd port rm`: `cfg` without the manual forward named by its spec ("8080:80",
+    "0.0.0.0:8080:80") or by its host side ("8080", "127.0.0.1:8080").
+
+    Refused, with the list of manual forwards, when nothing or more than one forward matches.
+    """
+    matches = _removal_matcher(spec_or_hostport)
+    manual = _manual(cfg)
+    found = [f for f in manual if matches(f)]
+    listing = ", ".join(cfg.port_forwards)
+    if not found:
+        if not manual:
+            raise UsageError(
+                f"no manual forward matches {spec_or_hostport!r}: there are none",
+                hint="ports that containers publish are forwarded while they run; `pyd port "
+                "ls` lists them",
+            )
+        raise UsageError(
+            f"no manual forward matches {spec_or_hostport!r}",
+            hint=f"the manual forwards are: {listing} (ports that containers publish go "
+            "away with the container)",
+        )
+    if len(found) > 1:
+        raise UsageError(
+            f"{spec_or_hostport!r} matches {len(found)} forwards: "
+            + ", ".join(map(format_port_spec, found)),
+            hint=f"give the host address too, e.g. `pyd port rm {format_port_spec(found[0])}`",
+        )
+    kept = tuple(s for s, f in zip(cfg.port_forwards, manual, strict=True) if f != found[0])
+    return dataclasses.replace(cfg, port_forwards=kept)

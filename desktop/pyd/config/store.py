@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import Any
 
 import tomlkit
+from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
+from tomlkit.items import AoT, Array, Comment, InlineTable, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
 from pyd.atomicfile import write_atomic
-from pyd.config.model import InstanceConfig, parse_config, setting_matches, to_toml_dict
+from pyd.config.model import (
+    InstanceConfig,
+    canonical_entry,
+    parse_config,
+    setting_matches,
+    to_toml_dict,
+)
 from pyd.errors import PydError
 from pyd.resources import vmconfig
 
@@ -45,12 +53,102 @@ def save_config(path: Path, cfg: InstanceConfig) -> None:
     if doc is None:
         doc = tomlkit.document()
         doc.add(tomlkit.comment(_NEW_FILE_HEADER))
-    current = doc.unwrap()
     for key, value in to_toml_dict(cfg).items():
-        if key in current and setting_matches(cfg, key, current[key]):
-            continue  # keeps "4G" as the user wrote it, and its comment
-        doc[key] = value
+        if isinstance(value, dict):
+            _update_table(doc, key, cfg, value)
+        elif not _unchanged(doc, key, key, cfg):
+            _set_top_level(doc, key, value)
     write_atomic(path, tomlkit.dumps(doc))
+
+
+def _unchanged(
+    container: Container | Table | InlineTable, leaf: str, key: str, cfg: InstanceConfig
+) -> bool:
+    """Whether the file already says what `cfg` does; then "4G" stays as the user wrote it,
+    and so does its comment."""
+    return leaf in container and setting_matches(cfg, key, container[leaf].unwrap())
+
+
+def _set_top_level(doc: TOMLDocument, key: str, value: Any) -> None:
+    """Set a top-level key; a new one goes after the last top-level setting, so that the
+    comment above a [table] stays with the table (tomlkit puts it under the comment)."""
+    if key in doc:
+        doc[key] = value
+        return
+    body = doc.body
+    first_table = next(
+        (
+            i
+            for i, (k, item) in enumerate(body)
+            if isinstance(item, Table | AoT) and k is not None and not k.is_dotted()
+        ),
+        None,
+    )
+    if first_table is None:
+        doc[key] = value
+        return
+    at = first_table
+    while at > 0 and isinstance(body[at - 1][1], Comment):
+        at -= 1
+    settings_before = [i for i, (k, _item) in enumerate(body[:at]) if k is not None]
+    if settings_before:
+        at = settings_before[-1] + 1
+    doc._insert_at(at, key, value)  # tomlkit has no public "insert at"
+    following = body[at + 1][1]
+    if not isinstance(following, Whitespace) and "\n" not in following.trivia.indent:
+        following.trivia.indent = "\n" + following.trivia.indent
+
+
+def _update_table(
+    doc: TOMLDocument, name: str, cfg: InstanceConfig, values: dict[str, Any]
+) -> None:
+    """Write the settings of table `name` ([ports]), in the table the user wrote: under a
+    [ports] header, as dotted keys (ports.bind = …) or inline."""
+    table = doc.get(name)
+    if not isinstance(table, Table | InlineTable):
+        new = tomlkit.table()
+        for leaf, value in values.items():
+            new[leaf] = _toml_value(value)
+        doc[name] = new
+        return
+    for leaf, value in values.items():
+        key = f"{name}.{leaf}"
+        if _unchanged(table, leaf, key, cfg):
+            continue
+        current = table.get(leaf)
+        inline = isinstance(table, InlineTable)  # stays on one line, as the user wrote it
+        if not (isinstance(current, Array) and _edit_list(current, key, value, inline)):
+            table[leaf] = _toml_value(value, one_line=inline)
+
+
+def _edit_list(array: Array, key: str, wanted: list[Any], one_line: bool) -> bool:
+    """Turn `array` into `wanted` by removing and appending entries, so the entries kept keep
+    the user's spelling and comments. False, untouched, if that cannot give wanted's order,
+    or when the list is to be emptied: `[]` reads better than the bare brackets left behind."""
+    if not wanted:
+        return False
+    spelled = [canonical_entry(key, entry) for entry in array.unwrap()]
+    kept = [entry for entry in spelled if entry in wanted]
+    added = [entry for entry in wanted if entry not in kept]
+    if [*kept, *added] != wanted:
+        return False
+    for i in reversed(range(len(spelled))):
+        if spelled[i] not in wanted:
+            del array[i]
+    for entry in added:
+        array.append(entry)
+    if len(array) > 1 and not one_line and "\n" not in array.as_string():
+        array.multiline(True)
+    return True
+
+
+def _toml_value(value: Any, one_line: bool = False) -> Any:
+    """Lists of more than one entry one per line, so that a diff shows one changed forward."""
+    if isinstance(value, list):
+        array = tomlkit.array()
+        array.extend(value)
+        return array.multiline(len(value) > 1 and not one_line)
+    return value
 
 
 def _read(path: Path) -> TOMLDocument | None:

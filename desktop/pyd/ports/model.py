@@ -131,7 +131,7 @@ def guest_address(published_ip: str) -> str:
     return str(addr)
 
 
-def _host_port(ip: str, port: int | str) -> str:
+def address_text(ip: str, port: int | str) -> str:
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 
@@ -314,7 +314,7 @@ def parse_port_spec(spec: str) -> Forward:
 def format_port_spec(f: Forward) -> str:
     """The spec `parse_port_spec` reads back as `f` (for a manual forward): the form that
     the instance config stores. The protocol is written only when it is not tcp."""
-    spec = f"{_host_port(f.host_ip, f.host_port)}:{f.guest_port}"
+    spec = f"{address_text(f.host_ip, f.host_port)}:{f.guest_port}"
     return spec if f.proto == "tcp" else f"{spec}/{f.proto}"
 
 
@@ -337,9 +337,9 @@ def describe(f: Forward) -> str:
     guest = (
         f"guest:{f.guest_port}"
         if f.guest_ip == LOOPBACK_V4
-        else f"guest:{_host_port(f.guest_ip, f.guest_port)}"
+        else f"guest:{address_text(f.guest_ip, f.guest_port)}"
     )
-    return f"{_host_port(f.host_ip, f.host_port)} -> {guest}/{f.proto} ({f.origin})"
+    return f"{address_text(f.host_ip, f.host_port)} -> {guest}/{f.proto} ({f.origin})"
 
 
 def overlaps(a: Forward, b: Forward) -> bool:
@@ -385,7 +385,7 @@ def merge(docker: list[Forward], manual: list[Forward]) -> tuple[list[Forward], 
         if clashes:
             loser, holder = next(iter(clashes.items()))
             twin_reason = (
-                f"left out because its twin {_host_port(loser.host_ip, loser.host_port)}"
+                f"left out because its twin {address_text(loser.host_ip, loser.host_port)}"
                 f"/{loser.proto} is taken by {describe(holder)}; a published port is "
                 "forwarded on all its addresses or on none"
             )
@@ -409,7 +409,7 @@ def _first_overlap(held: Iterable[Forward], f: Forward) -> Forward | None:
 
 
 def _clash_reason(loser: Forward, winner: Forward) -> str:
-    reason = f"host {_host_port(loser.host_ip, loser.host_port)}/{loser.proto} is taken by "
+    reason = f"host {address_text(loser.host_ip, loser.host_port)}/{loser.proto} is taken by "
     reason += describe(winner)
     if loser.host_ip != winner.host_ip:
         reason += "; a wildcard and a specific address cannot share a port"

@@ -1,0 +1,64 @@
+"""Follows the engine: subscribe to container and network events, list the running
+containers, and again after every event. On any break (SSH drop, engine restart) it
+starts over, so the list is fresh within moments of the connection coming back."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import paramiko
+
+from pyd.agent.docker_api import OpenChannel, events, get_json
+from pyd.errors import PydError
+
+log = logging.getLogger("pyd.ports")
+
+FILTERS = {
+    "type": ["container", "network"],
+    "event": ["start", "die", "destroy", "pause", "unpause", "connect", "disconnect"],
+}
+RETRY = (0.2, 0.5, 1.0, 2.0)  # seconds between attempts while the engine is unreachable
+
+
+class ContainerWatch:
+    def __init__(
+        self,
+        open_channel: OpenChannel,
+        on_containers: Callable[[list[Mapping[str, Any]]], None],
+    ) -> None:
+        self.open_channel = open_channel
+        self.on_containers = on_containers
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pyd-container-watch", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            try:
+                stream = events(self.open_channel, FILTERS)
+                self._refresh()
+                failures = 0
+                for _event in stream:
+                    if self.stop.is_set():
+                        return
+                    self._refresh()
+            except (PydError, paramiko.SSHException, OSError, EOFError, ValueError) as e:
+                if not self.stop.is_set():
+                    log.info("following the engine's events: %s; again shortly", e)
+            delay = RETRY[min(failures, len(RETRY) - 1)]
+            failures += 1
+            self.stop.wait(delay)
+
+    def _refresh(self) -> None:
+        containers = get_json(self.open_channel, "/containers/json")
+        self.on_containers(containers)

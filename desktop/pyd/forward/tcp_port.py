@@ -1,0 +1,224 @@
+"""A host TCP port whose connections are relayed to a TCP port in the guest over SSH: what
+makes `docker run -p 8080:80` answer on the host's port 8080, and `pyd port add`.
+
+Each accepted connection gets a direct-tcpip channel from the owner, opened with the peer's
+address as its origin, and a relay (pyd/forward/relay.py). The owner opens the channel, so
+it can swap the SSH connection underneath after a reconnect without restarting forwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import selectors
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+import paramiko
+
+from pyd.errors import PydError
+from pyd.forward.connections import Connections, ServedForward
+from pyd.forward.port_holder import port_holder
+from pyd.forward.relay import HostStream
+from pyd.ports.model import Forward, describe
+from pyd.ssh.direct_tcpip import format_address
+
+log = logging.getLogger("pyd.forward")
+
+OpenTcpChannel = Callable[[Forward, tuple[str, int]], paramiko.Channel]
+"""(forward, origin) -> a channel to (forward.guest_ip, forward.guest_port); origin is the
+host peer's (address, port)."""
+
+BACKLOG = 128
+# Windows: WSAEACCES on bind is what an excluded port range (Hyper-V, WSL, Docker reserve
+# them) or another program's exclusive use of the port looks like.
+_WSAEACCES = 10013
+
+
+class PortBindError(PydError):
+    """The host listener of a forward cannot be opened."""
+
+    def __init__(self, message: str, address: tuple[str, int], hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.address = address
+
+
+class PortInUseError(PortBindError):
+    """Something else already listens on the host address; `holder` says what, if known."""
+
+    def __init__(self, message: str, address: tuple[str, int], holder: str | None) -> None:
+        super().__init__(
+            message,
+            address,
+            hint="stop it or choose another host port (e.g. `-p 8081:80`)",
+        )
+        self.holder = holder
+
+
+def bind_listener(host_ip: str, port: int, platform: str = sys.platform) -> socket.socket:
+    """A listening TCP socket on exactly `host_ip`:`port`: an IPv6 one never takes the IPv4
+    side too (V6ONLY: "::" and "0.0.0.0" are separate forwards), and on Windows nobody else
+    can bind the port under us (SO_EXCLUSIVEADDRUSE; SO_REUSEADDR there would let another
+    program steal it). Raises PortInUseError or PortBindError."""
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    address = (host_ip, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if platform == "win32":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            # Lets a restarted agent bind the port again while connections of the previous
+            # one linger in TIME_WAIT; POSIX never lets two listeners share it this way.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as e:
+        sock.close()
+        raise _bind_error(address, e, platform) from e
+    return sock
+
+
+def _bind_error(address: tuple[str, int], e: OSError, platform: str) -> PortBindError:
+    host_ip, port = address
+    where = format_address(address)
+    if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
+        holder = port_holder(host_ip, port)
+        by = f" by {holder}" if holder else ""
+        return PortInUseError(f"cannot listen on {where}: it is already in use{by}", address, holder)
+    if e.errno == errno.EACCES or getattr(e, "winerror", None) == _WSAEACCES:
+        return PortBindError(
+            f"cannot listen on {where}: permission denied", address, _denied_hint(address, platform)
+        )
+    if e.errno == errno.EADDRNOTAVAIL:
+        return PortBindError(
+            f"cannot listen on {where}: {host_ip} is not an address of this host",
+            address,
+            hint="use 127.0.0.1, 0.0.0.0, ::1, :: or one of this host's own addresses",
+        )
+    return PortBindError(f"cannot listen on {where}: {e.strerror or e}", address)
+
+
+def _denied_hint(address: tuple[str, int], platform: str) -> str:
+    host_ip, port = address
+    if platform == "win32":
+        return (
+            "Windows reserves some port ranges (Hyper-V, WSL); "
+            "`netsh interface ipv4 show excludedportrange protocol=tcp` lists them; "
+            "choose a port outside them"
+        )
+    if port >= 1024:
+        return ""
+    if platform == "darwin":
+        if host_ip in ("0.0.0.0", "::"):
+            return f"ports below 1024 need root on this macOS; use a port from 1024 up"
+        return (
+            f"on macOS, binding {host_ip} below port 1024 needs root but every interface "
+            f"(0.0.0.0:{port}) does not; or use a port from 1024 up"
+        )
+    return (
+        f"ports below 1024 need root: run pyd as root, or allow them to everyone with "
+        f"`sudo sysctl net.ipv4.ip_unprivileged_port_start={port}`, or use a port from 1024 up"
+    )
+
+
+class _PeerConnections(Connections):
+    """Connections whose channel opener learns each connection's peer address: the relay
+    thread records it before Connections asks for the channel, in that same thread."""
+
+    def __init__(self, label: str, name: str, forward: Forward, open_tcp: OpenTcpChannel) -> None:
+        super().__init__(label, name, self._open)
+        self._forward = forward
+        self._open_tcp = open_tcp
+        self._peer = threading.local()
+
+    def _open(self) -> paramiko.Channel:
+        return self._open_tcp(self._forward, self._peer.address)
+
+    def _handle(self, stream: HostStream) -> None:
+        try:
+            peer = stream.getpeername()  # type: ignore[attr-defined]
+            self._peer.address = (str(peer[0]), int(peer[1]))
+        except OSError:  # already reset by the client
+            self._peer.address = ("0.0.0.0", 0)
+        super()._handle(stream)
+
+
+class TcpPortForward(ServedForward):
+    """Listens on `forward.host_ip`:`forward.host_port`; each connection gets a channel from
+    `open_channel(forward, peer_address)` (called per connection) and is relayed to it."""
+
+    def __init__(self, forward: Forward, open_channel: OpenTcpChannel) -> None:
+        self.forward = forward
+        self.open_channel = open_channel
+        self.name = f"tcp{forward.host_port}"
+        self._label = describe(forward)
+        self._listener: socket.socket | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
+        self._conns = _PeerConnections(self._label, self.name, forward, open_channel)
+        self._closing = self._conns.closing
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address listened on (the port the OS chose when host_port is 0)."""
+        if self._listener is None:
+            return (self.forward.host_ip, self.forward.host_port)
+        host, port = self._listener.getsockname()[:2]
+        return (str(host), int(port))
+
+    def start(self) -> None:
+        """Binds the host address and serves it in a thread. Raises PortInUseError (naming
+        the holder when it can be found) or PortBindError."""
+        listener = bind_listener(self.forward.host_ip, self.forward.host_port)
+        listener.setblocking(False)
+        self._listener = listener
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(
+            target=self._serve, name=f"pyd-forward-{self.name}", daemon=True
+        )
+        self._thread.start()
+        log.info("forwarding %s", self._label)
+
+    def close(self) -> None:
+        """Stops listening and ends live connections."""
+        self._closing.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[1].send(b"x")
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._conns.close_all()
+        if self._wake is not None:
+            for end in self._wake:
+                end.close()
+            self._wake = None
+
+    def _serve(self) -> None:
+        assert self._listener is not None and self._wake is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._listener, selectors.EVENT_READ)
+            sel.register(self._wake[0], selectors.EVENT_READ)
+            while not self._closing.is_set():
+                sel.select()
+                while not self._closing.is_set():  # everything queued, then wait again
+                    try:
+                        conn, _ = self._listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        # EMFILE and friends: keep serving, but don't spin on the error.
+                        log.error("%s: accept failed: %s", self._label, e)
+                        self._closing.wait(0.5)
+                        break
+                    conn.setblocking(True)
+                    with contextlib.suppress(OSError):
+                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    self._conns.spawn(conn)

@@ -1,0 +1,73 @@
+"""Connections to TCP ports in the guest over SSH: the "direct-tcpip" channel (RFC 4254
+section 7.2), the one `ssh -L PORT:HOST:GUESTPORT` opens for every connection.
+
+The channel's window and maximum packet size are ours to choose, and they decide how much
+work the host does per byte coming from the guest: see WINDOW_SIZE and MAX_PACKET_SIZE.
+"""
+
+from __future__ import annotations
+
+import paramiko
+
+from pyd.errors import PydError
+
+KIND = "direct-tcpip"
+
+# What we advertise for data coming to us. paramiko's defaults (2 MiB, 32 KiB) are
+# OpenSSH's. sshd sends a channel's data in packets of at most our maximum packet size,
+# and every packet costs the host a round through paramiko's Python (read, decrypt, MAC,
+# parse, queue): 256 KiB packets, sshd's own limit on a whole packet being 256 KiB, would
+# be refused, so 128 KiB payloads, a quarter of the Python rounds of 32 KiB ones.
+# bench/port_forward.py measures it.
+MAX_PACKET_SIZE = 32 * 1024
+WINDOW_SIZE = 2 * 1024 * 1024
+
+
+class DirectTcpipError(PydError):
+    """The guest's sshd would not connect us to a TCP port, or the SSH connection failed."""
+
+    def __init__(self, message: str, guest: tuple[str, int], hint: str = "") -> None:
+        super().__init__(message, hint)
+        self.guest = guest
+
+
+def format_address(address: tuple[str, int]) -> str:
+    """"127.0.0.1:80", "[::1]:80"."""
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def open_direct_tcpip(
+    transport: paramiko.Transport,
+    guest: tuple[str, int],
+    origin: tuple[str, int],
+    timeout: float = 10,
+) -> paramiko.Channel:
+    """A channel connected to `guest` (address, port) as the guest's sshd dials it;
+    `origin` is the host peer the connection is for (sshd logs it).
+
+    Raises DirectTcpipError (carrying `guest`) when sshd refuses (nothing listening there,
+    AllowTcpForwarding off) or the SSH connection is gone or too slow."""
+    where = format_address(guest)
+    try:
+        return transport.open_channel(
+            KIND,
+            dest_addr=(guest[0], guest[1]),
+            src_addr=(origin[0], origin[1]),
+            window_size=WINDOW_SIZE,
+            max_packet_size=MAX_PACKET_SIZE,
+            timeout=timeout,
+        )
+    except paramiko.ChannelException as e:
+        raise DirectTcpipError(
+            f"the guest refused a connection to {where}: {e.text} (SSH open failure {e.code})",
+            guest,
+            hint=f"is anything listening on {where} in the guest? "
+            "(`pyd ssh -- netstat -ltn` lists what is)",
+        ) from None
+    except (paramiko.SSHException, EOFError, OSError) as e:
+        raise DirectTcpipError(
+            f"could not open an SSH channel to {where} in the guest: {e or type(e).__name__}",
+            guest,
+            hint="the SSH connection to the guest may have dropped; `pyd status` shows it",
+        ) from e
