@@ -377,7 +377,9 @@ def main() -> None:
     med = {}
     for name, vals in speed.items():
         med[name] = statistics.median(vals)
-        forwarder = f"forwarder {statistics.median(own_cpu[name]):5.2f}" if name != "hostfwd" else ""
+        forwarder = (
+            f"forwarder {statistics.median(own_cpu[name]):5.2f}" if name != "hostfwd" else ""
+        )
         print(
             f"  {name:8s} {med[name]:6.1f}  [{min(vals):.1f}-{max(vals):.1f}]   "
             f"QEMU {statistics.median(qemu_cpu[name]):5.2f}  {forwarder}"

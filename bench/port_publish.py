@@ -94,16 +94,19 @@ def main() -> None:
                     pool.submit(get, f"http://127.0.0.1:{port}/blob")
                     for _ in range(args.concurrent)
                 ]
-                failed = corrupted = 0
+                failed: list[str] = []
+                corrupted = 0
                 for f in futures:
                     try:
                         corrupted += hashlib.sha256(f.result()).hexdigest() != want
-                    except OSError:
-                        failed += 1
+                    except OSError as e:
+                        failed.append(str(e))
             print(
-                f"{args.concurrent} concurrent 1 MiB downloads through one port: {failed} failed, "
-                f"{corrupted} corrupted, {time.monotonic() - t0:.1f} s in all"
+                f"{args.concurrent} concurrent 1 MiB downloads through one port: {len(failed)} "
+                f"failed, {corrupted} corrupted, {time.monotonic() - t0:.1f} s in all"
             )
+            for reason in sorted(set(failed)):
+                print(f"  failed: {reason}")
         finally:
             subprocess.run([*pyd, "delete", "-f", "-n", NAME], env=env, check=False)
 

@@ -37,6 +37,7 @@ log = logging.getLogger("pyd.agent")
 
 BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~20 s
 RECONNECT_WAIT = 30.0  # how long a new Docker connection waits for SSH to come back
+CHANNEL_OPEN_WAIT = 60.0  # a forwarded connection waits this long for the guest's side
 GONE_AFTER = 60.0  # SSH down this long and the VM not running: the agent stops
 
 
@@ -141,7 +142,10 @@ class Agent:
 
     def _open_tcp(self, forward: Forward, origin: tuple[str, int]) -> paramiko.Channel:
         transport = self.session.transport(RECONNECT_WAIT)
-        return open_direct_tcpip(transport, (forward.guest_ip, forward.guest_port), origin)
+        # A burst of connections under emulation can take the guest many seconds to accept;
+        # a client waiting that long is better served late than refused.
+        guest = (forward.guest_ip, forward.guest_port)
+        return open_direct_tcpip(transport, guest, origin, timeout=CHANNEL_OPEN_WAIT)
 
     def _follow_config(self) -> None:
         """`pyd port add/rm` and `pyd config set ports.bind` edit config.toml; apply them."""

@@ -16,8 +16,8 @@ _LISTEN = "0A"  # TCP_LISTEN in /proc/net/tcp's "st" column
 
 
 def port_holder(host_ip: str, port: int) -> str | None:
-    """"pid 1234 (nginx)" for the process listening where binding `host_ip`:`port` failed,
-    or None when that cannot be found out."""
+    """What listens where binding `host_ip`:`port` failed, as "pid 1234 (nginx)"; None
+    when that cannot be found out."""
     try:
         if sys.platform.startswith("linux"):
             return _linux_holder(host_ip, port, Path("/proc"))
@@ -134,7 +134,7 @@ def _lsof_holder(port: int) -> str | None:
 
 
 def parse_lsof(output: str) -> str | None:
-    """The first process in `lsof -F pc` output ("p1234", "cnginx" lines) as "pid 1234
+    """The first process of `lsof -F pc` output ("p1234", "cnginx" lines), as "pid 1234
     (nginx)"."""
     pid: str | None = None
     for line in output.splitlines():

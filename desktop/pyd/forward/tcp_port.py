@@ -70,7 +70,8 @@ def bind_listener(host_ip: str, port: int, platform: str = sys.platform) -> sock
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if platform == "win32":
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)  # type: ignore[attr-defined,unused-ignore]
+            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE")  # noqa: B009 (Windows only)
+            sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
         else:
             # Lets a restarted agent bind the port again while connections of the previous
             # one linger in TIME_WAIT; POSIX never lets two listeners share it this way.
@@ -79,17 +80,20 @@ def bind_listener(host_ip: str, port: int, platform: str = sys.platform) -> sock
         sock.listen(BACKLOG)
     except OSError as e:
         sock.close()
-        raise _bind_error(address, e, platform) from e
+        raise bind_error(address, e, platform) from e
     return sock
 
 
-def _bind_error(address: tuple[str, int], e: OSError, platform: str) -> PortBindError:
+def bind_error(address: tuple[str, int], e: OSError, platform: str = sys.platform) -> PortBindError:
+    """The PydError for a failed bind of `address`: what holds the port, or what to do."""
     host_ip, port = address
     where = format_address(address)
     if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
         holder = port_holder(host_ip, port)
         by = f" by {holder}" if holder else ""
-        return PortInUseError(f"cannot listen on {where}: it is already in use{by}", address, holder)
+        return PortInUseError(
+            f"cannot listen on {where}: it is already in use{by}", address, holder
+        )
     if e.errno == errno.EACCES or getattr(e, "winerror", None) == _WSAEACCES:
         return PortBindError(
             f"cannot listen on {where}: permission denied", address, _denied_hint(address, platform)
@@ -115,7 +119,7 @@ def _denied_hint(address: tuple[str, int], platform: str) -> str:
         return ""
     if platform == "darwin":
         if host_ip in ("0.0.0.0", "::"):
-            return f"ports below 1024 need root on this macOS; use a port from 1024 up"
+            return "ports below 1024 need root on this macOS; use a port from 1024 up"
         return (
             f"on macOS, binding {host_ip} below port 1024 needs root but every interface "
             f"(0.0.0.0:{port}) does not; or use a port from 1024 up"
@@ -140,11 +144,11 @@ class _PeerConnections(Connections):
         return self._open_tcp(self._forward, self._peer.address)
 
     def _handle(self, stream: HostStream) -> None:
-        try:
-            peer = stream.getpeername()  # type: ignore[attr-defined]
-            self._peer.address = (str(peer[0]), int(peer[1]))
-        except OSError:  # already reset by the client
-            self._peer.address = ("0.0.0.0", 0)
+        self._peer.address = ("0.0.0.0", 0)
+        if isinstance(stream, socket.socket):
+            with contextlib.suppress(OSError):  # OSError: already reset by the client
+                peer = stream.getpeername()
+                self._peer.address = (str(peer[0]), int(peer[1]))
         super()._handle(stream)
 
 
@@ -182,7 +186,7 @@ class TcpPortForward(ServedForward):
             target=self._serve, name=f"pyd-forward-{self.name}", daemon=True
         )
         self._thread.start()
-        log.info("forwarding %s", self._label)
+        log.debug("listening for %s", self._label)
 
     def close(self) -> None:
         """Stops listening and ends live connections."""

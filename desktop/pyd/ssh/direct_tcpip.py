@@ -32,7 +32,7 @@ class DirectTcpipError(PydError):
 
 
 def format_address(address: tuple[str, int]) -> str:
-    """"127.0.0.1:80", "[::1]:80"."""
+    """An address as people write it: 127.0.0.1:80, [::1]:80."""
     host, port = address[0], address[1]
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
