@@ -225,11 +225,11 @@ def test_forward_carries_a_connection_to_the_guest_port_with_half_close(
 def test_forward_dials_the_guest_address_and_names_the_peer_as_origin(
     echo: EchoServer, guest: Guest
 ) -> None:
-    with TcpPortForward(forward_to(echo), guest.open_channel) as fwd:
-        with socket.create_connection(fwd.address, timeout=10) as s:
-            peer = s.getsockname()
-            s.shutdown(socket.SHUT_WR)
-            assert s.recv(100) == EOF_MARK
+    fwd = TcpPortForward(forward_to(echo), guest.open_channel)
+    with fwd, socket.create_connection(fwd.address, timeout=10) as s:
+        peer = s.getsockname()
+        s.shutdown(socket.SHUT_WR)
+        assert s.recv(100) == EOF_MARK
     [(origin, destination)] = guest.server_interface.opens.values()
     assert destination == ("127.0.0.1", echo.port)
     assert origin == (peer[0], peer[1])
