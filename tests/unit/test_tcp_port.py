@@ -30,8 +30,9 @@ from pyd.forward.tcp_port import (
     bind_listener,
 )
 from pyd.ports.model import Forward
+from pyd.ssh.connect import SSHTarget, connect
 from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
-from pyd.sshkeys import generate_keypair
+from pyd.sshkeys import generate_keypair, write_private
 
 EOF_MARK = b"<echo saw EOF>"
 LINUX = sys.platform.startswith("linux")
@@ -72,16 +73,20 @@ class EchoServer:
 
 
 class _Server(paramiko.ServerInterface):  # type: ignore[misc]
-    """Accepts anyone; allows direct-tcpip to the ports in `allowed` and records each open."""
+    """Accepts anyone (without auth, or with any key); allows direct-tcpip to the ports in
+    `allowed` and records each open."""
 
     def __init__(self, allowed: set[int]) -> None:
         self.allowed = allowed
         self.opens: dict[int, tuple[tuple[str, int], tuple[str, int]]] = {}
 
     def get_allowed_auths(self, username: str) -> str:
-        return "none"
+        return "none,publickey"
 
     def check_auth_none(self, username: str) -> int:
+        return paramiko.AUTH_SUCCESSFUL
+
+    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
         return paramiko.AUTH_SUCCESSFUL
 
     def check_channel_direct_tcpip_request(
@@ -93,36 +98,47 @@ class _Server(paramiko.ServerInterface):  # type: ignore[misc]
         return paramiko.OPEN_SUCCEEDED
 
 
-def _tcp_pair() -> tuple[socket.socket, socket.socket]:
-    """A loopback TCP connection: unlike a socketpair, its buffers grow with the load, as the
-    host's connection to the guest's sshd does."""
-    with socket.create_server(("127.0.0.1", 0)) as listener:
-        a = socket.create_connection(listener.getsockname())
-        b, _ = listener.accept()
-    return a, b
-
-
 class Guest:
-    """A client Transport to an in-process SSH server that connects direct-tcpip channels to
-    real sockets on this host, relaying them like sshd does."""
+    """A client Transport to an in-process SSH server (over loopback TCP) that connects
+    direct-tcpip channels to real sockets on this host, relaying them like sshd does. The
+    client is a bare paramiko Transport, or with `key_dir` the one pyd's own connect() makes
+    (pinned host key, client key, pyd's algorithms and socket)."""
 
-    def __init__(self, allowed: set[int]) -> None:
-        a, b = _tcp_pair()
-        host_key = paramiko.Ed25519Key.from_private_key(
-            io.StringIO(generate_keypair("test-host").private_openssh)
-        )
+    def __init__(self, allowed: set[int], key_dir: Path | None = None) -> None:
+        host = generate_keypair("test-host")
+        host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(host.private_openssh))
         self.server_interface = _Server(allowed)
-        self.server = paramiko.Transport(b)
-        self.server.add_server_key(host_key)
-        negotiated = threading.Event()
-        self.server.start_server(event=negotiated, server=self.server_interface)
-        self.client = paramiko.Transport(a)
-        self.client.start_client(timeout=10)
-        negotiated.wait(10)
-        self.client.auth_none("pyd")
+        self.ssh_client: paramiko.SSHClient | None = None
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            listener.settimeout(10)
+            port = listener.getsockname()[1]
+            if key_dir is None:
+                a = socket.create_connection(("127.0.0.1", port))
+                self.server = self._serve(listener.accept()[0], host_key)
+                self.client = paramiko.Transport(a)
+                self.client.start_client(timeout=10)
+                self.client.auth_none("pyd")
+            else:
+                key = key_dir / "id_ed25519"
+                write_private(key, generate_keypair("test-client").private_openssh)
+                target = SSHTarget("127.0.0.1", port, "root", key, host.public_openssh)
+                done: list[paramiko.SSHClient] = []
+                connecting = threading.Thread(target=lambda: done.append(connect(target)))
+                connecting.start()  # connect() returns once the server below has answered
+                self.server = self._serve(listener.accept()[0], host_key)
+                connecting.join(30)
+                self.ssh_client = done[0]
+                self.client = self.ssh_client.get_transport()
         self._stop = False
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
         self._acceptor.start()
+
+    def _serve(self, sock: socket.socket, host_key: paramiko.PKey) -> paramiko.Transport:
+        server = paramiko.Transport(sock)
+        server.add_server_key(host_key)
+        # With an event, start_server returns at once (the client has yet to start).
+        server.start_server(event=threading.Event(), server=self.server_interface)
+        return server
 
     def _accept(self) -> None:
         while not self._stop:
@@ -151,6 +167,8 @@ class Guest:
     def close(self) -> None:
         self._stop = True
         self._acceptor.join()
+        if self.ssh_client is not None:
+            self.ssh_client.close()
         self.client.close()
         self.server.close()
 
@@ -259,6 +277,33 @@ def test_one_hundred_concurrent_connections_all_arrive_intact(
             t.join(120)
     assert failures == []
     assert len(guest.origins()) == 100
+
+
+def test_large_transfers_both_ways_over_pyds_own_ssh_connection(
+    echo: EchoServer, tmp_path: Path
+) -> None:
+    """pyd.ssh.connect's socket (read ahead, woken per packet) and algorithms under a load of
+    parallel connections of mixed sizes: every byte arrives, in order."""
+    g = Guest({echo.port}, key_dir=tmp_path)
+    try:
+        assert g.client.remote_cipher == "aes128-ctr"
+        assert g.client.remote_mac == "hmac-sha2-512-etm@openssh.com"
+        sizes = [1, 15, 16, 17, 1000, 32 * 1024 - 1, 32 * 1024 + 1, 300 * 1000, 3 * 1024 * 1024]
+        results: dict[int, bool] = {}
+
+        def client(fwd: TcpPortForward, size: int) -> None:
+            payload = os.urandom(size)
+            results[size] = exchange(fwd.address, payload, timeout=60) == payload + EOF_MARK
+
+        with TcpPortForward(forward_to(echo), g.open_channel) as fwd:
+            threads = [threading.Thread(target=client, args=(fwd, n)) for n in sizes]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+        assert results == dict.fromkeys(sizes, True)
+    finally:
+        g.close()
 
 
 def test_a_connection_the_guest_refuses_is_closed_not_left_hanging(
@@ -383,6 +428,38 @@ def test_a_wildcard_clashing_with_a_specific_listener_names_its_holder(
     proc, port = foreign_listener
     with pytest.raises(PortInUseError, match=rf"0\.0\.0\.0:{port}.*pid {proc.pid} \("):
         bind_listener("0.0.0.0", port)
+
+
+def test_macos_rules_never_bind_beside_a_live_listener(
+    foreign_listener: tuple[subprocess.Popen[str], int],
+) -> None:
+    """On macOS SO_REUSEADDR would let 127.0.0.1 be bound beside another program's wildcard
+    listener; the darwin path tries without it and names the holder instead."""
+    proc, port = foreign_listener
+    with pytest.raises(PortInUseError) as e:
+        bind_listener("127.0.0.1", port, platform="darwin")
+    if LINUX:  # port_holder looks it up with this host's own means
+        assert e.value.holder is not None and e.value.holder.startswith(f"pid {proc.pid} (")
+
+
+def _port_in_time_wait() -> int:
+    """A port whose listener is gone but whose last connection lingers in TIME_WAIT on it
+    (the server closed first): what an agent restarted at once finds."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        served, _ = listener.accept()
+        served.close()  # the active close: TIME_WAIT stays with 127.0.0.1:port
+        client.recv(1)
+        client.close()
+    return port
+
+
+@pytest.mark.parametrize("platform", ["linux", "darwin"])
+def test_a_port_left_in_time_wait_is_bound_again(platform: str) -> None:
+    port = _port_in_time_wait()
+    with bind_listener("127.0.0.1", port, platform=platform) as sock:
+        assert sock.getsockname() == ("127.0.0.1", port)
 
 
 def test_an_address_not_of_this_host_is_a_bind_error() -> None:

@@ -33,6 +33,7 @@ OpenTcpChannel = Callable[[Forward, tuple[str, int]], paramiko.Channel]
 host peer's (address, port)."""
 
 BACKLOG = 128
+_WSAEADDRINUSE = 10048
 # Windows: WSAEACCES on bind is what an excluded port range (Hyper-V, WSL, Docker reserve
 # them) or another program's exclusive use of the port looks like.
 _WSAEACCES = 10013
@@ -59,12 +60,36 @@ class PortInUseError(PortBindError):
 
 
 def bind_listener(host_ip: str, port: int, platform: str = sys.platform) -> socket.socket:
-    """A listening TCP socket on exactly `host_ip`:`port`: an IPv6 one never takes the IPv4
-    side too (V6ONLY: "::" and "0.0.0.0" are separate forwards), and on Windows nobody else
-    can bind the port under us (SO_EXCLUSIVEADDRUSE; SO_REUSEADDR there would let another
-    program steal it). Raises PortInUseError or PortBindError."""
-    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    """A listening TCP socket on exactly `host_ip`:`port`. Raises PortInUseError (naming
+    what holds the port when that can be found out) or PortBindError.
+
+    An IPv6 listener never takes the IPv4 side too (V6ONLY: "::" and "0.0.0.0" are separate
+    forwards). SO_REUSEADDR lets a restarted agent bind its ports again while connections of
+    the previous one linger in TIME_WAIT, but only where it cannot take a port from a live
+    listener: on Linux it never can. On Windows it can, so never there; SO_EXCLUSIVEADDRUSE
+    instead keeps others from binding the port under us. On macOS (BSD) it lets a specific
+    address be bound beside another program's wildcard listener, taking that address's
+    connections from it; so there it is used only when the plain bind failed and no listener
+    can be found on the port (lsof sees other users' sockets only as root: best effort).
+    """
     address = (host_ip, port)
+    reuse = platform not in ("win32", "darwin")
+    try:
+        return _listen(address, platform, reuse)
+    except OSError as e:
+        if platform != "darwin" or not _in_use(e):
+            raise bind_error(address, e, platform) from e
+        holder = port_holder(host_ip, port)
+        if holder is not None:
+            raise _in_use_error(address, holder) from e
+    try:
+        return _listen(address, platform, reuse=True)
+    except OSError as e:
+        raise bind_error(address, e, platform) from e
+
+
+def _listen(address: tuple[str, int], platform: str, reuse: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         if family == socket.AF_INET6:
@@ -72,28 +97,33 @@ def bind_listener(host_ip: str, port: int, platform: str = sys.platform) -> sock
         if platform == "win32":
             exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE")  # noqa: B009 (Windows only)
             sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
-        else:
-            # Lets a restarted agent bind the port again while connections of the previous
-            # one linger in TIME_WAIT; POSIX never lets two listeners share it this way.
+        elif reuse:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(BACKLOG)
-    except OSError as e:
+    except BaseException:
         sock.close()
-        raise bind_error(address, e, platform) from e
+        raise
     return sock
+
+
+def _in_use(e: OSError) -> bool:
+    return e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == _WSAEADDRINUSE
+
+
+def _in_use_error(address: tuple[str, int], holder: str | None) -> PortInUseError:
+    by = f" by {holder}" if holder else ""
+    return PortInUseError(
+        f"cannot listen on {format_address(address)}: it is already in use{by}", address, holder
+    )
 
 
 def bind_error(address: tuple[str, int], e: OSError, platform: str = sys.platform) -> PortBindError:
     """The PydError for a failed bind of `address`: what holds the port, or what to do."""
     host_ip, port = address
     where = format_address(address)
-    if e.errno == errno.EADDRINUSE or getattr(e, "winerror", None) == 10048:
-        holder = port_holder(host_ip, port)
-        by = f" by {holder}" if holder else ""
-        return PortInUseError(
-            f"cannot listen on {where}: it is already in use{by}", address, holder
-        )
+    if _in_use(e):
+        return _in_use_error(address, port_holder(host_ip, port))
     if e.errno == errno.EACCES or getattr(e, "winerror", None) == _WSAEACCES:
         return PortBindError(
             f"cannot listen on {where}: permission denied", address, _denied_hint(address, platform)
@@ -111,9 +141,9 @@ def _denied_hint(address: tuple[str, int], platform: str) -> str:
     host_ip, port = address
     if platform == "win32":
         return (
-            "Windows reserves some port ranges (Hyper-V, WSL); "
-            "`netsh interface ipv4 show excludedportrange protocol=tcp` lists them; "
-            "choose a port outside them"
+            "another program may hold the port for itself, or Windows reserves it (Hyper-V "
+            "and WSL reserve ranges: `netsh interface ipv4 show excludedportrange "
+            "protocol=tcp` lists them); choose another port"
         )
     if port >= 1024:
         return ""

@@ -9,7 +9,8 @@ emulation the guest's sshd is what runs out first: measured there (openssl speed
 guest, QEMU 7.2 TCG), aes128-ctr does 94 MB/s, hmac-sha2-512 63 MB/s, hmac-sha2-256 only 16
 MB/s (no SHA extensions emulated), aes128-gcm 30 MB/s, chacha20-poly1305 16 MB/s. So
 aes128-ctr with hmac-sha2-512-etm comes first; paramiko's own order follows for any server
-that lacks them. bench/port_forward.py measures the effect.
+that lacks them. The host side matters too, since QEMU's vCPUs and the agent share the host's
+cores: see _PacketSocket. bench/port_forward.py measures both.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
 
@@ -53,7 +55,64 @@ def _preferred(first: tuple[str, ...], available: tuple[str, ...]) -> tuple[str,
     return tuple(n for n in first if n in available) + tuple(n for n in available if n not in first)
 
 
-def _transport(sock: socket.socket, **kwargs: object) -> paramiko.Transport:
+class _PacketSocket:
+    """The connection's socket as paramiko's Transport uses it, woken once per SSH packet
+    rather than once per TCP segment.
+
+    paramiko's transport thread reads each packet with exact recv(n) calls: a first block,
+    then the rest. Under emulation the guest's data reaches the host in small pieces, and each
+    wake-up of that thread costs far more Python than the bytes it brings. With SO_RCVLOWAT set
+    to the bytes still missing, the kernel wakes the thread once they are all there; one large
+    read takes whatever else has arrived too, and later reads are served from it. (-12% CPU
+    of the forwarding process in bench/port_forward.py.) Only exact reads may wait like that:
+    the banner is read with recv(128) before the protocol starts, so `exact_reads()` switches
+    this on after the handshake. Without SO_RCVLOWAT (Windows) only the read-ahead remains.
+    Everything else (send, settimeout, close, _closed) is the socket's own.
+    """
+
+    READ_AHEAD = 256 * 1024
+    MAX_LOWAT = 64 * 1024  # the kernel grows the receive buffer to twice this if needed
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buf = bytearray(self.READ_AHEAD)
+        self._view = memoryview(self._buf)
+        self._start = self._end = 0  # unread bytes: _buf[_start:_end]
+        self._exact = False
+        self._lowat = 1
+
+    def exact_reads(self) -> None:
+        """From now on every recv(n) asks for bytes the server is bound to send."""
+        self._exact = hasattr(socket, "SO_RCVLOWAT")
+
+    def recv(self, n: int) -> bytes:
+        if self._start < self._end:
+            k = min(n, self._end - self._start)
+            out = bytes(self._view[self._start : self._start + k])
+            self._start += k
+            return out
+        if self._exact:
+            self._wake_at(min(n, self.MAX_LOWAT))
+        got = self._sock.recv_into(self._buf)
+        k = min(n, got)
+        self._start, self._end = k, got
+        return bytes(self._view[:k])
+
+    def _wake_at(self, n: int) -> None:
+        if n == self._lowat:
+            return
+        try:
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, n)
+        except OSError:
+            self._exact = False
+            return
+        self._lowat = n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _transport(sock: _PacketSocket, **kwargs: object) -> paramiko.Transport:
     """paramiko's Transport with our algorithm order (SSHClient's transport_factory)."""
     transport = paramiko.Transport(sock, **kwargs)
     options = transport.get_security_options()
@@ -62,12 +121,12 @@ def _transport(sock: socket.socket, **kwargs: object) -> paramiko.Transport:
     return transport
 
 
-def _tcp_connect(host: str, port: int, timeout: float) -> socket.socket:
+def _tcp_connect(host: str, port: int, timeout: float) -> _PacketSocket:
     sock = socket.create_connection((host, port), timeout=timeout)
     # Small messages (a request line, a window adjust) go out at once, never held back by
     # Nagle's algorithm waiting for the guest's (delayed) ACK of the previous one.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
+    return _PacketSocket(sock)
 
 
 def connect(target: SSHTarget, timeout: float = 10.0) -> paramiko.SSHClient:
@@ -109,6 +168,7 @@ def connect(target: SSHTarget, timeout: float = 10.0) -> paramiko.SSHClient:
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(15)
+    sock.exact_reads()
     return client
 
 
