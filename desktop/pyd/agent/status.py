@@ -41,6 +41,21 @@ LISTENING, CONFLICT, PORT_FAILED, NOT_FORWARDED = "listening", "conflict", "fail
 
 
 @dataclass(frozen=True)
+class MountStatus:
+    """One share as `pyd mount ls` and `pyd status` show it."""
+
+    location: str  # the host directory, absolute
+    mount_point: str  # where the guest sees it
+    writable: bool
+    state: str  # mounted | mounting | failed
+    detail: str = ""  # why, when not mounted
+
+
+# What a share's state can be. MOUNTING covers the wait for SSH after a drop too.
+MOUNTED, MOUNTING, MOUNT_FAILED = "mounted", "mounting", "failed"
+
+
+@dataclass(frozen=True)
 class AgentStatus:
     state: str
     pid: int
@@ -51,6 +66,7 @@ class AgentStatus:
     docker_host: str = ""
     launch: str = ""  # the token `pyd start` gave this agent (pids differ behind launchers)
     ports: tuple[PortStatus, ...] = ()
+    mounts: tuple[MountStatus, ...] = ()
     updated: float = field(default_factory=time.time)
 
     def begin(self, phase: str) -> AgentStatus:
@@ -80,6 +96,7 @@ def parse_status(text: str) -> AgentStatus | None:
             docker_host=str(data["docker_host"]),
             launch=str(data.get("launch", "")),
             ports=tuple(PortStatus(**p) for p in data.get("ports", ())),
+            mounts=tuple(MountStatus(**m) for m in data.get("mounts", ())),
             updated=float(data["updated"]),
         )
     except (ValueError, KeyError, TypeError):
