@@ -90,6 +90,6 @@ def test_seed_settings_reach_the_guest(guest: tuple[DirectVM, paramiko.SSHClient
     vm, client = guest
     assert check(client, "hostname").strip() == "pyd-test"
     assert check(
-        client, "stat -c %a /etc/ssh/ssh_host_ed25519_key /root/.ssh/authorized_keys"
+        client, "stat -c %a /etc/ssh/ssh_host_ed25519_key /etc/ssh/pyd_authorized_keys"
     ).split() == ["600", "600"]
     assert InstanceFiles(vm.files.root).seed_iso.stat().st_mode & 0o777 == 0o600
