@@ -1,0 +1,1 @@
+"""Host directories shared into the guest (reverse SSHFS)."""
