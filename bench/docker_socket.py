@@ -18,11 +18,8 @@ forwarder process's RSS and CPU time.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -31,6 +28,9 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+from forwarders import OpenSSHForward, PydForwarder, report_until_stdin_closes, ssh_config
+from guest_idle import settle
 
 GUEST_SOCKET = "/var/run/docker.sock"
 
@@ -47,22 +47,9 @@ def serve(sock: Path, port: int, key: Path, host_key: str) -> None:
     client = connect(SSHTarget("127.0.0.1", port, "root", key, host_key))
     transport = client.get_transport()
     with UnixSocketForward(sock, lambda: open_streamlocal(transport, GUEST_SOCKET)):
-        ready = resource.getrusage(resource.RUSAGE_SELF)
-        print(json.dumps({"ready": True, "cipher": transport.remote_cipher}), flush=True)
-        sys.stdin.read()  # the bench closes our stdin when it is done
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        rss_kib = _current_rss_kib()
-        print(
-            json.dumps(
-                {
-                    "cpu_s": usage.ru_utime + usage.ru_stime,
-                    "cpu_at_ready_s": ready.ru_utime + ready.ru_stime,
-                    "rss_kib": rss_kib,
-                    "max_rss_kib": usage.ru_maxrss,
-                    "threads": threading.active_count(),
-                }
-            ),
-            flush=True,
+        report_until_stdin_closes(
+            {"cipher": transport.remote_cipher},
+            lambda: {"rss_kib": _current_rss_kib(), "threads": threading.active_count()},
         )
     client.close()
 
@@ -80,52 +67,24 @@ def _current_rss_kib() -> int:
 # -- the three endpoints -------------------------------------------------------------------
 
 
-class PydForward:
+class PydForward(PydForwarder):
     name = "pyd"
 
     def __init__(self, work: Path, port: int, key: Path, host_key: str) -> None:
         self.sock = work / "pyd" / "docker.sock"
-        self.proc = subprocess.Popen(
-            [sys.executable, __file__, "serve", str(self.sock), str(port), str(key), host_key],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        hello = json.loads(self.proc.stdout.readline() or "{}")
-        if not hello.get("ready"):
-            raise SystemExit("the pyd forwarder did not start")
-        self.cipher = hello["cipher"]
+        super().__init__(__file__, [str(self.sock), str(port), str(key), host_key])
+        self.cipher = self.hello["cipher"]
         self.env = {"DOCKER_HOST": f"unix://{self.sock}"}
 
-    def finish(self) -> dict[str, float]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        usage: dict[str, float] = json.loads(self.proc.stdout.readline())
-        self.proc.wait(30)
-        return usage
 
-
-class SSHForward:
+class SSHForward(OpenSSHForward):
     name = "ssh-L"
 
     def __init__(self, work: Path, port: int, config: Path) -> None:
         self.sock = work / "ssh-L" / "docker.sock"
         self.sock.parent.mkdir(mode=0o700)
-        self.proc = subprocess.Popen(
-            ["ssh", "-F", str(config), "-N", "-o", "ExitOnForwardFailure=yes",
-             "-L", f"{self.sock}:{GUEST_SOCKET}", "-p", str(port), "root@127.0.0.1"],
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not self.sock.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("ssh -L did not start")
-            time.sleep(0.05)
+        super().__init__(config, port, f"{self.sock}:{GUEST_SOCKET}", self.sock.exists)
         self.env = {"DOCKER_HOST": f"unix://{self.sock}"}
-
-    def finish(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
 
 
 class SSHScheme:
@@ -142,48 +101,6 @@ class SSHScheme:
             "DOCKER_HOST": f"ssh://root@127.0.0.1:{port}",
             "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}",
         }
-
-
-def ssh_config(work: Path, port: int, key: Path, host_key: str) -> Path:
-    known = work / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
-    config = work / "ssh_config"
-    config.write_text(
-        "Host 127.0.0.1\n"
-        f"  IdentityFile {key}\n"
-        "  IdentitiesOnly yes\n"
-        f"  UserKnownHostsFile {known}\n"
-        "  StrictHostKeyChecking yes\n"
-        "  BatchMode yes\n"
-        "  LogLevel ERROR\n"
-    )
-    return config
-
-
-def qemu_cpu_seconds(pid: int) -> float | None:
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def settle(qemu_pid: int, busy: float = 0.15, window: float = 0.25, limit: float = 20) -> None:
-    """Waits until the guest is idle (QEMU under `busy` of a core over `window`), read from
-    the host side so the wait costs the guest nothing. Under emulation, work left over from
-    the previous command (an ssh:// run starts a docker CLI in the guest) would otherwise land
-    on whichever way runs next."""
-    deadline = time.monotonic() + limit
-    before = qemu_cpu_seconds(qemu_pid)
-    if before is None:
-        time.sleep(1)
-        return
-    while time.monotonic() < deadline:
-        time.sleep(window)
-        now = qemu_cpu_seconds(qemu_pid)
-        if now is None or now - before < busy * window:
-            return
-        before = now
 
 
 def ping(sock: Path) -> float:

@@ -27,10 +27,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
-import os
-import resource
-import signal
 import socket
 import statistics
 import subprocess
@@ -41,6 +37,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from forwarders import OpenSSHForward, PydForwarder, report_until_stdin_closes, ssh_config
+from guest_idle import cpu_seconds, settle
 
 GUEST_PORT = 8080
 GUEST_DIR = "/tmp/pyd-bench-www"
@@ -68,25 +67,7 @@ def serve(host_port: int, ssh_port: int, key: Path, host_key: str, profile: str 
         return open_direct_tcpip(transport, (f.guest_ip, f.guest_port), origin)
 
     with TcpPortForward(forward, open_channel):
-        ready = resource.getrusage(resource.RUSAGE_SELF)
-        hello = {
-            "ready": True,
-            "cipher": transport.remote_cipher,
-            "mac": transport.remote_mac,
-        }
-        print(json.dumps(hello), flush=True)
-        sys.stdin.read()  # the bench closes our stdin when it is done
-        usage = resource.getrusage(resource.RUSAGE_SELF)
-        print(
-            json.dumps(
-                {
-                    "cpu_s": usage.ru_utime + usage.ru_stime,
-                    "cpu_at_ready_s": ready.ru_utime + ready.ru_stime,
-                    "max_rss_kib": usage.ru_maxrss,
-                }
-            ),
-            flush=True,
-        )
+        report_until_stdin_closes({"cipher": transport.remote_cipher, "mac": transport.remote_mac})
     client.close()
     if profiler is not None and profile is not None:
         profiler.dump(profile)
@@ -183,7 +164,7 @@ def start_server(client: Any, mb: int) -> str:
 # -- the three ways ------------------------------------------------------------------------
 
 
-class PydForward:
+class PydForward(PydForwarder):
     name = "pyd"
 
     def __init__(
@@ -192,25 +173,12 @@ class PydForward:
         from pyd.netports import free_loopback_port
 
         self.port = free_loopback_port()
-        argv = [sys.executable, __file__, "serve", str(self.port), str(ssh_port), str(key)]
-        argv += [host_key, str(port), *([profile] if profile else [])]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        hello = json.loads(self.proc.stdout.readline() or "{}")
-        if not hello.get("ready"):
-            raise SystemExit("the pyd forwarder did not start")
-        self.cipher = f"{hello['cipher']} {hello['mac']}"
-        self.pid = self.proc.pid
-
-    def finish(self) -> dict[str, float]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.close()
-        usage: dict[str, float] = json.loads(self.proc.stdout.readline())
-        self.proc.wait(60)
-        return usage
+        args = [str(self.port), str(ssh_port), str(key), host_key, str(port)]
+        super().__init__(__file__, args + ([profile] if profile else []))
+        self.cipher = f"{self.hello['cipher']} {self.hello['mac']}"
 
 
-class SSHForward:
+class SSHForward(OpenSSHForward):
     """`ssh -N -L`: with OpenSSH's default algorithms (chacha20-poly1305 against this guest),
     or with `options` such as the algorithms pyd's connection negotiates."""
 
@@ -219,21 +187,8 @@ class SSHForward:
 
         self.name = name
         self.port = free_loopback_port()
-        self.proc = subprocess.Popen(
-            ["ssh", "-F", str(config), "-N", "-o", "ExitOnForwardFailure=yes", *options,
-             "-L", f"127.0.0.1:{self.port}:127.0.0.1:{GUEST_PORT}",
-             "-p", str(ssh_port), "root@127.0.0.1"],
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while not _answers(self.port):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("ssh -L did not start")
-            time.sleep(0.05)
-        self.pid = self.proc.pid
-
-    def finish(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        self.proc.wait(30)
+        spec = f"127.0.0.1:{self.port}:127.0.0.1:{GUEST_PORT}"
+        super().__init__(config, ssh_port, spec, lambda: _answers(self.port), options)
 
 
 class HostFwd:
@@ -252,46 +207,14 @@ def _answers(port: int) -> bool:
         return False
 
 
-def ssh_config(work: Path, port: int, key: Path, host_key: str) -> Path:
-    known = work / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host_key}\n")
-    config = work / "ssh_config"
-    config.write_text(
-        "Host 127.0.0.1\n"
-        f"  IdentityFile {key}\n"
-        "  IdentitiesOnly yes\n"
-        f"  UserKnownHostsFile {known}\n"
-        "  StrictHostKeyChecking yes\n"
-        "  BatchMode yes\n"
-        "  LogLevel ERROR\n"
-    )
-    return config
-
-
 # -- measuring -----------------------------------------------------------------------------
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU of a process (all its threads) so far, from /proc."""
+def cpu_used(pid: int | None) -> float:
+    """CPU seconds of process `pid` so far; 0 for none (hostfwd has no process of its own)."""
     if pid is None:
         return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def settle(qemu_pid: int, busy: float = 0.15, window: float = 0.25, limit: float = 20) -> None:
-    """Waits until the guest is idle (QEMU under `busy` of a core over `window`)."""
-    deadline = time.monotonic() + limit
-    before = cpu_seconds(qemu_pid)
-    while time.monotonic() < deadline:
-        time.sleep(window)
-        now = cpu_seconds(qemu_pid)
-        if now - before < busy * window:
-            return
-        before = now
+    return cpu_seconds(pid) or 0.0
 
 
 def download(port: int, expected_sha256: str, size: int) -> float:
@@ -376,15 +299,15 @@ def main() -> None:
                     k = i % len(ways)
                     for w in ways[k:] + ways[:k]:  # nobody always goes first
                         settle(qemu)
-                        c0, q0 = cpu_seconds(w.pid), cpu_seconds(qemu)
+                        c0, q0 = cpu_used(w.pid), cpu_used(qemu)
                         secs = download(w.port, sha, size)
-                        own_cpu[w.name].append(cpu_seconds(w.pid) - c0)
-                        qemu_cpu[w.name].append(cpu_seconds(qemu) - q0)
+                        own_cpu[w.name].append(cpu_used(w.pid) - c0)
+                        qemu_cpu[w.name].append(cpu_used(qemu) - q0)
                         speed[w.name].append(size / 1e6 / secs)
                     line = ", ".join(f"{w.name} {speed[w.name][-1]:.1f}" for w in ways)
                     print(f"round {i + 1}: {line} MB/s", flush=True)
             finally:
-                usage = pyd.finish()
+                usage = pyd.finish(timeout=60)
                 ssh_l.finish()
                 ssh_same.finish()
     print(

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 from boot import one_boot
-from docker_socket import SSHForward, run_docker, settle, ssh_config
+from docker_socket import SSHForward, run_docker
+from forwarders import ssh_config
+from guest_idle import settle
 from pyd.arches import get_arch
 from pyd.guestrun import prepare
 from pyd.image.build import build_image

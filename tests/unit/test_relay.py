@@ -6,7 +6,6 @@ safety rules."""
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import socket
@@ -24,7 +23,9 @@ from pyd.forward.endpoint import docker_endpoint, make_docker_forward, pipe_name
 from pyd.forward.relay import Relay, relay
 from pyd.forward.unix_socket import MAX_PATH_BYTES, UnixSocketForward
 from pyd.ssh.streamlocal import KIND, StreamLocalError, open_streamlocal
-from pyd.sshkeys import generate_keypair
+from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
+from tests.unit.in_threads import run_in_threads
+from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
 
 EOF_MARK = b"<server saw EOF>"
 
@@ -78,18 +79,12 @@ def read_all(sock: socket.socket, timeout: float = 10) -> bytes:
 # -- a paramiko SSH server in a thread -----------------------------------------------------
 
 
-class _Server(paramiko.ServerInterface):  # type: ignore[misc]
-    """Accepts anyone; connects streamlocal channels to the paths in `sockets` only."""
+class _Server(AllowAnyone):
+    """Connects streamlocal channels to the paths in `sockets` only; direct-tcpip anywhere."""
 
     def __init__(self, sockets: set[str]) -> None:
         self.sockets = sockets
         self.requested_path = ""  # set by _RecordingTransport for each streamlocal open
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "none"
-
-    def check_auth_none(self, username: str) -> int:
-        return paramiko.AUTH_SUCCESSFUL
 
     def check_channel_direct_tcpip_request(
         self, chanid: int, origin: tuple[str, int], destination: tuple[str, int]
@@ -107,7 +102,9 @@ class _RecordingTransport(paramiko.Transport):  # type: ignore[misc]
     reserved string, reserved uint32, nothing after. paramiko's server skips those fields, so
     this test server parses and records them."""
 
-    opens: list[tuple[str, str, int, bytes]]
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.opens: list[tuple[str, str, int, bytes]] = []
 
     def _parse_channel_open(self, m: paramiko.Message) -> None:
         probe = paramiko.Message(m.asbytes())  # the payload after the message type
@@ -125,36 +122,16 @@ class SSHPair:
 
     def __init__(self, sockets: set[str]) -> None:
         a, b = socket.socketpair()
-        host_key = paramiko.Ed25519Key.from_private_key(
-            io.StringIO(generate_keypair("test-host").private_openssh)
-        )
         self.server = _RecordingTransport(b)
-        self.server.opens = []
-        self.server.add_server_key(host_key)
-        negotiated = threading.Event()
-        self.server.start_server(event=negotiated, server=_Server(sockets))
-        self.client = paramiko.Transport(a)
-        self.client.start_client(timeout=10)
-        negotiated.wait(10)
-        self.client.auth_none("pyd")
-        self._stop = False
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def _accept(self) -> None:
-        while not self._stop:
-            chan = self.server.accept(0.2)
-            if chan is not None:
-                threading.Thread(target=echo_until_eof, args=(chan,), daemon=True).start()
+        self._ssh = SSHServer(self.server, _Server(sockets), echo_until_eof)
+        self.client = client_without_auth(a, self._ssh)
 
     def tcp_channel(self) -> paramiko.Channel:
         return self.client.open_channel("direct-tcpip", ("echo", 7), ("127.0.0.1", 0))
 
     def close(self) -> None:
-        self._stop = True
-        self._acceptor.join()
         self.client.close()
-        self.server.close()
+        self._ssh.close()
 
 
 @pytest.fixture
@@ -308,11 +285,7 @@ def test_streamlocal_leaves_other_channel_opens_alone(ssh_pair: SSHPair) -> None
         except BaseException as e:
             errors.append(e)
 
-    threads = [threading.Thread(target=opener, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    run_in_threads(opener, [(i,) for i in range(8)], timeout=30)
     assert errors == []
     assert ssh_pair.server.opens == [("/run/echo.sock", "", 0, b"")] * 20
 
@@ -425,10 +398,7 @@ def test_forward_closes_the_client_when_no_channel_opens(
         # Closed with the request unread: a reset, or EOF; never an answer, never a hang.
         with contextlib.suppress(ConnectionResetError):
             assert read_all(c) == b""
-        deadline = time.monotonic() + 5
-        while fwd.live_connections() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert fwd.live_connections() == 0
+        assert settled_live_connections(fwd) == 0
     assert any("docker-not-running.sock" in r.getMessage() for r in caplog.records)
 
 
@@ -441,14 +411,9 @@ def test_forward_close_ends_live_connections_and_leaks_nothing(
     fwd = UnixSocketForward(path, channel_opener(ssh_pair))
     fwd.start()
     clients = [connect(path) for _ in range(10)]
-    for c in clients:
-        c.sendall(b"ping")
-        assert c.recv(4) == b"ping"
+    assert pings_answered(clients) == [b"ping"] * 10
     assert fwd.live_connections() == 10
-    fwd.close()
-    for c in clients:
-        assert c.recv(100) == b""  # told the connection ended
-        c.close()
+    assert close_under(fwd, clients) == [b""] * 10  # each told the connection ended
     assert fwd.live_connections() == 0
     assert not path.exists()
     # The server side's echo threads end once their channels close; give them a moment.

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import os
 import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,6 +31,9 @@ from pyd.ports.model import Forward
 from pyd.ssh.connect import SSHTarget, connect
 from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
 from pyd.sshkeys import generate_keypair, write_private
+from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
+from tests.unit.in_threads import run_in_threads
+from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth, host_keypair
 
 EOF_MARK = b"<echo saw EOF>"
 LINUX = sys.platform.startswith("linux")
@@ -72,22 +73,12 @@ class EchoServer:
         self.sock.close()
 
 
-class _Server(paramiko.ServerInterface):  # type: ignore[misc]
-    """Accepts anyone (without auth, or with any key); allows direct-tcpip to the ports in
-    `allowed` and records each open."""
+class _Server(AllowAnyone):
+    """Allows direct-tcpip to the ports in `allowed` and records each open."""
 
     def __init__(self, allowed: set[int]) -> None:
         self.allowed = allowed
         self.opens: dict[int, tuple[tuple[str, int], tuple[str, int]]] = {}
-
-    def get_allowed_auths(self, username: str) -> str:
-        return "none,publickey"
-
-    def check_auth_none(self, username: str) -> int:
-        return paramiko.AUTH_SUCCESSFUL
-
-    def check_auth_publickey(self, username: str, key: paramiko.PKey) -> int:
-        return paramiko.AUTH_SUCCESSFUL
 
     def check_channel_direct_tcpip_request(
         self, chanid: int, origin: tuple[str, int], destination: tuple[str, int]
@@ -105,8 +96,6 @@ class Guest:
     (pinned host key, client key, pyd's algorithms and socket)."""
 
     def __init__(self, allowed: set[int], key_dir: Path | None = None) -> None:
-        host = generate_keypair("test-host")
-        host_key = paramiko.Ed25519Key.from_private_key(io.StringIO(host.private_openssh))
         self.server_interface = _Server(allowed)
         self.ssh_client: paramiko.SSHClient | None = None
         with socket.create_server(("127.0.0.1", 0)) as listener:
@@ -114,42 +103,26 @@ class Guest:
             port = listener.getsockname()[1]
             if key_dir is None:
                 a = socket.create_connection(("127.0.0.1", port))
-                self.server = self._serve(listener.accept()[0], host_key)
-                self.client = paramiko.Transport(a)
-                self.client.start_client(timeout=10)
-                self.client.auth_none("pyd")
+                self.ssh = self._serve(listener.accept()[0])
+                self.client = client_without_auth(a, self.ssh)
             else:
                 key = key_dir / "id_ed25519"
                 write_private(key, generate_keypair("test-client").private_openssh)
-                target = SSHTarget("127.0.0.1", port, "root", key, host.public_openssh)
+                host_key = host_keypair().public_openssh
+                target = SSHTarget("127.0.0.1", port, "root", key, host_key)
                 done: list[paramiko.SSHClient] = []
                 connecting = threading.Thread(target=lambda: done.append(connect(target)))
                 connecting.start()  # connect() returns once the server below has answered
-                self.server = self._serve(listener.accept()[0], host_key)
+                self.ssh = self._serve(listener.accept()[0])
                 connecting.join(30)
                 self.ssh_client = done[0]
                 self.client = self.ssh_client.get_transport()
-        self._stop = False
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
 
-    def _serve(self, sock: socket.socket, host_key: paramiko.PKey) -> paramiko.Transport:
-        server = paramiko.Transport(sock)
-        server.add_server_key(host_key)
-        # With an event, start_server returns at once (the client has yet to start).
-        server.start_server(event=threading.Event(), server=self.server_interface)
-        return server
+    def _serve(self, sock: socket.socket) -> SSHServer:
+        return SSHServer(paramiko.Transport(sock), self.server_interface, self._dial)
 
-    def _accept(self) -> None:
-        while not self._stop:
-            chan = self.server.accept(0.2)
-            if chan is None:
-                continue
-            _origin, destination = self.server_interface.opens[chan.get_id()]
-            threading.Thread(target=self._dial, args=(chan, destination), daemon=True).start()
-
-    @staticmethod
-    def _dial(chan: paramiko.Channel, destination: tuple[str, int]) -> None:
+    def _dial(self, chan: paramiko.Channel) -> None:
+        _origin, destination = self.server_interface.opens[chan.get_id()]
         try:
             sock = socket.create_connection(destination, timeout=10)
         except OSError:
@@ -165,12 +138,10 @@ class Guest:
         return [origin for origin, _ in self.server_interface.opens.values()]
 
     def close(self) -> None:
-        self._stop = True
-        self._acceptor.join()
         if self.ssh_client is not None:
             self.ssh_client.close()
         self.client.close()
-        self.server.close()
+        self.ssh.close()
 
 
 @pytest.fixture
@@ -270,11 +241,7 @@ def test_one_hundred_concurrent_connections_all_arrive_intact(
             failures.append(repr(e))
 
     with TcpPortForward(forward_to(echo), guest.open_channel) as fwd:
-        threads = [threading.Thread(target=client, args=(fwd,)) for _ in range(100)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        run_in_threads(client, [(fwd,)] * 100, timeout=120)
     assert failures == []
     assert len(guest.origins()) == 100
 
@@ -296,11 +263,7 @@ def test_large_transfers_both_ways_over_pyds_own_ssh_connection(
             results[size] = exchange(fwd.address, payload, timeout=60) == payload + EOF_MARK
 
         with TcpPortForward(forward_to(echo), g.open_channel) as fwd:
-            threads = [threading.Thread(target=client, args=(fwd, n)) for n in sizes]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(120)
+            run_in_threads(client, [(fwd, n) for n in sizes], timeout=120)
         assert results == dict.fromkeys(sizes, True)
     finally:
         g.close()
@@ -315,10 +278,7 @@ def test_a_connection_the_guest_refuses_is_closed_not_left_hanging(
             s.sendall(b"hello")
             with contextlib.suppress(ConnectionResetError):
                 assert s.recv(100) == b""
-        deadline = time.monotonic() + 5
-        while fwd.live_connections() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert fwd.live_connections() == 0
+        assert settled_live_connections(fwd) == 0
 
 
 def test_close_stops_listening_and_ends_live_connections(echo: EchoServer, guest: Guest) -> None:
@@ -326,14 +286,9 @@ def test_close_stops_listening_and_ends_live_connections(echo: EchoServer, guest
     fwd.start()
     address = fwd.address
     clients = [socket.create_connection(address, timeout=10) for _ in range(5)]
-    for c in clients:
-        c.sendall(b"ping")
-        assert c.recv(4) == b"ping"
+    assert pings_answered(clients) == [b"ping"] * 5
     assert fwd.live_connections() == 5
-    fwd.close()
-    for c in clients:
-        assert c.recv(100) == b""  # told the connection ended
-        c.close()
+    assert close_under(fwd, clients) == [b""] * 5  # each told the connection ended
     assert fwd.live_connections() == 0
     assert refused(address)
 

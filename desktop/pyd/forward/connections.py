@@ -1,5 +1,5 @@
-"""The live connections of one forward (Unix socket or named pipe): each accepted stream
-gets a channel from the owner and a relay in its own thread; close() ends them all."""
+"""The live connections of one forward (TCP port, Unix socket or named pipe): each accepted
+stream gets a channel from the owner and a relay in its own thread; close() ends them all."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ class Connections:
 
 
 class ServedForward:
-    """What the Unix socket and named pipe forwards share around start() and close()."""
+    """What the forwards share around start() and close()."""
 
     _conns: Connections
 

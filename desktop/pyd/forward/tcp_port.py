@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import selectors
 import socket
 import sys
 import threading
@@ -20,11 +19,11 @@ from collections.abc import Callable
 import paramiko
 
 from pyd.errors import PydError
-from pyd.forward.connections import Connections, ServedForward
+from pyd.forward.connections import Connections
+from pyd.forward.listening import ListeningForward
 from pyd.forward.port_holder import port_holder
 from pyd.forward.relay import HostStream
-from pyd.ports.model import Forward, describe
-from pyd.ssh.direct_tcpip import format_address
+from pyd.ports.model import Forward, address_text, describe
 
 log = logging.getLogger("pyd.forward")
 
@@ -112,16 +111,15 @@ def _in_use(e: OSError) -> bool:
 
 
 def _in_use_error(address: tuple[str, int], holder: str | None) -> PortInUseError:
+    where = address_text(address[0], address[1])
     by = f" by {holder}" if holder else ""
-    return PortInUseError(
-        f"cannot listen on {format_address(address)}: it is already in use{by}", address, holder
-    )
+    return PortInUseError(f"cannot listen on {where}: it is already in use{by}", address, holder)
 
 
 def bind_error(address: tuple[str, int], e: OSError, platform: str = sys.platform) -> PortBindError:
     """The PydError for a failed bind of `address`: what holds the port, or what to do."""
     host_ip, port = address
-    where = format_address(address)
+    where = address_text(host_ip, port)
     if _in_use(e):
         return _in_use_error(address, port_holder(host_ip, port))
     if e.errno == errno.EACCES or getattr(e, "winerror", None) == _WSAEACCES:
@@ -182,7 +180,7 @@ class _PeerConnections(Connections):
         super()._handle(stream)
 
 
-class TcpPortForward(ServedForward):
+class TcpPortForward(ListeningForward):
     """Listens on `forward.host_ip`:`forward.host_port`; each connection gets a channel from
     `open_channel(forward, peer_address)` (called per connection) and is relayed to it."""
 
@@ -191,11 +189,7 @@ class TcpPortForward(ServedForward):
         self.open_channel = open_channel
         self.name = f"tcp{forward.host_port}"
         self._label = describe(forward)
-        self._listener: socket.socket | None = None
-        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
-        self._conns = _PeerConnections(self._label, self.name, forward, open_channel)
-        self._closing = self._conns.closing
-        self._thread: threading.Thread | None = None
+        super().__init__(_PeerConnections(self._label, self.name, forward, open_channel))
 
     @property
     def address(self) -> tuple[str, int]:
@@ -208,51 +202,9 @@ class TcpPortForward(ServedForward):
     def start(self) -> None:
         """Binds the host address and serves it in a thread. Raises PortInUseError (naming
         the holder when it can be found) or PortBindError."""
-        listener = bind_listener(self.forward.host_ip, self.forward.host_port)
-        listener.setblocking(False)
-        self._listener = listener
-        self._wake = socket.socketpair()
-        self._thread = threading.Thread(
-            target=self._serve, name=f"pyd-forward-{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._serve(bind_listener(self.forward.host_ip, self.forward.host_port))
         log.debug("listening for %s", self._label)
 
-    def close(self) -> None:
-        """Stops listening and ends live connections."""
-        self._closing.set()
-        if self._wake is not None:
-            with contextlib.suppress(OSError):
-                self._wake[1].send(b"x")
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        self._conns.close_all()
-        if self._wake is not None:
-            for end in self._wake:
-                end.close()
-            self._wake = None
-
-    def _serve(self) -> None:
-        assert self._listener is not None and self._wake is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._listener, selectors.EVENT_READ)
-            sel.register(self._wake[0], selectors.EVENT_READ)
-            while not self._closing.is_set():
-                sel.select()
-                while not self._closing.is_set():  # everything queued, then wait again
-                    try:
-                        conn, _ = self._listener.accept()
-                    except (BlockingIOError, InterruptedError):
-                        break
-                    except OSError as e:
-                        # EMFILE and friends: keep serving, but don't spin on the error.
-                        log.error("%s: accept failed: %s", self._label, e)
-                        self._closing.wait(0.5)
-                        break
-                    conn.setblocking(True)
-                    with contextlib.suppress(OSError):
-                        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    self._conns.spawn(conn)
+    def _prepare(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

@@ -11,15 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import selectors
 import socket
 import stat
 import sys
-import threading
 from pathlib import Path
 
 from pyd.errors import PydError
-from pyd.forward.connections import Connections, OpenChannel, ServedForward
+from pyd.forward.connections import Connections, OpenChannel
+from pyd.forward.listening import ListeningForward
 
 log = logging.getLogger("pyd.forward")
 
@@ -92,7 +91,7 @@ def _clear_stale(path: Path) -> None:
     )
 
 
-class UnixSocketForward(ServedForward):
+class UnixSocketForward(ListeningForward):
     """Serves `path`; every connection gets a fresh channel from `open_channel` and is relayed
     to it. `open_channel` is called per connection, so the owner can swap the SSH connection
     underneath (after a reconnect) without restarting the forward."""
@@ -101,12 +100,8 @@ class UnixSocketForward(ServedForward):
         self.path = Path(path)
         self.open_channel = open_channel
         self.name = name
-        self._listener: socket.socket | None = None
         self._inode: tuple[int, int] | None = None
-        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
-        self._conns = Connections(str(self.path), name, open_channel)
-        self._closing = self._conns.closing
-        self._thread: threading.Thread | None = None
+        super().__init__(Connections(str(self.path), name, open_channel))
 
     @property
     def endpoint(self) -> str:
@@ -133,66 +128,21 @@ class UnixSocketForward(ServedForward):
             st = self.path.lstat()
             self._inode = (st.st_dev, st.st_ino)
             listener.listen(128)
-            listener.setblocking(False)
         except OSError as e:
             listener.close()
             if bound:
                 with contextlib.suppress(OSError):
                     self.path.unlink()
             raise SocketPathError(f"cannot serve the socket {self.path}: {e}") from e
-        self._listener = listener
-        self._wake = socket.socketpair()
-        self._thread = threading.Thread(
-            target=self._serve, name=f"pyd-forward-{self.name}", daemon=True
-        )
-        self._thread.start()
+        self._serve(listener)
         log.info("serving %s", self.path)
 
-    def close(self) -> None:
-        """Stops accepting, removes the socket file and ends live connections."""
-        self._closing.set()
-        if self._wake is not None:
-            with contextlib.suppress(OSError):
-                self._wake[1].send(b"x")
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._listener is not None:
-            self._listener.close()
-            self._remove_socket_file()
-            self._listener = None
-        self._conns.close_all()
-        if self._wake is not None:
-            for end in self._wake:
-                end.close()
-            self._wake = None
-
-
-    def _remove_socket_file(self) -> None:
-        # Only our own file: a later agent may have replaced it meanwhile.
+    def _listener_closed(self) -> None:
+        # close() removes the socket file, but only our own: a later agent may have replaced
+        # it meanwhile.
         try:
             st = self.path.lstat()
         except FileNotFoundError:
             return
         if (st.st_dev, st.st_ino) == self._inode:
             self.path.unlink()
-
-    def _serve(self) -> None:
-        assert self._listener is not None and self._wake is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._listener, selectors.EVENT_READ)
-            sel.register(self._wake[0], selectors.EVENT_READ)
-            while not self._closing.is_set():
-                sel.select()
-                if self._closing.is_set():
-                    return
-                try:
-                    conn, _ = self._listener.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as e:
-                    # EMFILE and friends: keep serving, but don't spin on the error.
-                    log.error("%s: accept failed: %s", self.path, e)
-                    self._closing.wait(0.5)
-                    continue
-                conn.setblocking(True)
-                self._conns.spawn(conn)

@@ -132,6 +132,7 @@ def guest_address(published_ip: str) -> str:
 
 
 def address_text(ip: str, port: int | str) -> str:
+    """An address as people write it: 127.0.0.1:80, [::1]:80."""
     return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import paramiko
 
 from pyd.errors import PydError
+from pyd.ports.model import address_text
+from pyd.ssh.channel_open import channel_open_errors
 
 KIND = "direct-tcpip"
 
@@ -30,12 +32,6 @@ class DirectTcpipError(PydError):
         self.guest = guest
 
 
-def format_address(address: tuple[str, int]) -> str:
-    """An address as people write it: 127.0.0.1:80, [::1]:80."""
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def open_direct_tcpip(
     transport: paramiko.Transport,
     guest: tuple[str, int],
@@ -47,8 +43,13 @@ def open_direct_tcpip(
 
     Raises DirectTcpipError (carrying `guest`) when sshd refuses (nothing listening there,
     AllowTcpForwarding off) or the SSH connection is gone or too slow."""
-    where = format_address(guest)
-    try:
+    where = address_text(guest[0], guest[1])
+    with channel_open_errors(
+        where,
+        f"is anything listening on {where} in the guest? "
+        "(`pyd ssh -- busybox netstat -ltn` lists what is)",
+        lambda message, hint: DirectTcpipError(message, guest, hint),
+    ):
         return transport.open_channel(
             KIND,
             dest_addr=(guest[0], guest[1]),
@@ -57,16 +58,3 @@ def open_direct_tcpip(
             max_packet_size=MAX_PACKET_SIZE,
             timeout=timeout,
         )
-    except paramiko.ChannelException as e:
-        raise DirectTcpipError(
-            f"the guest refused a connection to {where}: {e.text} (SSH open failure {e.code})",
-            guest,
-            hint=f"is anything listening on {where} in the guest? "
-            "(`pyd ssh -- busybox netstat -ltn` lists what is)",
-        ) from None
-    except (paramiko.SSHException, EOFError, OSError) as e:
-        raise DirectTcpipError(
-            f"could not open an SSH channel to {where} in the guest: {e or type(e).__name__}",
-            guest,
-            hint="the SSH connection to the guest may have dropped; `pyd status` shows it",
-        ) from e

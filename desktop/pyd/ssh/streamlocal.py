@@ -30,6 +30,7 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_OPEN
 
 from pyd.errors import PydError
+from pyd.ssh.channel_open import channel_open_errors
 
 KIND = "direct-streamlocal@openssh.com"
 
@@ -81,20 +82,13 @@ def open_streamlocal(
     _wrap_send(transport)
     _pending.path = path
     try:
-        chan = transport.open_channel(KIND, timeout=timeout)
-    except paramiko.ChannelException as e:
-        raise StreamLocalError(
-            f"the guest refused a connection to {path}: {e.text} (SSH open failure {e.code})",
+        with channel_open_errors(
             path,
-            hint="is the service behind that socket running in the guest? "
+            "is the service behind that socket running in the guest? "
             "(for Docker: `pyd ssh -- systemctl status docker`)",
-        ) from None
-    except (paramiko.SSHException, EOFError, OSError) as e:
-        raise StreamLocalError(
-            f"could not open an SSH channel to {path} in the guest: {e or type(e).__name__}",
-            path,
-            hint="the SSH connection to the guest may have dropped; `pyd status` shows it",
-        ) from e
+            lambda message, hint: StreamLocalError(message, path, hint),
+        ):
+            chan = transport.open_channel(KIND, timeout=timeout)
     finally:
         unsent = getattr(_pending, "path", None) is not None
         _pending.path = None
