@@ -1,11 +1,14 @@
-"""What the guest takes over from the host's environment: proxies and the time zone."""
+"""What the guest takes over from the host's environment: proxies, the time zone, and the
+platform and home directory that shares depend on."""
 
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from pyd.mounts.model import Host
 from pyd.seed.contents import PROXY_VARS
 
 # QEMU user-mode networking reaches the host's loopback at this address.
@@ -33,3 +36,13 @@ def host_timezone(localtime: Path = Path("/etc/localtime")) -> str:
         return ""
     marker = "/zoneinfo/"
     return target.split(marker, 1)[1] if marker in target else ""
+
+
+def this_host() -> Host:
+    """sys.platform and the user's home directory (HOME, or USERPROFILE on Windows), or ""
+    for the home when the system knows none (a service without HOME or a passwd entry)."""
+    try:
+        home = Path.home()
+    except (RuntimeError, KeyError):
+        return Host(sys.platform, "")
+    return Host(sys.platform, str(home) if home.is_absolute() else "")

@@ -17,11 +17,13 @@ from pyd.config.model import (
     with_forward_removed,
     with_value,
 )
-from pyd.config.store import load_config, save_config
+from pyd.config.store import load_config, platform_defaults, save_config
 from pyd.errors import PydError, UsageError
-from pyd.resources import vmconfig
+from pyd.mounts.model import Host, Share
 
-DEFAULTS = vmconfig("defaults")
+HOST = Host("linux", "/home/u")
+DEFAULTS = platform_defaults(HOST)
+HOME_SHARE = Share("/home/u", "/home/u", writable=True)
 SHIPPED = InstanceConfig(
     cpus=2,
     memory_mib=2048,
@@ -31,12 +33,13 @@ SHIPPED = InstanceConfig(
     libvirt_uri="",
     ports_bind="docker",
     port_forwards=(),
+    mounts=(HOME_SHARE,),
 )
 
 
 def _usage_error(data: dict[str, Any]) -> UsageError:
     with pytest.raises(UsageError) as e:
-        parse_config(data, "/home/u/pyd/default/config.toml", DEFAULTS)
+        parse_config(data, "/home/u/pyd/default/config.toml", DEFAULTS, HOST)
     assert e.value.exit_code == 2
     return e.value
 
@@ -113,12 +116,12 @@ def test_booleans_and_negative_numbers_are_not_sizes() -> None:
 
 
 def test_the_shipped_defaults_parse() -> None:
-    assert parse_config({}, "defaults", DEFAULTS) == SHIPPED
+    assert parse_config({}, "defaults", DEFAULTS, HOST) == SHIPPED
 
 
 def test_file_values_override_defaults_and_the_rest_stay() -> None:
-    cfg = parse_config({"cpus": 4, "memory": "6G", "disk": 60}, "f.toml", DEFAULTS)
-    assert cfg == InstanceConfig(4, 6144, 60, "auto", "libvirt", "", "docker", ())
+    cfg = parse_config({"cpus": 4, "memory": "6G", "disk": 60}, "f.toml", DEFAULTS, HOST)
+    assert cfg == InstanceConfig(4, 6144, 60, "auto", "libvirt", "", "docker", (), (HOME_SHARE,))
 
 
 def test_unknown_keys_are_listed_with_the_known_ones() -> None:
@@ -127,7 +130,7 @@ def test_unknown_keys_are_listed_with_the_known_ones() -> None:
     assert "/home/u/pyd/default/config.toml" in e.message
     assert e.hint == (
         "known settings: cpus, memory, disk, accel, backend, libvirt_uri, ports.bind, "
-        "ports.forwards"
+        "ports.forwards, mounts"
     )
 
 
@@ -180,13 +183,13 @@ def test_all_problems_are_reported_together() -> None:
 
 def test_libvirt_uri_accepts_empty_and_uris() -> None:
     for uri in ("", "qemu:///system", "qemu+ssh://host/system", "test:///default"):
-        assert parse_config({"libvirt_uri": uri}, "f", DEFAULTS).libvirt_uri == uri
+        assert parse_config({"libvirt_uri": uri}, "f", DEFAULTS, HOST).libvirt_uri == uri
 
 
 def test_validate_checks_configs_built_in_code() -> None:
     assert validate(SHIPPED, "x") is SHIPPED
     with pytest.raises(UsageError, match="cpus: must be from 1 to 64, got 99"):
-        validate(InstanceConfig(99, 2048, 20, "auto", "qemu", "", "docker", ()), "--cpus")
+        validate(InstanceConfig(99, 2048, 20, "auto", "qemu", "", "docker", (), ()), "--cpus")
 
 
 # --- pyd config set -------------------------------------------------------------------------
@@ -246,14 +249,18 @@ def test_to_toml_dict_spells_sizes_with_units() -> None:
         "backend": "libvirt",
         "libvirt_uri": "",
         "ports": {"bind": "docker", "forwards": []},
+        "mounts": [{"location": "/home/u", "mount_point": "/home/u", "writable": True}],
     }
     assert to_toml_dict(with_value(SHIPPED, "memory", "1536MiB"))["memory"] == "1536MiB"
 
 
 def test_to_toml_dict_parses_back_to_the_same_config() -> None:
     forwards = ("127.0.0.1:8080:80", "[::]:9000:9000")
-    cfg = InstanceConfig(3, 1536, 7, "tcg", "qemu", "qemu:///session", "localhost", forwards)
-    assert parse_config(to_toml_dict(cfg), "f", DEFAULTS) == cfg
+    shares = (Share("/src", "/src", False), Share("/home/u", "/mnt/u", True))
+    cfg = InstanceConfig(
+        3, 1536, 7, "tcg", "qemu", "qemu:///session", "localhost", forwards, shares
+    )
+    assert parse_config(to_toml_dict(cfg), "f", DEFAULTS, HOST) == cfg
 
 
 # --- [ports] --------------------------------------------------------------------------------
@@ -264,6 +271,7 @@ def test_ports_table_sets_the_bind_policy_and_the_forwards_in_one_spelling() -> 
         {"ports": {"bind": "localhost", "forwards": ["8080:80", "[::]:9000:9000/tcp"]}},
         "f",
         DEFAULTS,
+        HOST,
     )
     assert cfg.ports_bind == "localhost"
     # "8080:80" is 127.0.0.1:8080:80, written out so that the agent and `pyd port rm` agree
@@ -271,8 +279,8 @@ def test_ports_table_sets_the_bind_policy_and_the_forwards_in_one_spelling() -> 
 
 
 def test_ports_table_keys_left_out_keep_their_defaults() -> None:
-    assert parse_config({"ports": {"bind": "localhost"}}, "f", DEFAULTS).port_forwards == ()
-    assert parse_config({"ports": {"forwards": []}}, "f", DEFAULTS).ports_bind == "docker"
+    assert parse_config({"ports": {"bind": "localhost"}}, "f", DEFAULTS, HOST).port_forwards == ()
+    assert parse_config({"ports": {"forwards": []}}, "f", DEFAULTS, HOST).ports_bind == "docker"
 
 
 @pytest.mark.parametrize(
@@ -342,7 +350,7 @@ def test_every_bad_forward_is_named_at_once() -> None:
 
 def test_forwards_for_both_address_families_may_share_a_port() -> None:
     forwards = ["127.0.0.1:8080:80", "[::1]:8080:80", "0.0.0.0:9000:90", "[::]:9000:90"]
-    cfg = parse_config({"ports": {"forwards": forwards}}, "f", DEFAULTS)
+    cfg = parse_config({"ports": {"forwards": forwards}}, "f", DEFAULTS, HOST)
     assert cfg.port_forwards == tuple(forwards)
 
 
@@ -350,7 +358,7 @@ def test_forwards_for_both_address_families_may_share_a_port() -> None:
 
 
 def _with(*forwards: str) -> InstanceConfig:
-    return parse_config({"ports": {"forwards": list(forwards)}}, "f", DEFAULTS)
+    return parse_config({"ports": {"forwards": list(forwards)}}, "f", DEFAULTS, HOST)
 
 
 def test_added_forwards_come_after_the_others_spelled_in_full() -> None:
@@ -463,15 +471,17 @@ def test_removing_by_bad_input_explains_both_forms(text: str, expected: str) -> 
 
 
 def test_missing_file_means_defaults(tmp_path: Path) -> None:
-    assert load_config(tmp_path / "config.toml") == SHIPPED
+    assert load_config(tmp_path / "config.toml", HOST) == SHIPPED
     assert not (tmp_path / "config.toml").exists()
 
 
 def test_save_then_load_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "new" / "config.toml"
-    cfg = InstanceConfig(4, 3072, 64, "kvm", "qemu", "", "localhost", ("0.0.0.0:8080:80",))
-    save_config(path, cfg)
-    assert load_config(path) == cfg
+    cfg = InstanceConfig(
+        4, 3072, 64, "kvm", "qemu", "", "localhost", ("0.0.0.0:8080:80",), (HOME_SHARE,)
+    )
+    save_config(path, cfg, HOST)
+    assert load_config(path, HOST) == cfg
     assert not [p.name for p in path.parent.iterdir() if p.name != "config.toml"]  # no temp
 
 
@@ -530,11 +540,9 @@ def test_wrong_values_in_the_file_name_the_file(tmp_path: Path) -> None:
 
 
 def test_windows_defaults_to_running_qemu_directly() -> None:
-    from pyd.config.store import platform_defaults
-
-    assert platform_defaults("win32")["backend"] == "qemu"
-    assert platform_defaults("linux")["backend"] == "libvirt"
-    assert platform_defaults("darwin")["backend"] == "libvirt"
+    assert platform_defaults(Host("win32", "C:\\Users\\u"))["backend"] == "qemu"
+    assert platform_defaults(Host("linux", "/home/u"))["backend"] == "libvirt"
+    assert platform_defaults(Host("darwin", "/Users/u"))["backend"] == "libvirt"
 
 
 def test_dotted_ports_keys_are_read_and_stay_dotted(tmp_path: Path) -> None:

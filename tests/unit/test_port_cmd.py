@@ -4,9 +4,7 @@ what a running agent would be told, and what `ls` shows. No VM and no agent are 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,30 +25,17 @@ from pyd.config.model import with_forward_added
 from pyd.config.store import load_config
 from pyd.instance_files import InstanceFiles
 
+from .outcomes import ok, run_pyd, usage
+
 
 def _pyd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYD_HOME": str(home), "DOCKER_CONFIG": str(home / "docker")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "pyd", *args], capture_output=True, text=True, env=env
-    )
-
-
-def _ok(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 0, r.stderr
-    return r.stdout
-
-
-def _usage(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 2, r.stderr
-    assert "Traceback" not in r.stderr and "hint:" in r.stderr
-    return r.stderr
+    return run_pyd({"PYD_HOME": str(home), "DOCKER_CONFIG": str(home / "docker")}, *args)
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A PYD_HOME with a stopped instance "dev" (a config file, as `pyd config set` leaves)."""
-    _ok(_pyd(tmp_path, "config", "set", "cpus", "2", "-n", "dev"))
+    ok(_pyd(tmp_path, "config", "set", "cpus", "2", "-n", "dev"))
     return tmp_path
 
 
@@ -64,16 +49,16 @@ def _table(stdout: str) -> list[list[str]]:
 
 def test_add_ls_rm_round_trip_through_the_config_file(home: Path) -> None:
     r = _pyd(home, "port", "add", "8080:80", "-n", "dev")
-    _ok(r)
+    ok(r)
     assert "added 127.0.0.1:8080:80 (host 127.0.0.1:8080 to guest port 80)" in r.stderr
     assert "applies at the next start" in r.stderr
-    _ok(_pyd(home, "port", "add", "0.0.0.0:5432:5432", "-n", "dev"))
+    ok(_pyd(home, "port", "add", "0.0.0.0:5432:5432", "-n", "dev"))
     config = _files(home).config
     assert load_config(config).port_forwards == ("127.0.0.1:8080:80", "0.0.0.0:5432:5432")
     assert "[ports]" in config.read_text()
 
     r = _pyd(home, "port", "ls", "-n", "dev")
-    assert _table(_ok(r)) == [
+    assert _table(ok(r)) == [
         ["HOST", "GUEST", "PROTO", "ORIGIN", "STATE", "DETAIL"],
         ["0.0.0.0:5432", "127.0.0.1:5432", "tcp", "manual", "stopped"],
         ["127.0.0.1:8080", "127.0.0.1:80", "tcp", "manual", "stopped"],
@@ -81,14 +66,14 @@ def test_add_ls_rm_round_trip_through_the_config_file(home: Path) -> None:
     assert "'dev' is not running" in r.stderr
 
     r = _pyd(home, "port", "rm", "8080", "-n", "dev")
-    _ok(r)
+    ok(r)
     assert "removed 127.0.0.1:8080:80; applies at the next start" in r.stderr
     assert load_config(config).port_forwards == ("0.0.0.0:5432:5432",)
 
 
 def test_ls_json_lists_the_same_forwards_as_dicts(home: Path) -> None:
-    _ok(_pyd(home, "port", "add", "[::1]:3000:3000", "-n", "dev"))
-    listed = json.loads(_ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
+    ok(_pyd(home, "port", "add", "[::1]:3000:3000", "-n", "dev"))
+    listed = json.loads(ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
     assert listed == [
         {
             "host": "[::1]:3000",
@@ -102,14 +87,14 @@ def test_ls_json_lists_the_same_forwards_as_dicts(home: Path) -> None:
 
 
 def test_ls_of_a_stopped_instance_ignores_the_last_agent_status(home: Path) -> None:
-    _ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
+    ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
     web = "docker:0123456789ab/web"
     stale = PortStatus("0.0.0.0:9999", "127.0.0.1:9999", "tcp", web, LISTENING)
     write_status(_files(home).agent_status, AgentStatus(READY, pid=1, ports=(stale,)))
-    out = _ok(_pyd(home, "port", "ls", "-n", "dev"))
+    out = ok(_pyd(home, "port", "ls", "-n", "dev"))
     assert "9999" not in out
     assert _table(out)[1:] == [["127.0.0.1:8080", "127.0.0.1:80", "tcp", "manual", "stopped"]]
-    assert json.loads(_ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))[0]["state"] == (
+    assert json.loads(ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))[0]["state"] == (
         "stopped"
     )
 
@@ -138,12 +123,12 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
         PortStatus("0.0.0.0:53", "127.0.0.1:53", "udp", "docker:fedcba987654/dns", NOT_FORWARDED),
     )
     write_status(_files(home).agent_status, AgentStatus(READY, pid=1, ports=ports))
-    rows = _ok(_pyd(home, "port", "ls", "-n", "dev")).splitlines()
+    rows = ok(_pyd(home, "port", "ls", "-n", "dev")).splitlines()
     assert rows[0].split() == ["HOST", "GUEST", "PROTO", "ORIGIN", "STATE", "DETAIL"]
     assert rows[1].startswith("0.0.0.0:53 ") and rows[1].endswith("not forwarded")
     assert rows[3].split()[:5] == ["127.0.0.1:8080", "127.0.0.1:80", "tcp", "manual", "conflict"]
     assert rows[3].endswith("  host 127.0.0.1:8080/tcp is taken by 0.0.0.0:8080")
-    listed = json.loads(_ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
+    listed = json.loads(ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
     assert [p["origin"] for p in listed] == [
         "docker:fedcba987654/dns",
         "docker:0123456789ab/web",
@@ -151,20 +136,20 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
     ]
 
     r = _pyd(home, "port", "add", "9000:9000", "-n", "dev")
-    assert "applied to the running instance" in _ok(r) + r.stderr
+    assert "applied to the running instance" in ok(r) + r.stderr
 
 
 def test_ls_before_the_agent_reports_shows_the_manual_forwards_as_unknown(
     home: Path, agent_lock: None
 ) -> None:
-    _ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
+    ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
     _files(home).agent_status.unlink(missing_ok=True)
-    (row,) = json.loads(_ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
+    (row,) = json.loads(ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
     assert row["state"] == "unknown" and "has not reported" in row["detail"]
 
 
 def test_bad_specs_are_usage_errors_and_leave_the_file_alone(home: Path) -> None:
-    _ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
+    ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
     config = _files(home).config
     before = config.read_text()
     for spec, expected in (
@@ -173,23 +158,23 @@ def test_bad_specs_are_usage_errors_and_leave_the_file_alone(home: Path) -> None
         ("0.0.0.0:8080:81", "host 0.0.0.0:8080 is already forwarded by 127.0.0.1:8080:80"),
         ("127.0.0.1:8080:80", "127.0.0.1:8080:80 is already forwarded"),
     ):
-        assert expected in _usage(_pyd(home, "port", "add", spec, "-n", "dev"))
-    err = _usage(_pyd(home, "port", "rm", "9000", "-n", "dev"))
+        assert expected in usage(_pyd(home, "port", "add", spec, "-n", "dev"))
+    err = usage(_pyd(home, "port", "rm", "9000", "-n", "dev"))
     assert "no manual forward matches '9000'" in err and "127.0.0.1:8080:80" in err
     assert config.read_text() == before
 
 
 def test_config_set_refuses_the_forwards_list_and_takes_the_bind_policy(home: Path) -> None:
-    err = _usage(_pyd(home, "config", "set", "ports.forwards", "8080:80", "-n", "dev"))
+    err = usage(_pyd(home, "config", "set", "ports.forwards", "8080:80", "-n", "dev"))
     assert "pyd port add" in err
-    _usage(_pyd(home, "config", "set", "ports.bind", "everywhere", "-n", "dev"))
-    _ok(_pyd(home, "config", "set", "ports.bind", "localhost", "-n", "dev"))
+    usage(_pyd(home, "config", "set", "ports.bind", "everywhere", "-n", "dev"))
+    ok(_pyd(home, "config", "set", "ports.bind", "localhost", "-n", "dev"))
     assert load_config(_files(home).config).ports_bind == "localhost"
 
 
 def test_port_commands_on_a_missing_instance_say_how_to_create_it(tmp_path: Path) -> None:
     for args in (("add", "8080:80"), ("ls",), ("rm", "8080")):
-        err = _usage(_pyd(tmp_path, "port", *args, "-n", "ghost"))
+        err = usage(_pyd(tmp_path, "port", *args, "-n", "ghost"))
         assert "there is no instance named 'ghost'" in err and "pyd start -n ghost" in err
     assert not (tmp_path / "instances" / "ghost").exists()
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pyd import __version__
-from pyd.cli import config_cmd, image_cmd, instance_cmd, port_cmd
+from pyd.cli import config_cmd, image_cmd, instance_cmd, mount_cmd, port_cmd
 from pyd.cli.render import out_console, print_error
 from pyd.errors import PydError, UsageError
 
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.add_typer(image_cmd.app, name="image")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(port_cmd.app, name="port")
+app.add_typer(mount_cmd.app, name="mount")
 for _command in (
     instance_cmd.start,
     instance_cmd.stop,

@@ -6,20 +6,19 @@ add and rm only edit the file.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
 from typing import Annotated
 
 import typer
 
 from pyd.agent.status import PortStatus
-from pyd.cli.render import err_console, out_console, print_columns
+from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
+from pyd.cli.config_edit import edit_config, when_applied
+from pyd.cli.render import err_console
 from pyd.config.model import InstanceConfig, with_forward_added, with_forward_removed
-from pyd.config.store import load_config, save_config
-from pyd.lifecycle.agent_proc import agent_running, agent_status
-from pyd.lifecycle.instance import DEFAULT, Instance, existing
-from pyd.ports.model import parse_port_spec
+from pyd.config.store import load_config
+from pyd.lifecycle.instance import DEFAULT
+from pyd.ports.model import address_text, parse_port_spec
 
 app = typer.Typer(
     help="Forward host ports to the guest, and list the forwards.", no_args_is_help=True
@@ -27,8 +26,7 @@ app = typer.Typer(
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
 
 COLUMNS = ("HOST", "GUEST", "PROTO", "ORIGIN", "STATE", "DETAIL")
-STOPPED = "stopped"  # a manual forward of an instance whose agent is not running
-UNKNOWN = "unknown"  # the agent runs but has not written its status yet
+LISTING = "pyd port ls"
 
 
 @app.command()
@@ -43,16 +41,12 @@ def add(
     name: NameOpt = DEFAULT,
 ) -> None:
     """Forward a host port to a port in the guest, now and at every start."""
-    inst = existing(name)
-    before = load_config(inst.files.config)
-    cfg = with_forward_added(before, spec)
-    save_config(inst.files.config, cfg)
-    (added,) = cfg.port_forwards[len(before.port_forwards) :]
+    edit = edit_config(name, lambda cfg: with_forward_added(cfg, spec))
+    (added,) = edit.after.port_forwards[len(edit.before.port_forwards) :]
     f = parse_port_spec(added)
+    where = f"host {address_text(f.host_ip, f.host_port)} to guest port {f.guest_port}"
     err_console.print(
-        f"added {added} (host {_address(f.host_ip, f.host_port)} to guest port "
-        f"{f.guest_port}); {_applies(inst)}",
-        soft_wrap=True,
+        f"added {added} ({where}); {when_applied(edit.inst, LISTING)}", soft_wrap=True
     )
 
 
@@ -68,68 +62,36 @@ def rm(
     name: NameOpt = DEFAULT,
 ) -> None:
     """Remove a forward added with `pyd port add`."""
-    inst = existing(name)
-    before = load_config(inst.files.config)
-    cfg = with_forward_removed(before, spec)
-    save_config(inst.files.config, cfg)
-    (removed,) = (s for s in before.port_forwards if s not in cfg.port_forwards)
-    err_console.print(f"removed {removed}; {_applies(inst)}", soft_wrap=True)
+    edit = edit_config(name, lambda cfg: with_forward_removed(cfg, spec))
+    (removed,) = set(edit.before.port_forwards) - set(edit.after.port_forwards)
+    err_console.print(f"removed {removed}; {when_applied(edit.inst, LISTING)}", soft_wrap=True)
 
 
 @app.command()
-def ls(
-    name: NameOpt = DEFAULT,
-    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
-) -> None:
+def ls(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
     """List the forwards: Docker's published ports and manual ones, with their state."""
-    inst = existing(name)
-    running = agent_running(inst.files)
-    status = agent_status(inst.files) if running else None
-    if status is not None:
-        ports = status.ports
+    report = agent_report(name)
+    if report.status is not None:
+        ports = report.status.ports
     else:
-        cfg = load_config(inst.files.config)
-        if running:
-            ports = configured_ports(cfg, UNKNOWN, "the host agent has not reported yet")
-        else:
-            ports = configured_ports(cfg, STOPPED)
-    ordered = sorted_ports(ports)
-    if as_json:
-        out_console.print_json(json.dumps([asdict(p) for p in ordered]))
-        return
-    print_columns(port_rows(ordered))
-    if not running:
-        err_console.print(
-            f"{name!r} is not running (no host agent): these are its manual forwards; the "
-            "ports that containers publish are forwarded while it runs",
-            soft_wrap=True,
-        )
+        ports = configured_ports(load_config(report.inst.files.config), *report.unreported())
+    print_listing(
+        sorted_ports(ports),
+        port_rows,
+        as_json,
+        report,
+        "these are its manual forwards; the ports that containers publish are forwarded "
+        "while it runs",
+    )
 
 
-def _applies(inst: Instance) -> str:
-    if agent_running(inst.files):
-        return "applied to the running instance (`pyd port ls` shows its state)"
-    return "applies at the next start"
-
-
-def configured_ports(
-    cfg: InstanceConfig, state: str, detail: str = ""
-) -> tuple[PortStatus, ...]:
+def configured_ports(cfg: InstanceConfig, state: str, detail: str = "") -> tuple[PortStatus, ...]:
     """The manual forwards of `cfg` as `ls` shows them when no agent reports on them."""
-    rows = []
-    for spec in cfg.port_forwards:
-        f = parse_port_spec(spec)
-        rows.append(
-            PortStatus(
-                host=_address(f.host_ip, f.host_port),
-                guest=_address(f.guest_ip, f.guest_port),
-                proto=f.proto,
-                origin=f.origin,
-                state=state,
-                detail=detail,
-            )
-        )
-    return tuple(rows)
+    # The agent's own spelling of a forward; imported here, as paramiko comes with it and
+    # would add a fifth of a second to every other pyd command.
+    from pyd.agent.ports import port_status
+
+    return tuple(port_status(parse_port_spec(spec), state, detail) for spec in cfg.port_forwards)
 
 
 def sorted_ports(ports: Iterable[PortStatus]) -> list[PortStatus]:
@@ -143,13 +105,9 @@ def sorted_ports(ports: Iterable[PortStatus]) -> list[PortStatus]:
     return sorted(ports, key=key)
 
 
-def port_rows(ports: Iterable[PortStatus]) -> list[list[str]]:
+def port_rows(ports: Sequence[PortStatus]) -> list[list[str]]:
     """The table `pyd port ls` prints: the header, then one row per forward as given."""
     return [
         list(COLUMNS),
         *([p.host, p.guest, p.proto, p.origin, p.state, p.detail] for p in ports),
     ]
-
-
-def _address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

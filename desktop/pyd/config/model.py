@@ -4,7 +4,13 @@ The order is Lima's: take the user's keys, merge them over the defaults, then ch
 value. Every problem is collected and reported at once, so one edit of the file fixes all.
 
 A setting in a TOML table has a dotted name: `[ports]` `bind = "localhost"` is the setting
-"ports.bind", which is also how `pyd config set` and the error messages name it.
+"ports.bind", which is also how `pyd config set` and the error messages name it. The
+shares are a list of tables, `[[mounts]]`, as Lima writes them; an error names one by its
+place in the list, counted from 0 as Lima does: "mounts[1].location".
+
+Reading the shares needs two facts about the host, its platform (path convention) and the
+user's home directory (`~`, and the default share): they come in as a `Host`, taken at the
+edge, so that this module stays pure.
 """
 
 from __future__ import annotations
@@ -12,11 +18,21 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pyd.errors import UsageError
+from pyd.mounts.model import (
+    Host,
+    Share,
+    check_mount_point,
+    host_location,
+    share_conflicts,
+    with_share_added,
+    with_share_removed,
+)
+from pyd.mounts.winpath import guest_path
 from pyd.ports.model import BIND_POLICIES, Forward, format_port_spec, overlaps, parse_port_spec
 
 DEFAULT_INSTANCE = "default"
@@ -29,6 +45,7 @@ KEYS = (
     "libvirt_uri",
     "ports.bind",
     "ports.forwards",
+    "mounts",
 )
 TABLES = ("ports",)  # the TOML tables that hold settings: [ports] holds "ports.*"
 ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
@@ -57,6 +74,8 @@ class InstanceConfig:
     ports_bind: str  # one of BIND_POLICIES
     # Manual forwards as format_port_spec writes them ("127.0.0.1:8080:80"), in file order.
     port_forwards: tuple[str, ...]
+    # The host directories shared into the guest, in file order.
+    mounts: tuple[Share, ...]
 
 
 def validate_name(name: str) -> str:
@@ -116,7 +135,7 @@ def format_size(mib: int) -> str:
 
 
 def _describe(value: object) -> str:
-    kind = {bool: "a boolean", str: "a string", int: "a number", float: "a number"}
+    kind = {bool: "a boolean", str: "a string", int: "a number", float: "a number", dict: "a table"}
     return f"{kind.get(type(value), type(value).__name__)} {value!r}"
 
 
@@ -201,10 +220,7 @@ def _parse_forwards(specs: Sequence[str]) -> list[Forward]:
         except UsageError as e:
             problems.append(e)
     if problems:
-        hints = dict.fromkeys(p.hint for p in problems if p.hint)
-        raise UsageError(
-            "ports.forwards: " + "; ".join(p.message for p in problems), "\n".join(hints)
-        )
+        raise _joined(problems, "ports.forwards: ")
     return forwards
 
 
@@ -233,6 +249,98 @@ def _distinct_forwards(value: Any) -> None:
                 )
 
 
+_MOUNT_KEYS = ("location", "mount_point", "writable")
+_MOUNTS_HINT = (
+    'each share is a [[mounts]] table: location = "~/src", and optionally mount_point = '
+    '"/src" and writable = false; `pyd mount add PATH` and `pyd mount rm PATH` manage them'
+)
+
+
+def _joined(problems: Sequence[UsageError], prefix: str = "") -> UsageError:
+    """One error for a list setting, naming every entry that is wrong."""
+    hints = dict.fromkeys(p.hint for p in problems if p.hint)
+    return UsageError(prefix + "; ".join(p.message for p in problems), "\n".join(hints))
+
+
+def _path(value: Any) -> str:
+    if value is None:
+        raise UsageError("missing", _MOUNTS_HINT)
+    if not isinstance(value, str):
+        raise UsageError(f"expected a path, got {_describe(value)}")
+    return value
+
+
+def _share_entry(name: str, entry: Any, host: Host) -> Share:
+    """One [[mounts]] table as a share; `name` ("mounts[1]") starts each problem's message."""
+    if not isinstance(entry, Mapping):
+        raise UsageError(f"{name}: expected a table, got {_describe(entry)}", _MOUNTS_HINT)
+    problems = [
+        UsageError(f"{name}: unknown key {key!r}", _MOUNTS_HINT)
+        for key in entry
+        if key not in _MOUNT_KEYS
+    ]
+
+    def checked(key: str, check: Callable[[], str]) -> str:
+        try:
+            return check()
+        except UsageError as e:
+            problems.append(UsageError(f"{name}.{key}: {e.message}", e.hint))
+            return ""
+
+    location = checked("location", lambda: host_location(_path(entry.get("location")), host))
+    written = entry.get("mount_point")
+    point = ""
+    if written is not None:
+        point = checked("mount_point", lambda: check_mount_point(_path(written)))
+    elif location:
+        default = guest_path(location, host.platform)
+        point = checked(
+            "mount_point (by default location's path)", lambda: check_mount_point(default)
+        )
+    writable = entry.get("writable", True)
+    if not isinstance(writable, bool):
+        problems.append(
+            UsageError(f"{name}.writable: expected true or false, got {_describe(writable)}")
+        )
+    if problems:
+        raise _joined(problems)
+    return Share(location, point, writable)
+
+
+def _shares(host: Host) -> Callable[[Any], Any]:
+    def convert(value: Any) -> tuple[Share, ...]:
+        if not isinstance(value, list | tuple):
+            raise UsageError(
+                f"mounts: expected a list of [[mounts]] tables, got {_describe(value)}",
+                _MOUNTS_HINT,
+            )
+        shares: list[Share] = []
+        problems: list[UsageError] = []
+        for i, entry in enumerate(value):
+            try:
+                shares.append(_share_entry(f"mounts[{i}]", entry, host))
+            except UsageError as e:
+                problems.append(e)
+        if problems:
+            raise _joined(problems)
+        return tuple(shares)
+
+    return convert
+
+
+def _distinct_shares(value: Any) -> None:
+    """Every mount point usable, and no two shares of one directory or at nested points."""
+    problems = []
+    for share in value:
+        try:
+            check_mount_point(share.mount_point)
+        except UsageError as e:
+            problems.append(e)
+    problems += share_conflicts(value)
+    if problems:
+        raise _joined(problems, "mounts: ")
+
+
 @dataclass(frozen=True)
 class _Field:
     attr: str
@@ -256,7 +364,13 @@ _FIELDS: dict[str, _Field] = {
     "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
     "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),
 }
-assert tuple(_FIELDS) == KEYS
+MOUNTS = "mounts"
+assert (*_FIELDS, MOUNTS) == KEYS
+
+
+def _fields(host: Host) -> dict[str, _Field]:
+    """Every setting's field: reading the shares takes the host's home and path convention."""
+    return {**_FIELDS, MOUNTS: _Field(MOUNTS, _shares(host), _distinct_shares)}
 
 
 def _raise_all(problems: list[UsageError], origin: str) -> None:
@@ -304,17 +418,20 @@ def _flatten(data: Mapping[str, Any]) -> tuple[dict[str, Any], list[UsageError]]
 
 
 def parse_config(
-    data: Mapping[str, Any], origin: str, defaults: Mapping[str, Any]
+    data: Mapping[str, Any], origin: str, defaults: Mapping[str, Any], host: Host
 ) -> InstanceConfig:
-    """The settings in `data` (a parsed file) over `defaults`; `origin` names the file in errors."""
+    """The settings in `data` (a parsed file) over `defaults`; `origin` names the file in errors.
+
+    `defaults` hold every setting, the shares too (`shares_to_toml(default_shares(host))`).
+    """
     flat_defaults, bad_defaults = _flatten(defaults)
     if bad_defaults or set(flat_defaults) != set(KEYS):  # a packaging bug, not the user's
         raise ValueError(f"the defaults must have exactly the keys {KEYS}, got {list(defaults)}")
     flat, problems = _flatten(data)
-    problems += [_unknown_key(key) for key in flat if key not in _FIELDS]
+    problems += [_unknown_key(key) for key in flat if key not in KEYS]
     merged = {**flat_defaults, **flat}
     values: dict[str, Any] = {}
-    for key, field in _FIELDS.items():
+    for key, field in _fields(host).items():
         try:
             values[field.attr] = field.convert(merged[key])
             field.check(values[field.attr])
@@ -327,9 +444,10 @@ def parse_config(
 def validate(cfg: InstanceConfig, origin: str) -> InstanceConfig:
     """`cfg` unchanged if every value is in range; for configs built in code."""
     problems = []
-    for field in _FIELDS.values():
+    checks = [(f.attr, f.check) for f in _FIELDS.values()] + [(MOUNTS, _distinct_shares)]
+    for attr, check in checks:
         try:
-            field.check(getattr(cfg, field.attr))
+            check(getattr(cfg, attr))
         except UsageError as e:
             problems.append(e)
     _raise_all(problems, origin)
@@ -338,6 +456,12 @@ def validate(cfg: InstanceConfig, origin: str) -> InstanceConfig:
 
 def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
     """`pyd config set KEY VALUE`: `cfg` with one setting changed, checked."""
+    if key == MOUNTS:
+        raise UsageError(
+            "mounts is not set as a whole",
+            hint="share a directory with `pyd mount add PATH`, stop sharing it with `pyd mount "
+            "rm PATH`; `pyd mount ls` lists the shares",
+        )
     field = _FIELDS.get(key)
     if field is None:
         raise _unknown_key(key)
@@ -358,24 +482,25 @@ def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
     return dataclasses.replace(cfg, **{field.attr: converted})
 
 
-def setting_matches(cfg: InstanceConfig, key: str, value: Any) -> bool:
-    """Whether a file's `value` for `key` already means cfg's setting ("4G" is 4096 MiB).
+def setting_matches(cfg: InstanceConfig, key: str, value: Any, host: Host) -> bool:
+    """Whether a file's `value` for `key` already means cfg's setting ("4G" is 4096 MiB,
+    "~" is the home directory).
 
     Lets a rewrite keep the user's own spelling of unchanged settings.
     """
-    field = _FIELDS[key]
+    field = _fields(host)[key]
     try:
         return bool(field.convert(value) == getattr(cfg, field.attr))
     except UsageError:
         return False
 
 
-def canonical_entry(key: str, entry: Any) -> Any:
+def canonical_entry(key: str, entry: Any, host: Host) -> Any:
     """One entry of the list setting `key` as a config holds it ("8080:80" is held as
-    "127.0.0.1:8080:80"), or None when it is not valid. Lets a rewrite of the list keep the
-    user's spelling, and comment, of each entry that stays."""
+    "127.0.0.1:8080:80", a [[mounts]] table as a Share), or None when it is not valid. Lets a
+    rewrite of the list keep the user's spelling, and comment, of each entry that stays."""
     try:
-        (spelled,) = _FIELDS[key].convert([entry])
+        (spelled,) = _fields(host)[key].convert([entry])
     except UsageError:
         return None
     return spelled
@@ -391,7 +516,16 @@ def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
         "backend": cfg.backend,
         "libvirt_uri": cfg.libvirt_uri,
         "ports": {"bind": cfg.ports_bind, "forwards": list(cfg.port_forwards)},
+        MOUNTS: shares_to_toml(cfg.mounts),
     }
+
+
+def shares_to_toml(shares: Iterable[Share]) -> list[dict[str, Any]]:
+    """The [[mounts]] tables for `shares`, every key written out."""
+    return [
+        {"location": s.location, "mount_point": s.mount_point, "writable": s.writable}
+        for s in shares
+    ]
 
 
 # --- manual port forwards (`pyd port add|rm`) -----------------------------------------------
@@ -497,3 +631,18 @@ def with_forward_removed(cfg: InstanceConfig, spec_or_hostport: str) -> Instance
         )
     kept = tuple(s for s, f in zip(cfg.port_forwards, manual, strict=True) if f != found[0])
     return dataclasses.replace(cfg, port_forwards=kept)
+
+
+# --- shares (`pyd mount add|rm`) -------------------------------------------------------------
+
+
+def with_mount_added(cfg: InstanceConfig, share: Share) -> InstanceConfig:
+    """`pyd mount add`: `cfg` with one more share, after those it has. Refused when the
+    directory is shared already or the mount point is taken, inside or around another."""
+    return dataclasses.replace(cfg, mounts=with_share_added(cfg.mounts, share))
+
+
+def with_mount_removed(cfg: InstanceConfig, named: str, location: str | None) -> InstanceConfig:
+    """`pyd mount rm`: `cfg` without the share `named` by its mount point or by its host
+    directory (`location`, what `named` means on the host; None when it cannot be one)."""
+    return dataclasses.replace(cfg, mounts=with_share_removed(cfg.mounts, named, location))

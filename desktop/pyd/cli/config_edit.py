@@ -1,0 +1,37 @@
+"""A command's change to an instance's config.toml: load, change, save, and say when the
+change takes effect. A change the model refuses raises before anything is written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pyd.config.model import InstanceConfig
+from pyd.config.store import load_config, save_config
+from pyd.lifecycle.agent_proc import agent_running
+from pyd.lifecycle.instance import Instance, existing
+
+
+@dataclass(frozen=True)
+class Edit:
+    inst: Instance
+    before: InstanceConfig
+    after: InstanceConfig
+
+
+def edit_config(name: str, change: Callable[[InstanceConfig], InstanceConfig]) -> Edit:
+    """Apply `change` to the settings of the existing instance `name` and save them."""
+    inst = existing(name)
+    before = load_config(inst.files.config)
+    after = change(before)
+    save_config(inst.files.config, after)
+    return Edit(inst, before, after)
+
+
+def when_applied(inst: Instance, listing: str) -> str:
+    """When a saved change reaches the instance: a running host agent watches config.toml
+    and applies it within about a second; a stopped instance, at its next start. `listing`
+    is the command that shows the result."""
+    if agent_running(inst.files):
+        return f"applied to the running instance (`{listing}` shows its state)"
+    return "applies at the next start"
