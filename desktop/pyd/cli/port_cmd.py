@@ -24,22 +24,27 @@ app = typer.Typer(
     help="Forward host ports to the guest, and list the forwards.", no_args_is_help=True
 )
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
+NewSpec = Annotated[
+    str,
+    typer.Argument(
+        help="[HOSTIP:]HOSTPORT:GUESTPORT, e.g. 8080:80 (127.0.0.1:8080 on this machine to "
+        "port 80 in the guest) or 0.0.0.0:8080:80 (every interface)"
+    ),
+]
+HeldSpec = Annotated[
+    str,
+    typer.Argument(
+        help="the forward as `pyd port ls` shows it (127.0.0.1:8080:80), or its host port: "
+        "8080, 127.0.0.1:8080"
+    ),
+]
 
 COLUMNS = ("HOST", "GUEST", "PROTO", "ORIGIN", "STATE", "DETAIL")
 LISTING = "pyd port ls"
 
 
 @app.command()
-def add(
-    spec: Annotated[
-        str,
-        typer.Argument(
-            help="[HOSTIP:]HOSTPORT:GUESTPORT, e.g. 8080:80 (127.0.0.1:8080 on this machine to "
-            "port 80 in the guest) or 0.0.0.0:8080:80 (every interface)"
-        ),
-    ],
-    name: NameOpt = DEFAULT,
-) -> None:
+def add(spec: NewSpec, name: NameOpt = DEFAULT) -> None:
     """Forward a host port to a port in the guest, now and at every start."""
     edit = edit_config(name, lambda cfg: with_forward_added(cfg, spec))
     (added,) = edit.after.port_forwards[len(edit.before.port_forwards) :]
@@ -51,16 +56,7 @@ def add(
 
 
 @app.command()
-def rm(
-    spec: Annotated[
-        str,
-        typer.Argument(
-            help="the forward as `pyd port ls` shows it (127.0.0.1:8080:80), or its host "
-            "port: 8080, 127.0.0.1:8080"
-        ),
-    ],
-    name: NameOpt = DEFAULT,
-) -> None:
+def rm(spec: HeldSpec, name: NameOpt = DEFAULT) -> None:
     """Remove a forward added with `pyd port add`."""
     edit = edit_config(name, lambda cfg: with_forward_removed(cfg, spec))
     (removed,) = set(edit.before.port_forwards) - set(edit.after.port_forwards)
