@@ -17,9 +17,9 @@ def _sh(command: str) -> int:
 
 
 def test_options_add_ro_only_for_read_only_shares() -> None:
-    assert sshfs_options(True) == "slave,allow_other"
-    assert sshfs_options(False) == "slave,allow_other,ro"
-    assert sshfs_options(True, ("cache=no",)) == "slave,allow_other,cache=no"
+    assert sshfs_options(True) == "slave,allow_other,no_contain_symlinks"
+    assert sshfs_options(False) == "slave,allow_other,no_contain_symlinks,ro"
+    assert sshfs_options(True, ("cache=no",)) == "slave,allow_other,no_contain_symlinks,cache=no"
 
 
 def test_mount_command_quotes_paths_with_spaces_and_quotes() -> None:
@@ -30,7 +30,8 @@ def test_mount_command_quotes_paths_with_spaces_and_quotes() -> None:
             "fusermount3", "true").replace("mkdir -p", "true")],
         capture_output=True, text=True, check=True,
     ).stdout.splitlines()  # fmt: skip
-    assert out == [":/home/me/it's here", "/home/me/it's here", "-o", "slave,allow_other,ro"]
+    options = "slave,allow_other,no_contain_symlinks,ro"
+    assert out == [":/home/me/it's here", "/home/me/it's here", "-o", options]
 
 
 def test_wait_mounted_sees_only_an_sshfs_mount_at_that_exact_path(tmp_path: Path) -> None:

@@ -9,24 +9,36 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import paramiko
 from filelock import FileLock, Timeout
 
 from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
+from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHSession
-from pyd.agent.status import FAILED, READY, RECONNECTING, STARTING, STOPPED, AgentStatus
+from pyd.agent.status import (
+    FAILED,
+    MOUNTING,
+    READY,
+    RECONNECTING,
+    STARTING,
+    STOPPED,
+    AgentStatus,
+)
 from pyd.agent.status import write_status as _write_status
+from pyd.config.model import InstanceConfig
 from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.forward.endpoint import DockerForward, docker_endpoint, make_docker_forward
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
+from pyd.mounts.sftp_host import choose_server
 from pyd.ports.model import Forward
 from pyd.provision import instance_keys
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget
@@ -39,6 +51,7 @@ BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~2
 RECONNECT_WAIT = 30.0  # how long a new Docker connection waits for SSH to come back
 CHANNEL_OPEN_WAIT = 60.0  # a forwarded connection waits this long for the guest's side
 GONE_AFTER = 60.0  # SSH down this long and the VM not running: the agent stops
+MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (~1 s each under emulation)
 
 
 class AgentStopped(BaseException):
@@ -64,6 +77,7 @@ class Agent:
         self.status = AgentStatus(STARTING, os.getpid(), launch=launch)
         self._status_lock = threading.RLock()  # the stop signal may land inside _publish
         self.ports: PortManager | None = None
+        self.mounts: MountManager | None = None
         self.watch: ContainerWatch | None = None
         self.forward: DockerForward | None = None
         self._config_seen = 0
@@ -101,6 +115,8 @@ class Agent:
                 self.watch.close()
             if self.ports is not None:
                 self.ports.close()
+            if self.mounts is not None:
+                self.mounts.close()
             if self.forward is not None:
                 self.forward.close()
             self.session.close()
@@ -115,7 +131,12 @@ class Agent:
     def _run(self) -> int:
         deadline = time.monotonic() + BOOT_TIMEOUT
         self._phase("ssh", lambda: self.session.connect(deadline))
+        cfg = load_config(self.files.config)
+        self._config_seen = _mtime(self.files.config)
+        self._start_mounts(cfg)  # they mount while the engine starts
         self._phase("engine", lambda: wait_for_engine(self.session, deadline))
+        # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
+        self._phase("shares", self._wait_for_mounts)
         self.forward = make_docker_forward(
             self.name, self.files.docker_sock, self._open_docker_channel
         )
@@ -123,13 +144,29 @@ class Agent:
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
         self._publish(lambda s: replace(s.to(READY), docker_host=host))
         log.info("ready: %s", host)
-        self._start_ports()
+        self._start_ports(cfg)
         return self._supervise()
 
-    def _start_ports(self) -> None:
+    def _start_mounts(self, cfg: InstanceConfig) -> None:
+        server = choose_server(sys.platform, os.environ)
+        self.mounts = MountManager(
+            self.session.transport,
+            server,
+            lambda report: self._publish(lambda s: replace(s, mounts=report)),
+        )
+        self.mounts.set_shares(cfg.mounts)
+
+    def _wait_for_mounts(self) -> None:
+        """Until every share is mounted or has failed (reported, not fatal)."""
+        deadline = time.monotonic() + MOUNTS_WAIT
+        while any(m.state == MOUNTING for m in self.status.mounts):
+            if time.monotonic() > deadline:
+                log.warning("shares still not mounted after %.0f s; going on", MOUNTS_WAIT)
+                return
+            self.stop.wait(0.05)
+
+    def _start_ports(self, cfg: InstanceConfig) -> None:
         """Published container ports and manual forwards follow the engine and config.toml."""
-        cfg = load_config(self.files.config)
-        self._config_seen = _mtime(self.files.config)
         self.ports = PortManager(
             self._open_tcp,
             cfg.ports_bind,
@@ -137,8 +174,14 @@ class Agent:
             lambda report: self._publish(lambda s: replace(s, ports=report)),
         )
         self.ports.set_config(cfg.ports_bind, cfg.port_forwards)  # manual ones open now
-        self.watch = ContainerWatch(self._open_docker_channel, self.ports.set_containers)
+        self.watch = ContainerWatch(self._open_docker_channel, self._containers_changed)
         self.watch.start()
+
+    def _containers_changed(self, containers: list[Mapping[str, Any]]) -> None:
+        if self.ports is not None:
+            self.ports.set_containers(containers)
+        if self.mounts is not None:
+            self.mounts.check_containers(containers)
 
     def _open_tcp(self, forward: Forward, origin: tuple[str, int]) -> paramiko.Channel:
         transport = self.session.transport(RECONNECT_WAIT)
@@ -148,9 +191,10 @@ class Agent:
         return open_direct_tcpip(transport, guest, origin, timeout=CHANNEL_OPEN_WAIT)
 
     def _follow_config(self) -> None:
-        """`pyd port add/rm` and `pyd config set ports.bind` edit config.toml; apply them."""
+        """`pyd port add/rm`, `pyd mount add/rm` and `pyd config set ports.bind` edit
+        config.toml; apply them."""
         seen = _mtime(self.files.config)
-        if seen == self._config_seen or self.ports is None:
+        if seen == self._config_seen or self.ports is None or self.mounts is None:
             return
         self._config_seen = seen
         try:
@@ -158,8 +202,9 @@ class Agent:
         except PydError as e:
             log.error("config.toml changed but cannot be used: %s", e.message)
             return
-        log.info("config.toml changed; applying port settings")
+        log.info("config.toml changed; applying port and share settings")
         self.ports.set_config(cfg.ports_bind, cfg.port_forwards)
+        self.mounts.set_shares(cfg.mounts)
 
     def _supervise(self) -> int:
         """Keeps SSH up until asked to stop or the VM is gone."""

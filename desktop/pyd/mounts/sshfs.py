@@ -11,9 +11,12 @@ from __future__ import annotations
 import shlex
 
 # What every mount gets. allow_other: containers run as other users than the sshfs process
-# (root); the guest's /etc/fuse.conf permits it. Caching stays at sshfs's defaults, as Lima's
-# does (cache=yes), so bench/mounts.py compares transports, not cache settings.
-BASE_OPTIONS = ("slave", "allow_other")
+# (root); the guest's /etc/fuse.conf permits it. no_contain_symlinks: Debian's sshfs refuses
+# absolute symlinks and ones with ".." by default (node_modules/.bin is full of those); that
+# guards a client from its server, and here the server is the user's own host, which keeps
+# each request inside the share itself. Caching stays at sshfs's defaults, as Lima's does
+# (cache=yes), so bench/mounts.py compares transports, not cache settings.
+BASE_OPTIONS = ("slave", "allow_other", "no_contain_symlinks")
 
 
 def sshfs_options(writable: bool, extra: tuple[str, ...] = ()) -> str:

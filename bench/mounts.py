@@ -1,0 +1,203 @@
+"""Shares in the guest, pyd against Lima's method, same VM, same run (TCG here):
+
+  pyd   the share as the agent mounts it (sshfs -o slave on an exec channel of the agent's
+        paramiko connection; the host's OpenSSH sftp-server, or --builtin for pyd's own)
+  lima  Lima's reverse-sshfs: the host's OpenSSH `sftp-server` piped to `ssh … sshfs :DIR
+        MOUNTPOINT -o slave -o allow_other` (OpenSSH client, default algorithms), here with
+        plain OS pipes between the two processes
+
+Measured inside the guest, after dropping its page cache, on files neither side has read:
+  read   sequential read of a 100 MB file (MB/s)
+  walk   walk and read 2,000 small files of 1-4 KiB in 20 directories (ms per file)
+  write  100 MB written from a container into the share (MB/s); the host's sha256 must
+         match what the container wrote
+
+    python bench/mounts.py [--runs 5] [--mb 100] [--files 2000] [--builtin]
+
+Prints medians, min-max and the ratios pyd/lima (targets: read >= 1.0, walk >= 1.0; for
+walk the ratio is lima's ms per file over pyd's, so higher is better for both).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from pyd.instance_files import InstanceFiles
+from pyd.instance_state import load_state
+from pyd.mounts.sftp_host import BUILTIN, choose_server
+from pyd.ssh.openssh import ssh_argv
+
+NAME = "bench-mounts"
+IMAGE = "pyd-bench-mounts-busybox"
+LIMA_MP = "/mnt/lima-share"
+WAYS = ("pyd", "lima")
+
+
+def run(env: dict[str, str], *argv: str, input: bytes | None = None) -> str:
+    r = subprocess.run(argv, env=env, capture_output=True, input=input, timeout=1800)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{r.stderr.decode(errors='replace')}")
+    return r.stdout.decode()
+
+
+class Bench:
+    def __init__(self, work: Path, builtin: bool) -> None:
+        self.work = work
+        self.share = work / "share"
+        self.share.mkdir()
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        self.env |= {
+            "PYD_HOME": str(work / "home"),
+            "DOCKER_CONFIG": str(work / "docker"),
+            "DOCKER_BUILDKIT": "0",
+        }
+        if builtin:
+            self.env["PYD_SFTP_SERVER"] = BUILTIN
+        self.pyd = [sys.executable, "-m", "pyd"]
+        self.lima: list[subprocess.Popen[bytes]] = []
+
+    def guest(self, script: str) -> str:
+        return run(self.env, *self.pyd, "ssh", "-n", NAME, "--", script)
+
+    def start(self) -> None:
+        run(self.env, *self.pyd, "mount", "add", str(self.share), "-n", NAME)
+        t0 = time.monotonic()
+        run(self.env, *self.pyd, "start", "-n", NAME)
+        print(f"pyd start with the share: {time.monotonic() - t0:.1f} s")
+        ctx = self.work / "ctx"
+        ctx.mkdir()
+        shutil.copy("/bin/busybox", ctx / "busybox")
+        (ctx / "Dockerfile").write_text(
+            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", '
+            '"/bin"]\n'
+        )
+        run(self.env, "docker", "build", "-q", "-t", IMAGE, str(ctx))
+        self.guest("true")  # writes the pinned known_hosts file that ssh_argv uses
+
+    def mount_lima(self) -> None:
+        """Lima's reverse-sshfs for the same directory, at LIMA_MP."""
+        server = choose_server(sys.platform, {})
+        if server == BUILTIN:
+            raise SystemExit("no OpenSSH sftp-server on this host: Lima's method needs one")
+        files = InstanceFiles(Path(self.env["PYD_HOME"]) / "instances" / NAME)
+        state = load_state(files.state)
+        assert state is not None
+        ssh = shutil.which("ssh")
+        assert ssh is not None
+        command = f"mkdir -p {LIMA_MP} && sshfs :{self.share} {LIMA_MP} -o slave -o allow_other"
+        argv = ssh_argv(ssh, state.ssh_port, files.client_key, files.known_hosts, [command], False)
+        sftp = subprocess.Popen([server], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        client = subprocess.Popen(argv, stdin=sftp.stdout, stdout=sftp.stdin)
+        self.lima = [client, sftp]
+        self.guest(
+            f"i=0; until grep -q ' {LIMA_MP} .* fuse.sshfs ' /proc/self/mountinfo; do "
+            "i=$((i+1)); [ $i -gt 300 ] && exit 1; sleep 0.1; done"
+        )
+
+    def stop(self) -> None:
+        for p in self.lima:
+            p.terminate()
+        subprocess.run([*self.pyd, "delete", "-f", "-n", NAME], env=self.env, capture_output=True)
+
+    def mount_point(self, way: str) -> str:
+        return str(self.share) if way == "pyd" else LIMA_MP
+
+    # -- the measurements ----------------------------------------------------------------
+
+    def timed(self, script: str) -> float:
+        """Seconds the guest spends in `script`, after dropping its page cache."""
+        out = self.guest(
+            "sync; echo 3 > /proc/sys/vm/drop_caches; "
+            f"s=$(date +%s%N); {script}; e=$(date +%s%N); echo $((e - s))"
+        )
+        return int(out.split()[-1]) / 1e9
+
+    def read(self, way: str, name: str, mb: int) -> float:
+        seconds = self.timed(f"cat '{self.mount_point(way)}/{name}' > /dev/null")
+        return mb * 1e6 / seconds / 1e6
+
+    def walk(self, way: str, tree: str, files: int) -> float:
+        seconds = self.timed(f"find '{self.mount_point(way)}/{tree}' -type f -exec cat {{}} + "
+                             "> /dev/null")  # fmt: skip
+        return seconds * 1000 / files
+
+    def write(self, way: str, name: str, mb: int) -> float:
+        mp = self.mount_point(way)
+        out = run(self.env, "docker", "run", "--rm", "-v", f"{mp}:/data", IMAGE, "sh", "-c",
+                  f"s=$(date +%s%N); head -c {mb * 1000000} /dev/urandom | tee /data/{name} | "
+                  "sha256sum; sync; e=$(date +%s%N); echo $((e - s))")  # fmt: skip
+        digest, ns = out.split()[0], int(out.split()[-1])
+        host = hashlib.sha256((self.share / name).read_bytes()).hexdigest()
+        if host != digest:
+            raise SystemExit(f"{way}: the host's copy of {name} differs from what was written")
+        return mb * 1e6 / (ns / 1e9) / 1e6
+
+
+def make_tree(root: Path, files: int, rng: random.Random) -> None:
+    for i in range(files):
+        d = root / f"d{i % 20:02d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:05d}.txt").write_bytes(rng.randbytes(rng.randint(1024, 4096)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--mb", type=int, default=100)
+    ap.add_argument("--files", type=int, default=2000)
+    ap.add_argument("--builtin", action="store_true", help="pyd's built-in SFTP server")
+    args = ap.parse_args()
+    rng = random.Random(7)
+    results: dict[str, dict[str, list[float]]] = {
+        k: {w: [] for w in WAYS} for k in ("read", "walk", "write")
+    }
+    with tempfile.TemporaryDirectory(prefix="pyd-bench-mounts-") as tmp:
+        bench = Bench(Path(tmp), args.builtin)
+        try:
+            for r in range(args.runs):
+                for way in WAYS:
+                    (bench.share / f"big-{way}-{r}").write_bytes(rng.randbytes(args.mb * 10**6))
+                    make_tree(bench.share / f"tree-{way}-{r}", args.files, rng)
+            bench.start()
+            bench.mount_lima()
+            for r in range(args.runs):
+                order = WAYS if r % 2 == 0 else WAYS[::-1]
+                for way in order:
+                    results["read"][way].append(bench.read(way, f"big-{way}-{r}", args.mb))
+                    results["walk"][way].append(bench.walk(way, f"tree-{way}-{r}", args.files))
+                    results["write"][way].append(bench.write(way, f"out-{way}-{r}", args.mb))
+                print(f"round {r + 1}: " + "; ".join(
+                    f"{w} read {results['read'][w][-1]:.1f} MB/s, walk "
+                    f"{results['walk'][w][-1]:.1f} ms/file, write {results['write'][w][-1]:.1f}"
+                    " MB/s" for w in WAYS), flush=True)  # fmt: skip
+        finally:
+            bench.stop()
+    report(results, args)
+
+
+def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
+    units = {"read": "MB/s", "walk": "ms/file", "write": "MB/s"}
+    server = "built-in SFTP server" if args.builtin else "OpenSSH sftp-server"
+    print(f"\n{args.runs} runs, pyd with the {server}: median [min-max]")
+    for kind, by_way in results.items():
+        for way, values in by_way.items():
+            print(f"  {kind:5} {way:5} {statistics.median(values):7.2f} "
+                  f"[{min(values):.2f}-{max(values):.2f}] {units[kind]}")  # fmt: skip
+    med = {k: {w: statistics.median(v) for w, v in d.items()} for k, d in results.items()}
+    print(f"\nread  pyd/lima {med['read']['pyd'] / med['read']['lima']:.2f}  (target >= 1.0)")
+    print(f"walk  lima/pyd {med['walk']['lima'] / med['walk']['pyd']:.2f}  (target >= 1.0)")
+    print(f"write pyd/lima {med['write']['pyd'] / med['write']['lima']:.2f}  (sha256 matched)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""The agent's shares: one worker per share keeps it mounted in the guest over SSH.
+
+A worker runs `sshfs -o slave` in the guest on an exec channel and serves SFTP on the host
+end (pyd.mounts.sftp_host chooses the server). When the channel ends (SSH dropped, the VM
+paused or restarted, sshfs died) the worker mounts again once SSH is back; meanwhile the share
+is "mounting". Config changes (`pyd mount add/rm`) start and stop workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import paramiko
+
+from pyd.agent.status import MOUNT_FAILED, MOUNTED, MOUNTING, MountStatus
+from pyd.errors import PydError
+from pyd.forward.relay import Relay
+from pyd.mounts.binds import binds_on
+from pyd.mounts.model import Share
+from pyd.mounts.sftp_host import BUILTIN, ProcessStream, remote_path
+from pyd.mounts.sshfs import mount_command, unmount_command, wait_mounted_command
+
+log = logging.getLogger("pyd.agent")
+
+MOUNT_WAIT = 60.0  # sshfs start to mounted, under emulation: ~1 s
+RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # back-off between attempts that failed
+SSH_WAIT = 3600.0  # a worker waits this long for SSH per round (the supervisor reconnects)
+
+OpenTransport = Callable[[float], paramiko.Transport]
+Report = Callable[[tuple[MountStatus, ...]], None]
+
+
+class MountWorker:
+    """Keeps one share mounted until closed."""
+
+    def __init__(
+        self, share: Share, transport: OpenTransport, server: str, changed: Callable[[], None]
+    ) -> None:
+        self.share = share
+        self._transport = transport
+        self._server = server
+        self._changed = changed
+        self.state = MOUNTING
+        self.detail = "waiting for SSH"
+        self._closed = threading.Event()
+        self._chan: paramiko.Channel | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name=f"mount {share.mount_point}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def status(self) -> MountStatus:
+        s = self.share
+        return MountStatus(s.location, s.mount_point, s.writable, self.state, self.detail)
+
+    def close(self, unmount: bool) -> None:
+        """Stops the worker; with `unmount`, also takes the mount away in the guest (a share
+        the user removed), rather than leaving it to the VM's shutdown."""
+        self._closed.set()
+        with self._lock:
+            chan = self._chan
+        if chan is not None:
+            chan.close()  # sshfs sees the end of its input and unmounts
+        self._thread.join(timeout=10)
+        if unmount:
+            with contextlib.suppress(PydError, paramiko.SSHException, OSError, EOFError):
+                _exec(self._transport(1.0), unmount_command(self.share.mount_point), 30.0)
+
+    def _set(self, state: str, detail: str = "") -> None:
+        if (state, detail) != (self.state, self.detail):
+            self.state, self.detail = state, detail
+            self._changed()
+
+    def _run(self) -> None:
+        delay = RETRY_FIRST
+        while not self._closed.is_set():
+            started = time.monotonic()
+            try:
+                transport = self._transport(SSH_WAIT)
+            except PydError:
+                continue
+            try:
+                self._mount_and_serve(transport)
+                problem = "the guest's sshfs stopped"
+            except (PydError, paramiko.SSHException, OSError, EOFError) as e:
+                problem = e.message if isinstance(e, PydError) else str(e) or type(e).__name__
+            if self._closed.is_set():
+                return
+            if transport.is_active():
+                # SSH is up, so this attempt itself failed: say why, and back off.
+                log.warning("share %s: %s", self.share.mount_point, problem)
+                self._set(MOUNT_FAILED, problem)
+                if time.monotonic() - started > 60:
+                    delay = RETRY_FIRST  # it was up for a while: a fresh failure
+                self._closed.wait(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            else:
+                self._set(MOUNTING, "waiting for SSH")
+                delay = RETRY_FIRST
+
+    def _mount_and_serve(self, transport: paramiko.Transport) -> None:
+        """One mount: blocks while it lasts. Raises when it could not be made."""
+        share = self.share
+        self._set(MOUNTING, "")
+        chan = transport.open_session(timeout=30)
+        with self._lock:
+            self._chan = chan
+        try:
+            if self._closed.is_set():
+                return
+            path = remote_path(share.location, sys.platform)
+            chan.exec_command(mount_command(path, share.mount_point, share.writable))
+            waiter = threading.Thread(
+                target=self._await_mounted, args=(transport, chan), daemon=True
+            )
+            waiter.start()
+            self._serve(chan)
+            waiter.join(timeout=1)
+            if not self._closed.is_set():
+                raise PydError(_ended(chan))
+        finally:
+            with self._lock:
+                self._chan = None
+            chan.close()
+
+    def _serve(self, chan: paramiko.Channel) -> None:
+        share = self.share
+        if self._server == BUILTIN:
+            from pyd.mounts.sftp_server import serve_sftp  # paramiko's SFTP classes: lazily
+
+            serve_sftp(chan, share.location, share.writable)
+        else:
+            Relay(ProcessStream(self._server, share.writable), chan, "sftp").run()
+
+    def _await_mounted(self, transport: paramiko.Transport, chan: paramiko.Channel) -> None:
+        try:
+            code = _exec(transport, wait_mounted_command(self.share.mount_point, MOUNT_WAIT))
+        except (PydError, paramiko.SSHException, OSError, EOFError):
+            return  # the connection went; the worker's own channel ends too
+        if chan.closed or self._closed.is_set():
+            return
+        if code == 0:
+            log.info("share %s mounted at %s", self.share.location, self.share.mount_point)
+            self._set(MOUNTED)
+        else:
+            self._set(MOUNT_FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
+            chan.close()
+
+
+def _ended(chan: paramiko.Channel) -> str:
+    """Why the guest's side of a mount ended: sshfs's exit status and last words."""
+    err = b""
+    with contextlib.suppress(OSError, paramiko.SSHException):
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(4096)
+    code = chan.exit_status if chan.exit_status_ready() else None
+    text = " ".join(err.decode(errors="replace").split())[-300:]
+    how = f"sshfs exited with status {code}" if code is not None else "the SFTP stream ended"
+    return f"{how}: {text}" if text else how
+
+
+def _exec(transport: paramiko.Transport, command: str, timeout: float = MOUNT_WAIT + 30) -> int:
+    chan = transport.open_session(timeout=30)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        return int(chan.recv_exit_status())
+    finally:
+        chan.close()
+
+
+class MountManager:
+    """The workers for the configured shares."""
+
+    def __init__(self, transport: OpenTransport, server: str, report: Report) -> None:
+        self._transport = transport
+        self._server = server
+        self._report = report
+        self._workers: dict[Share, MountWorker] = {}
+        self._warned: set[tuple[str, str, str]] = set()
+        self._lock = threading.RLock()
+        by = "pyd's built-in SFTP server" if server == BUILTIN else server
+        log.info("shares are served by %s", by)
+
+    def set_shares(self, shares: Iterable[Share]) -> None:
+        wanted = list(shares)
+        with self._lock:
+            gone = [w for s, w in self._workers.items() if s not in wanted]
+            for worker in gone:
+                del self._workers[worker.share]
+            for share in wanted:
+                if share not in self._workers:
+                    worker = MountWorker(share, self._transport, self._server, self._publish)
+                    self._workers[share] = worker
+                    worker.start()
+        for worker in gone:
+            log.info("share %s removed; unmounting", worker.share.mount_point)
+            worker.close(unmount=True)
+        self._publish()
+
+    def check_containers(self, containers: list[Mapping[str, Any]]) -> None:
+        """Logs, once per container and share, a running container that bind-mounts a path of
+        a share that is not mounted: it sees the guest's empty directory, not the host's."""
+        with self._lock:
+            down = [w.status() for w in self._workers.values() if w.state != MOUNTED]
+        found = binds_on(containers, [s.mount_point for s in down])
+        self._warned &= set(found)  # one whose share came back may warn again when it goes
+        for name, source, share in found:
+            if (name, source, share) in self._warned:
+                continue
+            self._warned.add((name, source, share))
+            why = next((s.detail for s in down if s.mount_point == share), "") or "not mounted"
+            log.error(
+                "container %s uses %s, but the share %s is not mounted (%s): it sees an empty "
+                "directory; restart the container once `pyd mount ls` shows the share mounted",
+                name,
+                source,
+                share,
+                why,
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.close(unmount=False)
+
+    def _publish(self) -> None:
+        with self._lock:
+            report = tuple(w.status() for w in self._workers.values())
+        self._report(report)

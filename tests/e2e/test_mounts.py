@@ -1,0 +1,192 @@
+"""Host directories in the guest at the same path, over the agent's SSH connection (reverse
+SSHFS; real libvirtd + QEMU under TCG, the host's docker CLI). One instance for the module:
+first with the system's OpenSSH sftp-server on the host end, then restarted with pyd's
+built-in SFTP server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyd.image.cache import CachedImage
+from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
+
+NAME = "mounts"
+IMAGE = "pyd-e2e-mounts-busybox"
+
+
+@pytest.fixture(scope="module")
+def shares(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("shares")
+    made = {"rw": root / "rw dir é", "ro": root / "ro", "late": root / "late"}
+    for p in made.values():
+        p.mkdir()
+    return made
+
+
+@pytest.fixture(scope="module")
+def env(
+    image: CachedImage, tmp_path_factory: pytest.TempPathFactory, shares: dict[str, Path]
+) -> Iterator[PydEnv]:
+    e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+    try:
+        # Shares configured before the first start are mounted before `pyd start` returns.
+        e.pyd("mount", "add", str(shares["rw"]), "-n", NAME)
+        e.pyd("mount", "add", "--ro", str(shares["ro"]), "-n", NAME)
+        e.pyd("start", "-n", NAME)
+        build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+        yield e
+    finally:
+        e.pyd("delete", "-f", "-n", NAME, check=False)
+
+
+def _mounts(env: PydEnv) -> dict[str, dict[str, Any]]:
+    rows = json.loads(env.pyd("mount", "ls", "-n", NAME, "--json").stdout)
+    return {r["location"]: r for r in rows}
+
+
+def _wait_state(env: PydEnv, location: Path, state: str, seconds: float = 60) -> None:
+    end = time.monotonic() + seconds
+    while True:
+        row = _mounts(env).get(str(location))
+        if row is not None and row["state"] == state:
+            return
+        if time.monotonic() > end:
+            raise AssertionError(f"{location} not {state} after {seconds} s: {row}")
+        time.sleep(0.2)
+
+
+def _run(env: PydEnv, *args: str, check: bool = True) -> str:
+    return env.docker("run", "--rm", *args, check=check).stdout
+
+
+def test_shares_are_mounted_when_start_returns(env: PydEnv, shares: dict[str, Path]) -> None:
+    rows = _mounts(env)
+    assert rows[str(shares["rw"])]["state"] == "mounted"
+    assert rows[str(shares["ro"])]["state"] == "mounted"
+    assert rows[str(shares["ro"])]["writable"] is False
+    status = env.status(NAME)
+    assert {m["location"] for m in status["mounts"]} >= {str(shares["rw"]), str(shares["ro"])}
+
+
+def test_container_writes_and_host_reads_at_the_same_path(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    d = shares["rw"] / "x"
+    d.mkdir()
+    _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c",
+         "echo from-container > '/data/a file ü.txt' && chmod 0750 '/data/a file ü.txt' && "
+         "touch -d @1612325106 '/data/a file ü.txt'")  # fmt: skip
+    written = d / "a file ü.txt"
+    assert written.read_text() == "from-container\n"
+    st = written.stat()
+    assert st.st_mode & 0o777 == 0o750
+    assert int(st.st_mtime) == 1612325106
+
+
+def test_host_writes_and_container_reads(env: PydEnv, shares: dict[str, Path]) -> None:
+    d = shares["rw"] / "y"
+    d.mkdir()
+    (d / "naïve name.txt").write_text("from-host\n")
+    os.utime(d / "naïve name.txt", (1_600_000_000, 1_600_000_000))
+    f = "'/data/naïve name.txt'"
+    out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c", f"ls /data && cat {f} && stat -c %Y {f}")
+    assert out.split("\n")[:3] == ["naïve name.txt", "from-host", "1600000000"]
+
+
+def test_symlinks_inside_a_share_work_in_the_guest(env: PydEnv, shares: dict[str, Path]) -> None:
+    d = shares["rw"] / "links"
+    (d / "pkg" / "bin").mkdir(parents=True)
+    (d / "pkg" / "bin" / "tool").write_text("tool\n")
+    (d / ".bin").mkdir()
+    (d / ".bin" / "tool").symlink_to("../pkg/bin/tool")  # as node_modules/.bin does
+    (d / "abs").symlink_to(d / "pkg")  # absolute, valid in the guest: same path
+    q = shlex.quote(str(d))
+    out = _run(env, "-v", f"{d}:{d}", IMAGE, "sh", "-c", f"cat {q}/.bin/tool {q}/abs/bin/tool")
+    assert out == "tool\ntool\n"
+
+
+def test_large_write_from_a_container_matches_on_the_host(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    d = shares["rw"] / "big"
+    d.mkdir()
+    out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c",
+               "head -c 20971520 /dev/urandom | tee /data/blob | sha256sum")  # fmt: skip
+    assert hashlib.sha256((d / "blob").read_bytes()).hexdigest() == out.split()[0]
+
+
+def test_a_read_only_share_refuses_writes(env: PydEnv, shares: dict[str, Path]) -> None:
+    (shares["ro"] / "keep.txt").write_text("original\n")
+    r = env.docker("run", "--rm", "-v", f"{shares['ro']}:/data", IMAGE, "sh", "-c",
+                   "cat /data/keep.txt; echo changed > /data/keep.txt || exit 7; "
+                   "touch /data/new.txt || exit 8", check=False)  # fmt: skip
+    assert r.returncode == 7, r.stderr
+    assert r.stdout == "original\n"
+    assert "Read-only file system" in r.stderr
+    assert (shares["ro"] / "keep.txt").read_text() == "original\n"
+    assert not (shares["ro"] / "new.txt").exists()
+
+
+def test_the_mount_comes_back_after_the_ssh_connection_is_cut(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    cut_agent_ssh(env, NAME)
+    (shares["rw"] / "after-cut.txt").write_text("still here\n")
+    end = time.monotonic() + 60
+    while True:
+        r = env.docker("run", "--rm", "-v", f"{shares['rw']}:/data", IMAGE,
+                       "cat", "/data/after-cut.txt", check=False)  # fmt: skip
+        if r.returncode == 0 and _mounts(env)[str(shares["rw"])]["state"] == "mounted":
+            break
+        assert time.monotonic() < end, f"not back after 60 s: {r.stderr} {_mounts(env)}"
+        time.sleep(1)
+    assert r.stdout == "still here\n"
+
+
+def test_mount_add_ls_rm_on_the_running_instance(env: PydEnv, shares: dict[str, Path]) -> None:
+    late = shares["late"]
+    (late / "hello").write_text("late\n")
+    env.pyd("mount", "add", str(late), "-n", NAME)
+    _wait_state(env, late, "mounted")
+    assert _run(env, "-v", f"{late}:/data", IMAGE, "cat", "/data/hello") == "late\n"
+    env.pyd("mount", "rm", str(late), "-n", NAME)
+    end = time.monotonic() + 30
+    while str(late) in _mounts(env):
+        assert time.monotonic() < end, "still listed after rm"
+        time.sleep(0.2)
+    mounted = env.pyd("ssh", "-n", NAME, "--", "grep -c fuse.sshfs /proc/self/mountinfo",
+                      check=False).stdout  # fmt: skip
+    end = time.monotonic() + 30
+    while int(mounted.strip() or 0) != 2:  # the two shares the module started with
+        assert time.monotonic() < end, f"{mounted.strip()} sshfs mounts left"
+        time.sleep(0.5)
+        mounted = env.pyd("ssh", "-n", NAME, "--", "grep -c fuse.sshfs /proc/self/mountinfo",
+                          check=False).stdout  # fmt: skip
+
+
+def test_the_built_in_sftp_server_serves_the_same_shares(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    env.pyd("stop", "-n", NAME)
+    env.pyd("start", "-n", NAME, PYD_SFTP_SERVER="builtin")
+    log = (env.home / "instances" / NAME / "agent.log").read_text()
+    assert "pyd's built-in SFTP server" in log.rsplit("ready:", 1)[0].rsplit("ssh done", 1)[-1]
+    d = shares["rw"] / "builtin"
+    d.mkdir()
+    (d / "in.txt").write_text("host\n")
+    out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c",
+               "cat /data/in.txt && echo guest > /data/out.txt")  # fmt: skip
+    assert out == "host\n"
+    assert (d / "out.txt").read_text() == "guest\n"
+    r = env.docker("run", "--rm", "-v", f"{shares['ro']}:/data", IMAGE,
+                   "touch", "/data/nope", check=False)  # fmt: skip
+    assert r.returncode != 0 and not (shares["ro"] / "nope").exists()
