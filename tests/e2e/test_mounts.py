@@ -38,11 +38,15 @@ def env(
 ) -> Iterator[PydEnv]:
     e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
     try:
-        # Shares configured before the first start are mounted before `pyd start` returns.
+        e.pyd("start", "-n", NAME)
+        # Shares are mounted before `pyd start` returns: the default one, the home directory.
+        home = {m["location"]: m["state"] for m in e.status(NAME)["mounts"]}
+        assert home == {str(Path.home()): "mounted"}
         e.pyd("mount", "add", str(shares["rw"]), "-n", NAME)
         e.pyd("mount", "add", "--ro", str(shares["ro"]), "-n", NAME)
-        e.pyd("start", "-n", NAME)
         build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+        for share in ("rw", "ro"):
+            _wait_state(e, shares[share], "mounted")
         yield e
     finally:
         e.pyd("delete", "-f", "-n", NAME, check=False)
@@ -68,7 +72,9 @@ def _run(env: PydEnv, *args: str, check: bool = True) -> str:
     return env.docker("run", "--rm", *args, check=check).stdout
 
 
-def test_shares_are_mounted_when_start_returns(env: PydEnv, shares: dict[str, Path]) -> None:
+def test_shares_added_to_the_running_instance_are_mounted(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
     rows = _mounts(env)
     assert rows[str(shares["rw"])]["state"] == "mounted"
     assert rows[str(shares["ro"])]["state"] == "mounted"
@@ -98,7 +104,8 @@ def test_host_writes_and_container_reads(env: PydEnv, shares: dict[str, Path]) -
     (d / "naïve name.txt").write_text("from-host\n")
     os.utime(d / "naïve name.txt", (1_600_000_000, 1_600_000_000))
     f = "'/data/naïve name.txt'"
-    out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c", f"ls /data && cat {f} && stat -c %Y {f}")
+    script = f"cd /data && echo * && cat {f} && stat -c %Y {f}"  # busybox ls hides non-ASCII
+    out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c", script)
     assert out.split("\n")[:3] == ["naïve name.txt", "from-host", "1600000000"]
 
 
@@ -166,7 +173,7 @@ def test_mount_add_ls_rm_on_the_running_instance(env: PydEnv, shares: dict[str, 
     mounted = env.pyd("ssh", "-n", NAME, "--", "grep -c fuse.sshfs /proc/self/mountinfo",
                       check=False).stdout  # fmt: skip
     end = time.monotonic() + 30
-    while int(mounted.strip() or 0) != 2:  # the two shares the module started with
+    while int(mounted.strip() or 0) != 3:  # home and the two the module added
         assert time.monotonic() < end, f"{mounted.strip()} sshfs mounts left"
         time.sleep(0.5)
         mounted = env.pyd("ssh", "-n", NAME, "--", "grep -c fuse.sshfs /proc/self/mountinfo",

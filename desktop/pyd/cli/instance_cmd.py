@@ -121,7 +121,11 @@ def status(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
     for key, value in st.to_json().items():
         if key == "phases":
             value = ", ".join(f"{k} {v:.2f} s" for k, v in value.items())
-        out_console.print(f"{key:<12} {value}")
+        elif key == "ports":
+            value = f"{len(value)} (`pyd port ls -n {name}` lists them)"
+        elif key == "mounts":
+            value = "; ".join(f"{m['location']} {m['state']}" for m in value) or "-"
+        out_console.print(f"{key:<12} {value}", markup=False, highlight=False)
     if st.state != "running":
         raise typer.Exit(0 if st.state == "stopped" else 1)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pyd.agent.status import READY, AgentStatus
+from pyd.agent.status import READY, AgentStatus, MountStatus, PortStatus
 from pyd.backends.base import VMState
 from pyd.config.model import context_name
 from pyd.config.store import load_config
@@ -34,6 +34,8 @@ class InstanceStatus:
     image: str
     phases: dict[str, float]
     error: str
+    ports: tuple[PortStatus, ...] = ()  # as the running agent reports them
+    mounts: tuple[MountStatus, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,6 +77,8 @@ def instance_status(inst: Instance) -> InstanceStatus:
         image=state.image_key if state else "",
         phases={p.name: p.seconds for p in agent.phases} if agent else {},
         error=error or (agent.error if agent else ""),
+        ports=agent.ports if agent and alive else (),
+        mounts=agent.mounts if agent and alive else (),
     )
 
 
