@@ -87,6 +87,7 @@ class MountWorker:
             try:
                 transport = self._transport(SSH_WAIT)
             except PydError:
+                self._closed.wait(1.0)
                 continue
             try:
                 self._mount_and_serve(transport)
