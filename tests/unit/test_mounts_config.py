@@ -266,3 +266,4 @@ def test_windows_shares_are_written_so_that_they_read_back(tmp_path: Path) -> No
     save_config(path, cfg, WINDOWS)
     assert '[[mounts]]\nlocation = "D:\\\\work"\nwritable = false\n' in path.read_text()
     assert load_config(path, WINDOWS) == cfg
+

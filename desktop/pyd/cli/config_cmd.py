@@ -10,7 +10,7 @@ import typer
 
 from pyd.cli.render import err_console, out_console
 from pyd.config.model import to_toml_dict, with_value
-from pyd.config.store import load_config, save_config
+from pyd.config.store import edit_config, load_config
 from pyd.errors import UsageError
 from pyd.lifecycle.instance import DEFAULT, instance
 from pyd.lifecycle.status import instance_status
@@ -43,7 +43,7 @@ def set_(
 ) -> None:
     """Change a setting; it applies at the next start."""
     inst = instance(name)
-    cfg = with_value(load_config(inst.files.config), key, value)
+    with_value(load_config(inst.files.config), key, value)  # a bad value fails first
     if key == "disk" and inst.files.data_disk.exists():
         raise UsageError(
             f"the data disk of {name!r} already exists; its size is fixed at creation",
@@ -56,8 +56,7 @@ def set_(
             f"{name!r} is running; {key} can only change while it is stopped",
             hint=f"`pyd stop -n {name}` first",
         )
-    inst.files.root.mkdir(parents=True, exist_ok=True)
-    save_config(inst.files.config, cfg)
+    edit_config(inst.files.config, lambda cfg: with_value(cfg, key, value))
     if running and key.startswith("ports."):
         err_console.print("saved; the running instance applies it now (`pyd port ls`)")
     elif running:

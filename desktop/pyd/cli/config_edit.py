@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyd.config.model import InstanceConfig
-from pyd.config.store import load_config, save_config
+from pyd.config.store import edit_config as edit_config_file
 from pyd.lifecycle.agent_proc import agent_running
 from pyd.lifecycle.instance import Instance, existing
 
@@ -22,9 +22,7 @@ class Edit:
 def edit_config(name: str, change: Callable[[InstanceConfig], InstanceConfig]) -> Edit:
     """Apply `change` to the settings of the existing instance `name` and save them."""
     inst = existing(name)
-    before = load_config(inst.files.config)
-    after = change(before)
-    save_config(inst.files.config, after)
+    before, after = edit_config_file(inst.files.config, change)
     return Edit(inst, before, after)
 
 

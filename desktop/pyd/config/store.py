@@ -9,12 +9,14 @@ caller gives them: the shares depend on them, and the model takes them as a valu
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomlkit
+from filelock import FileLock, Timeout
 from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Key, Null, Table, Whitespace
@@ -38,6 +40,40 @@ from pyd.resources import vmconfig
 
 DEFAULTS = "defaults"  # vmconfig/defaults.toml
 _NEW_FILE_HEADER = "pyd instance settings; `pyd config set KEY VALUE` edits this file"
+
+
+EDIT_LOCK_WAIT = 30.0
+
+
+@contextlib.contextmanager
+def _edit_lock(path: Path) -> Iterator[None]:
+    lock = FileLock(str(path) + ".lock")
+    try:
+        lock.acquire(timeout=EDIT_LOCK_WAIT)
+    except Timeout:
+        raise PydError(
+            f"another pyd command has been changing {path} for {EDIT_LOCK_WAIT:.0f} s",
+            hint=f"check running pyd processes; the lock is {path}.lock",
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def edit_config(
+    path: Path, change: Callable[[InstanceConfig], InstanceConfig], host: Host | None = None
+) -> tuple[InstanceConfig, InstanceConfig]:
+    """Loads, changes and saves config.toml as one step: two commands at once (say, two
+    `pyd port add`) each see the other's change instead of one losing it. Returns the
+    settings before and after; a change that raises leaves the file as it was."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _edit_lock(path):
+        before = load_config(path, host)
+        after = change(before)
+        if after != before or not path.exists():
+            save_config(path, after, host)
+    return before, after
 
 
 def load_config(path: Path, host: Host | None = None) -> InstanceConfig:
