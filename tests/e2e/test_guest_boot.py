@@ -89,6 +89,8 @@ def test_containers_reach_out_through_the_guests_nat(
 def test_seed_settings_reach_the_guest(guest: tuple[DirectVM, paramiko.SSHClient]) -> None:
     vm, client = guest
     assert check(client, "hostname").strip() == "pyd-test"
+    # Not /root: a share of a root user's host home is mounted there.
+    assert check(client, "echo $HOME; pwd").split() == ["/var/lib/pyd/root"] * 2
     assert check(
         client, "stat -c %a /etc/ssh/ssh_host_ed25519_key /etc/ssh/pyd_authorized_keys"
     ).split() == ["600", "600"]

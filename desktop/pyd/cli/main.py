@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pyd import __version__
-from pyd.cli import config_cmd, image_cmd, instance_cmd, mount_cmd, port_cmd
+from pyd.cli import config_cmd, docker_cmd, image_cmd, instance_cmd, mount_cmd, port_cmd, shim_cmd
 from pyd.cli.render import out_console, print_error
 from pyd.errors import PydError, UsageError
 
@@ -22,6 +22,7 @@ app.add_typer(image_cmd.app, name="image")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(port_cmd.app, name="port")
 app.add_typer(mount_cmd.app, name="mount")
+app.add_typer(shim_cmd.app, name="shim")
 for _command in (
     instance_cmd.start,
     instance_cmd.stop,
@@ -34,6 +35,13 @@ for _command in (
 ):
     app.command()(_command)
 app.command("list")(instance_cmd.list_)
+for _name, _passthrough in (("docker", docker_cmd.docker), ("compose", docker_cmd.compose)):
+    app.command(
+        _name,
+        cls=docker_cmd.PassThrough,
+        context_settings=docker_cmd.SETTINGS,
+        add_help_option=False,
+    )(_passthrough)
 
 _state = {"debug": False}
 

@@ -1,0 +1,196 @@
+"""`pyd docker ARGS` and `pyd compose ARGS` end to end: pyd's own leading options, then the
+host's docker CLI (when there is one) or the guest's over SSH.
+
+The SSH connection is a new one, made with the instance's key and its pinned host key (as
+`pyd ssh` does): the agent's connection lives in the agent's process, and sharing it would
+need a protocol between the two.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import paramiko
+
+from pyd.config.model import context_name
+from pyd.config.store import load_config
+from pyd.errors import EnvironmentProblem, PydError, UsageError
+from pyd.guestdocker.cmdline import wants_terminal
+from pyd.guestdocker.hostcli import (
+    context_exists,
+    docker_argv,
+    endpoint_options,
+    run_host_docker,
+)
+from pyd.guestdocker.remote import GuestCommand, passed_env
+from pyd.guestdocker.run import HostStreams, run_in_guest
+from pyd.guestdocker.shim import find_docker
+from pyd.guestdocker.winargs import translate_args
+from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, needs_workdir, unshared_error
+from pyd.hostenv import this_host
+from pyd.instance_state import load_state
+from pyd.lifecycle.agent_proc import agent_running, agent_status
+from pyd.lifecycle.instance import DEFAULT, Instance, existing
+from pyd.mounts.model import Share
+from pyd.mounts.winpath import WINDOWS
+from pyd.provision import instance_keys
+from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
+
+GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
+
+USAGE = "pyd docker|compose [-n NAME] [--via-guest] [--] ARGS..."
+
+
+@dataclass(frozen=True)
+class Invocation:
+    instance: str = DEFAULT
+    via_guest: bool = False
+    args: tuple[str, ...] = ()
+
+
+def parse_invocation(args: Sequence[str]) -> Invocation:
+    """pyd's own options, which come before docker's: `-n/--name NAME` (also `-nNAME`,
+    `--name=NAME`) and `--via-guest`; `--` ends them. From the first other word on,
+    everything is docker's, untouched: `pyd docker run -n x` passes `-n` to docker run, and
+    `pyd docker --help` shows docker's help. (docker has no global `-n`, `--name` or
+    `--via-guest`, so nothing docker accepts first is taken.)"""
+    instance, via_guest = DEFAULT, False
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if arg == "--via-guest":
+            via_guest = True
+        elif arg in ("-n", "--name"):
+            if i + 1 >= len(args):
+                raise UsageError(f"{arg} needs an instance name", hint=f"usage: {USAGE}")
+            i += 1
+            instance = args[i]
+        elif arg.startswith("--name="):
+            instance = arg.split("=", 1)[1]
+        elif arg.startswith("-n") and not arg.startswith("--"):
+            instance = arg[2:]
+        else:
+            break
+        i += 1
+    return Invocation(instance, via_guest, tuple(args[i:]))
+
+
+def run_docker(inv: Invocation, compose: bool) -> int:
+    """Runs the command; returns docker's exit code (or does not return: see hostcli)."""
+    inst = existing(inv.instance)
+    if not agent_running(inst.files):
+        raise PydError(
+            f"instance {inst.name!r} is not running",
+            hint=f"start it with `pyd start{_name_option(inst.name)}`",
+        )
+    if not inv.via_guest:
+        docker = find_docker(os.environ.get("PATH", os.defpath))
+        if docker is not None:
+            context = context_name(inst.name)
+            endpoint = endpoint_options(
+                context if context_exists(context) else None, _docker_host(inst)
+            )
+            return run_host_docker(docker_argv(docker, endpoint, inv.args, compose))
+    return run_via_guest(inst, inv.args, compose)
+
+
+def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
+    """`docker ARGS` by the guest's docker CLI, in the guest directory that shows the
+    current one."""
+    state = load_state(inst.files.state)
+    if state is None:
+        raise UsageError(f"{inst.name!r} has never started", hint="run `pyd start` first")
+    host = this_host()
+    shares = load_config(inst.files.config).mounts
+    workdir = _guest_workdir(shares, host.platform, needs_workdir(args, compose), inst.name)
+    streams = HostStreams.standard()
+    if host.platform == WINDOWS and not compose and wants_terminal(args) and _console(streams):
+        raise EnvironmentProblem(
+            "a terminal (-t) for a command in the guest is not supported on Windows yet",
+            hint="install the Docker CLI for Windows (`pyd docker` then uses it with pyd's "
+            "context), or leave out -t, or run docker inside `pyd ssh`",
+        )
+    command = GuestCommand(
+        workdir=workdir,
+        args=tuple(translate_args(args, host.platform, compose)),
+        env=passed_env(os.environ, host.platform),
+        compose=compose,
+    )
+    client = _connect(inst, state.ssh_port)
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        transport = client.get_transport()
+        assert transport is not None
+        return run_in_guest(transport, command, streams)
+    finally:
+        client.close()
+
+
+def host_directories(env: Mapping[str, str], platform: str) -> list[str]:
+    """The current directory as the user knows it: the shell's $PWD when it names this
+    directory (through a symlinked path, which may be the shared one), then the physical
+    path."""
+    physical = os.getcwd()
+    logical = env.get("PWD", "")
+    if platform != WINDOWS and logical.startswith("/") and logical != physical:
+        try:
+            if os.path.samefile(logical, physical):
+                return [logical, physical]
+        except OSError:
+            pass
+    return [physical]
+
+
+def _guest_workdir(shares: Sequence[Share], platform: str, needed: bool, name: str) -> str:
+    candidates = host_directories(os.environ, platform)
+    for host_dir in candidates:
+        try:
+            found = guest_workdir(host_dir, shares, platform)
+        except UsageError:
+            found = None  # a directory the guest cannot be shown (a network path)
+        if found is not None:
+            return found
+    if needed:
+        raise unshared_error(candidates[0], shares, _name_option(name))
+    return UNSHARED_WORKDIR
+
+
+def _docker_host(inst: Instance) -> str:
+    status = agent_status(inst.files)
+    if status is None or not status.docker_host:
+        raise PydError(
+            f"the host agent of {inst.name!r} reports no docker endpoint yet",
+            hint=f"`pyd status{_name_option(inst.name)}` shows its state",
+        )
+    return status.docker_host
+
+
+def _connect(inst: Instance, port: int) -> paramiko.SSHClient:
+    _client_key, host_key = instance_keys(inst.files)
+    key = inst.files.client_key
+    target = SSHTarget("127.0.0.1", port, GUEST_USER, key, host_key.public_openssh)
+    try:
+        return connect(target)
+    except HostKeyMismatchError:
+        raise
+    except (OSError, EOFError, paramiko.SSHException) as e:
+        raise PydError(
+            f"cannot reach the guest of {inst.name!r} over SSH on 127.0.0.1:{port} ({e})",
+            hint=f"`pyd status{_name_option(inst.name)}` shows its state; `pyd start"
+            f"{_name_option(inst.name)}` starts it",
+        ) from None
+
+
+def _console(streams: HostStreams) -> bool:
+    return all(os.isatty(fd) for fd in (streams.stdin, streams.stdout, streams.stderr))
+
+
+def _name_option(name: str) -> str:
+    return "" if name == DEFAULT else f" -n {name}"

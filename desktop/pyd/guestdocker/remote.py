@@ -1,0 +1,148 @@
+"""The command line the guest's shell runs for `pyd docker ARGS`, and the host environment it
+takes along. Pure: values in, bytes out.
+
+sshd hands the line to the user's shell (`$SHELL -c LINE`), so every argument is quoted with
+shlex.quote, which keeps every byte (spaces, quotes, newlines, `$`, non-ASCII, empty
+strings) inside single quotes. Arguments are encoded with os.fsencode: on POSIX hosts the
+bytes of the host's own argv come back (surrogateescape), on Windows their UTF-8.
+
+The line:
+
+    printf 'pyd-pid=%s\\n' "$$" >&2     (without a terminal only: see run.py)
+    cd -- WORKDIR || { message; exit 1; }
+    trap : INT QUIT TERM HUP
+    env K=V ... docker ARGS
+    exit $?
+
+The shell stays docker's parent, trapping the signals a Ctrl-C or a hangup sends to the
+whole process group: docker gets them and ends as it would locally, and the shell reports
+how it ended as a shell does, 128+N for a signal. (sshd would report a signal death as an
+"exit-signal" request, which paramiko drops.) A trap's command is reset to the default in
+docker itself, unlike an ignored signal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from pyd.guestdocker.winargs import host_path
+from pyd.mounts.winpath import WINDOWS
+
+PASSED_PREFIXES = ("DOCKER_", "COMPOSE_")
+# These would point the guest's CLI at another engine or at host files the guest does not
+# have: the guest's CLI talks to the guest's engine, with the guest's config.
+NOT_PASSED = frozenset(
+    {
+        "DOCKER_HOST",
+        "DOCKER_CONTEXT",
+        "DOCKER_CONFIG",
+        "DOCKER_CERT_PATH",
+        "DOCKER_TLS",
+        "DOCKER_TLS_VERIFY",
+    }
+)
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+PID_HEADER = b"pyd-pid="  # the first thing the guest's shell writes to stderr (no terminal)
+
+# Where the docker CLI looks for the compose plugin (docker/cli: cli-plugins/manager), after
+# the user's own ~/.docker/cli-plugins.
+COMPOSE_PLUGIN_DIRS = (
+    "/usr/local/lib/docker/cli-plugins",
+    "/usr/local/libexec/docker/cli-plugins",
+    "/usr/lib/docker/cli-plugins",
+    "/usr/libexec/docker/cli-plugins",
+)
+NO_COMPOSE = 127  # as a shell says "command not found"
+
+
+@dataclass(frozen=True)
+class GuestCommand:
+    """`docker ARGS` (`docker compose ARGS` with `compose`) in guest directory `workdir`,
+    with `env` (name, value) added to the guest's environment."""
+
+    workdir: str
+    args: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    compose: bool = False
+
+
+def passed_env(env: Mapping[str, str], platform: str) -> tuple[tuple[str, str], ...]:
+    """The host variables the guest's docker CLI gets: DOCKER_* and COMPOSE_*, except the
+    ones in NOT_PASSED, sorted by name. On Windows hosts COMPOSE_FILE's paths are
+    translated and joined with ":", the guest's separator (so COMPOSE_PATH_SEPARATOR, which
+    describes the host's list, stays behind)."""
+    found = []
+    for name, value in env.items():
+        if not name.startswith(PASSED_PREFIXES) or name in NOT_PASSED or not _NAME.fullmatch(name):
+            continue
+        if platform == WINDOWS:
+            if name == "COMPOSE_PATH_SEPARATOR":
+                continue
+            if name == "COMPOSE_FILE":
+                sep = env.get("COMPOSE_PATH_SEPARATOR") or ";"
+                value = ":".join(host_path(p) for p in value.split(sep))
+        found.append((name, value))
+    return tuple(sorted(found))
+
+
+def command_line(command: GuestCommand, report_pid: bool) -> bytes:
+    """The line for the guest's shell. With `report_pid`, the shell's pid (docker's process
+    group) is written to stderr first, as `pyd-pid=N` on a line of its own."""
+    lines = []
+    if report_pid:
+        lines.append(f"printf '{PID_HEADER.decode()}%s\\n' \"$$\" >&2")
+    lost = (
+        f"pyd: cannot enter {command.workdir} in the guest; is its share mounted? "
+        "(`pyd mount ls` shows the shares)"
+    )
+    lines.append(
+        f"cd -- {_q(command.workdir)} 2>/dev/null || {{ printf '%s\\n' {_q(lost)} >&2; exit 1; }}"
+    )
+    lines.append("trap : INT QUIT TERM HUP")
+    program = "docker"
+    if command.compose:
+        lines.append(_choose_compose())
+        program = '"$@"'
+    env = "".join(f"{_q(f'{k}={v}')} " for k, v in command.env)
+    lines.append(f"{'env ' + env if env else ''}{program}{_quoted(command.args)}")
+    lines.append("exit $?")
+    return os.fsencode("\n".join(lines))
+
+
+def _choose_compose() -> str:
+    """Sets "$@" to `docker compose`, or to the standalone `docker-compose`; exits 127 with a
+    message when the guest has neither."""
+    dirs = " ".join(['"$HOME/.docker/cli-plugins"', *COMPOSE_PLUGIN_DIRS])
+    missing = (
+        "pyd: the guest has no Docker Compose (neither the docker compose plugin nor "
+        "docker-compose); install it in the guest, or install Docker Compose on this machine "
+        "next to a docker CLI"
+    )
+    return (
+        "set --; "
+        f'for d in {dirs}; do [ -x "$d/docker-compose" ] && set -- docker compose && break; done; '
+        "if [ $# -eq 0 ] && command -v docker-compose >/dev/null 2>&1; then "
+        "set -- docker-compose; fi; "
+        f"[ $# -gt 0 ] || {{ printf '%s\\n' {_q(missing)} >&2; exit {NO_COMPOSE}; }}"
+    )
+
+
+def parse_pid_line(line: bytes) -> int | None:
+    """The pid in a `pyd-pid=N` line (without its newline), or None if it is not one."""
+    if not line.startswith(PID_HEADER):
+        return None
+    digits = line[len(PID_HEADER) :]
+    return int(digits) if digits.isdigit() and len(digits) < 12 else None
+
+
+def _q(word: str) -> str:
+    return shlex.quote(word)
+
+
+def _quoted(args: Sequence[str]) -> str:
+    return "".join(" " + shlex.quote(a) for a in args)

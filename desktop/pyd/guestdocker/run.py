@@ -1,0 +1,404 @@
+"""One docker command in the guest over an SSH session ("exec" channel), as if it ran here.
+
+- Exit code: the guest's shell reports docker's, 128+N when a signal ended it (remote.py).
+- stdout and stderr: two streams, copied apart as raw bytes to the host's file descriptors.
+- stdin: copied until it ends, then the channel's write side is shut (EOF in the guest), so
+  `pyd docker load < img.tar` and `docker run -i` see the end. Not read when it is a
+  terminal that is not used interactively (see below): the command sees EOF at once, like
+  `ssh -n`, and nothing typed for the shell afterwards is swallowed.
+- A terminal when stdin, stdout and stderr all are one (`pyd docker run -it ...` typed in a
+  shell): a PTY in the guest with the host's TERM and size, the host terminal in raw mode
+  (restored however the command ends), window changes (SIGWINCH) passed on. Ctrl-C and
+  Ctrl-\\ reach the guest as bytes and its PTY makes them signals. A PTY has one output
+  stream, so with any of the three redirected there is none: output stays byte-exact and
+  stdout and stderr stay apart.
+- Without a terminal, SIGINT, SIGQUIT, SIGTERM and SIGHUP received here are sent to docker's
+  process group in the guest (a `kill` on a second channel: OpenSSH refuses "signal" requests
+  for root sessions); a third Ctrl-C gives up waiting (exit 130). With one, SIGTERM or SIGHUP
+  ends the session (the guest's PTY hangs up).
+
+One thread per direction with large reads: a 50 MB stream costs a few hundred Python loop
+turns per direction, not one per byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import select
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import paramiko
+
+from pyd.errors import PydError
+from pyd.guestdocker import terminal
+from pyd.guestdocker.remote import GuestCommand, command_line, parse_pid_line
+
+BUFSIZE = 256 * 1024
+_PACKET = 32 * 1024  # the largest payload paramiko sends at once
+OPEN_TIMEOUT = 10.0
+INTERRUPTS_TO_GIVE_UP = 3
+# A shell's code for a process ended by SIGPIPE: what a local docker would get when the
+# reader of its output goes away (`pyd docker save img | head -c 10`).
+OUTPUT_CLOSED = 128 + 13
+PID_SEARCH_LIMIT = 64 * 1024  # the shell's own start-up noise allowed before the pid line
+
+_CONNECTION_ERRORS = (OSError, EOFError, paramiko.SSHException)
+
+if sys.platform == "win32":
+    _FORWARDED = (signal.SIGINT, signal.SIGBREAK)
+    _SIGNAL_NAMES = {signal.SIGINT: "INT", signal.SIGBREAK: "TERM"}
+else:
+    _FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
+    _SIGNAL_NAMES = {s: s.name[3:] for s in _FORWARDED}
+
+
+class GuestConnectionLost(PydError):
+    """The session ended without docker's exit code: the connection or the guest went away."""
+
+
+@dataclass(frozen=True)
+class HostStreams:
+    """The host's side: file descriptors for the command's stdin, stdout and stderr."""
+
+    stdin: int
+    stdout: int
+    stderr: int
+
+    @classmethod
+    def standard(cls) -> HostStreams:
+        return cls(sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
+
+    def interactive(self) -> bool:
+        """Whether the command gets a terminal: all three are one, on a host that can."""
+        return terminal.PTY_SUPPORTED and all(
+            os.isatty(fd) for fd in (self.stdin, self.stdout, self.stderr)
+        )
+
+
+def run_in_guest(transport: paramiko.Transport, command: GuestCommand, streams: HostStreams) -> int:
+    """Runs `command` in the guest through `transport`; returns docker's exit code.
+
+    Signal handling needs the main thread; called from another one, signals are left to
+    the caller. Raises GuestConnectionLost when no exit code came back."""
+    return _Session(transport, command, streams).run()
+
+
+class _Session:
+    def __init__(
+        self, transport: paramiko.Transport, command: GuestCommand, streams: HostStreams
+    ) -> None:
+        self._transport = transport
+        self._command = command
+        self._streams = streams
+        self._interactive = streams.interactive()
+        self._chan: paramiko.Channel | None = None
+        # What signal handlers ask for: they may only queue (SimpleQueue.put is reentrant).
+        self._requests: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._ended_with: int | None = None  # our exit code when we ended the session
+        self._failure: BaseException | None = None
+        self._pid: int | None = None
+        self._pid_read = threading.Event()
+        self._interrupts = 0
+
+    def run(self) -> int:
+        chan = self._transport.open_session(timeout=OPEN_TIMEOUT)
+        self._chan = chan
+        try:
+            if self._interactive:
+                columns, rows = terminal.size(self._streams.stdout)
+                chan.get_pty(terminal.term_name(os.environ), columns, rows)
+            chan.exec_command(command_line(self._command, report_pid=not self._interactive))
+            with self._terminal(), self._signals():
+                status = self._copy_until_exit(chan)
+        finally:
+            chan.close()
+        if self._failure is not None:
+            raise self._failure
+        if self._ended_with is not None:
+            return self._ended_with
+        if status < 0:
+            raise GuestConnectionLost(
+                "the SSH session to the guest ended before docker did (no exit code came back)",
+                hint="check the instance with `pyd status`; the command may have run or not",
+            )
+        return status
+
+    # -- the streams ----------------------------------------------------------------------
+
+    def _copy_until_exit(self, chan: paramiko.Channel) -> int:
+        controller = _thread(self._serve_requests, "pyd-docker-control")
+        stdout = _thread(lambda: self._copy_out(chan.recv, self._streams.stdout), "pyd-docker-out")
+        stderr = _thread(self._copy_err, "pyd-docker-err")
+        feed = _StdinFeed(self._streams.stdin, chan, self._reads_stdin(), self._fail)
+        try:
+            status: int = chan.recv_exit_status()  # also returns when the channel closes
+            stdout.join()
+            stderr.join()
+        finally:
+            chan.close()  # first: it also ends a stdin copy blocked on the guest's window
+            feed.stop()
+            self._requests.put(None)
+            controller.join()
+        return status
+
+    def _reads_stdin(self) -> bool:
+        return self._interactive or not os.isatty(self._streams.stdin)
+
+    def _copy_out(self, recv: Callable[[int], bytes], fd: int) -> None:
+        try:
+            while data := recv(BUFSIZE):
+                _write_all(fd, data)
+        except OSError:
+            self._end(OUTPUT_CLOSED)  # the host side stopped reading
+        except BaseException as e:
+            self._fail(e)
+
+    def _copy_err(self) -> None:
+        assert self._chan is not None
+        recv = self._chan.recv_stderr
+        if not self._interactive:
+            try:
+                self._skip_pid_line(recv)
+            except OSError:
+                self._end(OUTPUT_CLOSED)
+                return
+            except BaseException as e:
+                self._fail(e)
+                return
+            finally:
+                self._pid_read.set()
+        self._copy_out(recv, self._streams.stderr)
+
+    def _skip_pid_line(self, recv: Callable[[int], bytes]) -> None:
+        """Copies stderr until the guest's shell has told its pid (see remote.py)."""
+        search = _PidLine()
+        while not search.done:
+            data = recv(BUFSIZE)
+            if not data:
+                _write_all(self._streams.stderr, search.rest())
+                return
+            _write_all(self._streams.stderr, search.feed(data))
+            self._pid = search.pid
+
+    # -- ending it, signals -------------------------------------------------------------
+
+    def _end(self, code: int) -> None:
+        """Ends the session now, with `code` as pyd's exit code (the first one wins)."""
+        with self._lock:
+            if self._ended_with is None:
+                self._ended_with = code
+        if self._chan is not None:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                self._chan.close()
+
+    def _fail(self, e: BaseException) -> None:
+        with self._lock:
+            if self._failure is None:
+                self._failure = e
+        self._end(1)
+
+    @contextlib.contextmanager
+    def _terminal(self) -> Iterator[None]:
+        if not self._interactive:
+            yield
+            return
+        with terminal.raw_mode(self._streams.stdin):
+            yield
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        wanted: list[signal.Signals] = list(_FORWARDED)
+        if self._interactive and sys.platform != "win32":
+            wanted.append(signal.SIGWINCH)
+        previous = {}
+        try:
+            for signum in wanted:
+                previous[signum] = signal.signal(signum, self._on_signal)
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._requests.put(("signal", signum))
+
+    def _serve_requests(self) -> None:
+        """Does what the signal handlers asked, off the main thread: a handler runs between
+        two bytecodes of whatever the main thread does, maybe holding a paramiko lock."""
+        while (request := self._requests.get()) is not None:
+            with contextlib.suppress(*_CONNECTION_ERRORS):  # the session is ending anyway
+                self._handle_signal(request[1])
+
+    def _handle_signal(self, signum: int) -> None:
+        chan = self._chan
+        assert chan is not None
+        if sys.platform != "win32" and signum == signal.SIGWINCH:
+            chan.resize_pty(*terminal.size(self._streams.stdout))
+            return
+        if self._interactive:
+            self._end(128 + signum)  # the guest's PTY hangs up: SIGHUP there
+            return
+        if signum == signal.SIGINT:
+            self._interrupts += 1
+            if self._interrupts >= INTERRUPTS_TO_GIVE_UP:
+                self._end(128 + signum)
+                return
+        self._pid_read.wait(OPEN_TIMEOUT)
+        if self._pid is None:
+            self._end(128 + signum)  # nothing to send it to: stop waiting, as ssh does
+            return
+        self._send_signal(_SIGNAL_NAMES.get(signal.Signals(signum), "TERM"), self._pid)
+
+    def _send_signal(self, name: str, pgid: int) -> None:
+        """`kill` docker's process group in the guest: what sshd's killpg would do for a
+        "signal" request, which OpenSSH refuses for root. bash and dash want `--` before a
+        negative pid, busybox refuses it."""
+        chan = self._transport.open_session(timeout=OPEN_TIMEOUT)
+        try:
+            chan.exec_command(f"kill -s {name} -- -{pgid} 2>/dev/null || kill -s {name} -{pgid}")
+            chan.recv_exit_status()
+        finally:
+            chan.close()
+
+
+class _PidLine:
+    """Takes the `pyd-pid=N` line out of the start of stderr; what the guest's shell may
+    print before it (start-up files) passes through."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.done = False
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of `data` (and of earlier calls) to show now."""
+        self._pending += data
+        shown = []
+        while not self.done:
+            line, newline, rest = self._pending.partition(b"\n")
+            if not newline:
+                if len(self._pending) > PID_SEARCH_LIMIT:
+                    self.done = True  # not coming: show everything
+                break
+            pid = parse_pid_line(line)
+            self._pending = rest
+            if pid is None:
+                shown.append(line + newline)
+            else:
+                self.pid, self.done = pid, True
+        if self.done:
+            shown.append(self._pending)
+            self._pending = b""
+        return b"".join(shown)
+
+    def rest(self) -> bytes:
+        """What is still held back, at the end of the stream."""
+        self.done = True
+        rest, self._pending = self._pending, b""
+        return rest
+
+
+class _StdinFeed:
+    """Copies the host's stdin to the channel until it ends (then EOF to the guest), or only
+    sends EOF when `reads` is False. `stop()` ends the copy when the command has ended: on
+    POSIX through a pipe the reader also waits on, so that nothing typed afterwards is
+    taken from the terminal; on Windows (no select on pipes) the reader is left behind,
+    blocked, to end with the process."""
+
+    def __init__(
+        self,
+        fd: int,
+        chan: paramiko.Channel,
+        reads: bool,
+        fail: Callable[[BaseException], None],
+    ) -> None:
+        self._fd = fd
+        self._chan = chan
+        self._fail = fail
+        self._wake: tuple[int, int] | None = None
+        self._thread: threading.Thread | None = None
+        if not reads:
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                chan.shutdown_write()
+            return
+        if sys.platform != "win32":
+            self._wake = os.pipe()
+        self._thread = _thread(self._copy, "pyd-docker-in")
+
+    def _copy(self) -> None:
+        try:
+            while self._readable():
+                data = os.read(self._fd, BUFSIZE)
+                if not data:
+                    self._chan.shutdown_write()
+                    return
+                _send_all(self._chan, data)
+        except _CONNECTION_ERRORS:
+            # The channel closed (the command ended first), or stdin failed (a terminal that
+            # hung up): either way the guest gets no more input.
+            with contextlib.suppress(*_CONNECTION_ERRORS):
+                self._chan.shutdown_write()
+        except BaseException as e:
+            self._fail(e)
+
+    def _readable(self) -> bool:
+        """Waits for input; False once stop() was called."""
+        if self._wake is None:
+            return True
+        ready, _, _ = select.select([self._fd, self._wake[0]], [], [])
+        return self._wake[0] not in ready
+
+    def stop(self) -> None:
+        if self._wake is None or self._thread is None:
+            return
+        os.write(self._wake[1], b"x")
+        self._thread.join(timeout=1.0)
+        if not self._thread.is_alive():
+            for fd in self._wake:
+                os.close(fd)
+
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
+def _send_all(chan: paramiko.Channel, data: bytes) -> None:
+    # Channel.send returns 0 for ever once the channel is closed; sendall would spin on it.
+    for off in range(0, len(data), _PACKET):
+        piece = data[off : off + _PACKET]
+        while piece:
+            n = chan.send(piece)
+            if n == 0:
+                raise EOFError("the SSH channel was closed")
+            piece = piece[n:]
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view)
+        except BlockingIOError:  # a non-blocking stdout shared with another process
+            _wait_writable(fd)
+            continue
+        view = view[n:]
+
+
+def _wait_writable(fd: int) -> None:
+    if sys.platform == "win32":
+        threading.Event().wait(0.01)
+    else:
+        select.select([], [fd], [])

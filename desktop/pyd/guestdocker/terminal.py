@@ -1,0 +1,60 @@
+"""The host's terminal during an interactive `pyd docker`: its size and type for the guest's
+PTY, and raw mode while the guest's PTY does the terminal work (echo, line editing, Ctrl-C
+and Ctrl-\\ becoming signals there), as `ssh -t` does.
+
+POSIX hosts only, for now. A Windows console would need its own branch (console modes set
+through the Win32 API, input read as VT sequences, the size polled: there is no SIGWINCH);
+until that exists, PTY_SUPPORTED is False there and `pyd docker` refuses `-t` in a console
+with a hint (launch.py) instead of misbehaving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator, Mapping
+
+DEFAULT_SIZE = (80, 24)
+DEFAULT_TERM = "xterm"
+
+
+def size(fd: int) -> tuple[int, int]:
+    """(columns, rows) of the terminal on `fd`; 80x24 when it says nothing useful."""
+    try:
+        columns, rows = os.get_terminal_size(fd)
+    except OSError:
+        return DEFAULT_SIZE
+    return (columns, rows) if columns > 0 and rows > 0 else DEFAULT_SIZE
+
+
+def term_name(env: Mapping[str, str]) -> str:
+    """The terminal type the guest's PTY announces: the host's TERM."""
+    return env.get("TERM") or DEFAULT_TERM
+
+
+if sys.platform == "win32":
+    PTY_SUPPORTED = False
+
+    @contextlib.contextmanager
+    def raw_mode(fd: int) -> Iterator[None]:
+        raise NotImplementedError("no raw console mode on Windows yet (see this module)")
+        yield  # pragma: no cover
+
+else:
+    import termios
+    import tty
+
+    PTY_SUPPORTED = True
+
+    @contextlib.contextmanager
+    def raw_mode(fd: int) -> Iterator[None]:
+        """The terminal on `fd` in raw mode (no echo, no line editing, no signals from keys,
+        no output processing) until the block ends, however it ends. TCSADRAIN: output
+        already written is shown with the old settings, typed-ahead input is kept."""
+        saved = termios.tcgetattr(fd)
+        try:
+            tty.setraw(fd, termios.TCSADRAIN)
+            yield
+        finally:
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
