@@ -151,7 +151,8 @@ class Bench:
         # writes: the share's speed, not /dev/urandom's or a 4 KiB writer's. busybox's date
         # has no %N: the kernel's uptime (1/100 s) times the copy instead.
         out = run(self.env, "docker", "run", "--rm", "-v", f"{mp}:/data", IMAGE, "sh", "-c",
-                  f"head -c {mb * 1000000} /dev/urandom > /tmp/blob && sha256sum /tmp/blob && "
+                  f"mkdir -p /tmp && head -c {mb * 1000000} /dev/urandom > /tmp/blob && "
+                  "sha256sum /tmp/blob && "
                   "cut -d' ' -f1 /proc/uptime && "
                   f"dd if=/tmp/blob of=/data/{name} bs=1M 2>/dev/null && sync && "
                   "cut -d' ' -f1 /proc/uptime")  # fmt: skip

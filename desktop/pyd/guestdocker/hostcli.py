@@ -4,7 +4,8 @@ guest, so it is faster), and the user sees the same behaviour either way.
 
 The instance is named with `--context` (pyd's context, `pyd` or `pyd-NAME`) when that
 context exists, which also wins over DOCKER_HOST and DOCKER_CONTEXT in the environment; after
-`pyd start --no-context` there is none, and `--host` with the agent's endpoint is used.
+`pyd start --no-context` there is none, and `--host` with the agent's endpoint is used
+(launch.py).
 """
 
 from __future__ import annotations
@@ -22,12 +23,6 @@ from pyd.docker_context import META_FILE, config_dir, meta_dir_name
 def context_exists(name: str) -> bool:
     """Whether the docker CLI has a context `name` (in $DOCKER_CONFIG or ~/.docker)."""
     return (config_dir() / "contexts" / "meta" / meta_dir_name(name) / META_FILE).is_file()
-
-
-def endpoint_options(context: str | None, docker_host: str) -> list[str]:
-    """The docker CLI's options that select the instance: its context when given, else its
-    endpoint URL."""
-    return ["--context", context] if context else ["--host", docker_host]
 
 
 def docker_argv(

@@ -19,12 +19,7 @@ from pyd.config.model import context_name
 from pyd.config.store import load_config
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.guestdocker.cmdline import wants_terminal
-from pyd.guestdocker.hostcli import (
-    context_exists,
-    docker_argv,
-    endpoint_options,
-    run_host_docker,
-)
+from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
 from pyd.guestdocker.run import HostStreams, run_in_guest
 from pyd.guestdocker.shim import find_docker
@@ -93,9 +88,12 @@ def run_docker(inv: Invocation, compose: bool) -> int:
         docker = find_docker(os.environ.get("PATH", os.defpath))
         if docker is not None:
             context = context_name(inst.name)
-            endpoint = endpoint_options(
-                context if context_exists(context) else None, _docker_host(inst)
-            )
+            # The context also wins over DOCKER_HOST and DOCKER_CONTEXT in the environment;
+            # after `pyd start --no-context` there is none: the agent's endpoint then.
+            if context_exists(context):
+                endpoint = ["--context", context]
+            else:
+                endpoint = ["--host", _docker_host(inst)]
             return run_host_docker(docker_argv(docker, endpoint, inv.args, compose))
     return run_via_guest(inst, inv.args, compose)
 

@@ -58,6 +58,7 @@ COMPOSE_PLUGIN_DIRS = (
     "/usr/libexec/docker/cli-plugins",
 )
 NO_COMPOSE = 127  # as a shell says "command not found"
+PID_SEARCH_LIMIT = 64 * 1024  # how much of a start-up message may hold back the pid line
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,12 @@ def _choose_compose() -> str:
     )
 
 
+def kill_command(signal_name: str, pgid: int) -> str:
+    """The line that sends SIGNAL_NAME ("INT") to process group `pgid`, for whichever shell
+    runs it: bash and dash want `--` before a negative pid, busybox refuses it."""
+    return f"kill -s {signal_name} -- -{pgid} 2>/dev/null || kill -s {signal_name} -{pgid}"
+
+
 def parse_pid_line(line: bytes) -> int | None:
     """The pid in a `pyd-pid=N` line (without its newline), or None if it is not one."""
     if not line.startswith(PID_HEADER):
@@ -146,3 +153,40 @@ def _q(word: str) -> str:
 
 def _quoted(args: Sequence[str]) -> str:
     return "".join(" " + shlex.quote(a) for a in args)
+
+
+class PidLine:
+    """Takes the `pyd-pid=N` line out of the start of stderr, fed in pieces as they come;
+    what the guest's shell prints before it (its start-up files may) passes through."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.done = False
+        self._pending = b""
+
+    def feed(self, data: bytes) -> bytes:
+        """The bytes of `data` (and of earlier calls) to show now."""
+        self._pending += data
+        shown = []
+        while not self.done:
+            line, newline, rest = self._pending.partition(b"\n")
+            if not newline:
+                if len(self._pending) > PID_SEARCH_LIMIT:
+                    self.done = True  # not coming: show everything
+                break
+            pid = parse_pid_line(line)
+            self._pending = rest
+            if pid is None:
+                shown.append(line + newline)
+            else:
+                self.pid, self.done = pid, True
+        if self.done:
+            shown.append(self._pending)
+            self._pending = b""
+        return b"".join(shown)
+
+    def rest(self) -> bytes:
+        """What is still held back, at the end of the stream."""
+        self.done = True
+        rest, self._pending = self._pending, b""
+        return rest

@@ -38,7 +38,7 @@ import paramiko
 
 from pyd.errors import PydError
 from pyd.guestdocker import terminal
-from pyd.guestdocker.remote import GuestCommand, command_line, parse_pid_line
+from pyd.guestdocker.remote import GuestCommand, PidLine, command_line, kill_command
 
 BUFSIZE = 256 * 1024
 _PACKET = 32 * 1024  # the largest payload paramiko sends at once
@@ -47,7 +47,6 @@ INTERRUPTS_TO_GIVE_UP = 3
 # A shell's code for a process ended by SIGPIPE: what a local docker would get when the
 # reader of its output goes away (`pyd docker save img | head -c 10`).
 OUTPUT_CLOSED = 128 + 13
-PID_SEARCH_LIMIT = 64 * 1024  # the shell's own start-up noise allowed before the pid line
 
 _CONNECTION_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
@@ -73,7 +72,8 @@ class HostStreams:
 
     @classmethod
     def standard(cls) -> HostStreams:
-        return cls(sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno())
+        """This process's own 0, 1 and 2 (by number: sys.stdin is None when 0 is closed)."""
+        return cls(0, 1, 2)
 
     def interactive(self) -> bool:
         """Whether the command gets a terminal: all three are one, on a host that can."""
@@ -179,7 +179,7 @@ class _Session:
 
     def _skip_pid_line(self, recv: Callable[[int], bytes]) -> None:
         """Copies stderr until the guest's shell has told its pid (see remote.py)."""
-        search = _PidLine()
+        search = PidLine()
         while not search.done:
             data = recv(BUFSIZE)
             if not data:
@@ -262,51 +262,14 @@ class _Session:
 
     def _send_signal(self, name: str, pgid: int) -> None:
         """`kill` docker's process group in the guest: what sshd's killpg would do for a
-        "signal" request, which OpenSSH refuses for root. bash and dash want `--` before a
-        negative pid, busybox refuses it."""
+        "signal" request, which OpenSSH refuses for root ("session signalling requires
+        privilege separation")."""
         chan = self._transport.open_session(timeout=OPEN_TIMEOUT)
         try:
-            chan.exec_command(f"kill -s {name} -- -{pgid} 2>/dev/null || kill -s {name} -{pgid}")
+            chan.exec_command(kill_command(name, pgid))
             chan.recv_exit_status()
         finally:
             chan.close()
-
-
-class _PidLine:
-    """Takes the `pyd-pid=N` line out of the start of stderr; what the guest's shell may
-    print before it (start-up files) passes through."""
-
-    def __init__(self) -> None:
-        self.pid: int | None = None
-        self.done = False
-        self._pending = b""
-
-    def feed(self, data: bytes) -> bytes:
-        """The bytes of `data` (and of earlier calls) to show now."""
-        self._pending += data
-        shown = []
-        while not self.done:
-            line, newline, rest = self._pending.partition(b"\n")
-            if not newline:
-                if len(self._pending) > PID_SEARCH_LIMIT:
-                    self.done = True  # not coming: show everything
-                break
-            pid = parse_pid_line(line)
-            self._pending = rest
-            if pid is None:
-                shown.append(line + newline)
-            else:
-                self.pid, self.done = pid, True
-        if self.done:
-            shown.append(self._pending)
-            self._pending = b""
-        return b"".join(shown)
-
-    def rest(self) -> bytes:
-        """What is still held back, at the end of the stream."""
-        self.done = True
-        rest, self._pending = self._pending, b""
-        return rest
 
 
 class _StdinFeed:
@@ -341,7 +304,6 @@ class _StdinFeed:
             while self._readable():
                 data = os.read(self._fd, BUFSIZE)
                 if not data:
-                    self._chan.shutdown_write()
                     return
                 _send_all(self._chan, data)
         except _CONNECTION_ERRORS:
