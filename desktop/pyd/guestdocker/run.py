@@ -304,6 +304,7 @@ class _StdinFeed:
             while self._readable():
                 data = os.read(self._fd, BUFSIZE)
                 if not data:
+                    self._chan.shutdown_write()
                     return
                 _send_all(self._chan, data)
         except _CONNECTION_ERRORS:
