@@ -100,7 +100,7 @@ class _Session:
         self._interactive = streams.interactive()
         self._chan: paramiko.Channel | None = None
         # What signal handlers ask for: they may only queue (SimpleQueue.put is reentrant).
-        self._requests: queue.SimpleQueue[tuple[str, int] | None] = queue.SimpleQueue()
+        self._signals_received: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._ended_with: int | None = None  # our exit code when we ended the session
         self._failure: BaseException | None = None
@@ -134,7 +134,7 @@ class _Session:
     # -- the streams ----------------------------------------------------------------------
 
     def _copy_until_exit(self, chan: paramiko.Channel) -> int:
-        controller = _thread(self._serve_requests, "pyd-docker-control")
+        controller = _thread(self._serve_signals, "pyd-docker-signals")
         stdout = _thread(lambda: self._copy_out(chan.recv, self._streams.stdout), "pyd-docker-out")
         stderr = _thread(self._copy_err, "pyd-docker-err")
         feed = _StdinFeed(self._streams.stdin, chan, self._reads_stdin(), self._fail)
@@ -145,7 +145,7 @@ class _Session:
         finally:
             chan.close()  # first: it also ends a stdin copy blocked on the guest's window
             feed.stop()
-            self._requests.put(None)
+            self._signals_received.put(None)
             controller.join()
         return status
 
@@ -231,14 +231,18 @@ class _Session:
                 signal.signal(signum, handler)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._requests.put(("signal", signum))
+        self._signals_received.put(signum)
 
-    def _serve_requests(self) -> None:
-        """Does what the signal handlers asked, off the main thread: a handler runs between
-        two bytecodes of whatever the main thread does, maybe holding a paramiko lock."""
-        while (request := self._requests.get()) is not None:
-            with contextlib.suppress(*_CONNECTION_ERRORS):  # the session is ending anyway
-                self._handle_signal(request[1])
+    def _serve_signals(self) -> None:
+        """Acts on the signals received, off the main thread: a handler runs between two
+        bytecodes of whatever the main thread does, maybe while it holds a paramiko lock."""
+        while (signum := self._signals_received.get()) is not None:
+            try:
+                self._handle_signal(signum)
+            except _CONNECTION_ERRORS:
+                pass  # the session is ending anyway
+            except BaseException as e:
+                self._fail(e)
 
     def _handle_signal(self, signum: int) -> None:
         chan = self._chan
