@@ -107,13 +107,12 @@ class ExecSSHServer:
         self._accepting.start()
 
     def _accept(self) -> None:
-        while True:
-            try:
+        with contextlib.suppress(OSError):  # until close() closes the listener
+            while True:
                 conn, _ = self._listener.accept()
-            except OSError:
-                return
-            transport = _RepliesCounted(conn)
-            self._servers.append(SSHServer(transport, ExecInterface(self), lambda chan: None))
+                # Channels need no handler: each exec request starts its own process.
+                server = SSHServer(_RepliesCounted(conn), ExecInterface(self), lambda c: None)
+                self._servers.append(server)
 
     def track(self, proc: subprocess.Popen[bytes]) -> None:
         self._procs.append(proc)

@@ -53,27 +53,25 @@ def parse_invocation(args: Sequence[str]) -> Invocation:
     `pyd docker --help` shows docker's help. (docker has no global `-n`, `--name` or
     `--via-guest`, so nothing docker accepts first is taken.)"""
     instance, via_guest = DEFAULT, False
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
+    rest = list(args)
+    while rest and rest[0] != "--":
+        arg = rest[0]
         if arg == "--via-guest":
             via_guest = True
         elif arg in ("-n", "--name"):
-            if i + 1 >= len(args):
+            if len(rest) < 2:
                 raise UsageError(f"{arg} needs an instance name", hint=f"usage: {USAGE}")
-            i += 1
-            instance = args[i]
+            instance = rest.pop(1)
         elif arg.startswith("--name="):
             instance = arg.split("=", 1)[1]
         elif arg.startswith("-n") and not arg.startswith("--"):
             instance = arg[2:]
         else:
-            break
-        i += 1
-    return Invocation(instance, via_guest, tuple(args[i:]))
+            break  # docker's first word
+        rest.pop(0)
+    if rest[:1] == ["--"]:
+        rest.pop(0)
+    return Invocation(instance, via_guest, tuple(rest))
 
 
 def run_docker(inv: Invocation, compose: bool) -> int:
@@ -103,12 +101,15 @@ def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
     current one."""
     state = load_state(inst.files.state)
     if state is None:
-        raise UsageError(f"{inst.name!r} has never started", hint="run `pyd start` first")
+        raise UsageError(
+            f"{inst.name!r} has never started",
+            hint=f"run `pyd start{_name_option(inst.name)}` first",
+        )
     host = this_host()
     shares = load_config(inst.files.config).mounts
     workdir = _guest_workdir(shares, host.platform, needs_workdir(args, compose), inst.name)
     streams = HostStreams.standard()
-    if host.platform == WINDOWS and not compose and wants_terminal(args) and _console(streams):
+    if host.platform == WINDOWS and not compose and wants_terminal(args) and streams.terminals():
         raise EnvironmentProblem(
             "a terminal (-t) for a command in the guest is not supported on Windows yet",
             hint="install the Docker CLI for Windows (`pyd docker` then uses it with pyd's "
@@ -184,10 +185,6 @@ def _connect(inst: Instance, port: int) -> paramiko.SSHClient:
             hint=f"`pyd status{_name_option(inst.name)}` shows its state; `pyd start"
             f"{_name_option(inst.name)}` starts it",
         ) from None
-
-
-def _console(streams: HostStreams) -> bool:
-    return all(os.isatty(fd) for fd in (streams.stdin, streams.stdout, streams.stderr))
 
 
 def _name_option(name: str) -> str:

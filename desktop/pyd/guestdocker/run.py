@@ -75,11 +75,13 @@ class HostStreams:
         """This process's own 0, 1 and 2 (by number: sys.stdin is None when 0 is closed)."""
         return cls(0, 1, 2)
 
+    def terminals(self) -> bool:
+        """Whether all three are a terminal (a Windows console counts)."""
+        return all(os.isatty(fd) for fd in (self.stdin, self.stdout, self.stderr))
+
     def interactive(self) -> bool:
         """Whether the command gets a terminal: all three are one, on a host that can."""
-        return terminal.PTY_SUPPORTED and all(
-            os.isatty(fd) for fd in (self.stdin, self.stdout, self.stderr)
-        )
+        return terminal.PTY_SUPPORTED and self.terminals()
 
 
 def run_in_guest(transport: paramiko.Transport, command: GuestCommand, streams: HostStreams) -> int:

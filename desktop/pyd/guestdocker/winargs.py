@@ -9,7 +9,8 @@ What is translated on Windows, and nothing else:
 - the source of `-v/--volume SRC:DST[:MODE]` when SRC is a path (a named volume stays);
 - `source=`/`src=` of `--mount` (unless the value uses CSV quotes: then it is left alone);
 - the values of options that name a file: `--env-file`, `--label-file`, `--cidfile`,
-  `--iidfile`, `--metadata-file` everywhere; `-f/--file` for build and compose;
+  `--iidfile`, `--metadata-file` everywhere; `-f/--file` for build and compose (whose
+  `run -v` is translated too);
   `-i/--input` and `-o/--output` for load, save and export; compose's `--project-directory`;
   docker's global `--config` and `--tls*` files;
 - the positional arguments of `build` (the context) and `cp` (the local side).
