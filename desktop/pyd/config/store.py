@@ -9,14 +9,12 @@ caller gives them: the shares depend on them, and the model takes them as a valu
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import tomlkit
-from filelock import FileLock, Timeout
 from tomlkit.container import Container
 from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Key, Null, Table, Whitespace
@@ -33,6 +31,7 @@ from pyd.config.model import (
     to_toml_dict,
 )
 from pyd.errors import PydError
+from pyd.filelocks import holding
 from pyd.hostenv import this_host
 from pyd.mounts.model import Host, Share, default_shares
 from pyd.mounts.winpath import guest_path
@@ -45,22 +44,6 @@ _NEW_FILE_HEADER = "pyd instance settings; `pyd config set KEY VALUE` edits this
 EDIT_LOCK_WAIT = 30.0
 
 
-@contextlib.contextmanager
-def _edit_lock(path: Path) -> Iterator[None]:
-    lock = FileLock(str(path) + ".lock")
-    try:
-        lock.acquire(timeout=EDIT_LOCK_WAIT)
-    except Timeout:
-        raise PydError(
-            f"another pyd command has been changing {path} for {EDIT_LOCK_WAIT:.0f} s",
-            hint=f"check running pyd processes; the lock is {path}.lock",
-        ) from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
 def edit_config(
     path: Path, change: Callable[[InstanceConfig], InstanceConfig], host: Host | None = None
 ) -> tuple[InstanceConfig, InstanceConfig]:
@@ -68,7 +51,7 @@ def edit_config(
     `pyd port add`) each see the other's change instead of one losing it. Returns the
     settings before and after; a change that raises leaves the file as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _edit_lock(path):
+    with holding(Path(str(path) + ".lock"), EDIT_LOCK_WAIT, str(path)):
         before = load_config(path, host)
         after = change(before)
         if after != before or not path.exists():

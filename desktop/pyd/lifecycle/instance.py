@@ -6,10 +6,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from filelock import FileLock, Timeout
-
 from pyd.config.model import validate_name
-from pyd.errors import PydError, UsageError
+from pyd.errors import UsageError
+from pyd.filelocks import holding
 from pyd.instance_files import InstanceFiles
 from pyd.lifecycle.progress import Progress
 from pyd.paths import instances_dir
@@ -61,19 +60,10 @@ def all_instances() -> list[Instance]:
 def locked(inst: Instance, progress: Progress) -> Iterator[None]:
     """One start/stop/delete of an instance at a time, across processes."""
     inst.files.root.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(inst.files.start_lock)
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        progress.info(f"waiting for another pyd command on {inst.name!r} to finish")
-        try:
-            lock.acquire(timeout=LOCK_WAIT)
-        except Timeout:
-            raise PydError(
-                f"another pyd command has held {inst.name!r} for {LOCK_WAIT:.0f} s",
-                hint=f"check running pyd processes; the lock is {inst.files.start_lock}",
-            ) from None
-    try:
+    with holding(
+        inst.files.start_lock,
+        LOCK_WAIT,
+        repr(inst.name),
+        lambda: progress.info(f"waiting for another pyd command on {inst.name!r} to finish"),
+    ):
         yield
-    finally:
-        lock.release()
