@@ -30,7 +30,7 @@ log = logging.getLogger("pyd.agent")
 
 MOUNT_WAIT = 60.0  # sshfs start to mounted, under emulation: ~1 s
 RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # back-off between attempts that failed
-SSH_WAIT = 3600.0  # a worker waits this long for SSH per round (the supervisor reconnects)
+SSH_WAIT = 5.0  # a worker asks for SSH this often while it is down (the supervisor reconnects)
 
 OpenTransport = Callable[[float], paramiko.Transport]
 Report = Callable[[tuple[MountStatus, ...]], None]
