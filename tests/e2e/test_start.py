@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import re
 import signal
 import socket
 import uuid
@@ -19,6 +20,8 @@ from pyd.image.cache import CachedImage
 from pyd.procs import pid_alive
 from pyd.sshkeys import generate_keypair, write_private
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
+
+ENGINE_VERSION = re.compile(r"\d+\.\d+\.\d+\S*")  # the guest engine's, e.g. 26.1.5+dfsg1
 
 DOMAIN = "pyd-default"
 # Lookups of absent domains are expected here; keep libvirt from printing them.
@@ -114,7 +117,7 @@ def test_docker_works_across_a_dropped_ssh_connection(pyd_env: PydEnv) -> None:
     next docker command is carried without the user doing anything."""
     cut_agent_ssh(pyd_env)
     r = pyd_env.docker("version", "--format", "{{.Server.Version}}", timeout=60)
-    assert r.stdout.strip()
+    assert ENGINE_VERSION.fullmatch(r.stdout.strip()), r.stdout
     log = pyd_env.pyd("logs").stdout
     assert "SSH connection lost" in log and "SSH back after" in log
     assert pyd_env.status()["state"] == "running"
@@ -175,7 +178,8 @@ def test_start_after_the_vm_was_killed_and_its_ssh_port_taken(pyd_env: PydEnv) -
         squatter.listen()
         pyd_env.pyd("start")
     assert pyd_env.status()["ssh_port"] != old_port
-    assert pyd_env.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    version = pyd_env.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
+    assert ENGINE_VERSION.fullmatch(version), version
 
 
 def test_delete_leaves_no_domain_files_or_context(pyd_env: PydEnv) -> None:
