@@ -1,7 +1,9 @@
 """Shares in the guest, pyd against Lima's method, same VM, same run (TCG here):
 
-  pyd   the share as the agent mounts it (sshfs -o slave on an exec channel of the agent's
-        paramiko connection; the host's OpenSSH sftp-server, or --builtin for pyd's own)
+  pyd   the share as the agent mounts it: sshfs -o slave on an OpenSSH session of its own,
+        piped to the host's OpenSSH sftp-server (--agent-ssh: on an exec channel of the
+        agent's paramiko connection instead; --builtin: pyd's own SFTP server, which always
+        rides on the agent's connection)
   lima  Lima's reverse-sshfs: the host's OpenSSH `sftp-server` piped to `ssh … sshfs :DIR
         MOUNTPOINT -o slave -o allow_other` (OpenSSH client, default algorithms), here with
         plain OS pipes between the two processes
@@ -13,6 +15,10 @@ Measured inside the guest, after dropping its page cache, on files neither side 
          sha256 must match what the container wrote
 
     python bench/mounts.py [--runs 5] [--mb 100] [--files 2000] [--builtin]
+                           [--only read,walk,write] [--lima-algorithms pyd] [--agent-ssh]
+
+--lima-algorithms pyd gives the baseline's ssh pyd's cipher and MAC, to tell the cost of the
+algorithms from the cost of the host side's path.
 
 Prints medians, min-max and the ratios pyd/lima (targets: read >= 1.0, walk >= 1.0; for
 walk the ratio is lima's ms per file over pyd's, so higher is better for both).
@@ -35,13 +41,17 @@ from pathlib import Path
 from pyd.agent.status import MOUNTED, read_status
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
+from pyd.mounts.openssh_link import ENV as SHARE_SSH_ENV
 from pyd.mounts.sftp_host import BUILTIN, choose_server
+from pyd.mounts.sftp_host import ENV as SERVER_ENV
+from pyd.ssh.connect import PREFERRED_CIPHERS, PREFERRED_MACS
 from pyd.ssh.openssh import ssh_argv
 
 NAME = "bench-mounts"
 IMAGE = "pyd-bench-mounts-busybox"
 LIMA_MP = "/mnt/lima-share"
 WAYS = ("pyd", "lima")
+UNITS = {"read": "MB/s", "walk": "ms/file", "write": "MB/s"}
 
 
 def run(env: dict[str, str], *argv: str, input: bytes | None = None) -> str:
@@ -52,7 +62,8 @@ def run(env: dict[str, str], *argv: str, input: bytes | None = None) -> str:
 
 
 class Bench:
-    def __init__(self, work: Path, builtin: bool) -> None:
+    def __init__(self, work: Path, args: argparse.Namespace) -> None:
+        self.lima_algorithms = args.lima_algorithms
         self.work = work
         self.share = work / "share"
         self.share.mkdir()
@@ -62,8 +73,10 @@ class Bench:
             "DOCKER_CONFIG": str(work / "docker"),
             "DOCKER_BUILDKIT": "0",
         }
-        if builtin:
-            self.env["PYD_SFTP_SERVER"] = BUILTIN
+        if args.builtin:
+            self.env[SERVER_ENV] = BUILTIN
+        if args.agent_ssh:
+            self.env[SHARE_SSH_ENV] = "agent"
         self.pyd = [sys.executable, "-m", "pyd"]
         self.lima: list[subprocess.Popen[bytes]] = []
         self.files = InstanceFiles(work / "home" / "instances" / NAME)
@@ -110,6 +123,8 @@ class Bench:
         assert ssh is not None
         command = f"mkdir -p {LIMA_MP} && sshfs :{self.share} {LIMA_MP} -o slave -o allow_other"
         argv = ssh_argv(ssh, state.ssh_port, files.client_key, files.known_hosts, [command], False)
+        if self.lima_algorithms == "pyd":
+            argv[1:1] = ["-c", PREFERRED_CIPHERS[0], "-m", PREFERRED_MACS[0]]
         sftp = subprocess.Popen([server], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         client = subprocess.Popen(argv, stdin=sftp.stdout, stdout=sftp.stdin)
         self.lima = [client, sftp]
@@ -135,6 +150,13 @@ class Bench:
             f"s=$(date +%s%N); {script}; e=$(date +%s%N); echo $((e - s))"
         )
         return int(out.split()[-1]) / 1e9
+
+    def measure(self, kind: str, way: str, r: int, args: argparse.Namespace) -> float:
+        if kind == "read":
+            return self.read(way, f"big-{way}-{r}", args.mb)
+        if kind == "walk":
+            return self.walk(way, f"tree-{way}-{r}", args.files)
+        return self.write(way, f"out-{way}-{r}", args.mb)
 
     def read(self, way: str, name: str, mb: int) -> float:
         seconds = self.timed(f"cat '{self.mount_point(way)}/{name}' > /dev/null")
@@ -177,47 +199,57 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--files", type=int, default=2000)
     ap.add_argument("--builtin", action="store_true", help="pyd's built-in SFTP server")
+    ap.add_argument("--only", default="read,walk,write", help="which measures, comma-separated")
+    ap.add_argument("--agent-ssh", action="store_true", help="shares on the agent's connection")
+    ap.add_argument("--lima-algorithms", choices=("default", "pyd"), default="default")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     rng = random.Random(7)
     results: dict[str, dict[str, list[float]]] = {
-        k: {w: [] for w in WAYS} for k in ("read", "walk", "write")
+        k: {w: [] for w in WAYS} for k in ("read", "walk", "write") if k in only
     }
     with tempfile.TemporaryDirectory(prefix="pyd-bench-mounts-") as tmp:
-        bench = Bench(Path(tmp), args.builtin)
+        bench = Bench(Path(tmp), args)
         try:
             for r in range(args.runs):
                 for way in WAYS:
-                    (bench.share / f"big-{way}-{r}").write_bytes(rng.randbytes(args.mb * 10**6))
-                    make_tree(bench.share / f"tree-{way}-{r}", args.files, rng)
+                    if "read" in only:
+                        big = rng.randbytes(args.mb * 10**6)
+                        (bench.share / f"big-{way}-{r}").write_bytes(big)
+                    if "walk" in only:
+                        make_tree(bench.share / f"tree-{way}-{r}", args.files, rng)
             bench.start()
             bench.mount_lima()
             for r in range(args.runs):
                 order = WAYS if r % 2 == 0 else WAYS[::-1]
                 for way in order:
-                    results["read"][way].append(bench.read(way, f"big-{way}-{r}", args.mb))
-                    results["walk"][way].append(bench.walk(way, f"tree-{way}-{r}", args.files))
-                    results["write"][way].append(bench.write(way, f"out-{way}-{r}", args.mb))
+                    for kind, by_way in results.items():
+                        by_way[way].append(bench.measure(kind, way, r, args))
                 print(f"round {r + 1}: " + "; ".join(
-                    f"{w} read {results['read'][w][-1]:.1f} MB/s, walk "
-                    f"{results['walk'][w][-1]:.1f} ms/file, write {results['write'][w][-1]:.1f}"
-                    " MB/s" for w in WAYS), flush=True)  # fmt: skip
+                    f"{w} " + ", ".join(f"{k} {v[w][-1]:.1f} {UNITS[k]}"
+                                        for k, v in results.items())
+                    for w in WAYS), flush=True)  # fmt: skip
         finally:
             bench.stop()
     report(results, args)
 
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
-    units = {"read": "MB/s", "walk": "ms/file", "write": "MB/s"}
     server = "built-in SFTP server" if args.builtin else "OpenSSH sftp-server"
-    print(f"\n{args.runs} runs, pyd with the {server}: median [min-max]")
+    over = "the agent's connection" if args.builtin or args.agent_ssh else "OpenSSH sessions"
+    print(f"\n{args.runs} runs, pyd with the {server} over {over}: median [min-max]")
     for kind, by_way in results.items():
         for way, values in by_way.items():
             print(f"  {kind:5} {way:5} {statistics.median(values):7.2f} "
-                  f"[{min(values):.2f}-{max(values):.2f}] {units[kind]}")  # fmt: skip
+                  f"[{min(values):.2f}-{max(values):.2f}] {UNITS[kind]}")  # fmt: skip
     med = {k: {w: statistics.median(v) for w, v in d.items()} for k, d in results.items()}
-    print(f"\nread  pyd/lima {med['read']['pyd'] / med['read']['lima']:.2f}  (target >= 1.0)")
-    print(f"walk  lima/pyd {med['walk']['lima'] / med['walk']['pyd']:.2f}  (target >= 1.0)")
-    print(f"write pyd/lima {med['write']['pyd'] / med['write']['lima']:.2f}  (sha256 matched)")
+    print()
+    for kind, m in med.items():
+        # Higher is better for every ratio: for the walk, lima's time over pyd's.
+        ratio = m["lima"] / m["pyd"] if kind == "walk" else m["pyd"] / m["lima"]
+        what = "lima/pyd" if kind == "walk" else "pyd/lima"
+        goal = "(sha256 matched)" if kind == "write" else "(target >= 1.0)"
+        print(f"{kind:5} {what} {ratio:.2f}  {goal}")
 
 
 if __name__ == "__main__":

@@ -32,17 +32,20 @@ from pyd.agent.status import (
     AgentStatus,
 )
 from pyd.agent.status import write_status as _write_status
+from pyd.atomicfile import write_atomic
 from pyd.config.model import InstanceConfig
 from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.forward.endpoint import DockerForward, docker_endpoint, make_docker_forward
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
+from pyd.mounts.openssh_link import find_endpoint
 from pyd.mounts.sftp_host import choose_server
 from pyd.ports.model import Forward
 from pyd.provision import instance_keys
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
+from pyd.ssh.openssh import known_hosts_line
 from pyd.ssh.streamlocal import open_streamlocal
 
 log = logging.getLogger("pyd.agent")
@@ -149,10 +152,14 @@ class Agent:
 
     def _start_mounts(self, cfg: InstanceConfig) -> None:
         server = choose_server(sys.platform, os.environ)
+        target = self.session.target
+        files = self.files
+        write_atomic(files.known_hosts, known_hosts_line(target.port, target.host_public_key))
         self.mounts = MountManager(
             self.session.transport,
             server,
             lambda report: self._publish(lambda s: replace(s, mounts=report)),
+            find_endpoint(target.port, files.client_key, files.known_hosts, os.environ),
         )
         self.mounts.set_shares(cfg.mounts)
 

@@ -1,9 +1,12 @@
 """The agent's shares: one worker per share keeps it mounted in the guest over SSH.
 
 A worker runs `sshfs -o slave` in the guest on an exec channel and serves SFTP on the host
-end (pyd.mounts.sftp_host chooses the server). When the channel ends (SSH dropped, the VM
-paused or restarted, sshfs died) the worker mounts again once SSH is back; meanwhile the share
-is "mounting". Config changes (`pyd mount add/rm`) start and stop workers.
+end (pyd.mounts.sftp_host chooses the server). With the system's sftp-server and ssh, the
+channel is an OpenSSH session of its own, piped straight to sftp-server (pyd.mounts.
+openssh_link says why); otherwise it is a channel of the agent's connection, relayed here.
+When the session ends (SSH dropped, the VM paused or restarted, sshfs died) the worker mounts
+again once SSH is back; meanwhile the share is "mounting". Config changes (`pyd mount
+add/rm`) start and stop workers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ from pyd.errors import PydError
 from pyd.forward.relay import Relay
 from pyd.mounts.binds import binds_on
 from pyd.mounts.model import Share
-from pyd.mounts.sftp_host import BUILTIN, ProcessStream, remote_path
+from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
+from pyd.mounts.sftp_host import BUILTIN, ProcessStream, remote_path, server_argv
 from pyd.mounts.sshfs import mount_command, unmount_command, wait_mounted_command
 
 log = logging.getLogger("pyd.agent")
@@ -40,16 +44,23 @@ class MountWorker:
     """Keeps one share mounted until closed."""
 
     def __init__(
-        self, share: Share, transport: OpenTransport, server: str, changed: Callable[[], None]
+        self,
+        share: Share,
+        transport: OpenTransport,
+        server: str,
+        changed: Callable[[], None],
+        openssh: OpenSSHEndpoint | None = None,
     ) -> None:
         self.share = share
         self._transport = transport
         self._server = server
         self._changed = changed
+        # The system's ssh carries the share when there is one and a system sftp-server.
+        self._openssh = openssh if server != BUILTIN else None
         self.state = MOUNTING
         self.detail = "waiting for SSH"
         self._closed = threading.Event()
-        self._chan: paramiko.Channel | None = None
+        self._session: paramiko.Channel | OpenSSHLink | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name=f"mount {share.mount_point}", daemon=True
@@ -67,9 +78,9 @@ class MountWorker:
         the user removed), rather than leaving it to the VM's shutdown."""
         self._closed.set()
         with self._lock:
-            chan = self._chan
-        if chan is not None:
-            chan.close()  # sshfs sees the end of its input and unmounts
+            session = self._session
+        if session is not None:
+            session.close()  # sshfs sees the end of its input and unmounts
         self._thread.join(timeout=10)
         if unmount:
             with contextlib.suppress(PydError, paramiko.SSHException, OSError, EOFError):
@@ -110,28 +121,42 @@ class MountWorker:
 
     def _mount_and_serve(self, transport: paramiko.Transport) -> None:
         """One mount: blocks while it lasts. Raises when it could not be made."""
-        share = self.share
         self._set(MOUNTING, "")
-        chan = transport.open_session(timeout=30)
+        share = self.share
+        command = mount_command(
+            remote_path(share.location, sys.platform), share.mount_point, share.writable
+        )
+        session: paramiko.Channel | OpenSSHLink
+        if self._openssh is not None:
+            session = OpenSSHLink(
+                self._openssh.argv(command), server_argv(self._server, share.writable)
+            )
+        else:
+            session = transport.open_session(timeout=30)
         with self._lock:
-            self._chan = chan
+            self._session = session
         try:
             if self._closed.is_set():
                 return
-            path = remote_path(share.location, sys.platform)
-            chan.exec_command(mount_command(path, share.mount_point, share.writable))
             waiter = threading.Thread(
-                target=self._await_mounted, args=(transport, chan), daemon=True
+                target=self._await_mounted, args=(transport, session), daemon=True
             )
-            waiter.start()
-            self._serve(chan)
+            if isinstance(session, OpenSSHLink):
+                waiter.start()
+                session.wait()
+                why = session.ended()
+            else:
+                session.exec_command(command)
+                waiter.start()
+                self._serve(session)
+                why = _ended(session)
             waiter.join(timeout=1)
             if not self._closed.is_set():
-                raise PydError(_ended(chan))
+                raise PydError(why)
         finally:
             with self._lock:
-                self._chan = None
-            chan.close()
+                self._session = None
+            session.close()
 
     def _serve(self, chan: paramiko.Channel) -> None:
         share = self.share
@@ -142,19 +167,22 @@ class MountWorker:
         else:
             Relay(ProcessStream(self._server, share.writable), chan, "sftp").run()
 
-    def _await_mounted(self, transport: paramiko.Transport, chan: paramiko.Channel) -> None:
+    def _await_mounted(
+        self, transport: paramiko.Transport, session: paramiko.Channel | OpenSSHLink
+    ) -> None:
         try:
             code = _exec(transport, wait_mounted_command(self.share.mount_point, MOUNT_WAIT))
         except (PydError, paramiko.SSHException, OSError, EOFError):
-            return  # the connection went; the worker's own channel ends too
-        if chan.closed or self._closed.is_set():
+            return  # the connection went; the worker's own session ends too
+        ended = not session.running() if isinstance(session, OpenSSHLink) else session.closed
+        if ended or self._closed.is_set():
             return
         if code == 0:
             log.info("share %s mounted at %s", self.share.location, self.share.mount_point)
             self._set(MOUNTED)
         else:
             self._set(MOUNT_FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
-            chan.close()
+            session.close()
 
 
 def _ended(chan: paramiko.Channel) -> str:
@@ -182,15 +210,23 @@ def _exec(transport: paramiko.Transport, command: str, timeout: float = MOUNT_WA
 class MountManager:
     """The workers for the configured shares."""
 
-    def __init__(self, transport: OpenTransport, server: str, report: Report) -> None:
+    def __init__(
+        self,
+        transport: OpenTransport,
+        server: str,
+        report: Report,
+        openssh: OpenSSHEndpoint | None = None,
+    ) -> None:
         self._transport = transport
         self._server = server
         self._report = report
+        self._openssh = openssh
         self._workers: dict[Share, MountWorker] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.RLock()
         by = "pyd's built-in SFTP server" if server == BUILTIN else server
-        log.info("shares are served by %s", by)
+        over = f"{openssh.ssh} sessions" if openssh and server != BUILTIN else "the agent's SSH"
+        log.info("shares are served by %s over %s", by, over)
 
     def set_shares(self, shares: Iterable[Share]) -> None:
         wanted = list(shares)
@@ -200,7 +236,9 @@ class MountManager:
                 del self._workers[worker.share]
             for share in wanted:
                 if share not in self._workers:
-                    worker = MountWorker(share, self._transport, self._server, self._publish)
+                    worker = MountWorker(
+                        share, self._transport, self._server, self._publish, self._openssh
+                    )
                     self._workers[share] = worker
                     worker.start()
         for worker in gone:

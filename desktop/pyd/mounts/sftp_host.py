@@ -46,15 +46,22 @@ def remote_path(location: str, platform: str) -> str:
     return location
 
 
+def server_argv(program: str, writable: bool) -> list[str]:
+    """-e: errors to stderr, which is the agent's log. -R: the server refuses writes."""
+    return [program, "-e", *(() if writable else ("-R",))]
+
+
 class ProcessStream:
     """An SFTP server process as the relay's host side (pyd.forward.relay.HostStream):
     recv reads its stdout, sendall writes its stdin, shutdown ends its stdin."""
 
     def __init__(self, program: str, writable: bool) -> None:
-        # -e: errors to stderr, which is the agent's log. -R: the server refuses writes.
-        argv = [program, "-e", *(() if writable else ("-R",))]
         self.proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True
+            server_argv(program, writable),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            close_fds=True,
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()
@@ -83,4 +90,3 @@ class ProcessStream:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-

@@ -1,0 +1,125 @@
+"""A share's OpenSSH session: the ssh command line, and the two processes piped to each other
+(a real sftp-server on one end; on the other, a stand-in for `ssh … sshfs` that speaks the
+first SFTP exchange itself)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pyd.mounts.openssh_link import ENV, OpenSSHEndpoint, OpenSSHLink, find_endpoint
+from pyd.mounts.sftp_host import BUILTIN, choose_server, server_argv
+
+ENDPOINT = OpenSSHEndpoint("/usr/bin/ssh", 2222, Path("/k/id"), Path("/k/known_hosts"))
+
+
+def _option(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
+def test_argv_pins_the_guest_key_and_ignores_the_users_ssh_config() -> None:
+    argv = ENDPOINT.argv("exec sshfs :/a /a -o slave")
+    assert argv[0] == "/usr/bin/ssh"
+    assert _option(argv, "-F") == "none"
+    assert _option(argv, "-p") == "2222"
+    assert _option(argv, "-i") == "/k/id"
+    options = {argv[i + 1] for i, a in enumerate(argv) if a == "-o"}
+    assert {
+        "UserKnownHostsFile=/k/known_hosts",
+        "StrictHostKeyChecking=yes",
+        "PasswordAuthentication=no",
+        "BatchMode=yes",
+        "IdentitiesOnly=yes",
+    } <= options
+    # No terminal, no agent or X11 forwarding; the command is one word, last, after the host.
+    assert {"-T", "-a", "-x"} <= set(argv)
+    assert argv[-2:] == ["root@127.0.0.1", "exec sshfs :/a /a -o slave"]
+
+
+def test_endpoint_only_with_an_ssh_client_and_not_when_told_to_use_the_agent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shutil.which", lambda name: "/opt/bin/ssh" if name == "ssh" else None)
+    found = find_endpoint(2222, Path("/k/id"), Path("/k/kh"), {})
+    assert found == OpenSSHEndpoint("/opt/bin/ssh", 2222, Path("/k/id"), Path("/k/kh"))
+    assert find_endpoint(2222, Path("/k/id"), Path("/k/kh"), {ENV: "agent"}) is None
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert find_endpoint(2222, Path("/k/id"), Path("/k/kh"), {}) is None
+
+
+# Plays sshfs's part over its stdin/stdout: SSH_FXP_INIT, then the server's SSH_FXP_VERSION
+# is written to stderr (where ssh passes sshfs's messages), and the exit status is 3.
+_CLIENT = r"""
+import os, struct, sys
+os.write(1, struct.pack(">IBI", 5, 1, 3))
+head = os.read(0, 9)
+length, kind, version = struct.unpack(">IBI", head)
+sys.stderr.write(f"reply type {kind} version {version}\n")
+sys.exit(3)
+"""
+
+
+def _sftp_server() -> str:
+    server = choose_server(sys.platform, {})
+    if server == BUILTIN:
+        pytest.fail("no OpenSSH sftp-server on this host (apt-get install openssh-sftp-server)")
+    return server
+
+
+def test_link_pipes_ssh_and_the_sftp_server_to_each_other() -> None:
+    link = OpenSSHLink([sys.executable, "-c", _CLIENT], server_argv(_sftp_server(), True))
+    try:
+        assert link.wait() == 3
+        # The real sftp-server answered the stand-in's INIT through the pipes alone.
+        assert link.ended() == "ssh exited with status 3: reply type 2 version 3"
+        assert not link.running()
+    finally:
+        link.close()
+    # ssh's end closed the server's input: it is gone too.
+    assert link.server.poll() is not None
+
+
+def test_close_ends_both_processes_while_they_run() -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    link = OpenSSHLink(sleeper, server_argv(_sftp_server(), False))
+    assert link.running()
+    assert link.ended() == "ssh is running"
+    t0 = time.monotonic()
+    link.close()
+    assert time.monotonic() - t0 < 5
+    assert link.ssh.poll() is not None
+    assert link.server.poll() is not None
+
+
+def test_a_missing_ssh_program_leaves_no_server_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[subprocess.Popen[bytes]] = []
+    real = subprocess.Popen
+
+    def recording(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        proc = real(*args, **kwargs)
+        started.append(proc)
+        return proc
+
+    monkeypatch.setattr(subprocess, "Popen", recording)
+    with pytest.raises(OSError):
+        OpenSSHLink([str(tmp_path / "no-ssh")], server_argv(_sftp_server(), True))
+    assert len(started) == 1  # the server; ssh never started
+    assert started[0].poll() is not None
+
+
+def test_stderr_keeps_only_its_end() -> None:
+    noisy = [sys.executable, "-c", "import sys; sys.stderr.write('x' * 10000 + ' last words')"]
+    link = OpenSSHLink(noisy, server_argv(_sftp_server(), True))
+    try:
+        link.wait()
+        assert link.ended().endswith("x last words")
+        assert len(link.ended()) < 400
+    finally:
+        link.close()
