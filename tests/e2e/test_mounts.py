@@ -143,20 +143,55 @@ def test_a_read_only_share_refuses_writes(env: PydEnv, shares: dict[str, Path]) 
     assert not (shares["ro"] / "new.txt").exists()
 
 
+def _sshfs_pid(env: PydEnv, mount_point: Path) -> str:
+    """The guest's sshfs process serving `mount_point` (empty when there is none)."""
+    pattern = shlex.quote(f"[s]shfs :{mount_point} ")
+    return env.pyd("ssh", "-n", NAME, "--", f"pgrep -f {pattern} || true").stdout.strip()
+
+
+def _until_a_container_reads(env: PydEnv, share: Path, name: str, seconds: float = 60) -> str:
+    end = time.monotonic() + seconds
+    while True:
+        r = env.docker("run", "--rm", "-v", f"{share}:/data", IMAGE,
+                       "cat", f"/data/{name}", check=False)  # fmt: skip
+        if r.returncode == 0 and _mounts(env)[str(share)]["state"] == "mounted":
+            return r.stdout
+        assert time.monotonic() < end, f"not back after {seconds} s: {r.stderr} {_mounts(env)}"
+        time.sleep(1)
+
+
 def test_the_mount_comes_back_after_the_ssh_connection_is_cut(
     env: PydEnv, shares: dict[str, Path]
 ) -> None:
+    before = _sshfs_pid(env, shares["rw"])
+    assert before.isdigit()
     cut_agent_ssh(env, NAME)
     (shares["rw"] / "after-cut.txt").write_text("still here\n")
-    end = time.monotonic() + 60
-    while True:
-        r = env.docker("run", "--rm", "-v", f"{shares['rw']}:/data", IMAGE,
-                       "cat", "/data/after-cut.txt", check=False)  # fmt: skip
-        if r.returncode == 0 and _mounts(env)[str(shares["rw"])]["state"] == "mounted":
-            break
-        assert time.monotonic() < end, f"not back after 60 s: {r.stderr} {_mounts(env)}"
-        time.sleep(1)
-    assert r.stdout == "still here\n"
+    assert _until_a_container_reads(env, shares["rw"], "after-cut.txt") == "still here\n"
+    after = _sshfs_pid(env, shares["rw"])
+    assert after.isdigit() and after != before  # mounted again, not merely still there
+
+
+def test_shares_work_after_the_vm_is_paused_and_resumed(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        domain = conn.lookupByName(f"pyd-{NAME}")
+        domain.suspend()
+        try:
+            # Longer than the agent's keepalive interval, as a laptop's short sleep is.
+            time.sleep(20)
+            (shares["rw"] / "during-pause.txt").write_text("written while paused\n")
+        finally:
+            domain.resume()
+    finally:
+        conn.close()
+    got = _until_a_container_reads(env, shares["rw"], "during-pause.txt")
+    assert got == "written while paused\n"
+    assert {m["state"] for m in _mounts(env).values()} == {"mounted"}
 
 
 def test_mount_add_ls_rm_on_the_running_instance(env: PydEnv, shares: dict[str, Path]) -> None:
