@@ -3,8 +3,11 @@ with (dash, bash, busybox sh), and the host environment it carries."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pty
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -141,3 +144,56 @@ def test_without_a_pid_line_stderr_passes_unchanged() -> None:
     data = b"pyd-pid=12x\nno newline at the end"
     assert pid_line.feed(data) + pid_line.rest() == data
     assert pid_line.pid is None
+
+
+# -- a hangup with a terminal ----------------------------------------------------------------
+
+
+def _gone(pid: int, timeout: float) -> bool:
+    """Whether process `pid` ended (or is a zombie) within `timeout` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0])
+def test_a_hangup_of_the_terminal_ends_docker_too(shell: list[str], tmp_path: Path) -> None:
+    """sshd closes the guest's PTY when the session ends early (the host's terminal closed):
+    only the session leader, the guest's shell, gets SIGHUP from the kernel. Found on a real
+    guest: a shell trapping HUP left `docker run -it` and its container running for ever."""
+    pid_file = tmp_path / "docker.pid"
+    script = f"echo $$ > {pid_file}; exec sleep 300"  # docker, standing in
+    line = command_line(GuestCommand("/", ("sh", "-c", script)), report_pid=False, terminal=True)
+    (tmp_path / "docker").write_text('#!/bin/sh\nexec "$@"\n')
+    (tmp_path / "docker").chmod(0o755)
+    env = {"PATH": f"{tmp_path}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+    pid, master = pty.fork()  # as sshd: the shell leads a session on the PTY
+    if pid == 0:
+        os.execve(shell[0], [*shell, "-c", line], env)
+    docker_pid = 0
+    try:
+        end = time.monotonic() + 10
+        while not docker_pid:
+            assert time.monotonic() < end, "docker never started"
+            text = pid_file.read_text() if pid_file.exists() else ""
+            docker_pid = int(text) if text.endswith("\n") else 0
+            time.sleep(0.05)
+        os.close(master)  # the session ends: the PTY hangs up
+        master = -1
+        assert _gone(docker_pid, 10), "docker outlived the hangup of its terminal"
+    finally:
+        if master >= 0:
+            os.close(master)
+        for p in (pid, docker_pid):
+            with contextlib.suppress(OSError):
+                if p:
+                    os.kill(p, signal.SIGKILL)
+        os.waitpid(pid, 0)

@@ -492,7 +492,8 @@ def test_window_size_changes_reach_the_guest_pty(
     code = run_in_guest(transport, GuestCommand("/", ("sh", "-c", script)), term.streams())
     joined()
     assert code == 0
-    assert b"size 40 120" in term.shown
+    # The last output may still be on its way from the PTY to the terminal's reader.
+    term.wait_for(b"size 40 120")
     assert guest.server.ptys[-1].resized == [(120, 40)]
 
 
@@ -525,3 +526,25 @@ def test_no_pty_unless_all_three_streams_are_terminals(
             HostStreams(term.slave, term.slave, e.fileno()),
         )
     assert code == 0 and (tmp_path / "err").read_bytes() == b"1\n"
+
+
+def test_a_terminal_that_hangs_up_ends_the_command_without_an_error(
+    transport: paramiko.Transport,
+) -> None:
+    """The host's terminal window closed mid-command: found on a real guest, restoring its
+    settings raised termios.error (EIO) and pyd died with a traceback."""
+    t = Terminal()
+    try:
+
+        def steps() -> None:
+            t.wait_for(b"ready")
+            os.close(t.master)  # the terminal hangs up: its side reads and writes fail
+
+        ticking = "echo ready; while :; do sleep 0.1; echo tick; done"
+        joined = _in_background(steps)
+        code = run_in_guest(transport, GuestCommand("/", ("sh", "-c", ticking)), t.streams())
+        joined()
+        assert code == OUTPUT_CLOSED  # the next output found nobody to show it to
+    finally:
+        os.close(t.slave)
+        t._reader.join(5)

@@ -10,15 +10,22 @@ The line:
 
     printf 'pyd-pid=%s\\n' "$$" >&2     (without a terminal only: see run.py)
     cd -- WORKDIR || { message; exit 1; }
-    trap : INT QUIT TERM HUP
+    trap : INT QUIT TERM HUP              (with a terminal: trap : INT QUIT TERM)
     env K=V ... docker ARGS
     exit $?
 
-The shell stays docker's parent, trapping the signals a Ctrl-C or a hangup sends to the
-whole process group: docker gets them and ends as it would locally, and the shell reports
-how it ended as a shell does, 128+N for a signal. (sshd would report a signal death as an
-"exit-signal" request, which paramiko drops.) A trap's command is reset to the default in
-docker itself, unlike an ignored signal.
+The shell stays docker's parent, trapping the signals that pyd's forwarded Ctrl-C (a `kill`
+of the whole process group) or the guest's PTY (Ctrl-C, Ctrl-\\ typed) send: docker gets them
+and ends as it would locally, and the shell reports how it ended as a shell does, 128+N for
+a signal. (sshd would report a signal death as an "exit-signal" request, which paramiko
+drops.) A trap's command is reset to the default in docker itself, unlike an ignored signal.
+
+With a terminal, SIGHUP is not trapped. When the session ends early (the host's terminal
+closed, pyd killed, the connection lost) sshd closes the PTY, and the kernel sends SIGHUP to
+the session leader only: this shell. It has to die of it, so that the kernel then hangs up
+its foreground process group, docker; a shell that survived it would leave docker (and the
+container it is attached to) running in the guest for ever. No exit code is lost: nobody is
+left to read it.
 """
 
 from __future__ import annotations
@@ -91,9 +98,10 @@ def passed_env(env: Mapping[str, str], platform: str) -> tuple[tuple[str, str], 
     return tuple(sorted(found))
 
 
-def command_line(command: GuestCommand, report_pid: bool) -> bytes:
+def command_line(command: GuestCommand, report_pid: bool, terminal: bool = False) -> bytes:
     """The line for the guest's shell. With `report_pid`, the shell's pid (docker's process
-    group) is written to stderr first, as `pyd-pid=N` on a line of its own."""
+    group) is written to stderr first, as `pyd-pid=N` on a line of its own. `terminal`: the
+    session has a PTY (the shell then dies of a hangup, see above)."""
     lines = []
     if report_pid:
         lines.append(f"printf '{PID_HEADER.decode()}%s\\n' \"$$\" >&2")
@@ -104,7 +112,7 @@ def command_line(command: GuestCommand, report_pid: bool) -> bytes:
     lines.append(
         f"cd -- {_q(command.workdir)} 2>/dev/null || {{ printf '%s\\n' {_q(lost)} >&2; exit 1; }}"
     )
-    lines.append("trap : INT QUIT TERM HUP")
+    lines.append("trap : INT QUIT TERM" if terminal else "trap : INT QUIT TERM HUP")
     program = "docker"
     if command.compose:
         lines.append(_choose_compose())

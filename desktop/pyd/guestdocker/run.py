@@ -117,7 +117,13 @@ class _Session:
             if self._interactive:
                 columns, rows = terminal.size(self._streams.stdout)
                 chan.get_pty(terminal.term_name(os.environ), columns, rows)
-            chan.exec_command(command_line(self._command, report_pid=not self._interactive))
+            chan.exec_command(
+                command_line(
+                    self._command,
+                    report_pid=not self._interactive,
+                    terminal=self._interactive,
+                )
+            )
             with self._terminal(), self._signals():
                 status = self._copy_until_exit(chan)
         finally:

@@ -50,11 +50,14 @@ else:
     @contextlib.contextmanager
     def raw_mode(fd: int) -> Iterator[None]:
         """The terminal on `fd` in raw mode (no echo, no line editing, no signals from keys,
-        no output processing) until the block ends, however it ends. TCSADRAIN: output
-        already written is shown with the old settings, typed-ahead input is kept."""
+        no output processing) until the block ends, however it ends (unless the terminal
+        is gone by then). TCSADRAIN: output already written is shown with the old settings,
+        typed-ahead input is kept."""
         saved = termios.tcgetattr(fd)
         try:
             tty.setraw(fd, termios.TCSADRAIN)
             yield
         finally:
-            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            # A terminal that hung up (its window closed) has nothing left to restore.
+            with contextlib.suppress(termios.error):
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
