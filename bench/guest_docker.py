@@ -1,0 +1,167 @@
+"""`pyd docker` through the guest's docker CLI against OpenSSH, same VM, same run (TCG here):
+
+  pyd  `pyd docker --via-guest version`: a new `pyd` process, which opens its own SSH
+       connection (paramiko) and runs the guest's docker CLI on an exec channel
+  ssh  `ssh -i KEY -p PORT root@127.0.0.1 docker version` with the system's OpenSSH client
+
+Both are timed from process start to exit, in interleaved rounds (the order alternates).
+Then a 50 MB random file through `docker run -i --rm IMG cat`, stdin to stdout, by both
+(sha256 must match; MB/s is the file's size over the time, each byte crossing twice).
+
+    python bench/guest_docker.py [--runs 10] [--mb 50] [--blob-runs 1]
+
+Prints the medians, min-max and the ratio pyd/ssh of the medians (target <= 1.1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pyd.instance_files import InstanceFiles
+from pyd.instance_state import load_state
+from pyd.ssh.openssh import ssh_argv
+
+NAME = "bench-guestdocker"
+IMAGE = "pyd-bench-guestdocker-busybox"
+WAYS = ("pyd", "ssh")
+
+
+def run(env: dict[str, str], *argv: str) -> str:
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=1800)
+    if r.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{r.stderr}")
+    return r.stdout
+
+
+class Bench:
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
+        self.env |= {
+            "PYD_HOME": str(work / "home"),
+            "DOCKER_CONFIG": str(work / "docker"),
+            "DOCKER_BUILDKIT": "0",
+        }
+        self.pyd = [sys.executable, "-m", "pyd"]
+        self.files = InstanceFiles(work / "home" / "instances" / NAME)
+        ssh = shutil.which("ssh")
+        if ssh is None:
+            raise SystemExit("no OpenSSH client (ssh) on PATH to compare with")
+        self.ssh = ssh
+
+    def start(self) -> None:
+        t0 = time.monotonic()
+        run(self.env, *self.pyd, "start", "-n", NAME)
+        print(f"pyd start: {time.monotonic() - t0:.1f} s")
+        ctx = self.work / "ctx"
+        ctx.mkdir()
+        shutil.copy("/bin/busybox", ctx / "busybox")
+        (ctx / "Dockerfile").write_text(
+            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", '
+            '"/bin"]\n'
+        )
+        run(self.env, "docker", "build", "-q", "-t", IMAGE, str(ctx))
+        run(self.env, *self.pyd, "ssh", "-n", NAME, "--", "true")  # writes known_hosts
+
+    def stop(self) -> None:
+        subprocess.run([*self.pyd, "delete", "-f", "-n", NAME], env=self.env, capture_output=True)
+
+    def argv(self, way: str, docker_args: list[str]) -> list[str]:
+        if way == "pyd":
+            return [*self.pyd, "docker", "-n", NAME, "--via-guest", *docker_args]
+        state = load_state(self.files.state)
+        assert state is not None
+        line = " ".join(["docker", *docker_args])
+        return ssh_argv(
+            self.ssh, state.ssh_port, self.files.client_key, self.files.known_hosts, [line], False
+        )
+
+    def timed(self, way: str, docker_args: list[str], stdin: Path | None = None,
+              stdout: Path | None = None) -> float:  # fmt: skip
+        """Seconds from start to exit of one command; it must succeed."""
+        with (
+            open(stdin or os.devnull, "rb") as i,
+            open(stdout or os.devnull, "wb") as o,
+            tempfile.TemporaryFile() as e,
+        ):
+            t0 = time.perf_counter()
+            code = subprocess.run(
+                self.argv(way, docker_args), stdin=i, stdout=o, stderr=e, env=self.env,
+                cwd=self.work, timeout=1800,
+            ).returncode  # fmt: skip
+            seconds = time.perf_counter() - t0
+            if code != 0:
+                e.seek(0)
+                raise SystemExit(f"{way} {docker_args} exited {code}: {e.read().decode()}")
+        return seconds
+
+
+def interleaved(runs: int, measure: Callable[[str], float]) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {w: [] for w in WAYS}
+    for r in range(runs):
+        for way in WAYS if r % 2 == 0 else WAYS[::-1]:
+            results[way].append(measure(way))
+        print(f"round {r + 1}: " + ", ".join(f"{w} {results[w][-1]:.3f} s" for w in WAYS),
+              flush=True)  # fmt: skip
+    return results
+
+
+def summary(label: str, results: dict[str, list[float]], unit: str = "s") -> dict[str, float]:
+    med = {w: statistics.median(v) for w, v in results.items()}
+    for way, values in results.items():
+        print(f"  {label} {way:4} median {med[way]:.3f} {unit} "
+              f"[{min(values):.3f}-{max(values):.3f}]")  # fmt: skip
+    return med
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--mb", type=int, default=50)
+    ap.add_argument("--blob-runs", type=int, default=1)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pyd-bench-guestdocker-") as tmp:
+        bench = Bench(Path(tmp))
+        blob, back = bench.work / "blob", bench.work / "back"
+        blob.write_bytes(os.urandom(args.mb * 10**6))
+        want = hashlib.sha256(blob.read_bytes()).hexdigest()
+        try:
+            bench.start()
+            bench.timed("pyd", ["version"])  # one of each first: page cache, guest caches
+            bench.timed("ssh", ["version"])
+            print(f"\n`docker version`, {args.runs} interleaved rounds:")
+            version = interleaved(args.runs, lambda way: bench.timed(way, ["version"]))
+
+            def round_trip(way: str) -> float:
+                seconds = bench.timed(way, ["run", "-i", "--rm", IMAGE, "cat"], blob, back)
+                if hashlib.sha256(back.read_bytes()).hexdigest() != want:
+                    raise SystemExit(f"{way}: the {args.mb} MB came back different")
+                back.unlink()
+                return seconds
+
+            print(f"\n{args.mb} MB stdin -> `docker run -i cat` -> stdout, {args.blob_runs} "
+                  "interleaved rounds (sha256 matched each time):")  # fmt: skip
+            blob_s = interleaved(args.blob_runs, round_trip)
+        finally:
+            bench.stop()
+    print(f"\n`docker version` ({args.runs} runs): median [min-max]")
+    med = summary("version", version)
+    print(f"  ratio pyd/ssh {med['pyd'] / med['ssh']:.3f}  (target <= 1.1)")
+    print(f"\n{args.mb} MB round trip ({args.blob_runs} runs), sha256 equal:")
+    mbps = {w: [args.mb / s for s in v] for w, v in blob_s.items()}
+    summary("seconds", blob_s)
+    summary("MB/s   ", mbps, "MB/s")
+
+
+if __name__ == "__main__":
+    main()
