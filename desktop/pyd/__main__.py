@@ -1,3 +1,3 @@
-from pyd.cli.main import main
+from pyd.cli.entry import main
 
 main()

@@ -42,6 +42,12 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_public(path: Path) -> str:
+    """The public half of the key pair at `path` ("ssh-ed25519 AAAA… comment"), from its
+    `.pub` file. Raises OSError when there is none."""
+    return path.with_name(path.name + ".pub").read_text().strip()
+
+
 def load_or_create(path: Path, comment: str) -> KeyPair:
     """The key pair at `path` (+ `.pub`), created on first use."""
     pub = path.with_name(path.name + ".pub")

@@ -9,6 +9,7 @@ import typer
 
 from pyd import __version__
 from pyd.cli import config_cmd, docker_cmd, image_cmd, instance_cmd, mount_cmd, port_cmd, shim_cmd
+from pyd.cli.boundary import EXPECTED, expected_failure
 from pyd.cli.render import out_console, print_error
 from pyd.errors import PydError, UsageError
 
@@ -60,35 +61,21 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: expected failures print a message + hint and exit 1 or 2."""
+    """The typer CLI (`pyd docker` and `pyd compose` usually start in pyd.cli.entry, without
+    it): expected failures print a message + hint and exit 1 or 2."""
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
     try:
         # Without standalone mode, click returns typer.Exit's code instead of exiting.
         result = app(args=args, standalone_mode=False)
-    except PydError as e:
-        if _state["debug"]:
-            raise
-        print_error(e)
-        sys.exit(e.exit_code)
-    except OSError as e:
-        # A file pyd needs is not where or how it should be (permissions, full disk…).
-        if _state["debug"]:
-            raise
-        where = f" ({e.filename})" if e.filename else ""
-        print_error(
-            PydError(
-                f"{e.strerror or e}{where}",
-                hint="check that the file or directory exists, is yours and the disk has room; "
-                "`pyd --debug …` shows where it happened",
-            )
-        )
-        sys.exit(1)
     except typer.Abort:
         print_error(PydError("aborted"))
         sys.exit(1)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except EXPECTED as e:
+        failure = expected_failure(e, _state["debug"])
+        if failure is None:
+            raise
+        sys.exit(failure)
     except Exception as e:
         # typer ships its own copy of click, so its exceptions are recognised by shape:
         # ClickException (usage errors, exit 2) has format_message(); Exit has exit_code.

@@ -31,8 +31,8 @@ from pyd.lifecycle.agent_proc import agent_running, agent_status
 from pyd.lifecycle.instance import DEFAULT, Instance, existing
 from pyd.mounts.model import Share
 from pyd.mounts.winpath import WINDOWS
-from pyd.provision import instance_keys
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
+from pyd.sshkeys import read_public
 
 GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
 
@@ -172,9 +172,15 @@ def _docker_host(inst: Instance) -> str:
 
 
 def _connect(inst: Instance, port: int) -> paramiko.SSHClient:
-    _client_key, host_key = instance_keys(inst.files)
-    key = inst.files.client_key
-    target = SSHTarget("127.0.0.1", port, GUEST_USER, key, host_key.public_openssh)
+    # The guest's host key, as pyd generated it for the seed: pinned. Read directly: the
+    # module that makes keys (pyd.provision) is slow to import, and they exist once started.
+    try:
+        host_key = read_public(inst.files.host_key)
+    except FileNotFoundError:
+        from pyd.provision import instance_keys
+
+        host_key = instance_keys(inst.files)[1].public_openssh
+    target = SSHTarget("127.0.0.1", port, GUEST_USER, inst.files.client_key, host_key)
     try:
         return connect(target)
     except HostKeyMismatchError:

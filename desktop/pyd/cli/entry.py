@@ -1,0 +1,49 @@
+"""The `pyd` command's entry point (pyproject's [project.scripts], `python -m pyd`).
+
+`pyd docker ARGS` and `pyd compose ARGS` go straight to pyd.guestdocker: their arguments are
+docker's, untouched (see pyd.cli.docker_cmd), so there is nothing for typer to parse, and
+not importing typer, rich and every other command's modules saves a quarter of a second on
+each docker command (bench/guest_docker.py). Everything else, including `pyd --help`, is
+typer's (pyd.cli.main).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+PASS_THROUGH = {"docker": False, "compose": True}  # the command: whether it is compose
+GLOBAL_FLAGS = frozenset({"--debug"})  # pyd's global options (cli.main); none takes a value
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else list(argv)
+    i = 0
+    while i < len(args) and args[i] in GLOBAL_FLAGS:
+        i += 1
+    if i < len(args) and args[i] in PASS_THROUGH:
+        run_pass_through(args[i + 1 :], PASS_THROUGH[args[i]], debug="--debug" in args[:i])
+    from pyd.cli.main import main as full
+
+    full(args)
+
+
+def run_pass_through(args: list[str], compose: bool, debug: bool) -> NoReturn:
+    """`pyd docker|compose ARGS`; exits with docker's exit code, or pyd's for an expected
+    failure (message and hint, as every other command)."""
+    from pyd.cli.boundary import EXPECTED, expected_failure
+
+    # paramiko imports `invoke`, when installed, for ssh_config's `Match exec`, which pyd
+    # never reads: 50-70 ms of every docker command. Absent, paramiko does without it.
+    if "invoke" not in sys.modules:
+        sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` then fails
+    try:
+        from pyd.guestdocker.launch import parse_invocation, run_docker
+
+        code = run_docker(parse_invocation(args), compose)
+    except EXPECTED as e:
+        failure = expected_failure(e, debug)
+        if failure is None:
+            raise
+        sys.exit(failure)
+    sys.exit(code)

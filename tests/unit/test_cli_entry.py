@@ -1,0 +1,48 @@
+"""The `pyd` entry point: `pyd docker` and `pyd compose` start without typer (pyd.cli.entry),
+with the same error boundary as every other command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _pyd(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYD_HOME": str(tmp_path / "home")}
+    return subprocess.run([sys.executable, "-X", "importtime", "-m", "pyd", *args],
+                          capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+
+def _imported(stderr: str) -> list[str]:
+    """The modules imported, in the order their imports finished."""
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    return [line.rsplit("|", 1)[1].strip() for line in lines]
+
+
+def test_docker_runs_without_typer_and_fails_as_every_command_does(tmp_path: Path) -> None:
+    r = _pyd(tmp_path, "docker", "-n", "nosuch", "--via-guest", "version")
+    assert r.returncode == 2
+    assert "error: there is no instance named 'nosuch'" in r.stderr
+    assert "hint:" in r.stderr and "Traceback" not in r.stderr
+    imported = _imported(r.stderr)
+    assert not {"pyd.cli.main", "pyd.cli.docker_cmd", "invoke.tasks"} & set(imported)
+    # typer only comes with the printing of the error (pyd.cli.render), after the command ran.
+    assert imported.index("typer") > imported.index("pyd.guestdocker.launch")
+
+
+def test_compose_and_the_global_debug_flag_take_the_same_path(tmp_path: Path) -> None:
+    r = _pyd(tmp_path, "--debug", "compose", "-n", "nosuch", "version")
+    assert r.returncode == 1
+    assert "Traceback" in r.stderr and "there is no instance named 'nosuch'" in r.stderr
+    assert "typer" not in _imported(r.stderr)  # a traceback needs no printing of pyd's
+
+
+def test_every_other_command_is_typers(tmp_path: Path) -> None:
+    r = _pyd(tmp_path, "version")
+    assert r.returncode == 0 and r.stdout.startswith("pyd ")
+    assert {"typer", "pyd.cli.main"} <= set(_imported(r.stderr))
+    r = _pyd(tmp_path, "--help")
+    assert r.returncode == 0
+    assert "docker" in r.stdout and "compose" in r.stdout and "shim" in r.stdout
