@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import paramiko
 
-from pyd.config.model import context_name
-from pyd.config.store import load_config
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.guestdocker.cmdline import wants_terminal
 from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
@@ -29,10 +29,12 @@ from pyd.hostenv import this_host
 from pyd.instance_state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status
 from pyd.lifecycle.instance import DEFAULT, Instance, existing
-from pyd.mounts.model import Share
 from pyd.mounts.winpath import WINDOWS
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
 from pyd.sshkeys import read_public
+
+if TYPE_CHECKING:
+    from pyd.mounts.model import Share
 
 GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
 
@@ -85,6 +87,8 @@ def run_docker(inv: Invocation, compose: bool) -> int:
     if not inv.via_guest:
         docker = find_docker(os.environ.get("PATH", os.defpath))
         if docker is not None:
+            from pyd.config.model import context_name
+
             context = context_name(inst.name)
             # The context also wins over DOCKER_HOST and DOCKER_CONTEXT in the environment;
             # after `pyd start --no-context` there is none: the agent's endpoint then.
@@ -105,6 +109,31 @@ def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
             f"{inst.name!r} has never started",
             hint=f"run `pyd start{_name_option(inst.name)}` first",
         )
+    # The SSH handshake with an emulated guest takes longest: it goes on while the rest is
+    # prepared (and is dropped if that fails).
+    connecting = _Connecting(inst, state.ssh_port)
+    try:
+        command, streams = _prepare(inst, args, compose)
+    except BaseException:
+        connecting.abandon()
+        raise
+    client = connecting.result()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        transport = client.get_transport()
+        assert transport is not None
+        return run_in_guest(transport, command, streams)
+    finally:
+        client.close()
+
+
+def _prepare(
+    inst: Instance, args: Sequence[str], compose: bool
+) -> tuple[GuestCommand, HostStreams]:
+    """The guest's command for `docker ARGS` here, and the streams it gets."""
+    from pyd.config.store import load_config  # imported here: while the handshake goes on
+
     host = this_host()
     shares = load_config(inst.files.config).mounts
     workdir = _guest_workdir(shares, host.platform, needs_workdir(args, compose), inst.name)
@@ -121,15 +150,46 @@ def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
         env=passed_env(os.environ, host.platform),
         compose=compose,
     )
-    client = _connect(inst, state.ssh_port)
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        transport = client.get_transport()
-        assert transport is not None
-        return run_in_guest(transport, command, streams)
-    finally:
-        client.close()
+    return command, streams
+
+
+class _Connecting:
+    """`_connect` in a thread of its own: result() waits for the connection (or raises what
+    connecting raised); abandon() lets it go, closed as soon as it is made."""
+
+    def __init__(self, inst: Instance, port: int) -> None:
+        self._lock = threading.Lock()
+        self._client: paramiko.SSHClient | None = None
+        self._error: BaseException | None = None
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._run, args=(inst, port), name="pyd-docker-connect", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, inst: Instance, port: int) -> None:
+        try:
+            client = _connect(inst, port)
+        except BaseException as e:
+            self._error = e
+            return
+        with self._lock:
+            self._client = client
+            if self._abandoned:
+                client.close()
+
+    def result(self) -> paramiko.SSHClient:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._client is not None
+        return self._client
+
+    def abandon(self) -> None:
+        with self._lock:
+            self._abandoned = True
+            if self._client is not None:
+                self._client.close()
 
 
 def host_directories(env: Mapping[str, str], platform: str) -> list[str]:
