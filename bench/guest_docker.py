@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from busybox_image import build_busybox_image
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
 from pyd.ssh.openssh import ssh_argv
@@ -63,14 +64,7 @@ class Bench:
         t0 = time.monotonic()
         run(self.env, *self.pyd, "start", "-n", NAME)
         print(f"pyd start: {time.monotonic() - t0:.1f} s")
-        ctx = self.work / "ctx"
-        ctx.mkdir()
-        shutil.copy("/bin/busybox", ctx / "busybox")
-        (ctx / "Dockerfile").write_text(
-            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", '
-            '"/bin"]\n'
-        )
-        run(self.env, "docker", "build", "-q", "-t", IMAGE, str(ctx))
+        build_busybox_image(self.env, self.work, IMAGE)
         run(self.env, *self.pyd, "ssh", "-n", NAME, "--", "true")  # writes known_hosts
 
     def stop(self) -> None:

@@ -38,6 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from busybox_image import build_busybox_image
 from pyd.agent.status import MOUNTED, read_status
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
@@ -101,14 +102,7 @@ class Bench:
                 raise SystemExit(f"the share did not mount: {rows}")
             time.sleep(0.05)
         print(f"`pyd mount add` to mounted: {time.monotonic() - t0:.2f} s")
-        ctx = self.work / "ctx"
-        ctx.mkdir()
-        shutil.copy("/bin/busybox", ctx / "busybox")
-        (ctx / "Dockerfile").write_text(
-            'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", '
-            '"/bin"]\n'
-        )
-        run(self.env, "docker", "build", "-q", "-t", IMAGE, str(ctx))
+        build_busybox_image(self.env, self.work, IMAGE)
         self.guest("true")  # writes the pinned known_hosts file that ssh_argv uses
 
     def mount_lima(self) -> None:
