@@ -22,6 +22,7 @@ AGENT_LOG = "agent.log"
 AGENT_STATUS = "agent.json"  # the agent's status, read by `pyd start` and `pyd status`
 AGENT_LOCK = "agent.lock"  # held by the running agent: at most one per instance
 DOCKER_SOCK = "sock/docker.sock"  # in its own 0700 directory
+EXEC_SOCK = "sock/exec.sock"  # `pyd docker` commands run by the agent (agent/exec_server.py)
 
 
 class _File:
@@ -55,3 +56,4 @@ class InstanceFiles:
     agent_status = _File(AGENT_STATUS)
     agent_lock = _File(AGENT_LOCK)
     docker_sock = _File(DOCKER_SOCK)
+    exec_sock = _File(EXEC_SOCK)

@@ -1,5 +1,5 @@
 """The SSH connection of `pyd docker` is made while the command is prepared
-(pyd.guestdocker.launch._Connecting): its result or its error comes back, and a connection
+(pyd.guestdocker.direct.Connecting): its result or its error comes back, and a connection
 that is no longer wanted is closed, whenever it arrives."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pyd.errors import PydError
-from pyd.guestdocker import launch
+from pyd.guestdocker import direct
 from pyd.instance_files import InstanceFiles
 from pyd.lifecycle.instance import Instance
 
@@ -31,8 +31,8 @@ def test_the_connection_made_meanwhile_is_the_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = FakeClient()
-    monkeypatch.setattr(launch, "_connect", lambda inst, port: client)
-    assert launch._Connecting(_instance(tmp_path), 22).result() is client
+    monkeypatch.setattr(direct, "_connect", lambda inst, port: client)
+    assert direct.Connecting(_instance(tmp_path), 22).result() is client
     assert not client.closed.is_set()
 
 
@@ -42,9 +42,9 @@ def test_an_error_while_connecting_is_raised_by_result(
     def refuse(inst: Instance, port: int) -> FakeClient:
         raise PydError(f"cannot reach the guest on {port}")
 
-    monkeypatch.setattr(launch, "_connect", refuse)
+    monkeypatch.setattr(direct, "_connect", refuse)
     with pytest.raises(PydError, match="cannot reach the guest on 2222"):
-        launch._Connecting(_instance(tmp_path), 2222).result()
+        direct.Connecting(_instance(tmp_path), 2222).result()
 
 
 def test_an_abandoned_connection_is_closed_when_it_arrives(
@@ -56,8 +56,8 @@ def test_an_abandoned_connection_is_closed_when_it_arrives(
         release.wait(10)
         return client
 
-    monkeypatch.setattr(launch, "_connect", slow)
-    connecting = launch._Connecting(_instance(tmp_path), 22)
+    monkeypatch.setattr(direct, "_connect", slow)
+    connecting = direct.Connecting(_instance(tmp_path), 22)
     connecting.abandon()  # e.g. the current directory is not shared: the error comes first
     assert not client.closed.is_set()
     release.set()
@@ -68,8 +68,8 @@ def test_an_abandoned_connection_already_made_is_closed_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = FakeClient()
-    monkeypatch.setattr(launch, "_connect", lambda inst, port: client)
-    connecting = launch._Connecting(_instance(tmp_path), 22)
+    monkeypatch.setattr(direct, "_connect", lambda inst, port: client)
+    connecting = direct.Connecting(_instance(tmp_path), 22)
     connecting._thread.join(10)
     connecting.abandon()
     assert client.closed.is_set()

@@ -1,7 +1,11 @@
 """The guest-docker runner against a real SSH server (paramiko, in this process) whose commands
 run in a real local shell, reached through pyd's own `connect` with the pinned host key. The
 guest's `docker` is a stand-in that runs its arguments as a command (`docker sh -c 'exit 3'`),
-so every test sees exactly what a docker CLI in the guest would have been given."""
+so every test sees exactly what a docker CLI in the guest would have been given.
+
+Every test runs twice: `pyd docker` with a connection of its own (run_in_guest), and through
+the host agent's exec socket (an exec server in this process on the test's connection,
+reached by the client with this process's descriptors), which must behave the same."""
 
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ import shutil
 import signal
 import struct
 import sys
+import tempfile
 import termios
 import threading
 import time
@@ -24,50 +29,45 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from pyd.agent.exec_server import exec_server
+from pyd.errors import PydError
 from pyd.guestdocker import remote
+from pyd.guestdocker.agent_link import run_through_agent
 from pyd.guestdocker.remote import GuestCommand
-from pyd.guestdocker.run import OUTPUT_CLOSED, GuestConnectionLost, HostStreams, run_in_guest
-from pyd.ssh.connect import SSHTarget, connect
-from pyd.sshkeys import generate_keypair, write_private
-from tests.unit.execserver import ExecSSHServer
-from tests.unit.sshserver import host_keypair
+from pyd.guestdocker.run import OUTPUT_CLOSED, HostStreams, run_in_guest
+from tests.unit.fakeguest import Guest, make_guest
 
-# The guest's docker, standing in: runs its arguments as a command.
-FAKE_DOCKER = '#!/bin/sh\nexec "$@"\n'
 PRINT_ARGV = "import os, sys; sys.stdout.buffer.write(b'\\0'.join(map(os.fsencode, sys.argv[1:])))"
 WATCHDOG = 120.0  # no test may hang: after this its SSH connection is cut
 
 
-@dataclass
-class Guest:
-    server: ExecSSHServer
-    bin: Path  # first on the guest's PATH
-    home: Path
-    key: Path
+def _through_agent(
+    transport: paramiko.Transport, command: GuestCommand, streams: HostStreams
+) -> int:
+    """run_in_guest's job done by an agent's exec server on `transport`, asked by the client."""
+    directory = Path(tempfile.mkdtemp(prefix="pyd-exec-", dir="/tmp"))  # short: sun_path
+    server = exec_server(directory / "sock" / "exec.sock", lambda: transport)
+    server.start()
+    try:
+        code = run_through_agent(directory / "sock" / "exec.sock", command, streams)
+    finally:
+        server.close()
+        shutil.rmtree(directory)
+    assert code is not None, "the client found no agent"
+    return code
 
-    def connect(self) -> paramiko.SSHClient:
-        return connect(
-            SSHTarget(
-                "127.0.0.1", self.server.port, "root", self.key, host_keypair().public_openssh
-            )
-        )
 
-
-def _guest(tmp: Path, shell: str) -> Guest:
-    bin_dir, home = tmp / "bin", tmp / "home"
-    bin_dir.mkdir()
-    home.mkdir()
-    (bin_dir / "docker").write_text(FAKE_DOCKER)
-    (bin_dir / "docker").chmod(0o755)
-    key = tmp / "id_ed25519"
-    write_private(key, generate_keypair("test").private_openssh)
-    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "LC_ALL": "C.UTF-8"}
-    return Guest(ExecSSHServer(shell, env), bin_dir, home, key)
+@pytest.fixture(autouse=True, params=["direct", "agent"])
+def path_taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which way the tests' `run_in_guest` goes (looked up at each call)."""
+    if request.param == "agent":
+        monkeypatch.setattr(sys.modules[__name__], "run_in_guest", _through_agent)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    g = _guest(tmp_path_factory.mktemp("guest"), "/bin/sh")
+    g = make_guest(tmp_path_factory.mktemp("guest"), "/bin/sh")
     yield g
     g.server.close()
 
@@ -218,7 +218,7 @@ def test_a_session_without_exit_code_is_an_error(
     transport: paramiko.Transport, tmp_path: Path
 ) -> None:
     """The guest's shell itself killed: sshd has no exit code to send."""
-    with pytest.raises(GuestConnectionLost):
+    with pytest.raises(PydError, match="ended before docker did"):
         run(transport, tmp_path, "sh", "-c", "kill -KILL $PPID")
 
 
@@ -252,7 +252,7 @@ def test_every_argument_arrives_byte_for_byte(
 ) -> None:
     if not shutil.which(shell):
         pytest.skip(f"no {shell}")
-    g = _guest(tmp_path_factory.mktemp("shell"), shell)
+    g = make_guest(tmp_path_factory.mktemp("shell"), shell)
     client = g.connect()
     try:
         transport = client.get_transport()
@@ -509,7 +509,7 @@ def test_the_terminal_is_restored_when_the_connection_breaks(guest: Guest, term:
         client.close()
 
     joined = _in_background(steps)
-    with pytest.raises(GuestConnectionLost):
+    with pytest.raises(PydError, match=r"SSH (session|connection)"):
         run_in_guest(transport, GuestCommand("/", ("sh", "-c", INTERACTIVE)), term.streams())
     joined()
     assert termios.tcgetattr(term.slave) == term.settings

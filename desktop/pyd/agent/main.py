@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 
 from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
+from pyd.agent.exec_server import exec_server
 from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHSession
@@ -37,6 +38,7 @@ from pyd.config.model import InstanceConfig
 from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.forward.endpoint import DockerForward, docker_endpoint, make_docker_forward
+from pyd.forward.unix_socket import UnixSocketListener
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
 from pyd.mounts.openssh_link import find_endpoint
@@ -83,6 +85,7 @@ class Agent:
         self.mounts: MountManager | None = None
         self.watch: ContainerWatch | None = None
         self.forward: DockerForward | None = None
+        self.exec: UnixSocketListener | None = None
         self._config_seen = 0
 
     def _publish(self, change: Callable[[AgentStatus], AgentStatus]) -> None:
@@ -122,6 +125,8 @@ class Agent:
                 self.mounts.close()
             if self.forward is not None:
                 self.forward.close()
+            if self.exec is not None:
+                self.exec.close()
             self.session.close()
 
     def request_stop(self) -> None:
@@ -144,11 +149,25 @@ class Agent:
             self.name, self.files.docker_sock, self._open_docker_channel
         )
         self.forward.start()
+        self._start_exec_socket()
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
         self._publish(lambda s: replace(s.to(READY), docker_host=host))
         log.info("ready: %s", host)
         self._start_ports(cfg)
         return self._supervise()
+
+    def _start_exec_socket(self) -> None:
+        """`pyd docker` commands on this connection (POSIX hosts; see exec_server). Without
+        it they still work, each on a connection of its own: a failure here is logged only."""
+        if sys.platform == "win32":
+            return
+        server = exec_server(self.files.exec_sock, lambda: self.session.transport(RECONNECT_WAIT))
+        try:
+            server.start()
+        except PydError as e:
+            log.warning("pyd docker will connect by itself: %s", e.message)
+            return
+        self.exec = server
 
     def _start_mounts(self, cfg: InstanceConfig) -> None:
         server = choose_server(sys.platform, os.environ)

@@ -1,12 +1,13 @@
 """The live connections of one forward (TCP port, Unix socket or named pipe): each accepted
-stream gets a channel from the owner and a relay in its own thread; close() ends them all."""
+stream gets a channel from the owner and a relay in its own thread; close() ends them all.
+(The agent's exec socket serves its connections in the same threads: ConnectionThreads.)"""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Callable
-from typing import Self
+from typing import Protocol, Self
 
 import paramiko
 
@@ -17,14 +18,20 @@ log = logging.getLogger("pyd.forward")
 OpenChannel = Callable[[], paramiko.Channel]
 
 
-class Connections:
-    def __init__(self, label: str, name: str, open_channel: OpenChannel) -> None:
+class Abortable(Protocol):
+    def abort(self) -> None: ...
+
+
+class ConnectionThreads:
+    """Accepted streams, each served in a thread of its own by a subclass's _serve();
+    close_all() aborts what they registered with _track() and joins them."""
+
+    def __init__(self, label: str, name: str) -> None:
         self.label = label  # the endpoint, for log lines
         self.name = name  # thread names
-        self.open_channel = open_channel
         self.closing = threading.Event()
         self._lock = threading.Lock()
-        self._conns: dict[threading.Thread, Relay | None] = {}
+        self._conns: dict[threading.Thread, Abortable | None] = {}
 
     def spawn(self, stream: HostStream) -> None:
         thread = threading.Thread(
@@ -35,36 +42,32 @@ class Connections:
             thread.start()
 
     def _handle(self, stream: HostStream) -> None:
-        me = threading.current_thread()
         try:
-            try:
-                chan = self.open_channel()
-            except Exception as e:
-                log.warning("%s: could not open a channel to the guest: %s", self.label, e)
-                stream.close()
-                return
-            relay = Relay(stream, chan, name=f"pyd-forward-{self.name}")
-            with self._lock:
-                closing = self.closing.is_set()
-                self._conns[me] = relay
-            if closing:
-                relay.abort()
-            try:
-                relay.run()
-            except Exception:
-                log.exception("%s: relay failed", self.label)
+            self._serve(stream)
         finally:
             with self._lock:
-                self._conns.pop(me, None)
+                self._conns.pop(threading.current_thread(), None)
+
+    def _serve(self, stream: HostStream) -> None:
+        raise NotImplementedError
+
+    def _track(self, job: Abortable) -> None:
+        """Registers the current thread's `job`, aborted by close_all() (at once when that
+        has begun already)."""
+        with self._lock:
+            closing = self.closing.is_set()
+            self._conns[threading.current_thread()] = job
+        if closing:
+            job.abort()
 
     def close_all(self, timeout: float = 10) -> None:
         self.closing.set()
         with self._lock:
             conns = list(self._conns.items())
-        for _thread, relay in conns:
-            if relay is not None:
-                relay.abort()
-        for thread, _relay in conns:
+        for _thread, job in conns:
+            if job is not None:
+                job.abort()
+        for thread, _job in conns:
             thread.join(timeout)
 
     def __len__(self) -> int:
@@ -72,10 +75,32 @@ class Connections:
             return len(self._conns)
 
 
+class Connections(ConnectionThreads):
+    """Each stream gets a channel from `open_channel` and a relay to it."""
+
+    def __init__(self, label: str, name: str, open_channel: OpenChannel) -> None:
+        super().__init__(label, name)
+        self.open_channel = open_channel
+
+    def _serve(self, stream: HostStream) -> None:
+        try:
+            chan = self.open_channel()
+        except Exception as e:
+            log.warning("%s: could not open a channel to the guest: %s", self.label, e)
+            stream.close()
+            return
+        relay = Relay(stream, chan, name=f"pyd-forward-{self.name}")
+        self._track(relay)
+        try:
+            relay.run()
+        except Exception:
+            log.exception("%s: relay failed", self.label)
+
+
 class ServedForward:
     """What the forwards share around start() and close()."""
 
-    _conns: Connections
+    _conns: ConnectionThreads
 
     def start(self) -> None:
         raise NotImplementedError

@@ -13,7 +13,7 @@ import selectors
 import socket
 import threading
 
-from pyd.forward.connections import Connections, ServedForward
+from pyd.forward.connections import ConnectionThreads, ServedForward
 
 log = logging.getLogger("pyd.forward")
 
@@ -23,7 +23,7 @@ class ListeningForward(ServedForward):
     _serve(); close() stops accepting, closes the listener (then _listener_closed()) and ends
     live connections."""
 
-    def __init__(self, conns: Connections) -> None:
+    def __init__(self, conns: ConnectionThreads) -> None:
         self._conns = conns
         self._closing = conns.closing
         self._listener: socket.socket | None = None

@@ -1,5 +1,5 @@
 """A host Unix socket whose connections are relayed to SSH channels (the Docker socket on macOS
-and Linux hosts).
+and Linux hosts), and the private listening socket under it (also the agent's exec socket).
 
 Who may connect is decided by file permissions alone: the socket is 0600 inside a 0700
 directory owned by us. The directory matters on its own: macOS ignores a socket file's mode on
@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from pyd.errors import PydError
-from pyd.forward.connections import Connections, OpenChannel
+from pyd.forward.connections import Connections, ConnectionThreads, OpenChannel
 from pyd.forward.listening import ListeningForward
 
 log = logging.getLogger("pyd.forward")
@@ -51,7 +51,7 @@ def _private_dir(directory: Path) -> None:
     st = directory.stat()
     if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
         raise SocketPathError(
-            f"the directory {directory} for the Docker socket is not private "
+            f"the directory {directory} for the agent's sockets is not private "
             f"(mode {stat.S_IMODE(st.st_mode):o}, owner uid {st.st_uid}); other users could "
             "reach the socket",
             hint=f"chmod 700 {directory} (it must be owned by you)",
@@ -91,21 +91,14 @@ def _clear_stale(path: Path) -> None:
     )
 
 
-class UnixSocketForward(ListeningForward):
-    """Serves `path`; every connection gets a fresh channel from `open_channel` and is relayed
-    to it. `open_channel` is called per connection, so the owner can swap the SSH connection
-    underneath (after a reconnect) without restarting the forward."""
+class UnixSocketListener(ListeningForward):
+    """Serves the socket `path` (0600, in a private directory); `conns` serves each
+    connection."""
 
-    def __init__(self, path: Path, open_channel: OpenChannel, name: str = "docker") -> None:
+    def __init__(self, path: Path, conns: ConnectionThreads) -> None:
         self.path = Path(path)
-        self.open_channel = open_channel
-        self.name = name
         self._inode: tuple[int, int] | None = None
-        super().__init__(Connections(str(self.path), name, open_channel))
-
-    @property
-    def endpoint(self) -> str:
-        return f"unix://{self.path}"
+        super().__init__(conns)
 
     def start(self) -> None:
         """Binds the socket (0600 before it accepts anything) and serves it in a thread."""
@@ -146,3 +139,18 @@ class UnixSocketForward(ListeningForward):
             return
         if (st.st_dev, st.st_ino) == self._inode:
             self.path.unlink()
+
+
+class UnixSocketForward(UnixSocketListener):
+    """Serves `path`; every connection gets a fresh channel from `open_channel` and is relayed
+    to it. `open_channel` is called per connection, so the owner can swap the SSH connection
+    underneath (after a reconnect) without restarting the forward."""
+
+    def __init__(self, path: Path, open_channel: OpenChannel, name: str = "docker") -> None:
+        self.open_channel = open_channel
+        self.name = name
+        super().__init__(path, Connections(str(path), name, open_channel))
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.path}"

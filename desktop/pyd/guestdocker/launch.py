@@ -1,42 +1,36 @@
 """`pyd docker ARGS` and `pyd compose ARGS` end to end: pyd's own leading options, then the
 host's docker CLI (when there is one) or the guest's over SSH.
 
-The SSH connection is a new one, made with the instance's key and its pinned host key (as
-`pyd ssh` does): the agent's connection lives in the agent's process, and sharing it would
-need a protocol between the two.
+The guest's CLI runs on the agent's SSH connection (agent_link), or, where the agent does
+not offer that (Windows, an agent from an older pyd), on a new connection made here with
+the instance's key and its pinned host key (direct), as `pyd ssh` does.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import paramiko
-
 from pyd.errors import EnvironmentProblem, PydError, UsageError
+from pyd.guestdocker import agent_link
 from pyd.guestdocker.cmdline import wants_terminal
 from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
-from pyd.guestdocker.run import HostStreams, run_in_guest
 from pyd.guestdocker.shim import find_docker
+from pyd.guestdocker.streams import HostStreams
 from pyd.guestdocker.winargs import translate_args
 from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, needs_workdir, unshared_error
 from pyd.hostenv import this_host
 from pyd.instance_state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status
-from pyd.lifecycle.instance import DEFAULT, Instance, existing
+from pyd.lifecycle.instance import DEFAULT, Instance, existing, name_option
 from pyd.mounts.winpath import WINDOWS
-from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
-from pyd.sshkeys import read_public
 
 if TYPE_CHECKING:
     from pyd.mounts.model import Share
-
-GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
 
 USAGE = "pyd docker|compose [-n NAME] [--via-guest] [--] ARGS..."
 
@@ -82,7 +76,7 @@ def run_docker(inv: Invocation, compose: bool) -> int:
     if not agent_running(inst.files):
         raise PydError(
             f"instance {inst.name!r} is not running",
-            hint=f"start it with `pyd start{_name_option(inst.name)}`",
+            hint=f"start it with `pyd start{name_option(inst.name)}`",
         )
     if not inv.via_guest:
         docker = find_docker(os.environ.get("PATH", os.defpath))
@@ -102,25 +96,41 @@ def run_docker(inv: Invocation, compose: bool) -> int:
 
 def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
     """`docker ARGS` by the guest's docker CLI, in the guest directory that shows the
-    current one."""
+    current one: on the agent's SSH connection when the agent serves its exec socket, on a
+    connection of its own otherwise."""
     state = load_state(inst.files.state)
     if state is None:
         raise UsageError(
             f"{inst.name!r} has never started",
-            hint=f"run `pyd start{_name_option(inst.name)}` first",
+            hint=f"run `pyd start{name_option(inst.name)}` first",
         )
-    # The SSH handshake with an emulated guest takes longest: it goes on while the rest is
-    # prepared (and is dropped if that fails).
-    connecting = _Connecting(inst, state.ssh_port)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if agent_link.SUPPORTED and inst.files.exec_sock.exists():
+        prepared = _prepare(inst, args, compose)
+        code = agent_link.run_through_agent(inst.files.exec_sock, *prepared)
+        if code is not None:
+            return code
+        return run_direct(inst, state.ssh_port, lambda: prepared)
+    return run_direct(inst, state.ssh_port, lambda: _prepare(inst, args, compose))
+
+
+def run_direct(
+    inst: Instance, port: int, prepare: Callable[[], tuple[GuestCommand, HostStreams]]
+) -> int:
+    """On a new SSH connection. The handshake with an emulated guest takes longest: it goes
+    on while `prepare` makes the command (and is dropped if that fails)."""
+    from pyd.guestdocker.direct import Connecting
+    from pyd.guestdocker.run import run_in_guest
+
+    connecting = Connecting(inst, port)
     try:
-        command, streams = _prepare(inst, args, compose)
+        command, streams = prepare()
     except BaseException:
         connecting.abandon()
         raise
     client = connecting.result()
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
         transport = client.get_transport()
         assert transport is not None
         return run_in_guest(transport, command, streams)
@@ -153,45 +163,6 @@ def _prepare(
     return command, streams
 
 
-class _Connecting:
-    """`_connect` in a thread of its own: result() waits for the connection (or raises what
-    connecting raised); abandon() lets it go, closed as soon as it is made."""
-
-    def __init__(self, inst: Instance, port: int) -> None:
-        self._lock = threading.Lock()
-        self._client: paramiko.SSHClient | None = None
-        self._error: BaseException | None = None
-        self._abandoned = False
-        self._thread = threading.Thread(
-            target=self._run, args=(inst, port), name="pyd-docker-connect", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, inst: Instance, port: int) -> None:
-        try:
-            client = _connect(inst, port)
-        except BaseException as e:
-            self._error = e
-            return
-        with self._lock:
-            self._client = client
-            if self._abandoned:
-                client.close()
-
-    def result(self) -> paramiko.SSHClient:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._client is not None
-        return self._client
-
-    def abandon(self) -> None:
-        with self._lock:
-            self._abandoned = True
-            if self._client is not None:
-                self._client.close()
-
-
 def host_directories(env: Mapping[str, str], platform: str) -> list[str]:
     """The current directory as the user knows it: the shell's $PWD when it names this
     directory (through a symlinked path, which may be the shared one), then the physical
@@ -217,7 +188,7 @@ def _guest_workdir(shares: Sequence[Share], platform: str, needed: bool, name: s
         if found is not None:
             return found
     if needed:
-        raise unshared_error(candidates[0], shares, _name_option(name))
+        raise unshared_error(candidates[0], shares, name_option(name))
     return UNSHARED_WORKDIR
 
 
@@ -226,32 +197,6 @@ def _docker_host(inst: Instance) -> str:
     if status is None or not status.docker_host:
         raise PydError(
             f"the host agent of {inst.name!r} reports no docker endpoint yet",
-            hint=f"`pyd status{_name_option(inst.name)}` shows its state",
+            hint=f"`pyd status{name_option(inst.name)}` shows its state",
         )
     return status.docker_host
-
-
-def _connect(inst: Instance, port: int) -> paramiko.SSHClient:
-    # The guest's host key, as pyd generated it for the seed: pinned. Read directly: the
-    # module that makes keys (pyd.provision) is slow to import, and they exist once started.
-    try:
-        host_key = read_public(inst.files.host_key)
-    except FileNotFoundError:
-        from pyd.provision import instance_keys
-
-        host_key = instance_keys(inst.files)[1].public_openssh
-    target = SSHTarget("127.0.0.1", port, GUEST_USER, inst.files.client_key, host_key)
-    try:
-        return connect(target)
-    except HostKeyMismatchError:
-        raise
-    except (OSError, EOFError, paramiko.SSHException) as e:
-        raise PydError(
-            f"cannot reach the guest of {inst.name!r} over SSH on 127.0.0.1:{port} ({e})",
-            hint=f"`pyd status{_name_option(inst.name)}` shows its state; `pyd start"
-            f"{_name_option(inst.name)}` starts it",
-        ) from None
-
-
-def _name_option(name: str) -> str:
-    return "" if name == DEFAULT else f" -n {name}"

@@ -17,6 +17,11 @@
   for root sessions); a third Ctrl-C gives up waiting (exit 130). With one, SIGTERM or SIGHUP
   ends the session (the guest's PTY hangs up).
 
+The same session runs in `pyd docker` itself (run_in_guest, on a connection of its own) and
+in the host agent for a `pyd docker` client (GuestSession with local=False, on the agent's
+connection, with the client's descriptors): the client then keeps the terminal and passes
+its signals on (pyd.agent.exec_server).
+
 One thread per direction with large reads: a 50 MB stream costs a few hundred Python loop
 turns per direction, not one per byte.
 """
@@ -31,57 +36,33 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from types import FrameType
 
 import paramiko
 
 from pyd.errors import PydError
 from pyd.guestdocker import terminal
 from pyd.guestdocker.remote import GuestCommand, PidLine, command_line, kill_command
+from pyd.guestdocker.streams import FORWARDED_SIGNALS, HostStreams, signals_to, taken_signals
 
 BUFSIZE = 256 * 1024
 _PACKET = 32 * 1024  # the largest payload paramiko sends at once
 OPEN_TIMEOUT = 10.0
 INTERRUPTS_TO_GIVE_UP = 3
+HUNG_UP = 128 + 1  # a shell's code for SIGHUP (1 on every POSIX system)
+_HANG_UP = -1  # hang_up(), queued with the signals
 # A shell's code for a process ended by SIGPIPE: what a local docker would get when the
 # reader of its output goes away (`pyd docker save img | head -c 10`).
 OUTPUT_CLOSED = 128 + 13
 
 _CONNECTION_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
+_SIGNAL_NAMES = {s: s.name[3:] for s in FORWARDED_SIGNALS}  # kill -s NAME
 if sys.platform == "win32":
-    _FORWARDED = (signal.SIGINT, signal.SIGBREAK)
-    _SIGNAL_NAMES = {signal.SIGINT: "INT", signal.SIGBREAK: "TERM"}
-else:
-    _FORWARDED = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
-    _SIGNAL_NAMES = {s: s.name[3:] for s in _FORWARDED}
+    _SIGNAL_NAMES[signal.SIGBREAK] = "TERM"
 
 
 class GuestConnectionLost(PydError):
     """The session ended without docker's exit code: the connection or the guest went away."""
-
-
-@dataclass(frozen=True)
-class HostStreams:
-    """The host's side: file descriptors for the command's stdin, stdout and stderr."""
-
-    stdin: int
-    stdout: int
-    stderr: int
-
-    @classmethod
-    def standard(cls) -> HostStreams:
-        """This process's own 0, 1 and 2 (by number: sys.stdin is None when 0 is closed)."""
-        return cls(0, 1, 2)
-
-    def terminals(self) -> bool:
-        """Whether all three are a terminal (a Windows console counts)."""
-        return all(os.isatty(fd) for fd in (self.stdin, self.stdout, self.stderr))
-
-    def interactive(self) -> bool:
-        """Whether the command gets a terminal: all three are one, on a host that can."""
-        return terminal.PTY_SUPPORTED and self.terminals()
 
 
 def run_in_guest(transport: paramiko.Transport, command: GuestCommand, streams: HostStreams) -> int:
@@ -89,17 +70,32 @@ def run_in_guest(transport: paramiko.Transport, command: GuestCommand, streams: 
 
     Signal handling needs the main thread; called from another one, signals are left to
     the caller. Raises GuestConnectionLost when no exit code came back."""
-    return _Session(transport, command, streams).run()
+    term = terminal.term_name(os.environ) if streams.interactive() else None
+    return GuestSession(transport, command, streams, term).run()
 
 
-class _Session:
+class GuestSession:
+    """One docker command in the guest. With `term`, in a PTY announced as that terminal type.
+
+    `local`: this process owns the streams' terminal (raw mode while the command runs) and
+    its signals (handlers, in the main thread). Without it, as in the agent running a
+    `pyd docker` client's command, the client does both and passes what it receives to
+    deliver(); hang_up() ends the command when the client has gone."""
+
     def __init__(
-        self, transport: paramiko.Transport, command: GuestCommand, streams: HostStreams
+        self,
+        transport: paramiko.Transport,
+        command: GuestCommand,
+        streams: HostStreams,
+        term: str | None,
+        local: bool = True,
     ) -> None:
         self._transport = transport
         self._command = command
         self._streams = streams
-        self._interactive = streams.interactive()
+        self._term = term
+        self._interactive = term is not None
+        self._local = local
         self._chan: paramiko.Channel | None = None
         # What signal handlers ask for: they may only queue (SimpleQueue.put is reentrant).
         self._signals_received: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -110,13 +106,33 @@ class _Session:
         self._pid_read = threading.Event()
         self._interrupts = 0
 
+    def deliver(self, signum: int) -> None:
+        """Acts on `signum` as if this process had received it."""
+        self._signals_received.put(signum)
+
+    def hang_up(self) -> None:
+        """Ends the command for a client that has gone (killed, or the agent stopping).
+        With a terminal, as a closed terminal would: the guest's PTY hangs up. Without one,
+        as `kill -9` of a local docker CLI would: its process group in the guest is killed
+        (closing the channel would leave it running until it next writes)."""
+        with self._lock:
+            started = self._chan is not None
+            if not started and self._ended_with is None:
+                self._ended_with = HUNG_UP
+        if started:
+            self._signals_received.put(_HANG_UP)
+
     def run(self) -> int:
         chan = self._transport.open_session(timeout=OPEN_TIMEOUT)
-        self._chan = chan
+        with self._lock:
+            self._chan = chan
+            ended = self._ended_with is not None  # hung up before it started
         try:
-            if self._interactive:
+            if ended:
+                return self._ended_with or 0
+            if self._term is not None:
                 columns, rows = terminal.size(self._streams.stdout)
-                chan.get_pty(terminal.term_name(os.environ), columns, rows)
+                chan.get_pty(self._term, columns, rows)
             chan.exec_command(
                 command_line(
                     self._command,
@@ -203,9 +219,10 @@ class _Session:
         with self._lock:
             if self._ended_with is None:
                 self._ended_with = code
-        if self._chan is not None:
+        chan = self._chan
+        if chan is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS):
-                self._chan.close()
+                chan.close()
 
     def _fail(self, e: BaseException) -> None:
         with self._lock:
@@ -215,7 +232,7 @@ class _Session:
 
     @contextlib.contextmanager
     def _terminal(self) -> Iterator[None]:
-        if not self._interactive:
+        if not (self._interactive and self._local):
             yield
             return
         with terminal.raw_mode(self._streams.stdin):
@@ -223,23 +240,11 @@ class _Session:
 
     @contextlib.contextmanager
     def _signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
+        if not self._local:
             yield
             return
-        wanted: list[signal.Signals] = list(_FORWARDED)
-        if self._interactive and sys.platform != "win32":
-            wanted.append(signal.SIGWINCH)
-        previous = {}
-        try:
-            for signum in wanted:
-                previous[signum] = signal.signal(signum, self._on_signal)
+        with signals_to(self.deliver, taken_signals(self._interactive)):
             yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._signals_received.put(signum)
 
     def _serve_signals(self) -> None:
         """Acts on the signals received, off the main thread: a handler runs between two
@@ -255,6 +260,11 @@ class _Session:
     def _handle_signal(self, signum: int) -> None:
         chan = self._chan
         assert chan is not None
+        if signum == _HANG_UP:
+            if not self._interactive and self._pid_read.wait(OPEN_TIMEOUT) and self._pid:
+                self._send_signal("KILL", self._pid)
+            self._end(HUNG_UP)
+            return
         if sys.platform != "win32" and signum == signal.SIGWINCH:
             chan.resize_pty(*terminal.size(self._streams.stdout))
             return

@@ -31,14 +31,17 @@ def instance(name: str) -> Instance:
     return Instance(validate_name(name), InstanceFiles(instances_dir() / name))
 
 
+def name_option(name: str) -> str:
+    """What a suggested pyd command line says to name the instance: nothing for the default."""
+    return "" if name == DEFAULT else f" -n {name}"
+
+
 def existing(name: str) -> Instance:
     inst = instance(name)
     if not inst.exists:
         raise UsageError(
             f"there is no instance named {name!r}",
-            hint="see `pyd list`, or create it with `pyd start"
-            + ("" if name == DEFAULT else f" -n {name}")
-            + "`",
+            hint=f"see `pyd list`, or create it with `pyd start{name_option(name)}`",
         )
     return inst
 

@@ -1,0 +1,255 @@
+"""The agent's exec socket beyond what test_guestdocker_run.py checks on both paths: a client
+that is killed, an agent that stops or has no SSH, requests that are not the protocol, the
+descriptors the agent is given, who may connect. The agent's server runs in this process on
+a connection to a stand-in guest (tests/unit/fakeguest.py); clients are this process or a
+child process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from pyd.agent.exec_server import exec_server
+from pyd.agent.session import SSHDown
+from pyd.errors import PydError
+from pyd.forward.unix_socket import UnixSocketListener
+from pyd.guestdocker.agent_link import AgentCommandError, run_through_agent
+from pyd.guestdocker.exec_protocol import ExecRequest, encode_request
+from pyd.guestdocker.remote import GuestCommand
+from pyd.guestdocker.streams import HostStreams
+from tests.unit.fakeguest import Guest, make_guest
+
+WAIT = 30.0
+
+
+@pytest.fixture(scope="module")
+def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
+    g = make_guest(tmp_path_factory.mktemp("guest"))
+    yield g
+    g.server.close()
+
+
+@pytest.fixture
+def transport(guest: Guest) -> Iterator[paramiko.Transport]:
+    client = guest.connect()
+    t = client.get_transport()
+    assert t is not None
+    yield t
+    client.close()
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    directory = Path(tempfile.mkdtemp(prefix="pyd-exec-", dir="/tmp"))  # short: sun_path
+    yield directory / "sock"
+    shutil.rmtree(directory)
+
+
+@contextlib.contextmanager
+def serving(
+    sock_dir: Path, transport: Callable[[], paramiko.Transport]
+) -> Iterator[UnixSocketListener]:
+    server = exec_server(sock_dir / "exec.sock", transport)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _run(path: Path, tmp_path: Path, *args: str) -> tuple[int | None, bytes, bytes]:
+    with (
+        open(os.devnull, "rb") as i,
+        open(tmp_path / "out", "wb") as o,
+        open(tmp_path / "err", "wb") as e,
+    ):
+        code = run_through_agent(
+            path, GuestCommand("/", args), HostStreams(i.fileno(), o.fileno(), e.fileno())
+        )
+    return code, (tmp_path / "out").read_bytes(), (tmp_path / "err").read_bytes()
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not after {WAIT:.0f} s")
+        time.sleep(0.05)
+
+
+def _gone(pid: int) -> bool:
+    """Ended (a zombie waiting for its parent counts)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_the_socket_is_private(sock_dir: Path, transport: paramiko.Transport) -> None:
+    with serving(sock_dir, lambda: transport):
+        assert stat.S_IMODE(sock_dir.stat().st_mode) == 0o700
+        assert stat.S_IMODE((sock_dir / "exec.sock").stat().st_mode) == 0o600
+    assert not (sock_dir / "exec.sock").exists()  # removed when the agent stops
+
+
+def test_without_an_agent_the_client_connects_by_itself(sock_dir: Path, tmp_path: Path) -> None:
+    assert _run(sock_dir / "exec.sock", tmp_path, "true")[0] is None  # no socket
+    sock_dir.mkdir()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(sock_dir / "exec.sock"))
+    stale.close()  # an agent that died: the file stays, nobody listens
+    assert _run(sock_dir / "exec.sock", tmp_path, "true")[0] is None
+
+
+def test_the_agent_closes_every_descriptor_it_was_given(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+) -> None:
+    with serving(sock_dir, lambda: transport):
+        _run(sock_dir / "exec.sock", tmp_path, "true")  # threads and buffers settle
+        before = _open_fds()
+        for code in (0, 3):
+            assert _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", f"exit {code}")[0] == code
+        # The agent's side of a connection may close just after its client has the code.
+        _wait_for(lambda: _open_fds() <= before, "no descriptor left open")
+
+
+def test_the_agent_without_ssh_says_so(sock_dir: Path, tmp_path: Path) -> None:
+    def down() -> paramiko.Transport:
+        raise SSHDown("the SSH connection to the guest is down")
+
+    with serving(sock_dir, down), pytest.raises(AgentCommandError) as raised:
+        _run(sock_dir / "exec.sock", tmp_path, "true")
+    assert raised.value.message == "the SSH connection to the guest is down"
+    assert raised.value.exit_code == 1
+
+
+def test_the_agent_stopping_ends_the_command_with_a_message(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    with serving(sock_dir, lambda: transport) as server:
+        stopper = threading.Thread(
+            target=lambda: (_wait_for(pid_file.exists, "the command started"), server.close())
+        )
+        stopper.start()
+        with pytest.raises(AgentCommandError, match="agent stopped while the command ran"):
+            _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", f"echo $$ > {pid_file}; sleep 600")
+        stopper.join()
+    _wait_for(lambda: _gone(int(pid_file.read_text())), "the command ended in the guest")
+
+
+CLIENT = """
+import sys
+from pathlib import Path
+from pyd.guestdocker.agent_link import run_through_agent
+from pyd.guestdocker.remote import GuestCommand
+from pyd.guestdocker.streams import HostStreams
+code = run_through_agent(Path(sys.argv[1]), GuestCommand("/", tuple(sys.argv[2:])),
+                         HostStreams.standard())
+sys.exit(code)
+"""
+
+
+def test_a_killed_client_gets_its_command_killed_in_the_guest(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+) -> None:
+    """`kill -9` of the client: as of a local docker CLI, whose process group goes, while
+    the agent goes on serving."""
+    pid_file = tmp_path / "pid"
+    script = f"echo $$ > {pid_file}; sleep 600; echo not-killed"
+    with serving(sock_dir, lambda: transport):
+        client = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        try:
+            _wait_for(pid_file.exists, "the command started")
+            client.send_signal(signal.SIGKILL)
+        finally:
+            client.wait()
+            assert client.stdout is not None
+            out = client.stdout.read()  # ends: the agent has closed its copy too
+            client.stdout.close()
+        _wait_for(lambda: _gone(int(pid_file.read_text())), "the command ended in the guest")
+        assert out == b""
+        assert _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", "exit 4")[0] == 4
+
+
+def test_a_signal_to_the_client_reaches_the_command(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+) -> None:
+    """Ctrl-C in a terminal whose output is piped: the client is a separate process."""
+    script = "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done"
+    with serving(sock_dir, lambda: transport):
+        client = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "sh", "-c", script],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert client.stdout is not None
+        assert client.stdout.readline() == b"ready\n"
+        client.send_signal(signal.SIGINT)
+        assert client.stdout.read() == b"got-int\n"
+        assert client.wait(WAIT) == 42
+
+
+@pytest.mark.parametrize("fds", [0, 1, 3])
+def test_requests_outside_the_protocol_are_dropped_and_serving_goes_on(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path, fds: int
+) -> None:
+    with serving(sock_dir, lambda: transport), open(os.devnull, "rb") as null:
+        before = _open_fds()
+        good = encode_request(ExecRequest(GuestCommand("/", ("true",))))
+        for data in (b"\0\0\0\5{oops", b"\xff\xff\xff\xff", b"\0", good[:-1]):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as c:
+                c.connect(str(sock_dir / "exec.sock"))
+                socket.send_fds(c, [data], [null.fileno()] * fds)
+                c.shutdown(socket.SHUT_WR)
+                c.settimeout(WAIT)
+                # Dropped: the agent hangs up without an answer (a reset: data left unread).
+                try:
+                    answer = c.recv(100)
+                except ConnectionResetError:
+                    answer = b""
+                assert answer == b""
+        assert _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", "exit 5")[0] == 5
+        _wait_for(lambda: _open_fds() <= before, "the agent closed the descriptors it got")
+
+
+def test_a_command_the_guest_refuses_is_an_error_not_a_hang(
+    sock_dir: Path, guest: Guest, tmp_path: Path
+) -> None:
+    """The agent's connection breaks mid-command: the client gets pyd's error, exit 1."""
+    client = guest.connect()
+    t = client.get_transport()
+    assert t is not None
+    pid_file = tmp_path / "pid"
+    with serving(sock_dir, lambda: t):
+        cutter = threading.Thread(
+            target=lambda: (_wait_for(pid_file.exists, "the command started"), client.close())
+        )
+        cutter.start()
+        with pytest.raises(PydError, match="ended before docker did") as raised:
+            _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", f"echo $$ > {pid_file}; sleep 600")
+        cutter.join()
+    assert raised.value.exit_code == 1
