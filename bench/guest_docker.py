@@ -1,21 +1,25 @@
 """`pyd docker` through the guest's docker CLI against OpenSSH, same VM, same run (TCG here):
 
-  pyd  `pyd docker --via-guest version`: a new `pyd` process, which opens its own SSH
-       connection (paramiko) and runs the guest's docker CLI on an exec channel
-  ssh  `ssh -i KEY -p PORT root@127.0.0.1 docker version` with the system's OpenSSH client
+  pyd      `pyd docker --via-guest version`: a new `pyd` process, whose command the host
+           agent runs on its open SSH connection (the exec socket: what macOS and Linux get)
+  ssh      `ssh -i KEY -p PORT root@127.0.0.1 docker version` with the system's OpenSSH client
+  pyd-own  the same `pyd docker`, with the exec socket moved away for the command: it opens
+           an SSH connection of its own (paramiko), as on Windows or with an older agent
 
 Both are timed from process start to exit, in interleaved rounds (the order alternates).
 Then a 50 MB random file through `docker run -i --rm IMG cat`, stdin to stdout, by both
 (sha256 must match; MB/s is the file's size over the time, each byte crossing twice).
 
-    python bench/guest_docker.py [--runs 10] [--mb 50] [--blob-runs 1]
+    python bench/guest_docker.py [--runs 10] [--mb 50] [--blob-runs 1] [--ways pyd,ssh,pyd-own]
 
-Prints the medians, min-max and the ratio pyd/ssh of the medians (target <= 1.1).
+Prints the medians, min-max and the ratios pyd/ssh and pyd-own/ssh of the medians (target
+<= 1.1). The round trip compares pyd and ssh.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import shutil
@@ -24,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from busybox_image import build_busybox_image
@@ -34,7 +38,7 @@ from pyd.ssh.openssh import ssh_argv
 
 NAME = "bench-guestdocker"
 IMAGE = "pyd-bench-guestdocker-busybox"
-WAYS = ("pyd", "ssh")
+WAYS = ("pyd", "ssh", "pyd-own")
 
 
 def run(env: dict[str, str], *argv: str) -> str:
@@ -71,7 +75,7 @@ class Bench:
         subprocess.run([*self.pyd, "delete", "-f", "-n", NAME], env=self.env, capture_output=True)
 
     def argv(self, way: str, docker_args: list[str]) -> list[str]:
-        if way == "pyd":
+        if way in ("pyd", "pyd-own"):
             return [*self.pyd, "docker", "-n", NAME, "--via-guest", *docker_args]
         state = load_state(self.files.state)
         assert state is not None
@@ -88,24 +92,40 @@ class Bench:
             open(stdout or os.devnull, "wb") as o,
             tempfile.TemporaryFile() as e,
         ):
-            t0 = time.perf_counter()
-            code = subprocess.run(
-                self.argv(way, docker_args), stdin=i, stdout=o, stderr=e, env=self.env,
-                cwd=self.work, timeout=1800,
-            ).returncode  # fmt: skip
-            seconds = time.perf_counter() - t0
+            argv = self.argv(way, docker_args)
+            with self._own_connection(way == "pyd-own"):
+                t0 = time.perf_counter()
+                code = subprocess.run(argv, stdin=i, stdout=o, stderr=e, env=self.env,
+                                      cwd=self.work, timeout=1800).returncode  # fmt: skip
+                seconds = time.perf_counter() - t0
             if code != 0:
                 e.seek(0)
                 raise SystemExit(f"{way} {docker_args} exited {code}: {e.read().decode()}")
         return seconds
 
 
-def interleaved(runs: int, measure: Callable[[str], float]) -> dict[str, list[float]]:
-    results: dict[str, list[float]] = {w: [] for w in WAYS}
+    @contextlib.contextmanager
+    def _own_connection(self, hidden: bool) -> Iterator[None]:
+        """With `hidden`, the agent's exec socket is not where `pyd docker` looks."""
+        if not hidden:
+            yield
+            return
+        away = self.files.exec_sock.with_name("exec.sock.away")
+        self.files.exec_sock.rename(away)
+        try:
+            yield
+        finally:
+            away.rename(self.files.exec_sock)
+
+
+def interleaved(
+    runs: int, measure: Callable[[str], float], ways: Sequence[str]
+) -> dict[str, list[float]]:
+    results: dict[str, list[float]] = {w: [] for w in ways}
     for r in range(runs):
-        for way in WAYS if r % 2 == 0 else WAYS[::-1]:
+        for way in ways if r % 2 == 0 else ways[::-1]:
             results[way].append(measure(way))
-        print(f"round {r + 1}: " + ", ".join(f"{w} {results[w][-1]:.3f} s" for w in WAYS),
+        print(f"round {r + 1}: " + ", ".join(f"{w} {results[w][-1]:.3f} s" for w in ways),
               flush=True)  # fmt: skip
     return results
 
@@ -123,7 +143,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--mb", type=int, default=50)
     ap.add_argument("--blob-runs", type=int, default=1)
+    ap.add_argument("--ways", default=",".join(WAYS), help="of " + ",".join(WAYS))
     args = ap.parse_args()
+    ways = [w for w in args.ways.split(",") if w]
+    if not set(ways) <= set(WAYS) or "ssh" not in ways:
+        ap.error(f"--ways: a list of {', '.join(WAYS)}, with ssh (the baseline)")
     with tempfile.TemporaryDirectory(prefix="pyd-bench-guestdocker-") as tmp:
         bench = Bench(Path(tmp))
         blob, back = bench.work / "blob", bench.work / "back"
@@ -131,10 +155,10 @@ def main() -> None:
         want = hashlib.sha256(blob.read_bytes()).hexdigest()
         try:
             bench.start()
-            bench.timed("pyd", ["version"])  # one of each first: page cache, guest caches
-            bench.timed("ssh", ["version"])
+            for way in ways:  # one of each first: page cache, guest caches
+                bench.timed(way, ["version"])
             print(f"\n`docker version`, {args.runs} interleaved rounds:")
-            version = interleaved(args.runs, lambda way: bench.timed(way, ["version"]))
+            version = interleaved(args.runs, lambda way: bench.timed(way, ["version"]), ways)
 
             def round_trip(way: str) -> float:
                 seconds = bench.timed(way, ["run", "-i", "--rm", IMAGE, "cat"], blob, back)
@@ -145,12 +169,14 @@ def main() -> None:
 
             print(f"\n{args.mb} MB stdin -> `docker run -i cat` -> stdout, {args.blob_runs} "
                   "interleaved rounds (sha256 matched each time):")  # fmt: skip
-            blob_s = interleaved(args.blob_runs, round_trip)
+            blob_s = interleaved(args.blob_runs, round_trip, [w for w in WAYS[:2] if w in ways])
         finally:
             bench.stop()
     print(f"\n`docker version` ({args.runs} runs): median [min-max]")
     med = summary("version", version)
-    print(f"  ratio pyd/ssh {med['pyd'] / med['ssh']:.3f}  (target <= 1.1)")
+    for way in ways:
+        if way != "ssh":
+            print(f"  ratio {way}/ssh {med[way] / med['ssh']:.3f}  (target <= 1.1)")
     print(f"\n{args.mb} MB round trip ({args.blob_runs} runs), sha256 equal:")
     mbps = {w: [args.mb / s for s in v] for w, v in blob_s.items()}
     summary("seconds", blob_s)
