@@ -144,6 +144,83 @@ def test_without_docker_on_path_the_guests_cli_runs(setup: Setup) -> None:
     assert local.out.decode().strip() == host
 
 
+def _agent_commands(s: Setup) -> int:
+    """How many `pyd docker` commands the instance's agent has run (its log says)."""
+    log = s.env.home / "instances" / NAME / "agent.log"
+    return log.read_text().count("exec socket: a docker command ended")
+
+
+def test_commands_run_on_the_agents_connection_and_without_it(setup: Setup) -> None:
+    """The agent runs the command (no new SSH connection); with its exec socket gone (an
+    agent from an older pyd, or Windows), pyd connects by itself with the same results."""
+    script = "echo out; echo err >&2; cat; exit 3"
+    before = _agent_commands(setup)
+    through_agent = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "sh", "-c", script, stdin=b"in")
+    assert _agent_commands(setup) == before + 1
+    sock = setup.env.home / "instances" / NAME / "sock" / "exec.sock"
+    sock.rename(sock.with_name("exec.sock.away"))
+    try:
+        own = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "sh", "-c", script, stdin=b"in")
+    finally:
+        sock.with_name("exec.sock.away").rename(sock)
+    assert _agent_commands(setup) == before + 1
+    for r in (through_agent, own):
+        assert (r.code, r.out, r.err) == (3, b"out\nin", b"err\n")
+
+
+def test_concurrent_commands_keep_their_own_streams_and_codes(setup: Setup) -> None:
+    """Eight at once on the agent's one connection (sshd's MaxSessions is raised for it)."""
+    env = setup.env.env(PATH=setup.no_docker_path, PWD=str(setup.share))
+    procs = {}
+    for n in range(1, 9):
+        script = f"cat; echo out-{n}; echo err-{n} >&2; exit {n}"
+        argv = [sys.executable, "-m", "pyd", "docker", "-n", NAME, "run", "-i", "--rm", IMAGE,
+                "sh", "-c", script]  # fmt: skip
+        procs[n] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env=env, cwd=setup.share)  # fmt: skip
+    for n, proc in procs.items():
+        out, err = proc.communicate(f"in-{n}\n".encode(), timeout=600)
+        assert (proc.returncode, out, err) == (n, f"in-{n}\nout-{n}\n".encode(),
+                                               f"err-{n}\n".encode())  # fmt: skip
+
+
+# The pids of the guest's docker CLI processes (without relying on procps in the image).
+GUEST_CLIS = (
+    'for p in /proc/[0-9]*; do [ "$(cat "$p/comm" 2>/dev/null)" = docker ] && echo "${p#/proc/}"; '
+    "done; true"
+)
+
+
+def test_a_killed_pyd_docker_takes_the_guests_cli_with_it(setup: Setup) -> None:
+    """`kill -9` of pyd: the guest's docker CLI goes too, as a local one would have; the
+    container carries on, as it would with a local CLI killed."""
+    env = setup.env.env(PATH=setup.no_docker_path, PWD=str(setup.share))
+    name = "pyd-e2e-killed-client"
+    argv = [sys.executable, "-m", "pyd", "docker", "-n", NAME, "run", "-i", "--rm", "--name",
+            name, IMAGE, "sh", "-c", "echo started; exec sleep 600"]  # fmt: skip
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
+                            cwd=setup.share)  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"started\n"
+        proc.kill()
+        proc.wait(60)
+        assert proc.stdout.read() == b""  # and the output ends: the agent let go of it too
+        deadline = time.monotonic() + 60
+        while True:
+            clis = setup.env.pyd("ssh", "-n", NAME, "--", GUEST_CLIS).stdout
+            if not clis.strip():
+                break
+            assert time.monotonic() < deadline, f"the guest's docker CLI still runs: {clis}"
+            time.sleep(1)
+        running = _ok(pyd_docker(setup, "ps", "--filter", f"name={name}", "--format",
+                                 "{{.Names}}"))  # fmt: skip
+        assert running.out == f"{name}\n".encode()
+    finally:
+        proc.kill()
+        pyd_docker(setup, "rm", "-f", name)
+
+
 # -- exit codes, streams, stdin -------------------------------------------------------------
 
 
@@ -380,16 +457,35 @@ def test_docker_variables_pass_through_but_not_docker_host(setup: Setup) -> None
 # -- compose --------------------------------------------------------------------------------
 
 
-def test_compose_runs_or_says_the_guest_has_none(setup: Setup) -> None:
-    probe = setup.env.pyd("ssh", "-n", NAME, "--", "docker compose version", check=False)
-    r = pyd_docker(setup, "version", command="compose")
-    if probe.returncode == 0:
-        assert (r.code, r.out.decode()) == (0, probe.stdout), r.err
-    else:
-        err = r.err.decode()
-        assert r.code == 127, err
-        assert "the guest has no Docker Compose" in err
-        assert "Traceback" not in err
+def test_compose_runs_a_project_from_the_shared_directory(setup: Setup) -> None:
+    """The guest image carries the compose plugin (the guest's "no compose" message is
+    unit-tested). A project in the share, bind-mounting `.`, with a variable passed along."""
+    project = setup.share / "compose-project"
+    project.mkdir()
+    (project / "input.txt").write_text("from-the-host\n")
+    (project / "compose.yaml").write_text(
+        "services:\n"
+        "  hello:\n"
+        f"    image: {IMAGE}\n"
+        '    command: ["sh", "-c", "echo compose-$$((6*7)) $$GREETING; cat /src/input.txt"]\n'
+        "    environment:\n"
+        "      GREETING: ${PYD_E2E_GREETING:-unset}\n"
+        "    volumes:\n"
+        "      - .:/src\n"
+    )
+    version = _ok(pyd_docker(setup, "version", "--short", command="compose", cwd=project))
+    assert version.out.strip()
+    named = {"COMPOSE_PROJECT_NAME": "pyde2e", "PYD_E2E_GREETING": "x"}
+    try:
+        up = _ok(pyd_docker(setup, "up", command="compose", cwd=project, **named))
+        shown = up.out.decode()
+        assert "compose-42 unset" in shown  # PYD_* is not DOCKER_* or COMPOSE_*: not passed
+        assert "from-the-host" in shown
+        made = _ok(pyd_docker(setup, "ps", "-a", "--filter", "label=com.docker.compose.project",
+                              "--format", "{{.Names}}"))  # fmt: skip
+        assert made.out == b"pyde2e-hello-1\n"  # COMPOSE_PROJECT_NAME was
+    finally:
+        _ok(pyd_docker(setup, "down", command="compose", cwd=project, **named))
 
 
 # -- the shim ---------------------------------------------------------------------------

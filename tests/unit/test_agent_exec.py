@@ -162,7 +162,8 @@ import sys
 from pathlib import Path
 from pyd.guestdocker.agent_link import run_through_agent
 from pyd.guestdocker.remote import GuestCommand
-from pyd.guestdocker.streams import HostStreams
+from pyd.guestdocker.streams import HostStreams, open_standard_fds
+open_standard_fds()  # as pyd.cli.entry does first
 code = run_through_agent(Path(sys.argv[1]), GuestCommand("/", tuple(sys.argv[2:])),
                          HostStreams.standard())
 sys.exit(code)
@@ -253,3 +254,18 @@ def test_a_command_the_guest_refuses_is_an_error_not_a_hang(
             _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", f"echo $$ > {pid_file}; sleep 600")
         cutter.join()
     assert raised.value.exit_code == 1
+
+
+def test_a_closed_stdin_reads_as_empty(sock_dir: Path, transport: paramiko.Transport) -> None:
+    """`pyd docker ... <&-`: the null device takes 0, or the client's socket to the agent
+    would, and be passed as the command's stdin (found so: the command hung)."""
+    with serving(sock_dir, lambda: transport):
+        client = subprocess.run(
+            [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "sh", "-c",
+             "cat; echo done"],
+            preexec_fn=lambda: os.close(0),
+            capture_output=True,
+            timeout=WAIT,
+        )  # fmt: skip
+    assert (client.returncode, client.stdout, client.stderr) == (0, b"done\n", b"")
+

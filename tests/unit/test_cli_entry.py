@@ -46,3 +46,18 @@ def test_every_other_command_is_typers(tmp_path: Path) -> None:
     r = _pyd(tmp_path, "--help")
     assert r.returncode == 0
     assert "docker" in r.stdout and "compose" in r.stdout and "shim" in r.stdout
+
+
+def test_closed_standard_descriptors_get_the_null_device() -> None:
+    """pyd docker's first step (pyd.cli.entry): else its next socket would take number 0."""
+    probe = (
+        "import os, socket\n"
+        "from pyd.guestdocker.streams import open_standard_fds\n"
+        "open_standard_fds()\n"
+        "s = socket.socket()\n"
+        "null = os.stat(os.devnull).st_rdev\n"
+        "print(s.fileno() > 2, [os.fstat(fd).st_rdev == null for fd in (0, 2)])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                       preexec_fn=lambda: (os.close(0), os.close(2)), timeout=60)  # fmt: skip
+    assert r.stdout == "True [True, True]\n"

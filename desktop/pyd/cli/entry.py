@@ -32,6 +32,9 @@ def run_pass_through(args: list[str], compose: bool, debug: bool) -> NoReturn:
     """`pyd docker|compose ARGS`; exits with docker's exit code, or pyd's for an expected
     failure (message and hint, as every other command)."""
     from pyd.cli.boundary import EXPECTED, expected_failure
+    from pyd.guestdocker.streams import open_standard_fds
+
+    open_standard_fds()
 
     # paramiko imports `invoke`, when installed, for ssh_config's `Match exec`, which pyd
     # never reads: 50-70 ms of every docker command. Absent, paramiko does without it.

@@ -7,7 +7,9 @@ CLI, it is used instead, pointed at the instance.
 
 Pure parts: `cmdline` (reading a docker command line), `workdir` (the current directory in
 the guest), `winargs` (Windows paths in arguments), `remote` (the guest's command line and
-environment). Edges: `run` (the SSH session), `terminal` (the host's terminal), `hostcli`
-(a host docker CLI), `shim` (the `docker` launcher on PATH), `launch` (one command, end to
-end).
+environment), `exec_protocol` (what `pyd docker` and the agent say). Edges: `run` (the SSH
+session), `streams` (the host's descriptors and signals), `terminal` (the host's terminal),
+`agent_link` (the command run by the agent, on its connection), `direct` (a connection of
+its own), `hostcli` (a host docker CLI), `shim` (the `docker` launcher on PATH), `launch`
+(one command, end to end). The agent's side is pyd.agent.exec_server.
 """

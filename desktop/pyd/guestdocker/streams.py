@@ -41,6 +41,20 @@ class HostStreams:
         return terminal.PTY_SUPPORTED and self.terminals()
 
 
+def open_standard_fds() -> None:
+    """The null device on 0, 1 and 2 where they are closed (`pyd docker ... <&-`), as
+    OpenSSH's client does first thing: otherwise the next socket opened takes the number,
+    and the command would read its input from pyd's own connection. Call before opening
+    anything."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            opened = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if opened != fd:
+                os.close(opened)
+
+
 # The signals a docker command takes from the host: Ctrl-C, Ctrl-\, and being told to end.
 if sys.platform == "win32":
     FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGBREAK)
