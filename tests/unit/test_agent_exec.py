@@ -101,7 +101,12 @@ def _gone(pid: int) -> bool:
 
 
 def _open_fds() -> set[str]:
-    return set(os.listdir("/proc/self/fd"))
+    """What this process has open: descriptor numbers with what they are."""
+    found = set()
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            found.add(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
+    return found
 
 
 def test_the_socket_is_private(sock_dir: Path, transport: paramiko.Transport) -> None:
@@ -219,6 +224,7 @@ def test_requests_outside_the_protocol_are_dropped_and_serving_goes_on(
     sock_dir: Path, transport: paramiko.Transport, tmp_path: Path, fds: int
 ) -> None:
     with serving(sock_dir, lambda: transport), open(os.devnull, "rb") as null:
+        _run(sock_dir / "exec.sock", tmp_path, "true")  # the server's own descriptors settle
         before = _open_fds()
         good = encode_request(ExecRequest(GuestCommand("/", ("true",))))
         for data in (b"\0\0\0\5{oops", b"\xff\xff\xff\xff", b"\0", good[:-1]):
