@@ -166,6 +166,16 @@ def test_commands_run_on_the_agents_connection_and_without_it(setup: Setup) -> N
     assert _agent_commands(setup) == before + 1
     for r in (through_agent, own):
         assert (r.code, r.out, r.err) == (3, b"out\nin", b"err\n")
+    # Through the agent, pyd makes no SSH connection: it does not even import paramiko.
+    env = setup.env.env(PATH=setup.no_docker_path, PWD=str(setup.share))
+    timed = subprocess.run([sys.executable, "-X", "importtime", "-m", "pyd", "docker", "-n", NAME,
+                            "version"], capture_output=True, text=True, env=env,
+                           cwd=setup.share, timeout=600)  # fmt: skip
+    assert timed.returncode == 0, timed.stderr
+    imported = {line.rsplit("|", 1)[1].strip() for line in timed.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "pyd.guestdocker.agent_link" in imported
+    assert not {"paramiko", "pyd.guestdocker.run", "pyd.guestdocker.direct"} & imported
 
 
 def test_concurrent_commands_keep_their_own_streams_and_codes(setup: Setup) -> None:

@@ -5,7 +5,10 @@ CLI in the guest would have been given."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,3 +47,29 @@ def make_guest(tmp: Path, shell: str = "/bin/sh") -> Guest:
     write_private(key, generate_keypair("test").private_openssh)
     env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "HOME": str(home), "LC_ALL": "C.UTF-8"}
     return Guest(ExecSSHServer(shell, env), bin_dir, home, key)
+
+
+@contextlib.contextmanager
+def running_guest(tmp: Path, shell: str = "/bin/sh") -> Iterator[Guest]:
+    g = make_guest(tmp, shell)
+    try:
+        yield g
+    finally:
+        g.server.close()
+
+
+@contextlib.contextmanager
+def connected(guest: Guest, watchdog: float | None = None) -> Iterator[paramiko.Transport]:
+    """A connection to `guest`, cut after `watchdog` seconds (a test that hangs ends)."""
+    client = guest.connect()
+    transport = client.get_transport()
+    assert transport is not None
+    timer = threading.Timer(watchdog, client.close) if watchdog else None
+    if timer is not None:
+        timer.start()
+    try:
+        yield transport
+    finally:
+        if timer is not None:
+            timer.cancel()
+        client.close()

@@ -31,25 +31,21 @@ from pyd.guestdocker.agent_link import AgentCommandError, run_through_agent
 from pyd.guestdocker.exec_protocol import ExecRequest, encode_request
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.streams import HostStreams
-from tests.unit.fakeguest import Guest, make_guest
+from tests.unit.fakeguest import Guest, connected, running_guest
 
 WAIT = 30.0
 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    g = make_guest(tmp_path_factory.mktemp("guest"))
-    yield g
-    g.server.close()
+    with running_guest(tmp_path_factory.mktemp("guest")) as g:
+        yield g
 
 
 @pytest.fixture
 def transport(guest: Guest) -> Iterator[paramiko.Transport]:
-    client = guest.connect()
-    t = client.get_transport()
-    assert t is not None
-    yield t
-    client.close()
+    with connected(guest, WAIT * 4) as t:
+        yield t
 
 
 @pytest.fixture

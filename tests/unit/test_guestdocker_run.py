@@ -35,7 +35,7 @@ from pyd.guestdocker import remote
 from pyd.guestdocker.agent_link import run_through_agent
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.run import OUTPUT_CLOSED, HostStreams, run_in_guest
-from tests.unit.fakeguest import Guest, make_guest
+from tests.unit.fakeguest import Guest, connected, running_guest
 
 PRINT_ARGV = "import os, sys; sys.stdout.buffer.write(b'\\0'.join(map(os.fsencode, sys.argv[1:])))"
 WATCHDOG = 120.0  # no test may hang: after this its SSH connection is cut
@@ -67,21 +67,14 @@ def path_taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
 
 @pytest.fixture(scope="module")
 def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    g = make_guest(tmp_path_factory.mktemp("guest"), "/bin/sh")
-    yield g
-    g.server.close()
+    with running_guest(tmp_path_factory.mktemp("guest")) as g:
+        yield g
 
 
 @pytest.fixture
 def transport(guest: Guest) -> Iterator[paramiko.Transport]:
-    client = guest.connect()
-    t = client.get_transport()
-    assert t is not None
-    watchdog = threading.Timer(WATCHDOG, client.close)
-    watchdog.start()
-    yield t
-    watchdog.cancel()
-    client.close()
+    with connected(guest, WATCHDOG) as t:
+        yield t
 
 
 @dataclass
@@ -252,15 +245,11 @@ def test_every_argument_arrives_byte_for_byte(
 ) -> None:
     if not shutil.which(shell):
         pytest.skip(f"no {shell}")
-    g = make_guest(tmp_path_factory.mktemp("shell"), shell)
-    client = g.connect()
-    try:
-        transport = client.get_transport()
-        assert transport is not None
+    with (
+        running_guest(tmp_path_factory.mktemp("shell"), shell) as g,
+        connected(g, WATCHDOG) as transport,
+    ):
         r = run(transport, tmp_path, sys.executable, "-c", PRINT_ARGV, *WEIRD)
-    finally:
-        client.close()
-        g.server.close()
     assert r.code == 0, r.err
     assert r.out.split(b"\0") == [os.fsencode(a) for a in WEIRD]
 
