@@ -271,3 +271,104 @@ def test_a_closed_stdin_reads_as_empty(sock_dir: Path, transport: paramiko.Trans
         )  # fmt: skip
     assert (client.returncode, client.stdout, client.stderr) == (0, b"done\n", b"")
 
+
+
+def test_a_signal_before_the_request_waits_for_it(tmp_path: Path) -> None:
+    """A window change or Ctrl-C while the request is still being sent goes after it: the
+    agent reads the request first (it refused the spliced bytes before)."""
+    from pyd.guestdocker.agent_link import _Link
+    from pyd.guestdocker.exec_protocol import HEADER, decode_message, decode_request
+
+    client, agent = socket.socketpair()
+    with client, agent, open(os.devnull, "rb") as null:
+        link = _Link(client, None)
+        link.on_signal(signal.SIGWINCH)  # as if it came during send_request
+        request = encode_request(ExecRequest(GuestCommand("/", ("x" * 300_000,))))
+        sender = threading.Thread(target=link.send_request, args=(request, [null.fileno()] * 3))
+        sender.start()  # larger than the socket buffer: sent in pieces
+        _header, fds, _flags, _addr = socket.recv_fds(agent, HEADER.size, 3)
+        body = b""
+        while len(body) < len(request) - HEADER.size:
+            body += agent.recv(len(request) - HEADER.size - len(body))
+        sender.join(WAIT)
+        for fd in fds:
+            os.close(fd)
+        assert decode_request(body).command.args == ("x" * 300_000,)
+        assert decode_message(agent.recv(100)) == {"signal": signal.SIGWINCH}
+
+
+def test_the_client_gives_up_on_the_third_ctrl_c_when_the_agent_is_stuck(
+    sock_dir: Path,
+) -> None:
+    sock_dir.mkdir()
+    stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stuck.bind(str(sock_dir / "exec.sock"))
+    stuck.listen(1)  # accepts (the backlog does) and never answers
+    with stuck:
+        client = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "true"],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # Python started, the request sent: waiting for the answer
+        for _ in range(3):
+            assert client.poll() is None
+            client.send_signal(signal.SIGINT)
+            time.sleep(0.2)
+        assert client.wait(WAIT) == 128 + signal.SIGINT
+    # (Only now: the descriptors the client sent sit in the unaccepted connection.)
+    assert client.stderr is not None and b"Traceback" not in client.stderr.read()
+
+
+def test_ctrl_z_stops_the_commands_output_until_continued(
+    sock_dir: Path, transport: paramiko.Transport
+) -> None:
+    ticking = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done"
+    with serving(sock_dir, lambda: transport):
+        client = subprocess.Popen(
+            [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "sh", "-c", ticking],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+        )
+        assert client.stdout is not None
+        try:
+            assert client.stdout.readline() == b"0\n"
+            client.send_signal(signal.SIGTSTP)
+            _wait_for(lambda: _state(client.pid) == "T", "the client stopped")
+            time.sleep(0.5)  # what was on its way when the agent paused
+            os.set_blocking(client.stdout.fileno(), False)
+            with contextlib.suppress(BlockingIOError, TypeError):
+                while client.stdout.read():
+                    pass
+            time.sleep(1.0)
+            assert client.stdout.read() is None  # nothing new while stopped
+            os.set_blocking(client.stdout.fileno(), True)
+            client.send_signal(signal.SIGCONT)
+            assert client.stdout.readline().strip().isdigit()  # ticking again
+        finally:
+            client.send_signal(signal.SIGCONT)
+            client.kill()
+            client.wait()
+
+
+def _state(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("State:"):
+            return line.split()[1]
+    return ""
+
+
+def test_an_unexpected_failure_in_the_agent_reaches_the_client(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a hang: the client hears of it (a bug in the agent, say)."""
+    from pyd.guestdocker import run
+
+    def broken(self: object) -> int:
+        raise ValueError("filedescriptor out of range in select()")
+
+    monkeypatch.setattr(run.GuestSession, "run", broken)
+    with serving(sock_dir, lambda: transport), pytest.raises(AgentCommandError) as raised:
+        _run(sock_dir / "exec.sock", tmp_path, "true")
+    assert "failed to run the command: filedescriptor out of range" in raised.value.message
+    assert raised.value.exit_code == 1

@@ -14,6 +14,7 @@ import fcntl
 import hashlib
 import os
 import pty
+import resource
 import shutil
 import signal
 import struct
@@ -167,6 +168,30 @@ def test_stdin_from_a_pipe_that_closes_later(transport: paramiko.Transport, tmp_
     feeder.join()
     os.close(read_end)
     assert code == 0 and (tmp_path / "out").read_bytes() == b"one twodone\n"
+
+
+def test_descriptors_above_selects_limit_work(
+    transport: paramiko.Transport, tmp_path: Path
+) -> None:
+    """select() takes numbers below 1024 only; a long-running agent may be given higher."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 2100:
+        pytest.skip(f"open-file limit {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 2100), hard))
+    (tmp_path / "in").write_bytes(b"high numbers")
+    with (
+        open(tmp_path / "in", "rb") as i,
+        open(tmp_path / "out", "wb") as o,
+        open(tmp_path / "err", "wb") as e,
+    ):
+        high = [os.dup2(f.fileno(), 2000 + n) for n, f in enumerate((i, o, e))]
+        try:
+            code = run_in_guest(transport, GuestCommand("/", ("cat",)), HostStreams(*high))
+        finally:
+            for fd in high:
+                os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert code == 0 and (tmp_path / "out").read_bytes() == b"high numbers"
 
 
 def test_a_terminal_on_stdin_alone_is_not_read(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -35,14 +36,24 @@ from pyd.guestdocker.exec_protocol import (
     decode_request,
     exit_message,
     request_length,
+    started_message,
 )
-from pyd.guestdocker.run import GuestSession
+from pyd.guestdocker.run import HUNG_UP, GuestSession
 from pyd.guestdocker.streams import HostStreams, taken_signals
 
 log = logging.getLogger("pyd.agent")
 
 REQUEST_TIMEOUT = 10.0  # a client sends its request at once; one that does not is dropped
-_ACCEPTED_SIGNALS = frozenset(int(s) for s in taken_signals(interactive=True))
+_ACCEPTED_SIGNALS = frozenset(
+    int(s)
+    for s in [
+        *taken_signals(interactive=True),
+        getattr(signal, "SIGTSTP", 0),
+        getattr(signal, "SIGCONT", 0),
+    ]
+    if s
+)
+MAX_MESSAGE = 4096  # a client's signal message is a few bytes
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)  # Linux: no window for a fork to leak them
 _SSH_ERRORS = (OSError, EOFError, paramiko.SSHException)
 
@@ -73,14 +84,16 @@ class _ExecConnections(ConnectionThreads):
 
 
 def _read_request(conn: socket.socket) -> tuple[ExecRequest, HostStreams]:
-    """The request and the client's three descriptors (ours to close)."""
+    """The request and the client's three descriptors (ours to close); all of it within
+    REQUEST_TIMEOUT."""
+    deadline = time.monotonic() + REQUEST_TIMEOUT
     conn.settimeout(REQUEST_TIMEOUT)
     header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, STREAM_FDS, _CMSG_CLOEXEC)
     try:
         if len(fds) != STREAM_FDS:
             raise ProtocolError(f"{len(fds)} file descriptors instead of {STREAM_FDS}")
-        header += _recv_exactly(conn, HEADER.size - len(header))
-        request = decode_request(_recv_exactly(conn, request_length(header)))
+        header += _recv_exactly(conn, HEADER.size - len(header), deadline)
+        request = decode_request(_recv_exactly(conn, request_length(header), deadline))
     except BaseException:
         for fd in fds:
             os.close(fd)
@@ -89,9 +102,13 @@ def _read_request(conn: socket.socket) -> tuple[ExecRequest, HostStreams]:
     return request, HostStreams(*fds)
 
 
-def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+def _recv_exactly(conn: socket.socket, n: int, deadline: float) -> bytes:
     parts = []
     while n > 0:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ProtocolError(f"no whole request within {REQUEST_TIMEOUT:.0f} s")
+        conn.settimeout(left)
         data = conn.recv(min(n, 1 << 20))
         if not data:
             raise ProtocolError("the client hung up mid-request")
@@ -140,6 +157,8 @@ class _Command:
                     os.close(fd)
         with contextlib.suppress(OSError):
             self._conn.sendall(reply)
+            # Ends the client-following thread too, whatever the client does next.
+            self._conn.shutdown(socket.SHUT_RDWR)
         log.info(
             "exec socket: a docker command ended with %d after %.1f s",
             code,
@@ -156,7 +175,11 @@ class _Command:
         except _SSH_ERRORS as e:
             code, error = 1, f"the agent's SSH connection to the guest failed: {e}"
             hint = "`pyd status` shows the instance's state; the command may have run or not"
-        if self._stopping:
+        except Exception as e:  # a bug: the client must still hear of it, not wait for ever
+            log.exception("exec socket: the command failed")
+            code, error = 1, f"the instance's agent failed to run the command: {e}"
+            hint = "the agent's log (`pyd logs`) has the details; please report it"
+        if self._stopping and (error or code == HUNG_UP):
             error = "the instance's agent stopped while the command ran"
             hint = "`pyd status` shows the instance's state; `pyd start` starts it again"
         return code, exit_message(code, error, hint)
@@ -168,6 +191,7 @@ class _Command:
             self._streams,
             self._request.term,
             local=False,
+            started=self._tell_started,
         )
         with self._lock:
             self._session = session
@@ -180,12 +204,19 @@ class _Command:
         listener.start()
         return session.run()
 
+    def _tell_started(self) -> None:
+        """The command runs: an interactive client puts its terminal in raw mode now."""
+        with contextlib.suppress(OSError):
+            self._conn.sendall(started_message())
+
     def _follow_client(self, session: GuestSession) -> None:
         """The client's signals, until it hangs up (which ends the command if it still runs:
         nobody is left to see it)."""
         try:
             with self._conn.makefile("rb") as lines:
-                for line in lines:
+                while line := lines.readline(MAX_MESSAGE):
+                    if not line.endswith(b"\n"):
+                        raise ProtocolError("a message too long")
                     signum = decode_message(line).get("signal")
                     if isinstance(signum, int) and signum in _ACCEPTED_SIGNALS:
                         session.deliver(signum)

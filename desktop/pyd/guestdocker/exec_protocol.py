@@ -10,8 +10,10 @@ writes them directly: no byte of the command's streams passes through the socket
 
 After that, both sides send JSON lines:
 - client to agent: {"signal": N} for a signal the client received (Ctrl-C, SIGWINCH, ...);
-- agent to client, last: {"exit": N}, docker's exit code, or {"exit": N, "error": MESSAGE,
-  "hint": HINT} when no code came back (pyd's own failure, exit code N).
+- agent to client: {"started": true} once the command runs in the guest (an interactive
+  client then puts its terminal in raw mode); last {"exit": N}, docker's exit code, or
+  {"exit": N, "error": MESSAGE, "hint": HINT} when no code came back (pyd's own failure,
+  exit code N).
 
 The client hanging up ends the command, as a closed SSH connection would.
 
@@ -72,12 +74,7 @@ def request_length(header: bytes) -> int:
 
 
 def decode_request(body: bytes) -> ExecRequest:
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ProtocolError(f"request is not JSON: {e}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("request is not an object")
+    data = decode_message(body)
     workdir = _field(data, "workdir", str)
     args = _field(data, "args", list)
     env = _field(data, "env", list)
@@ -111,6 +108,10 @@ def decode_message(line: bytes) -> dict[str, Any]:
 
 def signal_message(signum: int) -> bytes:
     return encode_message({"signal": int(signum)})
+
+
+def started_message() -> bytes:
+    return encode_message({"started": True})
 
 
 def exit_message(code: int, error: str = "", hint: str = "") -> bytes:

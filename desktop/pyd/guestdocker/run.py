@@ -42,12 +42,17 @@ import paramiko
 from pyd.errors import PydError
 from pyd.guestdocker import terminal
 from pyd.guestdocker.remote import GuestCommand, PidLine, command_line, kill_command
-from pyd.guestdocker.streams import FORWARDED_SIGNALS, HostStreams, signals_to, taken_signals
+from pyd.guestdocker.streams import (
+    FORWARDED_SIGNALS,
+    INTERRUPTS_TO_GIVE_UP,
+    HostStreams,
+    signals_to,
+    taken_signals,
+)
 
 BUFSIZE = 256 * 1024
 _PACKET = 32 * 1024  # the largest payload paramiko sends at once
 OPEN_TIMEOUT = 10.0
-INTERRUPTS_TO_GIVE_UP = 3
 HUNG_UP = 128 + 1  # a shell's code for SIGHUP (1 on every POSIX system)
 _HANG_UP = -1  # hang_up(), queued with the signals
 # A shell's code for a process ended by SIGPIPE: what a local docker would get when the
@@ -89,8 +94,14 @@ class GuestSession:
         streams: HostStreams,
         term: str | None,
         local: bool = True,
+        started: Callable[[], None] | None = None,
     ) -> None:
         self._transport = transport
+        self._started = started
+        # Cleared while the client is stopped (Ctrl-Z): no output, no input, as with a
+        # stopped ssh.
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._command = command
         self._streams = streams
         self._term = term
@@ -140,6 +151,8 @@ class GuestSession:
                     terminal=self._interactive,
                 )
             )
+            if self._started is not None:
+                self._started()
             with self._terminal(), self._signals():
                 status = self._copy_until_exit(chan)
         finally:
@@ -161,7 +174,9 @@ class GuestSession:
         controller = _thread(self._serve_signals, "pyd-docker-signals")
         stdout = _thread(lambda: self._copy_out(chan.recv, self._streams.stdout), "pyd-docker-out")
         stderr = _thread(self._copy_err, "pyd-docker-err")
-        feed = _StdinFeed(self._streams.stdin, chan, self._reads_stdin(), self._fail)
+        feed = _StdinFeed(
+            self._streams.stdin, chan, self._reads_stdin(), self._fail, self._flowing
+        )
         try:
             status: int = chan.recv_exit_status()  # also returns when the channel closes
             stdout.join()
@@ -179,6 +194,7 @@ class GuestSession:
     def _copy_out(self, recv: Callable[[int], bytes], fd: int) -> None:
         try:
             while data := recv(BUFSIZE):
+                self._flowing.wait()
                 _write_all(fd, data)
         except OSError:
             self._end(OUTPUT_CLOSED)  # the host side stopped reading
@@ -219,6 +235,7 @@ class GuestSession:
         with self._lock:
             if self._ended_with is None:
                 self._ended_with = code
+        self._flowing.set()  # a paused copy would never see the end
         chan = self._chan
         if chan is not None:
             with contextlib.suppress(*_CONNECTION_ERRORS):
@@ -268,6 +285,14 @@ class GuestSession:
         if sys.platform != "win32" and signum == signal.SIGWINCH:
             chan.resize_pty(*terminal.size(self._streams.stdout))
             return
+        if sys.platform != "win32" and signum in (signal.SIGTSTP, signal.SIGCONT):
+            # Only from a client of the agent (see pyd.guestdocker.agent_link); a stopped
+            # process of our own stops its copying by itself.
+            if signum == signal.SIGTSTP and self._ended_with is None:
+                self._flowing.clear()
+            else:
+                self._flowing.set()
+            return
         if self._interactive:
             self._end(128 + signum)  # the guest's PTY hangs up: SIGHUP there
             return
@@ -296,10 +321,12 @@ class GuestSession:
 
 class _StdinFeed:
     """Copies the host's stdin to the channel until it ends (then EOF to the guest), or only
-    sends EOF when `reads` is False. `stop()` ends the copy when the command has ended: on
-    POSIX through a pipe the reader also waits on, so that nothing typed afterwards is
-    taken from the terminal; on Windows (no select on pipes) the reader is left behind,
-    blocked, to end with the process."""
+    sends EOF when `reads` is False; input waits while `flowing` is clear. `stop()` ends the
+    copy when the command has ended: on POSIX through a pipe the reader also waits on, so
+    that nothing typed afterwards is taken from the terminal; on Windows (no waiting on
+    pipes) the reader is left behind, blocked, to end with the process. The wake pipe is
+    closed by whichever of stop() and the reader finishes last (the agent runs many
+    commands: a reader stuck in a send must not leak it)."""
 
     def __init__(
         self,
@@ -307,11 +334,15 @@ class _StdinFeed:
         chan: paramiko.Channel,
         reads: bool,
         fail: Callable[[BaseException], None],
+        flowing: threading.Event,
     ) -> None:
         self._fd = fd
         self._chan = chan
         self._fail = fail
+        self._flowing = flowing
         self._wake: tuple[int, int] | None = None
+        self._holders = 2  # stop() and the reader
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if not reads:
             with contextlib.suppress(*_CONNECTION_ERRORS):
@@ -336,20 +367,28 @@ class _StdinFeed:
                 self._chan.shutdown_write()
         except BaseException as e:
             self._fail(e)
+        finally:
+            self._release()
 
     def _readable(self) -> bool:
         """Waits for input; False once stop() was called."""
+        self._flowing.wait()
         if self._wake is None:
             return True
-        ready, _, _ = select.select([self._fd, self._wake[0]], [], [])
-        return self._wake[0] not in ready
+        return self._wake[0] not in _wait_for([self._fd, self._wake[0]], [])
 
     def stop(self) -> None:
         if self._wake is None or self._thread is None:
             return
         os.write(self._wake[1], b"x")
         self._thread.join(timeout=1.0)
-        if not self._thread.is_alive():
+        self._release()
+
+    def _release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            last = self._holders == 0
+        if last and self._wake is not None:
             for fd in self._wake:
                 os.close(fd)
 
@@ -385,5 +424,21 @@ def _write_all(fd: int, data: bytes) -> None:
 def _wait_writable(fd: int) -> None:
     if sys.platform == "win32":
         threading.Event().wait(0.01)
-    else:
-        select.select([], [fd], [])
+        return
+    _wait_for([], [fd])
+
+
+def _wait_for(readable: list[int], writable: list[int]) -> set[int]:
+    """The descriptors ready. select() first: it takes every kind (regular files, and ttys
+    on macOS, where poll() refuses devices), but only numbers below FD_SETSIZE (1024), which
+    the agent, holding many clients' descriptors, may pass; poll() then."""
+    try:
+        r, w, _ = select.select(readable, writable, [])
+        return set(r) | set(w)
+    except ValueError:
+        poller = select.poll()
+        for fd in readable:
+            poller.register(fd, select.POLLIN)
+        for fd in writable:
+            poller.register(fd, select.POLLOUT)
+        return {fd for fd, _ in poller.poll()}

@@ -55,6 +55,8 @@ def open_standard_fds() -> None:
                 os.close(opened)
 
 
+INTERRUPTS_TO_GIVE_UP = 3  # Ctrl-Cs after which pyd stops waiting for the command to end
+
 # The signals a docker command takes from the host: Ctrl-C, Ctrl-\, and being told to end.
 if sys.platform == "win32":
     FORWARDED_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGINT, signal.SIGBREAK)

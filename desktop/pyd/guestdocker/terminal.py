@@ -14,6 +14,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 DEFAULT_SIZE = (80, 24)
 DEFAULT_TERM = "xterm"
@@ -47,17 +48,39 @@ else:
 
     PTY_SUPPORTED = True
 
+    class RawTerminal:
+        """The terminal on `fd` in raw mode between enter() and leave() (no echo, no line
+        editing, no signals from keys, no output processing); both may be called again
+        (a stopped and continued command). TCSADRAIN: output already written is shown
+        with the old settings, typed-ahead input is kept."""
+
+        def __init__(self, fd: int) -> None:
+            self.fd = fd
+            self._saved: list[Any] | None = None
+
+        def enter(self) -> None:
+            if self._saved is None:
+                self._saved = termios.tcgetattr(self.fd)
+                tty.setraw(self.fd, termios.TCSADRAIN)
+
+        def leave(self) -> None:
+            saved, self._saved = self._saved, None
+            if saved is not None:
+                # A terminal that hung up (its window closed) has nothing left to restore.
+                with contextlib.suppress(termios.error):
+                    termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
+
     @contextlib.contextmanager
     def raw_mode(fd: int) -> Iterator[None]:
-        """The terminal on `fd` in raw mode (no echo, no line editing, no signals from keys,
-        no output processing) until the block ends, however it ends (unless the terminal
-        is gone by then). TCSADRAIN: output already written is shown with the old settings,
-        typed-ahead input is kept."""
-        saved = termios.tcgetattr(fd)
+        """The terminal on `fd` in raw mode until the block ends, however it ends."""
+        raw = RawTerminal(fd)
+        raw.enter()
         try:
-            tty.setraw(fd, termios.TCSADRAIN)
             yield
         finally:
-            # A terminal that hung up (its window closed) has nothing left to restore.
-            with contextlib.suppress(termios.error):
-                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+            raw.leave()
+
+    def wait_for_foreground(fd: int) -> None:
+        """Returns once this process may use the terminal on `fd`: from a background job
+        the kernel stops it here (SIGTTOU) until `fg`, as it stops `ssh -t`."""
+        termios.tcsetattr(fd, termios.TCSANOW, termios.tcgetattr(fd))
