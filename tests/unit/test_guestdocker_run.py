@@ -66,18 +66,6 @@ def path_taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     return str(request.param)
 
 
-@pytest.fixture(scope="module")
-def guest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]:
-    with running_guest(tmp_path_factory.mktemp("guest")) as g:
-        yield g
-
-
-@pytest.fixture
-def transport(guest: Guest) -> Iterator[paramiko.Transport]:
-    with connected(guest, WATCHDOG) as t:
-        yield t
-
-
 @dataclass
 class Outcome:
     code: int

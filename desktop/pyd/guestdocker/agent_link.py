@@ -94,8 +94,12 @@ class _Link:
         self._interrupts = 0
 
     def send_request(self, request: bytes, fds: list[int]) -> None:
-        sent = socket.send_fds(self._sock, [request], fds)
-        self._sock.sendall(request[sent:])
+        try:
+            sent = socket.send_fds(self._sock, [request], fds)
+            if sent < len(request):
+                self._sock.sendall(request[sent:])
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent hung up early: what it said before, if anything, is read next
         self._sent = True
         pending, self._pending = self._pending, []
         for signum in pending:
