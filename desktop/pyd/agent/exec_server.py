@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -39,20 +38,12 @@ from pyd.guestdocker.exec_protocol import (
     started_message,
 )
 from pyd.guestdocker.run import HUNG_UP, GuestSession
-from pyd.guestdocker.streams import HostStreams, taken_signals
+from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
 
 log = logging.getLogger("pyd.agent")
 
 REQUEST_TIMEOUT = 10.0  # a client sends its request at once; one that does not is dropped
-_ACCEPTED_SIGNALS = frozenset(
-    int(s)
-    for s in [
-        *taken_signals(interactive=True),
-        getattr(signal, "SIGTSTP", 0),
-        getattr(signal, "SIGCONT", 0),
-    ]
-    if s
-)
+_ACCEPTED_SIGNALS = frozenset(int(s) for s in (*taken_signals(True), *PAUSE_SIGNALS))
 MAX_MESSAGE = 4096  # a client's signal message is a few bytes
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)  # Linux: no window for a fork to leak them
 _SSH_ERRORS = (OSError, EOFError, paramiko.SSHException)

@@ -29,6 +29,7 @@ from pyd.guestdocker.exec_protocol import (
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.streams import (
     INTERRUPTS_TO_GIVE_UP,
+    PAUSE_SIGNALS,
     HostStreams,
     signals_to,
     taken_signals,
@@ -74,7 +75,7 @@ def run_through_agent(path: Path, command: GuestCommand, streams: HostStreams) -
                 raw.leave()
 
 
-_STOP = [] if sys.platform == "win32" else [signal.SIGTSTP]
+_STOP = PAUSE_SIGNALS[:1]  # SIGTSTP; SIGCONT is sent once this process is continued
 
 
 class _GaveUp(Exception):

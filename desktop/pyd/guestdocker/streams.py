@@ -64,6 +64,13 @@ else:
     FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP)
 
 
+# Ctrl-Z and `fg`: a `pyd docker` client of the agent stops itself, and has the agent pause
+# the command's streams meanwhile (pyd.guestdocker.agent_link).
+PAUSE_SIGNALS: tuple[signal.Signals, ...] = (
+    () if sys.platform == "win32" else (signal.SIGTSTP, signal.SIGCONT)
+)
+
+
 def taken_signals(interactive: bool) -> list[signal.Signals]:
     """The signals to catch while the command runs; with a terminal, window changes too."""
     wanted = list(FORWARDED_SIGNALS)
