@@ -21,6 +21,8 @@ AGENT_PID = "agent.pid"
 AGENT_LOG = "agent.log"
 AGENT_STATUS = "agent.json"  # the agent's status, read by `pyd start` and `pyd status`
 AGENT_LOCK = "agent.lock"  # held by the running agent: at most one per instance
+KEEPER_STATUS = "keeper.json"  # the agent's keeper (agent/keeper.py): pid, restarts
+KEEPER_LOCK = "keeper.lock"  # held by the running keeper
 DOCKER_SOCK = "sock/docker.sock"  # in its own 0700 directory
 EXEC_SOCK = "sock/exec.sock"  # `pyd docker` commands run by the agent (agent/exec_server.py)
 
@@ -55,5 +57,7 @@ class InstanceFiles:
     agent_log = _File(AGENT_LOG)
     agent_status = _File(AGENT_STATUS)
     agent_lock = _File(AGENT_LOCK)
+    keeper_status = _File(KEEPER_STATUS)
+    keeper_lock = _File(KEEPER_LOCK)
     docker_sock = _File(DOCKER_SOCK)
     exec_sock = _File(EXEC_SOCK)

@@ -202,8 +202,25 @@ class LibvirtBackend:
         dom = self._domain()
         if dom is None:
             return VMState.ABSENT
-        # Active covers running, paused, pmsuspended, crashed-but-kept: QEMU holds the disks.
+        try:
+            state, _reason = dom.state()
+        except libvirt.libvirtError as e:
+            raise self._error(f"cannot read the state of {self.name}", e) from None
+        if state == libvirt.VIR_DOMAIN_PAUSED:
+            return VMState.PAUSED
+        # Active also covers pmsuspended and crashed-but-kept: QEMU holds the disks.
         return VMState.RUNNING if dom.isActive() else VMState.STOPPED
+
+    def resume(self) -> None:
+        dom = self._domain()
+        if dom is None or self.state() is not VMState.PAUSED:
+            return
+        try:
+            self._ours(dom).resume()
+        except libvirt.libvirtError as e:
+            # OPERATION_INVALID: it was resumed or stopped in the meantime.
+            if e.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:
+                raise self._error(f"cannot resume {self.name}", e) from None
 
     def start(self, spec: GuestSpec) -> None:
         existing = self._domain()
@@ -233,6 +250,7 @@ class LibvirtBackend:
         if dom is None:
             return
         self._ours(dom)
+        self.resume()
         deadline = time.monotonic() + timeout
         next_press = 0.0
         while dom.isActive():

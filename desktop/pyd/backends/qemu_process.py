@@ -12,7 +12,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from pyd.backends.base import VMState
 from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
@@ -70,8 +72,27 @@ class QemuProcessBackend:
 
     def state(self) -> VMState:
         if self._pid() is not None:
-            return VMState.RUNNING
+            return VMState.PAUSED if self._paused() else VMState.RUNNING
         return VMState.STOPPED if self.files.os_disk.exists() else VMState.ABSENT
+
+    def _paused(self) -> bool:
+        """Stopped by QMP `stop` (or a debugger): QEMU lives but the guest does not run.
+        A monitor that does not answer says nothing: the VM counts as running."""
+        try:
+            reply = self._qmp("query-status")
+        except (OSError, ValueError):
+            return False
+        return vm_paused(reply)
+
+    def resume(self) -> None:
+        if self._pid() is not None and self._paused():
+            try:
+                self._qmp("cont")
+            except (OSError, ValueError) as e:
+                raise PydError(
+                    f"cannot resume {self.name} through QEMU's monitor: {e}",
+                    hint=f"the monitor socket is {self.files.qmp_sock}",
+                ) from None
 
     def start(self, spec: GuestSpec) -> None:
         argv = require_qemu(qemu_argv(spec))
@@ -90,6 +111,8 @@ class QemuProcessBackend:
         if pid is None:
             return
         with contextlib.suppress(OSError, ValueError):
+            if vm_paused(self._qmp("query-status")):
+                self._qmp("cont")  # a paused guest would not see the power button
             self._qmp("system_powerdown")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -108,13 +131,37 @@ class QemuProcessBackend:
         self.files.qemu_pid.unlink(missing_ok=True)
         self.files.qmp_sock.unlink(missing_ok=True)
 
-    def _qmp(self, command: str) -> None:
+    def _qmp(self, command: str) -> dict[str, Any]:
+        """Runs one QMP command; its reply. The monitor takes one client at a time, so a
+        short timeout: a probe must not hang behind another."""
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(5)
+            s.settimeout(2)
             s.connect(str(self.files.qmp_sock))
             f = s.makefile("rwb")
             f.readline()  # greeting
+            reply: dict[str, Any] = {}
             for cmd in ("qmp_capabilities", command):
                 f.write(json.dumps({"execute": cmd}).encode() + b"\n")
                 f.flush()
-                f.readline()
+                reply = _qmp_reply(f.readline)
+            return reply
+
+
+def _qmp_reply(readline: Callable[[], bytes]) -> dict[str, Any]:
+    """The next reply on a QMP stream, past the asynchronous events QEMU sends meanwhile."""
+    while True:
+        line = readline()
+        if not line:
+            raise ValueError("QEMU's monitor closed the connection")
+        message = json.loads(line)
+        if isinstance(message, dict) and ("return" in message or "error" in message):
+            return message
+
+
+def vm_paused(reply: Mapping[str, Any]) -> bool:
+    """Pure: a `query-status` reply says the guest is paused (QMP `stop`, or `virsh
+    suspend`'s equivalent), as opposed to running or on its way down."""
+    status = reply.get("return")
+    return isinstance(status, dict) and not status.get("running", True) and (
+        status.get("status") == "paused"
+    )

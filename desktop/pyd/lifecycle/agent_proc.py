@@ -8,9 +8,11 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from pyd.agent.keeper import KeeperStatus, read_keeper_status
 from pyd.agent.status import FAILED, READY, STOPPED, AgentStatus, read_status, write_status
 from pyd.errors import PydError
 from pyd.instance_files import InstanceFiles
@@ -22,9 +24,22 @@ WAIT_READY = 330.0  # the agent's own boot timeout (300 s) plus slack
 
 def agent_running(files: InstanceFiles) -> bool:
     """The agent holds agent.lock while it lives: immune to stale pid files and pid reuse."""
-    if not files.agent_lock.exists():
+    return _held(files.agent_lock)
+
+
+def keeper_running(files: InstanceFiles) -> bool:
+    """The keeper (agent/keeper.py) holds keeper.lock while it lives."""
+    return _held(files.keeper_lock)
+
+
+def keeper_status(files: InstanceFiles) -> KeeperStatus | None:
+    return read_keeper_status(files.keeper_status)
+
+
+def _held(path: Path) -> bool:
+    if not path.exists():
         return False
-    lock = FileLock(files.agent_lock)
+    lock = FileLock(path)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -40,14 +55,16 @@ class Launched:
 
 
 def launch_agent(files: InstanceFiles, name: str) -> Launched:
+    """Starts the keeper, which runs the agent and restarts it when it dies."""
     files.agent_status.unlink(missing_ok=True)
+    files.keeper_status.unlink(missing_ok=True)
     flags = 0
     if sys.platform == "win32":
         flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
     token = secrets.token_hex(8)
     with files.agent_log.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pyd.agent", str(files.root), name, token],
+            [sys.executable, "-m", "pyd.agent.keeper", str(files.root), name, token],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -96,13 +113,27 @@ def _agent_alive_elsewhere(files: InstanceFiles, agent: Launched) -> bool:
 
 
 def stop_agent(files: InstanceFiles, timeout: float = 10) -> None:
+    """The keeper first (POSIX: it passes SIGTERM on to the agent and waits for it), so that
+    it does not restart what is being stopped; then the agent, if it still runs (Windows has
+    no signals to pass on; a keeper killed by force; an agent from before keepers)."""
+    deadline = time.monotonic() + timeout
+    keeper = keeper_status(files)
+    stopped_keeper = keeper is not None and keeper_running(files)
+    if keeper is not None and stopped_keeper:
+        terminate(keeper.pid, timeout)
     if not agent_running(files):
-        return
+        if stopped_keeper:
+            _mark_stopped(files)
+        return  # nothing ran: agent.json keeps why it ended (a crashed VM, a crash loop)
     try:
         pid = int(files.agent_pid.read_text().strip())
     except (OSError, ValueError):
         return
-    terminate(pid, timeout)
+    terminate(pid, max(deadline - time.monotonic(), 1.0))
+    _mark_stopped(files)
+
+
+def _mark_stopped(files: InstanceFiles) -> None:
     status = read_status(files.agent_status)
     if status is not None and status.state != STOPPED:
         with contextlib.suppress(OSError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from pyd.config.store import load_config, save_config
 from pyd.docker_context import ensure_context
 from pyd.errors import ImageError, UsageError
 from pyd.hostenv import host_timezone, proxy_settings
+from pyd.hostmem import check_memory, host_memory_mib
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
@@ -30,11 +32,16 @@ from pyd.lifecycle.agent_proc import (
 )
 from pyd.lifecycle.backend import backend_for_config
 from pyd.lifecycle.instance import Instance, instance, locked
+from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.progress import Progress, phase
 from pyd.machine import machine_settings
 from pyd.netports import free_loopback_port
 from pyd.paths import images_dir
 from pyd.provision import SeedSettings, ensure_disks, write_seed
+
+# After a resume, how long `pyd start` lets the running agent find its link again before it
+# starts a new one (a link that heals is back within ~2 s, over a paused TCP connection).
+RESUME_WAIT = 15.0
 
 
 @dataclass(frozen=True)
@@ -50,22 +57,45 @@ def start(
     overrides: Mapping[str, str],
     use_context: bool,
     progress: Progress,
+    new_keys: bool = False,
 ) -> StartResult:
     inst = instance(name)
     with locked(inst, progress):
         cfg = _settle_config(inst, overrides)
         backend = backend_for_config(inst.name, cfg)
         vm = backend.state()
-        running = vm is VMState.RUNNING
-        status = agent_status(inst.files)
-        if running and agent_running(inst.files) and status and status.state == READY:
-            return _finish(inst, status.docker_host, use_context, already=True)
+        if new_keys:  # after a lost key: the VM boots again on a seed with new ones
+            vm = renew_keys(inst.files, backend, vm, progress)
+        if vm is VMState.PAUSED:
+            # Then as for a running VM: the agent's link heals by itself once it runs.
+            with phase(progress, "resume"):
+                backend.resume()
+            ready = _ready_agent(inst, RESUME_WAIT)
+            if ready is not None:
+                return _finish(inst, ready, use_context, already=False)
+        elif vm is VMState.RUNNING:
+            ready = _ready_agent(inst, 0)
+            if ready is not None:
+                return _finish(inst, ready, use_context, already=True)
         stop_agent(inst.files)  # a stale agent from before the VM stopped
-        if not running:
+        if not vm.exists:
             _boot(inst, cfg, backend, progress)
         agent = launch_agent(inst.files, inst.name)
         docker_host = wait_ready(inst.files, agent, progress)
         return _finish(inst, docker_host, use_context, already=False)
+
+
+def _ready_agent(inst: Instance, wait: float) -> str | None:
+    """The Docker host of a running agent that is (or within `wait` seconds becomes) ready;
+    None when there is none: `pyd start` then starts one."""
+    deadline = time.monotonic() + wait
+    while True:
+        status = agent_status(inst.files)
+        if agent_running(inst.files) and status is not None and status.state == READY:
+            return status.docker_host
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.1)
 
 
 def _settle_config(inst: Instance, overrides: Mapping[str, str]) -> InstanceConfig:
@@ -75,6 +105,7 @@ def _settle_config(inst: Instance, overrides: Mapping[str, str]) -> InstanceConf
     new = cfg
     for key, raw in overrides.items():
         new = with_value(new, key, raw)
+    check_memory(new.memory_mib, host_memory_mib())  # before anything is written
     if inst.files.data_disk.exists() and new.disk_gib != cfg.disk_gib:
         raise UsageError(
             f"the data disk of {inst.name!r} already exists with {cfg.disk_gib} GiB",

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pyd.agent.keeper import KeeperStatus
 from pyd.agent.status import READY, AgentStatus, MountStatus, PortStatus
 from pyd.backends.base import VMState
 from pyd.config.model import context_name
 from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.instance_state import load_state
-from pyd.lifecycle.agent_proc import agent_running, agent_status
+from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running, keeper_status
 from pyd.lifecycle.backend import backend_for_config
-from pyd.lifecycle.instance import Instance
+from pyd.lifecycle.instance import Instance, name_option
 
 
 @dataclass(frozen=True)
 class InstanceStatus:
     name: str
-    state: str  # running | starting | reconnecting | degraded | stopped | unknown | broken
+    # running | paused | starting | restarting | reconnecting | degraded | stopped | unknown
+    # | broken
+    state: str
     vm: str
     agent: str  # the agent's state, or "not running"
     agent_pid: int | None
@@ -36,33 +40,75 @@ class InstanceStatus:
     error: str
     ports: tuple[PortStatus, ...] = ()  # as the running agent reports them
     mounts: tuple[MountStatus, ...] = ()
+    hint: str = ""  # what to do about `state` or `error`
+    keeper: str = ""  # what the agent's keeper did: restarts, or why it gave up
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def overall(vm: str, agent_alive: bool, agent: AgentStatus | None) -> str:
+def overall(
+    vm: str, agent_alive: bool, agent: AgentStatus | None, keeper_alive: bool = False
+) -> str:
     """Pure: what a user would call the instance's state."""
+    if vm == VMState.PAUSED.value:
+        return "paused"
     if vm != VMState.RUNNING.value:
         return "stopped" if vm in (VMState.STOPPED.value, VMState.ABSENT.value) else "unknown"
     if not agent_alive or agent is None:
+        if keeper_alive:
+            return "restarting"  # the keeper is starting the agent again
         return "degraded"  # the VM runs but nothing carries the Docker socket: `pyd start`
     return "running" if agent.state == READY else agent.state
+
+
+def status_hint(state: str, agent: AgentStatus | None, name_opt: str) -> str:
+    """Pure: what to do, for the states that need the user."""
+    if state == "paused":
+        return f"the VM is paused; `pyd start{name_opt}` resumes it"
+    if agent is not None and agent.hint:
+        return agent.hint
+    if state == "degraded":
+        return (
+            f"the host agent is not running; `pyd start{name_opt}` starts it again "
+            f"(`pyd logs{name_opt}` shows why it ended)"
+        )
+    if state == "stopped" and agent is not None and agent.error:
+        return f"`pyd start{name_opt}` starts it again"
+    return ""
+
+
+def keeper_note(keeper: KeeperStatus | None, alive: bool) -> str:
+    """Pure: the keeper's doings in a line: restarts and their cause, or giving up."""
+    if keeper is None:
+        return ""
+    if keeper.gave_up:
+        return (
+            f"gave up after {keeper.crashes} crashes of the agent (last: {keeper.last_cause}): "
+            "see `pyd logs`"
+        )
+    if keeper.restarts:
+        at = time.strftime("%H:%M:%S", time.localtime(keeper.last_at))
+        times = f" ({keeper.restarts} times)" if keeper.restarts > 1 else ""
+        return f"agent restarted after it died ({keeper.last_cause}) at {at}{times}"
+    return "watching the agent" if alive else "not running"
 
 
 def instance_status(inst: Instance) -> InstanceStatus:
     cfg = load_config(inst.files.config)
     state = load_state(inst.files.state)
-    error = ""
+    error = vm_hint = ""
     try:
         vm = backend_for_config(inst.name, cfg).state().value
     except PydError as e:
-        vm, error = "unknown", e.message
+        vm, error, vm_hint = "unknown", e.message, e.hint
     alive = agent_running(inst.files)
     agent = agent_status(inst.files)
+    keeper_alive = keeper_running(inst.files)
+    state_now = overall(vm, alive, agent, keeper_alive)
     return InstanceStatus(
         name=inst.name,
-        state=overall(vm, alive, agent),
+        state=state_now,
         vm=vm,
         agent=agent.state if agent and alive else "not running",
         agent_pid=agent.pid if agent and alive else None,
@@ -79,6 +125,8 @@ def instance_status(inst: Instance) -> InstanceStatus:
         error=error or (agent.error if agent else ""),
         ports=agent.ports if agent and alive else (),
         mounts=agent.mounts if agent and alive else (),
+        hint=vm_hint if error else status_hint(state_now, agent, name_option(inst.name)),
+        keeper=keeper_note(keeper_status(inst.files), keeper_alive),
     )
 
 

@@ -1,0 +1,217 @@
+"""The agent's keeper: `python -m pyd.agent.keeper DIR NAME TOKEN`, what `pyd start`
+launches detached. It runs the host agent (`python -m pyd.agent DIR NAME TOKEN`) as its
+child and starts it again when it dies without saying why (a signal, a traceback), so that
+Docker, ports and shares come back without the user; a crash loop gives up and says so.
+
+A separate process, not a thread of the agent: SIGKILL, the OOM killer or a crash in C
+code end a process with every thread in it, and only another process sees that. The
+keeper imports almost nothing (no paramiko, no SSH) and does nothing but wait, so it has
+little to fail on. It exits when the agent ends on purpose: asked to stop (the keeper
+forwards SIGTERM from `pyd stop`), the VM gone, or a failure the agent explained; the
+agent's last word in agent.json (state stopped or failed) tells those from a crash.
+
+The restart policy (RestartPolicy, death_cause) is pure; `main` is the side effects.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from pyd.agent.status import FAILED, STOPPED, AgentStatus, read_status, write_status
+from pyd.atomicfile import write_atomic
+from pyd.instance_files import InstanceFiles
+
+CRASH_LIMIT = 5  # this many crashes ...
+CRASH_WINDOW = 60.0  # ... within this many seconds: give up
+FIRST_DELAY = 0.0  # the first restart at once: Docker back within 2 s
+BACKOFF_BASE, BACKOFF_MAX = 0.5, 5.0  # later ones 0.5, 1, 2 ... s apart
+POLL = 0.05  # how often the keeper looks at its child and its stop flag
+
+
+@dataclass
+class RestartPolicy:
+    """Pure: given the time of each crash, whether to restart and after how long."""
+
+    limit: int = CRASH_LIMIT
+    window: float = CRASH_WINDOW
+    base: float = BACKOFF_BASE
+    cap: float = BACKOFF_MAX
+    crashes: list[float] = field(default_factory=list)
+
+    def crashed(self, now: float) -> float | None:
+        """Records a crash at `now` (monotonic seconds); the delay before the restart, or
+        None to give up (`limit` crashes within `window`)."""
+        self.crashes = [t for t in self.crashes if now - t < self.window] + [now]
+        n = len(self.crashes)
+        if n >= self.limit:
+            return None
+        if n == 1:
+            return FIRST_DELAY
+        return min(self.base * 2.0 ** (n - 2), self.cap)
+
+
+def death_cause(returncode: int, platform: str) -> str:
+    """How the agent ended, in words for `pyd status`: POSIX reports a signal as a negative
+    code; Windows has no signals, only exit codes (TerminateProcess sets one)."""
+    if returncode < 0 and platform != "win32":
+        return f"signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+def ended_on_purpose(last: AgentStatus | None, token: str, since: float) -> bool:
+    """Pure: the agent left its reason in agent.json before it exited (stopped on request
+    or because the VM is gone, or failed with an error for the user): restarting would not
+    help. A status from an earlier agent (older than `since`, wall clock) does not count."""
+    return (
+        last is not None
+        and last.launch == token
+        and last.updated >= since
+        and last.state in (STOPPED, FAILED)
+    )
+
+
+@dataclass(frozen=True)
+class KeeperStatus:
+    """keeper.json: what `pyd status` says about restarts."""
+
+    pid: int
+    agent_pid: int = 0
+    restarts: int = 0
+    last_cause: str = ""  # "signal 9", "exit code 1"
+    last_at: float = 0.0  # wall clock of the last restart
+    gave_up: bool = False
+    crashes: int = 0  # within the window, when it gave up
+    launch: str = ""
+
+
+def read_keeper_status(path: Path) -> KeeperStatus | None:
+    try:
+        data = json.loads(path.read_text())
+        return KeeperStatus(**{k: data[k] for k in KeeperStatus.__dataclass_fields__})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def gave_up_status(
+    last: AgentStatus | None, token: str, crashes: int, window: float
+) -> AgentStatus:
+    """Pure: the agent.json the keeper leaves when it gives up, for `pyd start` (which may be
+    waiting) and `pyd status`."""
+    base = last if last is not None else AgentStatus(FAILED, 0, launch=token)
+    return replace(base, launch=token).to(
+        FAILED,
+        f"the host agent crashed {crashes} times within {window:.0f} s; gave up restarting it",
+        "see `pyd logs` for why; `pyd start` starts it again",
+    )
+
+
+class Keeper:
+    def __init__(
+        self, files: InstanceFiles, name: str, token: str, argv: list[str] | None = None
+    ) -> None:
+        self.files = files
+        self.argv = argv or [sys.executable, "-m", "pyd.agent", str(files.root), name, token]
+        self.token = token
+        self.policy = RestartPolicy()
+        self.status = KeeperStatus(os.getpid(), launch=token)
+        self.stopping = False
+
+    def request_stop(self) -> None:
+        """SIGTERM/SIGINT: the wait loop passes it on and exits once the agent has."""
+        self.stopping = True
+
+    def _publish(self, **changes: object) -> None:
+        self.status = replace(self.status, **changes)  # type: ignore[arg-type]
+        write_atomic(
+            self.files.keeper_status,
+            json.dumps(asdict(self.status), indent=2) + "\n",
+            new_mode=0o600,
+        )
+
+    def _say(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        print(f"{stamp} INFO pyd.keeper: {message}", file=sys.stderr, flush=True)
+
+    def run(self) -> int:
+        self._publish()
+        while not self.stopping:
+            since = time.time() - 1  # the agent's clock stamps; a second of slack
+            # stdout/stderr are inherited: agent.log, as the keeper's own.
+            child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, close_fds=True)
+            self._publish(agent_pid=child.pid)
+            code = self._wait(child)
+            if self.stopping:
+                break
+            last = read_status(self.files.agent_status)
+            if ended_on_purpose(last, self.token, since):
+                self._say(f"the agent exited ({last.state if last else '?'}); keeper done")
+                return 0
+            cause = death_cause(code, sys.platform)
+            delay = self.policy.crashed(time.monotonic())
+            if delay is None:
+                crashes = len(self.policy.crashes)
+                self._say(f"the agent died ({cause}), {crashes} times in a row: giving up")
+                write_status(
+                    self.files.agent_status,
+                    gave_up_status(last, self.token, crashes, self.policy.window),
+                )
+                self._publish(gave_up=True, crashes=crashes, last_cause=cause)
+                return 1
+            self._say(f"the agent died ({cause}); starting it again in {delay:.1f} s")
+            self._sleep(delay)
+            self._publish(
+                restarts=self.status.restarts + 1, last_cause=cause, last_at=time.time()
+            )
+        self._say("stopped on request")
+        return 0
+
+    def _wait(self, child: subprocess.Popen[bytes]) -> int:
+        """The child's exit code; forwards a stop request to it once. Short polls, not one
+        wait(): a request may come at any moment, even before the child existed."""
+        forwarded = False
+        while True:
+            code = child.poll()
+            if code is not None:
+                return code
+            if self.stopping and not forwarded:
+                forwarded = True
+                child.send_signal(signal.SIGTERM)  # Windows: TerminateProcess
+            time.sleep(POLL)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(POLL)
+
+
+def main(argv: list[str]) -> int:
+    from filelock import FileLock, Timeout
+
+    files = InstanceFiles(Path(argv[0]))
+    name, token = argv[1], argv[2] if len(argv) > 2 else ""
+    lock = FileLock(str(files.keeper_lock))
+    try:
+        lock.acquire(timeout=5)  # `pyd status` and `pyd stop` probe it: one keeper at a time
+    except Timeout:
+        print("another keeper already runs for this instance", file=sys.stderr)
+        return 1
+    try:
+        keeper = Keeper(files, name, token)
+        signal.signal(signal.SIGTERM, lambda *_: keeper.request_stop())
+        signal.signal(signal.SIGINT, lambda *_: keeper.request_stop())
+        if sys.platform != "win32":
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        return keeper.run()
+    finally:
+        lock.release()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

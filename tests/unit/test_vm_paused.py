@@ -1,0 +1,190 @@
+"""A paused VM through each backend's seam: libvirt's test driver (which can suspend and
+resume a domain) and the direct-QEMU backend talking QMP to a monitor socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from pyd.backends.base import VMState
+from pyd.backends.libvirt_backend import LibvirtBackend
+from pyd.backends.qemu_process import QemuProcessBackend, _qmp_reply, vm_paused
+from pyd.instance_files import InstanceFiles
+from tests.unit.test_libvirt_xml import TEST_URI, make_spec
+
+# -- libvirt ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def libvirt_vm() -> Iterator[tuple[LibvirtBackend, libvirt.virDomain]]:
+    backend = LibvirtBackend(f"unit-{uuid.uuid4().hex[:8]}", TEST_URI)
+    backend.start(make_spec())
+    dom = backend._connection().lookupByName(backend.name)
+    yield backend, dom
+    backend.kill()
+    backend.delete()
+    backend.close()
+
+
+def test_libvirt_reports_a_suspended_domain_as_paused_and_resumes_it(
+    libvirt_vm: tuple[LibvirtBackend, libvirt.virDomain],
+) -> None:
+    backend, dom = libvirt_vm
+    assert backend.state() is VMState.RUNNING
+    dom.suspend()  # what `virsh suspend` does
+    assert backend.state() is VMState.PAUSED
+    assert backend.state().exists
+    backend.resume()
+    assert backend.state() is VMState.RUNNING
+    backend.resume()  # not paused: nothing to do
+    assert backend.state() is VMState.RUNNING
+
+
+def test_stopped_and_absent_do_not_exist() -> None:
+    assert not VMState.STOPPED.exists and not VMState.ABSENT.exists
+    assert VMState.RUNNING.exists and VMState.PAUSED.exists
+
+
+# -- direct QEMU: QMP ---------------------------------------------------------------------
+
+
+def test_query_status_replies() -> None:
+    assert vm_paused({"return": {"status": "paused", "running": False, "singlestep": False}})
+    assert not vm_paused({"return": {"status": "running", "running": True}})
+    assert not vm_paused({"return": {"status": "shutdown", "running": False}})
+    assert not vm_paused({"error": {"class": "GenericError", "desc": "no"}})
+
+
+def test_replies_are_found_past_asynchronous_events() -> None:
+    lines = iter(
+        [
+            b'{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 2}}\n',
+            b'{"return": {"status": "paused", "running": false}}\n',
+        ]
+    )
+    assert vm_paused(_qmp_reply(lambda: next(lines)))
+    with pytest.raises(ValueError, match="closed"):
+        _qmp_reply(lambda: b"")
+
+
+class FakeMonitor:
+    """A QMP monitor on a unix socket (QEMU's own protocol: greeting, capabilities, one
+    command per line), holding a running flag that `stop` and `cont` change."""
+
+    def __init__(self, path: Path) -> None:
+        self.running = True
+        self.commands: list[str] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        self.sock.listen(4)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rwb") as f:
+                f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+                f.flush()
+                for line in f:
+                    cmd = json.loads(line)["execute"]
+                    self.commands.append(cmd)
+                    if cmd == "cont":
+                        self.running = True
+                        f.write(b'{"event": "RESUME", "timestamp": {}}\n')
+                    reply: object = {}
+                    if cmd == "query-status":
+                        status = "running" if self.running else "paused"
+                        reply = {"status": status, "running": self.running}
+                    f.write(json.dumps({"return": reply}).encode() + b"\n")
+                    f.flush()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def direct_vm(tmp_path: Path) -> Iterator[tuple[QemuProcessBackend, FakeMonitor]]:
+    """QEMU's part played by a process that holds the pidfile's lock (as QEMU does for its
+    whole life) and a monitor socket. A short directory: unix socket paths are short."""
+    root = Path(f"/tmp/pyd-unit-{uuid.uuid4().hex[:8]}")
+    root.mkdir()
+    files = InstanceFiles(root)
+    files.os_disk.write_bytes(b"")
+    ready = root / "locked"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
+            "os.write(fd, str(os.getpid()).encode())\n"
+            "open(sys.argv[2], 'w').close()\n"
+            "time.sleep(120)\n",
+            str(files.qemu_pid),
+            str(ready),
+        ]
+    )
+    monitor = FakeMonitor(files.qmp_sock)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            assert time.monotonic() < deadline, "the pidfile holder did not start"
+            time.sleep(0.02)
+        yield QemuProcessBackend("unit", files), monitor
+    finally:
+        monitor.close()
+        holder.kill()
+        holder.wait()
+        for p in root.iterdir():
+            p.unlink()
+        root.rmdir()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pidfile locks and unix sockets")
+def test_direct_qemu_reports_a_stopped_cpu_as_paused_and_resumes_it(
+    direct_vm: tuple[QemuProcessBackend, FakeMonitor],
+) -> None:
+    backend, monitor = direct_vm
+    assert backend.state() is VMState.RUNNING
+    monitor.running = False  # QMP `stop`
+    assert backend.state() is VMState.PAUSED
+    backend.resume()
+    assert "cont" in monitor.commands
+    assert backend.state() is VMState.RUNNING
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pidfile locks and unix sockets")
+def test_direct_qemu_without_an_answering_monitor_counts_as_running(
+    direct_vm: tuple[QemuProcessBackend, FakeMonitor],
+) -> None:
+    backend, monitor = direct_vm
+    monitor.close()
+    os.unlink(backend.files.qmp_sock)
+    assert backend.state() is VMState.RUNNING
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pidfile locks and unix sockets")
+def test_direct_qemu_resumes_a_paused_guest_before_pressing_its_power_button(
+    direct_vm: tuple[QemuProcessBackend, FakeMonitor],
+) -> None:
+    backend, monitor = direct_vm
+    monitor.running = False
+    backend.shutdown(timeout=0.5)  # the stand-in never powers off: killed after the timeout
+    asked = [c for c in monitor.commands if c in ("cont", "system_powerdown")]
+    assert asked == ["cont", "system_powerdown"]
+    assert backend.state() is VMState.STOPPED
