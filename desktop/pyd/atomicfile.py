@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 
-def write_atomic(path: Path, text: str, new_mode: int = 0o644) -> None:
-    """Keeps an existing file's mode (`new_mode` for a new one); a symlinked file
-    (dotfiles) stays a link and its target is replaced."""
+def write_atomic(path: Path, text: str, new_mode: int = 0o600) -> None:
+    """Keeps an existing file's mode (`new_mode` for a new one: the owner's alone unless
+    the caller says otherwise); a symlinked file (dotfiles) stays a link and its target is
+    replaced."""
     target = Path(os.path.realpath(path))
     target.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -18,7 +18,7 @@ def holding(
     """Holds the lock file `path` for the with-block. When another process holds it,
     calls `waiting` (to tell the user) and waits up to `wait` seconds; after that, a
     PydError saying that another pyd command has held `what` that long."""
-    lock = FileLock(str(path))
+    lock = FileLock(str(path), mode=0o600)  # in an instance directory: the owner's alone
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -30,8 +30,10 @@ def parse_state(text: str, origin: str) -> InstanceState:
     except (ValueError, KeyError, TypeError) as e:
         raise PydError(
             f"the instance state file {origin} is corrupted ({e})",
-            hint="restore it; its image_key must name the image the OS disk was made on "
-            "(see `pyd image ls` and `qemu-img info` of os.qcow2)",
+            hint=f"remove it ({origin}): the next `pyd start` writes it again with a free "
+            "SSH port and the cached image (the disks, keys and settings are kept). Or restore "
+            "it: its image_key must name the image the OS disk was made on (see `pyd image "
+            "ls` and `qemu-img info` of os.qcow2)",
         ) from None
 
 

@@ -45,15 +45,19 @@ def write_private(path: Path, text: str) -> None:
 def read_public(path: Path) -> str:
     """The public half of the key pair at `path` ("ssh-ed25519 AAAA… comment"), from its
     `.pub` file. Raises OSError when there is none."""
-    return path.with_name(path.name + ".pub").read_text().strip()
+    return public_path(path).read_text().strip()
 
 
-def load_or_create(path: Path, comment: str) -> KeyPair:
-    """The key pair at `path` (+ `.pub`), created on first use."""
-    pub = path.with_name(path.name + ".pub")
-    if path.exists() and pub.exists():
-        return KeyPair(path.read_text(), pub.read_text().strip())
-    pair = generate_keypair(comment)
+def public_path(path: Path) -> Path:
+    return path.with_name(path.name + ".pub")
+
+
+def load_keypair(path: Path) -> KeyPair:
+    """The key pair at `path` (+ `.pub`). Raises OSError when a half is missing."""
+    return KeyPair(path.read_text(), read_public(path))
+
+
+def write_keypair(path: Path, pair: KeyPair) -> None:
+    """Both halves 0600 (the public one is no secret, but it sits with the instance's files)."""
     write_private(path, pair.private_openssh)
-    pub.write_text(pair.public_openssh + "\n")
-    return pair
+    write_private(public_path(path), pair.public_openssh + "\n")

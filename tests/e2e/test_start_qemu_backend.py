@@ -26,7 +26,7 @@ def test_qemu_backend_starts_restarts_and_powers_off_cleanly(
     image: CachedImage, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
-    env.pyd("config", "set", "backend", "qemu", "-n", NAME)
+    env.pyd("config", "set", "--create", "backend", "qemu", "-n", NAME)
     try:
         env.pyd("start", "-n", NAME, "--no-context")
         st = env.status(NAME)

@@ -8,6 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from pyd.cli import main as cli_main
+from pyd.disks import create_data_disk
+from pyd.hostmem import host_memory_mib
+from pyd.lifecycle import start as start_module
+
 
 def _pyd(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full = {**os.environ, "PYD_HOME": str(home), "DOCKER_CONFIG": str(home / "docker"), **env}
@@ -39,7 +46,8 @@ def test_commands_on_a_missing_instance_say_how_to_create_it(tmp_path: Path) -> 
 
 
 def test_config_set_then_show(tmp_path: Path) -> None:
-    assert _pyd(tmp_path, "config", "set", "memory", "3GiB", "-n", "dev").returncode == 0
+    r = _pyd(tmp_path, "config", "set", "--create", "memory", "3GiB", "-n", "dev")
+    assert r.returncode == 0, r.stderr
     assert _pyd(tmp_path, "config", "set", "cpus", "3", "-n", "dev").returncode == 0
     shown = _pyd(tmp_path, "config", "show", "-n", "dev").stdout
     assert 'memory = "3GiB"' in shown and "cpus = 3" in shown
@@ -56,13 +64,14 @@ def test_unreachable_libvirt_gives_the_fix_and_keeps_the_data_disk(tmp_path: Pat
 
 
 def test_corrupted_state_file_fails_start_without_deleting_anything(tmp_path: Path) -> None:
-    assert _pyd(tmp_path, "config", "set", "backend", "qemu").returncode == 0
+    assert _pyd(tmp_path, "config", "set", "--create", "backend", "qemu").returncode == 0
     inst = tmp_path / "instances" / "default"
     (inst / "data.qcow2").write_bytes(b"precious")
     (inst / "state.json").write_text("{garbage")
     r = _pyd(tmp_path, "start")
     _clean(r, 1)
     assert "state.json" in r.stderr and "corrupted" in r.stderr
+    assert "remove it" in r.stderr  # the next start writes it again
     assert (inst / "data.qcow2").read_bytes() == b"precious"
     assert (inst / "state.json").read_text() == "{garbage"
 
@@ -90,7 +99,7 @@ def test_delete_without_a_terminal_needs_force(tmp_path: Path) -> None:
 def test_a_file_system_error_is_a_message_not_a_traceback(tmp_path: Path) -> None:
     home = tmp_path / "not-a-dir"
     home.write_text("")
-    r = _pyd(home, "config", "set", "cpus", "2")
+    r = _pyd(home, "config", "set", "--create", "cpus", "2")
     _clean(r, 1)
     assert str(home) in r.stderr
 
@@ -98,9 +107,61 @@ def test_a_file_system_error_is_a_message_not_a_traceback(tmp_path: Path) -> Non
 def test_list_shows_a_broken_instance_next_to_good_ones(tmp_path: Path) -> None:
     # The direct-QEMU backend answers "stopped" without a libvirtd to ask.
     for name in ("good", "bad"):
-        assert _pyd(tmp_path, "config", "set", "backend", "qemu", "-n", name).returncode == 0
+        r = _pyd(tmp_path, "config", "set", "--create", "backend", "qemu", "-n", name)
+        assert r.returncode == 0, r.stderr
     (tmp_path / "instances" / "bad" / "config.toml").write_text("cpus = [\n")
     r = _pyd(tmp_path, "list")
     assert r.returncode == 0, r.stderr
     rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[1:]}
     assert rows == {"bad": "broken", "good": "stopped"}
+
+
+def test_config_on_a_mistyped_instance_is_refused_and_names_the_real_ones(
+    tmp_path: Path,
+) -> None:
+    assert _pyd(tmp_path, "config", "set", "--create", "cpus", "2", "-n", "dev").returncode == 0
+    r = _pyd(tmp_path, "config", "set", "cpus", "3", "-n", "dve")
+    _clean(r, 2)
+    assert "no instance named 'dve'" in r.stderr
+    assert "the instances are dev" in r.stderr and "--create" in r.stderr
+    assert not (tmp_path / "instances" / "dve").exists()  # no phantom instance
+    r = _pyd(tmp_path, "config", "show", "-n", "nosuch")
+    _clean(r, 2)
+    assert "the instances are dev" in r.stderr and r.stdout == ""
+
+
+def test_refused_first_starts_leave_no_instance_directory(tmp_path: Path) -> None:
+    too_much = f"{(host_memory_mib() or 0) // 1024 + 2}GiB"  # more than this host has
+    for args, says in (
+        (("--accel", "nosuch"), "hypervisor"),  # the hint says what the choices mean
+        (("--cpus", "zero"), "cpus"),
+        (("--memory", too_much), "more than this host has"),
+    ):
+        r = _pyd(tmp_path, "start", "-n", "dev", *args)
+        _clean(r, 2)
+        assert says in r.stderr, r.stderr
+        assert not (tmp_path / "instances" / "dev").exists(), args
+
+
+def test_status_shows_the_data_disk_s_own_size_whatever_the_config_says(tmp_path: Path) -> None:
+    inst = tmp_path / "instances" / "default"
+    inst.mkdir(parents=True)
+    create_data_disk(inst / "data.qcow2", 4)
+    (inst / "config.toml").write_text("")  # emptied: its disk setting is the default 20
+    r = _pyd(tmp_path, "status", "--json", LIBVIRT_DEFAULT_URI="qemu+unix:///system?socket=/no/s")
+    assert '"disk_gib": 4' in r.stdout, r.stdout + r.stderr
+
+
+def test_ctrl_c_during_start_says_the_vm_keeps_booting_and_what_to_do(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(start_module, "start", interrupted)
+    with pytest.raises(SystemExit) as code:
+        cli_main.main(["start", "-n", "dev"])
+    assert code.value.code == 130
+    err = " ".join(capsys.readouterr().err.split())
+    assert "interrupted" in err and "keeps booting" in err
+    assert "pyd stop -n dev" in err and "pyd start -n dev" in err

@@ -18,6 +18,7 @@ from pyd.docker_context import ensure_context
 from pyd.guestdocker.shim import shim_text
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import InstanceState, save_state
+from pyd.provision import instance_keys
 
 # Prints each argument on a line of its own, then exits 7: what the host docker was given.
 FAKE_DOCKER = '#!/bin/sh\nfor a in "$@"; do printf \'<%s>\\n\' "$a"; done\nexit 7\n'
@@ -158,6 +159,7 @@ def test_a_missing_instance_is_a_usage_error(host: Host) -> None:
 def guest_ready(host: Host) -> FileLock:
     """Started once (state.json), agent running, nothing listening on its SSH port."""
     lock = running(host)
+    instance_keys(host.files())  # made at the first start, before state.json
     save_state(host.files().state, InstanceState(ssh_port=1, image_key="k", accel="tcg"))
     return lock
 

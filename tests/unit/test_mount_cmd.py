@@ -47,7 +47,7 @@ def _pyd(root: Path, *args: str, cwd: Path | None = None) -> subprocess.Complete
 def root(tmp_path: Path, user: Path) -> Path:
     """PYD_HOME and HOME below tmp_path, with a stopped instance "dev" (a config file, as
     `pyd config set` leaves it)."""
-    ok(_pyd(tmp_path, "config", "set", "cpus", "2", "-n", "dev"))
+    ok(_pyd(tmp_path, "config", "set", "--create", "cpus", "2", "-n", "dev"))
     return tmp_path
 
 

@@ -35,7 +35,7 @@ def _pyd(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     """A PYD_HOME with a stopped instance "dev" (a config file, as `pyd config set` leaves)."""
-    ok(_pyd(tmp_path, "config", "set", "cpus", "2", "-n", "dev"))
+    ok(_pyd(tmp_path, "config", "set", "--create", "cpus", "2", "-n", "dev"))
     return tmp_path
 
 

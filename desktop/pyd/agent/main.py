@@ -44,6 +44,7 @@ from pyd.instance_state import load_state
 from pyd.mounts.openssh_link import find_endpoint
 from pyd.mounts.sftp_host import choose_server
 from pyd.ports.model import Forward
+from pyd.private_files import write_private_text
 from pyd.provision import instance_keys
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
@@ -281,7 +282,7 @@ def main(argv: list[str]) -> int:
     )
     paramiko_log = logging.getLogger("paramiko")
     paramiko_log.setLevel(logging.WARNING)
-    lock = FileLock(files.agent_lock)
+    lock = FileLock(files.agent_lock, mode=0o600)
     try:
         # `pyd status` probes liveness by taking this lock for an instant.
         lock.acquire(timeout=5)
@@ -289,7 +290,7 @@ def main(argv: list[str]) -> int:
         log.error("another agent already runs for %s", root)
         return 1
     try:
-        files.agent_pid.write_text(f"{os.getpid()}\n")
+        write_private_text(files.agent_pid, f"{os.getpid()}\n")
         agent = Agent(files, name, launch, _vm_running_probe(name))
         signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
         signal.signal(signal.SIGINT, lambda *_: agent.request_stop())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
 from pyd.backends.qemu_process import require_qemu
 from pyd.errors import PydError
 from pyd.instance_files import InstanceFiles
+from pyd.private_files import QEMU_UMASK
 from pyd.provision import instance_keys
 from pyd.ssh.connect import SSHTarget, ssh_while_booting
 
@@ -29,7 +31,11 @@ class DirectVM:
         argv = require_qemu(qemu_argv(spec))
         started = time.monotonic()
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            umask=QEMU_UMASK if sys.platform != "win32" else -1,  # serial log: 0600
         )
         return cls(spec, files, proc, started)
 

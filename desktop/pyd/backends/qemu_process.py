@@ -20,6 +20,7 @@ from pyd.backends.base import VMState
 from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
 from pyd.errors import EnvironmentProblem, PydError
 from pyd.instance_files import InstanceFiles
+from pyd.private_files import QEMU_UMASK
 from pyd.procs import pid_alive, terminate
 
 
@@ -99,7 +100,13 @@ class QemuProcessBackend:
         self.files.qmp_sock.unlink(missing_ok=True)
         argv += ["-qmp", f"unix:{self.files.qmp_sock},server=on,wait=off", "-daemonize"]
         # -daemonize returns once QEMU has opened its disks and ports: errors come back here.
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=False,
+            umask=QEMU_UMASK if sys.platform != "win32" else -1,  # serial log, pidfile: 0600
+        )
         if done.returncode != 0:
             raise PydError(
                 f"QEMU failed to start: {done.stderr.decode(errors='replace').strip()}",

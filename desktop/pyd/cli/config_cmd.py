@@ -12,8 +12,9 @@ from pyd.cli.render import err_console, out_console
 from pyd.config.model import to_toml_dict, with_value
 from pyd.config.store import edit_config, load_config
 from pyd.errors import UsageError
-from pyd.lifecycle.instance import DEFAULT, instance
+from pyd.lifecycle.instance import DEFAULT, existing, instance
 from pyd.lifecycle.status import instance_status
+from pyd.private_files import instance_dir
 
 app = typer.Typer(help="Show or change an instance's settings.", no_args_is_help=True)
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
@@ -25,7 +26,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the effective settings (defaults filled in)."""
-    cfg = load_config(instance(name).files.config)
+    cfg = load_config(existing(name).files.config)
     data = to_toml_dict(cfg)
     if as_json:
         out_console.print_json(json.dumps(data))
@@ -40,10 +41,15 @@ def set_(
     ],
     value: Annotated[str, typer.Argument()],
     name: NameOpt = DEFAULT,
+    create: Annotated[
+        bool, typer.Option("--create", help="make the instance (stopped) when it is new")
+    ] = False,
 ) -> None:
     """Change a setting; it applies at the next start."""
     inst = instance(name)
     with_value(load_config(inst.files.config), key, value)  # a bad value fails first
+    if not create:
+        existing(name, create=f"pyd config set --create {key} {value}")  # a mistyped -n
     if key == "disk" and inst.files.data_disk.exists():
         raise UsageError(
             f"the data disk of {name!r} already exists; its size is fixed at creation",
@@ -56,6 +62,8 @@ def set_(
             f"{name!r} is running; {key} can only change while it is stopped",
             hint=f"`pyd stop -n {name}` first",
         )
+    if not inst.exists:
+        instance_dir(inst.files.root)
     edit_config(inst.files.config, lambda cfg: with_value(cfg, key, value))
     if running and key.startswith("ports."):
         err_console.print("saved; the running instance applies it now (`pyd port ls`)")

@@ -13,11 +13,12 @@ from typing import Annotated
 
 import typer
 
+from pyd.atomicfile import write_atomic
 from pyd.cli.progress import TerminalProgress
 from pyd.cli.render import err_console, out_console, print_columns
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.instance_state import load_state
-from pyd.lifecycle.instance import DEFAULT, Instance, all_instances, existing
+from pyd.lifecycle.instance import DEFAULT, Instance, all_instances, existing, name_option
 from pyd.lifecycle.status import InstanceStatus, broken_status, instance_status
 from pyd.shell_env import SHELLS, detect_shell, env_script
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
@@ -48,6 +49,13 @@ def start(
     context: Annotated[
         bool, typer.Option("--context/--no-context", help="create and use docker context pyd")
     ] = True,
+    new_keys: Annotated[
+        bool,
+        typer.Option(
+            "--new-keys",
+            help="replace lost SSH keys with new ones; a running VM restarts to get them",
+        ),
+    ] = False,
 ) -> None:
     """Start an instance (created on first start) and make the docker CLI use it."""
     overrides = {
@@ -56,8 +64,12 @@ def start(
     }
     from pyd.lifecycle.start import start as start_instance
 
-    with _progress() as progress:
-        result = start_instance(name, overrides, context, progress)
+    try:
+        with _progress() as progress:
+            result = start_instance(name, overrides, context, progress, new_keys=new_keys)
+    except KeyboardInterrupt:
+        _interrupted(name)
+        raise
     what = "is already running" if result.already_running else "is running"
     err_console.print(f"[bold]pyd instance {result.name!r} {what}[/]")
     if result.already_running and overrides:
@@ -72,6 +84,17 @@ def start(
         err_console.print(f"docker context [bold]{result.context}[/] is current; try `docker info`")
     else:
         err_console.print(f"docker endpoint: {result.docker_host} (see `pyd env`)")
+
+
+def _interrupted(name: str) -> None:
+    """Ctrl-C stops `pyd start`, not what it started: the VM boots on and the detached host
+    agent still connects. Say so, and how to go on."""
+    opt = name_option(name)
+    err_console.print(
+        "[yellow]interrupted:[/] pyd start stopped waiting; a VM it started keeps booting and "
+        f"its host agent keeps starting in the background. `pyd status{opt}` shows when "
+        f"Docker is ready, `pyd start{opt}` waits for it again, `pyd stop{opt}` stops it."
+    )
 
 
 def stop(name: NameOpt = DEFAULT) -> None:
@@ -180,7 +203,7 @@ def ssh(
     from pyd.provision import instance_keys
 
     _key, host = instance_keys(inst.files)
-    inst.files.known_hosts.write_text(known_hosts_line(state.ssh_port, host.public_openssh))
+    write_atomic(inst.files.known_hosts, known_hosts_line(state.ssh_port, host.public_openssh))
     tty = sys.stdin.isatty() and sys.stdout.isatty()
     argv = ssh_argv(
         client, state.ssh_port, inst.files.client_key, inst.files.known_hosts, command or [], tty

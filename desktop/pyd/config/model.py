@@ -182,10 +182,10 @@ def _within(key: str, low: int, high: int, show: Callable[[int], str]) -> Callab
     return check
 
 
-def _one_of(key: str, choices: tuple[str, ...]) -> Callable[[Any], None]:
+def _one_of(key: str, choices: tuple[str, ...], hint: str) -> Callable[[Any], None]:
     def check(value: Any) -> None:
         if value not in choices:
-            raise UsageError(f"{key}: must be one of {', '.join(choices)}; got {value!r}")
+            raise UsageError(f"{key}: must be one of {', '.join(choices)}; got {value!r}", hint)
 
     return check
 
@@ -348,6 +348,13 @@ class _Field:
     check: Callable[[Any], None]
 
 
+_ACCEL_HINT = (
+    "auto picks this host's hypervisor (kvm on Linux, hvf on macOS, whpx on Windows) and "
+    "falls back to tcg, QEMU's slow software emulation"
+)
+_BACKEND_HINT = "libvirt runs the VM through libvirtd; qemu runs QEMU directly"
+
+
 def _gib(gib: int) -> str:
     return f"{gib}GiB"
 
@@ -358,8 +365,8 @@ _FIELDS: dict[str, _Field] = {
         "memory_mib", _memory, _within("memory", MIN_MEMORY_MIB, MAX_MEMORY_MIB, format_size)
     ),
     "disk": _Field("disk_gib", _disk, _within("disk", 1, MAX_DISK_GIB, _gib)),
-    "accel": _Field("accel", _text("accel"), _one_of("accel", ACCELS)),
-    "backend": _Field("backend", _text("backend"), _one_of("backend", BACKENDS)),
+    "accel": _Field("accel", _text("accel"), _one_of("accel", ACCELS, _ACCEL_HINT)),
+    "backend": _Field("backend", _text("backend"), _one_of("backend", BACKENDS, _BACKEND_HINT)),
     "libvirt_uri": _Field("libvirt_uri", _text("libvirt_uri"), _uri),
     "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
     "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import subprocess
 import sys
@@ -62,7 +63,8 @@ def launch_agent(files: InstanceFiles, name: str) -> Launched:
     if sys.platform == "win32":
         flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
     token = secrets.token_hex(8)
-    with files.agent_log.open("ab") as log:
+    # 0600 from the start: the log names containers, ports and shares.
+    with open(os.open(files.agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "pyd.agent.keeper", str(files.root), name, token],
             stdin=subprocess.DEVNULL,

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pyd.config.model import validate_name
 from pyd.errors import UsageError
 from pyd.filelocks import holding
-from pyd.instance_files import InstanceFiles
+from pyd.instance_files import CONFIG, START_LOCK, InstanceFiles
 from pyd.lifecycle.progress import Progress
 from pyd.paths import instances_dir
+from pyd.private_files import instance_dir
 
 DEFAULT = "default"
 LOCK_WAIT = 900.0  # a concurrent start may be building the image
@@ -36,14 +37,25 @@ def name_option(name: str) -> str:
     return "" if name == DEFAULT else f" -n {name}"
 
 
-def existing(name: str) -> Instance:
+def existing(name: str, create: str = "") -> Instance:
+    """The instance `name`, which must exist. `create` is the command that would make it
+    (`pyd start` when not given), for the hint."""
     inst = instance(name)
     if not inst.exists:
         raise UsageError(
             f"there is no instance named {name!r}",
-            hint=f"see `pyd list`, or create it with `pyd start{name_option(name)}`",
+            hint=f"{known_instances()}; create it with `{create or 'pyd start'}"
+            f"{name_option(name)}`",
         )
     return inst
+
+
+def known_instances() -> str:
+    """The instances there are, for a hint after a mistyped name."""
+    names = [i.name for i in all_instances()]
+    if not names:
+        return "there are no instances yet"
+    return "the instances are " + ", ".join(names) + " (`pyd list`)"
 
 
 def all_instances() -> list[Instance]:
@@ -61,12 +73,28 @@ def all_instances() -> list[Instance]:
 
 @contextlib.contextmanager
 def locked(inst: Instance, progress: Progress) -> Iterator[None]:
-    """One start/stop/delete of an instance at a time, across processes."""
-    inst.files.root.mkdir(parents=True, exist_ok=True)
-    with holding(
-        inst.files.start_lock,
-        LOCK_WAIT,
-        repr(inst.name),
-        lambda: progress.info(f"waiting for another pyd command on {inst.name!r} to finish"),
-    ):
-        yield
+    """One start/stop/delete of an instance at a time, across processes. A first start
+    that fails before it made anything (a bad setting) leaves no directory behind."""
+    instance_dir(inst.files.root)
+    try:
+        with holding(
+            inst.files.start_lock,
+            LOCK_WAIT,
+            repr(inst.name),
+            lambda: progress.info(f"waiting for another pyd command on {inst.name!r} to finish"),
+        ):
+            yield
+    finally:
+        if not inst.exists:
+            _remove_if_only_locks(inst.files)
+
+
+_LOCKS_ONLY = {START_LOCK, CONFIG + ".lock"}
+
+
+def _remove_if_only_locks(files: InstanceFiles) -> None:
+    with contextlib.suppress(OSError):  # another command may be making it meanwhile
+        if {p.name for p in files.root.iterdir()} <= _LOCKS_ONLY:
+            for name in _LOCKS_ONLY:
+                (files.root / name).unlink(missing_ok=True)
+            files.root.rmdir()

@@ -18,6 +18,7 @@ from pyd.config.store import load_config, save_config
 from pyd.docker_context import ensure_context
 from pyd.errors import ImageError, UsageError
 from pyd.hostenv import host_timezone, proxy_settings
+from pyd.hostmem import check_memory, host_memory_mib
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
@@ -31,6 +32,7 @@ from pyd.lifecycle.agent_proc import (
 )
 from pyd.lifecycle.backend import backend_for_config
 from pyd.lifecycle.instance import Instance, instance, locked
+from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.progress import Progress, phase
 from pyd.machine import machine_settings
 from pyd.netports import free_loopback_port
@@ -55,12 +57,15 @@ def start(
     overrides: Mapping[str, str],
     use_context: bool,
     progress: Progress,
+    new_keys: bool = False,
 ) -> StartResult:
     inst = instance(name)
     with locked(inst, progress):
         cfg = _settle_config(inst, overrides)
         backend = backend_for_config(inst.name, cfg)
         vm = backend.state()
+        if new_keys:  # after a lost key: the VM boots again on a seed with new ones
+            vm = renew_keys(inst.files, backend, vm, progress)
         if vm is VMState.PAUSED:
             # Then as for a running VM: the agent's link heals by itself once it runs.
             with phase(progress, "resume"):
@@ -100,6 +105,7 @@ def _settle_config(inst: Instance, overrides: Mapping[str, str]) -> InstanceConf
     new = cfg
     for key, raw in overrides.items():
         new = with_value(new, key, raw)
+    check_memory(new.memory_mib, host_memory_mib())  # before anything is written
     if inst.files.data_disk.exists() and new.disk_gib != cfg.disk_gib:
         raise UsageError(
             f"the data disk of {inst.name!r} already exists with {cfg.disk_gib} GiB",

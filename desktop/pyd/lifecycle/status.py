@@ -11,6 +11,7 @@ from pyd.agent.status import READY, AgentStatus, MountStatus, PortStatus
 from pyd.backends.base import VMState
 from pyd.config.model import context_name
 from pyd.config.store import load_config
+from pyd.disks import disk_size_gib
 from pyd.errors import PydError
 from pyd.instance_state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running, keeper_status
@@ -117,7 +118,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         ssh_port=state.ssh_port if state else None,
         cpus=cfg.cpus,
         memory_mib=cfg.memory_mib,
-        disk_gib=cfg.disk_gib,
+        disk_gib=disk_size_gib(inst.files.data_disk) or cfg.disk_gib,  # the disk's own size
         backend=cfg.backend,
         accel=state.accel if state else cfg.accel,
         image=state.image_key if state else "",

@@ -1,20 +1,22 @@
-"""`pyd stop` and `pyd delete`."""
+"""`pyd stop` and `pyd delete`. Neither needs a readable config.toml or state.json: the
+backend comes from the config when it can be read, else every backend is asked."""
 
 from __future__ import annotations
 
 import contextlib
 import shutil
 
-from pyd.backends.base import VMState
+from pyd.backends.base import VMBackend, VMState
 from pyd.config.model import context_name
-from pyd.config.store import load_config
 from pyd.docker_context import remove_context
+from pyd.errors import PydError
 from pyd.lifecycle.agent_proc import stop_agent
-from pyd.lifecycle.backend import backend_for_config
+from pyd.lifecycle.backend import backends_to_stop
 from pyd.lifecycle.instance import existing, locked
 from pyd.lifecycle.progress import Progress, phase
 
 SHUTDOWN_TIMEOUT = 60.0
+_DOWN = (VMState.STOPPED, VMState.ABSENT)
 
 
 def stop(name: str, progress: Progress, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
@@ -22,13 +24,18 @@ def stop(name: str, progress: Progress, timeout: float = SHUTDOWN_TIMEOUT) -> bo
     VM was not running."""
     inst = existing(name)
     with locked(inst, progress):
+        # Before the agent stops: a failure here must not leave the VM without Docker.
+        backends, unreadable = backends_to_stop(inst.name)
+        if unreadable:
+            progress.info(f"{unreadable}; stopping the VM with whichever backend runs it")
         with phase(progress, "agent"):
             stop_agent(inst.files)
-        backend = backend_for_config(inst.name, load_config(inst.files.config))
-        if backend.state() is not VMState.RUNNING:
+        up = [b for b in backends if _state(b, probing=bool(unreadable)) not in _DOWN]
+        if not up:
             return False
         with phase(progress, "shutdown"):
-            backend.shutdown(timeout)
+            for backend in up:
+                backend.shutdown(timeout)
         return True
 
 
@@ -36,12 +43,20 @@ def delete(name: str, progress: Progress) -> None:
     """Removes the VM, every file of the instance (its data disk too) and its context."""
     inst = existing(name)
     with locked(inst, progress):
+        backends, unreadable = backends_to_stop(inst.name)
+        if unreadable:
+            progress.info(f"{unreadable}; removing the VM from every backend that has it")
         stop_agent(inst.files, timeout=5)
-        backend = backend_for_config(inst.name, load_config(inst.files.config))
-        with phase(progress, "vm"):
-            backend.kill()
-            if backend.state() is not VMState.ABSENT:
-                backend.delete()
+        with phase(progress, "vm-delete"):
+            for backend in backends:
+                try:
+                    backend.kill()
+                    if backend.state() is not VMState.ABSENT:
+                        backend.delete()
+                except PydError:
+                    if not unreadable:
+                        raise
+                    # Probing: this backend does not run it (or cannot be reached).
         remove_context(context_name(inst.name))
         with phase(progress, "files"):
             # The lock file stays until the lock is released (Windows cannot delete an
@@ -56,3 +71,13 @@ def delete(name: str, progress: Progress) -> None:
     with contextlib.suppress(OSError):  # a start that queued behind us may own it now
         inst.files.start_lock.unlink()
         inst.files.root.rmdir()
+
+
+def _state(backend: VMBackend, probing: bool) -> VMState:
+    """A backend that fails while probing does not run the VM (libvirt absent or down)."""
+    try:
+        return backend.state()
+    except PydError:
+        if not probing:
+            raise
+        return VMState.ABSENT

@@ -1,0 +1,28 @@
+"""`pyd start --new-keys`: the restore path when an instance's SSH keys are lost."""
+
+from __future__ import annotations
+
+from pyd.backends.base import VMBackend, VMState
+from pyd.instance_files import InstanceFiles
+from pyd.lifecycle.agent_proc import stop_agent
+from pyd.lifecycle.progress import Progress, phase
+from pyd.lifecycle.stop import SHUTDOWN_TIMEOUT
+from pyd.provision import new_keys
+
+
+def renew_keys(
+    files: InstanceFiles, backend: VMBackend, vm: VMState, progress: Progress
+) -> VMState:
+    """New client and host keys. The guest installs the keys from its seed at each boot
+    (guest-image/overlay/usr/lib/pyd/seed), so a VM up on the old ones is powered off first
+    (the ACPI button needs no SSH); the start then boots it on a seed with the new keys.
+    Returns the VM's state after that."""
+    if vm not in (VMState.STOPPED, VMState.ABSENT):
+        with phase(progress, "agent"):
+            stop_agent(files)
+        with phase(progress, "shutdown"):
+            backend.shutdown(SHUTDOWN_TIMEOUT)
+        vm = backend.state()
+    new_keys(files)
+    progress.info("new SSH keys made; the guest installs them as it boots")
+    return vm

@@ -1,0 +1,45 @@
+"""A VM backend that records what the lifecycle asks of it, for unit tests."""
+
+from __future__ import annotations
+
+from pyd.backends.base import VMState
+from pyd.backends.qemu_cmdline import GuestSpec
+from pyd.errors import PydError
+
+
+class FakeBackend:
+    def __init__(self, state: VMState, name: str = "fake", broken: bool = False) -> None:
+        self.name = name
+        self.vm = state
+        self.broken = broken  # every call fails, as a libvirt that is not running
+        self.calls: list[str] = []
+
+    def _call(self, what: str) -> None:
+        if self.broken:
+            raise PydError(f"cannot connect to {self.name}")
+        if what != "state":
+            self.calls.append(what)
+
+    def state(self) -> VMState:
+        self._call("state")
+        return self.vm
+
+    def start(self, spec: GuestSpec) -> None:
+        self._call("start")
+        self.vm = VMState.RUNNING
+
+    def resume(self) -> None:
+        self._call("resume")
+
+    def shutdown(self, timeout: float) -> None:
+        self._call("shutdown")
+        self.vm = VMState.STOPPED
+
+    def kill(self) -> None:
+        self._call("kill")
+        if self.vm is not VMState.ABSENT:
+            self.vm = VMState.STOPPED
+
+    def delete(self) -> None:
+        self._call("delete")
+        self.vm = VMState.ABSENT
