@@ -1,9 +1,11 @@
 """Follows the engine: subscribe to container and network events, list the running
 containers, and again after every event. On any break (SSH drop, engine restart) it
-starts over, so the list is fresh within moments of the connection coming back."""
+starts over, so the list is fresh within moments of the connection coming back. close()
+closes the channel the reader is blocked on, so it ends at once."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -32,6 +34,8 @@ class ContainerWatch:
         self.open_channel = open_channel
         self.on_containers = on_containers
         self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._channels: set[paramiko.Channel] = set()  # open ones, closed by close()
         self._thread = threading.Thread(target=self._run, name="pyd-container-watch", daemon=True)
 
     def start(self) -> None:
@@ -39,13 +43,29 @@ class ContainerWatch:
 
     def close(self) -> None:
         self.stop.set()
-        self._thread.join(5)
+        with self._lock:
+            channels = list(self._channels)
+        for chan in channels:
+            with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+                chan.close()
+        self._thread.join(2)
+
+    def _open(self) -> paramiko.Channel:
+        """A channel from the owner, remembered until close() or its end."""
+        chan = self.open_channel()
+        with self._lock:
+            self._channels = {c for c in self._channels if not c.closed}
+            self._channels.add(chan)
+            stopping = self.stop.is_set()
+        if stopping:  # close() ran while this one was opening
+            chan.close()
+        return chan
 
     def _run(self) -> None:
         failures = 0
         while not self.stop.is_set():
             try:
-                stream = events(self.open_channel, FILTERS)
+                stream = events(self._open, FILTERS)
                 self._refresh()
                 failures = 0
                 for _event in stream:
@@ -60,5 +80,5 @@ class ContainerWatch:
             self.stop.wait(delay)
 
     def _refresh(self) -> None:
-        containers = get_json(self.open_channel, "/containers/json")
+        containers = get_json(self._open, "/containers/json")
         self.on_containers(containers)

@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
 from pyd.agent.exec_server import exec_server
+from pyd.agent.health import VM_GONE, VM_RUNNING, verdict
 from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHSession
@@ -27,7 +28,6 @@ from pyd.agent.status import (
     FAILED,
     MOUNTING,
     READY,
-    RECONNECTING,
     STARTING,
     STOPPED,
     AgentStatus,
@@ -46,7 +46,7 @@ from pyd.mounts.sftp_host import choose_server
 from pyd.ports.model import Forward
 from pyd.private_files import write_private_text
 from pyd.provision import instance_keys
-from pyd.ssh.connect import HostKeyMismatchError, SSHTarget
+from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
 from pyd.ssh.openssh import known_hosts_line
 from pyd.ssh.streamlocal import open_streamlocal
@@ -54,9 +54,12 @@ from pyd.ssh.streamlocal import open_streamlocal
 log = logging.getLogger("pyd.agent")
 
 BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~20 s
-RECONNECT_WAIT = 30.0  # how long a new Docker connection waits for SSH to come back
-CHANNEL_OPEN_WAIT = 60.0  # a forwarded connection waits this long for the guest's side
-GONE_AFTER = 60.0  # SSH down this long and the VM not running: the agent stops
+RECONNECT_WAIT = 30.0  # how long a port or exec connection waits for SSH to come back
+DOCKER_WAIT = 1.0  # a Docker connection, once ready: a reconnect about to succeed, or an answer
+# A forwarded connection waits this long for the guest's side: a burst under emulation can take
+# the guest many seconds to accept. A dead link does not make it wait (the heartbeat closes it).
+CHANNEL_OPEN_WAIT = 60.0
+TICK = 0.5  # the supervisor's period: the VM's state is asked this often while SSH is down
 MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (~1 s each under emulation)
 
 
@@ -67,12 +70,16 @@ class AgentStopped(BaseException):
 
 class Agent:
     def __init__(
-        self, files: InstanceFiles, name: str, launch: str, vm_running: Callable[[], bool]
+        self, files: InstanceFiles, name: str, launch: str, vm_state: Callable[[], str]
     ) -> None:
         self.files = files
         self.name = name
-        self.vm_running = vm_running
+        self.vm_state = vm_state  # the backend's VMState value; "unknown" when it cannot tell
         self.stop = threading.Event()
+        self._wake = threading.Event()  # the link went down or came back: look now
+        self._ready = False
+        self._vm = ""  # what the supervisor last saw of the VM
+        self._fatal: PydError | None = None  # from the SSH keeper: the agent must fail
         state = load_state(files.state)
         if state is None:
             raise PydError(f"{files.state} is missing", hint="run `pyd start`")
@@ -102,8 +109,21 @@ class Agent:
         self._publish(lambda s: s.finish(time.monotonic() - t0))
         log.info("%s done in %.2f s", name, time.monotonic() - t0)
 
+    def _link_wait(self, ready_wait: float) -> float:
+        """How long a new connection may wait for the SSH link: none once the VM is gone."""
+        if self._vm in VM_GONE:
+            return 0.0
+        return ready_wait if self._ready else RECONNECT_WAIT
+
     def _open_docker_channel(self) -> paramiko.Channel:
-        return open_streamlocal(self.session.transport(RECONNECT_WAIT), GUEST_DOCKER_SOCKET)
+        transport = self.session.transport(self._link_wait(DOCKER_WAIT))
+        return open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=CHANNEL_OPEN_WAIT)
+
+    def _docker_unreachable(self, error: Exception) -> str:
+        """What a Docker client is told when its connection gets no channel to the engine."""
+        said = verdict(self._vm, self.session.down_reason).docker
+        detail = error.message if isinstance(error, PydError) else str(error)
+        return said or f"pyd: the Docker engine in the VM cannot be reached: {detail}"
 
     def run(self) -> int:
         try:
@@ -139,7 +159,8 @@ class Agent:
 
     def _run(self) -> int:
         deadline = time.monotonic() + BOOT_TIMEOUT
-        self._phase("ssh", lambda: self.session.connect(deadline))
+        self._phase("ssh", lambda: self.session.connect(deadline, self._check_vm))
+        self.session.keep(self._link_down, self._link_up, self._link_fatal)
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg)  # they mount while the engine starts
@@ -147,12 +168,17 @@ class Agent:
         # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
         self._phase("shares", self._wait_for_mounts)
         self.forward = make_docker_forward(
-            self.name, self.files.docker_sock, self._open_docker_channel
+            self.name,
+            self.files.docker_sock,
+            self._open_docker_channel,
+            unreachable=self._docker_unreachable,
         )
         self.forward.start()
         self._start_exec_socket()
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
-        self._publish(lambda s: replace(s.to(READY), docker_host=host))
+        self._ready = True
+        self._vm = VM_RUNNING
+        self._publish(lambda s: replace(s.to(READY), docker_host=host, vm=VM_RUNNING))
         log.info("ready: %s", host)
         self._start_ports(cfg)
         return self._supervise()
@@ -211,7 +237,7 @@ class Agent:
             self.mounts.check_containers(containers)
 
     def _open_tcp(self, forward: Forward, origin: tuple[str, int]) -> paramiko.Channel:
-        transport = self.session.transport(RECONNECT_WAIT)
+        transport = self.session.transport(self._link_wait(RECONNECT_WAIT))
         # A burst of connections under emulation can take the guest many seconds to accept;
         # a client waiting that long is better served late than refused.
         guest = (forward.guest_ip, forward.guest_port)
@@ -233,36 +259,65 @@ class Agent:
         self.ports.set_config(cfg.ports_bind, cfg.port_forwards)
         self.mounts.set_shares(cfg.mounts)
 
+    def _check_vm(self) -> None:
+        """While booting: raises when the VM is gone (a crashed boot fails at once)."""
+        if self.vm_state() in VM_GONE:
+            raise PydError(
+                "the VM stopped while the agent waited for it",
+                hint="see `pyd logs` (the guest console), then `pyd start`",
+            )
+
+    def _link_down(self, reason: str) -> None:
+        self._wake.set()
+
+    def _link_up(self, seconds: float) -> None:
+        log.info("SSH back after %.1f s", seconds)
+        self._wake.set()
+
+    def _link_fatal(self, error: PydError) -> None:
+        self._fatal = error
+        self._wake.set()
+
     def _supervise(self) -> int:
-        """Keeps SSH up until asked to stop or the VM is gone."""
-        down_since: float | None = None
+        """Follows config.toml, and what the SSH link and the VM say, until asked to stop.
+        A VM that died stays reported (Docker clients are told to run `pyd start`) until
+        `pyd start` or `pyd stop` replaces this agent."""
         ticks = 0
-        while not self.stop.wait(1.0):
+        while not self.stop.is_set():
+            self._wake.wait(TICK)
+            self._wake.clear()
+            if self._fatal is not None:
+                raise self._fatal
             ticks += 1
-            self._follow_config()
-            if self.ports is not None and ticks % 5 == 0:
+            self._check_health()
+            if ticks % 2 == 0:
+                self._follow_config()
+            if self.ports is not None and ticks % 10 == 0:
                 self.ports.retry_failed()  # a port someone else held may be free now
-            if self.session.alive():
-                continue
-            if down_since is None:
-                down_since = time.monotonic()
-                log.warning("SSH connection lost; reconnecting")
-                self._publish(lambda s: s.to(RECONNECTING))
-            try:
-                self.session.connect(time.monotonic() + 5)
-            except HostKeyMismatchError:
-                raise
-            except PydError:
-                if time.monotonic() - down_since > GONE_AFTER and not self.vm_running():
-                    log.info("the VM is not running any more; stopping")
-                    self._publish(lambda s: s.to(STOPPED, "the VM stopped"))
-                    return 0
-                continue
-            log.info("SSH back after %.1f s", time.monotonic() - down_since)
-            down_since = None
-            self._publish(lambda s: s.to(READY))
         self._publish(lambda s: s.to(STOPPED))
         return 0
+
+    def _check_health(self) -> None:
+        """The VM's state is asked only while the link is down: a live link proves it runs
+        (and QEMU's death closes the link's socket at once, so that is noticed at once)."""
+        down = self.session.down_reason
+        vm = self.vm_state() if down else VM_RUNNING
+        if vm == "unknown":
+            vm = self._vm  # cannot tell now: keep what was seen
+        seen = verdict(vm, down)
+        since = self.session.down_since
+        status = self.status
+        if (status.state, status.error, status.vm) == (seen.state, seen.error, vm):
+            self._vm = vm
+            return
+        self._vm = vm
+        if seen.state == READY:
+            log.info("ready again")
+        else:
+            log.warning("%s", seen.error)
+        self._publish(
+            lambda s: replace(s.to(seen.state, seen.error, seen.hint), vm=vm, link_down_since=since)
+        )
 
 
 def _mtime(path: Path) -> int:
@@ -282,6 +337,7 @@ def main(argv: list[str]) -> int:
     )
     paramiko_log = logging.getLogger("paramiko")
     paramiko_log.setLevel(logging.WARNING)
+    _more_descriptors()
     lock = FileLock(files.agent_lock, mode=0o600)
     try:
         # `pyd status` probes liveness by taking this lock for an instant.
@@ -291,7 +347,7 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         write_private_text(files.agent_pid, f"{os.getpid()}\n")
-        agent = Agent(files, name, launch, _vm_running_probe(name))
+        agent = Agent(files, name, launch, _vm_state_probe(name))
         signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
         signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
         return agent.run()
@@ -300,15 +356,35 @@ def main(argv: list[str]) -> int:
         lock.release()
 
 
-def _vm_running_probe(name: str) -> Callable[[], bool]:
+def _more_descriptors() -> None:
+    """Every Docker API connection holds a descriptor: a thousand at once must not meet the
+    usual soft limit of 1024 (the hard limit is the one that protects the system)."""
+    if sys.platform == "win32":
+        return
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the descriptor limit from %d: %s", soft, e)
+
+
+def _vm_state_probe(name: str) -> Callable[[], str]:
+    """The VM's state as its backend tells it (a VMState value), "unknown" when it cannot."""
     from pyd.lifecycle.backend import backend_for
 
-    def probe() -> bool:
-        from pyd.backends.base import VMState
+    backends: list[Any] = []  # made on first use: libvirt's connection is kept and reused
 
+    def probe() -> str:
         try:
-            return backend_for(name).state() is VMState.RUNNING
-        except PydError:
-            return True  # cannot tell: keep trying rather than give up
+            if not backends:
+                backends.append(backend_for(name))
+            return str(backends[0].state().value)
+        except Exception as e:  # a probe must not take the agent down
+            log.debug("cannot tell the VM's state: %s", e)
+            return "unknown"
 
     return probe

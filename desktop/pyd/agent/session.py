@@ -1,5 +1,11 @@
-"""The agent's one SSH connection to the guest, replaced when it drops. Forwards ask it
-for the current transport, so a reconnect restores them without their knowing."""
+"""The agent's one SSH connection to the guest, watched and re-made when it dies. Forwards ask
+it for the current transport, so a reconnect restores them without their knowing.
+
+A heartbeat (pyd.ssh.heartbeat) notices a dead link within seconds; the dead transport is
+closed at once, which fails every channel open still waiting on it and ends the relays on it
+(in the guest, sshd then drops their channels too, once the link carries the reset). A
+keeper thread then reconnects on a fresh socket every RETRY seconds, each TCP connect bounded
+by CONNECT_TIMEOUT: never waiting on the old connection's TCP backoff."""
 
 from __future__ import annotations
 
@@ -7,13 +13,19 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import paramiko
 
 from pyd.errors import PydError
-from pyd.ssh.connect import SSHTarget, wait_for_ssh
+from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect, ssh_while_booting
+from pyd.ssh.heartbeat import Heartbeat
 
 log = logging.getLogger("pyd.agent")
+
+CONNECT_TIMEOUT = 0.5  # a loopback connect answers in microseconds, or its SYN was dropped
+HANDSHAKE_TIMEOUT = 10.0  # a guest under emulation, busy, may take seconds to answer
+RETRY = 0.5  # between reconnect attempts
 
 
 class SSHDown(PydError):
@@ -21,25 +33,118 @@ class SSHDown(PydError):
 
 
 class SSHSession:
-    def __init__(self, target: SSHTarget) -> None:
+    def __init__(
+        self,
+        target: SSHTarget,
+        heartbeat: Callable[[paramiko.Transport, Callable[[str], None]], Heartbeat] = Heartbeat,
+    ) -> None:
         self.target = target
+        self._heartbeat_for = heartbeat
         self._client: paramiko.SSHClient | None = None
+        self._heartbeat: Heartbeat | None = None
         self._cond = threading.Condition()
+        self._closed = threading.Event()
+        self._dead = threading.Event()  # the current link died: the keeper reconnects
+        self.down_reason = ""  # why the link is down, "" while it is up
+        self.down_since = 0.0  # time.time() of the drop
+        self._keeper: threading.Thread | None = None
 
-    def connect(self, deadline: float) -> None:
-        """Connect (again) before `deadline` (time.monotonic()); HostKeyMismatchError and
-        PydError from wait_for_ssh pass through."""
-        client = wait_for_ssh(self.target, deadline)
+    def connect(self, deadline: float, check_alive: Callable[[], None] = lambda: None) -> None:
+        """The first connection, before `deadline` (time.monotonic()), to a guest that may be
+        booting; `check_alive` raises when the VM is gone. HostKeyMismatchError and PydError
+        pass through."""
+        client = ssh_while_booting(self.target, max(0.0, deadline - time.monotonic()), check_alive)
+        self._install(client)
+
+    def keep(
+        self,
+        on_down: Callable[[str], None],
+        on_up: Callable[[float], None],
+        on_fatal: Callable[[PydError], None],
+    ) -> None:
+        """Reconnects by itself from now on: `on_down(reason)` when the link dies, `on_up(
+        seconds down)` once back, `on_fatal(error)` when it must not be re-made (a different
+        host key answers)."""
+        self._keeper = threading.Thread(
+            target=self._keep, args=(on_down, on_up, on_fatal), name="pyd-ssh-keeper", daemon=True
+        )
+        self._keeper.start()
+
+    def _install(self, client: paramiko.SSHClient) -> None:
+        transport = client.get_transport()
+        assert transport is not None
+        heartbeat = self._heartbeat_for(transport, lambda reason: self.link_dead(transport, reason))
         with self._cond:
             old, self._client = self._client, client
+            old_beat, self._heartbeat = self._heartbeat, heartbeat
+            self.down_reason, self.down_since = "", 0.0
+            self._dead.clear()
             self._cond.notify_all()
+        heartbeat.start()
+        if old_beat is not None:
+            old_beat.stop()
         if old is not None:
             old.close()
+
+    def link_dead(self, transport: paramiko.Transport | None, reason: str) -> None:
+        """The link carrying `transport` (None: whatever link there is) is dead: close it now,
+        so nothing waits on it, and let the keeper re-make it. Any thread."""
+        with self._cond:
+            client = self._client
+            current = client.get_transport() if client is not None else None
+            if transport is not None and transport is not current:
+                return  # an old link's late verdict
+            if not self.down_reason:
+                self.down_reason, self.down_since = reason, time.time()
+            beat = self._heartbeat
+            self._cond.notify_all()
+        if beat is not None:
+            beat.stop()
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+        self._dead.set()
+
+    def _keep(
+        self,
+        on_down: Callable[[str], None],
+        on_up: Callable[[float], None],
+        on_fatal: Callable[[PydError], None],
+    ) -> None:
+        while not self._closed.is_set():
+            self._dead.wait(1.0)
+            if self._closed.is_set():
+                return
+            if not self._dead.is_set():
+                if self.alive() or self._client is None:
+                    continue
+                self.link_dead(None, "the SSH connection to the VM closed")
+            t0 = time.monotonic()
+            on_down(self.down_reason)
+            last: BaseException | None = None
+            while not self._closed.is_set():
+                try:
+                    client = connect(self.target, HANDSHAKE_TIMEOUT, CONNECT_TIMEOUT)
+                except HostKeyMismatchError as e:
+                    on_fatal(e)
+                    return
+                except (OSError, paramiko.SSHException, EOFError) as e:
+                    if type(e) is not type(last):
+                        log.info("reconnecting: %s", e or type(e).__name__)
+                    last = e
+                    self._closed.wait(RETRY)
+                    continue
+                if self._closed.is_set():
+                    client.close()
+                    return
+                self._install(client)
+                on_up(time.monotonic() - t0)
+                break
 
     def alive(self) -> bool:
         with self._cond:
             transport = self._client.get_transport() if self._client else None
-        return transport is not None and transport.is_active()
+            return transport is not None and transport.is_active() and not self.down_reason
 
     def transport(self, wait: float) -> paramiko.Transport:
         """The live transport, waiting up to `wait` seconds for a reconnect."""
@@ -47,11 +152,14 @@ class SSHSession:
         with self._cond:
             while True:
                 transport = self._client.get_transport() if self._client else None
-                if transport is not None and transport.is_active():
+                if transport is not None and transport.is_active() and not self.down_reason:
                     return transport
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    raise SSHDown("the SSH connection to the guest is down")
+                if left <= 0 or self._closed.is_set():
+                    raise SSHDown(
+                        "the SSH connection to the guest is down"
+                        + (f": {self.down_reason}" if self.down_reason else "")
+                    )
                 self._cond.wait(min(left, 0.5))
 
     def client(self, wait: float) -> paramiko.SSHClient:
@@ -61,16 +169,20 @@ class SSHSession:
             return self._client
 
     def drop(self) -> None:
-        """Cut the connection (the supervisor re-makes it)."""
-        with self._cond:
-            client = self._client
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
+        """Cut the connection (the keeper re-makes it)."""
+        self.link_dead(None, "the connection was cut on purpose")
 
     def close(self) -> None:
+        self._closed.set()
+        self._dead.set()
         with self._cond:
             client, self._client = self._client, None
+            beat, self._heartbeat = self._heartbeat, None
             self._cond.notify_all()
+        if beat is not None:
+            beat.stop()
         if client is not None:
             client.close()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            # Not for long: an attempt in its handshake closes its own connection when done.
+            self._keeper.join(1.0)

@@ -12,8 +12,8 @@ from pyd.atomicfile import write_atomic
 
 STARTING = "starting"  # connecting, waiting for the engine
 READY = "ready"  # the engine answers through the host socket
-RECONNECTING = "reconnecting"  # SSH dropped; forwards wait for it to come back
-FAILED = "failed"  # gave up; `error` and `hint` say why
+RECONNECTING = "reconnecting"  # SSH down (error says why: the link, a paused VM); being re-made
+FAILED = "failed"  # gave up, or the VM died under a ready agent; `error` and `hint` say why
 STOPPED = "stopped"  # exited on request or because the VM is gone
 STATES = (STARTING, READY, RECONNECTING, FAILED, STOPPED)
 
@@ -68,6 +68,11 @@ class AgentStatus:
     ports: tuple[PortStatus, ...] = ()
     mounts: tuple[MountStatus, ...] = ()
     updated: float = field(default_factory=time.time)
+    # What the agent last saw of the VM once ready ("running", "paused", "stopped", "absent";
+    # "" before, or while it cannot tell) and since when (time.time()) the SSH link has been
+    # down, 0 while it is up. Fields are only ever added: older readers ignore them.
+    vm: str = ""
+    link_down_since: float = 0.0
 
     def begin(self, phase: str) -> AgentStatus:
         return replace(self, phase=phase, updated=time.time())
@@ -98,6 +103,8 @@ def parse_status(text: str) -> AgentStatus | None:
             ports=tuple(PortStatus(**p) for p in data.get("ports", ())),
             mounts=tuple(MountStatus(**m) for m in data.get("mounts", ())),
             updated=float(data["updated"]),
+            vm=str(data.get("vm", "")),
+            link_down_since=float(data.get("link_down_since", 0.0)),
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -113,4 +120,3 @@ def read_status(path: Path) -> AgentStatus | None:
 
 def write_status(path: Path, status: AgentStatus) -> None:
     write_atomic(path, json.dumps(asdict(status), indent=2) + "\n")
-

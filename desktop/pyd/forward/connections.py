@@ -16,6 +16,8 @@ from pyd.forward.relay import HostStream, Relay
 log = logging.getLogger("pyd.forward")
 
 OpenChannel = Callable[[], paramiko.Channel]
+Refuse = Callable[[HostStream, Exception], None]
+"""Answers a host connection whose channel could not open (and closes it)."""
 
 
 class Abortable(Protocol):
@@ -76,18 +78,25 @@ class ConnectionThreads:
 
 
 class Connections(ConnectionThreads):
-    """Each stream gets a channel from `open_channel` and a relay to it."""
+    """Each stream gets a channel from `open_channel` and a relay to it; when none opens, it
+    is handed to `refuse` (default: closed)."""
 
-    def __init__(self, label: str, name: str, open_channel: OpenChannel) -> None:
+    def __init__(
+        self, label: str, name: str, open_channel: OpenChannel, refuse: Refuse | None = None
+    ) -> None:
         super().__init__(label, name)
         self.open_channel = open_channel
+        self.refuse = refuse
 
     def _serve(self, stream: HostStream) -> None:
         try:
             chan = self.open_channel()
         except Exception as e:
             log.warning("%s: could not open a channel to the guest: %s", self.label, e)
-            stream.close()
+            if self.refuse is None:
+                stream.close()
+            else:
+                self.refuse(stream, e)
             return
         relay = Relay(stream, chan, name=f"pyd-forward-{self.name}")
         self._track(relay)

@@ -10,6 +10,8 @@ from typing import Protocol
 
 import paramiko
 
+from pyd.forward.relay import HostStream
+
 
 class DockerForward(Protocol):
     """A host endpoint whose connections are relayed to channels from `open_channel`."""
@@ -38,12 +40,23 @@ def make_docker_forward(
     socket_path: PurePath,
     open_channel: Callable[[], paramiko.Channel],
     platform: str = sys.platform,
+    unreachable: Callable[[Exception], str] | None = None,
 ) -> DockerForward:
-    """The forward serving `instance`'s Docker endpoint on `platform` (not started)."""
+    """The forward serving `instance`'s Docker endpoint on `platform` (not started). When no
+    channel opens, a client gets an HTTP error with `unreachable(error)` as its message."""
+    refuse = None
+    if unreachable is not None:
+        from pyd.forward.http_refusal import refuse_http
+
+        why = unreachable
+
+        def refuse(stream: HostStream, e: Exception) -> None:
+            refuse_http(stream, why(e))
+
     if platform == "win32":
         from pyd.forward.named_pipe import NamedPipeForward
 
-        return NamedPipeForward(instance, open_channel)
+        return NamedPipeForward(instance, open_channel, refuse)
     from pyd.forward.unix_socket import UnixSocketForward
 
-    return UnixSocketForward(Path(socket_path), open_channel)
+    return UnixSocketForward(Path(socket_path), open_channel, refuse=refuse)

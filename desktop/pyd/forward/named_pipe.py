@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyd.errors import PydError
-from pyd.forward.connections import Connections, OpenChannel, ServedForward
+from pyd.forward.connections import Connections, OpenChannel, Refuse, ServedForward
 from pyd.forward.endpoint import pipe_name
 
 log = logging.getLogger("pyd.forward")
@@ -44,11 +44,13 @@ class NamedPipeForward(ServedForward):
     r"""Serves `\\.\pipe\pyd-INSTANCE`; each connection gets a channel from `open_channel`
     (called per connection, so the owner may swap the SSH connection after a reconnect)."""
 
-    def __init__(self, instance: str, open_channel: OpenChannel) -> None:
+    def __init__(
+        self, instance: str, open_channel: OpenChannel, refuse: Refuse | None = None
+    ) -> None:
         self.instance = instance
         self.path = pipe_name(instance)
         self.open_channel = open_channel
-        self._conns = Connections(self.path, instance, open_channel)
+        self._conns = Connections(self.path, instance, open_channel, refuse)
         self._closing = self._conns.closing
         self._thread: threading.Thread | None = None
         self._server: object | None = None

@@ -17,10 +17,15 @@ import sys
 from pathlib import Path
 
 from pyd.errors import PydError
-from pyd.forward.connections import Connections, ConnectionThreads, OpenChannel
+from pyd.forward.connections import Connections, ConnectionThreads, OpenChannel, Refuse
 from pyd.forward.listening import ListeningForward
 
 log = logging.getLogger("pyd.forward")
+
+# Connections the kernel queues before accept(): a burst of clients (a test suite, a build's
+# parallel steps) must queue, not get EAGAIN. The kernel caps it at net.core.somaxconn
+# (Linux: 4096 since 5.4; macOS: kern.ipc.somaxconn, 128 by default).
+BACKLOG = 4096
 
 # sun_path holds 108 bytes on Linux, 104 on macOS and the BSDs, including the final NUL.
 MAX_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
@@ -120,7 +125,7 @@ class UnixSocketListener(ListeningForward):
             os.chmod(self.path, 0o600)
             st = self.path.lstat()
             self._inode = (st.st_dev, st.st_ino)
-            listener.listen(128)
+            listener.listen(BACKLOG)
         except OSError as e:
             listener.close()
             if bound:
@@ -146,10 +151,16 @@ class UnixSocketForward(UnixSocketListener):
     to it. `open_channel` is called per connection, so the owner can swap the SSH connection
     underneath (after a reconnect) without restarting the forward."""
 
-    def __init__(self, path: Path, open_channel: OpenChannel, name: str = "docker") -> None:
+    def __init__(
+        self,
+        path: Path,
+        open_channel: OpenChannel,
+        name: str = "docker",
+        refuse: Refuse | None = None,
+    ) -> None:
         self.open_channel = open_channel
         self.name = name
-        super().__init__(path, Connections(str(path), name, open_channel))
+        super().__init__(path, Connections(str(path), name, open_channel, refuse))
 
     @property
     def endpoint(self) -> str:

@@ -11,7 +11,7 @@ import paramiko
 
 from pyd.errors import PydError
 from pyd.ports.model import address_text
-from pyd.ssh.channel_open import channel_open_errors
+from pyd.ssh.channel_open import channel_open_errors, open_channel
 
 KIND = "direct-tcpip"
 
@@ -50,11 +50,12 @@ def open_direct_tcpip(
         "(`pyd ssh -- busybox netstat -ltn` lists what is)",
         lambda message, hint: DirectTcpipError(message, guest, hint),
     ):
-        return transport.open_channel(
+        return open_channel(
+            transport,
             KIND,
+            timeout,
             dest_addr=(guest[0], guest[1]),
             src_addr=(origin[0], origin[1]),
             window_size=WINDOW_SIZE,
             max_packet_size=MAX_PACKET_SIZE,
-            timeout=timeout,
         )

@@ -1,0 +1,58 @@
+"""A loopback TCP proxy whose link can be cut the way `iptables -j DROP` cuts one: while cut,
+bytes stop flowing both ways on live connections (they flow again once restored, as TCP
+retransmits them) and new connections get nowhere."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class LinkProxy:
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self._up = threading.Event()
+        self._up.set()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._socks: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        self._up.clear()
+
+    def restore(self) -> None:
+        self._up.set()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # until close()
+            while True:
+                conn, _ = self._listener.accept()
+                if not self._up.is_set():
+                    conn.close()  # a dropped SYN, as far as the client can tell: nothing
+                    continue
+                upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+                with self._lock:
+                    self._socks += [conn, upstream]
+                for a, b in ((conn, upstream), (upstream, conn)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := src.recv(65536):
+                self._up.wait()
+                dst.sendall(data)
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self._up.set()
+        self._listener.close()
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()

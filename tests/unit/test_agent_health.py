@@ -1,0 +1,192 @@
+"""What the agent tells users and Docker clients while the engine is out of reach, and how
+fast it lets go: the verdict from the VM's and the link's state, the HTTP answer a Docker
+client gets instead of a hang, a thousand clients at once on the socket, and the container
+watch closing at once under a blocked event stream."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from pyd.agent.container_watch import ContainerWatch
+from pyd.agent.health import verdict
+from pyd.agent.status import FAILED, READY, RECONNECTING
+from pyd.errors import PydError
+from pyd.forward.endpoint import make_docker_forward
+from pyd.forward.http_refusal import refusal_response
+from tests.unit.in_threads import run_in_threads
+from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
+
+# -- the verdict ----------------------------------------------------------------------------
+
+
+def test_a_live_link_is_ready_whatever_else() -> None:
+    assert verdict("running", "") == verdict("", "") == verdict("unknown", "")
+    assert verdict("running", "").state == READY
+    assert verdict("running", "").docker == ""
+
+
+def test_a_dead_link_says_why_and_that_it_reconnects() -> None:
+    v = verdict("running", "no reply in 3.5 s")
+    assert v.state == RECONNECTING
+    assert "no reply in 3.5 s" in v.error and "reconnecting" in v.error
+    assert v.docker.startswith("pyd: the SSH link to the VM is down")
+    assert "try again in a few seconds" in v.docker
+
+
+def test_a_paused_vm_says_so_and_how_to_resume() -> None:
+    v = verdict("paused", "no reply")
+    assert (v.state, v.error) == (RECONNECTING, "the VM is paused")
+    assert "pyd start" in v.hint and "pyd start" in v.docker
+
+
+@pytest.mark.parametrize("vm", ["stopped", "absent"])
+def test_a_vm_gone_is_a_failure_with_the_way_back(vm: str) -> None:
+    v = verdict(vm, "the SSH connection to the VM closed")
+    assert v.state == FAILED
+    assert "stopped unexpectedly" in v.error and "pyd start" in v.hint
+    assert "stopped unexpectedly" in v.docker and "run `pyd start`" in v.docker
+
+
+# -- the HTTP answer ------------------------------------------------------------------------
+
+
+def http_reply(sock: socket.socket, request: bytes) -> tuple[bytes, dict[str, str], bytes]:
+    sock.settimeout(5)
+    sock.sendall(request)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status, *lines = head.split(b"\r\n")
+    headers = {
+        k.decode().lower(): v.decode().strip() for k, v in (ln.split(b":", 1) for ln in lines)
+    }
+    return status, headers, body
+
+
+def test_refusal_is_an_engine_style_json_error() -> None:
+    raw = refusal_response("pyd: down", b"GET /v1.50/containers/json HTTP/1.1\r\n")
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ")
+    assert json.loads(body) == {"message": "pyd: down"}
+    assert f"Content-Length: {len(body)}".encode() in head
+    assert refusal_response("pyd: down", b"HEAD /_ping HTTP/1.1\r\n").endswith(b"\r\n\r\n")
+
+
+def test_docker_clients_get_the_reason_at_once_when_no_channel_opens(tmp_path: Path) -> None:
+    def down() -> paramiko.Channel:
+        raise PydError("the SSH connection to the guest is down")
+
+    fwd = make_docker_forward(
+        "t", tmp_path / "docker.sock", down, "linux", lambda e: f"pyd: nope ({e})"
+    )
+    with fwd:
+        t0 = time.monotonic()
+        with socket.socket(socket.AF_UNIX) as c:
+            c.connect(str(tmp_path / "docker.sock"))
+            status, headers, body = http_reply(c, b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert time.monotonic() - t0 < 1
+        assert status.startswith(b"HTTP/1.1 503")
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["message"] == "pyd: nope (the SSH connection to the guest is down)"
+        with socket.socket(socket.AF_UNIX) as c:  # HEAD: the same status, no body
+            c.connect(str(tmp_path / "docker.sock"))
+            status, _, body = http_reply(c, b"HEAD /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 503") and body == b""
+
+
+def test_a_thousand_clients_at_once_all_get_in(tmp_path: Path) -> None:
+    """All connect before any is served: the listen backlog alone must hold them."""
+    path = tmp_path / "docker.sock"
+    go = threading.Event()
+
+    def held() -> paramiko.Channel:
+        go.wait(30)
+        raise PydError("down")
+
+    errors: list[BaseException] = []
+    answers: list[bytes] = []
+    with make_docker_forward("t", path, held, "linux", lambda e: "pyd: down"):
+        clients = []
+        for _ in range(1000):
+            c = socket.socket(socket.AF_UNIX)
+            c.setblocking(False)  # EAGAIN, not a wait, when the backlog is full
+            try:
+                c.connect(str(path))
+            except OSError as e:
+                errors.append(e)
+                c.close()
+                continue
+            c.setblocking(True)
+            clients.append(c)
+        go.set()
+
+        def ask(c: socket.socket) -> None:
+            try:
+                answers.append(http_reply(c, b"GET /_ping HTTP/1.1\r\n\r\n")[0])
+            except OSError as e:
+                errors.append(e)
+            finally:
+                c.close()
+
+        run_in_threads(ask, [(c,) for c in clients], timeout=30)
+    assert errors == []
+    assert len(answers) == 1000 and set(answers) == {b"HTTP/1.1 503 Service Unavailable"}
+
+
+# -- the container watch --------------------------------------------------------------------
+
+
+class _Engine(AllowAnyone):
+    def check_channel_direct_tcpip_request(
+        self, chanid: int, origin: tuple[str, int], destination: tuple[str, int]
+    ) -> int:
+        return paramiko.OPEN_SUCCEEDED
+
+
+def _engine(chan: paramiko.Channel) -> None:
+    """/containers/json answers []; /events answers its head and then nothing, ever."""
+    request = b""
+    while b"\r\n\r\n" not in request:
+        data = chan.recv(4096)
+        if not data:
+            return
+        request += data
+    if request.startswith(b"GET /events"):
+        chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+        chan.recv(1)  # until the client closes it
+    else:
+        chan.sendall(b"HTTP/1.0 200 OK\r\n\r\n[]")
+    chan.close()
+
+
+def test_container_watch_closes_at_once_under_a_blocked_event_stream() -> None:
+    a, b = socket.socketpair()
+    server = SSHServer(paramiko.Transport(b), _Engine(), _engine)
+    client = client_without_auth(a, server)
+    lists: list[object] = []
+    try:
+        watch = ContainerWatch(
+            lambda: client.open_channel("direct-tcpip", ("e", 1), ("h", 2), timeout=5),
+            lists.append,
+        )
+        watch.start()
+        deadline = time.monotonic() + 5
+        while not lists and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert lists == [[]]  # subscribed, listed, now blocked on the event stream
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        watch.close()
+        assert time.monotonic() - t0 < 0.5
+        assert not watch._thread.is_alive()
+    finally:
+        client.close()
+        server.close()
