@@ -1,9 +1,10 @@
 """Shares in the guest, pyd against Lima's method, same VM, same run (TCG here):
 
   pyd   the share as the agent mounts it: sshfs -o slave on an OpenSSH session of its own,
-        piped to the host's OpenSSH sftp-server (--agent-ssh: on an exec channel of the
-        agent's paramiko connection instead; --builtin: pyd's own SFTP server, which always
-        rides on the agent's connection)
+        piped to the SFTP server process pyd chose (--server: builtin, the default, is pyd's
+        own `python -m pyd.mounts.sftp_serve`; openssh is the host's sftp-server confined to
+        the share, pyd.mounts.sftp_host); --agent-ssh: on an exec channel of the agent's
+        paramiko connection instead
   lima  Lima's reverse-sshfs: the host's OpenSSH `sftp-server` piped to `ssh … sshfs :DIR
         MOUNTPOINT -o slave -o allow_other` (OpenSSH client, default algorithms), here with
         plain OS pipes between the two processes
@@ -14,7 +15,7 @@ Measured inside the guest, after dropping its page cache, on files neither side 
   write  100 MB copied by a container into the share in 1 MiB writes (MB/s); the host's
          sha256 must match what the container wrote
 
-    python bench/mounts.py [--runs 5] [--mb 100] [--files 2000] [--builtin]
+    python bench/mounts.py [--runs 5] [--mb 100] [--files 2000] [--server builtin|openssh]
                            [--only read,walk,write] [--lima-algorithms pyd] [--agent-ssh]
 
 --lima-algorithms pyd gives the baseline's ssh pyd's cipher and MAC, to tell the cost of the
@@ -43,7 +44,7 @@ from pyd.agent.status import MOUNTED, read_status
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
 from pyd.mounts.openssh_link import ENV as SHARE_SSH_ENV
-from pyd.mounts.sftp_host import BUILTIN, choose_server
+from pyd.mounts.sftp_host import BUILTIN, OPENSSH, system_server
 from pyd.mounts.sftp_host import ENV as SERVER_ENV
 from pyd.ssh.connect import PREFERRED_CIPHERS, PREFERRED_MACS
 from pyd.ssh.openssh import ssh_argv
@@ -74,8 +75,8 @@ class Bench:
             "DOCKER_CONFIG": str(work / "docker"),
             "DOCKER_BUILDKIT": "0",
         }
-        if args.builtin:
-            self.env[SERVER_ENV] = BUILTIN
+        if args.server:
+            self.env[SERVER_ENV] = args.server
         if args.agent_ssh:
             self.env[SHARE_SSH_ENV] = "agent"
         self.pyd = [sys.executable, "-m", "pyd"]
@@ -107,8 +108,8 @@ class Bench:
 
     def mount_lima(self) -> None:
         """Lima's reverse-sshfs for the same directory, at LIMA_MP."""
-        server = choose_server(sys.platform, {})
-        if server == BUILTIN:
+        server = system_server(sys.platform)
+        if server is None:
             raise SystemExit("no OpenSSH sftp-server on this host: Lima's method needs one")
         files = self.files
         state = load_state(files.state)
@@ -192,7 +193,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--mb", type=int, default=100)
     ap.add_argument("--files", type=int, default=2000)
-    ap.add_argument("--builtin", action="store_true", help="pyd's built-in SFTP server")
+    ap.add_argument("--server", choices=(BUILTIN, OPENSSH), help="PYD_SFTP_SERVER for pyd")
     ap.add_argument("--only", default="read,walk,write", help="which measures, comma-separated")
     ap.add_argument("--agent-ssh", action="store_true", help="shares on the agent's connection")
     ap.add_argument("--lima-algorithms", choices=("default", "pyd"), default="default")
@@ -229,8 +230,8 @@ def main() -> None:
 
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
-    server = "built-in SFTP server" if args.builtin else "OpenSSH sftp-server"
-    over = "the agent's connection" if args.builtin or args.agent_ssh else "OpenSSH sessions"
+    server = "confined OpenSSH sftp-server" if args.server == OPENSSH else "built-in SFTP server"
+    over = "the agent's connection" if args.agent_ssh else "OpenSSH sessions"
     print(f"\n{args.runs} runs, pyd with the {server} over {over}: median [min-max]")
     for kind, by_way in results.items():
         for way, values in by_way.items():

@@ -14,6 +14,7 @@ from pyd.agent.mounts import MountManager
 from pyd.agent.session import SSHDown
 from pyd.agent.status import MOUNTING, MountStatus
 from pyd.mounts.model import Share
+from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
 
 SHARE = Share("/home/me", "/home/me", True)
 
@@ -31,7 +32,7 @@ def _manager() -> tuple[MountManager, list[tuple[MountStatus, ...]]]:
         with lock:
             reports.append(r)
 
-    return MountManager(_no_ssh, "builtin", report), reports
+    return MountManager(_no_ssh, SftpServer(BUILTIN, WALK), report), reports
 
 
 def test_a_share_waits_as_mounting_while_ssh_is_down() -> None:

@@ -1,9 +1,10 @@
 """A share's OpenSSH session: the ssh command line, and the two processes piped to each other
-(a real sftp-server on one end; on the other, a stand-in for `ssh … sshfs` that speaks the
-first SFTP exchange itself)."""
+(a real server process on one end, the built-in one and the confined system sftp-server; on
+the other, a stand-in for `ssh … sshfs` that speaks the first SFTP exchange itself)."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyd.mounts.openssh_link import ENV, OpenSSHEndpoint, OpenSSHLink, find_endpoint
-from pyd.mounts.sftp_host import BUILTIN, choose_server, server_argv
+from pyd.mounts.sftp_host import OPENSSH, SftpServer, choose_server
 
 ENDPOINT = OpenSSHEndpoint("/usr/bin/ssh", 2222, Path("/k/id"), Path("/k/known_hosts"))
 
@@ -64,15 +65,33 @@ sys.exit(3)
 """
 
 
-def _sftp_server() -> str:
-    server = choose_server(sys.platform, {})
-    if server == BUILTIN:
-        pytest.fail("no OpenSSH sftp-server on this host (apt-get install openssh-sftp-server)")
-    return server
+SHARE = str(Path(__file__).parent)
 
 
-def test_link_pipes_ssh_and_the_sftp_server_to_each_other() -> None:
-    link = OpenSSHLink([sys.executable, "-c", _CLIENT], server_argv(_sftp_server(), True))
+@functools.cache
+def _servers() -> list[SftpServer]:
+    """Every server that ships on this host: the built-in one, and OpenSSH's confined."""
+    system = choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH})
+    if system.builtin:
+        pytest.fail(f"no confined OpenSSH sftp-server here: {system.note}")
+    return [choose_server(sys.platform, {}), system]
+
+
+def server_argv(server: SftpServer, writable: bool) -> list[str]:
+    return server.argv(SHARE, writable)
+
+
+@pytest.fixture(params=["builtin", "openssh"])
+def server(request: pytest.FixtureRequest) -> SftpServer:
+    return _servers()[1 if request.param == "openssh" else 0]
+
+
+def _sftp_server() -> SftpServer:
+    return _servers()[0]
+
+
+def test_link_pipes_ssh_and_the_sftp_server_to_each_other(server: SftpServer) -> None:
+    link = OpenSSHLink([sys.executable, "-c", _CLIENT], server_argv(server, True))
     try:
         assert link.wait() == 3
         # The real sftp-server answered the stand-in's INIT through the pipes alone.
@@ -107,9 +126,10 @@ def test_a_missing_ssh_program_leaves_no_server_behind(
         started.append(proc)
         return proc
 
+    argv = server_argv(_sftp_server(), True)
     monkeypatch.setattr(subprocess, "Popen", recording)
     with pytest.raises(OSError):
-        OpenSSHLink([str(tmp_path / "no-ssh")], server_argv(_sftp_server(), True))
+        OpenSSHLink([str(tmp_path / "no-ssh")], argv)
     assert len(started) == 1  # the server; ssh never started
     assert started[0].poll() is not None
 

@@ -1,9 +1,10 @@
 """The agent's shares: one worker per share keeps it mounted in the guest over SSH.
 
 A worker runs `sshfs -o slave` in the guest on an exec channel and serves SFTP on the host
-end (pyd.mounts.sftp_host chooses the server). With the system's sftp-server and ssh, the
-channel is an OpenSSH session of its own, piped straight to sftp-server (pyd.mounts.
-openssh_link says why); otherwise it is a channel of the agent's connection, relayed here.
+end (pyd.mounts.sftp_host chooses the server and confines it to the share). With the system's
+ssh, the channel is an OpenSSH session of its own, piped straight to the server process
+(pyd.mounts.openssh_link says why); otherwise it is a channel of the agent's connection, on
+which the built-in server answers in the agent, or a confined sftp-server's bytes are relayed.
 When the session ends (SSH dropped, the VM paused or restarted, sshfs died) the worker mounts
 again once SSH is back; meanwhile the share is "mounting". Config changes (`pyd mount
 add/rm`) start and stop workers.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
@@ -27,8 +29,8 @@ from pyd.forward.relay import Relay
 from pyd.mounts.binds import binds_on
 from pyd.mounts.model import Share
 from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
-from pyd.mounts.sftp_host import BUILTIN, ProcessStream, remote_path, server_argv
-from pyd.mounts.sshfs import mount_command, unmount_command, wait_mounted_command
+from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
+from pyd.mounts.sshfs import access_options, mount_command, unmount_command, wait_mounted_command
 
 log = logging.getLogger("pyd.agent")
 
@@ -47,7 +49,7 @@ class MountWorker:
         self,
         share: Share,
         transport: OpenTransport,
-        server: str,
+        server: SftpServer,
         changed: Callable[[], None],
         openssh: OpenSSHEndpoint | None = None,
     ) -> None:
@@ -55,8 +57,7 @@ class MountWorker:
         self._transport = transport
         self._server = server
         self._changed = changed
-        # The system's ssh carries the share when there is one and a system sftp-server.
-        self._openssh = openssh if server != BUILTIN else None
+        self._openssh = openssh  # the system's ssh carries the share when there is one
         self.state = MOUNTING
         self.detail = "waiting for SSH"
         self._closed = threading.Event()
@@ -124,12 +125,15 @@ class MountWorker:
         self._set(MOUNTING, "")
         share = self.share
         command = mount_command(
-            remote_path(share.location, sys.platform), share.mount_point, share.writable
+            remote_path(share.location, sys.platform),
+            share.mount_point,
+            share.writable,
+            access_options(_host_euid()),
         )
         session: paramiko.Channel | OpenSSHLink
         if self._openssh is not None:
             session = OpenSSHLink(
-                self._openssh.argv(command), server_argv(self._server, share.writable)
+                self._openssh.argv(command), self._server.argv(share.location, share.writable)
             )
         else:
             session = transport.open_session(timeout=30)
@@ -160,12 +164,13 @@ class MountWorker:
 
     def _serve(self, chan: paramiko.Channel) -> None:
         share = self.share
-        if self._server == BUILTIN:
+        if self._server.builtin:
             from pyd.mounts.sftp_server import serve_sftp  # paramiko's SFTP classes: lazily
 
             serve_sftp(chan, share.location, share.writable)
         else:
-            Relay(ProcessStream(self._server, share.writable), chan, "sftp").run()
+            server = ProcessStream(self._server.argv(share.location, share.writable))
+            Relay(server, chan, "sftp").run()
 
     def _await_mounted(
         self, transport: paramiko.Transport, session: paramiko.Channel | OpenSSHLink
@@ -183,6 +188,10 @@ class MountWorker:
         else:
             self._set(MOUNT_FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
             session.close()
+
+
+def _host_euid() -> int | None:
+    return os.geteuid() if hasattr(os, "geteuid") else None
 
 
 def _ended(chan: paramiko.Channel) -> str:
@@ -213,7 +222,7 @@ class MountManager:
     def __init__(
         self,
         transport: OpenTransport,
-        server: str,
+        server: SftpServer,
         report: Report,
         openssh: OpenSSHEndpoint | None = None,
     ) -> None:
@@ -224,9 +233,10 @@ class MountManager:
         self._workers: dict[Share, MountWorker] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.RLock()
-        by = "pyd's built-in SFTP server" if server == BUILTIN else server
-        over = f"{openssh.ssh} sessions" if openssh and server != BUILTIN else "the agent's SSH"
-        log.info("shares are served by %s over %s", by, over)
+        if server.note:
+            log.warning("%s; the built-in SFTP server serves the shares instead", server.note)
+        over = f"{openssh.ssh} sessions" if openssh else "the agent's SSH"
+        log.info("shares are served by %s over %s", server.describe(), over)
 
     def set_shares(self, shares: Iterable[Share]) -> None:
         wanted = list(shares)

@@ -1,8 +1,20 @@
-"""The host's side of a share: who answers sshfs's SFTP requests.
+"""The host's side of a share: who answers sshfs's SFTP requests, and how it is confined.
 
-The system's OpenSSH `sftp-server` where there is one (what Lima runs, in C, with `-R` for
-read-only shares), else pyd's built-in server (pyd.mounts.sftp_server), which also confines
-every request to the share. PYD_SFTP_SERVER picks one: "builtin", or the path of a server.
+Every server runs as a process whose stdin and stdout carry SFTP (piped straight to the
+share's OpenSSH session, or relayed on the agent's connection), and none can reach anything
+outside its share, whatever links the guest makes:
+- "builtin" (the default everywhere): pyd's own server, `python -m pyd.mounts.sftp_serve`,
+  which walks every path from a descriptor of the share with O_NOFOLLOW
+  (pyd.mounts.sftp_server says how, and what it cannot close on Windows).
+- OpenSSH's `sftp-server` (what Lima runs, in C, with `-R` for read-only shares) works by
+  path and follows symlinks, so it runs only where the OS confines it: on Linux in a mount
+  namespace whose root holds only the share (pyd.mounts.confine_linux; root, or a user
+  namespace), on macOS under sandbox-exec (pyd.mounts.sandbox_macos). Elsewhere (Windows, or
+  a Linux without namespaces for this user) the built-in server answers instead, and the
+  agent log says so.
+
+PYD_SFTP_SERVER picks: "builtin", "openssh" (the system's sftp-server), or the path of an
+OpenSSH-compatible sftp-server.
 """
 
 from __future__ import annotations
@@ -10,10 +22,18 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 BUILTIN = "builtin"
+OPENSSH = "openssh"
 ENV = "PYD_SFTP_SERVER"
+
+# How a server is kept inside its share.
+WALK = "walk"  # the built-in server's own descriptor walk
+NAMESPACE = "namespace"  # Linux: a mount namespace holding only the share
+SANDBOX = "sandbox"  # macOS: sandbox-exec
 
 # Where OpenSSH keeps it: Debian/Ubuntu, Fedora/RHEL, Arch/Alpine, macOS, Windows' OpenSSH.
 _SYSTEM_SERVERS = {
@@ -27,15 +47,87 @@ _SYSTEM_SERVERS = {
 }
 
 
-def choose_server(
-    platform: str, env: Mapping[str, str], exists: Callable[[str], bool] = os.path.exists
-) -> str:
-    """The sftp-server program to run, or BUILTIN."""
-    wanted = env.get(ENV, "").strip()
-    if wanted:
-        return wanted
+@dataclass(frozen=True)
+class SftpServer:
+    """The chosen server: `program` is BUILTIN or an sftp-server's path; `note` says why it is
+    not the one asked for (empty when it is)."""
+
+    program: str
+    confinement: str
+    note: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        return self.program == BUILTIN
+
+    def argv(self, location: str, writable: bool) -> list[str]:
+        """The command that serves the share at `location` on its stdin and stdout."""
+        if self.builtin:
+            ro = () if writable else ("--read-only",)
+            return [sys.executable, "-m", "pyd.mounts.sftp_serve", location, *ro]
+        server = [self.program, "-e", *(() if writable else ("-R",))]
+        if self.confinement == NAMESPACE:
+            ro = () if writable else ("--read-only",)
+            return [sys.executable, "-m", "pyd.mounts.confine_linux", location, *ro, "--", *server]
+        if self.confinement == SANDBOX:
+            from pyd.mounts.sandbox_macos import sandbox_argv
+
+            paths = [os.path.abspath(location), os.path.realpath(location)]
+            return sandbox_argv(paths, writable, self.program, server[1:])
+        raise ValueError(f"unconfined server {self.program}")
+
+    def describe(self) -> str:
+        if self.builtin:
+            return "pyd's built-in SFTP server"
+        how = {NAMESPACE: "a mount namespace", SANDBOX: "sandbox-exec"}[self.confinement]
+        return f"{self.program} confined by {how}"
+
+
+def system_server(platform: str, exists: Callable[[str], bool] = os.path.exists) -> str | None:
     key = "linux" if platform.startswith("linux") else platform
-    return next((p for p in _SYSTEM_SERVERS.get(key, ()) if exists(p)), BUILTIN)
+    return next((p for p in _SYSTEM_SERVERS.get(key, ()) if exists(p)), None)
+
+
+def choose_server(
+    platform: str,
+    env: Mapping[str, str],
+    exists: Callable[[str], bool] = os.path.exists,
+    can_confine: Callable[[str], bool] | None = None,
+) -> SftpServer:
+    """The server PYD_SFTP_SERVER asks for, if it can be confined here; else the built-in
+    one, with a note why. `can_confine(platform)` tells whether the OS can confine a
+    process to a share (default: `confinable`)."""
+    wanted = env.get(ENV, "").strip() or BUILTIN
+    if wanted == BUILTIN:
+        return SftpServer(BUILTIN, WALK)
+    program = system_server(platform, exists) if wanted == OPENSSH else wanted
+    if program is None:
+        return SftpServer(BUILTIN, WALK, f"{ENV}={wanted}: no OpenSSH sftp-server here")
+    check = can_confine or confinable
+    if platform.startswith("linux") and check(platform):
+        return SftpServer(program, NAMESPACE)
+    if platform == "darwin" and check(platform):
+        return SftpServer(program, SANDBOX)
+    return SftpServer(
+        BUILTIN, WALK, f"{ENV}={wanted}: {program} cannot be confined to a share on this host"
+    )
+
+
+def confinable(platform: str) -> bool:
+    """Whether this host can confine sftp-server: a namespace can be made (Linux; tried in a
+    child process), or sandbox-exec exists (macOS). Never on Windows."""
+    if platform.startswith("linux"):
+        probe = [sys.executable, "-m", "pyd.mounts.confine_linux", "--probe"]
+        try:
+            done = subprocess.run(probe, capture_output=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return done.returncode == 0
+    if platform == "darwin":
+        from pyd.mounts.sandbox_macos import SANDBOX_EXEC
+
+        return os.path.exists(SANDBOX_EXEC)
+    return False
 
 
 def remote_path(location: str, platform: str) -> str:
@@ -46,22 +138,13 @@ def remote_path(location: str, platform: str) -> str:
     return location
 
 
-def server_argv(program: str, writable: bool) -> list[str]:
-    """-e: errors to stderr, which is the agent's log. -R: the server refuses writes."""
-    return [program, "-e", *(() if writable else ("-R",))]
-
-
 class ProcessStream:
     """An SFTP server process as the relay's host side (pyd.forward.relay.HostStream):
     recv reads its stdout, sendall writes its stdin, shutdown ends its stdin."""
 
-    def __init__(self, program: str, writable: bool) -> None:
+    def __init__(self, argv: list[str]) -> None:
         self.proc = subprocess.Popen(
-            server_argv(program, writable),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            bufsize=0,
-            close_fds=True,
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0, close_fds=True
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self._in = self.proc.stdin.fileno()

@@ -19,6 +19,18 @@ import shlex
 BASE_OPTIONS = ("slave", "allow_other", "no_contain_symlinks")
 
 
+def access_options(host_euid: int | None) -> tuple[str, ...]:
+    """Who may do what in a share, decided in the guest (README, "Shared directories").
+
+    Every request runs on the host as the user who runs pyd, so a container user can do there
+    what that host user can, as with Docker Desktop, and sshfs shows the host's own owners.
+    When that user is root, that would make every container user root in the share (a 0600
+    root-owned file readable by `--user 1000`): then `default_permissions` has the guest's
+    kernel check each access against the owners and modes sshfs reports, as a bind mount
+    under Docker Engine on Linux does (a container's root still may do anything)."""
+    return ("default_permissions",) if host_euid == 0 else ()
+
+
 def sshfs_options(writable: bool, extra: tuple[str, ...] = ()) -> str:
     """The `-o` value for one share: read-only ones are read-only in the guest kernel too
     (the host end refuses writes as well)."""
