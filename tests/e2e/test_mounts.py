@@ -1,7 +1,8 @@
 """Host directories in the guest at the same path, over the agent's SSH connection (reverse
 SSHFS; real libvirtd + QEMU under TCG, the host's docker CLI). One instance for the module:
-first with the system's OpenSSH sftp-server on the host end, then restarted with pyd's
-built-in SFTP server."""
+first with pyd's built-in SFTP server on the host end (the default), then restarted with the
+system's OpenSSH sftp-server confined to each share (PYD_SFTP_SERVER=openssh). With each,
+containers try to reach a host file outside every share through links they make."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ def shares(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     made = {"rw": root / "rw dir é", "ro": root / "ro", "late": root / "late"}
     for p in made.values():
         p.mkdir()
+    made["outside"] = root / "outside.txt"  # in no share (nor in the shared home directory)
     return made
 
 
@@ -215,14 +217,88 @@ def test_mount_add_ls_rm_on_the_running_instance(env: PydEnv, shares: dict[str, 
                           check=False).stdout  # fmt: skip
 
 
-def test_the_built_in_sftp_server_serves_the_same_shares(
+# The issue 13 finding: `ln -s OUTSIDE /s/evil; chown -h …; touch -h …` changed the host file,
+# because sshfs sends SETSTAT by path and a path-based server follows the link. The same with a
+# relative link, and with a hard link to the symlink. Each line prints ESCAPED if the host
+# file's owner or time changed (the container cannot see it, so the test checks the host).
+ESCAPES = (
+    "ln -s {outside} /s/abs-{tag}; chown -h 1234:1234 /s/abs-{tag}; "
+    "touch -h -d 1999-12-31 /s/abs-{tag}; chown 1234:1234 /s/abs-{tag}; "
+    "touch -d 1999-12-31 /s/abs-{tag}",
+    "ln -s ../../outside.txt /s/rel-{tag}; chown -h 1234:1234 /s/rel-{tag}; "
+    "touch -h -d 1999-12-31 /s/rel-{tag}",
+    "ln /s/abs-{tag} /s/hard-{tag}; chown -h 1234:1234 /s/hard-{tag}; "
+    "touch -h -d 1999-12-31 /s/hard-{tag}",
+)
+
+
+def _try_escapes(env: PydEnv, shares: dict[str, Path], tag: str) -> None:
+    outside = shares["outside"]
+    outside.write_text("host only\n")
+    os.chmod(outside, 0o644)
+    os.utime(outside, (1_700_000_000, 1_700_000_000))
+    before = outside.stat()
+    d = shares["rw"] / f"escape-{tag}"
+    d.mkdir(mode=0o777)
+    os.chmod(d, 0o777)  # the unprivileged container user may make links here
+    for user in ("1000:1000", "0:0"):
+        who = user.split(":")[0]
+        for n, line in enumerate(ESCAPES):
+            script = line.format(outside=shlex.quote(str(outside)), tag=f"{who}-{n}")
+            env.docker("run", "--rm", "--user", user, "-v", f"{d}:/s", IMAGE, "sh", "-c",
+                       script, check=False)  # fmt: skip
+            after = outside.stat()
+            changed = (after.st_uid, after.st_gid, after.st_mtime_ns) != (
+                before.st_uid, before.st_gid, before.st_mtime_ns)  # fmt: skip
+            assert not changed, f"{tag} server, --user {user}: `{script}` changed the host file"
+    assert outside.read_text() == "host only\n"
+    # The built-in server refuses to make a link that leads out; OpenSSH's makes it, and the
+    # namespace leaves it nothing to lead to.
+    made = [os.path.islink(d / name) for name in ("abs-0-0", "rel-1000-1", "abs-1000-0")]
+    assert made == [tag == "openssh"] * 3
+
+
+def test_links_made_by_a_container_reach_nothing_outside_the_share(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    _try_escapes(env, shares, "builtin")
+
+
+def test_a_container_user_gets_the_host_modes_when_pyd_runs_as_root(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    """pyd runs as root here: without the guest kernel checking modes, every container user
+    would act as the host's root in a share (the finding: `--user 1000` read a 0600 root
+    file). A container's root keeps root's rights; README, "Shared directories"."""
+    assert os.geteuid() == 0
+    d = shares["rw"] / "modes"
+    d.mkdir()
+    (d / "private").write_text("root only\n")
+    os.chmod(d / "private", 0o600)
+    (d / "public").write_text("everyone\n")
+    os.chmod(d / "public", 0o644)
+    (d / "open").mkdir(mode=0o777)
+    os.chmod(d / "open", 0o777)
+    as_user = ("run", "--rm", "--user", "1000:1000", "-v", f"{d}:/s", IMAGE, "sh", "-c")
+    r = env.docker(*as_user, "cat /s/private", check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    r = env.docker(*as_user, "echo x > /s/new", check=False)
+    assert r.returncode != 0 and not (d / "new").exists()
+    out = env.docker(*as_user, "cat /s/public && echo mine > /s/open/mine && cat /s/open/mine")
+    assert out.stdout == "everyone\nmine\n"
+    assert (d / "open" / "mine").stat().st_uid == 0  # the host file is the pyd user's
+    assert _run(env, "-v", f"{d}:/s", IMAGE, "cat", "/s/private") == "root only\n"
+
+
+def test_the_confined_openssh_sftp_server_serves_the_same_shares(
     env: PydEnv, shares: dict[str, Path]
 ) -> None:
     env.pyd("stop", "-n", NAME)
-    env.pyd("start", "-n", NAME, PYD_SFTP_SERVER="builtin")
+    env.pyd("start", "-n", NAME, PYD_SFTP_SERVER="openssh")
     log = (env.home / "instances" / NAME / "agent.log").read_text()
-    assert "pyd's built-in SFTP server" in log.rsplit("ready:", 1)[0].rsplit("ssh done", 1)[-1]
-    d = shares["rw"] / "builtin"
+    since = log.rsplit("ready:", 1)[0].rsplit("ssh done", 1)[-1]
+    assert "sftp-server confined by a mount namespace" in since
+    d = shares["rw"] / "openssh"
     d.mkdir()
     (d / "in.txt").write_text("host\n")
     out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c",
@@ -232,3 +308,9 @@ def test_the_built_in_sftp_server_serves_the_same_shares(
     r = env.docker("run", "--rm", "-v", f"{shares['ro']}:/data", IMAGE,
                    "touch", "/data/nope", check=False)  # fmt: skip
     assert r.returncode != 0 and not (shares["ro"] / "nope").exists()
+
+
+def test_links_reach_nothing_outside_the_share_with_the_confined_openssh_server(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    _try_escapes(env, shares, "openssh")

@@ -437,6 +437,32 @@ def test_a_directory_swapped_for_a_symlink_mid_walk_is_not_followed(
     assert refused.value.errno in (errno.ENOENT, errno.EACCES)
 
 
+def test_a_file_swapped_for_a_symlink_before_chmod_keeps_the_outside_mode(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SETSTAT's chmod: "file.txt" is a file when the walk looks at it, and a symlink to
+    outside/secret.txt by the time the mode is set (Linux has no lchmod)."""
+    if not sftp_server._USE_DIR_FD:
+        pytest.skip("the path walk cannot close this race (see the module doc)")
+    secret = tree.parent / "outside" / "secret.txt"
+    os.chmod(secret, 0o600)
+    looked_at = sftp_server._Place.lstat
+
+    def lstat_then_swap(place: sftp_server._Place) -> os.stat_result:
+        st = looked_at(place)
+        if place.arg == "file.txt" and not os.path.islink(tree / "file.txt"):
+            os.rename(tree / "file.txt", tree / "file-before")
+            os.symlink(secret, tree / "file.txt")
+        return st
+
+    monkeypatch.setattr(sftp_server._Place, "lstat", lstat_then_swap)
+    with sftp_session(tree, writable=True) as client:
+        with pytest.raises(OSError):
+            client.chmod(f"{tree}/file.txt", 0o777)
+        assert os.path.islink(tree / "file.txt")  # the swap did happen
+    assert secret.stat().st_mode & 0o777 == 0o600
+
+
 def test_the_share_root_cannot_be_removed_or_renamed(share: Share) -> None:
     with pytest.raises(PermissionError):
         share.client.rmdir(share.path())

@@ -16,10 +16,10 @@ met is read and its text walked in its place (like openat2's RESOLVE_IN_ROOT, ex
 way out is refused rather than clamped), and the final call names one entry of the last
 directory with O_NOFOLLOW / AT_SYMLINK_NOFOLLOW. Renaming a directory into a symlink half-way
 through a walk therefore cannot lead it outside. What remains:
-- chmod follows a symlink (Linux has no lchmod): a final name swapped for a symlink between
-  the walk's lstat and the chmod changes the mode of whatever it points to. The guest can
-  only race us from a second session (requests of one session run one at a time), i.e. with
-  two shares that overlap.
+- chmod: Linux has no lchmod, so the final entry is opened with O_PATH | O_NOFOLLOW and its
+  mode set through /proc/self/fd (macOS and the BSDs have lchmod). Had the name become a
+  symlink, the symlink itself is what was opened, and Linux refuses to chmod one. Only
+  without /proc does chmod fall back to following the name.
 - Where there are no *at() calls (Windows) the walk checks host paths with lstat and then
   uses the path, so a directory swapped for a link or junction between the check and the use
   is followed; and Windows has no O_NOFOLLOW for the final open.
@@ -580,13 +580,34 @@ def _set_attributes(attr: paramiko.SFTPAttributes, place: _Place) -> None:
         with _opened(place, os.O_WRONLY | _O_BINARY) as fd:
             os.ftruncate(fd, attr.st_size)
     if attr.st_mode is not None:
-        os.chmod(place.arg, attr.st_mode & 0o7777, dir_fd=place.dir_fd)  # follows: see top
+        _chmod_entry(place, attr.st_mode & 0o7777)
     if attr.st_uid is not None and attr.st_gid is not None and hasattr(os, "chown"):
         uid, gid = attr.st_uid, attr.st_gid
         os.chown(place.arg, uid, gid, dir_fd=place.dir_fd, follow_symlinks=False)
     if attr.st_atime is not None and attr.st_mtime is not None:
         times = (attr.st_atime, attr.st_mtime)
         os.utime(place.arg, times, dir_fd=place.dir_fd, follow_symlinks=not _UTIME_NOFOLLOW)
+
+
+_O_PATH = getattr(os, "O_PATH", 0)
+_LCHMOD = os.chmod in os.supports_follow_symlinks and os.chmod in os.supports_dir_fd
+
+
+def _chmod_entry(place: _Place, mode: int) -> None:
+    """chmod of the entry `place` names, never of what a symlink put there leads to."""
+    if _LCHMOD:
+        os.chmod(place.arg, mode, dir_fd=place.dir_fd, follow_symlinks=False)
+        return
+    if _O_PATH and place.dir_fd is not None and os.path.isdir("/proc/self/fd"):
+        fd = os.open(place.arg, _O_PATH | _O_NOFOLLOW, dir_fd=place.dir_fd)
+        try:
+            if stat.S_ISLNK(os.fstat(fd).st_mode):
+                raise OSError(errno.ELOOP, "the entry became a symlink", place.arg)
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        finally:
+            os.close(fd)
+        return
+    os.chmod(place.arg, mode, dir_fd=place.dir_fd)  # no way to refuse a link here
 
 
 def _set_open_file_attributes(attr: paramiko.SFTPAttributes, fd: int) -> None:
