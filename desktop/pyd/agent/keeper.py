@@ -196,7 +196,7 @@ def main(argv: list[str]) -> int:
 
     files = InstanceFiles(Path(argv[0]))
     name, token = argv[1], argv[2] if len(argv) > 2 else ""
-    lock = FileLock(str(files.keeper_lock))
+    lock = FileLock(str(files.keeper_lock), mode=0o600)  # the owner's alone
     try:
         lock.acquire(timeout=5)  # `pyd status` and `pyd stop` probe it: one keeper at a time
     except Timeout:

@@ -18,6 +18,7 @@ import paramiko
 from filelock import FileLock, Timeout
 
 from pyd.agent.container_watch import ContainerWatch
+from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import VM_GONE, VM_RUNNING, verdict
@@ -60,6 +61,7 @@ DOCKER_WAIT = 1.0  # a Docker connection, once ready: a reconnect about to succe
 # the guest many seconds to accept. A dead link does not make it wait (the heartbeat closes it).
 CHANNEL_OPEN_WAIT = 60.0
 TICK = 0.5  # the supervisor's period: the VM's state is asked this often while SSH is down
+DISK_TICKS = 60  # the data disk's use is asked every 30 s, and at once when ready
 MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (~1 s each under emulation)
 
 
@@ -95,6 +97,7 @@ class Agent:
         self.forward: DockerForward | None = None
         self.exec: UnixSocketListener | None = None
         self._config_seen = 0
+        self._disk_thread: threading.Thread | None = None
 
     def _publish(self, change: Callable[[AgentStatus], AgentStatus]) -> None:
         """Status changes come from the main thread and the port watcher: one at a time."""
@@ -294,8 +297,28 @@ class Agent:
                 self._follow_config()
             if self.ports is not None and ticks % 10 == 0:
                 self.ports.retry_failed()  # a port someone else held may be free now
+            if ticks % DISK_TICKS == 1:
+                self._measure_disk()
         self._publish(lambda s: s.to(STOPPED))
         return 0
+
+    def _measure_disk(self) -> None:
+        """The data disk's use for `pyd status`, from a thread of its own: df through an
+        emulated guest takes a moment, and the supervisor must not wait for it."""
+        if self.session.down_reason or (self._disk_thread and self._disk_thread.is_alive()):
+            return
+
+        def measure() -> None:
+            try:
+                usage = guest_disk_usage(self.session.client(0))
+            except (PydError, OSError):
+                return
+            if usage is not None:
+                text = usage.describe()
+                self._publish(lambda s: replace(s, data_disk=text))
+
+        self._disk_thread = threading.Thread(target=measure, name="disk-usage", daemon=True)
+        self._disk_thread.start()
 
     def _check_health(self) -> None:
         """The VM's state is asked only while the link is down: a live link proves it runs

@@ -73,6 +73,7 @@ class AgentStatus:
     # down, 0 while it is up. Fields are only ever added: older readers ignore them.
     vm: str = ""
     link_down_since: float = 0.0
+    data_disk: str = ""  # how full Docker's data disk is (agent/disk_usage.py); "" not yet known
 
     def begin(self, phase: str) -> AgentStatus:
         return replace(self, phase=phase, updated=time.time())
@@ -105,6 +106,7 @@ def parse_status(text: str) -> AgentStatus | None:
             updated=float(data["updated"]),
             vm=str(data.get("vm", "")),
             link_down_since=float(data.get("link_down_since", 0.0)),
+            data_disk=str(data.get("data_disk", "")),
         )
     except (ValueError, KeyError, TypeError):
         return None

@@ -43,6 +43,7 @@ class InstanceStatus:
     mounts: tuple[MountStatus, ...] = ()
     hint: str = ""  # what to do about `state` or `error`
     keeper: str = ""  # what the agent's keeper did: restarts, or why it gave up
+    data_disk: str = ""  # how full Docker's data disk is, as the running agent last saw it
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -128,6 +129,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         mounts=agent.mounts if agent and alive else (),
         hint=vm_hint if error else status_hint(state_now, agent, name_option(inst.name)),
         keeper=keeper_note(keeper_status(inst.files), keeper_alive),
+        data_disk=agent.data_disk if agent and alive else "",
     )
 
 
