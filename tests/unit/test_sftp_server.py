@@ -365,7 +365,7 @@ def test_symlinks_leading_outside_are_refused_for_read_list_and_write(share: Sha
         lambda: share.client.truncate(share.path("secret"), 0),
         lambda: share.client.rename(share.path("file.txt"), share.path("out/stolen.txt")),
         lambda: share.client.remove(share.path("out/secret.txt")),
-        lambda: share.client.symlink("x", share.path("out/link")),
+        lambda: share.client.symlink("x", share.path("out/link")),  # in outside/: refused
     ]
     for attempt in refused:
         with pytest.raises(PermissionError):
@@ -393,15 +393,33 @@ def test_symlinks_leading_outside_are_refused_for_read_list_and_write(share: Sha
         "{root}-evil/x.txt",
     ],
 )
-def test_creating_a_symlink_that_leads_outside_is_refused(share: Share, target: str) -> None:
+def test_a_symlink_that_leads_outside_is_made_but_never_followed(share: Share, target: str) -> None:
+    """Link texts are data (a venv's bin/python -> /usr/local/bin/python3 must work): the
+    link is made, and every request that would follow it is refused."""
+    secret = share.outside / "secret.txt"
+    before = secret.stat()
     text = target.format(root=share.root, outside=share.outside)
-    with pytest.raises(PermissionError):
-        share.client.symlink(text, share.path("evil"))
     nested = text if text.startswith("/") else "../" + text  # the same place, one level down
-    with pytest.raises(PermissionError):
-        share.client.symlink(nested, share.path("dir/evil"))
-    assert not os.path.lexists(share.root / "evil")
-    assert not os.path.lexists(share.root / "dir" / "evil")
+    share.client.symlink(text, share.path("evil"))
+    share.client.symlink(nested, share.path("dir/evil"))
+    for link in ("evil", "dir/evil"):
+        assert share.client.readlink(share.path(link)) == (text if link == "evil" else nested)
+        assert stat.S_ISLNK(share.client.lstat(share.path(link)).st_mode)
+        p, c = share.path(link), share.client
+        for call, args in (
+            (c.stat, ()),
+            (c.open, ("r",)),
+            (c.open, ("a",)),
+            (c.chown, (1234, 1234)),
+            (c.utime, ((1, 1),)),
+            (c.chmod, (0o777,)),
+        ):
+            with pytest.raises(PermissionError):
+                call(p, *args)
+    after = secret.stat()
+    assert (after.st_uid, after.st_mode, after.st_mtime_ns) == (
+        before.st_uid, before.st_mode, before.st_mtime_ns)  # fmt: skip
+    assert secret.read_bytes() == SECRET
 
 
 def test_a_link_moved_to_where_it_leads_outside_is_refused_when_followed(share: Share) -> None:

@@ -81,18 +81,27 @@ def tree(tmp_path: Path) -> Tree:
 
 
 @contextlib.contextmanager
-def client(server: SftpServer, root: Path, writable: bool = True) -> Iterator[paramiko.SFTPClient]:
-    """paramiko's SFTP client on the pipes of the real server process."""
-    proc = subprocess.Popen(
-        server.argv(str(root), writable), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
-    )
+def process_client(argv: list[str]) -> Iterator[paramiko.SFTPClient]:
+    """paramiko's SFTP client on the pipes of a real server process; on the way out the
+    pipes close and the server must exit 0. The client gets its own copies of the pipe
+    descriptors, so that nothing closes a descriptor number twice."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
     assert proc.stdin is not None and proc.stdout is not None
-    sftp = paramiko.SFTPClient(_Channel(PipeStream(proc.stdout.fileno(), proc.stdin.fileno())))
+    stream = PipeStream(os.dup(proc.stdout.fileno()), os.dup(proc.stdin.fileno()))
+    sftp = paramiko.SFTPClient(_Channel(stream))
     try:
         yield sftp
     finally:
-        sftp.close()  # closes the pipes: the server sees the end of its input
+        sftp.close()
+        proc.stdin.close()
+        proc.stdout.close()
         assert proc.wait(10) == 0
+
+
+def client(
+    server: SftpServer, root: Path, writable: bool = True
+) -> contextlib.AbstractContextManager[paramiko.SFTPClient]:
+    return process_client(server.argv(str(root), writable))
 
 
 def _attempt(what: Callable[..., object], *args: object, **kwargs: object) -> object:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import paramiko
 import pytest
 
 from pyd.mounts import sandbox_macos
@@ -24,8 +23,9 @@ from pyd.mounts.sftp_host import (
     choose_server,
 )
 from pyd.mounts.sftp_serve import PipeStream, parse_args
-from pyd.mounts.sftp_server import _Channel
 from pyd.mounts.sshfs import access_options, mount_command
+
+from .test_share_escapes import process_client
 
 SYSTEM = {
     "linux": "/usr/lib/openssh/sftp-server",
@@ -112,12 +112,7 @@ def test_the_confined_openssh_server_sees_only_the_share(tmp_path: Path) -> None
     (tmp_path / "neighbour").write_bytes(b"out")
     server = choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH})
     assert server.confinement == NAMESPACE, server.note
-    proc = subprocess.Popen(
-        server.argv(str(share), True), stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
-    )
-    assert proc.stdin is not None and proc.stdout is not None
-    c = paramiko.SFTPClient(_Channel(PipeStream(proc.stdout.fileno(), proc.stdin.fileno())))
-    try:
+    with process_client(server.argv(str(share), True)) as c:
         assert sorted(c.listdir("/")) == sorted({"dev", "etc", str(share).split("/")[1]})
         assert c.listdir(str(tmp_path)) == ["share"]
         assert c.listdir("/dev") == ["null"]
@@ -131,9 +126,6 @@ def test_the_confined_openssh_server_sees_only_the_share(tmp_path: Path) -> None
             assert f.read() == b"in"
         with pytest.raises(OSError):  # the root is read-only: nothing lands outside the share
             c.open("/etc/new", "w").close()
-    finally:
-        c.close()
-        assert proc.wait(10) == 0
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="Linux mount namespaces")
@@ -143,15 +135,8 @@ def test_a_read_only_share_is_read_only_in_the_namespace_too(tmp_path: Path) -> 
     # No -R: the bind mount itself refuses the write.
     argv = [sys.executable, "-m", "pyd.mounts.confine_linux", str(share), "--read-only", "--",
             choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH}).program, "-e"]  # fmt: skip
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    assert proc.stdin is not None and proc.stdout is not None
-    c = paramiko.SFTPClient(_Channel(PipeStream(proc.stdout.fileno(), proc.stdin.fileno())))
-    try:
-        with pytest.raises(OSError):
-            c.open(f"{share}/new", "w").close()
-    finally:
-        c.close()
-        proc.wait(10)
+    with process_client(argv) as c, pytest.raises(OSError):
+        c.open(f"{share}/new", "w").close()
     assert os.listdir(share) == []
 
 
