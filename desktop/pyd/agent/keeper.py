@@ -33,6 +33,9 @@ CRASH_WINDOW = 60.0  # ... within this many seconds: give up
 FIRST_DELAY = 0.0  # the first restart at once: Docker back within 2 s
 BACKOFF_BASE, BACKOFF_MAX = 0.5, 5.0  # later ones 0.5, 1, 2 ... s apart
 POLL = 0.05  # how often the keeper looks at its child and its stop flag
+# Windows: the keeper runs without a console (DETACHED_PROCESS); a console program it starts
+# would get a window of its own unless told not to.
+_NO_WINDOW = 0x08000000 if sys.platform == "win32" else 0  # CREATE_NO_WINDOW
 
 
 @dataclass
@@ -144,7 +147,9 @@ class Keeper:
         while not self.stopping:
             since = time.time() - 1  # the agent's clock stamps; a second of slack
             # stdout/stderr are inherited: agent.log, as the keeper's own.
-            child = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, close_fds=True)
+            child = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, close_fds=True, creationflags=_NO_WINDOW
+            )
             self._publish(agent_pid=child.pid)
             code = self._wait(child)
             if self.stopping:
@@ -166,9 +171,7 @@ class Keeper:
                 return 1
             self._say(f"the agent died ({cause}); starting it again in {delay:.1f} s")
             self._sleep(delay)
-            self._publish(
-                restarts=self.status.restarts + 1, last_cause=cause, last_at=time.time()
-            )
+            self._publish(restarts=self.status.restarts + 1, last_cause=cause, last_at=time.time())
         self._say("stopped on request")
         return 0
 

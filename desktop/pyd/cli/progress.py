@@ -11,6 +11,7 @@ LABELS = {
     "image": "guest image",
     "disks": "disks and seed",
     "vm": "VM defined+started",
+    "resume": "paused VM resumed",
     "vm-delete": "VM removed",
     "ssh": "boot to SSH",
     "engine": "Docker engine",

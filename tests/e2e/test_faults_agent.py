@@ -1,0 +1,233 @@
+"""Faults of the host agent and of the VM's process, injected for real into one instance
+(libvirtd + QEMU under TCG, the host's docker CLI): the agent killed once (its keeper starts
+it again: Docker, a published port and a share back within 2 s) and in a loop (the keeper
+gives up and says so; `pyd start` recovers); the VM paused with libvirt (status says so;
+`pyd start` resumes it, containers still up); QEMU killed (status keeps the cause; `pyd
+start` boots it again with a volume file and a share file intact)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import libvirt
+import pytest
+
+from pyd.image.cache import CachedImage
+from pyd.netports import free_loopback_port
+from tests.e2e.pydcli import PydEnv, build_busybox_image
+
+pytestmark = pytest.mark.faults
+
+NAME = "faultsagent"
+DOMAIN = f"pyd-{NAME}"
+IMAGE = "pyd-e2e-faults-agent-busybox"
+BACK_WITHIN = 2.0  # issue 13: Docker, ports and shares back this soon after a kill -9
+
+
+class Instance:
+    def __init__(self, env: PydEnv, share: Path, port: int) -> None:
+        self.env = env
+        self.share = share
+        self.port = port
+
+    @property
+    def root(self) -> Path:
+        return self.env.home / "instances" / NAME
+
+    def status(self) -> dict[str, Any]:
+        import json
+
+        r = self.env.pyd("status", "--json", "-n", NAME, check=False)
+        data: dict[str, Any] = json.loads(r.stdout)
+        return data
+
+    def keeper(self) -> dict[str, Any]:
+        import json
+
+        data: dict[str, Any] = json.loads((self.root / "keeper.json").read_text())
+        return data
+
+
+def _until(what: str, check: Callable[[], bool], seconds: float, step: float = 0.05) -> float:
+    """Seconds until `check()` holds; fails after `seconds`."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            if check():
+                return time.monotonic() - t0
+        except (OSError, AssertionError, ValueError):
+            pass
+        if time.monotonic() - t0 > seconds:
+            raise AssertionError(f"{what}: not within {seconds} s")
+        time.sleep(step)
+
+
+@pytest.fixture(scope="module")
+def inst(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+    share = tmp_path_factory.mktemp("share")
+    (share / "before.txt").write_text("written before the faults\n")
+    port = free_loopback_port()
+    try:
+        env.pyd("start", "-n", NAME, "--memory", "2GiB")
+        env.pyd("mount", "add", str(share), "-n", NAME)
+        build_busybox_image(env, tmp_path_factory.mktemp("bb"), IMAGE)
+        env.docker("volume", "create", "keep")
+        env.docker(
+            "run", "--rm", "-v", "keep:/v", IMAGE, "sh", "-c",
+            "echo written before the faults > /v/before.txt && sync",
+        )  # fmt: skip
+        env.docker(
+            "run", "-d", "--name", "web", "--restart", "unless-stopped",
+            "-p", f"127.0.0.1:{port}:80", IMAGE, "sh", "-c",
+            "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www",
+        )  # fmt: skip
+        it = Instance(env, share, port)
+        _until("the share mounted", lambda: _share_mounted(it), 120, 0.2)
+        _until("the port published", lambda: _port_answers(it), 60, 0.2)
+        yield it
+    finally:
+        env.pyd("delete", "-f", "-n", NAME, check=False)
+
+
+def _docker_answers(it: Instance) -> bool:
+    return it.env.docker("ps", "-q", timeout=10, check=False).returncode == 0
+
+
+def _port_answers(it: Instance) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{it.port}/", timeout=2) as r:
+        return bool(r.read() == b"hello\n")
+
+
+def _share_mounted(it: Instance) -> bool:
+    mounts = {m["location"]: m["state"] for m in it.status()["mounts"]}
+    return mounts.get(str(it.share)) == "mounted"
+
+
+def _reads_share(it: Instance, name: str) -> str:
+    return it.env.docker("run", "--rm", "-v", f"{it.share}:/s", IMAGE, "cat", f"/s/{name}").stdout
+
+
+def _agent_pid(it: Instance) -> int:
+    pid = it.status()["agent_pid"]
+    assert isinstance(pid, int), it.status()
+    return pid
+
+
+def test_a_killed_agent_comes_back_by_itself(inst: Instance) -> None:
+    first = _agent_pid(inst)
+    os.kill(first, signal.SIGKILL)
+    t0 = time.monotonic()
+    # Each check polls on its own, in order; the clock runs from the kill for all three.
+    _until("docker answers", lambda: _docker_answers(inst), 30)
+    docker_back = time.monotonic() - t0
+    _until("the published port answers", lambda: _port_answers(inst), 30)
+    port_back = time.monotonic() - t0
+    _until("the share is mounted again", lambda: _share_mounted(inst), 30)
+    share_back = time.monotonic() - t0
+    print(
+        f"after kill -9 of the agent: docker {docker_back:.2f} s, port {port_back:.2f} s, "
+        f"share {share_back:.2f} s"
+    )
+    assert _agent_pid(inst) != first
+    status = inst.status()
+    assert status["state"] == "running"
+    assert "agent restarted after it died (signal 9)" in status["keeper"]
+    assert _reads_share(inst, "before.txt") == "written before the faults\n"
+    assert max(docker_back, port_back, share_back) <= BACK_WITHIN
+
+
+def test_a_paused_vm_is_shown_paused_and_pyd_start_resumes_it(inst: Instance) -> None:
+    conn = libvirt.open("qemu:///system")
+    try:
+        conn.lookupByName(DOMAIN).suspend()  # what `virsh suspend` does
+        status = inst.status()
+        assert (status["state"], status["vm"]) == ("paused", "paused")
+        assert "pyd start" in status["hint"]
+        r = inst.env.pyd("start", "-n", NAME, timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        state, _reason = conn.lookupByName(DOMAIN).state()
+        assert state == libvirt.VIR_DOMAIN_RUNNING
+    finally:
+        dom = conn.lookupByName(DOMAIN)
+        if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
+            dom.resume()
+        conn.close()
+    assert inst.status()["state"] == "running"
+    running = inst.env.docker("ps", "--filter", "name=web", "--format", "{{.Status}}").stdout
+    assert running.startswith("Up"), running
+    _until("the published port answers", lambda: _port_answers(inst), 30)
+
+
+def test_a_crash_loop_gives_up_says_so_and_pyd_start_recovers(inst: Instance) -> None:
+    killed: list[int] = []
+    deadline = time.monotonic() + 60
+    while not inst.keeper()["gave_up"]:
+        assert time.monotonic() < deadline, f"the keeper never gave up: {inst.keeper()}"
+        pid = int(inst.keeper()["agent_pid"])
+        if pid and pid not in killed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+    # Five crashes within a minute, counting the first test's kill when it was that recent.
+    assert inst.keeper()["crashes"] == 5 and len(killed) >= 4, (killed, inst.keeper())
+    status = inst.status()
+    assert status["state"] == "degraded"
+    assert "gave up" in status["error"]
+    assert "pyd start" in status["hint"]
+    assert status["keeper"].startswith("gave up after 5 crashes")
+    assert inst.env.docker("ps", timeout=30, check=False).returncode != 0
+    inst.env.pyd("start", "-n", NAME, timeout=300)
+    status = inst.status()
+    assert status["state"] == "running"
+    assert status["keeper"] == "watching the agent"
+    assert _docker_answers(inst)
+    _until("the published port answers", lambda: _port_answers(inst), 30)
+
+
+def _qemu_pid() -> int:
+    return int(Path(f"/run/libvirt/qemu/{DOMAIN}.pid").read_text().strip())
+
+
+def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance) -> None:
+    (inst.share / "later.txt").write_text("written before QEMU died\n")
+    inst.env.docker(
+        "run", "--rm", "-v", "keep:/v", IMAGE, "sh", "-c",
+        "echo written before QEMU died > /v/later.txt && sync",
+    )  # fmt: skip
+    os.kill(_qemu_pid(), signal.SIGKILL)
+    t0 = time.monotonic()
+
+    def cause_shown() -> bool:
+        s = inst.status()
+        return bool(s["state"] == "stopped" and s["error"] and "pyd start" in s["hint"])
+
+    # The agent's own detection (issue 13, item 6) is tested in test_faults_link.py; here the
+    # cause must be there and stay there, however long the agent took.
+    _until("status gives the cause", cause_shown, 90, 0.2)
+    print(
+        f"after kill -9 of QEMU: status gives the cause in {time.monotonic() - t0:.2f} s: "
+        f"{inst.status()['error']!r}"
+    )
+    time.sleep(3)
+    assert cause_shown(), inst.status()  # kept, not replaced by a bare "stopped"
+    inst.env.pyd("start", "-n", NAME, timeout=600)
+    assert inst.status()["state"] == "running"
+    read = inst.env.docker(
+        "run", "--rm", "-v", "keep:/v", IMAGE, "cat", "/v/before.txt", "/v/later.txt"
+    ).stdout
+    assert read == "written before the faults\nwritten before QEMU died\n"
+    _until("the share is mounted", lambda: _share_mounted(inst), 120, 0.2)
+    assert _reads_share(inst, "later.txt") == "written before QEMU died\n"
+    # --restart unless-stopped: the engine starts it again, and pyd publishes its port.
+    _until("the published port answers", lambda: _port_answers(inst), 120, 0.2)
