@@ -6,8 +6,10 @@ here), and who may do what in a share (the sshfs options)."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -202,3 +204,41 @@ def test_the_guest_checks_modes_only_when_pyd_runs_as_root() -> None:
     assert access_options(None) == ()  # Windows
     command = mount_command("/s", "/s", True, access_options(0))
     assert "-o slave,allow_other,no_contain_symlinks,default_permissions" in command
+
+
+def _as_nobody() -> list[str]:
+    return ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+
+
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and os.geteuid() == 0 and shutil.which("setpriv")),
+    reason="runs the server as another user: Linux, root and setpriv",
+)
+def test_an_unprivileged_user_gets_the_namespace_through_a_user_namespace() -> None:
+    """pyd run by a normal user: the same confinement with CLONE_NEWUSER, uid mapped to
+    itself (the system's python runs the module by path: it needs nothing but the stdlib)."""
+    python = "/usr/bin/python3"
+    module = str(Path(sandbox_macos.__file__).with_name("confine_linux.py"))
+    probe = subprocess.run([*_as_nobody(), python, module, "--probe"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"no user namespaces for unprivileged users here: {probe.stderr!r}")
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        os.chmod(tmp, 0o755)
+        share, secret = Path(tmp) / "share", Path(tmp) / "secret"
+        share.mkdir()
+        secret.write_bytes(b"root's")
+        os.utime(secret, (1_600_000_000, 1_600_000_000))
+        os.chown(share, 65534, 65534)
+        program = choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH}).program
+        argv = [*_as_nobody(), python, module, str(share), "--", program, "-e"]
+        with process_client(argv) as c:
+            assert sorted(c.listdir("/")) == sorted({"dev", "etc", tmp.split("/")[1]})
+            assert c.listdir(tmp) == ["share"]
+            c.symlink(str(secret), f"{share}/evil")
+            with pytest.raises(FileNotFoundError):
+                c.utime(f"{share}/evil", (1, 1))
+            with c.open(f"{share}/mine", "w") as f:
+                f.write(b"x")
+            assert c.stat(f"{share}/mine").st_uid == 65534
+        assert (share / "mine").stat().st_uid == 65534  # the user itself, not root
+        assert secret.stat().st_mtime == 1_600_000_000
