@@ -118,6 +118,8 @@ _EXTENSIONS = (
 # statvfs@openssh.com's f_flag bits (OpenSSH PROTOCOL, section 4.4)
 _SSH_ST_RDONLY = 0x1
 _SSH_ST_NOSUID = 0x2
+_ST_RDONLY: int = getattr(os, "ST_RDONLY", 1)
+_ST_NOSUID: int = getattr(os, "ST_NOSUID", 2)
 
 
 class ByteStream(Protocol):
@@ -510,6 +512,8 @@ class ShareSFTPInterface(paramiko.SFTPServerInterface):  # type: ignore[misc]
 
     @_answers
     def statvfs(self, path: str) -> os.statvfs_result:
+        if sys.platform == "win32":  # not advertised there (no statvfs)
+            raise OSError(errno.ENOSYS, "no statvfs here", path)
         with self._locate(path, follow=True) as place:
             if place.dir_fd is None:
                 return os.statvfs(place.arg)
@@ -636,7 +640,7 @@ class _FileHandle(paramiko.SFTPHandle):  # type: ignore[misc]
     @_answers
     def read(self, offset: int, length: int) -> bytes:
         length = min(length, _MAX_READ)
-        if hasattr(os, "pread"):
+        if sys.platform != "win32":
             return os.pread(self._fd, length, offset)
         os.lseek(self._fd, offset, os.SEEK_SET)
         return os.read(self._fd, length)
@@ -743,8 +747,8 @@ class _ShareSFTPServer(paramiko.SFTPServer):  # type: ignore[misc]
         if isinstance(st, int):
             self._send_status(request_number, st)
             return
-        flags = _SSH_ST_RDONLY if st.f_flag & os.ST_RDONLY or not self.server.writable else 0
-        flags |= _SSH_ST_NOSUID if st.f_flag & os.ST_NOSUID else 0
+        flags = _SSH_ST_RDONLY if st.f_flag & _ST_RDONLY or not self.server.writable else 0
+        flags |= _SSH_ST_NOSUID if st.f_flag & _ST_NOSUID else 0
         reply = paramiko.Message()
         reply.add_int(request_number)
         sizes = (st.f_bsize, st.f_frsize, st.f_blocks, st.f_bfree, st.f_bavail)
