@@ -1,11 +1,12 @@
 """A share's SSH session through the system's OpenSSH client, as Lima runs it: `ssh … sshfs
--o slave` with its stdin and stdout tied by OS pipes to the host's sftp-server, so no byte of
-a share passes through Python.
+-o slave` with its stdin and stdout tied by OS pipes to the share's SFTP server process (the
+built-in `python -m pyd.mounts.sftp_serve`, or a confined sftp-server: pyd.mounts.sftp_host),
+so no byte of a share passes through the agent.
 
-Why not the agent's own paramiko connection (still the fallback, and the way for the built-in
-server): in a small-file walk every SFTP request crosses paramiko's transport thread and two
-relay threads. Measured here (bench/mounts.py, a 1,000-file walk): 1.0-1.4 s of agent CPU
-against 0.4 s for ssh + sftp-server, and a median 0.48 ms from request to reply on the host
+Why not the agent's own paramiko connection (still the fallback): in a small-file walk every
+SFTP request crosses paramiko's transport thread and two relay threads. Measured here
+(bench/mounts.py, a 1,000-file walk): 1.0-1.4 s of agent CPU against 0.4 s for ssh +
+sftp-server, and a median 0.48 ms from request to reply on the host
 against 0.18 ms (tcpdump on the loopback). On a fast (hvf, kvm) guest that reply time is most
 of each round trip, and sshfs makes two or three per small file. The cost: one more SSH
 connection and one ssh process (a few MB) per share.
@@ -63,7 +64,8 @@ def find_endpoint(
 
 
 class OpenSSHLink:
-    """`ssh … COMMAND` and an SFTP server process, each one's stdout the other's stdin."""
+    """`ssh … COMMAND` and an SFTP server process, each one's stdout the other's stdin (the
+    server's stderr is the agent's, i.e. its log)."""
 
     def __init__(self, ssh_argv: Sequence[str], server_argv: Sequence[str]) -> None:
         self._stderr = bytearray()
