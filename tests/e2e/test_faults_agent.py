@@ -138,6 +138,7 @@ def test_a_killed_agent_comes_back_by_itself(inst: Instance) -> None:
     )
     assert _agent_pid(inst) != first
     status = inst.status()
+    print(f"the new agent's phases: {status['phases']}")
     assert status["state"] == "running"
     assert "agent restarted after it died (signal 9)" in status["keeper"]
     assert _reads_share(inst, "before.txt") == "written before the faults\n"

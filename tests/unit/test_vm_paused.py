@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +19,7 @@ from pyd.backends.base import VMState
 from pyd.backends.libvirt_backend import LibvirtBackend
 from pyd.backends.qemu_process import QemuProcessBackend, _qmp_reply, vm_paused
 from pyd.instance_files import InstanceFiles
+from tests.unit.qemu_stand_in import holding_pidfile
 from tests.unit.test_libvirt_xml import TEST_URI, make_spec
 
 # -- libvirt ------------------------------------------------------------------------------
@@ -124,35 +123,15 @@ def direct_vm(tmp_path: Path) -> Iterator[tuple[QemuProcessBackend, FakeMonitor]
     root.mkdir()
     files = InstanceFiles(root)
     files.os_disk.write_bytes(b"")
-    ready = root / "locked"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time\n"
-            "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\n"
-            "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
-            "os.write(fd, str(os.getpid()).encode())\n"
-            "open(sys.argv[2], 'w').close()\n"
-            "time.sleep(120)\n",
-            str(files.qemu_pid),
-            str(ready),
-        ]
-    )
-    monitor = FakeMonitor(files.qmp_sock)
-    try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert time.monotonic() < deadline, "the pidfile holder did not start"
-            time.sleep(0.02)
-        yield QemuProcessBackend("unit", files), monitor
-    finally:
-        monitor.close()
-        holder.kill()
-        holder.wait()
-        for p in root.iterdir():
-            p.unlink()
-        root.rmdir()
+    with holding_pidfile(files.qemu_pid):
+        monitor = FakeMonitor(files.qmp_sock)
+        try:
+            yield QemuProcessBackend("unit", files), monitor
+        finally:
+            monitor.close()
+            for p in root.iterdir():
+                p.unlink()
+            root.rmdir()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX pidfile locks and unix sockets")
