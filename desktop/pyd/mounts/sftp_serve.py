@@ -70,6 +70,9 @@ def main(argv: list[str]) -> int:
         for fd in (read_fd, write_fd):
             msvcrt.setmode(fd, os.O_BINARY)
 
+    # paramiko imports `invoke` (about half its import time) only for ssh_config's "Match
+    # exec", which an SFTP server never reads: this process goes without it.
+    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     from pyd.errors import PydError
     from pyd.mounts.sftp_server import serve_sftp
 
