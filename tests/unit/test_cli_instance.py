@@ -165,3 +165,15 @@ def test_ctrl_c_during_start_says_the_vm_keeps_booting_and_what_to_do(
     err = " ".join(capsys.readouterr().err.split())
     assert "interrupted" in err and "keeps booting" in err
     assert "pyd stop -n dev" in err and "pyd start -n dev" in err
+
+
+def test_start_of_an_instance_whose_key_is_lost_says_which_and_how_back(tmp_path: Path) -> None:
+    assert _pyd(tmp_path, "config", "set", "--create", "backend", "qemu").returncode == 0
+    inst = tmp_path / "instances" / "default"
+    (inst / "data.qcow2").write_bytes(b"precious")  # started before: the guest has its keys
+    r = _pyd(tmp_path, "start")
+    _clean(r, 1)
+    assert "ssh/id_ed25519" in r.stderr and "pyd start --new-keys" in r.stderr
+    assert not (inst / "ssh").exists()  # none made behind the user's back
+    r = _pyd(tmp_path, "ssh", "--", "true")
+    assert r.returncode == 2 and "never started" in r.stderr  # no state.json yet

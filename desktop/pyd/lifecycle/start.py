@@ -37,7 +37,7 @@ from pyd.lifecycle.progress import Progress, phase
 from pyd.machine import machine_settings
 from pyd.netports import free_loopback_port
 from pyd.paths import images_dir
-from pyd.provision import SeedSettings, ensure_disks, write_seed
+from pyd.provision import SeedSettings, ensure_disks, instance_keys, write_seed
 
 # After a resume, how long `pyd start` lets the running agent find its link again before it
 # starts a new one (a link that heals is back within ~2 s, over a paused TCP connection).
@@ -66,6 +66,7 @@ def start(
         vm = backend.state()
         if new_keys:  # after a lost key: the VM boots again on a seed with new ones
             vm = renew_keys(inst.files, backend, vm, progress)
+        instance_keys(inst.files)  # a lost one is said now, not after the agent's timeout
         if vm is VMState.PAUSED:
             # Then as for a running VM: the agent's link heals by itself once it runs.
             with phase(progress, "resume"):
