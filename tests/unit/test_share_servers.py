@@ -242,3 +242,31 @@ def test_an_unprivileged_user_gets_the_namespace_through_a_user_namespace() -> N
             assert c.stat(f"{share}/mine").st_uid == 65534
         assert (share / "mine").stat().st_uid == 65534  # the user itself, not root
         assert secret.stat().st_mtime == 1_600_000_000
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux mount namespaces")
+def test_a_share_the_namespace_cannot_hold_is_served_by_the_built_in_server(
+    tmp_path: Path,
+) -> None:
+    """pyd writes /etc and /dev of the new root and binds the system directories there: a
+    share over one of them (or "/") would take them, so it goes to the built-in server; and
+    the namespace refuses it too, before writing anything."""
+    from pyd.mounts import confine_linux
+
+    program = SYSTEM["linux"]
+    for location in ("/", "/etc", "/etc/ssh", "/usr/local/src", "/dev", "/lib"):
+        assert confine_linux.collision(location, program) is not None, location
+    for location in ("/home/me", "/srv/data", str(tmp_path), "/tmp/x/etc"):
+        assert confine_linux.collision(location, program) is None, location
+    assert confine_linux.collision("/opt", "/opt/ssh/sftp-server") == "/opt/ssh/sftp-server"
+    server = SftpServer(program, NAMESPACE)
+    assert server.for_share("/home/me") is server
+    fallback = server.for_share("/usr/local/src")
+    assert fallback.builtin and "overlaps /usr" in fallback.note
+    done = subprocess.run(
+        [sys.executable, "-m", "pyd.mounts.confine_linux", "/etc", "--", program, "-e"],
+        capture_output=True,
+        input=b"",
+        timeout=30,
+    )
+    assert done.returncode == 1 and b"overlaps /etc" in done.stderr

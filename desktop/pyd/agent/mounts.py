@@ -55,7 +55,10 @@ class MountWorker:
     ) -> None:
         self.share = share
         self._transport = transport
-        self._server = server
+        self._server = server.for_share(share.location)
+        if self._server.note and not server.note:
+            log.warning("share %s: %s; the built-in SFTP server serves it", share.location,
+                        self._server.note)  # fmt: skip
         self._changed = changed
         self._openssh = openssh  # the system's ssh carries the share when there is one
         self.state = MOUNTING

@@ -25,6 +25,7 @@ on Alpine, reads no nsswitch.conf: there it takes that long).
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import platform
 import signal
@@ -127,16 +128,28 @@ def user_lines(uid: int, gid: int) -> tuple[str, str]:
     return f"{user}:x:{uid}:{gid}::/:/nonexistent\n", f"{group}:x:{gid}:\n"
 
 
+def collision(root: str, program: str) -> str | None:
+    """What a share at `root` would overlap in the new root, so that it cannot be confined
+    here (None if nothing): "/", pyd's /etc and /dev, the system directories, the program."""
+    taken = ["/etc", "/dev", *("/" + d for d in SYSTEM_DIRS), os.path.realpath(program)]
+    for path in share_paths(root):
+        if path == "/":
+            return "/"
+        for t in taken:
+            if path == t or path.startswith(t + "/") or t.startswith(path + "/"):
+                return t
+    return None
+
+
 def build_root(root: str, writable: bool, program: str) -> list[str]:
-    """Fills NEW_ROOT (a fresh tmpfs) with the share, /dev/null, pyd's /etc and, for the
-    start, the system directories; returns those directories' paths in the new root."""
+    """Fills NEW_ROOT (a fresh tmpfs) with /dev/null, pyd's /etc, for the start the system
+    directories, and then the share; returns the system directories' paths in the new root.
+    The share comes last and overlaps none of the rest, so nothing pyd writes lands in it."""
+    taken = collision(root, program)
+    if taken is not None:
+        raise OSError(errno.EBUSY, f"a share at {root} overlaps {taken}, which the server needs")
     share = os.open(root, os.O_PATH | os.O_DIRECTORY)  # before NEW_ROOT hides it, if below
     _mount("tmpfs", NEW_ROOT, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=1m")
-    for path in share_paths(root):
-        target = NEW_ROOT + path
-        os.makedirs(target, exist_ok=True)
-        _bind(f"/proc/self/fd/{share}", target, read_only=not writable)
-    os.close(share)
     os.makedirs(NEW_ROOT + "/dev")
     open(NEW_ROOT + "/dev/null", "w").close()
     _bind("/dev/null", NEW_ROOT + "/dev/null", read_only=False)
@@ -158,9 +171,14 @@ def build_root(root: str, writable: bool, program: str) -> list[str]:
     real = os.path.realpath(program)
     if not any(real.startswith(d + "/") for d in system):
         os.makedirs(NEW_ROOT + os.path.dirname(real), exist_ok=True)
-        open(NEW_ROOT + real, "w").close()
+        open(NEW_ROOT + real, "x").close()
         _bind(real, NEW_ROOT + real, read_only=True)
         system.append(real)
+    for path in share_paths(root):
+        target = NEW_ROOT + path
+        os.makedirs(target, exist_ok=True)
+        _bind(f"/proc/self/fd/{share}", target, read_only=not writable)
+    os.close(share)
     return system
 
 

@@ -76,6 +76,18 @@ class SftpServer:
             return sandbox_argv(paths, writable, self.program, server[1:])
         raise ValueError(f"unconfined server {self.program}")
 
+    def for_share(self, location: str) -> SftpServer:
+        """This server for one share, or the built-in one (with a note) for a share the
+        namespace cannot hold: "/" itself, or one that overlaps /etc, /dev, /usr, /lib*, ..."""
+        if self.confinement == NAMESPACE and sys.platform == "linux":
+            from pyd.mounts.confine_linux import collision
+
+            taken = collision(location, self.program)
+            if taken is not None:
+                why = f"{self.program} cannot be confined to {location} (it overlaps {taken})"
+                return SftpServer(BUILTIN, WALK, why)
+        return self
+
     def describe(self) -> str:
         if self.builtin:
             return "pyd's built-in SFTP server"
