@@ -1,6 +1,7 @@
 """A loopback TCP proxy whose link can be cut the way `iptables -j DROP` cuts one: while cut,
 bytes stop flowing both ways on live connections (they flow again once restored, as TCP
-retransmits them) and new connections get nowhere."""
+retransmits them) and new connections get nowhere: refused, or with `hold`, accepted and then
+never answered (QEMU's user network accepts for a paused guest, which never answers)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,12 @@ class LinkProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._socks: list[socket.socket] = []
+        self._hold = False
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
-    def cut(self) -> None:
+    def cut(self, hold: bool = False) -> None:
+        self._hold = hold
         self._up.clear()
 
     def restore(self) -> None:
@@ -31,7 +34,11 @@ class LinkProxy:
             while True:
                 conn, _ = self._listener.accept()
                 if not self._up.is_set():
-                    conn.close()  # a dropped SYN, as far as the client can tell: nothing
+                    if self._hold:
+                        with self._lock:
+                            self._socks.append(conn)  # silent for as long as it is open
+                    else:
+                        conn.close()  # a dropped SYN, as far as the client can tell
                     continue
                 upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
                 with self._lock:

@@ -106,6 +106,23 @@ def test_a_dropped_link_is_noticed_closed_and_remade(session: SSHSession, proxy:
     assert run(second, "echo after") == b"after\n"
 
 
+def test_a_resumed_vm_gets_a_fresh_attempt_at_once(session: SSHSession, proxy: LinkProxy) -> None:
+    """While paused, an attempt hangs on a connection the guest never answers; once it runs
+    again, retry_now() drops that attempt for a fresh one instead of waiting out its 10 s."""
+    downs: list[str] = []
+    ups: list[float] = []
+    session.keep(downs.append, ups.append, lambda e: pytest.fail(e.message))
+    proxy.cut(hold=True)
+    wait_for(lambda: downs, 2)
+    time.sleep(0.7)  # an attempt is under way, held
+    proxy.restore()
+    t0 = time.monotonic()
+    session.retry_now()
+    wait_for(lambda: ups, 5)
+    assert time.monotonic() - t0 < 1.5
+    assert run(session.transport(0), "echo resumed") == b"resumed\n"
+
+
 def test_a_connection_closed_by_the_guest_is_remade(session: SSHSession) -> None:
     downs: list[str] = []
     ups: list[float] = []

@@ -21,7 +21,7 @@ from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
 from pyd.agent.exec_server import exec_server
-from pyd.agent.health import VM_GONE, VM_RUNNING, verdict
+from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, verdict
 from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHSession
@@ -56,12 +56,14 @@ log = logging.getLogger("pyd.agent")
 
 BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~20 s
 RECONNECT_WAIT = 30.0  # how long a port or exec connection waits for SSH to come back
-DOCKER_WAIT = 1.0  # a Docker connection, once ready: a reconnect about to succeed, or an answer
 # A forwarded connection waits this long for the guest's side: a burst under emulation can take
 # the guest many seconds to accept. A dead link does not make it wait (the heartbeat closes it).
 CHANNEL_OPEN_WAIT = 60.0
-TICK = 0.5  # the supervisor's period: the VM's state is asked this often while SSH is down
-DISK_TICKS = 60  # the data disk's use is asked every 30 s, and at once when ready
+TICK = 0.5  # the supervisor's period
+# While SSH is down the VM's state is asked this often: after QEMU dies, libvirt takes a
+# moment to report it, and the user should learn it within 2 s.
+TICK_DOWN = 0.2
+DISK_EVERY = 30.0  # the data disk's use is asked this often (seconds), and at once when ready
 MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (~1 s each under emulation)
 
 
@@ -119,7 +121,9 @@ class Agent:
         return ready_wait if self._ready else RECONNECT_WAIT
 
     def _open_docker_channel(self) -> paramiko.Channel:
-        transport = self.session.transport(self._link_wait(DOCKER_WAIT))
+        # Once ready, a Docker client is answered at once while the link is down: the CLI
+        # makes up to five requests per command, each would wait.
+        transport = self.session.transport(self._link_wait(0.0))
         return open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=CHANNEL_OPEN_WAIT)
 
     def _docker_unreachable(self, error: Exception) -> str:
@@ -141,17 +145,12 @@ class Agent:
             self._publish(lambda s: s.to(FAILED, error.message, error.hint))
             return 1
         finally:
-            if self.watch is not None:
-                self.watch.close()
-            if self.ports is not None:
-                self.ports.close()
-            if self.mounts is not None:
-                self.mounts.close()
-            if self.forward is not None:
-                self.forward.close()
-            if self.exec is not None:
-                self.exec.close()
+            t0 = time.monotonic()
+            for part in (self.watch, self.ports, self.mounts, self.forward, self.exec):
+                if part is not None:
+                    part.close()
             self.session.close()
+            log.info("closed in %.2f s", time.monotonic() - t0)
 
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: the first one interrupts whatever the main thread waits on
@@ -285,19 +284,23 @@ class Agent:
         """Follows config.toml, and what the SSH link and the VM say, until asked to stop.
         A VM that died stays reported (Docker clients are told to run `pyd start`) until
         `pyd start` or `pyd stop` replaces this agent."""
-        ticks = 0
+        last_config = last_ports = time.monotonic()
+        last_disk = last_config - DISK_EVERY
         while not self.stop.is_set():
-            self._wake.wait(TICK)
+            self._wake.wait(TICK_DOWN if self.session.down_reason else TICK)
             self._wake.clear()
             if self._fatal is not None:
                 raise self._fatal
-            ticks += 1
             self._check_health()
-            if ticks % 2 == 0:
+            now = time.monotonic()
+            if now - last_config >= 1.0:
+                last_config = now
                 self._follow_config()
-            if self.ports is not None and ticks % 10 == 0:
+            if self.ports is not None and now - last_ports >= 5.0:
+                last_ports = now
                 self.ports.retry_failed()  # a port someone else held may be free now
-            if ticks % DISK_TICKS == 1:
+            if now - last_disk >= DISK_EVERY:
+                last_disk = now
                 self._measure_disk()
         self._publish(lambda s: s.to(STOPPED))
         return 0
@@ -327,6 +330,8 @@ class Agent:
         vm = self.vm_state() if down else VM_RUNNING
         if vm == "unknown":
             vm = self._vm  # cannot tell now: keep what was seen
+        if down and vm == VM_RUNNING and self._vm == VM_PAUSED:
+            self.session.retry_now()  # resumed: a fresh attempt gets through at once
         seen = verdict(vm, down)
         since = self.session.down_since
         status = self.status

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -48,6 +49,8 @@ class SSHSession:
         self.down_reason = ""  # why the link is down, "" while it is up
         self.down_since = 0.0  # time.time() of the drop
         self._keeper: threading.Thread | None = None
+        self._attempt: socket.socket | None = None  # the reconnect attempt's socket
+        self._retry_now = threading.Event()
 
     def connect(self, deadline: float, check_alive: Callable[[], None] = lambda: None) -> None:
         """The first connection, before `deadline` (time.monotonic()), to a guest that may be
@@ -123,8 +126,9 @@ class SSHSession:
             on_down(self.down_reason)
             last: BaseException | None = None
             while not self._closed.is_set():
+                self._retry_now.clear()
                 try:
-                    client = connect(self.target, HANDSHAKE_TIMEOUT, CONNECT_TIMEOUT)
+                    client = connect(self.target, HANDSHAKE_TIMEOUT, CONNECT_TIMEOUT, self._trying)
                 except HostKeyMismatchError as e:
                     on_fatal(e)
                     return
@@ -132,14 +136,32 @@ class SSHSession:
                     if type(e) is not type(last):
                         log.info("reconnecting: %s", e or type(e).__name__)
                     last = e
-                    self._closed.wait(RETRY)
+                    self._retry_now.wait(RETRY)
                     continue
+                finally:
+                    with self._cond:
+                        self._attempt = None
                 if self._closed.is_set():
                     client.close()
                     return
                 self._install(client)
                 on_up(time.monotonic() - t0)
                 break
+
+    def _trying(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._attempt = sock
+
+    def retry_now(self) -> None:
+        """Gives up the reconnect attempt in progress and makes a fresh one at once: a VM that
+        was paused runs again, and the attempt made meanwhile waits on a connection the guest
+        will only see after its network stack's retransmission backoff."""
+        with self._cond:
+            sock = self._attempt
+        self._retry_now.set()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def alive(self) -> bool:
         with self._cond:
@@ -175,6 +197,7 @@ class SSHSession:
     def close(self) -> None:
         self._closed.set()
         self._dead.set()
+        self._retry_now.set()
         with self._cond:
             client, self._client = self._client, None
             beat, self._heartbeat = self._heartbeat, None

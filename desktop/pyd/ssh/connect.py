@@ -130,13 +130,19 @@ def _tcp_connect(host: str, port: int, timeout: float) -> _PacketSocket:
 
 
 def connect(
-    target: SSHTarget, timeout: float = 10.0, connect_timeout: float | None = None
+    target: SSHTarget,
+    timeout: float = 10.0,
+    connect_timeout: float | None = None,
+    on_socket: Callable[[socket.socket], None] | None = None,
 ) -> paramiko.SSHClient:
     """One connection attempt. Raises HostKeyMismatchError or OSError/SSHException.
     `connect_timeout` bounds the TCP connect alone (default `timeout`): a reconnect gives up
-    on a dropped SYN at once and tries a fresh socket, rather than wait on TCP's backoff."""
+    on a dropped SYN at once and tries a fresh socket, rather than wait on TCP's backoff.
+    `on_socket` gets the connected socket before the handshake (to cut an attempt short)."""
     tcp_timeout = timeout if connect_timeout is None else connect_timeout
     sock = _tcp_connect(target.host, target.port, tcp_timeout)
+    if on_socket is not None:
+        on_socket(sock._sock)
     client = paramiko.SSHClient()
     host_id = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
     pinned = _pinned_key(target)
