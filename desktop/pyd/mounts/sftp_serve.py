@@ -7,7 +7,8 @@ system's sftp-server would be: no byte of a share passes through the agent, and 
 paramiko transport, only paramiko's SFTP message handling. It imports only what that needs.
 Requests arrive pipelined (sshfs keeps many in flight), so stdin is read in large chunks and
 each of paramiko's small exact-size reads (4-byte length, then the body) is served from that
-buffer: one read(2) for many requests instead of two per request.
+buffer: one read(2) for many requests instead of two per request; answers are written
+together the same way (PipeStream).
 """
 
 from __future__ import annotations
@@ -20,16 +21,21 @@ _CHUNK = 256 * 1024  # a 64 KiB WRITE and its header fit several times
 
 
 class PipeStream:
-    """Two file descriptors as the byte stream serve_sftp reads and writes (send/recv/close)."""
+    """Two file descriptors as the byte stream serve_sftp reads and writes (send/recv/close).
+    Answers wait in a buffer until every request already read has been answered (or the
+    buffer is large), as OpenSSH's sftp-server does: one write(2), and one wake-up of the
+    client, for a burst of pipelined requests rather than one per answer."""
 
     def __init__(self, read_fd: int, write_fd: int) -> None:
         self._in = read_fd
         self._out = write_fd
         self._buf = b""
         self._at = 0
+        self._pending = bytearray()
 
     def recv(self, bufsize: int, /) -> bytes:
         if self._at >= len(self._buf):
+            self.flush()  # about to wait for the client: it must have every answer first
             self._buf = os.read(self._in, max(bufsize, _CHUNK))
             self._at = 0
         start = self._at
@@ -37,9 +43,21 @@ class PipeStream:
         return self._buf[start : self._at]
 
     def send(self, data: bytes, /) -> int:
-        return os.write(self._out, data)
+        self._pending += data
+        if len(self._pending) >= _CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        view = memoryview(self._pending)
+        while view:
+            view = view[os.write(self._out, view) :]
+        view.release()
+        del self._pending[:]
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.flush()
         for fd in (self._in, self._out):
             with contextlib.suppress(OSError):
                 os.close(fd)
