@@ -4,6 +4,8 @@ processes that crash, stop on request or end on purpose."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -184,3 +186,45 @@ def test_keeper_status_survives_a_round_trip(tmp_path: Path) -> None:
     (tmp_path / "keeper.json").write_text(json.dumps({"pid": 3}))  # older or damaged
     assert read_keeper_status(tmp_path / "keeper.json") is None
     assert read_keeper_status(tmp_path / "missing.json") is None
+
+
+# The standby stand-in: waits for the keeper's word, notes that it went, then is the child.
+STANDBY = """
+import os, runpy, sys
+if sys.stdin.buffer.read(1) != b"g":
+    sys.exit(0)
+script = sys.argv[1]
+sys.argv = sys.argv[1:]
+open(os.path.join(sys.argv[1], "went"), "a").write("x")
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="signals")
+def test_a_restart_takes_the_waiting_standby(tmp_path: Path) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    child = [str(script), str(tmp_path), "serve,stop"]
+    keeper = Keeper(
+        InstanceFiles(tmp_path),
+        "unit",
+        TOKEN,
+        [sys.executable, *child],
+        [sys.executable, "-c", STANDBY, *child],
+        standby_after=0.1,
+    )
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(keeper.run()))
+    runner.start()
+    deadline = time.monotonic() + 30
+    while keeper.standby is None:  # the first agent serves; a standby waits beside it
+        assert time.monotonic() < deadline, "no standby"
+        time.sleep(0.02)
+    first = read_keeper_status(tmp_path / "keeper.json")
+    assert first is not None
+    os.kill(first.agent_pid, signal.SIGKILL)
+    runner.join(timeout=30)
+    assert result == [0]  # the second run, the standby's, stopped on purpose
+    assert (tmp_path / "went").read_text() == "x"
+    assert _runs(tmp_path) == 2
+    assert keeper.standby is None  # a later standby, if any, was sent away
