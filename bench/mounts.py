@@ -1,10 +1,10 @@
 """Shares in the guest, pyd against Lima's method, same VM, same run (TCG here):
 
   pyd   the share as the agent mounts it: sshfs -o slave on an OpenSSH session of its own,
-        piped to the SFTP server process pyd chose (--server: builtin, the default, is pyd's
-        own `python -m pyd.mounts.sftp_serve`; openssh is the host's sftp-server confined to
-        the share, pyd.mounts.sftp_host); --agent-ssh: on an exec channel of the agent's
-        paramiko connection instead
+        piped to the SFTP server process pyd chose (--server, default as pyd's own default:
+        openssh is the host's sftp-server confined to the share, the default on Linux;
+        builtin is pyd's own `python -m pyd.mounts.sftp_serve`; pyd.mounts.sftp_host);
+        --agent-ssh: on an exec channel of the agent's paramiko connection instead
   lima  Lima's reverse-sshfs: the host's OpenSSH `sftp-server` piped to `ssh … sshfs :DIR
         MOUNTPOINT -o slave -o allow_other` (OpenSSH client, default algorithms), here with
         plain OS pipes between the two processes
@@ -44,7 +44,7 @@ from pyd.agent.status import MOUNTED, read_status
 from pyd.instance_files import InstanceFiles
 from pyd.instance_state import load_state
 from pyd.mounts.openssh_link import ENV as SHARE_SSH_ENV
-from pyd.mounts.sftp_host import BUILTIN, OPENSSH, system_server
+from pyd.mounts.sftp_host import BUILTIN, OPENSSH, default_server, system_server
 from pyd.mounts.sftp_host import ENV as SERVER_ENV
 from pyd.ssh.connect import PREFERRED_CIPHERS, PREFERRED_MACS
 from pyd.ssh.openssh import ssh_argv
@@ -230,7 +230,8 @@ def main() -> None:
 
 
 def report(results: dict[str, dict[str, list[float]]], args: argparse.Namespace) -> None:
-    server = "confined OpenSSH sftp-server" if args.server == OPENSSH else "built-in SFTP server"
+    chosen = args.server or default_server(sys.platform)
+    server = "confined OpenSSH sftp-server" if chosen == OPENSSH else "built-in SFTP server"
     over = "the agent's connection" if args.agent_ssh else "OpenSSH sessions"
     print(f"\n{args.runs} runs, pyd with the {server} over {over}: median [min-max]")
     for kind, by_way in results.items():

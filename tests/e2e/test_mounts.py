@@ -1,8 +1,9 @@
 """Host directories in the guest at the same path, over the agent's SSH connection (reverse
 SSHFS; real libvirtd + QEMU under TCG, the host's docker CLI). One instance for the module:
-first with pyd's built-in SFTP server on the host end (the default), then restarted with the
-system's OpenSSH sftp-server confined to each share (PYD_SFTP_SERVER=openssh). With each,
-containers try to reach a host file outside every share through links they make."""
+first with the system's OpenSSH sftp-server confined to each share in a mount namespace (the
+default on Linux), then restarted with pyd's built-in SFTP server (PYD_SFTP_SERVER=builtin).
+With each, containers try to reach a host file outside every share through links they
+make."""
 
 from __future__ import annotations
 
@@ -264,7 +265,9 @@ def _try_escapes(env: PydEnv, shares: dict[str, Path], tag: str) -> None:
 def test_links_made_by_a_container_reach_nothing_outside_the_share(
     env: PydEnv, shares: dict[str, Path]
 ) -> None:
-    _try_escapes(env, shares, "builtin")
+    log = (env.home / "instances" / NAME / "agent.log").read_text()
+    assert "sftp-server confined by a mount namespace" in log  # the default here
+    _try_escapes(env, shares, "openssh")
 
 
 def test_a_container_user_gets_the_host_modes_when_pyd_runs_as_root(
@@ -293,15 +296,15 @@ def test_a_container_user_gets_the_host_modes_when_pyd_runs_as_root(
     assert _run(env, "-v", f"{d}:/s", IMAGE, "cat", "/s/private") == "root only\n"
 
 
-def test_the_confined_openssh_sftp_server_serves_the_same_shares(
+def test_the_built_in_sftp_server_serves_the_same_shares(
     env: PydEnv, shares: dict[str, Path]
 ) -> None:
     env.pyd("stop", "-n", NAME)
-    env.pyd("start", "-n", NAME, PYD_SFTP_SERVER="openssh")
+    env.pyd("start", "-n", NAME, PYD_SFTP_SERVER="builtin")
     log = (env.home / "instances" / NAME / "agent.log").read_text()
     since = log.rsplit("ready:", 1)[0].rsplit("ssh done", 1)[-1]
-    assert "sftp-server confined by a mount namespace" in since
-    d = shares["rw"] / "openssh"
+    assert "pyd's built-in SFTP server" in since
+    d = shares["rw"] / "builtin"
     d.mkdir()
     (d / "in.txt").write_text("host\n")
     out = _run(env, "-v", f"{d}:/data", IMAGE, "sh", "-c",
@@ -313,7 +316,7 @@ def test_the_confined_openssh_sftp_server_serves_the_same_shares(
     assert r.returncode != 0 and not (shares["ro"] / "nope").exists()
 
 
-def test_links_reach_nothing_outside_the_share_with_the_confined_openssh_server(
+def test_links_reach_nothing_outside_the_share_with_the_built_in_server(
     env: PydEnv, shares: dict[str, Path]
 ) -> None:
-    _try_escapes(env, shares, "openssh")
+    _try_escapes(env, shares, "builtin")

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pyd.mounts.openssh_link import ENV, OpenSSHEndpoint, OpenSSHLink, find_endpoint
-from pyd.mounts.sftp_host import OPENSSH, SftpServer, choose_server
+from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 
 ENDPOINT = OpenSSHEndpoint("/usr/bin/ssh", 2222, Path("/k/id"), Path("/k/known_hosts"))
 
@@ -74,7 +74,7 @@ def _servers() -> list[SftpServer]:
     system = choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH})
     if system.builtin:
         pytest.fail(f"no confined OpenSSH sftp-server here: {system.note}")
-    return [choose_server(sys.platform, {}), system]
+    return [choose_server(sys.platform, {"PYD_SFTP_SERVER": BUILTIN}), system]
 
 
 def server_argv(server: SftpServer, writable: bool) -> list[str]:

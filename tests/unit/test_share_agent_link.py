@@ -21,7 +21,7 @@ import pytest
 from pyd.agent.mounts import MountManager
 from pyd.agent.status import MOUNTED, MountStatus
 from pyd.mounts.model import Share
-from pyd.mounts.sftp_host import OPENSSH, SftpServer, choose_server
+from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 
 from .sshserver import AllowAnyone, SSHServer, client_without_auth
 
@@ -88,7 +88,7 @@ class _ShellGuest(AllowAnyone):
 
 def _servers() -> dict[str, SftpServer]:
     return {
-        "builtin": choose_server(sys.platform, {}),
+        "builtin": choose_server(sys.platform, {"PYD_SFTP_SERVER": BUILTIN}),
         "openssh": choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH}),
     }
 

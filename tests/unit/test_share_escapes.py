@@ -23,7 +23,7 @@ import paramiko
 import pytest
 
 from pyd.mounts.openssh_link import OpenSSHLink
-from pyd.mounts.sftp_host import OPENSSH, SftpServer, choose_server
+from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 from pyd.mounts.sftp_serve import PipeStream
 from pyd.mounts.sftp_server import _Channel
 
@@ -42,7 +42,7 @@ class Unconfined(SftpServer):
 def _servers() -> dict[str, SftpServer]:
     system = choose_server(sys.platform, {"PYD_SFTP_SERVER": OPENSSH})
     assert not system.builtin, f"OpenSSH sftp-server not confinable here: {system.note}"
-    return {"builtin": choose_server(sys.platform, {}), "openssh": system}
+    return {"builtin": choose_server(sys.platform, {"PYD_SFTP_SERVER": BUILTIN}), "openssh": system}
 
 
 SERVERS = _servers()

@@ -44,9 +44,19 @@ def _choose(platform: str, wanted: str, confinable: bool = True) -> SftpServer:
 
 
 @pytest.mark.parametrize("platform", ["linux", "darwin", "win32"])
-def test_the_built_in_server_is_the_default_everywhere(platform: str) -> None:
-    for wanted in ("", "builtin", " builtin "):
+def test_the_default_is_openssh_confined_on_linux_and_the_built_in_server_elsewhere(
+    platform: str,
+) -> None:
+    for wanted in ("builtin", " builtin "):
         assert _choose(platform, wanted) == SftpServer(BUILTIN, WALK)
+    if platform == "linux":
+        assert _choose(platform, "") == SftpServer(SYSTEM["linux"], NAMESPACE)
+        # Without a namespace: the built-in server, and the log says why (not naming the
+        # variable nobody set).
+        fallback = _choose(platform, "", confinable=False)
+        assert fallback.builtin and fallback.note.startswith(SYSTEM["linux"])
+    else:
+        assert _choose(platform, "") == SftpServer(BUILTIN, WALK)
 
 
 def test_openssh_runs_only_where_the_os_confines_it() -> None:
