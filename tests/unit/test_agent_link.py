@@ -188,3 +188,44 @@ def test_a_channel_confirmed_after_its_open_timed_out_is_closed() -> None:
     finally:
         client.close()
         server.close()
+
+
+class _BusyLink:
+    """A transport whose keepalive replies never come while bytes keep arriving: the reply is
+    stuck behind channel data, the link is alive. (Just what Heartbeat looks at.)"""
+
+    def __init__(self) -> None:
+        self.sock = type("Sock", (), {"last_recv": time.monotonic()})()
+        self.feeding = True
+        self._stop = threading.Event()
+        threading.Thread(target=self._feed, daemon=True).start()
+
+    def _feed(self) -> None:
+        while not self._stop.wait(0.02):
+            if self.feeding:
+                self.sock.last_recv = time.monotonic()
+
+    def is_active(self) -> bool:
+        return True
+
+    def global_request(self, kind: str, wait: bool) -> None:
+        self._stop.wait()  # never answered
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def test_bytes_arriving_keep_a_slow_link_alive_and_their_end_is_noticed() -> None:
+    link = _BusyLink()
+    dead: list[str] = []
+    beat = Heartbeat(link, dead.append, INTERVAL, TIMEOUT)  # type: ignore[arg-type]
+    try:
+        beat.start()
+        time.sleep(TIMEOUT * 3)
+        assert dead == []  # no reply, but data: alive
+        link.feeding = False
+        wait_for(lambda: dead, TIMEOUT + 1)
+        assert "stopped answering" in dead[0]
+    finally:
+        beat.stop()
+        link.close()

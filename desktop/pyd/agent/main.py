@@ -24,7 +24,7 @@ from pyd.agent.exec_server import exec_server
 from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, verdict
 from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
-from pyd.agent.session import SSHSession
+from pyd.agent.session import SSHDown, SSHSession
 from pyd.agent.status import (
     FAILED,
     MOUNTING,
@@ -126,6 +126,17 @@ class Agent:
         transport = self.session.transport(self._link_wait(0.0))
         return open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=CHANNEL_OPEN_WAIT)
 
+    def _exec_transport(self) -> paramiko.Transport:
+        """For `pyd docker` through the exec socket: like a Docker connection, told at once
+        (and why) while the link is down."""
+        try:
+            return self.session.transport(self._link_wait(0.0))
+        except SSHDown:
+            said = verdict(self._vm, self.session.down_reason)
+            if said.docker:
+                raise PydError(said.docker.removeprefix("pyd: "), hint=said.hint) from None
+            raise
+
     def _docker_unreachable(self, error: Exception) -> str:
         """What a Docker client is told when its connection gets no channel to the engine."""
         said = verdict(self._vm, self.session.down_reason).docker
@@ -190,7 +201,7 @@ class Agent:
         it they still work, each on a connection of its own: a failure here is logged only."""
         if sys.platform == "win32":
             return
-        server = exec_server(self.files.exec_sock, lambda: self.session.transport(RECONNECT_WAIT))
+        server = exec_server(self.files.exec_sock, self._exec_transport)
         try:
             server.start()
         except PydError as e:

@@ -80,6 +80,7 @@ class _PacketSocket:
         self._start = self._end = 0  # unread bytes: _buf[_start:_end]
         self._exact = False
         self._lowat = 1
+        self.last_recv = time.monotonic()  # when bytes last came: proof of life (heartbeat)
 
     def exact_reads(self) -> None:
         """From now on every recv(n) asks for bytes the server is bound to send."""
@@ -94,6 +95,8 @@ class _PacketSocket:
         if self._exact:
             self._wake_at(min(n, self.MAX_LOWAT))
         got = self._sock.recv_into(self._buf)
+        if got:
+            self.last_recv = time.monotonic()
         k = min(n, got)
         self._start, self._end = k, got
         return bytes(self._view[:k])

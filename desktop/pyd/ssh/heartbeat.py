@@ -6,7 +6,9 @@ minutes later, and paramiko's own keepalive expects no answer, so nothing ever f
 global request with want-reply goes out every `interval` seconds (OpenSSH answers
 "keepalive@openssh.com" with REQUEST_FAILURE at once, which is all we need: an answer); when
 one stays unanswered for `timeout` seconds the link is declared dead and `on_dead(reason)` is
-called once. So a dead link is noticed within `interval + timeout` seconds.
+called once. So a dead link is noticed within `interval + timeout` seconds. Bytes arriving
+count as an answer too (pyd.ssh.connect's socket notes when they last came): a reply queued
+behind a stream of channel data is late, but the link is alive.
 
 Two threads: paramiko's global_request() blocks until the answer or the end of the transport
 (it has no timeout of its own), so one thread asks and another watches the clock; the
@@ -15,6 +17,7 @@ watcher's verdict closes the transport (the caller's on_dead does), which also e
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -65,10 +68,13 @@ class Heartbeat:
         while not self._stop.is_set() and self.transport.is_active():
             with self._lock:
                 self._asked_at = time.monotonic()
-            try:
+            with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
                 self.transport.global_request(KEEPALIVE, wait=True)
-            except (paramiko.SSHException, OSError, EOFError):
-                return  # the transport is going: the watcher says so
+            if not self.transport.is_active():
+                # It returns within 0.1 s of the transport's end (QEMU gone, sshd gone):
+                # say so now rather than at the watcher's next look.
+                self._conclude("the SSH connection to the VM closed")
+                return
             with self._lock:
                 self._asked_at = None
                 self.answered += 1
@@ -78,17 +84,27 @@ class Heartbeat:
         while not self._stop.wait(TICK):
             reason = self._verdict()
             if reason:
-                if not self._stop.is_set():
-                    self._stop.set()
-                    log.warning("SSH link dead: %s", reason)
-                    self.on_dead(reason)
+                self._conclude(reason)
                 return
+
+    def _conclude(self, reason: str) -> None:
+        """The verdict, once (either thread may reach it first), unless stopped."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stop.set()
+        log.warning("SSH link dead: %s", reason)
+        self.on_dead(reason)
 
     def _verdict(self) -> str:
         if not self.transport.is_active():
             return "the SSH connection to the VM closed"
         with self._lock:
             asked = self._asked_at
-        if asked is not None and time.monotonic() - asked > self.timeout:
-            return f"the VM's SSH server stopped answering (no reply in {self.timeout:g} s)"
-        return ""
+        now = time.monotonic()
+        if asked is None or now - asked <= self.timeout:
+            return ""
+        heard = getattr(self.transport.sock, "last_recv", None)
+        if isinstance(heard, float) and now - heard <= self.timeout:
+            return ""
+        return f"the VM's SSH server stopped answering (no reply in {self.timeout:g} s)"
