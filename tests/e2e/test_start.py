@@ -5,10 +5,12 @@ running, the last one deletes it."""
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
-import signal
+import shutil
 import socket
+import stat
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,8 @@ import libvirt
 import pytest
 
 from pyd.image.cache import CachedImage
+from pyd.instance_files import InstanceFiles
+from pyd.lifecycle.agent_proc import stop_agent
 from pyd.procs import pid_alive
 from pyd.sshkeys import generate_keypair, write_private
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
@@ -47,7 +51,11 @@ def pyd_env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Ite
     except libvirt.libvirtError as e:
         pytest.fail(f"libvirtd does not answer ({e}); start it: packaging/linux/start-libvirt")
     assert _domain_state() is None, f"a {DOMAIN} domain exists already on this host"
-    env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+    # PYD_HOME is made by pyd, in a directory every user may enter (pytest's own are 0700):
+    # only pyd's modes then keep another user out.
+    open_dir = Path(tempfile.mkdtemp(prefix="pyd-e2e-"))
+    open_dir.chmod(0o755)
+    env = PydEnv(open_dir / "home", tmp_path_factory.mktemp("docker-config"))
     try:
         r = env.pyd("start", "--cpus", "2", "--memory", "2GiB", "--disk", "8GiB")
         assert "is running" in r.stderr
@@ -64,6 +72,39 @@ def pyd_env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Ite
             pass
         finally:
             conn.close()
+        shutil.rmtree(open_dir, ignore_errors=True)
+
+
+def _as_nobody(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def _assert_private(home: Path) -> None:
+    """Every directory pyd made 0700 and every file 0600, and another local user (nobody)
+    can read none of the instance's files: neither the disks (Docker's data) nor the keys,
+    logs, settings and state."""
+    assert _as_nobody("cat", "/etc/hostname").returncode == 0  # the check itself can pass
+    root = home / "instances" / "default"
+    modes = {}
+    for path in [home, home / "instances", *root.rglob("*")]:
+        if not path.is_symlink():
+            modes[str(path.relative_to(home))] = stat.S_IMODE(path.lstat().st_mode)
+    want = {name: 0o700 if (home / name).is_dir() else 0o600 for name in modes}
+    assert modes == want
+    for name in ("data.qcow2", "os.qcow2", "serial.log", "agent.log", "agent.json",
+                 "config.toml", "state.json", "ssh/id_ed25519", "ssh/host_ed25519"):
+        assert name in {str(p.relative_to(root)) for p in root.rglob("*")}, name
+    files = [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
+    for path in files:
+        r = _as_nobody("cat", str(path))
+        assert r.returncode != 0 and "Permission denied" in r.stderr, (path, r)
+    r = _as_nobody("ls", str(root))
+    assert r.returncode != 0 and "Permission denied" in r.stderr
 
 
 def test_start_makes_pyd_the_current_context_and_docker_answers(pyd_env: PydEnv) -> None:
@@ -83,6 +124,10 @@ def test_docker_socket_is_private_and_nothing_listens_beyond_loopback(pyd_env: P
     assert ours == ["0100007F:" + f"{port:04X}"], ours
 
 
+def test_instance_files_are_unreadable_to_other_users(pyd_env: PydEnv) -> None:
+    _assert_private(pyd_env.home)
+
+
 def test_build_and_run_an_image_through_the_context(pyd_env: PydEnv, tmp_path: Path) -> None:
     build_busybox_image(pyd_env, tmp_path, "pyd-e2e-busybox")
     token = uuid.uuid4().hex
@@ -98,6 +143,7 @@ def test_status_json_reports_the_running_instance(pyd_env: PydEnv) -> None:
     assert st["state"] == "running" and st["vm"] == "running" and st["agent"] == "ready"
     assert st["docker_host"].startswith("unix://") and st["context"] == "pyd"
     assert (st["cpus"], st["memory_mib"], st["disk_gib"]) == (2, 2048, 8)
+    assert re.fullmatch(r"\d+\.\d GiB of 7\.\d GiB used \(\d+%\)", st["data_disk"]), st
     assert pid_alive(st["agent_pid"])
     assert {"ssh", "engine"} <= set(st["phases"])
     listed = pyd_env.pyd("list").stdout
@@ -119,17 +165,18 @@ def test_docker_works_across_a_dropped_ssh_connection(pyd_env: PydEnv) -> None:
     r = pyd_env.docker("version", "--format", "{{.Server.Version}}", timeout=60)
     assert ENGINE_VERSION.fullmatch(r.stdout.strip()), r.stdout
     log = pyd_env.pyd("logs").stdout
-    assert "SSH connection lost" in log and "SSH back after" in log
+    assert "SSH link dead" in log and "SSH back after" in log
     assert pyd_env.status()["state"] == "running"
 
 
 def test_start_refuses_a_guest_with_another_host_key(pyd_env: PydEnv) -> None:
-    """The agent dies; the pinned key no longer matches the guest's: start must refuse
-    and say so, then work again once the right key is back."""
+    """The agent is gone (its keeper too: it would restart it); the pinned key no longer
+    matches the guest's: start must refuse and say so, then work again once the right key
+    is back."""
     files = pyd_env.home / "instances" / "default"
     key = files / "ssh" / "host_ed25519"
     saved = key.read_bytes(), key.with_suffix(".pub").read_bytes()
-    os.kill(pyd_env.status()["agent_pid"], signal.SIGKILL)
+    stop_agent(InstanceFiles(files))
     assert pyd_env.status()["state"] == "degraded"
     other = generate_keypair("impostor")
     write_private(key, other.private_openssh)
@@ -143,6 +190,53 @@ def test_start_refuses_a_guest_with_another_host_key(pyd_env: PydEnv) -> None:
         key.with_suffix(".pub").write_bytes(saved[1])
     pyd_env.pyd("start")
     assert pyd_env.status()["state"] == "running"
+
+
+def test_stop_with_a_corrupt_config_then_new_keys_after_a_lost_one(pyd_env: PydEnv) -> None:
+    """A damaged config.toml does not keep `pyd stop` from stopping the VM; a lost client
+    key is reported, not replaced behind the user's back, and `pyd start --new-keys` gets
+    the instance back with its data; files an older pyd left readable are made private at
+    that start."""
+    root = pyd_env.home / "instances" / "default"
+    token = uuid.uuid4().hex
+    pyd_env.docker("volume", "create", "pyd-e2e-keys")
+    pyd_env.docker(
+        "run", "--rm", "-v", "pyd-e2e-keys:/v", "pyd-e2e-busybox", "sh", "-c",
+        f"echo {token} > /v/token",
+    )
+    config = root / "config.toml"
+    saved = config.read_text()
+    config.write_text("cpus = [unclosed\n")
+    r = pyd_env.pyd("stop", check=False)
+    assert r.returncode == 0 and "stopped" in r.stderr, r.stderr
+    assert _domain_state() == libvirt.VIR_DOMAIN_SHUTOFF
+    assert config.read_text() == "cpus = [unclosed\n"
+    config.write_text(saved)
+
+    old_key = (root / "ssh" / "id_ed25519.pub").read_text()
+    (root / "ssh" / "id_ed25519").unlink()
+    r = pyd_env.pyd("start", check=False)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "ssh/id_ed25519" in r.stderr and "pyd start --new-keys" in r.stderr
+    assert not (root / "ssh" / "id_ed25519").exists()
+    assert _domain_state() == libvirt.VIR_DOMAIN_SHUTOFF  # nothing booted on a missing key
+
+    # As an older pyd left them: readable by all.
+    for path in [pyd_env.home, pyd_env.home / "instances", *root.rglob("*")]:
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    pyd_env.pyd("start", "--new-keys")
+    assert (root / "ssh" / "id_ed25519.pub").read_text() != old_key
+    r = pyd_env.pyd("ssh", "--", "cat /etc/hostname")
+    assert r.stdout.strip() == "pyd"
+    r = pyd_env.docker("run", "--rm", "-v", "pyd-e2e-keys:/v", "pyd-e2e-busybox", "cat", "/v/token")
+    assert r.stdout.strip() == token
+    home_mode = stat.S_IMODE(pyd_env.home.stat().st_mode)
+    pyd_env.home.chmod(0o700)  # the user's: pyd made it once, and does not touch it again
+    try:
+        _assert_private(pyd_env.home)
+    finally:
+        pyd_env.home.chmod(home_mode)
 
 
 def test_volume_survives_stop_and_two_concurrent_starts_make_one_vm(pyd_env: PydEnv) -> None:

@@ -20,7 +20,7 @@ from pyd.backends.base import VMState
 from pyd.backends.qemu_cmdline import GuestSpec, qemu_argv
 from pyd.errors import EnvironmentProblem, PydError
 from pyd.instance_files import InstanceFiles
-from pyd.private_files import QEMU_UMASK
+from pyd.private_files import FILE_MODE, QEMU_UMASK
 from pyd.procs import pid_alive, terminate
 
 
@@ -112,6 +112,8 @@ class QemuProcessBackend:
                 f"QEMU failed to start: {done.stderr.decode(errors='replace').strip()}",
                 hint=f"see {self.files.serial_log}",
             )
+        with contextlib.suppress(OSError):  # -daemonize's own umask (027) made it 0750
+            os.chmod(self.files.qmp_sock, FILE_MODE)
 
     def shutdown(self, timeout: float) -> None:
         pid = self._pid()
