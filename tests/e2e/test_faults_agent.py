@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import time
 import urllib.request
@@ -113,6 +114,15 @@ def _share_mounted(it: Instance) -> bool:
     return mounts.get(str(it.share)) == "mounted"
 
 
+def _share_mounted_now(it: Instance) -> bool:
+    """As _share_mounted, from the agent's status file itself: cheap enough to poll often
+    while the agent restarts on a host of two cores."""
+    import json
+
+    mounts = json.loads((it.root / "agent.json").read_text())["mounts"]
+    return any(m["location"] == str(it.share) and m["state"] == "mounted" for m in mounts)
+
+
 def _reads_share(it: Instance, name: str) -> str:
     return it.env.docker("run", "--rm", "-v", f"{it.share}:/s", IMAGE, "cat", f"/s/{name}").stdout
 
@@ -131,7 +141,7 @@ def _first_success(checks: dict[str, Callable[[], bool]], seconds: float) -> dic
 
     def poll(name: str, check: Callable[[], bool]) -> None:
         with contextlib.suppress(AssertionError):
-            _until(name, check, seconds)
+            _until(name, check, seconds, step=0.1)
             found[name] = time.monotonic() - t0
 
     threads = [threading.Thread(target=poll, args=item) for item in checks.items()]
@@ -151,7 +161,7 @@ def test_a_killed_agent_comes_back_by_itself(inst: Instance) -> None:
         {
             "docker": lambda: _docker_answers(inst),
             "port": lambda: _port_answers(inst),
-            "share": lambda: _share_mounted(inst),
+            "share": lambda: _share_mounted_now(inst),
         },
         30,
     )
@@ -258,3 +268,21 @@ def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance
     assert _reads_share(inst, "later.txt") == "written before QEMU died\n"
     # --restart unless-stopped: the engine starts it again, and pyd publishes its port.
     _until("the published port answers", lambda: _port_answers(inst), 120, 0.2)
+
+
+def _processes_of(root: Path) -> list[str]:
+    """Command lines naming the instance directory: keeper, agent, standby, share sessions."""
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if str(root) in line and "ps -eo" not in line]
+
+
+def test_delete_ends_keeper_agent_and_standby(inst: Instance) -> None:
+    """Last: the instance goes (the fixture's own delete then finds nothing)."""
+
+    def all_there() -> bool:
+        procs = "\n".join(_processes_of(inst.root))
+        return "pyd.agent.keeper" in procs and "pyd.agent.main import main" in procs
+
+    _until("keeper, agent and a standby run", all_there, 30)
+    inst.env.pyd("delete", "-f", "-n", NAME)
+    _until("nothing of the instance runs", lambda: not _processes_of(inst.root), 15, 0.2)

@@ -96,6 +96,7 @@ root, plan = sys.argv[1], sys.argv[2].split(",")
 runs = os.path.join(root, "runs")
 n = len(open(runs).read()) if os.path.exists(runs) else 0
 open(runs, "a").write("x")
+open(os.path.join(root, "envs"), "a").write(os.environ.get("PYD_AGENT_RESTARTED", "-"))
 turn = plan[min(n, len(plan) - 1)]
 def status(state):
     data = {"state": state, "pid": os.getpid(), "phase": "", "phases": [], "error": "",
@@ -142,6 +143,8 @@ def test_an_agent_killed_by_a_signal_is_started_again_and_the_cause_kept(tmp_pat
     assert kept is not None
     assert (kept.restarts, kept.last_cause, kept.gave_up) == (1, "signal 9", False)
     assert kept.last_at > time.time() - 60
+    # Only the restarted agent is told it is one (it then serves Docker without waiting).
+    assert (tmp_path / "envs").read_text() == "-1"
 
 
 def test_a_crash_loop_gives_up_and_says_so_in_agent_json(tmp_path: Path) -> None:

@@ -131,6 +131,9 @@ _STANDBY = (
     "sys.exit(main(sys.argv[1:]))\n"
 )
 STANDBY_AFTER = 5.0  # an agent up this long gets a standby: not while it competes for the CPU
+# Set for an agent the keeper starts again (pyd.agent.main reads it): the VM ran and its engine
+# answered moments ago, so the agent serves Docker as soon as SSH is up.
+RESTARTED_ENV = "PYD_AGENT_RESTARTED"
 
 
 class Keeper:
@@ -182,7 +185,7 @@ class Keeper:
         finally:
             self._drop_standby()
 
-    def _start_agent(self) -> subprocess.Popen[bytes]:
+    def _start_agent(self, restart: bool) -> subprocess.Popen[bytes]:
         """The standby, told to go, when there is a live one; else a new agent."""
         standby, self.standby = self.standby, None
         if standby is not None and standby.poll() is None and standby.stdin is not None:
@@ -194,7 +197,11 @@ class Keeper:
                 standby.wait()
         # stdout/stderr are inherited: agent.log, as the keeper's own.
         return subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, close_fds=True, creationflags=_NO_WINDOW
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+            creationflags=_NO_WINDOW,
+            env=_restarted_env() if restart else None,
         )
 
     def _prepare_standby(self) -> None:
@@ -202,7 +209,11 @@ class Keeper:
             self.standby = None  # it died while waiting: the next restart starts afresh
         if self.standby is None and self.standby_argv:
             self.standby = subprocess.Popen(
-                self.standby_argv, stdin=subprocess.PIPE, close_fds=True, creationflags=_NO_WINDOW
+                self.standby_argv,
+                stdin=subprocess.PIPE,
+                close_fds=True,
+                creationflags=_NO_WINDOW,
+                env=_restarted_env(),  # a standby only ever stands in for a dead agent
             )
 
     def _drop_standby(self) -> None:
@@ -220,9 +231,11 @@ class Keeper:
 
     def _run(self) -> int:
         self._publish()
+        restart = False
         while not self.stopping:
             since = time.time() - 1  # the agent's clock stamps; a second of slack
-            child = self._start_agent()
+            child = self._start_agent(restart)
+            restart = True
             self._publish(agent_pid=child.pid)
             code = self._wait(child)
             if self.stopping:
@@ -272,6 +285,10 @@ class Keeper:
         end = time.monotonic() + seconds
         while not self.stopping and time.monotonic() < end:
             time.sleep(POLL)
+
+
+def _restarted_env() -> dict[str, str]:
+    return {**os.environ, RESTARTED_ENV: "1"}
 
 
 def main(argv: list[str]) -> int:

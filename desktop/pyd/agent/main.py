@@ -22,6 +22,7 @@ from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, verdict
+from pyd.agent.keeper import RESTARTED_ENV
 from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHDown, SSHSession
@@ -177,9 +178,13 @@ class Agent:
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg)  # they mount while the engine starts
-        self._phase("engine", lambda: wait_for_engine(self.session, deadline))
-        # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
-        self._phase("shares", self._wait_for_mounts)
+        if os.environ.get(RESTARTED_ENV) != "1":
+            self._phase("engine", lambda: wait_for_engine(self.session, deadline))
+            # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
+            self._phase("shares", self._wait_for_mounts)
+        # else the keeper's restart of a dead agent, Docker back within 2 s: the engine answered
+        # moments ago, and the dead agent's share sessions (ssh and SFTP server processes of
+        # their own) serve the old mounts until the new ones replace them.
         self.forward = make_docker_forward(
             self.name,
             self.files.docker_sock,
