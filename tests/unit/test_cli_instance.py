@@ -13,7 +13,9 @@ import pytest
 from pyd.cli import main as cli_main
 from pyd.disks import create_data_disk
 from pyd.hostmem import host_memory_mib
+from pyd.instance_files import InstanceFiles
 from pyd.lifecycle import start as start_module
+from pyd.provision import instance_keys
 
 
 def _pyd(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -66,6 +68,7 @@ def test_unreachable_libvirt_gives_the_fix_and_keeps_the_data_disk(tmp_path: Pat
 def test_corrupted_state_file_fails_start_without_deleting_anything(tmp_path: Path) -> None:
     assert _pyd(tmp_path, "config", "set", "--create", "backend", "qemu").returncode == 0
     inst = tmp_path / "instances" / "default"
+    instance_keys(InstanceFiles(inst))  # made at its first start, as the disks
     (inst / "data.qcow2").write_bytes(b"precious")
     (inst / "state.json").write_text("{garbage")
     r = _pyd(tmp_path, "start")
