@@ -90,6 +90,7 @@ def test_a_dropped_link_is_noticed_closed_and_remade(session: SSHSession, proxy:
     assert "stopped answering" in downs[0]
     assert not first.is_active()  # closed: nothing waits on it any more
     assert not session.alive()
+    assert 0 < session.down_for() < 1
     t0 = time.monotonic()
     with pytest.raises(SSHDown, match="stopped answering"):
         session.transport(0.2)
@@ -100,7 +101,7 @@ def test_a_dropped_link_is_noticed_closed_and_remade(session: SSHSession, proxy:
     proxy.restore()
     back = wait_for(lambda: ups, 5)
     assert back < 1.5  # the next attempt (every 0.5 s) gets through
-    assert session.alive() and session.down_reason == ""
+    assert session.alive() and session.down_reason == "" and session.down_for() == 0
     second = session.transport(0)
     assert second is not first
     assert run(second, "echo after") == b"after\n"

@@ -57,6 +57,10 @@ log = logging.getLogger("pyd.agent")
 
 BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~20 s
 RECONNECT_WAIT = 30.0  # how long a port or exec connection waits for SSH to come back
+# Once ready, a Docker connection waits for a reconnect only this long after the link was
+# found dead: a blip (sshd restarted, one dropped connection) is bridged, while in a real
+# outage every call is answered at once (the CLI makes up to five requests per command).
+DOCKER_GRACE = 1.5
 # A forwarded connection waits this long for the guest's side: a burst under emulation can take
 # the guest many seconds to accept. A dead link does not make it wait (the heartbeat closes it).
 CHANNEL_OPEN_WAIT = 60.0
@@ -121,17 +125,18 @@ class Agent:
             return 0.0
         return ready_wait if self._ready else RECONNECT_WAIT
 
+    def _docker_wait(self) -> float:
+        return self._link_wait(max(0.0, DOCKER_GRACE - self.session.down_for()))
+
     def _open_docker_channel(self) -> paramiko.Channel:
-        # Once ready, a Docker client is answered at once while the link is down: the CLI
-        # makes up to five requests per command, each would wait.
-        transport = self.session.transport(self._link_wait(0.0))
+        transport = self.session.transport(self._docker_wait())
         return open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=CHANNEL_OPEN_WAIT)
 
     def _exec_transport(self) -> paramiko.Transport:
         """For `pyd docker` through the exec socket: like a Docker connection, told at once
         (and why) while the link is down."""
         try:
-            return self.session.transport(self._link_wait(0.0))
+            return self.session.transport(self._docker_wait())
         except SSHDown:
             said = verdict(self._vm, self.session.down_reason)
             if said.docker:

@@ -48,6 +48,7 @@ class SSHSession:
         self._dead = threading.Event()  # the current link died: the keeper reconnects
         self.down_reason = ""  # why the link is down, "" while it is up
         self.down_since = 0.0  # time.time() of the drop
+        self._down_at = 0.0  # time.monotonic() of the drop
         self._keeper: threading.Thread | None = None
         self._attempt: socket.socket | None = None  # the reconnect attempt's socket
         self._retry_now = threading.Event()
@@ -99,6 +100,7 @@ class SSHSession:
                 return  # an old link's late verdict
             if not self.down_reason:
                 self.down_reason, self.down_since = reason, time.time()
+                self._down_at = time.monotonic()
             beat = self._heartbeat
             self._cond.notify_all()
         if beat is not None:
@@ -162,6 +164,11 @@ class SSHSession:
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
+
+    def down_for(self) -> float:
+        """Seconds since the link was found dead; 0 while it is up."""
+        with self._cond:
+            return time.monotonic() - self._down_at if self.down_reason else 0.0
 
     def alive(self) -> bool:
         with self._cond:
