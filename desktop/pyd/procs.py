@@ -56,6 +56,9 @@ def terminate(pid: int, timeout: float) -> bool:
             return True
         time.sleep(0.05)
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL if sys.platform != "win32" else signal.SIGTERM)
+        if sys.platform == "win32":
+            os.kill(pid, signal.SIGTERM)  # TerminateProcess: as final as it gets there
+        else:
+            os.kill(pid, signal.SIGKILL)
     time.sleep(0.1)
     return not pid_alive(pid)

@@ -7,6 +7,7 @@ import contextlib
 import os
 import platform
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -227,6 +228,10 @@ class LibvirtBackend:
         if existing is not None and self._ours(existing).isActive():
             raise PydError(f"{self.name} is already running")
         firmware = find_firmware(spec.arch.firmware, spec.arch.qemu) if spec.arch.firmware else None
+        if sys.platform == "win32":
+            raise EnvironmentProblem(
+                "libvirt has no QEMU driver on Windows", hint="pyd config set backend qemu"
+            )
         xml = domain_xml(
             self.name,
             spec,

@@ -143,6 +143,8 @@ class QemuProcessBackend:
     def _qmp(self, command: str) -> dict[str, Any]:
         """Runs one QMP command; its reply. The monitor takes one client at a time, so a
         short timeout: a probe must not hang behind another."""
+        if sys.platform == "win32":
+            raise OSError("QEMU's monitor is a unix socket: not on Windows")
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.settimeout(2)
             s.connect(str(self.files.qmp_sock))
@@ -171,6 +173,8 @@ def vm_paused(reply: Mapping[str, Any]) -> bool:
     """Pure: a `query-status` reply says the guest is paused (QMP `stop`, or `virsh
     suspend`'s equivalent), as opposed to running or on its way down."""
     status = reply.get("return")
-    return isinstance(status, dict) and not status.get("running", True) and (
-        status.get("status") == "paused"
+    return (
+        isinstance(status, dict)
+        and not status.get("running", True)
+        and (status.get("status") == "paused")
     )
