@@ -20,8 +20,9 @@ from pyd.agent.keeper import (
     ended_on_purpose,
     gave_up_status,
     read_keeper_status,
+    was_ready,
 )
-from pyd.agent.status import FAILED, READY, STOPPED, AgentStatus, read_status
+from pyd.agent.status import FAILED, READY, RECONNECTING, STOPPED, AgentStatus, read_status
 from pyd.instance_files import InstanceFiles
 
 TOKEN = "t0k3n"
@@ -74,6 +75,14 @@ def test_only_a_fresh_stopped_or_failed_status_of_this_launch_is_on_purpose() ->
     assert not ended_on_purpose(None, TOKEN, since=99)  # died before writing anything
     assert not ended_on_purpose(_status(STOPPED, launch="other"), TOKEN, since=99)
     assert not ended_on_purpose(_status(STOPPED, updated=50), TOKEN, since=99)  # earlier agent
+
+
+def test_only_an_agent_that_served_docker_is_restarted_as_such() -> None:
+    assert was_ready(_status(READY), TOKEN)
+    assert was_ready(_status(RECONNECTING), TOKEN)
+    assert not was_ready(_status("starting"), TOKEN)  # died while booting
+    assert not was_ready(_status(READY, launch="other"), TOKEN)
+    assert not was_ready(None, TOKEN)
 
 
 def test_giving_up_leaves_a_failed_status_with_a_hint() -> None:
@@ -143,8 +152,8 @@ def test_an_agent_killed_by_a_signal_is_started_again_and_the_cause_kept(tmp_pat
     assert kept is not None
     assert (kept.restarts, kept.last_cause, kept.gave_up) == (1, "signal 9", False)
     assert kept.last_at > time.time() - 60
-    # Only the restarted agent is told it is one (it then serves Docker without waiting).
-    assert (tmp_path / "envs").read_text() == "-1"
+    # It died before it was ready: the next one starts as from the start (waits for all).
+    assert (tmp_path / "envs").read_text() == "--"
 
 
 def test_a_crash_loop_gives_up_and_says_so_in_agent_json(tmp_path: Path) -> None:
@@ -194,8 +203,11 @@ def test_keeper_status_survives_a_round_trip(tmp_path: Path) -> None:
 # The standby stand-in: waits for the keeper's word, notes that it went, then is the child.
 STANDBY = """
 import os, runpy, sys
-if sys.stdin.buffer.read(1) != b"g":
+word = sys.stdin.buffer.read(1)
+if word not in (b"r", b"g"):
     sys.exit(0)
+if word == b"r":
+    os.environ["PYD_AGENT_RESTARTED"] = "1"
 script = sys.argv[1]
 sys.argv = sys.argv[1:]
 open(os.path.join(sys.argv[1], "went"), "a").write("x")
@@ -230,4 +242,6 @@ def test_a_restart_takes_the_waiting_standby(tmp_path: Path) -> None:
     assert result == [0]  # the second run, the standby's, stopped on purpose
     assert (tmp_path / "went").read_text() == "x"
     assert _runs(tmp_path) == 2
+    # In place of an agent that was ready: told so (it serves Docker without the waits).
+    assert (tmp_path / "envs").read_text() == "-1"
     assert keeper.standby is None  # a later standby, if any, was sent away

@@ -29,7 +29,15 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pyd.agent.status import FAILED, STOPPED, AgentStatus, read_status, write_status
+from pyd.agent.status import (
+    FAILED,
+    READY,
+    RECONNECTING,
+    STOPPED,
+    AgentStatus,
+    read_status,
+    write_status,
+)
 from pyd.atomicfile import write_atomic
 from pyd.instance_files import InstanceFiles
 
@@ -85,6 +93,11 @@ def ended_on_purpose(last: AgentStatus | None, token: str, since: float) -> bool
     )
 
 
+def was_ready(last: AgentStatus | None, token: str) -> bool:
+    """Pure: the agent had served Docker (ready, or reconnecting since) when it died."""
+    return last is not None and last.launch == token and last.state in (READY, RECONNECTING)
+
+
 @dataclass(frozen=True)
 class KeeperStatus:
     """keeper.json: what `pyd status` says about restarts."""
@@ -123,17 +136,21 @@ def gave_up_status(
 # A standby agent: Python started and the agent's modules (paramiko, cryptography) imported,
 # waiting for the keeper's word on stdin. It saves a restart ~0.3 s of the 2 s it may take.
 # Anything but the word (the keeper gone: end of file) and it exits.
+# Set for an agent the keeper starts in place of one that was ready (pyd.agent.main reads it):
+# the VM ran and its engine answered moments ago, so it serves Docker as soon as SSH is up.
+RESTARTED_ENV = "PYD_AGENT_RESTARTED"
+# The standby's words: "r" go, in place of an agent that was ready; "g" go, from the start.
 _STANDBY = (
-    "import sys\n"
+    "import os, sys\n"
     "from pyd.agent.main import main\n"
-    "if sys.stdin.buffer.read(1) != b'g':\n"
+    "word = sys.stdin.buffer.read(1)\n"
+    "if word not in (b'r', b'g'):\n"
     "    sys.exit(0)\n"
+    "if word == b'r':\n"
+    f"    os.environ['{RESTARTED_ENV}'] = '1'\n"
     "sys.exit(main(sys.argv[1:]))\n"
 )
 STANDBY_AFTER = 5.0  # an agent up this long gets a standby: not while it competes for the CPU
-# Set for an agent the keeper starts again (pyd.agent.main reads it): the VM ran and its engine
-# answered moments ago, so the agent serves Docker as soon as SSH is up.
-RESTARTED_ENV = "PYD_AGENT_RESTARTED"
 
 
 class Keeper:
@@ -190,7 +207,7 @@ class Keeper:
         standby, self.standby = self.standby, None
         if standby is not None and standby.poll() is None and standby.stdin is not None:
             try:
-                standby.stdin.write(b"g")
+                standby.stdin.write(b"r" if restart else b"g")
                 standby.stdin.close()
                 return standby
             except OSError:  # it died just now
@@ -213,7 +230,6 @@ class Keeper:
                 stdin=subprocess.PIPE,
                 close_fds=True,
                 creationflags=_NO_WINDOW,
-                env=_restarted_env(),  # a standby only ever stands in for a dead agent
             )
 
     def _drop_standby(self) -> None:
@@ -231,16 +247,17 @@ class Keeper:
 
     def _run(self) -> int:
         self._publish()
-        restart = False
+        restart = False  # in place of an agent that was ready
         while not self.stopping:
             since = time.time() - 1  # the agent's clock stamps; a second of slack
             child = self._start_agent(restart)
-            restart = True
             self._publish(agent_pid=child.pid)
             code = self._wait(child)
             if self.stopping:
                 break
             last = read_status(self.files.agent_status)
+            # One that died while booting (a `pyd start` still waits) starts from the start.
+            restart = was_ready(last, self.token)
             if ended_on_purpose(last, self.token, since):
                 self._say(f"the agent exited ({last.state if last else '?'}); keeper done")
                 return 0
