@@ -28,6 +28,7 @@ class SeedSettings:
     mounts: tuple[SeedMount, ...] = ()
     proxy: dict[str, str] = field(default_factory=dict)
     timezone: str = ""
+    host_access: bool = True  # network.host_access
 
 
 def _key_files(files: InstanceFiles) -> tuple[Path, ...]:
@@ -97,6 +98,7 @@ def write_seed(files: InstanceFiles, settings: SeedSettings) -> None:
         mounts=settings.mounts,
         proxy=settings.proxy,
         timezone=settings.timezone,
+        host_access=settings.host_access,
     )
     write_seed_iso(render_seed(seed), files.seed_iso)
 

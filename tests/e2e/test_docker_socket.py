@@ -17,8 +17,9 @@ import pytest
 
 from pyd.backends.qemu_direct import DirectVM
 from pyd.forward.unix_socket import UnixSocketForward
-from pyd.guestrun import check
+from pyd.guestrun import check, run
 from pyd.ssh.streamlocal import StreamLocalError, open_streamlocal
+from tests.e2e.guestvm import build_busybox_image
 
 DOCKER_SOCK = "/var/run/docker.sock"
 IMAGE = "pyd-test/busybox-socket"  # its own tag: other tests build pyd-test/busybox in the guest
@@ -117,3 +118,55 @@ def test_parallel_clients(docker_cli: str, forward: UnixSocketForward) -> None:
     while forward.live_connections() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert forward.live_connections() == 0
+
+
+def test_containers_get_only_the_log_options_they_ask_for(
+    docker_cli: str, forward: UnixSocketForward, ssh: paramiko.SSHClient, busybox_static: Path
+) -> None:
+    """As in Docker Desktop and a plain Linux engine: json-file logs with no daemon-wide
+    options, so the engine API's container inspect shows what the client asked for."""
+    build_busybox_image(ssh, busybox_static, IMAGE)
+    asked = {
+        "pyd-log-default": [],
+        "pyd-log-max-file": ["--log-driver", "json-file", "--log-opt", "max-file=100"],
+    }
+    try:
+        for name, options in asked.items():
+            ok(docker(docker_cli, forward, "create", "--name", name, *options, IMAGE, "true"))
+        got = [
+            ok(docker(docker_cli, forward, "inspect", "-f", "{{json .HostConfig.LogConfig}}", n))
+            for n in asked
+        ]
+    finally:
+        docker(docker_cli, forward, "rm", "-f", *asked)
+    assert [g.strip() for g in got] == [
+        '{"Type":"json-file","Config":{}}',
+        '{"Type":"json-file","Config":{"max-file":"100"}}',
+    ]
+
+
+def test_mounts_propagate_through_rshared_binds(
+    ssh: paramiko.SSHClient, busybox_static: Path
+) -> None:
+    """The guest's mounts are shared as on a systemd host: `-v SRC:DST:rshared` starts, and
+    mounts propagate both ways, as kind and other Kubernetes-in-Docker setups need."""
+    build_busybox_image(ssh, busybox_static, IMAGE)
+    propagation = "for m in / /tmp; do findmnt -n -o PROPAGATION --mountpoint $m; done"
+    assert check(ssh, propagation).split() == ["shared", "shared"]
+    src = "/tmp/pyd-rshared"
+    check(ssh, f"mkdir -p {src}/in {src}/out")
+    try:
+        check(ssh, f"docker run -d --name pyd-rshared -v {src}:/prop:rshared {IMAGE} sleep 600")
+        check(ssh, f"mount -t tmpfs guest {src}/in && echo from-guest > {src}/in/f")
+        assert check(ssh, "docker exec pyd-rshared cat /prop/in/f").strip() == "from-guest"
+        # A privileged container mounts, as a kind node does; the guest, and the first
+        # container, see it.
+        check(
+            ssh,
+            f"docker run --rm --privileged -v {src}:/prop:rshared {IMAGE} "
+            "sh -c 'mount -t tmpfs container /prop/out && echo from-container > /prop/out/f'",
+        )
+        assert check(ssh, f"cat {src}/out/f").strip() == "from-container"
+        assert check(ssh, "docker exec pyd-rshared cat /prop/out/f").strip() == "from-container"
+    finally:
+        run(ssh, f"docker rm -f pyd-rshared; umount {src}/in {src}/out; rm -rf {src}")

@@ -130,7 +130,7 @@ def test_unknown_keys_are_listed_with_the_known_ones() -> None:
     assert "/home/u/pyd/default/config.toml" in e.message
     assert e.hint == (
         "known settings: cpus, memory, disk, accel, backend, libvirt_uri, ports.bind, "
-        "ports.forwards, mounts"
+        "ports.forwards, network.host_access, mounts"
     )
 
 
@@ -249,6 +249,7 @@ def test_to_toml_dict_spells_sizes_with_units() -> None:
         "backend": "libvirt",
         "libvirt_uri": "",
         "ports": {"bind": "docker", "forwards": []},
+        "network": {"host_access": True},
         "mounts": [{"location": "/home/u", "mount_point": "/home/u", "writable": True}],
     }
     assert to_toml_dict(with_value(SHIPPED, "memory", "1536MiB"))["memory"] == "1536MiB"
@@ -566,6 +567,7 @@ def test_a_file_from_before_ports_gains_a_ports_table_at_its_end(tmp_path: Path)
     save_config(path, with_forward_added(load_config(path), "8080:80"))
     assert path.read_text() == (
         before + '\n[ports]\nbind = "docker"\nforwards = ["127.0.0.1:8080:80"]\n'
+        "\n[network]\nhost_access = true\n"
     )
 
 
@@ -652,3 +654,36 @@ def test_an_inline_ports_table_stays_on_one_line(tmp_path: Path) -> None:
     )
     assert first.endswith("}  # inline")
     assert load_config(path) == cfg
+
+
+# --- network.host_access ----------------------------------------------------------------------
+
+
+def test_host_access_is_on_by_default_and_set_with_true_or_false() -> None:
+    assert parse_config({}, "f", DEFAULTS, HOST).host_access is True
+    off = with_value(SHIPPED, "network.host_access", " False")
+    assert off.host_access is False
+    assert with_value(off, "network.host_access", "true").host_access is True
+    with pytest.raises(UsageError) as e:
+        with_value(SHIPPED, "network.host_access", "no")
+    assert "expected true or false, got 'no'" in e.value.message
+    assert e.value.hint and "10.0.2.2" in e.value.hint
+
+
+def test_host_access_in_the_file_is_a_toml_boolean() -> None:
+    cfg = parse_config({"network": {"host_access": False}}, "f", DEFAULTS, HOST)
+    assert cfg.host_access is False
+    e = _usage_error({"network": {"host_access": "false"}})
+    assert "network.host_access: expected true or false, got a string 'false'" in e.message
+    e = _usage_error({"network": {"host_acess": False}})
+    assert "unknown setting 'network.host_acess'" in e.message
+
+
+def test_setting_host_access_keeps_the_users_network_table_and_comment(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("cpus = 3\n\n[network]\nhost_access = true  # the db on localhost\n")
+    save_config(path, with_value(load_config(path), "cpus", "4"))
+    assert "host_access = true  # the db on localhost\n" in path.read_text()
+    save_config(path, with_value(load_config(path), "network.host_access", "false"))
+    assert "[network]\nhost_access = false  # the db on localhost\n" in path.read_text()
+    assert load_config(path).host_access is False

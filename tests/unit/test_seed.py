@@ -7,7 +7,7 @@ import pycdlib
 import pytest
 
 from pyd.errors import UsageError
-from pyd.seed.contents import Seed, SeedMount, render_seed
+from pyd.seed.contents import Seed, SeedMount, proxy_ports_at, render_seed
 from pyd.seed.iso import write_seed_iso
 from pyd.sshkeys import generate_keypair
 
@@ -84,3 +84,36 @@ def test_seed_iso_is_cidata_with_exact_names_and_private(tmp_path: Path) -> None
             assert buf.getvalue() == data, name
     finally:
         iso.close()
+
+
+def _env(seed: Seed) -> dict[str, str]:
+    """The PYD_HOST_* variables of pyd/env as the guest's shell reads them."""
+    text = render_seed(seed)["pyd/env"].decode()
+    show = 'echo "${PYD_HOST_ACCESS-?}|${PYD_HOST_PORTS-?}"'
+    out = subprocess.run(["sh", "-c", f"{text}\n{show}"], capture_output=True, text=True)
+    values = zip(("PYD_HOST_ACCESS", "PYD_HOST_PORTS"), out.stdout.strip().split("|"), strict=True)
+    return {k: v for k, v in values if v != "?"}
+
+
+def test_host_access_on_by_default_leaves_the_guest_as_it_was() -> None:
+    assert _seed().host_access is True
+    assert _env(_seed()) == {}
+
+
+def test_host_access_off_reaches_the_guest_with_the_proxy_ports_it_must_keep() -> None:
+    assert _env(_seed(host_access=False)) == {"PYD_HOST_ACCESS": "off", "PYD_HOST_PORTS": ""}
+    proxy = {
+        "http_proxy": "http://10.0.2.2:3128",
+        "HTTPS_PROXY": "http://user:pw@10.0.2.2:8443/",
+        "https_proxy": "https://10.0.2.2",  # no port: the scheme's
+        "HTTP_PROXY": "10.0.2.2:3128",  # no scheme, as curl and Docker accept it
+        "no_proxy": "10.0.2.2:9",  # not a proxy
+    }
+    env = _env(_seed(host_access=False, proxy=proxy))
+    assert env == {"PYD_HOST_ACCESS": "off", "PYD_HOST_PORTS": "443 3128 8443"}
+
+
+def test_only_proxies_at_the_gateway_keep_a_port() -> None:
+    proxy = {"http_proxy": "http://proxy.corp:3128", "https_proxy": "http://10.0.2.2:notaport"}
+    assert proxy_ports_at(proxy, "10.0.2.2") == ()
+    assert proxy_ports_at({"http_proxy": "http://10.0.2.22:3128"}, "10.0.2.2") == ()

@@ -45,9 +45,10 @@ KEYS = (
     "libvirt_uri",
     "ports.bind",
     "ports.forwards",
+    "network.host_access",
     "mounts",
 )
-TABLES = ("ports",)  # the TOML tables that hold settings: [ports] holds "ports.*"
+TABLES = ("ports", "network")  # the TOML tables that hold settings: [ports] holds "ports.*"
 ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
 BACKENDS = ("libvirt", "qemu")
 MAX_CPUS = 64
@@ -76,6 +77,9 @@ class InstanceConfig:
     port_forwards: tuple[str, ...]
     # The host directories shared into the guest, in file order.
     mounts: tuple[Share, ...]
+    # Whether containers reach the host's loopback at 10.0.2.2 (QEMU's gateway), as Docker
+    # Desktop's host.docker.internal does; the guest enforces false (seed, next start).
+    host_access: bool = True
 
 
 def validate_name(name: str) -> str:
@@ -205,6 +209,26 @@ def _bind_policy(value: Any) -> None:
             hint='"docker" binds published ports as Docker on Linux does (-p 8080:80 listens on '
             'every interface); "localhost" keeps them on this machine\'s loopback',
         )
+
+
+_HOST_ACCESS = "network.host_access"
+_HOST_ACCESS_HINT = (
+    "true lets containers reach services on this machine's loopback at 10.0.2.2 (as "
+    "host.docker.internal does in Docker Desktop); false cuts that off at the next start"
+)
+
+
+def _boolean(key: str, hint: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"{key}: expected true or false, got {_describe(value)}", hint)
+        return value
+
+    return convert
+
+
+def _no_check(_value: Any) -> None:
+    return None
 
 
 _FORWARDS_HINT = "manage them with `pyd port add SPEC` and `pyd port rm SPEC`"
@@ -370,6 +394,7 @@ _FIELDS: dict[str, _Field] = {
     "libvirt_uri": _Field("libvirt_uri", _text("libvirt_uri"), _uri),
     "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
     "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),
+    _HOST_ACCESS: _Field("host_access", _boolean(_HOST_ACCESS, _HOST_ACCESS_HINT), _no_check),
 }
 MOUNTS = "mounts"
 assert (*_FIELDS, MOUNTS) == KEYS
@@ -483,6 +508,11 @@ def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
         if not _INTEGER.fullmatch(text):
             raise UsageError(f"cpus: expected a whole number, got {raw!r}", hint="e.g. 4")
         converted: Any = int(text)
+    elif key == _HOST_ACCESS:
+        spelled = {"true": True, "false": False}.get(text.lower())
+        if spelled is None:
+            raise UsageError(f"{key}: expected true or false, got {raw!r}", _HOST_ACCESS_HINT)
+        converted = spelled
     else:
         converted = field.convert(text)
     field.check(converted)
@@ -523,6 +553,7 @@ def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
         "backend": cfg.backend,
         "libvirt_uri": cfg.libvirt_uri,
         "ports": {"bind": cfg.ports_bind, "forwards": list(cfg.port_forwards)},
+        "network": {"host_access": cfg.host_access},
         MOUNTS: shares_to_toml(cfg.mounts),
     }
 

@@ -104,7 +104,10 @@ def _unchanged(
 ) -> bool:
     """Whether the file already says what `cfg` does; then "4G" stays as the user wrote it,
     and so does its comment."""
-    return leaf in container and setting_matches(cfg, key, container[leaf].unwrap(), host)
+    if leaf not in container:
+        return False
+    value = container[leaf]  # tomlkit hands a boolean out as a plain bool
+    return setting_matches(cfg, key, value.unwrap() if isinstance(value, Item) else value, host)
 
 
 def _set_top_level(doc: TOMLDocument, key: str, value: Any) -> None:

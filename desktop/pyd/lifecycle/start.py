@@ -133,6 +133,7 @@ def _boot(inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Pro
                 hostname=hostname,
                 proxy=proxy_settings(os.environ),
                 timezone=host_timezone(),
+                host_access=cfg.host_access,
             ),
         )
         accel = detect_accel() if cfg.accel == "auto" else cfg.accel

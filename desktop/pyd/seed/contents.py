@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from pyd.errors import UsageError
 
@@ -35,6 +37,27 @@ class Seed:
     net_address: str = "10.0.2.15/24"
     net_gateway: str = "10.0.2.2"
     net_dns: str = "10.0.2.3"
+    # False: the guest cuts itself and its containers off the host's loopback, which QEMU
+    # maps to net_gateway (guest-image/overlay/usr/lib/pyd/hostaccess).
+    host_access: bool = True
+
+
+def proxy_ports_at(proxy: Mapping[str, str], gateway: str) -> tuple[int, ...]:
+    """The host ports of the proxies that point at `gateway` (a proxy on the host's
+    loopback, rewritten for the guest): they stay open when host access is off, so pulls
+    still go through the proxy. A proxy URL without a port means its scheme's default."""
+    ports: set[int] = set()
+    for var, value in proxy.items():
+        if var.lower() == "no_proxy":
+            continue
+        url = urlsplit(value if "://" in value else f"http://{value}")
+        try:
+            port = url.port
+        except ValueError:
+            continue  # not a port the guest could use either
+        if url.hostname == gateway:
+            ports.add(port or (443 if url.scheme == "https" else 80))
+    return tuple(sorted(ports))
 
 
 def seed_problems(seed: Seed) -> list[str]:
@@ -70,6 +93,9 @@ def render_seed(seed: Seed) -> dict[str, bytes]:
         "PYD_NET_DNS": seed.net_dns,
         **{f"PYD_{k}": v for k, v in sorted(seed.proxy.items())},
     }
+    if not seed.host_access:
+        ports = proxy_ports_at(seed.proxy, seed.net_gateway)
+        env |= {"PYD_HOST_ACCESS": "off", "PYD_HOST_PORTS": " ".join(map(str, ports))}
     env_text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
     mounts = "".join(f"{'rw' if m.writable else 'ro'} {m.mount_point}\n" for m in seed.mounts)
     meta = f"instance-id: {seed.instance_id}\nlocal-hostname: {seed.hostname}\n"
