@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import stat
 import time
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def test_qemu_backend_starts_restarts_and_powers_off_cleanly(
         second = _qemu_pid(env)
         assert second != first and not pid_alive(first) and pid_alive(second)
         assert env.status(NAME)["state"] == "running"
+        # QEMU's own files too (serial log, pidfile, QMP socket): the owner's alone.
+        root = env.home / "instances" / NAME
+        modes = {str(p.relative_to(root)): stat.S_IMODE(p.lstat().st_mode) for p in root.rglob("*")}
+        assert modes == {name: 0o700 if (root / name).is_dir() else 0o600 for name in modes}
+        assert {"serial.log", "qemu.pid", "qmp.sock"} <= set(modes)
 
         t0 = time.monotonic()
         env.pyd("stop", "-n", NAME)
