@@ -56,6 +56,9 @@ class LinkProxy:
 
     def close(self) -> None:
         self._up.set()
+        # shutdown first: a bare close() leaves the port listening while accept() blocks on it.
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             socks, self._socks = self._socks, []

@@ -136,6 +136,22 @@ def test_a_connection_closed_by_the_guest_is_remade(session: SSHSession) -> None
     assert run(session.transport(0), "echo again") == b"again\n"
 
 
+def test_a_port_nobody_listens_on_any_more_is_told_apart(
+    session: SSHSession, proxy: LinkProxy
+) -> None:
+    """QEMU gone: its port refuses; dropped packets or a paused VM never refuse."""
+    session.keep(lambda r: None, lambda s: None, lambda e: None)
+    proxy.cut()
+    wait_for(lambda: session.down_reason, 2)
+    time.sleep(0.7)  # attempts made meanwhile: not refused
+    assert not session.refused
+    proxy.close()  # the listener too, as when QEMU dies
+    wait_for(lambda: session.refused, 2)
+    t0 = time.monotonic()
+    session.close()
+    assert time.monotonic() - t0 < 0.5
+
+
 def test_opens_waiting_on_a_dead_link_fail_when_it_is_noticed(
     session: SSHSession, proxy: LinkProxy
 ) -> None:

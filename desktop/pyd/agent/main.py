@@ -21,7 +21,7 @@ from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
 from pyd.agent.exec_server import exec_server
-from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, verdict
+from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, VM_STOPPED, verdict
 from pyd.agent.keeper import RESTARTED_ENV
 from pyd.agent.mounts import MountManager
 from pyd.agent.ports import PortManager
@@ -163,10 +163,12 @@ class Agent:
             return 1
         finally:
             t0 = time.monotonic()
+            # The link first: whatever waits for it (a share's worker, a connection) stops
+            # waiting at once, and the parts below close without a wait.
+            self.session.close()
             for part in (self.watch, self.ports, self.mounts, self.forward, self.exec):
                 if part is not None:
                     part.close()
-            self.session.close()
             log.info("closed in %.2f s", time.monotonic() - t0)
 
     def request_stop(self) -> None:
@@ -351,6 +353,8 @@ class Agent:
         vm = self.vm_state() if down else VM_RUNNING
         if vm == "unknown":
             vm = self._vm  # cannot tell now: keep what was seen
+        if down and vm == VM_RUNNING and self.session.refused:
+            vm = VM_STOPPED  # QEMU's port is closed: it is gone, whatever libvirt says yet
         if down and vm == VM_RUNNING and self._vm == VM_PAUSED:
             self.session.retry_now()  # resumed: a fresh attempt gets through at once
         seen = verdict(vm, down)

@@ -52,6 +52,10 @@ class SSHSession:
         self._keeper: threading.Thread | None = None
         self._attempt: socket.socket | None = None  # the reconnect attempt's socket
         self._retry_now = threading.Event()
+        # The last reconnect attempt was refused: nothing listens on the port any more. QEMU
+        # holds it for as long as it lives (paused too), so this says QEMU is gone, before
+        # its backend (libvirtd cleans up for a second or so) does.
+        self.refused = False
 
     def connect(self, deadline: float, check_alive: Callable[[], None] = lambda: None) -> None:
         """The first connection, before `deadline` (time.monotonic()), to a guest that may be
@@ -135,6 +139,7 @@ class SSHSession:
                     on_fatal(e)
                     return
                 except (OSError, paramiko.SSHException, EOFError) as e:
+                    self.refused = isinstance(e, ConnectionRefusedError)
                     if type(e) is not type(last):
                         log.info("reconnecting: %s", e or type(e).__name__)
                     last = e
@@ -146,6 +151,7 @@ class SSHSession:
                 if self._closed.is_set():
                     client.close()
                     return
+                self.refused = False
                 self._install(client)
                 on_up(time.monotonic() - t0)
                 break
@@ -204,7 +210,7 @@ class SSHSession:
     def close(self) -> None:
         self._closed.set()
         self._dead.set()
-        self._retry_now.set()
+        self.retry_now()  # an attempt under way ends now
         with self._cond:
             client, self._client = self._client, None
             beat, self._heartbeat = self._heartbeat, None
