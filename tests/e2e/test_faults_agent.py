@@ -89,8 +89,9 @@ def inst(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )  # fmt: skip
         env.docker(
             "run", "-d", "--name", "web", "--restart", "unless-stopped",
-            "-p", f"127.0.0.1:{port}:80", IMAGE, "sh", "-c",
-            "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www",
+            "-p", f"127.0.0.1:{port}:80", "-v", f"{share}:/share", IMAGE, "sh", "-c",
+            "mkdir -p /www && echo hello > /www/index.html && ln -s /share /www/share && "
+            "exec httpd -f -p 80 -h /www",
         )  # fmt: skip
         it = Instance(env, share, port)
         _until("the share mounted", lambda: _share_mounted(it), 120, 0.2)
@@ -114,13 +115,22 @@ def _share_mounted(it: Instance) -> bool:
     return mounts.get(str(it.share)) == "mounted"
 
 
-def _share_mounted_now(it: Instance) -> bool:
-    """As _share_mounted, from the agent's status file itself: cheap enough to poll often
-    while the agent restarts on a host of two cores."""
+def _share_remounted(it: Instance, old_agent: int) -> bool:
+    """The new agent (not `old_agent`) reports the share mounted, in its status file itself:
+    cheap enough to poll often while the agent restarts on a host of two cores."""
     import json
 
-    mounts = json.loads((it.root / "agent.json").read_text())["mounts"]
-    return any(m["location"] == str(it.share) and m["state"] == "mounted" for m in mounts)
+    status = json.loads((it.root / "agent.json").read_text())
+    return status["pid"] != old_agent and any(
+        m["location"] == str(it.share) and m["state"] == "mounted" for m in status["mounts"]
+    )
+
+
+def _container_reads_share(it: Instance, name: str, text: str) -> bool:
+    """The running container `web` reads a host file through the share it holds, and serves
+    it on the published port (a `docker exec` would cost more than the 2 s measured)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{it.port}/share/{name}", timeout=2) as r:
+        return bool(r.read() == text.encode())
 
 
 def _reads_share(it: Instance, name: str) -> str:
@@ -157,11 +167,15 @@ def _first_success(checks: dict[str, Callable[[], bool]], seconds: float) -> dic
 def test_a_killed_agent_comes_back_by_itself(inst: Instance) -> None:
     first = _agent_pid(inst)
     os.kill(first, signal.SIGKILL)
+    (inst.share / "after-kill.txt").write_text("written after the kill\n")
     back = _first_success(
         {
             "docker": lambda: _docker_answers(inst),
             "port": lambda: _port_answers(inst),
-            "share": lambda: _share_mounted_now(inst),
+            "share": lambda: _container_reads_share(
+                inst, "after-kill.txt", "written after the kill\n"
+            ),
+            "share remounted": lambda: _share_remounted(inst, first),
         },
         30,
     )
@@ -178,7 +192,10 @@ def test_a_killed_agent_comes_back_by_itself(inst: Instance) -> None:
     assert status["state"] == "running"
     assert "agent restarted after it died (signal 9)" in status["keeper"]
     assert _reads_share(inst, "before.txt") == "written before the faults\n"
-    assert max(back.values()) <= BACK_WITHIN, back
+    # What users see within 2 s; the new agent's own mount follows (reported, not a target:
+    # running containers keep the share they hold, served by the dead agent's share sessions).
+    assert max(back["docker"], back["port"], back["share"]) <= BACK_WITHIN, back
+    assert back["share remounted"] <= 10, back
 
 
 def test_a_paused_vm_is_shown_paused_and_pyd_start_resumes_it(inst: Instance) -> None:
@@ -283,6 +300,12 @@ def test_delete_ends_keeper_agent_and_standby(inst: Instance) -> None:
         procs = "\n".join(_processes_of(inst.root))
         return "pyd.agent.keeper" in procs and "pyd.agent.main import main" in procs
 
-    _until("keeper, agent and a standby run", all_there, 30)
+    try:
+        _until("keeper, agent and a standby run", all_there, 30)
+    except AssertionError:
+        log = (inst.root / "agent.log").read_text().splitlines()[-30:]
+        raise AssertionError(
+            "\n".join(["no keeper or standby:", *_processes_of(inst.root), *log])
+        ) from None
     inst.env.pyd("delete", "-f", "-n", NAME)
     _until("nothing of the instance runs", lambda: not _processes_of(inst.root), 15, 0.2)
