@@ -285,6 +285,7 @@ def _qemu_pid() -> int:
 
 def test_a_killed_vm_is_reported_at_once_and_pyd_start_brings_it_back(inst: Instance) -> None:
     os.kill(_qemu_pid(), signal.SIGKILL)
+    killed = time.time()
 
     noticed = _until("the agent says so", lambda: inst.agent()["vm"] in ("stopped", "absent"), 30)
     status = inst.status()
@@ -294,6 +295,9 @@ def test_a_killed_vm_is_reported_at_once_and_pyd_start_brings_it_back(inst: Inst
         f"QEMU killed: status says so in {noticed:.2f} s ({status['error']!r}); docker ps "
         f"failed in {took:.2f} s: {r.stderr.strip()!r}"
     )
+    log = (inst.root / "agent.log").read_text().splitlines()
+    print("killed at", time.strftime("%H:%M:%S", time.gmtime(killed)), f"{killed % 1:.3f}")
+    print("\n".join(line for line in log[-40:] if "pyd." in line))
     assert "pyd start" in status["hint"]
     assert r.returncode != 0 and "the VM stopped unexpectedly" in r.stderr
     assert "run `pyd start`" in r.stderr

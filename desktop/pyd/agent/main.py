@@ -89,6 +89,7 @@ class Agent:
         self._ready = False
         self._vm = ""  # what the supervisor last saw of the VM
         self._fatal: PydError | None = None  # from the SSH keeper: the agent must fail
+        self._health_lock = threading.Lock()  # the supervisor and the SSH keeper both judge
         state = load_state(files.state)
         if state is None:
             raise PydError(f"{files.state} is missing", hint="run `pyd start`")
@@ -181,7 +182,12 @@ class Agent:
     def _run(self) -> int:
         deadline = time.monotonic() + BOOT_TIMEOUT
         self._phase("ssh", lambda: self.session.connect(deadline, self._check_vm))
-        self.session.keep(self._link_down, self._link_up, self._link_fatal)
+        self.session.keep(
+            self._link_down,
+            self._link_up,
+            self._link_fatal,
+            lambda: self._check_health(probe=False),
+        )
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg)  # they mount while the engine starts
@@ -346,15 +352,30 @@ class Agent:
         self._disk_thread = threading.Thread(target=measure, name="disk-usage", daemon=True)
         self._disk_thread.start()
 
-    def _check_health(self) -> None:
-        """The VM's state is asked only while the link is down: a live link proves it runs
-        (and QEMU's death closes the link's socket at once, so that is noticed at once)."""
+    def _check_health(self, probe: bool = True) -> None:
+        """The VM's state is asked only while the link is down: a live link proves it runs.
+        QEMU's death closes the link's socket and its port at once, so a refused reconnect
+        tells it (the SSH keeper calls this with `probe` False then): libvirtd, cleaning up
+        after QEMU, keeps the domain's state locked for a second or two."""
+        if not self._ready:
+            return
         down = self.session.down_reason
-        vm = self.vm_state() if down else VM_RUNNING
+        if down and self.session.refused:
+            vm = VM_STOPPED  # QEMU's port is closed: it is gone, whatever its backend says yet
+        elif down and probe:
+            vm = self.vm_state()
+            if vm == VM_RUNNING and self.session.refused:
+                vm = VM_STOPPED
+        elif down:
+            return
+        else:
+            vm = VM_RUNNING
+        with self._health_lock:
+            self._judge(down, vm)
+
+    def _judge(self, down: str, vm: str) -> None:
         if vm == "unknown":
             vm = self._vm  # cannot tell now: keep what was seen
-        if down and vm == VM_RUNNING and self.session.refused:
-            vm = VM_STOPPED  # QEMU's port is closed: it is gone, whatever libvirt says yet
         if down and vm == VM_RUNNING and self._vm == VM_PAUSED:
             self.session.retry_now()  # resumed: a fresh attempt gets through at once
         seen = verdict(vm, down)

@@ -69,12 +69,16 @@ class SSHSession:
         on_down: Callable[[str], None],
         on_up: Callable[[float], None],
         on_fatal: Callable[[PydError], None],
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
         """Reconnects by itself from now on: `on_down(reason)` when the link dies, `on_up(
         seconds down)` once back, `on_fatal(error)` when it must not be re-made (a different
-        host key answers)."""
+        host key answers), `on_refused()` when an attempt is first refused (see `refused`)."""
         self._keeper = threading.Thread(
-            target=self._keep, args=(on_down, on_up, on_fatal), name="pyd-ssh-keeper", daemon=True
+            target=self._keep,
+            args=(on_down, on_up, on_fatal, on_refused),
+            name="pyd-ssh-keeper",
+            daemon=True,
         )
         self._keeper.start()
 
@@ -119,6 +123,7 @@ class SSHSession:
         on_down: Callable[[str], None],
         on_up: Callable[[float], None],
         on_fatal: Callable[[PydError], None],
+        on_refused: Callable[[], None],
     ) -> None:
         while not self._closed.is_set():
             self._dead.wait(1.0)
@@ -139,7 +144,10 @@ class SSHSession:
                     on_fatal(e)
                     return
                 except (OSError, paramiko.SSHException, EOFError) as e:
+                    was_refused = self.refused
                     self.refused = isinstance(e, ConnectionRefusedError)
+                    if self.refused and not was_refused:
+                        on_refused()
                     if type(e) is not type(last):
                         log.info("reconnecting: %s", e or type(e).__name__)
                     last = e
