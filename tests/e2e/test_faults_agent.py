@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
@@ -288,9 +287,15 @@ def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance
 
 
 def _processes_of(root: Path) -> list[str]:
-    """Command lines naming the instance directory: keeper, agent, standby, share sessions."""
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if str(root) in line and "ps -eo" not in line]
+    """Command lines naming the instance directory: keeper, agent, standby, share sessions.
+    From /proc itself: ps cuts its lines to 80 columns when it writes to a pipe."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            if str(root) in args:
+                found.append(f"{cmdline.parent.name} {args}")
+    return found
 
 
 def test_delete_ends_keeper_agent_and_standby(inst: Instance) -> None:
