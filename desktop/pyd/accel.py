@@ -23,7 +23,7 @@ def choose_accel(system: str, kvm_opens: bool, cpu_flags: frozenset[str]) -> str
 
 def _kvm_opens() -> bool:
     try:
-        fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open("/dev/kvm", os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return False
     os.close(fd)

@@ -50,7 +50,7 @@ def run_through_agent(path: Path, command: GuestCommand, streams: HostStreams) -
     """docker's exit code for `command` run by the agent serving `path`, or None when no
     agent serves it (an agent from an older pyd, a host without descriptor passing): the
     caller then connects by itself."""
-    if not SUPPORTED:
+    if sys.platform == "win32" or not SUPPORTED:
         return None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     with sock:
@@ -95,6 +95,8 @@ class _Link:
         self._interrupts = 0
 
     def send_request(self, request: bytes, fds: list[int]) -> None:
+        if sys.platform == "win32":  # never made there (SUPPORTED)
+            raise NotImplementedError
         try:
             sent = socket.send_fds(self._sock, [request], fds)
             if sent < len(request):
@@ -122,6 +124,8 @@ class _Link:
     def _stop(self) -> None:
         """Ctrl-Z: the agent pauses the command's streams, and this process stops (with
         its terminal as it found it) until continued."""
+        if sys.platform == "win32":  # never made there (SUPPORTED)
+            raise NotImplementedError
         self._send(signal.SIGTSTP)
         if self._raw is not None:
             self._raw.leave()

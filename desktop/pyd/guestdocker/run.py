@@ -436,6 +436,8 @@ def _wait_for(readable: list[int], writable: list[int]) -> set[int]:
         r, w, _ = select.select(readable, writable, [])
         return set(r) | set(w)
     except ValueError:
+        if sys.platform == "win32":  # select() there takes sockets only, and has no limit
+            raise
         poller = select.poll()
         for fd in readable:
             poller.register(fd, select.POLLIN)

@@ -66,9 +66,10 @@ else:
 
 # Ctrl-Z and `fg`: a `pyd docker` client of the agent stops itself, and has the agent pause
 # the command's streams meanwhile (pyd.guestdocker.agent_link).
-PAUSE_SIGNALS: tuple[signal.Signals, ...] = (
-    () if sys.platform == "win32" else (signal.SIGTSTP, signal.SIGCONT)
-)
+if sys.platform == "win32":
+    PAUSE_SIGNALS: tuple[signal.Signals, ...] = ()
+else:
+    PAUSE_SIGNALS = (signal.SIGTSTP, signal.SIGCONT)
 
 
 def taken_signals(interactive: bool) -> list[signal.Signals]:

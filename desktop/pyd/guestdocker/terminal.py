@@ -42,6 +42,19 @@ if sys.platform == "win32":
         raise NotImplementedError("no raw console mode on Windows yet (see this module)")
         yield  # pragma: no cover
 
+    class RawTerminal:
+        """The POSIX class's interface; `pyd docker` through the agent (its only user)
+        never runs on Windows (no descriptor passing)."""
+
+        def __init__(self, fd: int) -> None:
+            raise NotImplementedError("no raw console mode on Windows yet (see this module)")
+
+        def enter(self) -> None: ...
+        def leave(self) -> None: ...
+
+    def wait_for_foreground(fd: int) -> None:
+        """No job control on Windows: the console is always ours."""
+
 else:
     import termios
     import tty
