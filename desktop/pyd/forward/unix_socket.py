@@ -48,6 +48,8 @@ def check_socket_path(path: Path) -> None:
 
 def _private_dir(directory: Path) -> None:
     """Creates `directory` 0700, or checks that an existing one is ours and private."""
+    if sys.platform == "win32":
+        raise SocketPathError("Unix sockets are served on POSIX hosts only")
     try:
         directory.mkdir(mode=0o700, parents=True)
         os.chmod(directory, 0o700)  # mkdir's mode is filtered through the umask
@@ -74,6 +76,8 @@ def _clear_stale(path: Path) -> None:
             f"{path} exists and is not a socket; refusing to replace it",
             hint="move that file away",
         )
+    if sys.platform == "win32":
+        raise SocketPathError("Unix sockets are served on POSIX hosts only")
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(2)
     try:
@@ -110,6 +114,8 @@ class UnixSocketListener(ListeningForward):
         check_socket_path(self.path)
         _private_dir(self.path.parent)
         _clear_stale(self.path)
+        if sys.platform == "win32":  # Windows serves a named pipe (forward/named_pipe.py)
+            raise SocketPathError("Unix sockets are served on POSIX hosts only")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bound = False
         try:
