@@ -6,8 +6,11 @@ instance for the module: it starts once with the default and once with the switc
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,9 @@ from tests.e2e.pydcli import PydEnv, build_busybox_image
 
 NAME = "hostaccess"
 IMAGE = "pyd-e2e-hostaccess-busybox"
+RAW_IMAGE = "pyd-e2e-hostaccess-rawsyn"  # IMAGE with tests/e2e/rawsyn.c built static
 GATEWAY = "10.0.2.2"  # QEMU's user network: this machine's loopback, seen from the guest
+GATEWAY6 = "[fec0::2]"  # the same for IPv6 (this machine's ::1); the guest has it by RA
 
 
 class LoopbackServer:
@@ -27,10 +32,11 @@ class LoopbackServer:
     reply, and counts the connections it accepted: a refused wget could hide a connection
     that got through, the count cannot."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: str = "127.0.0.1") -> None:
         self.token = uuid.uuid4().hex
         self.accepted = 0
-        self._sock = socket.create_server(("127.0.0.1", 0))
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._sock = socket.create_server((address, 0), family=family)
         self._sock.settimeout(0.2)
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
@@ -67,9 +73,38 @@ def env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         e.pyd("start", "-n", NAME, "--memory", "1GiB", "--disk", "4GiB")
         build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+        _build_rawsyn_image(e, tmp_path_factory.mktemp("rawsyn"))
         yield e
     finally:
         e.pyd("delete", "-f", "-n", NAME, check=False)
+
+
+def _build_rawsyn_image(env: PydEnv, workdir: Path) -> None:
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler for tests/e2e/rawsyn.c (apt-get install gcc libc6-dev)")
+    source = Path(__file__).with_name("rawsyn.c")
+    subprocess.run([cc, "-static", "-O2", "-o", str(workdir / "rawsyn"), str(source)], check=True)
+    (workdir / "Dockerfile").write_text(f"FROM {IMAGE}\nCOPY rawsyn /bin/rawsyn\n")
+    env.docker("build", "-q", "-t", RAW_IMAGE, str(workdir))
+
+
+def _raw_syn(env: PydEnv, port: int) -> str:
+    """Root in an ordinary --network host container sends raw SYNs to the gateway; what
+    rawsyn printed ("sent N": how many frames the kernel took)."""
+    uplink = "$(ip route show default | awk '{print $5; exit}')"
+    r = env.docker(
+        "run", "--rm", "--network", "host", RAW_IMAGE, "sh", "-c",
+        f"rawsyn {uplink} {GATEWAY} {port}",
+    )  # fmt: skip
+    return r.stdout.strip()
+
+
+def _accepted_within(server: LoopbackServer, seconds: float) -> int:
+    deadline = time.monotonic() + seconds
+    while server.accepted == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return server.accepted
 
 
 @pytest.fixture
@@ -81,23 +116,47 @@ def server() -> Iterator[LoopbackServer]:
         s.close()
 
 
+@pytest.fixture
+def server6() -> Iterator[LoopbackServer]:
+    s = LoopbackServer("::1")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
 def _wget(env: PydEnv, *run_args: str, url: str) -> tuple[int, str]:
-    r = env.docker(
-        "run", "--rm", *run_args, IMAGE, "timeout", "10", "wget", "-q", "-O", "-", url, check=False
-    )
+    # Not as PID 1 (sh execs a lone last command): PID 1 would ignore timeout's SIGTERM
+    # and wait out TCP's ~2 min of SYN retries.
+    fetch = f"timeout 6 wget -q -O - {url}; exit $?"
+    r = env.docker("run", "--rm", *run_args, IMAGE, "sh", "-c", fetch, check=False)
     return r.returncode, r.stdout + r.stderr
 
 
 def test_by_default_a_container_reaches_the_hosts_loopback(
-    env: PydEnv, server: LoopbackServer
+    env: PydEnv, server: LoopbackServer, server6: LoopbackServer
 ) -> None:
     code, out = _wget(env, url=f"http://{GATEWAY}:{server.port}/")
     assert (code, out.strip()) == (0, server.token)
     assert server.accepted == 1
+    # Docker networks have no IPv6 by default; the guest's own network has.
+    code, out = _wget(env, "--network", "host", url=f"http://{GATEWAY6}:{server6.port}/")
+    assert (code, out.strip()) == (0, server6.token)
+
+
+def test_by_default_a_raw_syn_makes_qemu_connect_to_the_hosts_loopback(env: PydEnv) -> None:
+    """What the rules must stop, shown on the open path: slirp connects to the host on a
+    SYN alone, even one the guest's TCP stack never sent."""
+    raw = LoopbackServer()
+    try:
+        assert _raw_syn(env, raw.port) == "sent 3"
+        assert _accepted_within(raw, 10) >= 1
+    finally:
+        raw.close()
 
 
 def test_host_access_off_cuts_the_hosts_loopback_at_the_next_start(
-    env: PydEnv, server: LoopbackServer, tmp_path: Path
+    env: PydEnv, server: LoopbackServer, server6: LoopbackServer
 ) -> None:
     r = env.pyd("config", "set", "-n", NAME, "network.host_access", "false")
     assert "applies at the next start" in r.stderr
@@ -112,9 +171,15 @@ def test_host_access_off_cuts_the_hosts_loopback_at_the_next_start(
     for run_args in ((), ("--network", "host")):
         code, out = _wget(env, *run_args, url=url)
         assert code != 0 and server.token not in out, (run_args, out)
-    guest = env.pyd("ssh", "-n", NAME, "--", f"timeout 10 busybox wget -q -O - {url}", check=False)
+    guest = env.pyd("ssh", "-n", NAME, "--", f"timeout 6 busybox wget -q -O - {url}", check=False)
     assert guest.returncode != 0 and server.token not in guest.stdout
-    assert server.accepted == 0
+    code, out = _wget(env, "--network", "host", url=f"http://{GATEWAY6}:{server6.port}/")
+    assert code != 0 and server6.token not in out
+    # Raw frames (CAP_NET_RAW is in Docker's default set) meet the same rule: the kernel
+    # refuses every one, whatever protocol the socket claims.
+    assert _raw_syn(env, server.port) == "sent 0"
+    assert _accepted_within(server, 3) == 0
+    assert (server.accepted, server6.accepted) == (0, 0)
 
     # The rule is specific to the host: DNS at 10.0.2.3 still answers (NXDOMAIN is an
     # answer; a dropped query would time out), and Docker still works.
