@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -77,6 +78,8 @@ class _ExecConnections(ConnectionThreads):
 def _read_request(conn: socket.socket) -> tuple[ExecRequest, HostStreams]:
     """The request and the client's three descriptors (ours to close); all of it within
     REQUEST_TIMEOUT."""
+    if sys.platform == "win32":  # the agent serves no exec socket there (no descriptor passing)
+        raise ProtocolError("no descriptor passing on Windows")
     deadline = time.monotonic() + REQUEST_TIMEOUT
     conn.settimeout(REQUEST_TIMEOUT)
     header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, STREAM_FDS, _CMSG_CLOEXEC)
