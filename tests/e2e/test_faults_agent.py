@@ -14,90 +14,41 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import libvirt
 import pytest
 
 from pyd.image.cache import CachedImage
 from pyd.netports import free_loopback_port
-from tests.e2e.pydcli import PydEnv, build_busybox_image
+from tests.e2e.faultinstance import FaultInstance, fault_instance, until
 
 pytestmark = pytest.mark.faults
 
 NAME = "faultsagent"
-DOMAIN = f"pyd-{NAME}"
 IMAGE = "pyd-e2e-faults-agent-busybox"
 BACK_WITHIN = 2.0  # issue 13: Docker, ports and shares back this soon after a kill -9
 
 
-class Instance:
-    def __init__(self, env: PydEnv, share: Path, port: int) -> None:
-        self.env = env
-        self.share = share
-        self.port = port
-
-    @property
-    def root(self) -> Path:
-        return self.env.home / "instances" / NAME
-
-    def status(self) -> dict[str, Any]:
-        import json
-
-        r = self.env.pyd("status", "--json", "-n", NAME, check=False)
-        data: dict[str, Any] = json.loads(r.stdout)
-        return data
-
-    def keeper(self) -> dict[str, Any]:
-        import json
-
-        data: dict[str, Any] = json.loads((self.root / "keeper.json").read_text())
-        return data
-
-
-def _until(what: str, check: Callable[[], bool], seconds: float, step: float = 0.05) -> float:
-    """Seconds until `check()` holds; fails after `seconds`."""
-    t0 = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - t0
-        except (OSError, AssertionError, ValueError):
-            pass
-        if time.monotonic() - t0 > seconds:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        time.sleep(step)
+@dataclass(frozen=True)
+class Instance(FaultInstance):
+    port: int  # where the container `web` publishes its httpd
 
 
 @pytest.fixture(scope="module")
 def inst(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
-    share = tmp_path_factory.mktemp("share")
-    (share / "before.txt").write_text("written before the faults\n")
     port = free_loopback_port()
-    try:
-        env.pyd("start", "-n", NAME, "--memory", "2GiB")
-        env.pyd("mount", "add", str(share), "-n", NAME)
-        build_busybox_image(env, tmp_path_factory.mktemp("bb"), IMAGE)
-        env.docker("volume", "create", "keep")
-        env.docker(
-            "run", "--rm", "-v", "keep:/v", IMAGE, "sh", "-c",
-            "echo written before the faults > /v/before.txt && sync",
-        )  # fmt: skip
-        env.docker(
+    with fault_instance(NAME, IMAGE, tmp_path_factory) as base:
+        base.env.docker(
             "run", "-d", "--name", "web", "--restart", "unless-stopped",
-            "-p", f"127.0.0.1:{port}:80", "-v", f"{share}:/share", IMAGE, "sh", "-c",
+            "-p", f"127.0.0.1:{port}:80", "-v", f"{base.share}:/share", IMAGE, "sh", "-c",
             "mkdir -p /www && echo hello > /www/index.html && ln -s /share /www/share && "
             "exec httpd -f -p 80 -h /www",
         )  # fmt: skip
-        it = Instance(env, share, port)
-        _until("the share mounted", lambda: _share_mounted(it), 120, 0.2)
-        _until("the port published", lambda: _port_answers(it), 60, 0.2)
+        it = Instance(base.env, base.name, base.share, base.image, port)
+        until("the port published", lambda: _port_answers(it), 60, 0.2)
         yield it
-    finally:
-        env.pyd("delete", "-f", "-n", NAME, check=False)
 
 
 def _docker_answers(it: Instance) -> bool:
@@ -109,17 +60,10 @@ def _port_answers(it: Instance) -> bool:
         return bool(r.read() == b"hello\n")
 
 
-def _share_mounted(it: Instance) -> bool:
-    mounts = {m["location"]: m["state"] for m in it.status()["mounts"]}
-    return mounts.get(str(it.share)) == "mounted"
-
-
 def _share_remounted(it: Instance, old_agent: int) -> bool:
     """The new agent (not `old_agent`) reports the share mounted, in its status file itself:
     cheap enough to poll often while the agent restarts on a host of two cores."""
-    import json
-
-    status = json.loads((it.root / "agent.json").read_text())
+    status = it.agent()
     return status["pid"] != old_agent and any(
         m["location"] == str(it.share) and m["state"] == "mounted" for m in status["mounts"]
     )
@@ -150,7 +94,7 @@ def _first_success(checks: dict[str, Callable[[], bool]], seconds: float) -> dic
 
     def poll(name: str, check: Callable[[], bool]) -> None:
         with contextlib.suppress(AssertionError):
-            _until(name, check, seconds, step=0.1)
+            until(name, check, seconds, step=0.1)
             found[name] = time.monotonic() - t0
 
     threads = [threading.Thread(target=poll, args=item) for item in checks.items()]
@@ -200,23 +144,23 @@ def test_a_killed_agent_comes_back_by_itself(inst: Instance) -> None:
 def test_a_paused_vm_is_shown_paused_and_pyd_start_resumes_it(inst: Instance) -> None:
     conn = libvirt.open("qemu:///system")
     try:
-        conn.lookupByName(DOMAIN).suspend()  # what `virsh suspend` does
+        conn.lookupByName(inst.domain).suspend()  # what `virsh suspend` does
         status = inst.status()
         assert (status["state"], status["vm"]) == ("paused", "paused")
         assert "pyd start" in status["hint"]
         r = inst.env.pyd("start", "-n", NAME, timeout=120, check=False)
         assert r.returncode == 0, r.stderr
-        state, _reason = conn.lookupByName(DOMAIN).state()
+        state, _reason = conn.lookupByName(inst.domain).state()
         assert state == libvirt.VIR_DOMAIN_RUNNING
     finally:
-        dom = conn.lookupByName(DOMAIN)
+        dom = conn.lookupByName(inst.domain)
         if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
             dom.resume()
         conn.close()
     assert inst.status()["state"] == "running"
     running = inst.env.docker("ps", "--filter", "name=web", "--format", "{{.Status}}").stdout
     assert running.startswith("Up"), running
-    _until("the published port answers", lambda: _port_answers(inst), 30)
+    until("the published port answers", lambda: _port_answers(inst), 30)
 
 
 def test_a_crash_loop_gives_up_says_so_and_pyd_start_recovers(inst: Instance) -> None:
@@ -245,11 +189,7 @@ def test_a_crash_loop_gives_up_says_so_and_pyd_start_recovers(inst: Instance) ->
     assert status["state"] == "running"
     assert status["keeper"] == "watching the agent"
     assert _docker_answers(inst)
-    _until("the published port answers", lambda: _port_answers(inst), 30)
-
-
-def _qemu_pid() -> int:
-    return int(Path(f"/run/libvirt/qemu/{DOMAIN}.pid").read_text().strip())
+    until("the published port answers", lambda: _port_answers(inst), 30)
 
 
 def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance) -> None:
@@ -258,7 +198,7 @@ def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance
         "run", "--rm", "-v", "keep:/v", IMAGE, "sh", "-c",
         "echo written before QEMU died > /v/later.txt && sync",
     )  # fmt: skip
-    os.kill(_qemu_pid(), signal.SIGKILL)
+    os.kill(inst.qemu_pid(), signal.SIGKILL)
     t0 = time.monotonic()
 
     def cause_shown() -> bool:
@@ -267,7 +207,7 @@ def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance
 
     # The agent's own detection (issue 13, item 6) is tested in test_faults_link.py; here the
     # cause must be there and stay there, however long the agent took.
-    _until("status gives the cause", cause_shown, 90, 0.2)
+    until("status gives the cause", cause_shown, 90, 0.2)
     print(
         f"after kill -9 of QEMU: status gives the cause in {time.monotonic() - t0:.2f} s: "
         f"{inst.status()['error']!r}"
@@ -280,10 +220,10 @@ def test_a_killed_vm_keeps_its_cause_and_pyd_start_brings_it_back(inst: Instance
         "run", "--rm", "-v", "keep:/v", IMAGE, "cat", "/v/before.txt", "/v/later.txt"
     ).stdout
     assert read == "written before the faults\nwritten before QEMU died\n"
-    _until("the share is mounted", lambda: _share_mounted(inst), 120, 0.2)
+    until("the share is mounted", inst.share_mounted, 120, 0.2)
     assert _reads_share(inst, "later.txt") == "written before QEMU died\n"
     # --restart unless-stopped: the engine starts it again, and pyd publishes its port.
-    _until("the published port answers", lambda: _port_answers(inst), 120, 0.2)
+    until("the published port answers", lambda: _port_answers(inst), 120, 0.2)
 
 
 def _processes_of(root: Path) -> list[str]:
@@ -306,11 +246,11 @@ def test_delete_ends_keeper_agent_and_standby(inst: Instance) -> None:
         return "pyd.agent.keeper" in procs and "pyd.agent.main import main" in procs
 
     try:
-        _until("keeper, agent and a standby run", all_there, 30)
+        until("keeper, agent and a standby run", all_there, 30)
     except AssertionError:
         log = (inst.root / "agent.log").read_text().splitlines()[-30:]
         raise AssertionError(
             "\n".join(["no keeper or standby:", *_processes_of(inst.root), *log])
         ) from None
     inst.env.pyd("delete", "-f", "-n", NAME)
-    _until("nothing of the instance runs", lambda: not _processes_of(inst.root), 15, 0.2)
+    until("nothing of the instance runs", lambda: not _processes_of(inst.root), 15, 0.2)

@@ -7,27 +7,23 @@ Issue 13, items 4, 6 (the agent's side) and 9."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
 
 import libvirt
 import pytest
 
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image
+from tests.e2e.faultinstance import FaultInstance, fault_instance, until
 
 pytestmark = pytest.mark.faults
 
 NAME = "faultslink"
-DOMAIN = f"pyd-{NAME}"
 IMAGE = "pyd-e2e-faults-link-busybox"
 NOTICED_WITHIN = 5.0  # issue 13: a dead link shows in `pyd status`
 FAILS_WITHIN = 2.0  # a Docker call during the outage fails, with a message
@@ -35,92 +31,33 @@ BACK_WITHIN = 2.0  # Docker answers again after the link returns
 LINK_DOWN_MESSAGE = "the SSH link to the VM is down"
 
 
-class Instance:
-    def __init__(self, env: PydEnv, share: Path) -> None:
-        self.env = env
-        self.share = share
-
-    @property
-    def root(self) -> Path:
-        return self.env.home / "instances" / NAME
-
-    def status(self) -> dict[str, Any]:
-        r = self.env.pyd("status", "--json", "-n", NAME, check=False)
-        data: dict[str, Any] = json.loads(r.stdout)
-        return data
-
-    def agent(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.root / "agent.json").read_text())
-        return data
-
-    def docker_ps(self, timeout: float = 30) -> tuple[float, subprocess.CompletedProcess[str]]:
-        t0 = time.monotonic()
-        r = self.env.docker("ps", "-q", timeout=timeout, check=False)
-        return time.monotonic() - t0, r
-
-    def guest(self, command: str) -> str:
-        return self.env.pyd("ssh", "-n", NAME, "--", command, timeout=60).stdout
-
-
-def _until(what: str, check: Callable[[], bool], seconds: float, step: float = 0.05) -> float:
-    """Seconds until `check()` holds; fails after `seconds`."""
+def _docker_ps(
+    it: FaultInstance, timeout: float = 30
+) -> tuple[float, subprocess.CompletedProcess[str]]:
     t0 = time.monotonic()
-    while True:
-        try:
-            if check():
-                return time.monotonic() - t0
-        except (OSError, AssertionError, ValueError, KeyError):
-            pass
-        if time.monotonic() - t0 > seconds:
-            raise AssertionError(f"{what}: not within {seconds} s")
-        time.sleep(step)
+    r = it.env.docker("ps", "-q", timeout=timeout, check=False)
+    return time.monotonic() - t0, r
+
+
+def _guest(it: FaultInstance, command: str) -> str:
+    return it.env.pyd("ssh", "-n", NAME, "--", command, timeout=60).stdout
 
 
 @pytest.fixture(scope="module")
-def inst(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
-    env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
-    share = tmp_path_factory.mktemp("share")
-    (share / "before.txt").write_text("written before the faults\n")
-    try:
-        env.pyd("start", "-n", NAME, "--memory", "2GiB")
-        env.pyd("mount", "add", str(share), "-n", NAME)
-        build_busybox_image(env, tmp_path_factory.mktemp("bb"), IMAGE)
-        env.docker("volume", "create", "keep")
-        env.docker(
-            "run", "--rm", "-v", "keep:/v", IMAGE, "sh", "-c",
-            "echo written before the faults > /v/before.txt && sync",
-        )  # fmt: skip
-        it = Instance(env, share)
-        _until("the share mounted", lambda: _share_mounted(it), 120, 0.2)
+def inst(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultInstance]:
+    with fault_instance(NAME, IMAGE, tmp_path_factory) as it:
         yield it
-    finally:
-        env.pyd("delete", "-f", "-n", NAME, check=False)
 
 
-def _share_mounted(it: Instance) -> bool:
-    mounts = {m["location"]: m["state"] for m in it.status()["mounts"]}
-    return mounts.get(str(it.share)) == "mounted"
-
-
-def _data_intact(it: Instance) -> None:
-    _until("the share mounted", lambda: _share_mounted(it), 120, 0.2)
-    read = it.env.docker(
-        "run", "--rm", "-v", "keep:/v", "-v", f"{it.share}:/s", IMAGE,
-        "cat", "/v/before.txt", "/s/before.txt",
-    ).stdout  # fmt: skip
-    assert read == "written before the faults\n" * 2
-
-
-def _dockerd_sockets(it: Instance) -> int:
+def _dockerd_sockets(it: FaultInstance) -> int:
     """dockerd's open sockets in the guest: one per API connection, plus its own few."""
-    out = it.guest("ls -l /proc/$(pidof dockerd)/fd | grep -c socket:")
+    out = _guest(it, "ls -l /proc/$(pidof dockerd)/fd | grep -c socket:")
     return int(out.strip())
 
 
-def _settled_sockets(it: Instance, baseline: int, seconds: float) -> float:
+def _settled_sockets(it: FaultInstance, baseline: int, seconds: float) -> float:
     """Seconds until dockerd holds no more sockets than `baseline` again."""
-    return _until(
+    return until(
         "dockerd's connections back to what they were",
         lambda: _dockerd_sockets(it) <= baseline,
         seconds,
@@ -128,13 +65,13 @@ def _settled_sockets(it: Instance, baseline: int, seconds: float) -> float:
     )
 
 
-def _outage(it: Instance, seconds: float, expect: str) -> list[float]:
+def _outage(it: FaultInstance, seconds: float, expect: str) -> list[float]:
     """While an outage lasts `seconds`: `docker ps` again and again, each failing fast with
     `expect`; their durations."""
     took = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        t, r = it.docker_ps()
+        t, r = _docker_ps(it)
         assert r.returncode != 0, r.stdout
         assert expect in r.stderr, r.stderr
         took.append(t)
@@ -142,9 +79,26 @@ def _outage(it: Instance, seconds: float, expect: str) -> list[float]:
     return took
 
 
-def _back(it: Instance) -> float:
+def _back(it: FaultInstance) -> float:
     """Seconds until `docker ps` works again."""
-    return _until("docker answers again", lambda: it.docker_ps()[1].returncode == 0, 60, 0.05)
+    return until("docker answers again", lambda: _docker_ps(it)[1].returncode == 0, 60, 0.05)
+
+
+def _healed(
+    it: FaultInstance, fault: str, baseline: int, noticed: float, took: list[float], back: float
+) -> None:
+    """After an outage: its figures printed; status running, dockerd's connections back to
+    `baseline` (nothing leaked) and the data intact; noticed and failed fast enough."""
+    print(
+        f"{fault}: noticed in {noticed:.2f} s, {len(took)} docker ps failed in "
+        f"{min(took):.2f}-{max(took):.2f} s, back {back:.2f} s after the fault ended"
+    )
+    until("status running again", lambda: it.status()["state"] == "running", 10)
+    settled = _settled_sockets(it, baseline, 90)
+    print(f"dockerd's sockets back to {baseline} {settled:.1f} s after")
+    it.assert_data_intact()
+    assert noticed <= NOTICED_WITHIN
+    assert max(took) <= FAILS_WITHIN
 
 
 class _Dropped:
@@ -170,14 +124,14 @@ class _Dropped:
         self.restore()
 
 
-def test_a_dropped_link_is_reported_fails_fast_and_heals(inst: Instance) -> None:
+def test_a_dropped_link_is_reported_fails_fast_and_heals(inst: FaultInstance) -> None:
     status = inst.status()
     assert status["state"] == "running"
-    _until("dockerd idle", lambda: inst.docker_ps()[1].returncode == 0, 30)
+    until("dockerd idle", lambda: _docker_ps(inst)[1].returncode == 0, 30)
     baseline = _dockerd_sockets(inst)
     with _Dropped(int(status["ssh_port"])) as dropped:
         t0 = time.monotonic()
-        noticed = _until(
+        noticed = until(
             "status shows the dead link", lambda: inst.status()["state"] == "reconnecting", 15
         )
         status = inst.status()
@@ -189,30 +143,21 @@ def test_a_dropped_link_is_reported_fails_fast_and_heals(inst: Instance) -> None
         took = _outage(inst, 30 - (time.monotonic() - t0), LINK_DOWN_MESSAGE)
         dropped.restore()
         back = _back(inst)
-    print(
-        f"link dropped 30 s: noticed in {noticed:.2f} s, {len(took)} docker ps failed in "
-        f"{min(took):.2f}-{max(took):.2f} s (pyd docker in {via_guest:.2f} s), back "
-        f"{back:.2f} s after the link returned"
-    )
-    _until("status running again", lambda: inst.status()["state"] == "running", 10)
-    settled = _settled_sockets(inst, baseline, 90)
-    print(f"dockerd's sockets back to {baseline} {settled:.1f} s after")
-    _data_intact(inst)
-    assert noticed <= NOTICED_WITHIN
-    assert max(took) <= FAILS_WITHIN
+    print(f"link dropped: pyd docker told in {via_guest:.2f} s")
+    _healed(inst, "link dropped 30 s", baseline, noticed, took, back)
     assert via_guest <= FAILS_WITHIN + 1  # + the start of a Python process
     assert back <= BACK_WITHIN
 
 
-def test_a_paused_vm_is_reported_fails_fast_and_heals(inst: Instance) -> None:
+def test_a_paused_vm_is_reported_fails_fast_and_heals(inst: FaultInstance) -> None:
     conn = libvirt.open("qemu:///system")
     try:
-        _until("dockerd idle", lambda: inst.docker_ps()[1].returncode == 0, 30)
+        until("dockerd idle", lambda: _docker_ps(inst)[1].returncode == 0, 30)
         baseline = _dockerd_sockets(inst)
-        dom = conn.lookupByName(DOMAIN)
+        dom = conn.lookupByName(inst.domain)
         dom.suspend()  # what `virsh suspend` does
         t0 = time.monotonic()
-        noticed = _until(
+        noticed = until(
             "the agent says the VM is paused", lambda: inst.agent()["vm"] == "paused", 15
         )
         assert inst.agent()["error"] == "the VM is paused"
@@ -220,25 +165,16 @@ def test_a_paused_vm_is_reported_fails_fast_and_heals(inst: Instance) -> None:
         dom.resume()
         back = _back(inst)
     finally:
-        dom = conn.lookupByName(DOMAIN)
+        dom = conn.lookupByName(inst.domain)
         if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
             dom.resume()
         conn.close()
-    print(
-        f"VM paused 60 s: noticed in {noticed:.2f} s, {len(took)} docker ps failed in "
-        f"{min(took):.2f}-{max(took):.2f} s, back {back:.2f} s after it resumed"
-    )
-    _until("status running again", lambda: inst.status()["state"] == "running", 10)
-    settled = _settled_sockets(inst, baseline, 90)
-    print(f"dockerd's sockets back to {baseline} {settled:.1f} s after")
-    _data_intact(inst)
-    assert noticed <= NOTICED_WITHIN
-    assert max(took) <= FAILS_WITHIN
+    _healed(inst, "VM paused 60 s", baseline, noticed, took, back)
     # The guest's clock and sshd wake with it: measured, not held to the link's 2 s.
     assert back <= 10
 
 
-def test_a_thousand_api_connections_at_once(inst: Instance) -> None:
+def test_a_thousand_api_connections_at_once(inst: FaultInstance) -> None:
     host = inst.status()["docker_host"]
     assert host.startswith("unix://"), host
     path = host.removeprefix("unix://")
@@ -276,21 +212,17 @@ def test_a_thousand_api_connections_at_once(inst: Instance) -> None:
         f"{n} concurrent GET /_ping: {len(answered)} answered, {len(errors)} errors, {took:.1f} s"
     )
     assert errors[:5] == [] and len(answered) == n
-    assert inst.docker_ps()[1].returncode == 0
+    assert _docker_ps(inst)[1].returncode == 0
 
 
-def _qemu_pid() -> int:
-    return int(Path(f"/run/libvirt/qemu/{DOMAIN}.pid").read_text().strip())
-
-
-def test_a_killed_vm_is_reported_at_once_and_pyd_start_brings_it_back(inst: Instance) -> None:
-    os.kill(_qemu_pid(), signal.SIGKILL)
+def test_a_killed_vm_is_reported_at_once_and_pyd_start_brings_it_back(inst: FaultInstance) -> None:
+    os.kill(inst.qemu_pid(), signal.SIGKILL)
     killed = time.time()
 
-    noticed = _until("the agent says so", lambda: inst.agent()["vm"] in ("stopped", "absent"), 30)
+    noticed = until("the agent says so", lambda: inst.agent()["vm"] in ("stopped", "absent"), 30)
     status = inst.status()
     assert status["state"] == "stopped" and "stopped unexpectedly" in status["error"], status
-    took, r = inst.docker_ps()
+    took, r = _docker_ps(inst)
     print(
         f"QEMU killed: status says so in {noticed:.2f} s ({status['error']!r}); docker ps "
         f"failed in {took:.2f} s: {r.stderr.strip()!r}"
@@ -305,10 +237,10 @@ def test_a_killed_vm_is_reported_at_once_and_pyd_start_brings_it_back(inst: Inst
     assert noticed <= 2.0
     inst.env.pyd("start", "-n", NAME, timeout=600)
     assert inst.status()["state"] == "running"
-    _data_intact(inst)
+    inst.assert_data_intact()
 
 
-def test_the_agent_stops_at_once(inst: Instance) -> None:
+def test_the_agent_stops_at_once(inst: FaultInstance) -> None:
     """`pyd stop`'s agent part: the container watch no longer holds it for 5 s."""
     r = inst.env.pyd("stop", "-n", NAME, timeout=300)
     log = (inst.root / "agent.log").read_text()
