@@ -1,7 +1,7 @@
 """Faults of the agent's SSH link and of the VM under it, injected for real into one instance
 (libvirt + QEMU under TCG, the host's docker CLI): the link dropped with iptables for 30 s, the
-VM paused 60 s (virsh suspend), QEMU killed; and a thousand API connections at once. Each
-asserts what the user sees (`pyd status`, the docker CLI's message) and how fast, that nothing
+VM paused 60 s (virsh suspend), the data disk filled, QEMU killed; and a thousand API
+connections at once. Each asserts what the user sees (`pyd status`, the docker CLI's message) and how fast, that nothing
 leaks in the guest, and that a volume file and a share file written before are intact.
 Issue 13, items 4, 6 (the agent's side) and 9."""
 
@@ -213,6 +213,35 @@ def test_a_thousand_api_connections_at_once(inst: FaultInstance) -> None:
     )
     assert errors[:5] == [] and len(answered) == n
     assert _docker_ps(inst)[1].returncode == 0
+
+
+def test_a_full_data_disk_is_shown_and_nothing_is_lost(inst: FaultInstance) -> None:
+    """Docker's data disk filled up (fallocate takes every free block, the reserve too):
+    `pyd status` says so with the way out, Docker says why a container cannot start, the
+    engine keeps answering, and once space is freed everything works with the data intact."""
+    filler = "/var/lib/docker/pyd-e2e-filler"
+    _guest(inst, f"fallocate -l 1T {filler}; sync; true")  # ENOSPC, keeping what it took
+    try:
+        shown = until(
+            "status says the data disk is nearly full",
+            lambda: "nearly full" in inst.status()["data_disk"],
+            60,
+            0.5,
+        )
+        print(f"full data disk: shown in {shown:.1f} s: {inst.status()['data_disk']!r}")
+        r = inst.env.docker(
+            "run", "--rm", "-v", "keep:/v", inst.image, "sh", "-c", "echo more > /v/more.txt",
+            check=False,
+        )  # fmt: skip
+        assert r.returncode != 0
+        assert "no space left on device" in r.stderr.lower(), r.stderr
+        assert _docker_ps(inst)[1].returncode == 0  # the engine itself keeps answering
+    finally:
+        _guest(inst, f"rm -f {filler}; sync")
+    inst.env.docker(
+        "run", "--rm", "-v", "keep:/v", inst.image, "sh", "-c", "echo more > /v/more.txt"
+    )
+    inst.assert_data_intact()
 
 
 def test_a_killed_vm_is_reported_at_once_and_pyd_start_brings_it_back(inst: FaultInstance) -> None:
