@@ -1,8 +1,9 @@
 """Faults of the agent's SSH link and of the VM under it, injected for real into one instance
 (libvirt + QEMU under TCG, the host's docker CLI): the link dropped with iptables for 30 s, the
 VM paused 60 s (virsh suspend), the data disk filled, QEMU killed; and a thousand API
-connections at once. Each asserts what the user sees (`pyd status`, the docker CLI's message) and how fast, that nothing
-leaks in the guest, and that a volume file and a share file written before are intact.
+connections at once. Each asserts what the user sees (`pyd status`, the docker CLI's message)
+and how fast, that nothing leaks in the guest, and that a volume file and a share file written
+before are intact.
 Issue 13, items 4, 6 (the agent's side) and 9."""
 
 from __future__ import annotations
