@@ -4,6 +4,7 @@ test can show that nothing was lost; and the polling every fault test times itse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -25,11 +26,9 @@ def until(what: str, check: Callable[[], bool], seconds: float, step: float = 0.
     `seconds`."""
     t0 = time.monotonic()
     while True:
-        try:
+        with contextlib.suppress(OSError, AssertionError, ValueError, KeyError):
             if check():
                 return time.monotonic() - t0
-        except (OSError, AssertionError, ValueError, KeyError):
-            pass
         if time.monotonic() - t0 > seconds:
             raise AssertionError(f"{what}: not within {seconds} s")
         time.sleep(step)
