@@ -18,21 +18,21 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from pyd.accel import detect_accel
-from pyd.arches import get_arch
-from pyd.backends.qemu_cmdline import Disk, GuestSpec
-from pyd.backends.qemu_direct import DirectVM
-from pyd.disks import create_overlay
-from pyd.guestrun import booted, check, elapsed, prepare, wait_for_docker
+from pyd.host.loopback import free_loopback_port
+from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
-from pyd.instance_files import InstanceFiles
-from pyd.machine import machine_settings
-from pyd.netports import free_loopback_port
-from pyd.paths import images_dir
+from pyd.instance.disks import create_overlay
+from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import SSHTarget, wait_for_ssh
-from pyd.sshkeys import load_or_create
+from pyd.ssh.keys import generate_keypair, write_keypair
+from pyd.vm.accel import detect_accel
+from pyd.vm.arches import get_arch
+from pyd.vm.backends.qemu_cmdline import Disk, GuestSpec
+from pyd.vm.machine import machine_settings
+from pyd.vm.throwaway import booted, check, elapsed, prepare, wait_for_docker
+from pyd.vm.throwaway_qemu import DirectVM
 
 # Guest marks (seconds since the kernel started) shown in the timeline, in boot order.
 MARKS = ("init", "seed", "sysinit", "sshd-start", "dockerd-start", "network", "firewall")
@@ -61,8 +61,8 @@ def stock_image() -> Path:
     img = STOCK / "img"
     if not (img / "root.qcow2").exists():
         STOCK.mkdir(parents=True, exist_ok=True)
-        load_or_create(STOCK / "client", "bench")
-        load_or_create(STOCK / "host", "stock")
+        write_keypair(STOCK / "client", generate_keypair("bench"))
+        write_keypair(STOCK / "host", generate_keypair("stock"))
         (STOCK / "authorized_keys").write_text((STOCK / "client.pub").read_text())
         subprocess.run(
             [

@@ -40,7 +40,7 @@ GUEST_SOCKET = "/var/run/docker.sock"
 
 def serve(sock: Path, port: int, key: Path, host_key: str) -> None:
     """Runs pyd's forward until stdin closes, then prints its own resource use as JSON."""
-    from pyd.forward.unix_socket import UnixSocketForward
+    from pyd.relay.unix_socket import UnixSocketForward
     from pyd.ssh.connect import SSHTarget, connect
     from pyd.ssh.streamlocal import open_streamlocal
 
@@ -155,12 +155,12 @@ def main() -> None:
     args = ap.parse_args()
     command = args.command.split()
 
-    from pyd.arches import get_arch
-    from pyd.guestrun import booted, prepare, wait_for_docker
+    from pyd.host.paths import images_dir
     from pyd.image.build import build_image
     from pyd.image.cache import ImageCache
     from pyd.image.recipe import default_suite, recipe_dir
-    from pyd.paths import images_dir
+    from pyd.vm.arches import get_arch
+    from pyd.vm.throwaway import booted, prepare, wait_for_docker
 
     image, _ = build_image(
         ImageCache(images_dir()), get_arch(), default_suite(), recipe_dir(), progress=print

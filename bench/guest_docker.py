@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from busybox_image import build_busybox_image
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import load_state
+from pyd.instance.files import InstanceFiles
+from pyd.instance.state import load_state
 from pyd.ssh.openssh import ssh_argv
 
 NAME = "bench-guestdocker"

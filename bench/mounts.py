@@ -40,9 +40,9 @@ import time
 from pathlib import Path
 
 from busybox_image import build_busybox_image
-from pyd.agent.status import MOUNTED, read_status
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import load_state
+from pyd.agent.status_file import MOUNTED, read_status
+from pyd.instance.files import InstanceFiles
+from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import ENV as SHARE_SSH_ENV
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, default_server, system_server
 from pyd.mounts.sftp_host import ENV as SERVER_ENV

@@ -53,8 +53,8 @@ SAME_ALGORITHMS = ("-c", "aes128-ctr", "-m", "hmac-sha2-512-etm@openssh.com")
 def serve(host_port: int, ssh_port: int, key: Path, host_key: str, profile: str | None) -> None:
     """Runs pyd's forward until stdin closes, then prints its own resource use as JSON."""
     profiler = _ThreadProfiler() if profile else None
-    from pyd.forward.tcp_port import TcpPortForward
-    from pyd.ports.model import Forward
+    from pyd.ports.forwards import Forward
+    from pyd.ports.listener import TcpPortForward
     from pyd.ssh.connect import SSHTarget, connect
     from pyd.ssh.direct_tcpip import open_direct_tcpip
 
@@ -105,16 +105,16 @@ class _ThreadProfiler:
 
 @contextlib.contextmanager
 def booted_with_hostfwd(files: Any, image: Any) -> Iterator[tuple[Any, Any, int]]:
-    """guestrun.booted(), plus a QEMU hostfwd from a free loopback port to GUEST_PORT."""
-    from pyd.accel import detect_accel
-    from pyd.arches import get_arch
-    from pyd.backends.guest_spec import guest_spec
-    from pyd.backends.qemu_cmdline import qemu_argv
-    from pyd.backends.qemu_direct import DirectVM
-    from pyd.backends.qemu_process import require_qemu
-    from pyd.guestrun import BOOT_TIMEOUT
-    from pyd.machine import machine_settings
-    from pyd.netports import free_loopback_port
+    """throwaway.booted(), plus a QEMU hostfwd from a free loopback port to GUEST_PORT."""
+    from pyd.host.loopback import free_loopback_port
+    from pyd.vm.accel import detect_accel
+    from pyd.vm.arches import get_arch
+    from pyd.vm.backends.qemu_cmdline import qemu_argv
+    from pyd.vm.backends.qemu_process import require_qemu
+    from pyd.vm.machine import machine_settings
+    from pyd.vm.spec import guest_spec
+    from pyd.vm.throwaway import BOOT_TIMEOUT
+    from pyd.vm.throwaway_qemu import DirectVM
 
     spec = guest_spec(
         get_arch(image.manifest.arch),
@@ -149,7 +149,7 @@ def booted_with_hostfwd(files: Any, image: Any) -> Iterator[tuple[Any, Any, int]
 
 def start_server(client: Any, mb: int) -> str:
     """A file of `mb` MB of random bytes served by busybox httpd on GUEST_PORT; its sha256."""
-    from pyd.guestrun import check
+    from pyd.vm.throwaway import check
 
     out = check(
         client,
@@ -170,7 +170,7 @@ class PydForward(PydForwarder):
     def __init__(
         self, port: int, ssh_port: int, key: Path, host_key: str, profile: str | None
     ) -> None:
-        from pyd.netports import free_loopback_port
+        from pyd.host.loopback import free_loopback_port
 
         self.port = free_loopback_port()
         args = [str(self.port), str(ssh_port), str(key), host_key, str(port)]
@@ -183,7 +183,7 @@ class SSHForward(OpenSSHForward):
     or with `options` such as the algorithms pyd's connection negotiates."""
 
     def __init__(self, ssh_port: int, config: Path, name: str, options: tuple[str, ...]) -> None:
-        from pyd.netports import free_loopback_port
+        from pyd.host.loopback import free_loopback_port
 
         self.name = name
         self.port = free_loopback_port()
@@ -258,12 +258,12 @@ def main() -> None:
     ap.add_argument("--profile", help="write the forwarder's cProfile stats here")
     args = ap.parse_args()
 
-    from pyd.arches import get_arch
-    from pyd.guestrun import prepare
+    from pyd.host.paths import images_dir
     from pyd.image.build import build_image
     from pyd.image.cache import ImageCache
     from pyd.image.recipe import default_suite, recipe_dir
-    from pyd.paths import images_dir
+    from pyd.vm.arches import get_arch
+    from pyd.vm.throwaway import prepare
 
     image, _ = build_image(
         ImageCache(images_dir()), get_arch(), default_suite(), recipe_dir(), progress=print

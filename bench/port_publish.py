@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from pyd.netports import free_loopback_port
+from pyd.host.loopback import free_loopback_port
 
 NAME = "bench-ports"
 IMAGE = "pyd-bench-busybox"

@@ -31,12 +31,12 @@ from boot import one_boot
 from docker_socket import SSHForward, run_docker
 from forwarders import ssh_config
 from guest_idle import settle
-from pyd.arches import get_arch
-from pyd.guestrun import prepare
+from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
-from pyd.paths import images_dir
+from pyd.vm.arches import get_arch
+from pyd.vm.throwaway import prepare
 
 NAME = "bench"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,4 +1,4 @@
-"""Test helpers on top of pyd.guestrun (boot, SSH, guest commands)."""
+"""Test helpers on top of pyd.vm.throwaway (boot, SSH, guest commands)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import paramiko
 
-from pyd.guestrun import check
+from pyd.vm.throwaway import check
 
 
 def build_busybox_image(client: paramiko.SSHClient, busybox: Path, tag: str) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pyd.backends.qemu_direct import DirectVM
-from pyd.forward.unix_socket import UnixSocketForward
-from pyd.guestrun import check, run
+from pyd.relay.unix_socket import UnixSocketForward
 from pyd.ssh.streamlocal import StreamLocalError, open_streamlocal
+from pyd.vm.throwaway import check, run
+from pyd.vm.throwaway_qemu import DirectVM
 from tests.e2e.guestvm import build_busybox_image
 
 DOCKER_SOCK = "/var/run/docker.sock"

@@ -20,8 +20,8 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
-from pyd.netports import free_loopback_port
 from tests.e2e.faultinstance import FaultInstance, fault_instance, until
 
 pytestmark = pytest.mark.faults

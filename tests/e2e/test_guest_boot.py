@@ -8,11 +8,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pyd.backends.qemu_direct import DirectVM
-from pyd.guestrun import check
-from pyd.instance_files import InstanceFiles
+from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
-from pyd.sshkeys import generate_keypair
+from pyd.ssh.keys import generate_keypair
+from pyd.vm.throwaway import check
+from pyd.vm.throwaway_qemu import DirectVM
 from tests.e2e.guestvm import build_busybox_image
 from tests.httpserve import serve_directory
 

@@ -16,25 +16,25 @@ import libvirt
 import paramiko
 import pytest
 
-from pyd.arches import get_arch
-from pyd.backends.base import VMState
-from pyd.backends.guest_spec import guest_spec
-from pyd.backends.libvirt_backend import (
+from pyd.errors import EnvironmentProblem
+from pyd.host.loopback import free_loopback_port
+from pyd.image.cache import CachedImage
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import instance_keys
+from pyd.ssh.connect import SSHTarget, ssh_while_booting
+from pyd.vm.arches import get_arch
+from pyd.vm.backends.base import VMState
+from pyd.vm.backends.libvirt_backend import (
     SYSTEM_URI,
     LibvirtBackend,
     find_firmware,
     runs_as_root,
 )
-from pyd.backends.libvirt_xml import domain_xml
-from pyd.backends.qemu_cmdline import GuestSpec
-from pyd.errors import EnvironmentProblem
-from pyd.guestrun import BOOT_TIMEOUT, prepare, wait_for_docker
-from pyd.image.cache import CachedImage
-from pyd.instance_files import InstanceFiles
-from pyd.machine import machine_settings
-from pyd.netports import free_loopback_port
-from pyd.provision import instance_keys
-from pyd.ssh.connect import SSHTarget, ssh_while_booting
+from pyd.vm.backends.libvirt_xml import domain_xml
+from pyd.vm.backends.qemu_cmdline import GuestSpec
+from pyd.vm.machine import machine_settings
+from pyd.vm.spec import guest_spec
+from pyd.vm.throwaway import BOOT_TIMEOUT, prepare, wait_for_docker
 
 SHUTDOWN_TIMEOUT = 60.0
 

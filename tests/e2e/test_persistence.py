@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pyd.guestrun import booted, check, prepare, run, wait_for_docker
 from pyd.image.cache import CachedImage
-from pyd.provision import replace_os_disk
+from pyd.instance.provision import replace_os_disk
+from pyd.vm.throwaway import booted, check, prepare, run, wait_for_docker
 from tests.e2e.guestvm import build_busybox_image
 
 

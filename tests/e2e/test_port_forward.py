@@ -12,11 +12,11 @@ from collections.abc import Callable, Iterator
 import paramiko
 import pytest
 
-from pyd.backends.qemu_direct import DirectVM
-from pyd.forward.tcp_port import TcpPortForward
-from pyd.guestrun import check
-from pyd.ports.model import Forward
+from pyd.ports.forwards import Forward
+from pyd.ports.listener import TcpPortForward
 from pyd.ssh.direct_tcpip import open_direct_tcpip
+from pyd.vm.throwaway import check
+from pyd.vm.throwaway_qemu import DirectVM
 
 GUEST_PORT = 18081  # busybox httpd, loopback only in the guest
 GUEST_DIR = "/tmp/pyd-e2e-port-forward"

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
-from pyd.netports import free_loopback_port
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
 
 NAME = "ports"

@@ -18,11 +18,11 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from pyd.host.procs import pid_alive
 from pyd.image.cache import CachedImage
-from pyd.instance_files import InstanceFiles
+from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.agent_proc import stop_agent
-from pyd.procs import pid_alive
-from pyd.sshkeys import generate_keypair, write_private
+from pyd.ssh.keys import generate_keypair, write_private
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
 
 ENGINE_VERSION = re.compile(r"\d+\.\d+\.\d+\S*")  # the guest engine's, e.g. 26.1.5+dfsg1

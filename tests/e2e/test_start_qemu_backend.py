@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from pyd.host.procs import pid_alive
 from pyd.image.cache import CachedImage
-from pyd.procs import pid_alive
 from tests.e2e.pydcli import PydEnv
 
 NAME = "direct"

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pyd.backends.base import VMState
-from pyd.backends.qemu_cmdline import GuestSpec
 from pyd.errors import PydError
+from pyd.vm.backends.base import VMState
+from pyd.vm.backends.qemu_cmdline import GuestSpec
 
 
 class FakeBackend:

@@ -15,7 +15,7 @@ from pathlib import Path
 import paramiko
 
 from pyd.ssh.connect import SSHTarget, connect
-from pyd.sshkeys import generate_keypair, write_private
+from pyd.ssh.keys import generate_keypair, write_private
 from tests.unit.execserver import ExecSSHServer
 from tests.unit.sshserver import host_keypair
 

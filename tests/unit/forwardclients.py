@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import time
 
-from pyd.forward.connections import ServedForward
+from pyd.relay.connections import ServedForward
 
 
 def pings_answered(clients: list[socket.socket]) -> list[bytes]:

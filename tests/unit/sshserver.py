@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import paramiko
 
-from pyd.sshkeys import KeyPair, generate_keypair
+from pyd.ssh.keys import KeyPair, generate_keypair
 
 
 @functools.cache

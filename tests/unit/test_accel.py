@@ -1,6 +1,6 @@
 import pytest
 
-from pyd.accel import choose_accel
+from pyd.vm.accel import choose_accel
 
 VMX = frozenset({"fpu", "vmx"})
 NONE = frozenset({"fpu", "sse2"})

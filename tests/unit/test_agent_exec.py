@@ -26,11 +26,11 @@ import pytest
 from pyd.agent.exec_server import exec_server
 from pyd.agent.session import SSHDown
 from pyd.errors import PydError
-from pyd.forward.unix_socket import UnixSocketListener
 from pyd.guestdocker.agent_link import AgentCommandError, run_through_agent
 from pyd.guestdocker.exec_protocol import ExecRequest, encode_request
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.streams import HostStreams
+from pyd.relay.unix_socket import UnixSocketListener
 from tests.unit.fakeguest import Guest
 
 WAIT = 30.0

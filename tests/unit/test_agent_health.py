@@ -14,12 +14,12 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.health import verdict
-from pyd.agent.status import FAILED, READY, RECONNECTING
+from pyd.agent.status_file import FAILED, READY, RECONNECTING
 from pyd.errors import PydError
-from pyd.forward.endpoint import make_docker_forward
-from pyd.forward.http_refusal import refusal_response
+from pyd.ports.container_watch import ContainerWatch
+from pyd.relay.endpoint import make_docker_forward
+from pyd.relay.http_refusal import refusal_response
 from tests.unit.in_threads import run_in_threads
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
 

@@ -10,11 +10,11 @@ import time
 import paramiko
 import pytest
 
-from pyd.agent.mounts import MountManager
 from pyd.agent.session import SSHDown
-from pyd.agent.status import MOUNTING, MountStatus
-from pyd.mounts.model import Share
+from pyd.agent.status_file import MOUNTING, MountStatus
 from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
+from pyd.mounts.shares import Share
+from pyd.mounts.worker import MountManager
 
 SHARE = Share("/home/me", "/home/me", True)
 

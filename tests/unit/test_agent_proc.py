@@ -15,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from pyd.agent.keeper import read_keeper_status
-from pyd.agent.status import STARTING, STOPPED, read_status
+from pyd.agent.status_file import STARTING, STOPPED, read_status
 from pyd.errors import PydError
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import InstanceState, save_state
+from pyd.host.loopback import free_loopback_port
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import instance_keys
+from pyd.instance.state import InstanceState, save_state
 from pyd.lifecycle.agent_proc import (
     Launched,
     agent_running,
@@ -28,8 +30,6 @@ from pyd.lifecycle.agent_proc import (
     wait_ready,
 )
 from pyd.lifecycle.progress import Silent
-from pyd.netports import free_loopback_port
-from pyd.provision import instance_keys
 from tests.unit.qemu_stand_in import holding_pidfile
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and locks")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
-from pyd.agent.status import FAILED, READY, STARTING, AgentStatus, parse_status
+from pyd.agent.status_file import FAILED, READY, STARTING, AgentStatus, parse_status
 from pyd.lifecycle.status import overall
 
 

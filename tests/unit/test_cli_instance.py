@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from pyd.cli import main as cli_main
-from pyd.disks import create_data_disk
-from pyd.hostmem import host_memory_mib
-from pyd.instance_files import InstanceFiles
+from pyd.host.memory import host_memory_mib
+from pyd.instance.disks import create_data_disk
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import instance_keys
 from pyd.lifecycle import start as start_module
-from pyd.provision import instance_keys
 
 
 def _pyd(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

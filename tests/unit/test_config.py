@@ -5,7 +5,7 @@ from typing import Any
 
 import pytest
 
-from pyd.config.model import (
+from pyd.config.settings import (
     InstanceConfig,
     context_name,
     parse_config,
@@ -19,7 +19,7 @@ from pyd.config.model import (
 )
 from pyd.config.store import load_config, platform_defaults, save_config
 from pyd.errors import PydError, UsageError
-from pyd.mounts.model import Host, Share
+from pyd.mounts.shares import Host, Share
 
 HOST = Host("linux", "/home/u")
 DEFAULTS = platform_defaults(HOST)

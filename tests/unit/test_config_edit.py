@@ -16,7 +16,7 @@ def test_concurrent_edits_of_config_toml_lose_nothing(tmp_path: Path) -> None:
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from pyd.config.model import with_forward_added\n"
+        "from pyd.config.settings import with_forward_added\n"
         "from pyd.config.store import edit_config\n"
         "def slow(cfg):\n"
         "    time.sleep(0.2)  # a slow read-change-write: the others must wait for it\n"

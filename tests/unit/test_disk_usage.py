@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from pyd.agent.disk_usage import DiskUsage, parse_df
-from pyd.agent.status import READY, AgentStatus, parse_status
+from pyd.agent.status_file import READY, AgentStatus, parse_status
 
 DF = """Filesystem     1024-blocks    Used Available Capacity Mounted on
 /dev/vdb           8154588 7748000    406588      95% /var/lib/docker

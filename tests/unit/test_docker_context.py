@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pyd.docker_context import (
+from pyd.dockercli.context import (
     context_meta,
     current_context,
     ensure_context,

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status import READY, AgentStatus, write_status
-from pyd.docker_context import ensure_context
+from pyd.agent.status_file import READY, AgentStatus, write_status
+from pyd.dockercli.context import ensure_context
 from pyd.guestdocker.shim import shim_text
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import InstanceState, save_state
-from pyd.provision import instance_keys
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import instance_keys
+from pyd.instance.state import InstanceState, save_state
 
 # Prints each argument on a line of its own, then exits 7: what the host docker was given.
 FAKE_DOCKER = '#!/bin/sh\nfor a in "$@"; do printf \'<%s>\\n\' "$a"; done\nexit 7\n'

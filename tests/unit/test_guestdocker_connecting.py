@@ -11,8 +11,8 @@ import pytest
 
 from pyd.errors import PydError
 from pyd.guestdocker import direct
-from pyd.instance_files import InstanceFiles
-from pyd.lifecycle.instance import Instance
+from pyd.instance.files import InstanceFiles
+from pyd.instance.registry import Instance
 
 
 class FakeClient:

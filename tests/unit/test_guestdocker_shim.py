@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.docker_context import ensure_context
+from pyd.dockercli.context import ensure_context
 from pyd.errors import PydError
 from pyd.guestdocker.shim import (
     MARKER,

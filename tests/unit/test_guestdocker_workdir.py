@@ -7,7 +7,7 @@ import pytest
 
 from pyd.errors import UsageError
 from pyd.guestdocker.workdir import guest_workdir, needs_workdir, unshared_error
-from pyd.mounts.model import Share
+from pyd.mounts.shares import Share
 
 LINUX, MAC, WIN = "linux", "darwin", "win32"
 HOME = Share("/home/me", "/home/me", True)

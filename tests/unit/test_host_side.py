@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pyd.dockercli.shell_env import detect_shell, env_script
 from pyd.errors import PydError, UsageError
-from pyd.hostenv import host_timezone, proxy_settings
-from pyd.instance_state import InstanceState, parse_state, save_state
-from pyd.shell_env import detect_shell, env_script
+from pyd.host.env import host_timezone, proxy_settings
+from pyd.instance.state import InstanceState, parse_state, save_state
 from pyd.ssh.openssh import known_hosts_line, remote_command, ssh_argv
 
 HOST = "unix:///home/me/.local/share/pyd/instances/default/sock/docker.sock"

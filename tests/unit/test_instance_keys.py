@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pyd.backends.base import VMState
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import InstanceState, save_state
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import MissingKeysError, instance_keys
+from pyd.instance.state import InstanceState, save_state
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.progress import Silent
-from pyd.provision import MissingKeysError, instance_keys
-from pyd.sshkeys import read_public
+from pyd.ssh.keys import read_public
+from pyd.vm.backends.base import VMState
 from tests.unit.fakebackend import FakeBackend
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status import FAILED, READY, RECONNECTING, STOPPED, AgentStatus
+from pyd.agent.status_file import FAILED, READY, RECONNECTING, STOPPED, AgentStatus
 from pyd.lifecycle.status import keeper_note, overall, status_hint
 
 

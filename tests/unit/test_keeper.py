@@ -22,8 +22,8 @@ from pyd.agent.keeper import (
     read_keeper_status,
     was_ready,
 )
-from pyd.agent.status import FAILED, READY, RECONNECTING, STOPPED, AgentStatus, read_status
-from pyd.instance_files import InstanceFiles
+from pyd.agent.status_file import FAILED, READY, RECONNECTING, STOPPED, AgentStatus, read_status
+from pyd.instance.files import InstanceFiles
 
 TOKEN = "t0k3n"
 

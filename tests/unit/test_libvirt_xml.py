@@ -12,18 +12,18 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from pyd.arches import get_arch
-from pyd.backends.base import VMState
-from pyd.backends.libvirt_backend import (
+from pyd.errors import EnvironmentProblem, PydError, UsageError
+from pyd.vm.arches import get_arch
+from pyd.vm.backends.base import VMState
+from pyd.vm.backends.libvirt_backend import (
     LibvirtBackend,
     choose_uri,
     connect_hint,
     runs_as_root,
 )
-from pyd.backends.libvirt_xml import PYD_NS, QEMU_NS, domain_xml, instance_of
-from pyd.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec, kernel_cmdline
-from pyd.errors import EnvironmentProblem, PydError, UsageError
-from pyd.machine import machine_settings
+from pyd.vm.backends.libvirt_xml import PYD_NS, QEMU_NS, domain_xml, instance_of
+from pyd.vm.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec, kernel_cmdline
+from pyd.vm.machine import machine_settings
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 TEST_URI = "test:///default"

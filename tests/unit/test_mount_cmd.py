@@ -14,12 +14,19 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status import MOUNT_FAILED, MOUNTED, READY, AgentStatus, MountStatus, write_status
+from pyd.agent.status_file import (
+    MOUNT_FAILED,
+    MOUNTED,
+    READY,
+    AgentStatus,
+    MountStatus,
+    write_status,
+)
 from pyd.cli.agent_report import STOPPED, UNKNOWN
 from pyd.cli.mount_cmd import REMOVED, mount_listing, mount_rows
 from pyd.config.store import load_config
-from pyd.instance_files import InstanceFiles
-from pyd.mounts.model import Host, Share
+from pyd.instance.files import InstanceFiles
+from pyd.mounts.shares import Host, Share
 
 from .outcomes import ok, run_pyd, usage
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from pyd.config.model import (
+from pyd.config.settings import (
     InstanceConfig,
     parse_config,
     to_toml_dict,
@@ -20,7 +20,7 @@ from pyd.config.model import (
 )
 from pyd.config.store import load_config, platform_defaults, save_config
 from pyd.errors import UsageError
-from pyd.mounts.model import Host, Share, make_share
+from pyd.mounts.shares import Host, Share, make_share
 
 from .outcomes import refused
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from pyd.errors import UsageError
-from pyd.mounts.model import (
+from pyd.mounts.shares import (
     Host,
     Share,
     check_mount_point,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status import (
+from pyd.agent.status_file import (
     CONFLICT,
     LISTENING,
     NOT_FORWARDED,
@@ -21,9 +21,9 @@ from pyd.agent.status import (
     write_status,
 )
 from pyd.cli.port_cmd import configured_ports, port_rows, sorted_ports
-from pyd.config.model import with_forward_added
+from pyd.config.settings import with_forward_added
 from pyd.config.store import load_config
-from pyd.instance_files import InstanceFiles
+from pyd.instance.files import InstanceFiles
 
 from .outcomes import ok, run_pyd, usage
 

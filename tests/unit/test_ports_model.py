@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from pyd.errors import UsageError
-from pyd.ports.model import (
+from pyd.ports.forwards import (
     Conflict,
     Forward,
     bindings_from_containers,

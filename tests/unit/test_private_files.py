@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from pyd.atomicfile import write_atomic
-from pyd.config.model import with_value
+from pyd.config.settings import with_value
 from pyd.config.store import edit_config
-from pyd.disks import create_data_disk
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import InstanceState, save_state
-from pyd.lifecycle.instance import instance, locked
+from pyd.host.atomicfile import write_atomic
+from pyd.host.private_files import instance_dir, make_private, write_private_text
+from pyd.instance.disks import create_data_disk
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import instance_keys
+from pyd.instance.registry import instance, locked
+from pyd.instance.state import InstanceState, save_state
 from pyd.lifecycle.progress import Silent
-from pyd.private_files import instance_dir, make_private, write_private_text
-from pyd.provision import instance_keys
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
 

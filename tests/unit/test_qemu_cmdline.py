@@ -3,11 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from pyd.arches import get_arch
-from pyd.backends.qemu_cmdline import Disk, GuestSpec, kernel_cmdline, qemu_argv
-from pyd.backends.qemu_direct import DirectVM
 from pyd.errors import PydError
-from pyd.instance_files import InstanceFiles
+from pyd.instance.files import InstanceFiles
+from pyd.vm.arches import get_arch
+from pyd.vm.backends.qemu_cmdline import Disk, GuestSpec, kernel_cmdline, qemu_argv
+from pyd.vm.throwaway_qemu import DirectVM
 
 
 def _spec(tmp: Path, accel: str = "tcg") -> GuestSpec:

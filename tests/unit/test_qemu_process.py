@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from pyd.backends.base import VMState
-from pyd.backends.qemu_process import QemuProcessBackend
-from pyd.instance_files import InstanceFiles
-from pyd.procs import pid_alive
+from pyd.host.procs import pid_alive
+from pyd.instance.files import InstanceFiles
+from pyd.vm.backends.base import VMState
+from pyd.vm.backends.qemu_process import QemuProcessBackend
 
 # Holds a POSIX write lock on the pidfile the way QEMU's -pidfile does, then sleeps.
 _HOLDER = """

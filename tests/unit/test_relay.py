@@ -19,9 +19,9 @@ import paramiko
 import pytest
 
 from pyd.errors import PydError
-from pyd.forward.endpoint import docker_endpoint, make_docker_forward, pipe_name
-from pyd.forward.relay import Relay, relay
-from pyd.forward.unix_socket import MAX_PATH_BYTES, UnixSocketForward
+from pyd.relay.endpoint import docker_endpoint, make_docker_forward, pipe_name
+from pyd.relay.pump import Relay, relay
+from pyd.relay.unix_socket import MAX_PATH_BYTES, UnixSocketForward
 from pyd.ssh.streamlocal import KIND, StreamLocalError, open_streamlocal
 from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
 from tests.unit.in_threads import run_in_threads
@@ -393,7 +393,7 @@ def test_forward_closes_the_client_when_no_channel_opens(
         return open_streamlocal(ssh_pair.client, "/run/docker-not-running.sock")
 
     with (
-        caplog.at_level(logging.WARNING, logger="pyd.forward"),
+        caplog.at_level(logging.WARNING, logger="pyd.relay"),
         UnixSocketForward(path, refused) as fwd,
         connect(path) as c,
     ):
@@ -460,7 +460,7 @@ def test_docker_endpoint_per_platform() -> None:
 
 
 def test_make_docker_forward_picks_by_platform(tmp_path: Path) -> None:
-    from pyd.forward.named_pipe import NamedPipeForward
+    from pyd.relay.named_pipe import NamedPipeForward
 
     unix = make_docker_forward("dev", tmp_path / "docker.sock", lambda: None, platform="linux")
     pipe = make_docker_forward("dev", tmp_path / "docker.sock", lambda: None, platform="win32")
@@ -471,7 +471,7 @@ def test_make_docker_forward_picks_by_platform(tmp_path: Path) -> None:
 
 
 def test_named_pipe_forward_refuses_to_start_off_windows() -> None:
-    from pyd.forward.named_pipe import NamedPipeForward
+    from pyd.relay.named_pipe import NamedPipeForward
 
     with pytest.raises(PydError, match="Windows"):
         NamedPipeForward("dev", lambda: None).start()

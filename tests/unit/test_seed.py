@@ -7,9 +7,9 @@ import pycdlib
 import pytest
 
 from pyd.errors import UsageError
-from pyd.seed.contents import Seed, SeedMount, proxy_ports_at, render_seed
-from pyd.seed.iso import write_seed_iso
-from pyd.sshkeys import generate_keypair
+from pyd.instance.seed import Seed, SeedMount, proxy_ports_at, render_seed
+from pyd.instance.seed_iso import write_seed_iso
+from pyd.ssh.keys import generate_keypair
 
 
 def _seed(**kw: object) -> Seed:

@@ -18,10 +18,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pyd.agent.mounts import MountManager
-from pyd.agent.status import MOUNTED, MountStatus
-from pyd.mounts.model import Share
+from pyd.agent.status_file import MOUNTED, MountStatus
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
+from pyd.mounts.shares import Share
+from pyd.mounts.worker import MountManager
 
 from .sshserver import AllowAnyone, SSHServer, client_without_auth
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pyd.backends.base import VMBackend, VMState
 from pyd.cli.progress import LABELS
 from pyd.errors import PydError
-from pyd.lifecycle import backend as backend_module
+from pyd.instance.registry import instance
 from pyd.lifecycle import stop as stop_module
-from pyd.lifecycle.instance import instance
 from pyd.lifecycle.progress import Silent
+from pyd.vm.backends import choice as backend_module
+from pyd.vm.backends.base import VMBackend, VMState
 from tests.unit.fakebackend import FakeBackend
 
 CORRUPT = "cpus = [unclosed\n"

@@ -18,19 +18,19 @@ import paramiko
 import pytest
 
 from pyd.errors import PydError
-from pyd.forward.port_holder import listening_inodes, parse_lsof, port_holder
-from pyd.forward.relay import relay
-from pyd.forward.tcp_port import (
+from pyd.ports.forwards import Forward
+from pyd.ports.holder import listening_inodes, parse_lsof, port_holder
+from pyd.ports.listener import (
     PortBindError,
     PortInUseError,
     TcpPortForward,
     bind_error,
     bind_listener,
 )
-from pyd.ports.model import Forward
+from pyd.relay.pump import relay
 from pyd.ssh.connect import SSHTarget, connect
 from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
-from pyd.sshkeys import generate_keypair, write_private
+from pyd.ssh.keys import generate_keypair, write_private
 from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
 from tests.unit.in_threads import run_in_threads
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth, host_keypair

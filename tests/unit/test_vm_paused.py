@@ -15,10 +15,10 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from pyd.backends.base import VMState
-from pyd.backends.libvirt_backend import LibvirtBackend
-from pyd.backends.qemu_process import QemuProcessBackend, _qmp_reply, vm_paused
-from pyd.instance_files import InstanceFiles
+from pyd.instance.files import InstanceFiles
+from pyd.vm.backends.base import VMState
+from pyd.vm.backends.libvirt_backend import LibvirtBackend
+from pyd.vm.backends.qemu_process import QemuProcessBackend, _qmp_reply, vm_paused
 from tests.unit.qemu_stand_in import holding_pidfile
 from tests.unit.test_libvirt_xml import TEST_URI, make_spec
 

@@ -5,7 +5,7 @@ guest). The protocol is in pyd.guestdocker.exec_protocol; the session is the sam
 the client's own stdin, stdout and stderr, passed over the socket.
 
 Who may connect is decided as for the Docker socket: 0600 in the instance's private socket
-directory (pyd.forward.unix_socket). POSIX hosts only: Windows has no descriptor passing, and
+directory (pyd.relay.unix_socket). POSIX hosts only: Windows has no descriptor passing, and
 `pyd docker` there connects by itself.
 """
 
@@ -24,9 +24,6 @@ from pathlib import Path
 import paramiko
 
 from pyd.errors import PydError
-from pyd.forward.connections import ConnectionThreads
-from pyd.forward.relay import HostStream
-from pyd.forward.unix_socket import UnixSocketListener
 from pyd.guestdocker.exec_protocol import (
     HEADER,
     STREAM_FDS,
@@ -40,6 +37,9 @@ from pyd.guestdocker.exec_protocol import (
 )
 from pyd.guestdocker.run import HUNG_UP, GuestSession
 from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
+from pyd.relay.connections import ConnectionThreads
+from pyd.relay.pump import HostStream
+from pyd.relay.unix_socket import UnixSocketListener
 
 log = logging.getLogger("pyd.agent")
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyd.agent.status import FAILED, READY, RECONNECTING
+from pyd.agent.status_file import FAILED, READY, RECONNECTING
 
-# VM states as pyd.backends.base.VMState values (strings here: this module imports no backend).
+# VM states as pyd.vm.backends.base.VMState values (strings here: this module imports no backend).
 VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_ABSENT = "running", "paused", "stopped", "absent"
 VM_GONE = (VM_STOPPED, VM_ABSENT)
 

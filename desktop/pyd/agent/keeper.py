@@ -29,7 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pyd.agent.status import (
+from pyd.agent.status_file import (
     FAILED,
     READY,
     RECONNECTING,
@@ -38,8 +38,8 @@ from pyd.agent.status import (
     read_status,
     write_status,
 )
-from pyd.atomicfile import write_atomic
-from pyd.instance_files import InstanceFiles
+from pyd.host.atomicfile import write_atomic
+from pyd.instance.files import InstanceFiles
 
 CRASH_LIMIT = 5  # this many crashes ...
 CRASH_WINDOW = 60.0  # ... within this many seconds: give up

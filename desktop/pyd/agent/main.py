@@ -17,16 +17,13 @@ from typing import Any
 import paramiko
 from filelock import FileLock, Timeout
 
-from pyd.agent.container_watch import ContainerWatch
 from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, VM_STOPPED, verdict
 from pyd.agent.keeper import RESTARTED_ENV
-from pyd.agent.mounts import MountManager
-from pyd.agent.ports import PortManager
 from pyd.agent.session import SSHDown, SSHSession
-from pyd.agent.status import (
+from pyd.agent.status_file import (
     FAILED,
     MOUNTING,
     READY,
@@ -34,20 +31,23 @@ from pyd.agent.status import (
     STOPPED,
     AgentStatus,
 )
-from pyd.agent.status import write_status as _write_status
-from pyd.atomicfile import write_atomic
-from pyd.config.model import InstanceConfig
+from pyd.agent.status_file import write_status as _write_status
+from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
 from pyd.errors import PydError
-from pyd.forward.endpoint import DockerForward, docker_endpoint, make_docker_forward
-from pyd.forward.unix_socket import UnixSocketListener
-from pyd.instance_files import InstanceFiles
-from pyd.instance_state import load_state
+from pyd.host.atomicfile import write_atomic
+from pyd.host.private_files import write_private_text
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import instance_keys
+from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import find_endpoint
 from pyd.mounts.sftp_host import choose_server
-from pyd.ports.model import Forward
-from pyd.private_files import write_private_text
-from pyd.provision import instance_keys
+from pyd.mounts.worker import MountManager
+from pyd.ports.container_watch import ContainerWatch
+from pyd.ports.forwards import Forward
+from pyd.ports.manager import PortManager
+from pyd.relay.endpoint import DockerForward, docker_endpoint, make_docker_forward
+from pyd.relay.unix_socket import UnixSocketListener
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
 from pyd.ssh.openssh import known_hosts_line
@@ -448,7 +448,7 @@ def _more_descriptors() -> None:
 
 def _vm_state_probe(name: str) -> Callable[[], str]:
     """The VM's state as its backend tells it (a VMState value), "unknown" when it cannot."""
-    from pyd.lifecycle.backend import backend_for
+    from pyd.vm.backends.choice import backend_for
 
     backends: list[Any] = []  # made on first use: libvirt's connection is kept and reused
 

@@ -12,10 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from pyd.agent.status import AgentStatus
+from pyd.agent.status_file import AgentStatus
 from pyd.cli.render import err_console, out_console, print_columns
+from pyd.instance.registry import Instance, existing
 from pyd.lifecycle.agent_proc import agent_running, agent_status
-from pyd.lifecycle.instance import Instance, existing
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 

@@ -9,12 +9,12 @@ import tomlkit
 import typer
 
 from pyd.cli.render import err_console, out_console
-from pyd.config.model import to_toml_dict, with_value
+from pyd.config.settings import to_toml_dict, with_value
 from pyd.config.store import edit_config, load_config
 from pyd.errors import UsageError
-from pyd.lifecycle.instance import DEFAULT, existing, instance
+from pyd.host.private_files import instance_dir
+from pyd.instance.registry import DEFAULT, existing, instance
 from pyd.lifecycle.status import instance_status
-from pyd.private_files import instance_dir
 
 app = typer.Typer(help="Show or change an instance's settings.", no_args_is_help=True)
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyd.config.model import InstanceConfig
+from pyd.config.settings import InstanceConfig
 from pyd.config.store import edit_config as edit_config_file
+from pyd.instance.registry import Instance, existing
 from pyd.lifecycle.agent_proc import agent_running
-from pyd.lifecycle.instance import Instance, existing
 
 
 @dataclass(frozen=True)

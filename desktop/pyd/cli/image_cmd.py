@@ -11,15 +11,15 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from pyd.arches import get_arch
 from pyd.cli.render import err_console, human_size, out_console, print_columns
 from pyd.errors import ImageError, ImageMismatchError
+from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.fetch import fetch_image
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.image.verify import image_problems
-from pyd.paths import images_dir
+from pyd.vm.arches import get_arch
 
 app = typer.Typer(help="Build, list, verify and fetch guest images.", no_args_is_help=True)
 
@@ -136,7 +136,7 @@ def boot_check(
 ) -> None:
     """Boot a cached image once in a throwaway VM and ask its Docker engine for its version."""
     # paramiko is slow to import; only this command needs it.
-    from pyd.guestrun import booted, check, elapsed, prepare, wait_for_docker
+    from pyd.vm.throwaway import booted, check, elapsed, prepare, wait_for_docker
 
     cache = _cache()
     image = cache.get(key) if key else cache.find(get_arch().name)

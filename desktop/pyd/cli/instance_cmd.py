@@ -13,14 +13,14 @@ from typing import Annotated
 
 import typer
 
-from pyd.atomicfile import write_atomic
 from pyd.cli.progress import TerminalProgress
 from pyd.cli.render import err_console, out_console, print_columns
+from pyd.dockercli.shell_env import SHELLS, detect_shell, env_script
 from pyd.errors import EnvironmentProblem, PydError, UsageError
-from pyd.instance_state import load_state
-from pyd.lifecycle.instance import DEFAULT, Instance, all_instances, existing, name_option
+from pyd.host.atomicfile import write_atomic
+from pyd.instance.registry import DEFAULT, Instance, all_instances, existing, name_option
+from pyd.instance.state import load_state
 from pyd.lifecycle.status import InstanceStatus, broken_status, instance_status
-from pyd.shell_env import SHELLS, detect_shell, env_script
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
@@ -200,7 +200,7 @@ def ssh(
             hint="install it (Debian: apt-get install openssh-client; Windows: the "
             "OpenSSH Client optional feature)",
         )
-    from pyd.provision import instance_keys
+    from pyd.instance.provision import instance_keys
 
     _key, host = instance_keys(inst.files)
     write_atomic(inst.files.known_hosts, known_hosts_line(state.ssh_port, host.public_openssh))

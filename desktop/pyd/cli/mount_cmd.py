@@ -14,16 +14,16 @@ from typing import Annotated
 
 import typer
 
-from pyd.agent.status import MountStatus
+from pyd.agent.status_file import MountStatus
 from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
 from pyd.cli.config_edit import edit_config, when_applied
 from pyd.cli.render import err_console
-from pyd.config.model import InstanceConfig, with_mount_added, with_mount_removed
+from pyd.config.settings import InstanceConfig, with_mount_added, with_mount_removed
 from pyd.config.store import load_config
 from pyd.errors import UsageError
-from pyd.hostenv import this_host
-from pyd.lifecycle.instance import DEFAULT
-from pyd.mounts.model import Share, host_location, make_share, suggested_mount_point
+from pyd.host.env import this_host
+from pyd.instance.registry import DEFAULT
+from pyd.mounts.shares import Share, host_location, make_share, suggested_mount_point
 
 app = typer.Typer(
     help="Share host directories with the guest, and list the shares.", no_args_is_help=True

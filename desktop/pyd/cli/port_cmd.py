@@ -11,14 +11,14 @@ from typing import Annotated
 
 import typer
 
-from pyd.agent.status import PortStatus
+from pyd.agent.status_file import PortStatus
 from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
 from pyd.cli.config_edit import edit_config, when_applied
 from pyd.cli.render import err_console
-from pyd.config.model import InstanceConfig, with_forward_added, with_forward_removed
+from pyd.config.settings import InstanceConfig, with_forward_added, with_forward_removed
 from pyd.config.store import load_config
-from pyd.lifecycle.instance import DEFAULT
-from pyd.ports.model import address_text, parse_port_spec
+from pyd.instance.registry import DEFAULT
+from pyd.ports.forwards import address_text, parse_port_spec
 
 app = typer.Typer(
     help="Forward host ports to the guest, and list the forwards.", no_args_is_help=True
@@ -85,7 +85,7 @@ def configured_ports(cfg: InstanceConfig, state: str, detail: str = "") -> tuple
     """The manual forwards of `cfg` as `ls` shows them when no agent reports on them."""
     # The agent's own spelling of a forward; imported here, as paramiko comes with it and
     # would add a fifth of a second to every other pyd command.
-    from pyd.agent.ports import port_status
+    from pyd.ports.manager import port_status
 
     return tuple(port_status(parse_port_spec(spec), state, detail) for spec in cfg.port_forwards)
 

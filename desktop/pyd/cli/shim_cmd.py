@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 
 from pyd.cli.render import err_console
-from pyd.config.model import validate_name
+from pyd.config.settings import validate_name
 from pyd.guestdocker.shim import DEFAULT_DIR, install_shim, remove_shim
-from pyd.lifecycle.instance import DEFAULT
+from pyd.instance.registry import DEFAULT
 
 app = typer.Typer(
     help="Put a `docker` command on PATH that runs `pyd docker` (for hosts without docker).",

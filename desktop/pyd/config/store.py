@@ -20,8 +20,7 @@ from tomlkit.exceptions import TOMLKitError
 from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Key, Null, Table, Whitespace
 from tomlkit.toml_document import TOMLDocument
 
-from pyd.atomicfile import write_atomic
-from pyd.config.model import (
+from pyd.config.settings import (
     MOUNTS,
     InstanceConfig,
     canonical_entry,
@@ -31,9 +30,10 @@ from pyd.config.model import (
     to_toml_dict,
 )
 from pyd.errors import PydError
-from pyd.filelocks import holding
-from pyd.hostenv import this_host
-from pyd.mounts.model import Host, Share, default_shares
+from pyd.host.atomicfile import write_atomic
+from pyd.host.env import this_host
+from pyd.host.filelocks import holding
+from pyd.mounts.shares import Host, Share, default_shares
 from pyd.mounts.winpath import guest_path
 from pyd.resources import vmconfig
 

@@ -8,9 +8,9 @@ import threading
 import paramiko
 
 from pyd.errors import PydError
-from pyd.lifecycle.instance import Instance, name_option
+from pyd.instance.registry import Instance, name_option
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
-from pyd.sshkeys import read_public
+from pyd.ssh.keys import read_public
 
 GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
 
@@ -55,12 +55,12 @@ class Connecting:
 
 
 def _connect(inst: Instance, port: int) -> paramiko.SSHClient:
-    # The guest's host key, as pyd generated it for the seed: pinned. Read directly: the
-    # module that makes keys (pyd.provision) is slow to import, and they exist once started.
+    # The guest's host key, as pyd generated it for the seed: pinned. Read directly: the module
+    # that makes keys (pyd.instance.provision) is slow to import, and they exist once started.
     try:
         host_key = read_public(inst.files.host_key)
     except FileNotFoundError:
-        from pyd.provision import instance_keys
+        from pyd.instance.provision import instance_keys
 
         host_key = instance_keys(inst.files)[1].public_openssh
     target = SSHTarget("127.0.0.1", port, GUEST_USER, inst.files.client_key, host_key)

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pyd.docker_context import META_FILE, config_dir, meta_dir_name
+from pyd.dockercli.context import META_FILE, config_dir, meta_dir_name
 
 
 def context_exists(name: str) -> bool:

@@ -23,14 +23,14 @@ from pyd.guestdocker.shim import find_docker
 from pyd.guestdocker.streams import HostStreams
 from pyd.guestdocker.winargs import translate_args
 from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, needs_workdir, unshared_error
-from pyd.hostenv import this_host
-from pyd.instance_state import load_state
+from pyd.host.env import this_host
+from pyd.instance.registry import DEFAULT, Instance, existing, name_option
+from pyd.instance.state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status
-from pyd.lifecycle.instance import DEFAULT, Instance, existing, name_option
 from pyd.mounts.winpath import WINDOWS
 
 if TYPE_CHECKING:
-    from pyd.mounts.model import Share
+    from pyd.mounts.shares import Share
 
 USAGE = "pyd docker|compose [-n NAME] [--via-guest] [--] ARGS..."
 
@@ -81,7 +81,7 @@ def run_docker(inv: Invocation, compose: bool) -> int:
     if not inv.via_guest:
         docker = find_docker(os.environ.get("PATH", os.defpath))
         if docker is not None:
-            from pyd.config.model import context_name
+            from pyd.config.settings import context_name
 
             context = context_name(inst.name)
             # The context also wins over DOCKER_HOST and DOCKER_CONTEXT in the environment;

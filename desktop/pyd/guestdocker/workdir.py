@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from pyd.errors import UsageError
 from pyd.guestdocker.cmdline import RUNS, find_command, has_option
-from pyd.mounts.model import Share, describe
+from pyd.mounts.shares import Share, describe
 from pyd.mounts.winpath import WINDOWS, guest_path
 
 # Where a command that reads no host files runs when the current directory is not shared.

@@ -14,11 +14,11 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from pyd.agent.keeper import KeeperStatus, read_keeper_status
-from pyd.agent.status import FAILED, READY, STOPPED, AgentStatus, read_status, write_status
+from pyd.agent.status_file import FAILED, READY, STOPPED, AgentStatus, read_status, write_status
 from pyd.errors import PydError
-from pyd.instance_files import InstanceFiles
+from pyd.host.procs import terminate
+from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.progress import Progress
-from pyd.procs import terminate
 
 WAIT_READY = 330.0  # the agent's own boot timeout (300 s) plus slack
 

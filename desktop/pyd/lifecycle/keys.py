@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pyd.backends.base import VMBackend, VMState
-from pyd.instance_files import InstanceFiles
+from pyd.instance.files import InstanceFiles
+from pyd.instance.provision import new_keys
 from pyd.lifecycle.agent_proc import stop_agent
 from pyd.lifecycle.progress import Progress, phase
 from pyd.lifecycle.stop import SHUTDOWN_TIMEOUT
-from pyd.provision import new_keys
+from pyd.vm.backends.base import VMBackend, VMState
 
 
 def renew_keys(

@@ -8,21 +8,21 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyd.accel import detect_accel
-from pyd.agent.status import READY
-from pyd.arches import get_arch
-from pyd.backends.base import VMBackend, VMState
-from pyd.backends.guest_spec import guest_spec
-from pyd.config.model import InstanceConfig, context_name, with_value
+from pyd.agent.status_file import READY
+from pyd.config.settings import InstanceConfig, context_name, with_value
 from pyd.config.store import load_config, save_config
-from pyd.docker_context import ensure_context
+from pyd.dockercli.context import ensure_context
 from pyd.errors import ImageError, UsageError
-from pyd.hostenv import host_timezone, proxy_settings
-from pyd.hostmem import check_memory, host_memory_mib
+from pyd.host.env import host_timezone, proxy_settings
+from pyd.host.loopback import free_loopback_port
+from pyd.host.memory import check_memory, host_memory_mib
+from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
-from pyd.instance_state import InstanceState, load_state, save_state
+from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
+from pyd.instance.registry import Instance, instance, locked
+from pyd.instance.state import InstanceState, load_state, save_state
 from pyd.lifecycle.agent_proc import (
     agent_running,
     agent_status,
@@ -30,14 +30,14 @@ from pyd.lifecycle.agent_proc import (
     stop_agent,
     wait_ready,
 )
-from pyd.lifecycle.backend import backend_for_config
-from pyd.lifecycle.instance import Instance, instance, locked
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.progress import Progress, phase
-from pyd.machine import machine_settings
-from pyd.netports import free_loopback_port
-from pyd.paths import images_dir
-from pyd.provision import SeedSettings, ensure_disks, instance_keys, write_seed
+from pyd.vm.accel import detect_accel
+from pyd.vm.arches import get_arch
+from pyd.vm.backends.base import VMBackend, VMState
+from pyd.vm.backends.choice import backend_for_config
+from pyd.vm.machine import machine_settings
+from pyd.vm.spec import guest_spec
 
 # After a resume, how long `pyd start` lets the running agent find its link again before it
 # starts a new one (a link that heals is back within ~2 s, over a paused TCP connection).

@@ -7,16 +7,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status import READY, AgentStatus, MountStatus, PortStatus
-from pyd.backends.base import VMState
-from pyd.config.model import context_name
+from pyd.agent.status_file import READY, AgentStatus, MountStatus, PortStatus
+from pyd.config.settings import context_name
 from pyd.config.store import load_config
-from pyd.disks import disk_size_gib
 from pyd.errors import PydError
-from pyd.instance_state import load_state
+from pyd.instance.disks import disk_size_gib
+from pyd.instance.registry import Instance, name_option
+from pyd.instance.state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running, keeper_status
-from pyd.lifecycle.backend import backend_for_config
-from pyd.lifecycle.instance import Instance, name_option
+from pyd.vm.backends.base import VMState
+from pyd.vm.backends.choice import backend_for_config
 
 
 @dataclass(frozen=True)

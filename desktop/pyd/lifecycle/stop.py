@@ -6,14 +6,14 @@ from __future__ import annotations
 import contextlib
 import shutil
 
-from pyd.backends.base import VMBackend, VMState
-from pyd.config.model import context_name
-from pyd.docker_context import remove_context
+from pyd.config.settings import context_name
+from pyd.dockercli.context import remove_context
 from pyd.errors import PydError
+from pyd.instance.registry import existing, locked
 from pyd.lifecycle.agent_proc import stop_agent
-from pyd.lifecycle.backend import backends_to_stop
-from pyd.lifecycle.instance import existing, locked
 from pyd.lifecycle.progress import Progress, phase
+from pyd.vm.backends.base import VMBackend, VMState
+from pyd.vm.backends.choice import backends_to_stop
 
 SHUTDOWN_TIMEOUT = 60.0
 _DOWN = (VMState.STOPPED, VMState.ABSENT)

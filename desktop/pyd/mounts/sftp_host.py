@@ -160,7 +160,7 @@ def remote_path(location: str, platform: str) -> str:
 
 
 class ProcessStream:
-    """An SFTP server process as the relay's host side (pyd.forward.relay.HostStream):
+    """An SFTP server process as the relay's host side (pyd.relay.pump.HostStream):
     recv reads its stdout, sendall writes its stdin, shutdown ends its stdin."""
 
     def __init__(self, argv: list[str]) -> None:

@@ -1,0 +1,50 @@
+"""Instance disks as qcow2 files: a copy-on-write overlay on the read-only base image
+(the OS disk) and the persistent data disk Docker's state lives on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from pyd.errors import EnvironmentProblem, PydError
+from pyd.host.private_files import FILE_MODE
+
+
+def _qemu_img(*args: str) -> None:
+    exe = shutil.which("qemu-img")
+    if not exe:
+        raise EnvironmentProblem(
+            "qemu-img is not installed",
+            hint="install QEMU (Debian: apt-get install qemu-utils; macOS: brew install qemu)",
+        )
+    done = subprocess.run([exe, *args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise PydError(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
+
+
+def create_overlay(base: Path, dest: Path) -> None:
+    """A new OS disk: writes go to `dest`, `base` is never modified."""
+    _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base.resolve()), str(dest))
+    dest.chmod(FILE_MODE)  # Docker's data: qemu-img makes it 0644
+
+
+def create_data_disk(dest: Path, size_gib: int) -> None:
+    """A blank, sparse data disk; the guest formats it on first boot. Never overwrites."""
+    if dest.exists():
+        raise PydError(f"refusing to overwrite the data disk {dest}")
+    _qemu_img("create", "-q", "-f", "qcow2", str(dest), f"{size_gib}G")
+    dest.chmod(FILE_MODE)
+
+
+def disk_size_gib(path: Path) -> int | None:
+    """The virtual size of the qcow2 disk at `path` in whole GiB, from its header (offset 24,
+    big-endian): what the guest sees, whatever config.toml says. None without a readable one."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(32)
+    except OSError:
+        return None
+    if len(header) < 32 or header[:4] != b"QFI\xfb":
+        return None
+    return int.from_bytes(header[24:32], "big") // (1024**3)

@@ -1,0 +1,50 @@
+"""What pyd chose for an instance at its first start and keeps across restarts: the SSH
+port on host loopback and the image its OS disk sits on. Not user settings (that is
+config.toml); a JSON file pyd alone writes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyd.errors import PydError
+from pyd.host.atomicfile import write_atomic
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    ssh_port: int
+    image_key: str
+    accel: str
+
+
+def parse_state(text: str, origin: str) -> InstanceState:
+    try:
+        data = json.loads(text)
+        return InstanceState(
+            ssh_port=int(data["ssh_port"]),
+            image_key=str(data["image_key"]),
+            accel=str(data["accel"]),
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise PydError(
+            f"the instance state file {origin} is corrupted ({e})",
+            hint=f"remove it ({origin}): the next `pyd start` writes it again with a free "
+            "SSH port and the cached image (the disks, keys and settings are kept). Or restore "
+            "it: its image_key must name the image the OS disk was made on (see `pyd image "
+            "ls` and `qemu-img info` of os.qcow2)",
+        ) from None
+
+
+def load_state(path: Path) -> InstanceState | None:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    return parse_state(text, str(path))
+
+
+def save_state(path: Path, state: InstanceState) -> None:
+    write_atomic(path, json.dumps(asdict(state), indent=2) + "\n")
+

@@ -1,0 +1,292 @@
+"""The agent's shares: one worker per share keeps it mounted in the guest over SSH.
+
+A worker runs `sshfs -o slave` in the guest on an exec channel and serves SFTP on the host
+end (pyd.mounts.sftp_host chooses the server and confines it to the share). With the system's
+ssh, the channel is an OpenSSH session of its own, piped straight to the server process
+(pyd.mounts.openssh_link says why); otherwise it is a channel of the agent's connection, on
+which the built-in server answers in the agent, or a confined sftp-server's bytes are relayed.
+When the session ends (SSH dropped, the VM paused or restarted, sshfs died) the worker mounts
+again once SSH is back; meanwhile the share is "mounting". Config changes (`pyd mount
+add/rm`) start and stop workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import paramiko
+
+from pyd.agent.status_file import MOUNT_FAILED, MOUNTED, MOUNTING, MountStatus
+from pyd.errors import PydError
+from pyd.mounts.binds import binds_on
+from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
+from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
+from pyd.mounts.shares import Share
+from pyd.mounts.sshfs import access_options, mount_command, unmount_command, wait_mounted_command
+from pyd.relay.pump import Relay
+
+log = logging.getLogger("pyd.agent")
+
+MOUNT_WAIT = 60.0  # sshfs start to mounted, under emulation: ~1 s
+RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # back-off between attempts that failed
+SSH_WAIT = 5.0  # a worker asks for SSH this often while it is down (the supervisor reconnects)
+
+OpenTransport = Callable[[float], paramiko.Transport]
+Report = Callable[[tuple[MountStatus, ...]], None]
+
+
+class MountWorker:
+    """Keeps one share mounted until closed."""
+
+    def __init__(
+        self,
+        share: Share,
+        transport: OpenTransport,
+        server: SftpServer,
+        changed: Callable[[], None],
+        openssh: OpenSSHEndpoint | None = None,
+    ) -> None:
+        self.share = share
+        self._transport = transport
+        self._server = server.for_share(share.location)
+        if self._server.note and not server.note:
+            log.warning("share %s: %s; the built-in SFTP server serves it", share.location,
+                        self._server.note)  # fmt: skip
+        self._changed = changed
+        self._openssh = openssh  # the system's ssh carries the share when there is one
+        self.state = MOUNTING
+        self.detail = "waiting for SSH"
+        self._closed = threading.Event()
+        self._session: paramiko.Channel | OpenSSHLink | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(
+            target=self._run, name=f"mount {share.mount_point}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def status(self) -> MountStatus:
+        s = self.share
+        return MountStatus(s.location, s.mount_point, s.writable, self.state, self.detail)
+
+    def close(self, unmount: bool) -> None:
+        """Stops the worker; with `unmount`, also takes the mount away in the guest (a share
+        the user removed), rather than leaving it to the VM's shutdown."""
+        self._closed.set()
+        with self._lock:
+            session = self._session
+        if session is not None:
+            session.close()  # sshfs sees the end of its input and unmounts
+        self._thread.join(timeout=10)
+        if unmount:
+            with contextlib.suppress(PydError, paramiko.SSHException, OSError, EOFError):
+                _exec(self._transport(1.0), unmount_command(self.share.mount_point), 30.0)
+
+    def _set(self, state: str, detail: str = "") -> None:
+        if (state, detail) != (self.state, self.detail):
+            self.state, self.detail = state, detail
+            self._changed()
+
+    def _run(self) -> None:
+        delay = RETRY_FIRST
+        while not self._closed.is_set():
+            started = time.monotonic()
+            try:
+                transport = self._transport(SSH_WAIT)
+            except PydError:
+                self._closed.wait(1.0)
+                continue
+            try:
+                self._mount_and_serve(transport)
+                problem = "the guest's sshfs stopped"
+            except (PydError, paramiko.SSHException, OSError, EOFError) as e:
+                problem = e.message if isinstance(e, PydError) else str(e) or type(e).__name__
+            if self._closed.is_set():
+                return
+            if transport.is_active():
+                # SSH is up, so this attempt itself failed: say why, and back off.
+                log.warning("share %s: %s", self.share.mount_point, problem)
+                self._set(MOUNT_FAILED, problem)
+                if time.monotonic() - started > 60:
+                    delay = RETRY_FIRST  # it was up for a while: a fresh failure
+                self._closed.wait(delay)
+                delay = min(delay * 2, RETRY_MAX)
+            else:
+                self._set(MOUNTING, "waiting for SSH")
+                delay = RETRY_FIRST
+
+    def _mount_and_serve(self, transport: paramiko.Transport) -> None:
+        """One mount: blocks while it lasts. Raises when it could not be made."""
+        self._set(MOUNTING, "")
+        share = self.share
+        command = mount_command(
+            remote_path(share.location, sys.platform),
+            share.mount_point,
+            share.writable,
+            access_options(_host_euid()),
+        )
+        session: paramiko.Channel | OpenSSHLink
+        if self._openssh is not None:
+            session = OpenSSHLink(
+                self._openssh.argv(command), self._server.argv(share.location, share.writable)
+            )
+        else:
+            session = transport.open_session(timeout=30)
+        with self._lock:
+            self._session = session
+        try:
+            if self._closed.is_set():
+                return
+            waiter = threading.Thread(
+                target=self._await_mounted, args=(transport, session), daemon=True
+            )
+            if isinstance(session, OpenSSHLink):
+                waiter.start()
+                session.wait()
+                why = session.ended()
+            else:
+                session.exec_command(command)
+                waiter.start()
+                self._serve(session)
+                why = _ended(session)
+            waiter.join(timeout=1)
+            if not self._closed.is_set():
+                raise PydError(why)
+        finally:
+            with self._lock:
+                self._session = None
+            session.close()
+
+    def _serve(self, chan: paramiko.Channel) -> None:
+        share = self.share
+        if self._server.builtin:
+            from pyd.mounts.sftp_server import serve_sftp  # paramiko's SFTP classes: lazily
+
+            serve_sftp(chan, share.location, share.writable)
+        else:
+            server = ProcessStream(self._server.argv(share.location, share.writable))
+            Relay(server, chan, "sftp").run()
+
+    def _await_mounted(
+        self, transport: paramiko.Transport, session: paramiko.Channel | OpenSSHLink
+    ) -> None:
+        try:
+            code = _exec(transport, wait_mounted_command(self.share.mount_point, MOUNT_WAIT))
+        except (PydError, paramiko.SSHException, OSError, EOFError):
+            return  # the connection went; the worker's own session ends too
+        ended = not session.running() if isinstance(session, OpenSSHLink) else session.closed
+        if ended or self._closed.is_set():
+            return
+        if code == 0:
+            log.info("share %s mounted at %s", self.share.location, self.share.mount_point)
+            self._set(MOUNTED)
+        else:
+            self._set(MOUNT_FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
+            session.close()
+
+
+def _host_euid() -> int | None:
+    return os.geteuid() if hasattr(os, "geteuid") else None
+
+
+def _ended(chan: paramiko.Channel) -> str:
+    """Why the guest's side of a mount ended: sshfs's exit status and last words."""
+    err = b""
+    with contextlib.suppress(OSError, paramiko.SSHException):
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(4096)
+    code = chan.exit_status if chan.exit_status_ready() else None
+    text = " ".join(err.decode(errors="replace").split())[-300:]
+    how = f"sshfs exited with status {code}" if code is not None else "the SFTP stream ended"
+    return f"{how}: {text}" if text else how
+
+
+def _exec(transport: paramiko.Transport, command: str, timeout: float = MOUNT_WAIT + 30) -> int:
+    chan = transport.open_session(timeout=30)
+    try:
+        chan.settimeout(timeout)
+        chan.exec_command(command)
+        return int(chan.recv_exit_status())
+    finally:
+        chan.close()
+
+
+class MountManager:
+    """The workers for the configured shares."""
+
+    def __init__(
+        self,
+        transport: OpenTransport,
+        server: SftpServer,
+        report: Report,
+        openssh: OpenSSHEndpoint | None = None,
+    ) -> None:
+        self._transport = transport
+        self._server = server
+        self._report = report
+        self._openssh = openssh
+        self._workers: dict[Share, MountWorker] = {}
+        self._warned: set[tuple[str, str, str]] = set()
+        self._lock = threading.RLock()
+        if server.note:
+            log.warning("%s; the built-in SFTP server serves the shares instead", server.note)
+        over = f"{openssh.ssh} sessions" if openssh else "the agent's SSH"
+        log.info("shares are served by %s over %s", server.describe(), over)
+
+    def set_shares(self, shares: Iterable[Share]) -> None:
+        wanted = list(shares)
+        with self._lock:
+            gone = [w for s, w in self._workers.items() if s not in wanted]
+            for worker in gone:
+                del self._workers[worker.share]
+            for share in wanted:
+                if share not in self._workers:
+                    worker = MountWorker(
+                        share, self._transport, self._server, self._publish, self._openssh
+                    )
+                    self._workers[share] = worker
+                    worker.start()
+        for worker in gone:
+            log.info("share %s removed; unmounting", worker.share.mount_point)
+            worker.close(unmount=True)
+        self._publish()
+
+    def check_containers(self, containers: list[Mapping[str, Any]]) -> None:
+        """Logs, once per container and share, a running container that bind-mounts a path of
+        a share that is not mounted: it sees the guest's empty directory, not the host's."""
+        with self._lock:
+            down = [w.status() for w in self._workers.values() if w.state != MOUNTED]
+        found = binds_on(containers, [s.mount_point for s in down])
+        self._warned &= set(found)  # one whose share came back may warn again when it goes
+        for name, source, share in found:
+            if (name, source, share) in self._warned:
+                continue
+            self._warned.add((name, source, share))
+            why = next((s.detail for s in down if s.mount_point == share), "") or "not mounted"
+            log.error(
+                "container %s uses %s, but the share %s is not mounted (%s): it sees an empty "
+                "directory; restart the container once `pyd mount ls` shows the share mounted",
+                name,
+                source,
+                share,
+                why,
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            worker.close(unmount=False)
+
+    def _publish(self) -> None:
+        with self._lock:
+            report = tuple(w.status() for w in self._workers.values())
+        self._report(report)

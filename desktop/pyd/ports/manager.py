@@ -1,0 +1,119 @@
+"""The agent's published-port forwards: what Docker publishes plus the manual ones, kept
+in step with listeners on the host. Every binding ends up listed with its state: listening,
+conflict, failed (with what holds the port) or not forwarded (UDP), never dropped silently."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import paramiko
+
+from pyd.agent.status_file import CONFLICT, LISTENING, NOT_FORWARDED, PORT_FAILED, PortStatus
+from pyd.errors import PydError
+from pyd.ports.forwards import (
+    Forward,
+    address_text,
+    bindings_from_containers,
+    describe,
+    forwardable,
+    merge,
+    parse_port_spec,
+    reconcile,
+    udp_unforwarded,
+)
+from pyd.ports.listener import TcpPortForward
+
+log = logging.getLogger("pyd.ports")
+
+OpenTcp = Callable[[Forward, tuple[str, int]], paramiko.Channel]
+
+
+def port_status(f: Forward, state: str, detail: str = "") -> PortStatus:
+    return PortStatus(
+        host=address_text(f.host_ip, f.host_port),
+        guest=address_text(f.guest_ip, f.guest_port),
+        proto=f.proto,
+        origin=f.origin,
+        state=state,
+        detail=detail,
+    )
+
+
+class PortManager:
+    def __init__(
+        self,
+        open_tcp: OpenTcp,
+        bind_policy: str,
+        manual: Iterable[str],
+        on_change: Callable[[tuple[PortStatus, ...]], None],
+    ) -> None:
+        self.open_tcp = open_tcp
+        self.bind_policy = bind_policy
+        self.on_change = on_change
+        self._manual = [parse_port_spec(s) for s in manual]
+        self._containers: list[Mapping[str, Any]] = []
+        self._open: dict[Forward, TcpPortForward] = {}
+        self._failed: dict[Forward, str] = {}
+        self._lock = threading.Lock()
+        self._reported: tuple[PortStatus, ...] = ()
+
+    def set_containers(self, containers: list[Mapping[str, Any]]) -> None:
+        with self._lock:
+            self._containers = containers
+            self._apply()
+
+    def set_config(self, bind_policy: str, manual: Iterable[str]) -> None:
+        with self._lock:
+            self.bind_policy = bind_policy
+            self._manual = [parse_port_spec(s) for s in manual]
+            self._failed.clear()  # a changed config is a new chance for failed binds
+            self._apply()
+
+    def retry_failed(self) -> None:
+        """A port that was taken may be free now (called every few seconds)."""
+        with self._lock:
+            if self._failed:
+                self._failed.clear()
+                self._apply()
+
+    def close(self) -> None:
+        with self._lock:
+            for fwd in self._open.values():
+                fwd.close()
+            self._open.clear()
+
+    def _apply(self) -> None:
+        docker = bindings_from_containers(self._containers, self.bind_policy)
+        kept, conflicts = merge(docker, self._manual)
+        wanted = [f for f in forwardable(kept) if f not in self._failed]
+        to_open, to_close = reconcile(self._open, wanted)
+        for f in to_close:
+            self._open.pop(f).close()
+            log.info("closed %s", describe(f))
+        for f in to_open:
+            fwd = TcpPortForward(f, self.open_tcp)
+            try:
+                fwd.start()
+            except PydError as e:
+                self._failed[f] = e.message
+                log.warning("cannot forward %s: %s", describe(f), e.message)
+                continue
+            self._open[f] = fwd
+            log.info("forwarding %s", describe(f))
+        statuses = [port_status(f, LISTENING) for f in self._open]
+        statuses += [port_status(f, PORT_FAILED, why) for f, why in self._failed.items()]
+        statuses += [port_status(c.forward, CONFLICT, c.reason) for c in conflicts]
+        for f in udp_unforwarded(kept):
+            statuses.append(
+                port_status(f, NOT_FORWARDED, f"{f.proto.upper()} is not carried over SSH")
+            )
+        report = tuple(sorted(statuses, key=lambda s: (s.host, s.proto, s.origin)))
+        if report != self._reported:
+            for s in report:
+                if s.state in (CONFLICT, NOT_FORWARDED) and s not in self._reported:
+                    log.warning("%s/%s (%s) %s: %s", s.host, s.proto, s.origin, s.state, s.detail)
+            self._reported = report
+            self.on_change(report)

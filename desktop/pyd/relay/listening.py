@@ -1,0 +1,87 @@
+"""What the forwards that listen on a socket (a TCP port, a Unix socket) share: one thread
+accepts on the listener and hands every connection to the forward's Connections.
+
+The thread sleeps in a selector on the listener and on one end of a socket pair; close()
+writes to the other end, so the loop wakes and ends at once instead of polling for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import selectors
+import socket
+import threading
+
+from pyd.relay.connections import ConnectionThreads, ServedForward
+
+log = logging.getLogger("pyd.relay")
+
+
+class ListeningForward(ServedForward):
+    """A forward serving a listening socket: a subclass's start() binds it and hands it to
+    _serve(); close() stops accepting, closes the listener (then _listener_closed()) and ends
+    live connections."""
+
+    def __init__(self, conns: ConnectionThreads) -> None:
+        self._conns = conns
+        self._closing = conns.closing
+        self._listener: socket.socket | None = None
+        self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
+        self._thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        """Stops accepting and ends live connections."""
+        self._closing.set()
+        if self._wake is not None:
+            with contextlib.suppress(OSError):
+                self._wake[1].send(b"x")
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+            self._listener_closed()
+        self._conns.close_all()
+        if self._wake is not None:
+            for end in self._wake:
+                end.close()
+            self._wake = None
+
+    def _listener_closed(self) -> None:
+        """Runs in close() once the listener is closed, before live connections end."""
+
+    def _prepare(self, conn: socket.socket) -> None:
+        """Runs on each accepted connection (blocking by now) before it is relayed."""
+
+    def _serve(self, listener: socket.socket) -> None:
+        """Accepts on `listener` (bound and listening) in a thread until close()."""
+        listener.setblocking(False)
+        self._listener = listener
+        self._wake = socket.socketpair()
+        self._thread = threading.Thread(
+            target=self._accept, name=f"pyd-forward-{self._conns.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _accept(self) -> None:
+        listener, wake = self._listener, self._wake
+        assert listener is not None and wake is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(listener, selectors.EVENT_READ)
+            sel.register(wake[0], selectors.EVENT_READ)
+            while not self._closing.is_set():
+                sel.select()
+                while not self._closing.is_set():  # everything queued, then wait again
+                    try:
+                        conn, _ = listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        break
+                    except OSError as e:
+                        # EMFILE and friends: keep serving, but don't spin on the error.
+                        log.error("%s: accept failed: %s", self._conns.label, e)
+                        self._closing.wait(0.5)
+                        break
+                    conn.setblocking(True)
+                    self._prepare(conn)
+                    self._conns.spawn(conn)

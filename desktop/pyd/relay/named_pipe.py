@@ -1,0 +1,461 @@
+r"""The Docker endpoint on Windows hosts: the named pipe `\\.\pipe\pyd-NAME`, each connection
+relayed to an SSH channel with the same relay as the Unix socket.
+
+The pipe is made the way dockerd makes `\\.\pipe\docker_engine` (go-winio's ListenPipe), since
+the docker CLI's pipe client (go-winio DialPipe) is what talks to it:
+- message type, byte read mode: the only way a named pipe has of half-closing. go-winio's
+  CloseWrite writes a zero-length message, and its reader takes a zero-byte read as EOF. We
+  do the same both ways, which `docker run -i` and `docker exec` need (see relay.py).
+- PIPE_REJECT_REMOTE_CLIENTS: never reachable over SMB.
+- a DACL granting access to the current user only (its SID), protected from inheritance.
+- FILE_FLAG_FIRST_PIPE_INSTANCE on the first instance: if someone else already serves the
+  name, start() fails instead of quietly sharing it with them.
+- overlapped handles: a synchronous pipe handle serialises all I/O on it, so a read blocked in
+  one thread would stall the write in the other.
+
+Importable everywhere (the Windows API is loaded on first use, inside `win32` blocks that
+mypy skips on other platforms); start() off Windows is a PydError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pyd.errors import PydError
+from pyd.relay.connections import Connections, OpenChannel, Refuse, ServedForward
+from pyd.relay.endpoint import pipe_name
+
+log = logging.getLogger("pyd.relay")
+
+BUFFER_SIZE = 64 * 1024  # as dockerd's pipe: in and out buffers of the pipe itself
+
+
+class PipeInUseError(PydError):
+    """Another process already serves this pipe name."""
+
+
+class NamedPipeForward(ServedForward):
+    r"""Serves `\\.\pipe\pyd-INSTANCE`; each connection gets a channel from `open_channel`
+    (called per connection, so the owner may swap the SSH connection after a reconnect)."""
+
+    def __init__(
+        self, instance: str, open_channel: OpenChannel, refuse: Refuse | None = None
+    ) -> None:
+        self.instance = instance
+        self.path = pipe_name(instance)
+        self.open_channel = open_channel
+        self._conns = Connections(self.path, instance, open_channel, refuse)
+        self._closing = self._conns.closing
+        self._thread: threading.Thread | None = None
+        self._server: object | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"npipe:////./pipe/pyd-{self.instance}"
+
+    def start(self) -> None:
+        if sys.platform != "win32":
+            raise PydError(
+                f"cannot serve {self.path}: named pipes exist only on Windows",
+                hint="on this system pyd serves the Docker API on a Unix socket",
+            )
+        else:
+            server = _PipeServer(self.path)
+            self._server = server
+            self._thread = threading.Thread(
+                target=self._serve,
+                args=(server,),
+                name=f"pyd-forward-{self.instance}",
+                daemon=True,
+            )
+            self._thread.start()
+            log.info("serving %s", self.path)
+
+    def close(self) -> None:
+        """Stops accepting and ends live connections."""
+        self._closing.set()
+        if sys.platform == "win32" and isinstance(self._server, _PipeServer):
+            self._server.stop()
+        if self._thread is not None:
+            self._thread.join(10)
+        self._conns.close_all()
+        if sys.platform == "win32" and isinstance(self._server, _PipeServer):
+            self._server.close()
+
+
+    if sys.platform == "win32":
+
+        def _serve(self, server: _PipeServer) -> None:
+            while not self._closing.is_set():
+                try:
+                    stream = server.accept()
+                except OSError as e:
+                    if self._closing.is_set():
+                        return
+                    log.error("%s: accepting a connection failed: %s", self.path, e)
+                    self._closing.wait(0.5)
+                    continue
+                if stream is None:  # stopped
+                    return
+                self._conns.spawn(stream)
+
+
+if sys.platform == "win32":
+    import ctypes
+    import functools
+    from ctypes import wintypes
+
+    ERROR_ACCESS_DENIED = 5
+    ERROR_BROKEN_PIPE = 109
+    ERROR_PIPE_BUSY = 231
+    ERROR_NO_DATA = 232
+    ERROR_PIPE_NOT_CONNECTED = 233
+    ERROR_MORE_DATA = 234
+    ERROR_PIPE_CONNECTED = 535
+    ERROR_IO_PENDING = 997
+    _CLOSED_ERRORS = (ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED)
+
+    PIPE_ACCESS_DUPLEX = 0x00000003
+    FILE_FLAG_FIRST_PIPE_INSTANCE = 0x00080000
+    FILE_FLAG_OVERLAPPED = 0x40000000
+    PIPE_TYPE_MESSAGE = 0x00000004
+    PIPE_READMODE_BYTE = 0x00000000
+    PIPE_WAIT = 0x00000000
+    PIPE_REJECT_REMOTE_CLIENTS = 0x00000008
+    PIPE_UNLIMITED_INSTANCES = 255
+    TOKEN_QUERY = 0x0008
+    TOKEN_USER_CLASS = 1
+    SDDL_REVISION_1 = 1
+    WAIT_OBJECT_0 = 0
+    INFINITE = 0xFFFFFFFF
+    INVALID_HANDLE_VALUE = wintypes.HANDLE(-1).value
+
+    class OVERLAPPED(ctypes.Structure):
+        _fields_ = [
+            ("Internal", ctypes.c_void_p),
+            ("InternalHigh", ctypes.c_void_p),
+            ("Offset", wintypes.DWORD),
+            ("OffsetHigh", wintypes.DWORD),
+            ("hEvent", wintypes.HANDLE),
+        ]
+
+    class SECURITY_ATTRIBUTES(ctypes.Structure):
+        _fields_ = [
+            ("nLength", wintypes.DWORD),
+            ("lpSecurityDescriptor", wintypes.LPVOID),
+            ("bInheritHandle", wintypes.BOOL),
+        ]
+
+    class SID_AND_ATTRIBUTES(ctypes.Structure):
+        _fields_ = [("Sid", wintypes.LPVOID), ("Attributes", wintypes.DWORD)]
+
+    class _Api:
+        """kernel32/advapi32 functions with their C signatures (64-bit handles intact)."""
+
+        def __init__(self) -> None:
+            k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+            adv = ctypes.WinDLL("advapi32", use_last_error=True)
+            H, B, D = wintypes.HANDLE, wintypes.BOOL, wintypes.DWORD
+            P = ctypes.POINTER
+
+            def fn(lib: ctypes.WinDLL, name: str, res: object, *args: object) -> Any:
+                f = getattr(lib, name)
+                f.restype = res
+                f.argtypes = list(args)
+                return f
+
+            self.CreateNamedPipeW = fn(
+                k32,
+                "CreateNamedPipeW",
+                H,
+                wintypes.LPCWSTR,
+                D,
+                D,
+                D,
+                D,
+                D,
+                D,
+                P(SECURITY_ATTRIBUTES),
+            )
+            self.ConnectNamedPipe = fn(k32, "ConnectNamedPipe", B, H, P(OVERLAPPED))
+            self.DisconnectNamedPipe = fn(k32, "DisconnectNamedPipe", B, H)
+            self.ReadFile = fn(k32, "ReadFile", B, H, wintypes.LPVOID, D, P(D), P(OVERLAPPED))
+            self.WriteFile = fn(k32, "WriteFile", B, H, wintypes.LPCVOID, D, P(D), P(OVERLAPPED))
+            self.GetOverlappedResult = fn(k32, "GetOverlappedResult", B, H, P(OVERLAPPED), P(D), B)
+            self.FlushFileBuffers = fn(k32, "FlushFileBuffers", B, H)
+            self.CancelIoEx = fn(k32, "CancelIoEx", B, H, P(OVERLAPPED))
+            self.CreateEventW = fn(k32, "CreateEventW", H, wintypes.LPVOID, B, B, wintypes.LPCWSTR)
+            self.SetEvent = fn(k32, "SetEvent", B, H)
+            self.ResetEvent = fn(k32, "ResetEvent", B, H)
+            self.WaitForMultipleObjects = fn(k32, "WaitForMultipleObjects", D, D, P(H), B, D)
+            self.CloseHandle = fn(k32, "CloseHandle", B, H)
+            self.LocalFree = fn(k32, "LocalFree", wintypes.HLOCAL, wintypes.HLOCAL)
+            self.GetCurrentProcess = fn(k32, "GetCurrentProcess", H)
+            self.OpenProcessToken = fn(adv, "OpenProcessToken", B, H, D, P(H))
+            self.GetTokenInformation = fn(
+                adv, "GetTokenInformation", B, H, ctypes.c_int, wintypes.LPVOID, D, P(D)
+            )
+            self.ConvertSidToStringSidW = fn(
+                adv, "ConvertSidToStringSidW", B, wintypes.LPVOID, P(wintypes.LPWSTR)
+            )
+            self.ConvertStringSecurityDescriptorToSecurityDescriptorW = fn(
+                adv,
+                "ConvertStringSecurityDescriptorToSecurityDescriptorW",
+                B,
+                wintypes.LPCWSTR,
+                D,
+                P(wintypes.LPVOID),
+                P(D),
+            )
+
+    @functools.cache
+    def _api() -> _Api:
+        return _Api()
+
+    def _error(what: str) -> OSError:
+        code = ctypes.get_last_error()
+        return ctypes.WinError(code, f"{what}: {ctypes.FormatError(code)}")
+
+    def _user_sid() -> str:
+        api = _api()
+        token = wintypes.HANDLE()
+        if not api.OpenProcessToken(api.GetCurrentProcess(), TOKEN_QUERY, ctypes.byref(token)):
+            raise _error("OpenProcessToken")
+        try:
+            size = wintypes.DWORD()
+            api.GetTokenInformation(token, TOKEN_USER_CLASS, None, 0, ctypes.byref(size))
+            buf = ctypes.create_string_buffer(size.value)
+            if not api.GetTokenInformation(token, TOKEN_USER_CLASS, buf, size, ctypes.byref(size)):
+                raise _error("GetTokenInformation")
+            user = SID_AND_ATTRIBUTES.from_buffer(buf)
+            text = wintypes.LPWSTR()
+            if not api.ConvertSidToStringSidW(user.Sid, ctypes.byref(text)):
+                raise _error("ConvertSidToStringSidW")
+            try:
+                return str(text.value)
+            finally:
+                api.LocalFree(ctypes.cast(text, wintypes.HLOCAL))
+        finally:
+            api.CloseHandle(token)
+
+    class _OwnerOnly:
+        """SECURITY_ATTRIBUTES whose DACL lets only the current user in."""
+
+        def __init__(self) -> None:
+            api = _api()
+            # D:P = protected DACL (no inherited entries); A;;GA;;;SID = allow generic-all.
+            sddl = f"D:P(A;;GA;;;{_user_sid()})"
+            self._sd = wintypes.LPVOID()
+            if not api.ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                sddl, SDDL_REVISION_1, ctypes.byref(self._sd), None
+            ):
+                raise _error("ConvertStringSecurityDescriptorToSecurityDescriptorW")
+            self.attrs = SECURITY_ATTRIBUTES(ctypes.sizeof(SECURITY_ATTRIBUTES), self._sd, False)
+
+        def free(self) -> None:
+            if self._sd:
+                _api().LocalFree(ctypes.cast(self._sd, wintypes.HLOCAL))
+                self._sd = wintypes.LPVOID()
+
+    class _Event:
+        def __init__(self) -> None:
+            self.handle = _api().CreateEventW(None, True, False, None)
+            if not self.handle:
+                raise _error("CreateEventW")
+
+        def close(self) -> None:
+            if self.handle:
+                _api().CloseHandle(self.handle)
+                self.handle = None
+
+    class _PipeServer:
+        """Pipe instances, one waiting for a client at a time; accept() hands out the
+        connected one and creates the next."""
+
+        def __init__(self, path: str) -> None:
+            self.path = path
+            self._sa = _OwnerOnly()
+            self._stop = _Event()
+            self._connected = _Event()
+            try:
+                self._waiting = self._new_instance(first=True)
+            except BaseException:
+                self.close()
+                raise
+
+        def _new_instance(self, first: bool = False) -> int:
+            api = _api()
+            flags = PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED
+            if first:
+                flags |= FILE_FLAG_FIRST_PIPE_INSTANCE
+            handle = api.CreateNamedPipeW(
+                self.path,
+                flags,
+                PIPE_TYPE_MESSAGE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+                PIPE_UNLIMITED_INSTANCES,
+                BUFFER_SIZE,
+                BUFFER_SIZE,
+                0,
+                ctypes.byref(self._sa.attrs),
+            )
+            if handle == INVALID_HANDLE_VALUE or not handle:
+                code = ctypes.get_last_error()
+                if first and code in (ERROR_ACCESS_DENIED, ERROR_PIPE_BUSY):
+                    raise PipeInUseError(
+                        f"something already serves {self.path}",
+                        hint="another pyd agent may be serving this instance; "
+                        "`pyd status` shows it",
+                    )
+                raise ctypes.WinError(code, f"CreateNamedPipeW {self.path}")
+            return int(handle)
+
+        def accept(self) -> _PipeStream | None:
+            """The next connected client, or None once stop() was called."""
+            api = _api()
+            while True:
+                if not self._waiting:  # creating it failed last time
+                    self._waiting = self._new_instance()
+                handle = self._waiting
+                ov = OVERLAPPED()
+                ov.hEvent = self._connected.handle
+                api.ResetEvent(self._connected.handle)
+                if api.ConnectNamedPipe(handle, ctypes.byref(ov)):
+                    code = 0
+                else:
+                    code = ctypes.get_last_error()
+                if code == ERROR_IO_PENDING:
+                    events = (wintypes.HANDLE * 2)(self._connected.handle, self._stop.handle)
+                    which = api.WaitForMultipleObjects(2, events, False, INFINITE)
+                    n = wintypes.DWORD()
+                    if which != WAIT_OBJECT_0:
+                        api.CancelIoEx(handle, ctypes.byref(ov))
+                        api.GetOverlappedResult(handle, ctypes.byref(ov), ctypes.byref(n), True)
+                        return None
+                    code = 0
+                    if not api.GetOverlappedResult(
+                        handle, ctypes.byref(ov), ctypes.byref(n), False
+                    ):
+                        code = ctypes.get_last_error()
+                if code in (0, ERROR_PIPE_CONNECTED):
+                    stream = _PipeStream(handle)
+                    try:
+                        self._waiting = self._new_instance()
+                    except BaseException:
+                        self._waiting = 0
+                        stream.close()
+                        raise
+                    return stream
+                if code == ERROR_NO_DATA:  # the client came and went: reuse the instance
+                    api.DisconnectNamedPipe(handle)
+                    continue
+                raise ctypes.WinError(code, f"ConnectNamedPipe {self.path}")
+
+        def stop(self) -> None:
+            if self._stop.handle:
+                _api().SetEvent(self._stop.handle)
+
+        def close(self) -> None:
+            waiting = getattr(self, "_waiting", None)
+            if waiting:
+                _api().CloseHandle(waiting)
+                self._waiting = 0
+            self._stop.close()
+            self._connected.close()
+            self._sa.free()
+
+    class _PipeStream:
+        """A connected pipe instance with the socket methods the relay uses. Reads and
+        writes may run at once from two threads: each has its own OVERLAPPED and event."""
+
+        def __init__(self, handle: int) -> None:
+            self.handle = handle
+            self._read_event = _Event()
+            self._write_event = _Event()
+            self._read_eof = False
+            self._write_closed = False
+            self._lock = threading.Lock()
+
+        def _io(self, start: Callable[[OVERLAPPED], bool], event: _Event) -> tuple[int, int]:
+            """Runs one overlapped operation to completion: (bytes moved, Windows error)."""
+            api = _api()
+            ov = OVERLAPPED()
+            ov.hEvent = event.handle
+            api.ResetEvent(event.handle)
+            n = wintypes.DWORD()
+            if not start(ov):
+                code = ctypes.get_last_error()
+                if code != ERROR_IO_PENDING:
+                    return 0, code
+            if not api.GetOverlappedResult(self.handle, ctypes.byref(ov), ctypes.byref(n), True):
+                return n.value, ctypes.get_last_error()
+            return n.value, 0
+
+        def recv(self, bufsize: int, /) -> bytes:
+            if self._read_eof:
+                return b""
+            buf = ctypes.create_string_buffer(bufsize)
+            n, code = self._io(
+                lambda ov: bool(_api().ReadFile(self.handle, buf, bufsize, None, ctypes.byref(ov))),
+                self._read_event,
+            )
+            if code in _CLOSED_ERRORS or (code == 0 and n == 0):
+                # A zero-byte read is a zero-length message: the client's CloseWrite.
+                self._read_eof = True
+                return b""
+            if code not in (0, ERROR_MORE_DATA):
+                raise ctypes.WinError(code, f"ReadFile {self.handle}")
+            return buf.raw[:n]
+
+        def _write(self, data: bytes) -> int:
+            n, code = self._io(
+                lambda ov: bool(
+                    _api().WriteFile(self.handle, data, len(data), None, ctypes.byref(ov))
+                ),
+                self._write_event,
+            )
+            if code in _CLOSED_ERRORS:
+                raise BrokenPipeError(code, "the pipe client has gone")
+            if code:
+                raise ctypes.WinError(code, f"WriteFile {self.handle}")
+            return n
+
+        def sendall(self, data: bytes, /) -> None:
+            if self._write_closed:
+                raise BrokenPipeError("the pipe was closed for writing")
+            view = memoryview(data)
+            while view:
+                n = self._write(bytes(view))
+                view = view[n:]
+
+        def shutdown(self, how: int, /) -> None:
+            api = _api()
+            if how in (socket.SHUT_WR, socket.SHUT_RDWR) and not self._write_closed:
+                self._write_closed = True
+                if how == socket.SHUT_WR:
+                    # As go-winio's CloseWrite: wait until the client has read everything, so
+                    # the zero-length message is not merged into data in its byte-mode read.
+                    api.FlushFileBuffers(self.handle)
+                    with contextlib.suppress(OSError):
+                        self._write(b"")
+            if how in (socket.SHUT_RD, socket.SHUT_RDWR):
+                self._read_eof = True
+            if how == socket.SHUT_RDWR:
+                # Abort: wake both threads' pending I/O and drop the client.
+                api.CancelIoEx(self.handle, None)
+                api.DisconnectNamedPipe(self.handle)
+
+        def close(self) -> None:
+            with self._lock:
+                if self.handle:
+                    api = _api()
+                    api.CancelIoEx(self.handle, None)
+                    api.CloseHandle(self.handle)
+                    self.handle = 0
+                self._read_event.close()
+                self._write_event.close()

@@ -1,0 +1,44 @@
+"""The one small interface every VM backend (libvirt, direct QEMU) offers the lifecycle."""
+
+from __future__ import annotations
+
+import enum
+from typing import Protocol
+
+from pyd.vm.backends.qemu_cmdline import GuestSpec
+
+
+class VMState(enum.Enum):
+    ABSENT = "absent"  # nothing defined for this instance
+    STOPPED = "stopped"  # defined, not running
+    RUNNING = "running"  # running: the guest exists and holds its disks
+    PAUSED = "paused"  # exists and holds its disks, but its CPUs are stopped (virsh suspend)
+
+    @property
+    def exists(self) -> bool:
+        """A QEMU process holds the disks: running or paused. Never boot it a second time."""
+        return self in (VMState.RUNNING, VMState.PAUSED)
+
+
+class VMBackend(Protocol):
+    """One instance's VM. `name` is the backend's own name for it (libvirt: pyd-NAME)."""
+
+    name: str
+
+    def state(self) -> VMState: ...
+
+    def start(self, spec: GuestSpec) -> None:
+        """(Re)define the VM from `spec` and start it. Only called when it does not exist."""
+
+    def resume(self) -> None:
+        """Lets a PAUSED VM run again (no-op when it is not paused)."""
+
+    def shutdown(self, timeout: float) -> None:
+        """Clean poweroff through the guest's ACPI button (resumed first, when paused: a
+        paused guest sees no button); forced after `timeout` seconds."""
+
+    def kill(self) -> None:
+        """Forced poweroff now (no-op when not running)."""
+
+    def delete(self) -> None:
+        """Remove the definition (the VM must be stopped). Never touches disks or files."""

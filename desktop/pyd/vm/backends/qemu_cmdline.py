@@ -1,0 +1,93 @@
+"""The QEMU command line for a pyd guest, as data (pure): a test can assert on it and a
+backend runs it. Direct kernel boot, virtio disks identified by serial, user-mode NAT with
+SSH forwarded from one loopback port, serial console to a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyd.vm.arches import Arch
+
+ROOT_LABEL = "pyd-root"
+DATA_SERIAL = "pyd-data"
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: Path
+    serial: str
+    fmt: str = "qcow2"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    arch: Arch
+    accel: str
+    accel_cpu: str
+    cpus: int
+    memory_mib: int
+    kernel: Path
+    initrd: Path
+    disks: tuple[Disk, ...]
+    ssh_port: int
+    serial_log: Path
+    cmdline_extra: tuple[str, ...] = ()
+    pidfile: Path | None = None
+
+
+def kernel_cmdline(spec: GuestSpec) -> str:
+    base = [f"console={spec.arch.console}", f"pyd.root={ROOT_LABEL}", "rw"]
+    return " ".join([*base, *spec.cmdline_extra])
+
+
+def qemu_argv(spec: GuestSpec) -> list[str]:
+    accel = "tcg,thread=multi,tb-size=512" if spec.accel == "tcg" else spec.accel
+    argv = [
+        spec.arch.qemu,
+        "-name",
+        "pyd",
+        "-machine",
+        spec.arch.machine,
+        "-accel",
+        accel,
+        "-cpu",
+        spec.accel_cpu,
+        "-smp",
+        str(spec.cpus),
+        "-m",
+        f"{spec.memory_mib}M",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        *(["-bios", spec.arch.firmware] if spec.arch.firmware else []),
+        "-kernel",
+        str(spec.kernel),
+        "-initrd",
+        str(spec.initrd),
+        "-append",
+        kernel_cmdline(spec),
+        "-serial",
+        f"file:{spec.serial_log}",
+        "-device",
+        "virtio-rng-pci",
+        # Only SSH is reachable from the host, and only on loopback.
+        "-netdev",
+        f"user,id=net0,hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
+        "-device",
+        "virtio-net-pci,netdev=net0",
+    ]
+    for i, disk in enumerate(spec.disks):
+        drive = f"if=none,id=disk{i},file={_escape(str(disk.path))},format={disk.fmt}"
+        drive += ",readonly=on" if disk.readonly else ",discard=unmap,detect-zeroes=unmap"
+        argv += ["-drive", drive, "-device", f"virtio-blk-pci,drive=disk{i},serial={disk.serial}"]
+    if spec.pidfile:
+        argv += ["-pidfile", str(spec.pidfile)]
+    return argv
+
+
+def _escape(value: str) -> str:
+    """QEMU option values use ',' as separator; a literal comma is written twice."""
+    return value.replace(",", ",,")

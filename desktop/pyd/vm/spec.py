@@ -1,0 +1,42 @@
+"""The guest's VM description from an image, an instance's files and its settings: the
+same GuestSpec for every backend."""
+
+from __future__ import annotations
+
+from pyd.image.cache import CachedImage
+from pyd.instance.files import InstanceFiles
+from pyd.vm.arches import Arch
+from pyd.vm.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec
+from pyd.vm.machine import MachineSettings
+
+
+def guest_spec(
+    arch: Arch,
+    machine: MachineSettings,
+    image: CachedImage,
+    files: InstanceFiles,
+    cpus: int,
+    memory_mib: int,
+    ssh_port: int,
+) -> GuestSpec:
+    kernel = image.file(arch.kernel)
+    if not kernel.exists():
+        kernel = image.file("vmlinuz")
+    return GuestSpec(
+        arch=arch,
+        accel=machine.accel,
+        accel_cpu=machine.cpu,
+        cpus=cpus,
+        memory_mib=memory_mib,
+        kernel=kernel,
+        initrd=image.file("initrd.img"),
+        disks=(
+            Disk(files.os_disk, "pyd-os"),
+            Disk(files.data_disk, DATA_SERIAL),
+            Disk(files.seed_iso, "pyd-seed", fmt="raw", readonly=True),
+        ),
+        ssh_port=ssh_port,
+        serial_log=files.serial_log,
+        cmdline_extra=machine.cmdline,
+        pidfile=files.qemu_pid,
+    )
