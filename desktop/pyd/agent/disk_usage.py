@@ -4,10 +4,11 @@ shows only as failing builds and pulls. The agent asks the guest's `df` now and 
 from __future__ import annotations
 
 import contextlib
-import socket
 from dataclasses import dataclass
 
 import paramiko
+
+from pyd.ssh.link_errors import LINK_ERRORS
 
 DOCKER_DIR = "/var/lib/docker"  # on the data disk (guest-image/overlay/usr/lib/pyd/datadisk)
 DF_COMMAND = f"df -Pk {DOCKER_DIR}"
@@ -46,7 +47,7 @@ def parse_df(text: str) -> DiskUsage | None:
 
 def guest_disk_usage(client: paramiko.SSHClient) -> DiskUsage | None:
     """The data disk's use as the guest's df reports it; None when it cannot be asked."""
-    with contextlib.suppress(paramiko.SSHException, OSError, socket.timeout, EOFError):
+    with contextlib.suppress(*LINK_ERRORS):
         _stdin, stdout, _stderr = client.exec_command(DF_COMMAND, timeout=DF_TIMEOUT)
         return parse_df(stdout.read().decode(errors="replace"))
     return None

@@ -11,7 +11,10 @@ import paramiko
 
 from pyd.agent.session import SSHSession
 from pyd.errors import PydError
+from pyd.ssh.link_errors import LINK_ERRORS
 from pyd.ssh.streamlocal import open_streamlocal
+
+_ASK_ERRORS: tuple[type[Exception], ...] = (PydError, *LINK_ERRORS)
 
 GUEST_DOCKER_SOCKET = "/var/run/docker.sock"
 _PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
@@ -21,7 +24,7 @@ def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
     """True when dockerd answers /_ping with 200."""
     try:
         chan = open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=timeout)
-    except (PydError, paramiko.SSHException, EOFError, OSError):
+    except _ASK_ERRORS:
         return False
     try:
         chan.settimeout(timeout)
@@ -33,7 +36,7 @@ def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
                 break
             reply += chunk
         return reply.startswith(b"HTTP/1.") and reply.split(b" ", 2)[1:2] == [b"200"]
-    except (TimeoutError, OSError, paramiko.SSHException):
+    except LINK_ERRORS:
         return False
     finally:
         with contextlib.suppress(Exception):

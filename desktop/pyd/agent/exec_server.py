@@ -40,6 +40,7 @@ from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
 from pyd.relay.connections import ConnectionThreads
 from pyd.relay.pump import HostStream
 from pyd.relay.unix_socket import UnixSocketListener
+from pyd.ssh.link_errors import LINK_ERRORS
 
 log = logging.getLogger("pyd.agent")
 
@@ -47,7 +48,7 @@ REQUEST_TIMEOUT = 10.0  # a client sends its request at once; one that does not 
 _ACCEPTED_SIGNALS = frozenset(int(s) for s in (*taken_signals(True), *PAUSE_SIGNALS))
 MAX_MESSAGE = 4096  # a client's signal message is a few bytes
 _CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)  # Linux: no window for a fork to leak them
-_SSH_ERRORS = (OSError, EOFError, paramiko.SSHException)
+_SSH_ERRORS = LINK_ERRORS
 
 GetTransport = Callable[[], paramiko.Transport]
 

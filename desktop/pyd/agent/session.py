@@ -21,6 +21,7 @@ import paramiko
 from pyd.errors import PydError
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect, ssh_while_booting
 from pyd.ssh.heartbeat import Heartbeat
+from pyd.ssh.link_errors import LINK_ERRORS
 
 log = logging.getLogger("pyd.agent")
 
@@ -143,7 +144,7 @@ class SSHSession:
                 except HostKeyMismatchError as e:
                     on_fatal(e)
                     return
-                except (OSError, paramiko.SSHException, EOFError) as e:
+                except LINK_ERRORS as e:
                     was_refused = self.refused
                     self.refused = isinstance(e, ConnectionRefusedError)
                     if self.refused and not was_refused:

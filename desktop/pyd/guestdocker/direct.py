@@ -11,6 +11,7 @@ from pyd.errors import PydError
 from pyd.instance.registry import Instance, name_option
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
 from pyd.ssh.keys import read_public
+from pyd.ssh.link_errors import LINK_ERRORS
 
 GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
 
@@ -68,7 +69,7 @@ def _connect(inst: Instance, port: int) -> paramiko.SSHClient:
         return connect(target)
     except HostKeyMismatchError:
         raise
-    except (OSError, EOFError, paramiko.SSHException) as e:
+    except LINK_ERRORS as e:
         raise PydError(
             f"cannot reach the guest of {inst.name!r} over SSH on 127.0.0.1:{port} ({e})",
             hint=f"`pyd status{name_option(inst.name)}` shows its state; `pyd start"

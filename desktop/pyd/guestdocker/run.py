@@ -49,6 +49,7 @@ from pyd.guestdocker.streams import (
     signals_to,
     taken_signals,
 )
+from pyd.ssh.link_errors import LINK_ERRORS
 
 BUFSIZE = 256 * 1024
 _PACKET = 32 * 1024  # the largest payload paramiko sends at once
@@ -59,7 +60,7 @@ _HANG_UP = -1  # hang_up(), queued with the signals
 # reader of its output goes away (`pyd docker save img | head -c 10`).
 OUTPUT_CLOSED = 128 + 13
 
-_CONNECTION_ERRORS = (OSError, EOFError, paramiko.SSHException)
+_CONNECTION_ERRORS = LINK_ERRORS
 
 _SIGNAL_NAMES = {s: s.name[3:] for s in FORWARDED_SIGNALS}  # kill -s NAME
 if sys.platform == "win32":

@@ -31,6 +31,9 @@ from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
 from pyd.mounts.shares import Share
 from pyd.mounts.sshfs import access_options, mount_command, unmount_command, wait_mounted_command
 from pyd.relay.pump import Relay
+from pyd.ssh.link_errors import LINK_ERRORS
+
+_SHARE_ERRORS: tuple[type[Exception], ...] = (PydError, *LINK_ERRORS)
 
 log = logging.getLogger("pyd.agent")
 
@@ -87,7 +90,7 @@ class MountWorker:
             session.close()  # sshfs sees the end of its input and unmounts
         self._thread.join(timeout=10)
         if unmount:
-            with contextlib.suppress(PydError, paramiko.SSHException, OSError, EOFError):
+            with contextlib.suppress(*_SHARE_ERRORS):
                 _exec(self._transport(1.0), unmount_command(self.share.mount_point), 30.0)
 
     def _set(self, state: str, detail: str = "") -> None:
@@ -107,7 +110,7 @@ class MountWorker:
             try:
                 self._mount_and_serve(transport)
                 problem = "the guest's sshfs stopped"
-            except (PydError, paramiko.SSHException, OSError, EOFError) as e:
+            except _SHARE_ERRORS as e:
                 problem = e.message if isinstance(e, PydError) else str(e) or type(e).__name__
             if self._closed.is_set():
                 return
@@ -180,7 +183,7 @@ class MountWorker:
     ) -> None:
         try:
             code = _exec(transport, wait_mounted_command(self.share.mount_point, MOUNT_WAIT))
-        except (PydError, paramiko.SSHException, OSError, EOFError):
+        except _SHARE_ERRORS:
             return  # the connection went; the worker's own session ends too
         ended = not session.running() if isinstance(session, OpenSSHLink) else session.closed
         if ended or self._closed.is_set():
@@ -200,7 +203,7 @@ def _host_euid() -> int | None:
 def _ended(chan: paramiko.Channel) -> str:
     """Why the guest's side of a mount ended: sshfs's exit status and last words."""
     err = b""
-    with contextlib.suppress(OSError, paramiko.SSHException):
+    with contextlib.suppress(*LINK_ERRORS):
         while chan.recv_stderr_ready():
             err += chan.recv_stderr(4096)
     code = chan.exit_status if chan.exit_status_ready() else None

@@ -1,6 +1,7 @@
-"""Container ports on the host: which listeners the agent should hold, as values.
+"""Published container ports on the host.
 
-`model` turns the Docker Engine's view of published ports (and the user's manual forwards)
-into `Forward` values, resolves clashes between them and says which listeners to open and
-close. The sockets and SSH channels that carry the connections live elsewhere.
+`forwards` turns the Docker Engine's view of published ports (and the user's manual forwards)
+into `Forward` values and says which listeners to open and close (pure); `manager` keeps those
+listeners in step with it in the agent, `container_watch` follows the engine's events, and
+`listener` is one host TCP port relayed to the guest over SSH.
 """

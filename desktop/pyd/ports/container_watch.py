@@ -15,6 +15,9 @@ import paramiko
 
 from pyd.agent.docker_api import OpenChannel, events, get_json
 from pyd.errors import PydError
+from pyd.ssh.link_errors import LINK_ERRORS
+
+_WATCH_ERRORS: tuple[type[Exception], ...] = (PydError, ValueError, *LINK_ERRORS)
 
 log = logging.getLogger("pyd.ports")
 
@@ -46,7 +49,7 @@ class ContainerWatch:
         with self._lock:
             channels = list(self._channels)
         for chan in channels:
-            with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            with contextlib.suppress(*LINK_ERRORS):
                 chan.close()
         self._thread.join(2)
 
@@ -72,7 +75,7 @@ class ContainerWatch:
                     if self.stop.is_set():
                         return
                     self._refresh()
-            except (PydError, paramiko.SSHException, OSError, EOFError, ValueError) as e:
+            except _WATCH_ERRORS as e:
                 if not self.stop.is_set():
                     log.info("following the engine's events: %s; again shortly", e)
             delay = RETRY[min(failures, len(RETRY) - 1)]

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-import paramiko
+from pyd.ssh.link_errors import LINK_ERRORS
 
 log = logging.getLogger("pyd.relay")
 
@@ -30,7 +30,7 @@ BUFSIZE = 256 * 1024
 _PACKET = 32 * 1024  # paramiko's (and OpenSSH's) maximum packet payload
 
 # What ends a direction normally or abnormally but is never a bug of ours.
-_CONNECTION_ERRORS = (OSError, EOFError, paramiko.SSHException)
+_CONNECTION_ERRORS = LINK_ERRORS
 
 
 class HostStream(Protocol):

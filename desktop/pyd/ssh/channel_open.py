@@ -32,6 +32,7 @@ import paramiko
 from paramiko.common import MSG_CHANNEL_OPEN
 
 from pyd.errors import PydError
+from pyd.ssh.link_errors import LINK_ERRORS
 
 log = logging.getLogger("pyd.ssh")
 
@@ -63,7 +64,7 @@ def channel_open_errors(where: str, refused_hint: str, error: ChannelOpenError) 
             f"the guest refused a connection to {where}: {e.text} (SSH open failure {e.code})",
             refused_hint,
         ) from None
-    except (paramiko.SSHException, EOFError, OSError) as e:
+    except LINK_ERRORS as e:
         raise error(
             f"could not open an SSH channel to {where} in the guest: {e or type(e).__name__}",
             "the SSH connection to the guest may have dropped; `pyd status` shows it",
@@ -169,7 +170,7 @@ class _LateReaper:
                 transport, chanid, chan, until = item
                 if chan.active:
                     log.info("closing channel %d, confirmed after its open timed out", chanid)
-                    with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+                    with contextlib.suppress(*LINK_ERRORS):
                         chan.close()
                     self.closed += 1
                 elif (

@@ -26,6 +26,7 @@ from typing import Any
 import paramiko
 
 from pyd.errors import PydError
+from pyd.ssh.link_errors import LINK_ERRORS
 
 
 class HostKeyMismatchError(PydError):
@@ -214,7 +215,7 @@ def wait_for_ssh(
             return connect(target, timeout=handshake)
         except HostKeyMismatchError:
             raise
-        except (TimeoutError, OSError, paramiko.SSHException, EOFError) as e:
+        except LINK_ERRORS as e:
             last = e
             time.sleep(poll)
     raise PydError(

@@ -25,6 +25,8 @@ from collections.abc import Callable
 
 import paramiko
 
+from pyd.ssh.link_errors import LINK_ERRORS
+
 log = logging.getLogger("pyd.ssh")
 
 KEEPALIVE = "keepalive@openssh.com"
@@ -68,7 +70,7 @@ class Heartbeat:
         while not self._stop.is_set() and self.transport.is_active():
             with self._lock:
                 self._asked_at = time.monotonic()
-            with contextlib.suppress(paramiko.SSHException, OSError, EOFError):
+            with contextlib.suppress(*LINK_ERRORS):
                 self.transport.global_request(KEEPALIVE, wait=True)
             if not self.transport.is_active():
                 # It returns within 0.1 s of the transport's end (QEMU gone, sshd gone):

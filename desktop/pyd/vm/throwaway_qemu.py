@@ -15,6 +15,7 @@ from pyd.host.private_files import QEMU_UMASK
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.ssh.connect import SSHTarget, ssh_while_booting
+from pyd.ssh.link_errors import LINK_ERRORS
 from pyd.vm.backends.qemu_cmdline import GuestSpec, qemu_argv
 from pyd.vm.backends.qemu_process import require_qemu
 
@@ -60,7 +61,7 @@ class DirectVM:
     def poweroff(self, client: paramiko.SSHClient | None, timeout: float = 60) -> None:
         """Clean shutdown through the guest's init, forced after `timeout`."""
         if client is not None:
-            with contextlib.suppress(paramiko.SSHException, OSError):
+            with contextlib.suppress(*LINK_ERRORS):
                 client.exec_command("busybox poweroff")
             client.close()
         try:
