@@ -1,2 +1,2 @@
-"""The per-instance host agent: a detached process that owns the SSH connection to the
-guest and everything carried on it (the Docker socket today; ports and mounts later)."""
+"""The per-instance host agent: a detached process that owns the SSH connection to the guest
+and what it carries (the Docker socket, published ports, shares, `pyd docker`)."""

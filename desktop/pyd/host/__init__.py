@@ -1,1 +1,2 @@
-"""What pyd needs of the host OS: paths, atomic files, locks, processes, loopback ports, memory, threads."""
+"""What pyd needs of the host OS: paths, atomic files, locks, processes, loopback ports,
+memory, threads."""

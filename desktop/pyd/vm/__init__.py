@@ -1,1 +1,2 @@
-"""The guest VM: its description (architecture, accelerator, machine settings) and the backends that run it."""
+"""The guest VM: its description (architecture, accelerator, machine settings) and the
+backends that run it."""

@@ -1,1 +1,2 @@
-"""The VM backends (libvirt, direct QEMU) behind one small interface, and which one an instance uses."""
+"""The VM backends (libvirt, direct QEMU) behind one small interface, and which one an
+instance uses."""
