@@ -49,10 +49,9 @@ from pyd.guestdocker.streams import (
     signals_to,
     taken_signals,
 )
+from pyd.relay.pump import BUFSIZE, send_all
 from pyd.ssh.link_errors import LINK_ERRORS
 
-BUFSIZE = 256 * 1024
-_PACKET = 32 * 1024  # the largest payload paramiko sends at once
 OPEN_TIMEOUT = 10.0
 HUNG_UP = 128 + 1  # a shell's code for SIGHUP (1 on every POSIX system)
 _HANG_UP = -1  # hang_up(), queued with the signals
@@ -360,7 +359,7 @@ class _StdinFeed:
                 if not data:
                     self._chan.shutdown_write()
                     return
-                _send_all(self._chan, data)
+                send_all(self._chan, data)
         except _CONNECTION_ERRORS:
             # The channel closed (the command ended first), or stdin failed (a terminal that
             # hung up): either way the guest gets no more input.
@@ -398,17 +397,6 @@ def _thread(target: Callable[[], None], name: str) -> threading.Thread:
     t = threading.Thread(target=target, name=name, daemon=True)
     t.start()
     return t
-
-
-def _send_all(chan: paramiko.Channel, data: bytes) -> None:
-    # Channel.send returns 0 for ever once the channel is closed; sendall would spin on it.
-    for off in range(0, len(data), _PACKET):
-        piece = data[off : off + _PACKET]
-        while piece:
-            n = chan.send(piece)
-            if n == 0:
-                raise EOFError("the SSH channel was closed")
-            piece = piece[n:]
 
 
 def _write_all(fd: int, data: bytes) -> None:

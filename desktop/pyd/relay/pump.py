@@ -55,7 +55,10 @@ class ChannelClosedError(ConnectionError):
     """The channel stopped taking data (closed by the other side) while we still had some."""
 
 
-def _send_all(chan: ChannelStream, data: bytes) -> None:
+def send_all(chan: ChannelStream, data: bytes) -> None:
+    """Sends all of `data` on `chan`; ChannelClosedError once the channel takes no more.
+
+    Every writer to a channel uses this one (the relay, `pyd docker`'s stdin)."""
     # Not Channel.sendall: once the channel has sent EOF, Channel.send returns 0 for ever and
     # sendall would spin on it. Slices of one SSH packet's size: paramiko sends at most that
     # per call, and slicing the whole rest each time would copy it again and again.
@@ -126,7 +129,7 @@ class Relay:
             if not data:
                 self.chan.shutdown_write()
                 return
-            _send_all(self.chan, data)
+            send_all(self.chan, data)
 
     def _guest_to_host(self) -> None:
         while True:
