@@ -29,8 +29,8 @@ from pyd.ssh.connect import SSHTarget, wait_for_ssh
 from pyd.ssh.keys import generate_keypair, write_keypair
 from pyd.vm.accel import detect_accel
 from pyd.vm.arches import get_arch
-from pyd.vm.backends.qemu_cmdline import Disk, GuestSpec
 from pyd.vm.machine import machine_settings
+from pyd.vm.spec import Disk, GuestSpec
 from pyd.vm.throwaway import booted, check, elapsed, prepare, wait_for_docker
 from pyd.vm.throwaway_qemu import DirectVM
 

@@ -31,9 +31,8 @@ from pyd.vm.backends.libvirt_backend import (
     runs_as_root,
 )
 from pyd.vm.backends.libvirt_xml import domain_xml
-from pyd.vm.backends.qemu_cmdline import GuestSpec
 from pyd.vm.machine import machine_settings
-from pyd.vm.spec import guest_spec
+from pyd.vm.spec import GuestSpec, guest_spec
 from pyd.vm.throwaway import BOOT_TIMEOUT, prepare, wait_for_docker
 
 SHUTDOWN_TIMEOUT = 60.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pyd.errors import PydError
 from pyd.vm.backends.base import VMState
-from pyd.vm.backends.qemu_cmdline import GuestSpec
+from pyd.vm.spec import GuestSpec
 
 
 class FakeBackend:

@@ -22,8 +22,9 @@ from pyd.vm.backends.libvirt_backend import (
     runs_as_root,
 )
 from pyd.vm.backends.libvirt_xml import PYD_NS, QEMU_NS, domain_xml, instance_of
-from pyd.vm.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec, kernel_cmdline
+from pyd.vm.backends.qemu_cmdline import kernel_cmdline
 from pyd.vm.machine import machine_settings
+from pyd.vm.spec import DATA_SERIAL, Disk, GuestSpec
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")
 TEST_URI = "test:///default"

@@ -3,11 +3,39 @@ same GuestSpec for every backend."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
 from pyd.vm.arches import Arch
-from pyd.vm.backends.qemu_cmdline import DATA_SERIAL, Disk, GuestSpec
 from pyd.vm.machine import MachineSettings
+
+DATA_SERIAL = "pyd-data"  # the guest finds Docker's data disk by this serial
+
+
+@dataclass(frozen=True)
+class Disk:
+    path: Path
+    serial: str
+    fmt: str = "qcow2"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    arch: Arch
+    accel: str
+    accel_cpu: str
+    cpus: int
+    memory_mib: int
+    kernel: Path
+    initrd: Path
+    disks: tuple[Disk, ...]
+    ssh_port: int
+    serial_log: Path
+    cmdline_extra: tuple[str, ...] = ()
+    pidfile: Path | None = None
 
 
 def guest_spec(

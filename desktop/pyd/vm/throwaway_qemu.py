@@ -16,8 +16,9 @@ from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.ssh.connect import SSHTarget, ssh_while_booting
 from pyd.ssh.link_errors import LINK_ERRORS
-from pyd.vm.backends.qemu_cmdline import GuestSpec, qemu_argv
+from pyd.vm.backends.qemu_cmdline import qemu_argv
 from pyd.vm.backends.qemu_process import require_qemu
+from pyd.vm.spec import GuestSpec
 
 
 @dataclass

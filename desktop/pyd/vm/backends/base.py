@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from typing import Protocol
 
-from pyd.vm.backends.qemu_cmdline import GuestSpec
+from pyd.vm.spec import GuestSpec
 
 
 class VMState(enum.Enum):

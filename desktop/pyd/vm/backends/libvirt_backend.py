@@ -17,7 +17,7 @@ import libvirt
 from pyd.errors import EnvironmentProblem, PydError
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.libvirt_xml import domain_xml, instance_of
-from pyd.vm.backends.qemu_cmdline import GuestSpec
+from pyd.vm.spec import GuestSpec
 
 SYSTEM_URI = "qemu:///system"
 SESSION_URI = "qemu:///session"

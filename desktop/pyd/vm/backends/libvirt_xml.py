@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from pyd.errors import UsageError
-from pyd.vm.backends.qemu_cmdline import GuestSpec, kernel_cmdline
+from pyd.vm.backends.qemu_cmdline import kernel_cmdline
+from pyd.vm.spec import GuestSpec
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
 PYD_NS = "https://pyd.dev/xmlns/libvirt-domain/1"

@@ -4,37 +4,9 @@ SSH forwarded from one loopback port, serial console to a file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
-from pyd.vm.arches import Arch
+from pyd.vm.spec import GuestSpec
 
 ROOT_LABEL = "pyd-root"
-DATA_SERIAL = "pyd-data"
-
-
-@dataclass(frozen=True)
-class Disk:
-    path: Path
-    serial: str
-    fmt: str = "qcow2"
-    readonly: bool = False
-
-
-@dataclass(frozen=True)
-class GuestSpec:
-    arch: Arch
-    accel: str
-    accel_cpu: str
-    cpus: int
-    memory_mib: int
-    kernel: Path
-    initrd: Path
-    disks: tuple[Disk, ...]
-    ssh_port: int
-    serial_log: Path
-    cmdline_extra: tuple[str, ...] = ()
-    pidfile: Path | None = None
 
 
 def kernel_cmdline(spec: GuestSpec) -> str:

@@ -21,7 +21,8 @@ from pyd.host.private_files import FILE_MODE, QEMU_UMASK
 from pyd.host.procs import pid_alive, terminate
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
-from pyd.vm.backends.qemu_cmdline import GuestSpec, qemu_argv
+from pyd.vm.backends.qemu_cmdline import qemu_argv
+from pyd.vm.spec import GuestSpec
 
 
 def require_qemu(argv: list[str]) -> list[str]:
