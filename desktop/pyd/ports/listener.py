@@ -13,7 +13,6 @@ import errno
 import logging
 import socket
 import sys
-import threading
 from collections.abc import Callable
 
 import paramiko
@@ -159,25 +158,28 @@ def _denied_hint(address: tuple[str, int], platform: str) -> str:
 
 
 class _PeerConnections(Connections):
-    """Connections whose channel opener learns each connection's peer address: the relay
-    thread records it before Connections asks for the channel, in that same thread."""
+    """Connections whose channel is opened with the connection's peer address as its origin."""
 
     def __init__(self, label: str, name: str, forward: Forward, open_tcp: OpenTcpChannel) -> None:
-        super().__init__(label, name, self._open)
+        super().__init__(label, name, self._unused_opener)
         self._forward = forward
         self._open_tcp = open_tcp
-        self._peer = threading.local()
 
-    def _open(self) -> paramiko.Channel:
-        return self._open_tcp(self._forward, self._peer.address)
+    @staticmethod
+    def _unused_opener() -> paramiko.Channel:
+        raise AssertionError("_channel_for opens every channel of a TCP port")
 
-    def _handle(self, stream: HostStream) -> None:
-        self._peer.address = ("0.0.0.0", 0)
-        if isinstance(stream, socket.socket):
-            with contextlib.suppress(OSError):  # OSError: already reset by the client
-                peer = stream.getpeername()
-                self._peer.address = (str(peer[0]), int(peer[1]))
-        super()._handle(stream)
+    def _channel_for(self, stream: HostStream) -> paramiko.Channel:
+        return self._open_tcp(self._forward, peer_address(stream))
+
+
+def peer_address(stream: HostStream) -> tuple[str, int]:
+    """The client's (address, port); ("0.0.0.0", 0) when unknown (already reset by it)."""
+    if isinstance(stream, socket.socket):
+        with contextlib.suppress(OSError):
+            peer = stream.getpeername()
+            return (str(peer[0]), int(peer[1]))
+    return ("0.0.0.0", 0)
 
 
 class TcpPortForward(ListeningForward):
