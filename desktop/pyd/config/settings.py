@@ -16,7 +16,7 @@ edge, so that this module stays pure.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
+import enum
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -33,7 +33,16 @@ from pyd.mounts.shares import (
     with_share_removed,
 )
 from pyd.mounts.winpath import guest_path
-from pyd.ports.forwards import BIND_POLICIES, Forward, format_port_spec, overlaps, parse_port_spec
+from pyd.ports.forwards import (
+    BIND_POLICIES,
+    Forward,
+    address_text,
+    format_port_spec,
+    overlaps,
+    parse_port_spec,
+    removal_matcher,
+)
+from pyd.vm.accel import AUTO, Accel
 
 DEFAULT_INSTANCE = "default"
 KEYS = (
@@ -49,8 +58,17 @@ KEYS = (
     "mounts",
 )
 TABLES = ("ports", "network")  # the TOML tables that hold settings: [ports] holds "ports.*"
-ACCELS = ("auto", "kvm", "hvf", "whpx", "tcg")
-BACKENDS = ("libvirt", "qemu")
+ACCELS = (AUTO, *(a.value for a in Accel))
+
+
+class BackendName(enum.StrEnum):
+    """What runs the VM, as the `backend` setting names it (vm/backends/choice.py)."""
+
+    LIBVIRT = "libvirt"  # libvirtd
+    QEMU = "qemu"  # QEMU directly, as pyd's own child
+
+
+BACKENDS = tuple(b.value for b in BackendName)
 MAX_CPUS = 64
 MIN_MEMORY_MIB = 256
 MAX_MEMORY_MIB = 1024 * 1024  # 1 TiB: the host's RAM is not known to pure code
@@ -568,13 +586,6 @@ def shares_to_toml(shares: Iterable[Share]) -> list[dict[str, Any]]:
 
 # --- manual port forwards (`pyd port add|rm`) -----------------------------------------------
 
-# What `pyd port rm` takes besides a whole spec: "8080", "127.0.0.1:8080", "[::1]:8080".
-_HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]*)\]:|(?P<v4>\d+(?:\.\d+)+):)?(?P<port>\d+)")
-
-
-def _host_address(ip: str, port: int) -> str:
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
-
 
 def _manual(cfg: InstanceConfig) -> list[Forward]:
     return [parse_port_spec(spec) for spec in cfg.port_forwards]
@@ -592,7 +603,7 @@ def with_forward_added(cfg: InstanceConfig, spec: str) -> InstanceConfig:
         if held == new:
             raise UsageError(f"{text} is already forwarded", hint="see `pyd port ls`")
         if overlaps(held, new):
-            reason = f"host {_host_address(new.host_ip, new.host_port)} is already forwarded "
+            reason = f"host {address_text(new.host_ip, new.host_port)} is already forwarded "
             reason += f"by {format_port_spec(held)}"
             if held.host_ip != new.host_ip:
                 reason += " (a wildcard and a specific address cannot share a port)"
@@ -603,49 +614,13 @@ def with_forward_added(cfg: InstanceConfig, spec: str) -> InstanceConfig:
     return dataclasses.replace(cfg, port_forwards=(*cfg.port_forwards, text))
 
 
-def _removal_matcher(text: str) -> Callable[[Forward], bool]:
-    """Which manual forwards `pyd port rm TEXT` means. A host address left out matches any,
-    so `8080` and `8080:80` find a forward whatever address it listens on."""
-    hint = (
-        "give a forward as `pyd port ls` shows it (127.0.0.1:8080:80), or its host port "
-        "with or without the address (8080, 127.0.0.1:8080, [::1]:8080)"
-    )
-    match = _HOST_PORT.fullmatch(text.strip())
-    if match is None:
-        try:
-            wanted = parse_port_spec(text)
-        except UsageError as e:
-            raise UsageError(e.message, hint) from None
-        body = text.strip().partition("/")[0]
-        any_ip = not body.startswith("[") and body.count(":") == 1
-        return lambda f: (
-            (f.host_port, f.guest_port, f.proto)
-            == (wanted.host_port, wanted.guest_port, wanted.proto)
-            and (any_ip or f.host_ip == wanted.host_ip)
-        )
-    port = int(match["port"])
-    if not 1 <= port <= 65535:
-        raise UsageError(f"{text!r}: host port {port} is outside 1-65535", hint)
-    written_ip = match["v6"] if match["v6"] is not None else match["v4"]
-    host_ip = None
-    if written_ip is not None:
-        try:
-            address = ipaddress.ip_address(written_ip)
-        except ValueError:
-            raise UsageError(f"{text!r}: {written_ip!r} is not an IP address", hint) from None
-        if (address.version == 6) != (match["v6"] is not None):
-            raise UsageError(f"{text!r}: only IPv6 addresses go in brackets", hint)
-        host_ip = str(address)
-    return lambda f: f.host_port == port and host_ip in (None, f.host_ip)
-
-
 def with_forward_removed(cfg: InstanceConfig, spec_or_hostport: str) -> InstanceConfig:
     """`pyd port rm`: `cfg` without the manual forward named by its spec ("8080:80",
     "0.0.0.0:8080:80") or by its host side ("8080", "127.0.0.1:8080").
 
     Refused, with the list of manual forwards, when nothing or more than one forward matches.
     """
-    matches = _removal_matcher(spec_or_hostport)
+    matches = removal_matcher(spec_or_hostport)
     manual = _manual(cfg)
     found = [f for f in manual if matches(f)]
     listing = ", ".join(cfg.port_forwards)

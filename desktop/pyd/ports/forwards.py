@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -310,6 +310,46 @@ def parse_port_spec(spec: str) -> Forward:
     host_port = _spec_port(spec, parts[0], "host port")
     guest_port = _spec_port(spec, parts[1], "guest port")
     return Forward(host_ip, host_port, guest_port, "tcp", MANUAL)
+
+
+# What `pyd port rm` takes besides a whole spec: "8080", "127.0.0.1:8080", "[::1]:8080".
+_HOST_PORT = re.compile(r"(?:\[(?P<v6>[^\]]*)\]:|(?P<v4>\d+(?:\.\d+)+):)?(?P<port>\d+)")
+
+
+def removal_matcher(text: str) -> Callable[[Forward], bool]:
+    """Which manual forwards `pyd port rm TEXT` means. A host address left out matches any,
+    so `8080` and `8080:80` find a forward whatever address it listens on."""
+    hint = (
+        "give a forward as `pyd port ls` shows it (127.0.0.1:8080:80), or its host port "
+        "with or without the address (8080, 127.0.0.1:8080, [::1]:8080)"
+    )
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None:
+        try:
+            wanted = parse_port_spec(text)
+        except UsageError as e:
+            raise UsageError(e.message, hint) from None
+        body = text.strip().partition("/")[0]
+        any_ip = not body.startswith("[") and body.count(":") == 1
+        return lambda f: (
+            (f.host_port, f.guest_port, f.proto)
+            == (wanted.host_port, wanted.guest_port, wanted.proto)
+            and (any_ip or f.host_ip == wanted.host_ip)
+        )
+    port = int(match["port"])
+    if not 1 <= port <= 65535:
+        raise UsageError(f"{text!r}: host port {port} is outside 1-65535", hint)
+    written_ip = match["v6"] if match["v6"] is not None else match["v4"]
+    host_ip = None
+    if written_ip is not None:
+        try:
+            address = ipaddress.ip_address(written_ip)
+        except ValueError:
+            raise UsageError(f"{text!r}: {written_ip!r} is not an IP address", hint) from None
+        if (address.version == 6) != (match["v6"] is not None):
+            raise UsageError(f"{text!r}: only IPv6 addresses go in brackets", hint)
+        host_ip = str(address)
+    return lambda f: f.host_port == port and host_ip in (None, f.host_ip)
 
 
 def format_port_spec(f: Forward) -> str:

@@ -21,6 +21,7 @@ from pyd.ports.forwards import (
     overlaps,
     parse_port_spec,
     reconcile,
+    removal_matcher,
     udp_unforwarded,
 )
 
@@ -712,6 +713,51 @@ def test_reconcile_refuses_two_forwards_on_one_listener() -> None:
         reconcile([], [a, b])
     with pytest.raises(ValueError, match="share a listener"):
         reconcile([a, b], [])
+
+
+# --- what `pyd port rm` names --------------------------------------------------------------
+
+_HELD = [
+    parse_port_spec("8080:80"),
+    parse_port_spec("0.0.0.0:8080:81"),
+    parse_port_spec("[::1]:8080:80"),
+    parse_port_spec("9000:9000"),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("8080", ["127.0.0.1:8080:80", "0.0.0.0:8080:81", "[::1]:8080:80"]),
+        ("127.0.0.1:8080", ["127.0.0.1:8080:80"]),
+        ("[::1]:8080", ["[::1]:8080:80"]),
+        ("[0:0:0:0:0:0:0:1]:8080", ["[::1]:8080:80"]),
+        # A spec without an address matches whatever address the forward listens on.
+        ("8080:80", ["127.0.0.1:8080:80", "[::1]:8080:80"]),
+        ("0.0.0.0:8080:81", ["0.0.0.0:8080:81"]),
+        ("127.0.0.1:8080:81", []),
+        (" 9000 ", ["127.0.0.1:9000:9000"]),
+    ],
+)
+def test_port_rm_names_forwards_by_spec_or_host_side(text: str, named: list[str]) -> None:
+    matches = removal_matcher(text)
+    assert [format_port_spec(f) for f in _HELD if matches(f)] == named
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("70000", "'70000': host port 70000 is outside 1-65535"),
+        ("999.1.1.1:8080", "'999.1.1.1:8080': '999.1.1.1' is not an IP address"),
+        ("[127.0.0.1]:8080", "'[127.0.0.1]:8080': only IPv6 addresses go in brackets"),
+        ("web", "invalid port forward 'web'"),
+    ],
+)
+def test_port_rm_refuses_what_names_no_forward_saying_how_to(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as e:
+        removal_matcher(text)
+    assert e.value.message.startswith(message)
+    assert "127.0.0.1:8080:80" in e.value.hint and "[::1]:8080" in e.value.hint
 
 
 # --- end to end over the values -------------------------------------------------------------
