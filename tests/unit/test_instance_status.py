@@ -3,11 +3,13 @@ the agent's keeper: pure functions of the VM's, agent's and keeper's reports."""
 
 from __future__ import annotations
 
+import json
 import time
 
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status_file import FAILED, READY, RECONNECTING, STOPPED, AgentStatus
-from pyd.lifecycle.status import keeper_note, overall, status_hint
+from pyd.agent.status_file import FAILED, READY, RECONNECTING, STATES, STOPPED, AgentStatus
+from pyd.lifecycle.status import RunState, keeper_note, overall, status_hint
+from pyd.vm.backends.base import VMState
 
 
 def _agent(state: str, error: str = "", hint: str = "") -> AgentStatus:
@@ -15,35 +17,35 @@ def _agent(state: str, error: str = "", hint: str = "") -> AgentStatus:
 
 
 def test_a_paused_vm_is_paused_whatever_the_agent_says() -> None:
-    assert overall("paused", True, _agent(READY)) == "paused"
-    assert overall("paused", False, None) == "paused"
+    assert overall(VMState.PAUSED, True, _agent(READY)) is RunState.PAUSED
+    assert overall(VMState.PAUSED, False, None) is RunState.PAUSED
 
 
 def test_states_of_a_running_vm() -> None:
-    assert overall("running", True, _agent(READY)) == "running"
-    assert overall("running", True, _agent(RECONNECTING)) == "reconnecting"
-    assert overall("running", False, _agent(READY)) == "degraded"
+    assert overall(VMState.RUNNING, True, _agent(READY)) is RunState.RUNNING
+    assert overall(VMState.RUNNING, True, _agent(RECONNECTING)) is RunState.RECONNECTING
+    assert overall(VMState.RUNNING, False, _agent(READY)) is RunState.DEGRADED
     # Between a crash and the restart, the keeper lives on: not the user's to fix.
-    assert overall("running", False, _agent(READY), keeper_alive=True) == "restarting"
+    assert overall(VMState.RUNNING, False, _agent(READY), keeper_alive=True) is RunState.RESTARTING
 
 
 def test_states_of_a_vm_that_does_not_run() -> None:
-    assert overall("stopped", False, _agent(STOPPED)) == "stopped"
-    assert overall("absent", False, None) == "stopped"
-    assert overall("unknown", False, None) == "unknown"
+    assert overall(VMState.STOPPED, False, _agent(STOPPED)) is RunState.STOPPED
+    assert overall(VMState.ABSENT, False, None) is RunState.STOPPED
+    assert overall(None, False, None) is RunState.UNKNOWN
 
 
 def test_hints_say_what_to_run() -> None:
-    assert "`pyd start -n dev` resumes it" in status_hint("paused", _agent(READY), " -n dev")
-    degraded = status_hint("degraded", None, "")
+    assert "`pyd start -n dev` resumes it" in status_hint(RunState.PAUSED, _agent(READY), " -n dev")
+    degraded = status_hint(RunState.DEGRADED, None, "")
     assert "`pyd start` starts it again" in degraded and "pyd logs" in degraded
     # The agent's own hint wins: a crash loop's, the VM's crash.
     gave_up = _agent(FAILED, "crashed 5 times", "see `pyd logs`; `pyd start` starts it again")
-    assert status_hint("degraded", gave_up, "") == gave_up.hint
+    assert status_hint(RunState.DEGRADED, gave_up, "") == gave_up.hint
     crashed = _agent(STOPPED, "the VM stopped unexpectedly")
-    assert "pyd start" in status_hint("stopped", crashed, "")
-    assert status_hint("stopped", _agent(STOPPED), "") == ""  # `pyd stop`: nothing to do
-    assert status_hint("running", _agent(READY), "") == ""
+    assert "pyd start" in status_hint(RunState.STOPPED, crashed, "")
+    assert status_hint(RunState.STOPPED, _agent(STOPPED), "") == ""  # `pyd stop`: nothing to do
+    assert status_hint(RunState.RUNNING, _agent(READY), "") == ""
 
 
 def test_keeper_notes() -> None:
@@ -59,3 +61,16 @@ def test_keeper_notes() -> None:
     assert keeper_note(gave_up, False) == (
         "gave up after 5 crashes of the agent (last: exit code 1): see `pyd logs`"
     )
+
+
+def test_every_agent_state_short_of_ready_is_an_instance_state() -> None:
+    assert overall(VMState.RUNNING, True, _agent(FAILED)) is RunState.FAILED
+    for state in STATES:
+        if state != READY:
+            assert overall(VMState.RUNNING, True, _agent(state)) == state
+
+
+def test_states_are_written_as_their_plain_names() -> None:
+    # `pyd status --json` and `pyd list` show the value, as when states were strings.
+    assert json.dumps({"state": RunState.DEGRADED}) == '{"state": "degraded"}'
+    assert f"{RunState.RUNNING}" == "running"

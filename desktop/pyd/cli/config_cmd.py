@@ -55,7 +55,7 @@ def set_(
             f"the data disk of {name!r} already exists; its size is fixed at creation",
             hint="`pyd delete` and start again for another size",
         )
-    running = inst.exists and instance_status(inst).vm in ("running", "paused")
+    running = inst.exists and instance_status(inst).vm_exists
     if running and key in ("backend", "libvirt_uri"):
         # stop/status/delete find the VM through these: changing them now would orphan it.
         raise UsageError(

@@ -20,7 +20,7 @@ from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.host.atomicfile import write_atomic
 from pyd.instance.registry import DEFAULT, Instance, all_instances, existing, name_option
 from pyd.instance.state import load_state
-from pyd.lifecycle.status import InstanceStatus, broken_status, instance_status
+from pyd.lifecycle.status import InstanceStatus, RunState, broken_status, instance_status
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
@@ -149,8 +149,8 @@ def status(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
         elif key == "mounts":
             value = "; ".join(f"{m['location']} {m['state']}" for m in value) or "-"
         out_console.print(f"{key:<12} {value}", markup=False, highlight=False)
-    if st.state != "running":
-        raise typer.Exit(0 if st.state == "stopped" else 1)
+    if st.state is not RunState.RUNNING:
+        raise typer.Exit(0 if st.state is RunState.STOPPED else 1)
 
 
 def list_(as_json: JsonOpt = False) -> None:

@@ -22,6 +22,7 @@ from tomlkit.toml_document import TOMLDocument
 
 from pyd.config.settings import (
     MOUNTS,
+    BackendName,
     InstanceConfig,
     canonical_entry,
     parse_config,
@@ -73,7 +74,7 @@ def platform_defaults(host: Host) -> dict[str, Any]:
     directly there; and the shares, which depend on the host's home directory."""
     defaults = dict(vmconfig(DEFAULTS))
     if host.platform == "win32":
-        defaults["backend"] = "qemu"
+        defaults["backend"] = BackendName.QEMU.value
     defaults[MOUNTS] = shares_to_toml(default_shares(host))
     return defaults
 

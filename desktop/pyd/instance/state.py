@@ -10,13 +10,14 @@ from pathlib import Path
 
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
+from pyd.vm.accel import Accel
 
 
 @dataclass(frozen=True)
 class InstanceState:
     ssh_port: int
     image_key: str
-    accel: str
+    accel: Accel
 
 
 def parse_state(text: str, origin: str) -> InstanceState:
@@ -25,7 +26,7 @@ def parse_state(text: str, origin: str) -> InstanceState:
         return InstanceState(
             ssh_port=int(data["ssh_port"]),
             image_key=str(data["image_key"]),
-            accel=str(data["accel"]),
+            accel=Accel(data["accel"]),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise PydError(

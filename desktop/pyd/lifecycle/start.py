@@ -32,7 +32,7 @@ from pyd.lifecycle.agent_proc import (
 )
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.progress import Progress, phase
-from pyd.vm.accel import detect_accel
+from pyd.vm.accel import resolve_accel
 from pyd.vm.arches import get_arch
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backend_for_config
@@ -136,7 +136,7 @@ def _boot(inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Pro
                 host_access=cfg.host_access,
             ),
         )
-        accel = detect_accel() if cfg.accel == "auto" else cfg.accel
+        accel = resolve_accel(cfg.accel)
         port = state.ssh_port if state and _port_free(state.ssh_port) else free_loopback_port()
         save_state(files.state, InstanceState(port, image.key, accel))
         files.docker_sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

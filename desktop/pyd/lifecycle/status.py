@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pyd.agent import status_file as agent_file
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status_file import READY, AgentStatus, MountStatus, PortStatus
+from pyd.agent.status_file import AgentStatus, MountStatus, PortStatus
 from pyd.config.settings import context_name
 from pyd.config.store import load_config
 from pyd.errors import PydError
@@ -19,13 +21,30 @@ from pyd.vm.backends.base import VMState
 from pyd.vm.backends.choice import backend_for_config
 
 
+class RunState(enum.StrEnum):
+    """What `pyd status` and `pyd list` call an instance's state (shown and in --json)."""
+
+    RUNNING = "running"  # the VM runs and the agent is ready
+    PAUSED = "paused"
+    RESTARTING = "restarting"  # the keeper is starting the agent again
+    DEGRADED = "degraded"  # the VM runs but nothing carries the Docker socket
+    STOPPED = "stopped"
+    UNKNOWN = "unknown"  # the backend cannot tell
+    BROKEN = "broken"  # config.toml or state.json cannot be read
+    # The agent's own state, while it is not ready.
+    STARTING = agent_file.STARTING
+    RECONNECTING = agent_file.RECONNECTING
+    FAILED = agent_file.FAILED
+
+
+UNKNOWN_VM = "unknown"  # InstanceStatus.vm when the backend cannot tell
+
+
 @dataclass(frozen=True)
 class InstanceStatus:
     name: str
-    # running | paused | starting | restarting | reconnecting | degraded | stopped | unknown
-    # | broken
-    state: str
-    vm: str
+    state: RunState
+    vm: str  # a VMState's value, or UNKNOWN_VM
     agent: str  # the agent's state, or "not running"
     agent_pid: int | None
     docker_host: str
@@ -48,34 +67,38 @@ class InstanceStatus:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def vm_exists(self) -> bool:
+        """A QEMU process holds the disks (running or paused), whatever the agent does."""
+        return any(self.vm == s.value for s in VMState if s.exists)
+
 
 def overall(
-    vm: str, agent_alive: bool, agent: AgentStatus | None, keeper_alive: bool = False
-) -> str:
-    """Pure: what a user would call the instance's state."""
-    if vm == VMState.PAUSED.value:
-        return "paused"
-    if vm != VMState.RUNNING.value:
-        return "stopped" if vm in (VMState.STOPPED.value, VMState.ABSENT.value) else "unknown"
+    vm: VMState | None, agent_alive: bool, agent: AgentStatus | None, keeper_alive: bool = False
+) -> RunState:
+    """Pure: what a user would call the instance's state; `vm` None when the backend cannot
+    tell."""
+    if vm is VMState.PAUSED:
+        return RunState.PAUSED
+    if vm is not VMState.RUNNING:
+        return RunState.UNKNOWN if vm is None else RunState.STOPPED
     if not agent_alive or agent is None:
-        if keeper_alive:
-            return "restarting"  # the keeper is starting the agent again
-        return "degraded"  # the VM runs but nothing carries the Docker socket: `pyd start`
-    return "running" if agent.state == READY else agent.state
+        return RunState.RESTARTING if keeper_alive else RunState.DEGRADED
+    return RunState.RUNNING if agent.state == agent_file.READY else RunState(agent.state)
 
 
-def status_hint(state: str, agent: AgentStatus | None, name_opt: str) -> str:
+def status_hint(state: RunState, agent: AgentStatus | None, name_opt: str) -> str:
     """Pure: what to do, for the states that need the user."""
-    if state == "paused":
+    if state is RunState.PAUSED:
         return f"the VM is paused; `pyd start{name_opt}` resumes it"
     if agent is not None and agent.hint:
         return agent.hint
-    if state == "degraded":
+    if state is RunState.DEGRADED:
         return (
             f"the host agent is not running; `pyd start{name_opt}` starts it again "
             f"(`pyd logs{name_opt}` shows why it ended)"
         )
-    if state == "stopped" and agent is not None and agent.error:
+    if state is RunState.STOPPED and agent is not None and agent.error:
         return f"`pyd start{name_opt}` starts it again"
     return ""
 
@@ -100,10 +123,11 @@ def instance_status(inst: Instance) -> InstanceStatus:
     cfg = load_config(inst.files.config)
     state = load_state(inst.files.state)
     error = vm_hint = ""
+    vm: VMState | None
     try:
-        vm = backend_for_config(inst.name, cfg).state().value
+        vm = backend_for_config(inst.name, cfg).state()
     except PydError as e:
-        vm, error, vm_hint = "unknown", e.message, e.hint
+        vm, error, vm_hint = None, e.message, e.hint
     alive = agent_running(inst.files)
     agent = agent_status(inst.files)
     keeper_alive = keeper_running(inst.files)
@@ -111,7 +135,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
     return InstanceStatus(
         name=inst.name,
         state=state_now,
-        vm=vm,
+        vm=vm.value if vm is not None else UNKNOWN_VM,
         agent=agent.state if agent and alive else "not running",
         agent_pid=agent.pid if agent and alive else None,
         docker_host=agent.docker_host if agent and alive else "",
@@ -137,8 +161,8 @@ def broken_status(name: str, error: str) -> InstanceStatus:
     """An instance whose config or state cannot be read: listed, with the reason."""
     return InstanceStatus(
         name=name,
-        state="broken",
-        vm="unknown",
+        state=RunState.BROKEN,
+        vm=UNKNOWN_VM,
         agent="unknown",
         agent_pid=None,
         docker_host="",

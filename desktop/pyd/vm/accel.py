@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import platform
 from pathlib import Path
 
-ACCELERATORS = ("kvm", "hvf", "whpx", "tcg")
+
+class Accel(enum.StrEnum):
+    """QEMU's accelerators, by the name QEMU, config.toml and state.json give them."""
+
+    KVM = "kvm"
+    HVF = "hvf"
+    WHPX = "whpx"
+    TCG = "tcg"
 
 
-def choose_accel(system: str, kvm_opens: bool, cpu_flags: frozenset[str]) -> str:
+AUTO = "auto"  # the `accel` setting that means: detect_accel() at each boot
+
+
+def choose_accel(system: str, kvm_opens: bool, cpu_flags: frozenset[str]) -> Accel:
     """Pure decision. kvm needs both an openable /dev/kvm and vmx/svm: a /dev/kvm without
     them exists on some cloud machines, and a guest there hangs instead of failing."""
     if system == "Darwin":
-        return "hvf"
+        return Accel.HVF
     if system == "Windows":
-        return "whpx"
+        return Accel.WHPX
     if system == "Linux" and kvm_opens and cpu_flags & {"vmx", "svm"}:
-        return "kvm"
-    return "tcg"
+        return Accel.KVM
+    return Accel.TCG
 
 
 def _kvm_opens() -> bool:
@@ -42,9 +53,14 @@ def _cpu_flags() -> frozenset[str]:
     return frozenset(flags)
 
 
-def detect_accel() -> str:
+def detect_accel() -> Accel:
     """The accelerator for this host (probes /dev/kvm and /proc/cpuinfo on Linux)."""
     system = platform.system()
     if system != "Linux":
         return choose_accel(system, False, frozenset())
     return choose_accel(system, _kvm_opens(), _cpu_flags())
+
+
+def resolve_accel(setting: str) -> Accel:
+    """The accelerator an `accel` setting (a name, or AUTO) means on this host."""
+    return detect_accel() if setting == AUTO else Accel(setting)

@@ -6,19 +6,22 @@ from dataclasses import dataclass
 
 from pyd.errors import UsageError
 from pyd.resources import vmconfig
-from pyd.vm.accel import ACCELERATORS
+from pyd.vm.accel import Accel
 
 
 @dataclass(frozen=True)
 class MachineSettings:
-    accel: str
+    accel: Accel
     cpu: str
     cmdline: tuple[str, ...]
 
 
 def machine_settings(accel: str) -> MachineSettings:
-    if accel not in ACCELERATORS:
-        raise UsageError(f"unknown accelerator {accel!r}", hint=f"use one of {ACCELERATORS}")
-    table = vmconfig("accel")[accel]
+    try:
+        known = Accel(accel)
+    except ValueError:
+        names = tuple(a.value for a in Accel)
+        raise UsageError(f"unknown accelerator {accel!r}", hint=f"use one of {names}") from None
+    table = vmconfig("accel")[known]
     common = vmconfig("kernel")["cmdline"]
-    return MachineSettings(accel, str(table["cpu"]), (*common, *table["cmdline"]))
+    return MachineSettings(known, str(table["cpu"]), (*common, *table["cmdline"]))

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
+from pyd.vm.accel import Accel
 from pyd.vm.arches import Arch
 from pyd.vm.machine import MachineSettings
 
@@ -25,7 +26,7 @@ class Disk:
 @dataclass(frozen=True)
 class GuestSpec:
     arch: Arch
-    accel: str
+    accel: Accel
     accel_cpu: str
     cpus: int
     memory_mib: int

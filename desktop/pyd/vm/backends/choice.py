@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from pyd.config.settings import InstanceConfig
+from pyd.config.settings import BackendName, InstanceConfig
 from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.instance.registry import instance
@@ -12,7 +12,7 @@ from pyd.vm.backends.base import VMBackend
 
 
 def backend_for_config(name: str, cfg: InstanceConfig) -> VMBackend:
-    if cfg.backend == "libvirt":
+    if cfg.backend == BackendName.LIBVIRT:
         from pyd.vm.backends.libvirt_backend import LibvirtBackend, choose_uri
 
         return LibvirtBackend(name, choose_uri(cfg.libvirt_uri, os.environ, _euid()))

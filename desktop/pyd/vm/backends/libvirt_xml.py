@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from pyd.errors import UsageError
-from pyd.vm.backends.qemu_cmdline import kernel_cmdline
+from pyd.vm.accel import Accel
+from pyd.vm.backends.qemu_cmdline import TB_CACHE_MIB, kernel_cmdline
 from pyd.vm.spec import GuestSpec
 
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -21,10 +22,9 @@ ET.register_namespace("qemu", QEMU_NS)
 ET.register_namespace("pyd", PYD_NS)
 
 # libvirt's <domain type> per accelerator. libvirt has no Windows Hypervisor Platform driver.
-DOMAIN_TYPES = {"tcg": "qemu", "kvm": "kvm", "hvf": "hvf"}
+DOMAIN_TYPES = {Accel.TCG: "qemu", Accel.KVM: "kvm", Accel.HVF: "hvf"}
 # vmconfig/accel.toml's -cpu model -> libvirt's <cpu mode>.
 CPU_MODES = {"max": "maximum", "host": "host-passthrough"}
-TB_CACHE_MIB = 512  # qemu_argv: tb-size=512
 NET_ID = "pydnet"
 # The passthrough NIC is invisible to libvirt's PCI address allocation, and on q35 QEMU's own
 # pick collides with libvirt's ("slot 1 function 0 not available"). libvirt fills root ports
@@ -47,7 +47,7 @@ def _pcie_bus(machine: str) -> str:
     return "pci.0" if machine.startswith(("pc", "i440fx")) else "pcie.0"
 
 
-def domain_type(accel: str) -> str:
+def domain_type(accel: Accel) -> str:
     try:
         return DOMAIN_TYPES[accel]
     except KeyError:
@@ -98,7 +98,7 @@ def domain_xml(
         # Without <acpi/> libvirt passes -no-acpi: no power button, so no clean shutdown.
         # (arm's virt machine signals the button through a GPIO in the device tree.)
         _sub(features, "acpi")
-    if spec.accel == "tcg":
+    if spec.accel == Accel.TCG:
         tcg = _sub(features, "tcg")
         _sub(tcg, "tb-cache", str(TB_CACHE_MIB), unit="MiB")
 

@@ -4,9 +4,15 @@ SSH forwarded from one loopback port, serial console to a file."""
 
 from __future__ import annotations
 
+from pyd.vm.accel import Accel
 from pyd.vm.spec import GuestSpec
 
 ROOT_LABEL = "pyd-root"
+TB_CACHE_MIB = 512  # TCG's translation cache, the same under either backend
+# QEMU's -accel option per accelerator: TCG translates on every vCPU's thread.
+ACCEL_OPTIONS: dict[Accel, str] = {a: a.value for a in Accel} | {
+    Accel.TCG: f"tcg,thread=multi,tb-size={TB_CACHE_MIB}"
+}
 
 
 def kernel_cmdline(spec: GuestSpec) -> str:
@@ -15,7 +21,6 @@ def kernel_cmdline(spec: GuestSpec) -> str:
 
 
 def qemu_argv(spec: GuestSpec) -> list[str]:
-    accel = "tcg,thread=multi,tb-size=512" if spec.accel == "tcg" else spec.accel
     argv = [
         spec.arch.qemu,
         "-name",
@@ -23,7 +28,7 @@ def qemu_argv(spec: GuestSpec) -> list[str]:
         "-machine",
         spec.arch.machine,
         "-accel",
-        accel,
+        ACCEL_OPTIONS[spec.accel],
         "-cpu",
         spec.accel_cpu,
         "-smp",
