@@ -12,15 +12,17 @@ import pytest
 
 from pyd.agent.session import SSHDown
 from pyd.agent.status_file import MOUNTING, MountStatus
+from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
 from pyd.mounts.shares import Share
 from pyd.mounts.worker import MountManager
+
+from .polling import until
 
 SHARE = Share("/home/me", "/home/me", True)
 
 
 def _no_ssh(wait: float) -> paramiko.Transport:
-    time.sleep(min(wait, 0.05))
     raise SSHDown("the SSH connection to the guest is down")
 
 
@@ -39,9 +41,8 @@ def test_a_share_waits_as_mounting_while_ssh_is_down() -> None:
     manager, reports = _manager()
     try:
         manager.set_shares([SHARE])
-        time.sleep(0.3)
         waiting = MountStatus("/home/me", "/home/me", True, MOUNTING, "waiting for SSH")
-        assert reports[-1] == (waiting,)
+        until(lambda: reports[-1] == (waiting,), what="the share waits for SSH")
         manager.set_shares([])
         assert reports[-1] == ()
     finally:
@@ -67,5 +68,48 @@ def test_a_container_on_a_share_that_is_down_is_logged_once(
         assert len(errors) == 1
         assert "container web uses /home/me/src" in errors[0]
         assert "share /home/me is not mounted (waiting for SSH)" in errors[0]
+    finally:
+        manager.close()
+
+
+def _mount_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("mount ")]
+
+
+def test_close_does_not_wait_and_join_ends_every_worker() -> None:
+    manager, _ = _manager()
+    manager.set_shares([SHARE, Share("/data", "/mnt/data", False)])
+    assert len(_mount_threads()) == 2
+    t0 = time.monotonic()
+    manager.close()
+    assert time.monotonic() - t0 < 0.5
+    assert manager.join(Deadline(5))
+    assert _mount_threads() == []
+
+
+def test_no_share_starts_once_closed() -> None:
+    manager, reports = _manager()
+    manager.start()
+    manager.close()
+    manager.set_shares([SHARE])
+    assert _mount_threads() == []
+    assert reports == []
+    assert manager.join(Deadline(1))
+
+
+def test_a_removed_share_is_stopped_and_unmounted_in_the_guest() -> None:
+    asked: list[float] = []
+
+    def no_ssh(wait: float) -> paramiko.Transport:
+        asked.append(wait)
+        return _no_ssh(wait)
+
+    manager = MountManager(no_ssh, SftpServer(BUILTIN, WALK), lambda r: None)
+    try:
+        manager.set_shares([SHARE])
+        until(lambda: asked, what="the worker asks for SSH")
+        manager.set_shares([])
+        assert _mount_threads() == []  # its worker stopped before set_shares returned
+        assert asked[-1] == 1.0  # then the unmount asked for SSH (a short wait: best effort)
     finally:
         manager.close()

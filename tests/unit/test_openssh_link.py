@@ -5,6 +5,7 @@ the other, a stand-in for `ssh … sshfs` that speaks the first SFTP exchange it
 from __future__ import annotations
 
 import functools
+import signal
 import subprocess
 import sys
 import time
@@ -13,8 +14,11 @@ from typing import Any
 
 import pytest
 
+from pyd.host.threads import Deadline
 from pyd.mounts.openssh_link import ENV, OpenSSHEndpoint, OpenSSHLink, find_endpoint
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
+
+from .polling import until
 
 ENDPOINT = OpenSSHEndpoint("/usr/bin/ssh", 2222, Path("/k/id"), Path("/k/known_hosts"))
 
@@ -90,29 +94,53 @@ def _sftp_server() -> SftpServer:
     return _servers()[0]
 
 
+def _started(ssh: list[str], server: list[str]) -> OpenSSHLink:
+    link = OpenSSHLink(ssh, server)
+    link.start()
+    return link
+
+
 def test_link_pipes_ssh_and_the_sftp_server_to_each_other(server: SftpServer) -> None:
-    link = OpenSSHLink([sys.executable, "-c", _CLIENT], server_argv(server, True))
+    link = _started([sys.executable, "-c", _CLIENT], server_argv(server, True))
     try:
         assert link.wait() == 3
         # The real sftp-server answered the stand-in's INIT through the pipes alone.
         assert link.ended() == "ssh exited with status 3: reply type 2 version 3"
         assert not link.running()
+        # ssh's end closed the server's input: it ends by itself, before any close.
+        assert link.join(Deadline(10))
     finally:
         link.close()
-    # ssh's end closed the server's input: it is gone too.
     assert link.server.poll() is not None
 
 
-def test_close_ends_both_processes_while_they_run() -> None:
+def test_close_asks_both_processes_to_end_and_join_reaps_them() -> None:
     sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
-    link = OpenSSHLink(sleeper, server_argv(_sftp_server(), False))
+    link = _started(sleeper, server_argv(_sftp_server(), False))
     assert link.running()
     assert link.ended() == "ssh is running"
     t0 = time.monotonic()
     link.close()
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 1  # close never waits
+    assert link.join(Deadline(5))
     assert link.ssh.poll() is not None
     assert link.server.poll() is not None
+
+
+def test_join_kills_what_ignores_the_close() -> None:
+    stubborn = [
+        sys.executable,
+        "-c",
+        "import signal, sys, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "sys.stderr.write('ready'); sys.stderr.flush(); time.sleep(60)",
+    ]
+    link = _started(stubborn, server_argv(_sftp_server(), True))
+    until(lambda: link.ended().endswith("ready"), what="the stand-in ignores SIGTERM")
+    link.close()
+    t0 = time.monotonic()
+    assert not link.join(Deadline(0.5))
+    assert time.monotonic() - t0 < 5
+    assert link.ssh.returncode == -signal.SIGKILL
 
 
 def test_a_missing_ssh_program_leaves_no_server_behind(
@@ -128,18 +156,20 @@ def test_a_missing_ssh_program_leaves_no_server_behind(
 
     argv = server_argv(_sftp_server(), True)
     monkeypatch.setattr(subprocess, "Popen", recording)
+    link = OpenSSHLink([str(tmp_path / "no-ssh")], argv)
     with pytest.raises(OSError):
-        OpenSSHLink([str(tmp_path / "no-ssh")], argv)
+        link.start()
     assert len(started) == 1  # the server; ssh never started
     assert started[0].poll() is not None
 
 
 def test_stderr_keeps_only_its_end() -> None:
     noisy = [sys.executable, "-c", "import sys; sys.stderr.write('x' * 10000 + ' last words')"]
-    link = OpenSSHLink(noisy, server_argv(_sftp_server(), True))
+    link = _started(noisy, server_argv(_sftp_server(), True))
     try:
         link.wait()
         assert link.ended().endswith("x last words")
         assert len(link.ended()) < 400
     finally:
         link.close()
+        link.join(Deadline(5))

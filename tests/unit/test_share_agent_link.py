@@ -12,17 +12,18 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import paramiko
 import pytest
 
 from pyd.agent.status_file import MOUNTED, MountStatus
+from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 from pyd.mounts.shares import Share
 from pyd.mounts.worker import MountManager
 
+from .polling import until
 from .sshserver import AllowAnyone, SSHServer, client_without_auth
 
 pytestmark = pytest.mark.skipif(
@@ -115,10 +116,12 @@ def test_a_share_on_the_agents_connection_mounts_and_stays_confined(
     manager = MountManager(lambda wait: transport, server, reports.append, openssh=None)
     try:
         manager.set_shares([Share(str(share), str(mnt), True)])
-        deadline = time.monotonic() + 30
-        while not (reports and reports[-1] and reports[-1][0].state == MOUNTED):
-            assert time.monotonic() < deadline, reports[-1:]
-            time.sleep(0.05)
+        until(
+            lambda: reports and reports[-1] and reports[-1][0].state == MOUNTED,
+            30,
+            0.05,
+            "the share mounted",
+        )
         assert (mnt / "hello").read_text() == "from the host\n"
         (mnt / "back").write_text("from the guest\n")
         assert (share / "back").read_text() == "from the guest\n"
@@ -132,8 +135,13 @@ def test_a_share_on_the_agents_connection_mounts_and_stays_confined(
         st = secret.stat()
         assert (st.st_uid, st.st_mtime) == (0, 1_600_000_000)
         assert secret.read_text() == "host only\n"
+        # Removed from the config: its worker stops and the mount goes.
+        manager.set_shares([])
+        assert reports[-1] == ()
+        assert not os.path.ismount(mnt)
     finally:
         manager.close()
+        manager.join(Deadline(10))
         subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False, capture_output=True)
         transport.close()
         ssh.close()

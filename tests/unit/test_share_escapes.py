@@ -22,10 +22,13 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from pyd.host.threads import Deadline
 from pyd.mounts.openssh_link import OpenSSHLink
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 from pyd.mounts.sftp_serve import PipeStream
 from pyd.mounts.sftp_server import _Channel
+
+from .polling import until
 
 SECRET = b"outside the share"
 MTIME = 1_600_000_000
@@ -297,11 +300,14 @@ def test_the_finding_through_the_real_sshfs(server: SftpServer, tree: Tree, tmp_
     mnt.mkdir()
     sshfs = ["sshfs", f":{tree.root}", str(mnt), "-o", "slave,no_contain_symlinks"]
     link = OpenSSHLink(sshfs, server.argv(str(tree.root), True))
+    link.start()
+
+    def mounted() -> bool:
+        assert link.running(), link.ended()
+        return os.path.ismount(mnt)
+
     try:
-        deadline = time.monotonic() + 10
-        while not os.path.ismount(mnt):
-            assert link.running() and time.monotonic() < deadline, link.ended()
-            time.sleep(0.05)
+        until(mounted, 10, 0.05, "sshfs mounts the share")
         assert (mnt / "file.txt").read_bytes() == b"hello"  # it serves
         for name, text in (("abs", str(tree.secret)), ("rel", "../outside/secret.txt")):
             # The built-in server refuses to make a link that leads out.
@@ -319,6 +325,7 @@ def test_the_finding_through_the_real_sshfs(server: SftpServer, tree: Tree, tmp_
     finally:
         subprocess.run(["fusermount3", "-u", str(mnt)], check=False, capture_output=True)
         link.close()
+        link.join(Deadline(10))
     assert tree.fingerprint() == before
 
 

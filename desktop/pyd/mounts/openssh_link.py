@@ -23,10 +23,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyd.host.threads import Deadline, join_threads
 from pyd.ssh.openssh import ssh_argv
 
 ENV = "PYD_SHARE_SSH"  # "agent": shares ride on the agent's connection even with ssh here
 STDERR_KEPT = 4096  # the end of ssh's and sshfs's messages, for the reason a mount ended
+STOP_WAIT = 5.0  # seconds ssh and the server get to exit after SIGTERM before SIGKILL
 
 
 @dataclass(frozen=True)
@@ -65,35 +67,57 @@ def find_endpoint(
 
 class OpenSSHLink:
     """`ssh … COMMAND` and an SFTP server process, each one's stdout the other's stdin (the
-    server's stderr is the agent's, i.e. its log)."""
+    server's stderr is the agent's, i.e. its log). A thread owner (pyd.host.threads):
+    `start()` runs both processes, `close()` asks both to end, `join(deadline)` reaps them."""
 
     def __init__(self, ssh_argv: Sequence[str], server_argv: Sequence[str]) -> None:
+        self._ssh_argv = list(ssh_argv)
+        self._server_argv = list(server_argv)
         self._stderr = bytearray()
-        self.server = subprocess.Popen(
-            list(server_argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
+        self._procs: tuple[subprocess.Popen[bytes], ...] = ()  # once started: server, ssh
+        self._reader: threading.Thread | None = None
+
+    @property
+    def server(self) -> subprocess.Popen[bytes]:
+        assert self._procs, "not started"
+        return self._procs[0]
+
+    @property
+    def ssh(self) -> subprocess.Popen[bytes]:
+        assert self._procs, "not started"
+        return self._procs[1]
+
+    def start(self) -> None:
+        """Starts the server, then ssh; raises OSError (leaving nothing behind) when either
+        cannot be run."""
+        server = subprocess.Popen(
+            self._server_argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True
         )
-        assert self.server.stdin is not None and self.server.stdout is not None
+        assert server.stdin is not None and server.stdout is not None
         try:
-            self.ssh = subprocess.Popen(
-                list(ssh_argv),
-                stdin=self.server.stdout,
-                stdout=self.server.stdin,
+            ssh = subprocess.Popen(
+                self._ssh_argv,
+                stdin=server.stdout,
+                stdout=server.stdin,
                 stderr=subprocess.PIPE,
                 close_fds=True,
             )
         except OSError:
-            self._end(self.server)
+            _terminate(server)
+            _reap(server, Deadline(STOP_WAIT))
             raise
+        self._procs = (server, ssh)
         # Only the two children hold the pipes now: either one's exit ends the other's input.
-        self.server.stdin.close()
-        self.server.stdout.close()
+        server.stdin.close()
+        server.stdout.close()
         self._reader = threading.Thread(target=self._keep_stderr, daemon=True)
         self._reader.start()
 
     def wait(self) -> int:
         """Blocks until ssh exits (the connection or sshfs ended); its exit status."""
         code = self.ssh.wait()
-        self._reader.join(timeout=5)
+        if self._reader is not None:
+            self._reader.join(timeout=STOP_WAIT)  # ssh's last words, for ended()
         return code
 
     def running(self) -> bool:
@@ -108,9 +132,18 @@ class OpenSSHLink:
         return f"{how}: {text}" if text else how
 
     def close(self) -> None:
-        """Ends both processes: sshfs in the guest sees the end of its input and unmounts."""
-        self._end(self.ssh)
-        self._end(self.server)
+        """Asks both processes to end (no wait): sshfs in the guest sees the end of its
+        input and unmounts."""
+        for proc in self._procs:
+            _terminate(proc)
+
+    def join(self, deadline: Deadline) -> bool:
+        """Reaps both processes, killing what is still running at `deadline`; True when they
+        ended by themselves and the stderr reader with them."""
+        ended = all([_reap(proc, deadline) for proc in self._procs])
+        if self._reader is not None:
+            ended = join_threads([self._reader], deadline) and ended
+        return ended
 
     def _keep_stderr(self) -> None:
         assert self.ssh.stderr is not None
@@ -119,16 +152,19 @@ class OpenSSHLink:
                 self._stderr += chunk
                 del self._stderr[:-STDERR_KEPT]
 
-    @staticmethod
-    def _end(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(OSError):  # it ended just now
             proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for pipe in (proc.stdin, proc.stdout):
-            if pipe is not None:
-                with contextlib.suppress(OSError):
-                    pipe.close()
+
+
+def _reap(proc: subprocess.Popen[bytes], deadline: Deadline) -> bool:
+    """Waits for `proc` until `deadline`, then kills it; True when it ended in time."""
+    try:
+        proc.wait(timeout=deadline.left())
+        return True
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return False

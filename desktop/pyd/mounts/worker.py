@@ -25,6 +25,7 @@ import paramiko
 
 from pyd.agent.status_file import MOUNT_FAILED, MOUNTED, MOUNTING, MountStatus
 from pyd.errors import PydError
+from pyd.host.threads import Deadline, join_threads
 from pyd.mounts.binds import binds_on
 from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
 from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
@@ -40,13 +41,16 @@ log = logging.getLogger("pyd.agent")
 MOUNT_WAIT = 60.0  # sshfs start to mounted, under emulation: ~1 s
 RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # back-off between attempts that failed
 SSH_WAIT = 5.0  # a worker asks for SSH this often while it is down (the supervisor reconnects)
+UNMOUNT_WAIT = 30.0  # for `umount` of a removed share in the guest
+STOP_WAIT = 10.0  # a removed share's worker gets this long to stop before the unmount
+LINK_STOP_WAIT = 5.0  # an OpenSSH session's processes get this long to exit after close
 
 OpenTransport = Callable[[float], paramiko.Transport]
 Report = Callable[[tuple[MountStatus, ...]], None]
 
 
 class MountWorker:
-    """Keeps one share mounted until closed."""
+    """Keeps one share mounted until closed: a thread owner (pyd.host.threads)."""
 
     def __init__(
         self,
@@ -80,18 +84,23 @@ class MountWorker:
         s = self.share
         return MountStatus(s.location, s.mount_point, s.writable, self.state, self.detail)
 
-    def close(self, unmount: bool) -> None:
-        """Stops the worker; with `unmount`, also takes the mount away in the guest (a share
-        the user removed), rather than leaving it to the VM's shutdown."""
+    def close(self) -> None:
+        """Asks the worker to stop (no wait). The guest's sshfs sees the end of its input and
+        unmounts; a VM that is going away takes the mount with it."""
         self._closed.set()
         with self._lock:
             session = self._session
         if session is not None:
-            session.close()  # sshfs sees the end of its input and unmounts
-        self._thread.join(timeout=10)
-        if unmount:
-            with contextlib.suppress(*_SHARE_ERRORS):
-                _exec(self._transport(1.0), unmount_command(self.share.mount_point), 30.0)
+            session.close()
+
+    def join(self, deadline: Deadline) -> bool:
+        return join_threads([self._thread], deadline)
+
+    def unmount(self) -> None:
+        """Takes the mount away in the guest, for a share the user removed: after close and
+        join, in case sshfs left it behind. Best effort: a guest out of reach is let be."""
+        with contextlib.suppress(*_SHARE_ERRORS):
+            _exec(self._transport(1.0), unmount_command(self.share.mount_point), UNMOUNT_WAIT)
 
     def _set(self, state: str, detail: str = "") -> None:
         if (state, detail) != (self.state, self.detail):
@@ -144,10 +153,13 @@ class MountWorker:
         else:
             session = transport.open_session(timeout=30)
         with self._lock:
+            if self._closed.is_set():  # close() came first: it cannot see this session
+                session.close()
+                return
+            if isinstance(session, OpenSSHLink):
+                session.start()
             self._session = session
         try:
-            if self._closed.is_set():
-                return
             waiter = threading.Thread(
                 target=self._await_mounted, args=(transport, session), daemon=True
             )
@@ -167,6 +179,8 @@ class MountWorker:
             with self._lock:
                 self._session = None
             session.close()
+            if isinstance(session, OpenSSHLink):
+                session.join(Deadline(LINK_STOP_WAIT))
 
     def _serve(self, chan: paramiko.Channel) -> None:
         share = self.share
@@ -223,7 +237,7 @@ def _exec(transport: paramiko.Transport, command: str, timeout: float = MOUNT_WA
 
 
 class MountManager:
-    """The workers for the configured shares."""
+    """The workers for the configured shares: a thread owner (pyd.host.threads)."""
 
     def __init__(
         self,
@@ -239,14 +253,23 @@ class MountManager:
         self._workers: dict[Share, MountWorker] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.RLock()
+        self._closed = False
+        self._stopping: list[MountWorker] = []  # closed by close(), joined by join()
         if server.note:
             log.warning("%s; the built-in SFTP server serves the shares instead", server.note)
         over = f"{openssh.ssh} sessions" if openssh else "the agent's SSH"
         log.info("shares are served by %s over %s", server.describe(), over)
 
+    def start(self) -> None:
+        """Nothing runs yet: set_shares starts a worker for each share."""
+
     def set_shares(self, shares: Iterable[Share]) -> None:
+        """Starts a worker for each new share; stops those of shares no longer wanted and
+        unmounts them in the guest (blocks meanwhile)."""
         wanted = list(shares)
         with self._lock:
+            if self._closed:
+                return
             gone = [w for s, w in self._workers.items() if s not in wanted]
             for worker in gone:
                 del self._workers[worker.share]
@@ -259,7 +282,11 @@ class MountManager:
                     worker.start()
         for worker in gone:
             log.info("share %s removed; unmounting", worker.share.mount_point)
-            worker.close(unmount=True)
+            worker.close()
+        deadline = Deadline(STOP_WAIT)
+        for worker in gone:
+            worker.join(deadline)
+            worker.unmount()
         self._publish()
 
     def check_containers(self, containers: list[Mapping[str, Any]]) -> None:
@@ -284,10 +311,20 @@ class MountManager:
             )
 
     def close(self) -> None:
+        """Stops every worker (no wait), leaving the mounts to the VM's shutdown; no share
+        is set after this."""
         with self._lock:
-            workers, self._workers = list(self._workers.values()), {}
-        for worker in workers:
-            worker.close(unmount=False)
+            self._closed = True
+            self._stopping += self._workers.values()
+            self._workers = {}
+            stopping = list(self._stopping)
+        for worker in stopping:
+            worker.close()
+
+    def join(self, deadline: Deadline) -> bool:
+        with self._lock:
+            stopping = list(self._stopping)
+        return all([worker.join(deadline) for worker in stopping])
 
     def _publish(self) -> None:
         with self._lock:
