@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pyd.config.settings import DEFAULT_INSTANCE
 from pyd.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish", "powershell", "cmd")
@@ -47,7 +48,7 @@ def detect_shell(shell_var: str, windows: bool) -> str:
 
 
 def _name_arg(instance: str) -> str:
-    return "" if instance == "default" else f" -n {instance}"
+    return "" if instance == DEFAULT_INSTANCE else f" -n {instance}"
 
 
 def _posix_quote(value: str) -> str:

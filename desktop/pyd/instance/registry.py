@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pyd.config.settings import validate_name
+from pyd.config.settings import DEFAULT_INSTANCE, validate_name
 from pyd.errors import UsageError
 from pyd.host.filelocks import holding
 from pyd.host.paths import instances_dir
@@ -14,7 +14,7 @@ from pyd.host.private_files import instance_dir
 from pyd.instance.files import CONFIG, START_LOCK, InstanceFiles
 from pyd.lifecycle.progress import Progress
 
-DEFAULT = "default"
+DEFAULT = DEFAULT_INSTANCE  # what a command without -n names
 LOCK_WAIT = 900.0  # a concurrent start may be building the image
 
 
