@@ -6,24 +6,18 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status_file import (
-    CONFLICT,
-    LISTENING,
-    NOT_FORWARDED,
-    READY,
-    AgentStatus,
-    PortStatus,
-    write_status,
-)
+from pyd.agent.status_file import READY, AgentStatus, PortStatus, parse_status, write_status
 from pyd.cli.port_cmd import configured_ports, port_rows, sorted_ports
 from pyd.config.settings import with_forward_added
 from pyd.config.store import load_config
 from pyd.instance.files import InstanceFiles
+from pyd.ports.forwards import PortState
 
 from .outcomes import ok, run_pyd, usage
 
@@ -89,7 +83,7 @@ def test_ls_json_lists_the_same_forwards_as_dicts(home: Path) -> None:
 def test_ls_of_a_stopped_instance_ignores_the_last_agent_status(home: Path) -> None:
     ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
     web = "docker:0123456789ab/web"
-    stale = PortStatus("0.0.0.0:9999", "127.0.0.1:9999", "tcp", web, LISTENING)
+    stale = PortStatus("0.0.0.0:9999", "127.0.0.1:9999", "tcp", web, PortState.LISTENING)
     write_status(_files(home).agent_status, AgentStatus(READY, pid=1, ports=(stale,)))
     out = ok(_pyd(home, "port", "ls", "-n", "dev"))
     assert "9999" not in out
@@ -111,16 +105,20 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
     home: Path, agent_lock: None
 ) -> None:
     ports = (
-        PortStatus("0.0.0.0:8080", "127.0.0.1:8080", "tcp", "docker:0123456789ab/web", LISTENING),
+        PortStatus(
+            "0.0.0.0:8080", "127.0.0.1:8080", "tcp", "docker:0123456789ab/web", PortState.LISTENING
+        ),
         PortStatus(
             "127.0.0.1:8080",
             "127.0.0.1:80",
             "tcp",
             "manual",
-            CONFLICT,
+            PortState.CONFLICT,
             "host 127.0.0.1:8080/tcp is taken by 0.0.0.0:8080",
         ),
-        PortStatus("0.0.0.0:53", "127.0.0.1:53", "udp", "docker:fedcba987654/dns", NOT_FORWARDED),
+        PortStatus(
+            "0.0.0.0:53", "127.0.0.1:53", "udp", "docker:fedcba987654/dns", PortState.NOT_FORWARDED
+        ),
     )
     write_status(_files(home).agent_status, AgentStatus(READY, pid=1, ports=ports))
     rows = ok(_pyd(home, "port", "ls", "-n", "dev")).splitlines()
@@ -210,7 +208,27 @@ def test_forwards_are_listed_by_host_port_then_address() -> None:
 def test_configured_ports_show_each_manual_forward_with_the_given_state() -> None:
     shipped = load_config(Path("/nonexistent/config.toml"))
     cfg = with_forward_added(with_forward_added(shipped, "80:8080"), "[::]:443:8443")
-    assert configured_ports(cfg, "stopped") == (
+    assert configured_ports(cfg, PortState.STOPPED) == (
         PortStatus("127.0.0.1:80", "127.0.0.1:8080", "tcp", "manual", "stopped"),
         PortStatus("[::]:443", "127.0.0.1:8443", "tcp", "manual", "stopped"),
     )
+
+
+def test_port_states_are_written_and_read_as_the_plain_words(tmp_path: Path) -> None:
+    # The status file and `pyd port ls --json` are contracts: an enum member must serialise
+    # exactly as the bare string did.
+    assert [s.value for s in PortState] == [
+        "listening",
+        "conflict",
+        "failed",
+        "not forwarded",
+        "stopped",
+        "unknown",
+    ]
+    port = PortStatus("0.0.0.0:53", "127.0.0.1:53", "udp", "manual", PortState.NOT_FORWARDED)
+    assert json.dumps(asdict(port)) == json.dumps(asdict(replace(port, state="not forwarded")))
+    path = tmp_path / "agent.json"
+    write_status(path, AgentStatus(READY, 1, ports=(port,)))
+    assert '"state": "not forwarded"' in path.read_text()
+    read = parse_status(path.read_text())
+    assert read is not None and read.ports == (port,)

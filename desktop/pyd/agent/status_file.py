@@ -32,12 +32,8 @@ class PortStatus:
     guest: str  # "127.0.0.1:80"
     proto: str
     origin: str  # "manual" or "docker:<id>/<name>"
-    state: str  # listening | conflict | failed | not forwarded (UDP)
+    state: str  # a pyd.ports.forwards.PortState's value
     detail: str = ""  # why, when not listening
-
-
-# What a forward's state can be; UDP bindings are listed as NOT_FORWARDED, never dropped.
-LISTENING, CONFLICT, PORT_FAILED, NOT_FORWARDED = "listening", "conflict", "failed", "not forwarded"
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pyd.cli.render import err_console
 from pyd.config.settings import InstanceConfig, with_forward_added, with_forward_removed
 from pyd.config.store import load_config
 from pyd.instance.registry import DEFAULT
-from pyd.ports.forwards import address_text, parse_port_spec
+from pyd.ports.forwards import PortState, address_text, parse_port_spec
 
 app = typer.Typer(
     help="Forward host ports to the guest, and list the forwards.", no_args_is_help=True
@@ -70,7 +70,8 @@ def ls(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
     if report.status is not None:
         ports = report.status.ports
     else:
-        ports = configured_ports(load_config(report.inst.files.config), *report.unreported())
+        state, detail = report.unreported()
+        ports = configured_ports(load_config(report.inst.files.config), PortState(state), detail)
     print_listing(
         sorted_ports(ports),
         port_rows,
@@ -81,7 +82,9 @@ def ls(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
     )
 
 
-def configured_ports(cfg: InstanceConfig, state: str, detail: str = "") -> tuple[PortStatus, ...]:
+def configured_ports(
+    cfg: InstanceConfig, state: PortState, detail: str = ""
+) -> tuple[PortStatus, ...]:
     """The manual forwards of `cfg` as `ls` shows them when no agent reports on them."""
     # The agent's own spelling of a forward; imported here, as paramiko comes with it and
     # would add a fifth of a second to every other pyd command.

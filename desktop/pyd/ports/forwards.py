@@ -11,6 +11,7 @@ values so that they can be reported, and `forwardable` / `udp_unforwarded` split
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,18 @@ _SPEC_HINT = (
     "write [HOSTIP:]HOSTPORT:GUESTPORT, e.g. 8080:80 (127.0.0.1:8080 on the host to port 80 "
     "in the guest), 0.0.0.0:8080:80 (every host interface) or [::1]:8080:80"
 )
+
+
+class PortState(enum.StrEnum):
+    """What the agent's status file and `pyd port ls` say of a forward. The values are what
+    both print, byte for byte; a forward is always listed with one, never dropped."""
+
+    LISTENING = "listening"
+    CONFLICT = "conflict"  # another forward holds the host address (detail: which)
+    FAILED = "failed"  # the host listener could not be opened (detail: why, who holds it)
+    NOT_FORWARDED = "not forwarded"  # UDP and SCTP: SSH carries byte streams only
+    STOPPED = "stopped"  # listed from config.toml: no agent runs
+    UNKNOWN = "unknown"  # the agent runs but has not reported on it yet
 
 
 @dataclass(frozen=True, order=True)

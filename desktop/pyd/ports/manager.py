@@ -11,10 +11,11 @@ from typing import Any
 
 import paramiko
 
-from pyd.agent.status_file import CONFLICT, LISTENING, NOT_FORWARDED, PORT_FAILED, PortStatus
+from pyd.agent.status_file import PortStatus
 from pyd.errors import PydError
 from pyd.ports.forwards import (
     Forward,
+    PortState,
     address_text,
     bindings_from_containers,
     describe,
@@ -31,7 +32,7 @@ log = logging.getLogger("pyd.ports")
 OpenTcp = Callable[[Forward, tuple[str, int]], paramiko.Channel]
 
 
-def port_status(f: Forward, state: str, detail: str = "") -> PortStatus:
+def port_status(f: Forward, state: PortState, detail: str = "") -> PortStatus:
     return PortStatus(
         host=address_text(f.host_ip, f.host_port),
         guest=address_text(f.guest_ip, f.guest_port),
@@ -103,17 +104,22 @@ class PortManager:
                 continue
             self._open[f] = fwd
             log.info("forwarding %s", describe(f))
-        statuses = [port_status(f, LISTENING) for f in self._open]
-        statuses += [port_status(f, PORT_FAILED, why) for f, why in self._failed.items()]
-        statuses += [port_status(c.forward, CONFLICT, c.reason) for c in conflicts]
+        statuses = [port_status(f, PortState.LISTENING) for f in self._open]
+        statuses += [port_status(f, PortState.FAILED, why) for f, why in self._failed.items()]
+        statuses += [port_status(c.forward, PortState.CONFLICT, c.reason) for c in conflicts]
         for f in udp_unforwarded(kept):
             statuses.append(
-                port_status(f, NOT_FORWARDED, f"{f.proto.upper()} is not carried over SSH")
+                port_status(
+                    f, PortState.NOT_FORWARDED, f"{f.proto.upper()} is not carried over SSH"
+                )
             )
         report = tuple(sorted(statuses, key=lambda s: (s.host, s.proto, s.origin)))
         if report != self._reported:
             for s in report:
-                if s.state in (CONFLICT, NOT_FORWARDED) and s not in self._reported:
+                if (
+                    s.state in (PortState.CONFLICT, PortState.NOT_FORWARDED)
+                    and s not in self._reported
+                ):
                     log.warning("%s/%s (%s) %s: %s", s.host, s.proto, s.origin, s.state, s.detail)
             self._reported = report
             self.on_change(report)
