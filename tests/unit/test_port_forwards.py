@@ -11,7 +11,6 @@ from pyd.ports.forwards import (
     Conflict,
     Forward,
     bindings_from_containers,
-    bindings_from_inspect,
     describe,
     format_port_spec,
     forwardable,
@@ -42,16 +41,6 @@ def _container(ports: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     }
     item.update(extra)
     return item
-
-
-def _inspect(ports: dict[str, Any] | None, running: bool = True) -> dict[str, Any]:
-    """The parts of `GET /containers/{id}/json` that matter here."""
-    return {
-        "Id": WEB_ID,
-        "Name": "/web",
-        "State": {"Status": "running" if running else "exited", "Running": running},
-        "NetworkSettings": {"Ports": ports},
-    }
 
 
 def fwd(
@@ -345,88 +334,6 @@ def test_out_of_range_published_port_is_refused() -> None:
 def test_bindings_refuse_an_unknown_policy() -> None:
     with pytest.raises(UsageError):
         bindings_from_containers([], "everywhere")
-    with pytest.raises(UsageError):
-        bindings_from_inspect(_inspect({}), "everywhere")
-
-
-# --- GET /containers/{id}/json --------------------------------------------------------------
-
-
-def test_inspect_shape_gives_the_same_forwards_as_the_list_shape() -> None:
-    info = _inspect(
-        {
-            "80/tcp": [
-                {"HostIp": "0.0.0.0", "HostPort": "8080"},
-                {"HostIp": "::", "HostPort": "8080"},
-            ],
-            "443/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8443"}],
-            "53/udp": None,
-        }
-    )
-    listed = _container(
-        [
-            {"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
-            {"IP": "::", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"},
-            {"IP": "127.0.0.1", "PrivatePort": 443, "PublicPort": 8443, "Type": "tcp"},
-            {"PrivatePort": 53, "Type": "udp"},
-        ]
-    )
-    for policy in ("docker", "localhost"):
-        assert bindings_from_inspect(info, policy) == bindings_from_containers([listed], policy)
-    assert bindings_from_inspect(info, "docker") == [
-        fwd("0.0.0.0", 8080),
-        fwd("127.0.0.1", 8443),
-        fwd("::", 8080, guest_ip="::1"),
-    ]
-
-
-def test_inspect_empty_host_ip_means_every_interface() -> None:
-    info = _inspect({"80/tcp": [{"HostIp": "", "HostPort": "8080"}]})
-    assert bindings_from_inspect(info, "docker") == [fwd("0.0.0.0", 8080)]
-    assert bindings_from_inspect(info, "localhost") == [fwd("127.0.0.1", 8080)]
-
-
-def test_inspect_range_yields_one_forward_per_port() -> None:
-    info = _inspect(
-        {f"{80 + i}/tcp": [{"HostIp": "0.0.0.0", "HostPort": str(8000 + i)}] for i in range(3)}
-    )
-    assert [f.host_port for f in bindings_from_inspect(info, "docker")] == [8000, 8001, 8002]
-
-
-def test_inspect_reports_udp_bindings_with_their_protocol() -> None:
-    info = _inspect({"53/udp": [{"HostIp": "0.0.0.0", "HostPort": "5353"}]})
-    assert bindings_from_inspect(info, "docker") == [fwd("0.0.0.0", 5353, proto="udp")]
-
-
-def test_inspect_skips_unpublished_and_unassigned_ports() -> None:
-    info = _inspect(
-        {
-            "53/udp": None,
-            "5432/tcp": [],
-            "6379/tcp": [{"HostIp": "0.0.0.0", "HostPort": ""}],
-            "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
-        }
-    )
-    assert bindings_from_inspect(info, "docker") == [fwd("0.0.0.0", 8080)]
-
-
-def test_inspect_of_a_stopped_container_yields_nothing() -> None:
-    ports = {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}
-    assert bindings_from_inspect(_inspect(ports, running=False), "docker") == []
-    assert bindings_from_inspect(_inspect(None), "docker") == []
-    assert bindings_from_inspect({"Id": WEB_ID, "Name": "/web"}, "docker") == []
-
-
-def test_inspect_deduplicates() -> None:
-    info = _inspect(
-        {
-            "80/tcp": [
-                {"HostIp": "0.0.0.0", "HostPort": "8080"},
-                {"HostIp": "0.0.0.0", "HostPort": "8080"},
-            ]
-        }
-    )
-    assert bindings_from_inspect(info, "docker") == [fwd("0.0.0.0", 8080)]
 
 
 # --- pyd port add specs ---------------------------------------------------------------------

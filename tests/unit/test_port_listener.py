@@ -27,7 +27,7 @@ from pyd.ports.listener import (
     bind_error,
     bind_listener,
 )
-from pyd.relay.pump import relay
+from pyd.relay.pump import Relay
 from pyd.ssh.connect import SSHTarget, connect
 from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
 from pyd.ssh.keys import generate_keypair, write_private
@@ -129,7 +129,7 @@ class Guest:
             chan.close()
             return
         sock.settimeout(None)
-        relay(sock, chan, name="test-guest")
+        Relay(sock, chan, name="test-guest").run()
 
     def open_channel(self, f: Forward, origin: tuple[str, int]) -> paramiko.Channel:
         return open_direct_tcpip(self.client, (f.guest_ip, f.guest_port), origin)

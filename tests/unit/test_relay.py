@@ -20,7 +20,7 @@ import pytest
 
 from pyd.errors import PydError
 from pyd.relay.endpoint import docker_endpoint, make_docker_forward, pipe_name
-from pyd.relay.pump import Relay, relay
+from pyd.relay.pump import ChannelStream, Relay
 from pyd.relay.unix_socket import MAX_PATH_BYTES, UnixSocketForward
 from pyd.ssh.streamlocal import KIND, StreamLocalError, open_streamlocal
 from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
@@ -147,8 +147,8 @@ def ssh_pair() -> Iterator[SSHPair]:
 # -- the relay ---------------------------------------------------------------------------
 
 
-def run_relay_in_thread(host: socket.socket, chan: object) -> threading.Thread:
-    t = threading.Thread(target=relay, args=(host, chan), daemon=True)
+def run_relay_in_thread(host: socket.socket, chan: ChannelStream) -> threading.Thread:
+    t = threading.Thread(target=Relay(host, chan).run, daemon=True)
     t.start()
     return t
 
@@ -223,7 +223,7 @@ def test_relay_reraises_a_bug_after_closing_both_ends() -> None:
     guest_end, _service = socket.socketpair()
     client.sendall(b"data")
     with pytest.raises(ValueError, match="bug"):
-        relay(host_end, Broken(guest_end))
+        Relay(host_end, Broken(guest_end)).run()
     assert host_end.fileno() == -1 and guest_end.fileno() == -1
 
 

@@ -153,8 +153,7 @@ def address_text(ip: str, port: int | str) -> str:
 
 
 def _published_port(value: Any) -> int | None:
-    """A published port from the API (an int in the list, a string in inspect), or None
-    when the entry publishes nothing."""
+    """A published port from the API, or None when the entry publishes nothing."""
     if value is None or value == "" or value == 0 or value == "0":
         return None
     port = int(value)
@@ -212,32 +211,6 @@ def bindings_from_containers(
                     origin,
                     bind_policy,
                 )
-            )
-    return sorted(found)
-
-
-def bindings_from_inspect(info: Mapping[str, Any], bind_policy: str = "docker") -> list[Forward]:
-    """The forwards for one container from `GET /containers/{id}/json` (Engine API 1.45).
-
-    "NetworkSettings.Ports" maps "80/tcp" to [{"HostIp", "HostPort"}], or to null when the
-    port is exposed but not published. A stopped container yields nothing. Sorted, without
-    duplicates. Raises ValueError on an address or port that the API would never report.
-    """
-    _check_policy(bind_policy)
-    state = info.get("State")
-    if isinstance(state, Mapping) and state.get("Running") is False:
-        return []
-    origin = _docker_origin(str(info.get("Id", "")), [str(info.get("Name") or "")])
-    ports = (info.get("NetworkSettings") or {}).get("Ports") or {}
-    found: set[Forward] = set()
-    for container_port, bindings in ports.items():
-        proto = str(container_port).partition("/")[2] or "tcp"
-        for binding in bindings or []:
-            port = _published_port(binding.get("HostPort"))
-            if port is None:
-                continue
-            found.add(
-                _docker_forward(str(binding.get("HostIp") or ""), port, proto, origin, bind_policy)
             )
     return sorted(found)
 

@@ -188,10 +188,9 @@ class TcpPortForward(ListeningForward):
 
     def __init__(self, forward: Forward, open_channel: OpenTcpChannel) -> None:
         self.forward = forward
-        self.open_channel = open_channel
-        self.name = f"tcp{forward.host_port}"
         self._label = describe(forward)
-        super().__init__(_PeerConnections(self._label, self.name, forward, open_channel))
+        name = f"tcp{forward.host_port}"
+        super().__init__(_PeerConnections(self._label, name, forward, open_channel))
 
     @property
     def address(self) -> tuple[str, int]:

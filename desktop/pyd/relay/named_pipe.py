@@ -49,7 +49,6 @@ class NamedPipeForward(ServedForward):
     ) -> None:
         self.instance = instance
         self.path = pipe_name(instance)
-        self.open_channel = open_channel
         self._conns = Connections(self.path, instance, open_channel, refuse)
         self._closing = self._conns.closing
         self._thread: threading.Thread | None = None

@@ -150,8 +150,3 @@ class Relay:
             self.chan.close()
         with contextlib.suppress(OSError):
             self.host.close()
-
-
-def relay(host: HostStream, chan: ChannelStream, name: str = "relay") -> None:
-    """Relays between `host` and `chan` until both directions end; closes both."""
-    Relay(host, chan, name).run()

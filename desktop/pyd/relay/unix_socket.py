@@ -164,8 +164,6 @@ class UnixSocketForward(UnixSocketListener):
         name: str = "docker",
         refuse: Refuse | None = None,
     ) -> None:
-        self.open_channel = open_channel
-        self.name = name
         super().__init__(path, Connections(str(path), name, open_channel, refuse))
 
     @property
