@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -19,6 +20,7 @@ from pyd.guestdocker.exec_protocol import (
     signal_message,
 )
 from pyd.guestdocker.remote import GuestCommand
+from pyd.guestdocker.tools import COMPOSE, DOCKER, Tool
 
 RAW = os.fsdecode(b"\xff\xfe not utf-8")  # as argv holds such bytes: surrogateescape
 
@@ -36,7 +38,7 @@ def test_a_request_comes_back_as_it_was_sent(term: str | None) -> None:
         "/home/u/it's here",
         ("run", "-v", ".:/src", "", "é 漢字", "new\nline", RAW),
         (("DOCKER_BUILDKIT", "1"), ("COMPOSE_X", 'a "b" $c')),
-        compose=True,
+        tool=COMPOSE,
     )
     request = ExecRequest(command, term)
     back = _round_trip(request)
@@ -49,6 +51,15 @@ def test_the_request_is_ascii_on_the_wire() -> None:
     """Lone surrogates cannot be UTF-8 encoded: they travel as JSON escapes."""
     data = encode_request(ExecRequest(GuestCommand("/", (RAW, "漢"))))
     assert data[HEADER.size :].isascii()
+
+
+@pytest.mark.parametrize(("tool", "flag"), [(DOCKER, False), (COMPOSE, True)])
+def test_the_program_travels_as_the_compose_flag_older_agents_read(
+    tool: Tool, flag: bool
+) -> None:
+    data = encode_request(ExecRequest(GuestCommand("/", ("ps",), tool=tool)))
+    assert json.loads(data[HEADER.size :])["compose"] is flag
+    assert decode_request(data[HEADER.size :]).command.tool is tool
 
 
 @pytest.mark.parametrize("n", [0, MAX_REQUEST + 1])

@@ -10,7 +10,13 @@ import pytest
 from pyd.errors import UsageError
 from pyd.guestdocker.cmdline import find_command, wants_terminal
 from pyd.guestdocker.launch import Invocation, parse_invocation
-from pyd.guestdocker.winargs import host_path, mount_spec, translate_args, volume_spec
+from pyd.guestdocker.winargs import (
+    host_path,
+    mount_spec,
+    translate_args,
+    translate_compose_args,
+    volume_spec,
+)
 
 WIN = "win32"
 
@@ -88,7 +94,7 @@ def test_a_name_option_without_a_name_is_a_usage_error() -> None:
 def test_posix_hosts_pass_every_argument_unchanged() -> None:
     args = ["run", "-v", "C:\\x:/x", "--mount", "src=.\\a,dst=/a", "-f", "a\\b"]
     assert translate_args(args, "linux") == args
-    assert translate_args(args, "darwin", compose=True) == args
+    assert translate_compose_args(args, "darwin") == args
 
 
 @pytest.mark.parametrize(
@@ -177,7 +183,7 @@ def test_windows_arguments_are_translated_where_they_name_host_files(
 
 def test_compose_files_and_volumes_are_translated_on_windows() -> None:
     args = ["-f", "C:\\p\\compose.yaml", "--project-directory=C:\\p", "run", "-v", "C:\\d:/d", "s"]
-    assert translate_args(args, WIN, compose=True) == [
+    assert translate_compose_args(args, WIN) == [
         "-f",
         "/c/p/compose.yaml",
         "--project-directory=/c/p",

@@ -23,6 +23,7 @@ from pyd.guestdocker.remote import (
     kill_command,
     passed_env,
 )
+from pyd.guestdocker.tools import COMPOSE
 
 SHELLS = [
     s
@@ -100,7 +101,7 @@ def test_the_kill_line_reaches_the_whole_process_group(shell: list[str], tmp_pat
 
 
 def test_compose_needs_no_extra_process_to_find_the_plugin(tmp_path: Path) -> None:
-    line = command_line(GuestCommand("/", ("up",), compose=True), report_pid=False)
+    line = command_line(GuestCommand("/", ("up",), tool=COMPOSE), report_pid=False)
     plugins = tmp_path / ".docker" / "cli-plugins"
     plugins.mkdir(parents=True)
     (plugins / "docker-compose").write_text("#!/bin/sh\n")

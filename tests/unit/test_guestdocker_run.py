@@ -32,10 +32,11 @@ import pytest
 
 from pyd.agent.exec_server import exec_server
 from pyd.errors import PydError
-from pyd.guestdocker import remote
+from pyd.guestdocker import tools
 from pyd.guestdocker.agent_link import run_through_agent
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.run import OUTPUT_CLOSED, HostStreams, run_in_guest
+from pyd.guestdocker.tools import COMPOSE, DOCKER, Tool
 from tests.unit.fakeguest import Guest, connected, running_guest
 
 PRINT_ARGV = "import os, sys; sys.stdout.buffer.write(b'\\0'.join(map(os.fsencode, sys.argv[1:])))"
@@ -80,7 +81,7 @@ def run(
     stdin: bytes = b"",
     workdir: str = "/",
     env: tuple[tuple[str, str], ...] = (),
-    compose: bool = False,
+    tool: Tool = DOCKER,
 ) -> Outcome:
     """Runs `docker ARGS` with stdin, stdout and stderr as files (no terminal)."""
     (tmp_path / "in").write_bytes(stdin)
@@ -90,7 +91,7 @@ def run(
         open(tmp_path / "err", "wb") as e,
     ):
         streams = HostStreams(i.fileno(), o.fileno(), e.fileno())
-        code = run_in_guest(transport, GuestCommand(workdir, args, env, compose), streams)
+        code = run_in_guest(transport, GuestCommand(workdir, args, env, tool), streams)
     return Outcome(code, (tmp_path / "out").read_bytes(), (tmp_path / "err").read_bytes())
 
 
@@ -302,14 +303,14 @@ def _script(path: Path, text: str) -> Path:
 def test_compose_runs_the_docker_compose_plugin(
     guest: Guest, transport: paramiko.Transport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "COMPOSE_PLUGIN_DIRS", (str(tmp_path / "none"),))
+    monkeypatch.setattr(tools, "COMPOSE_PLUGIN_DIRS", (str(tmp_path / "none"),))
     # The fake docker runs `compose ARGS` as a command: this one says what it was given.
     made = [
         _script(guest.home / ".docker" / "cli-plugins" / "docker-compose", "exit 99"),
         _script(guest.bin / "compose", 'echo "plugin: $*"'),
     ]
     try:
-        r = run(transport, tmp_path, "up", "-d", "it's", compose=True)
+        r = run(transport, tmp_path, "up", "-d", "it's", tool=COMPOSE)
     finally:
         for path in made:
             path.unlink()
@@ -319,10 +320,10 @@ def test_compose_runs_the_docker_compose_plugin(
 def test_compose_falls_back_to_standalone_docker_compose(
     guest: Guest, transport: paramiko.Transport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "COMPOSE_PLUGIN_DIRS", (str(tmp_path / "none"),))
+    monkeypatch.setattr(tools, "COMPOSE_PLUGIN_DIRS", (str(tmp_path / "none"),))
     made = _script(guest.bin / "docker-compose", 'echo "standalone: $*"; exit 5')
     try:
-        r = run(transport, tmp_path, "ps", compose=True)
+        r = run(transport, tmp_path, "ps", tool=COMPOSE)
     finally:
         made.unlink()
     assert (r.code, r.out) == (5, b"standalone: ps\n")
@@ -331,9 +332,9 @@ def test_compose_falls_back_to_standalone_docker_compose(
 def test_compose_missing_in_the_guest_fails_clearly(
     transport: paramiko.Transport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "COMPOSE_PLUGIN_DIRS", (str(tmp_path / "none"),))
-    r = run(transport, tmp_path, "up", compose=True)
-    assert r.code == remote.NO_COMPOSE
+    monkeypatch.setattr(tools, "COMPOSE_PLUGIN_DIRS", (str(tmp_path / "none"),))
+    r = run(transport, tmp_path, "up", tool=COMPOSE)
+    assert r.code == tools.NO_COMPOSE
     assert b"pyd: the guest has no Docker Compose" in r.err
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from pyd.errors import UsageError
+from pyd.guestdocker.tools import COMPOSE
 from pyd.guestdocker.workdir import guest_workdir, needs_workdir, unshared_error
 from pyd.mounts.shares import Share
 
@@ -113,4 +114,4 @@ def test_commands_that_may_read_host_files_need_the_directory(args: list[str]) -
 
 
 def test_compose_always_needs_the_directory() -> None:
-    assert needs_workdir(["ps"], compose=True)
+    assert COMPOSE.needs_workdir(["ps"])

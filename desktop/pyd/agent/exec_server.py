@@ -35,7 +35,7 @@ from pyd.guestdocker.exec_protocol import (
     request_length,
     started_message,
 )
-from pyd.guestdocker.run import HUNG_UP, GuestSession
+from pyd.guestdocker.run import HUNG_UP, GuestSession, held_by_client
 from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
 from pyd.relay.connections import ConnectionThreads
 from pyd.relay.pump import HostStream
@@ -185,8 +185,7 @@ class _Command:
             self._request.command,
             self._streams,
             self._request.term,
-            local=False,
-            started=self._tell_started,
+            held_by_client(self._tell_started),
         )
         with self._lock:
             self._session = session

@@ -36,7 +36,7 @@ def docker(ctx: typer.Context) -> None:
     current one through the shares; stdin, stdout, stderr, the exit code and a terminal
     (-it) behave as with a local docker.
     """
-    _run(ctx.args, compose=False)
+    _run(ctx.args, "docker")
 
 
 def compose(ctx: typer.Context) -> None:
@@ -44,10 +44,11 @@ def compose(ctx: typer.Context) -> None:
 
     Like `pyd docker compose ARGS`; in the guest, `docker compose` (or docker-compose).
     """
-    _run(ctx.args, compose=True)
+    _run(ctx.args, "compose")
 
 
-def _run(args: list[str], compose: bool) -> None:
+def _run(args: list[str], command: str) -> None:
     from pyd.guestdocker.launch import parse_invocation, run_docker
+    from pyd.guestdocker.tools import TOOLS
 
-    raise typer.Exit(run_docker(parse_invocation(args), compose))
+    raise typer.Exit(run_docker(parse_invocation(args), TOOLS[command]))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from typing import NoReturn
 
-PASS_THROUGH = {"docker": False, "compose": True}  # the command: whether it is compose
+PASS_THROUGH = frozenset({"docker", "compose"})  # pyd.guestdocker.tools.TOOLS, by name
 GLOBAL_FLAGS = frozenset({"--debug"})  # pyd's global options (cli.main); none takes a value
 
 
@@ -22,15 +22,15 @@ def main(argv: list[str] | None = None) -> None:
     while i < len(args) and args[i] in GLOBAL_FLAGS:
         i += 1
     if i < len(args) and args[i] in PASS_THROUGH:
-        run_pass_through(args[i + 1 :], PASS_THROUGH[args[i]], debug="--debug" in args[:i])
+        run_pass_through(args[i + 1 :], args[i], debug="--debug" in args[:i])
     from pyd.cli.main import main as full
 
     full(args)
 
 
-def run_pass_through(args: list[str], compose: bool, debug: bool) -> NoReturn:
-    """`pyd docker|compose ARGS`; exits with docker's exit code, or pyd's for an expected
-    failure (message and hint, as every other command)."""
+def run_pass_through(args: list[str], command: str, debug: bool) -> NoReturn:
+    """`pyd COMMAND ARGS` (docker or compose); exits with docker's exit code, or pyd's for
+    an expected failure (message and hint, as every other command)."""
     from pyd.cli.boundary import EXPECTED, expected_failure
     from pyd.guestdocker.streams import open_standard_fds
 
@@ -42,8 +42,9 @@ def run_pass_through(args: list[str], compose: bool, debug: bool) -> NoReturn:
         sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` then fails
     try:
         from pyd.guestdocker.launch import parse_invocation, run_docker
+        from pyd.guestdocker.tools import TOOLS
 
-        code = run_docker(parse_invocation(args), compose)
+        code = run_docker(parse_invocation(args), TOOLS[command])
     except EXPECTED as e:
         failure = expected_failure(e, debug)
         if failure is None:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyd.guestdocker.remote import GuestCommand
+from pyd.guestdocker.tools import COMPOSE, DOCKER
 
 HEADER = struct.Struct(">I")
 MAX_REQUEST = 16 * 1024 * 1024  # far above any command line the OS would pass (ARG_MAX)
@@ -56,7 +57,7 @@ def encode_request(request: ExecRequest) -> bytes:
             "workdir": c.workdir,
             "args": list(c.args),
             "env": [list(pair) for pair in c.env],
-            "compose": c.compose,
+            "compose": c.tool is COMPOSE,  # a flag on the wire, as older agents read it
             "term": request.term,
         }
     ).encode("ascii")  # ensure_ascii: lone surrogates become \\udcXX escapes
@@ -88,7 +89,8 @@ def decode_request(body: bytes) -> ExecRequest:
         raise ProtocolError("env must be [name, value] pairs of strings")
     if term is not None and not isinstance(term, str):
         raise ProtocolError("term must be a string or null")
-    command = GuestCommand(workdir, tuple(args), tuple((k, v) for k, v in env), compose)
+    tool = COMPOSE if compose else DOCKER
+    command = GuestCommand(workdir, tuple(args), tuple((k, v) for k, v in env), tool)
     return ExecRequest(command, term)
 
 

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pyd.dockercli.context import META_FILE, config_dir, meta_dir_name
+from pyd.guestdocker.tools import Tool
 
 
 def context_exists(name: str) -> bool:
@@ -26,10 +27,10 @@ def context_exists(name: str) -> bool:
 
 
 def docker_argv(
-    docker: Path, endpoint: Sequence[str], args: Sequence[str], compose: bool
+    docker: Path, endpoint: Sequence[str], tool: Tool, args: Sequence[str]
 ) -> list[str]:
     """`docker ENDPOINT [compose] ARGS`: docker's global options go before the subcommand."""
-    return [str(docker), *endpoint, *(["compose"] if compose else []), *args]
+    return [str(docker), *endpoint, *tool.host_words, *args]
 
 
 def run_host_docker(argv: Sequence[str]) -> int:

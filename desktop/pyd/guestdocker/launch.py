@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING
 
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.guestdocker import agent_link
-from pyd.guestdocker.cmdline import wants_terminal
 from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
 from pyd.guestdocker.shim import find_docker
 from pyd.guestdocker.streams import HostStreams
-from pyd.guestdocker.winargs import translate_args
-from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, needs_workdir, unshared_error
+from pyd.guestdocker.tools import Tool
+from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, unshared_error
 from pyd.host.env import this_host
 from pyd.instance.registry import DEFAULT, Instance, existing, name_option
 from pyd.instance.state import load_state
@@ -70,7 +69,7 @@ def parse_invocation(args: Sequence[str]) -> Invocation:
     return Invocation(instance, via_guest, tuple(rest))
 
 
-def run_docker(inv: Invocation, compose: bool) -> int:
+def run_docker(inv: Invocation, tool: Tool) -> int:
     """Runs the command; returns docker's exit code (or does not return: see hostcli)."""
     inst = existing(inv.instance)
     if not agent_running(inst.files):
@@ -90,14 +89,14 @@ def run_docker(inv: Invocation, compose: bool) -> int:
                 endpoint = ["--context", context]
             else:
                 endpoint = ["--host", _docker_host(inst)]
-            return run_host_docker(docker_argv(docker, endpoint, inv.args, compose))
-    return run_via_guest(inst, inv.args, compose)
+            return run_host_docker(docker_argv(docker, endpoint, tool, inv.args))
+    return run_via_guest(inst, tool, inv.args)
 
 
-def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
-    """`docker ARGS` by the guest's docker CLI, in the guest directory that shows the
-    current one: on the agent's SSH connection when the agent serves its exec socket, on a
-    connection of its own otherwise."""
+def run_via_guest(inst: Instance, tool: Tool, args: Sequence[str]) -> int:
+    """`docker ARGS` (`tool` says which program) by the guest's docker CLI, in the guest
+    directory that shows the current one: on the agent's SSH connection when the agent
+    serves its exec socket, on a connection of its own otherwise."""
     state = load_state(inst.files.state)
     if state is None:
         raise UsageError(
@@ -107,12 +106,12 @@ def run_via_guest(inst: Instance, args: Sequence[str], compose: bool) -> int:
     sys.stdout.flush()
     sys.stderr.flush()
     if agent_link.SUPPORTED and inst.files.exec_sock.exists():
-        prepared = _prepare(inst, args, compose)
+        prepared = _prepare(inst, tool, args)
         code = agent_link.run_through_agent(inst.files.exec_sock, *prepared)
         if code is not None:
             return code
         return run_direct(inst, state.ssh_port, lambda: prepared)
-    return run_direct(inst, state.ssh_port, lambda: _prepare(inst, args, compose))
+    return run_direct(inst, state.ssh_port, lambda: _prepare(inst, tool, args))
 
 
 def run_direct(
@@ -138,17 +137,15 @@ def run_direct(
         client.close()
 
 
-def _prepare(
-    inst: Instance, args: Sequence[str], compose: bool
-) -> tuple[GuestCommand, HostStreams]:
+def _prepare(inst: Instance, tool: Tool, args: Sequence[str]) -> tuple[GuestCommand, HostStreams]:
     """The guest's command for `docker ARGS` here, and the streams it gets."""
     from pyd.config.store import load_config  # imported here: while the handshake goes on
 
     host = this_host()
     shares = load_config(inst.files.config).mounts
-    workdir = _guest_workdir(shares, host.platform, needs_workdir(args, compose), inst.name)
+    workdir = _guest_workdir(shares, host.platform, tool.needs_workdir(args), inst.name)
     streams = HostStreams.standard()
-    if host.platform == WINDOWS and not compose and wants_terminal(args) and streams.terminals():
+    if host.platform == WINDOWS and tool.wants_terminal(args) and streams.terminals():
         raise EnvironmentProblem(
             "a terminal (-t) for a command in the guest is not supported on Windows yet",
             hint="install the Docker CLI for Windows (`pyd docker` then uses it with pyd's "
@@ -156,9 +153,9 @@ def _prepare(
         )
     command = GuestCommand(
         workdir=workdir,
-        args=tuple(translate_args(args, host.platform, compose)),
+        args=tuple(tool.translate_args(args, host.platform)),
         env=passed_env(os.environ, host.platform),
-        compose=compose,
+        tool=tool,
     )
     return command, streams
 

@@ -11,6 +11,7 @@ The line:
     printf 'pyd-pid=%s\\n' "$$" >&2     (without a terminal only: see run.py)
     cd -- WORKDIR || { message; exit 1; }
     trap : INT QUIT TERM HUP              (with a terminal: trap : INT QUIT TERM)
+    [the tool's setup line: compose's finds `docker compose` or docker-compose, see tools.py]
     env K=V ... docker ARGS
     exit $?
 
@@ -36,6 +37,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from pyd.guestdocker.tools import DOCKER, Tool
 from pyd.guestdocker.winargs import host_path
 from pyd.mounts.winpath import WINDOWS
 
@@ -55,28 +57,18 @@ NOT_PASSED = frozenset(
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 PID_HEADER = b"pyd-pid="  # the first thing the guest's shell writes to stderr (no terminal)
-
-# Where the docker CLI looks for the compose plugin (docker/cli: cli-plugins/manager), after
-# the user's own ~/.docker/cli-plugins.
-COMPOSE_PLUGIN_DIRS = (
-    "/usr/local/lib/docker/cli-plugins",
-    "/usr/local/libexec/docker/cli-plugins",
-    "/usr/lib/docker/cli-plugins",
-    "/usr/libexec/docker/cli-plugins",
-)
-NO_COMPOSE = 127  # as a shell says "command not found"
 PID_SEARCH_LIMIT = 64 * 1024  # how much of a start-up message may hold back the pid line
 
 
 @dataclass(frozen=True)
 class GuestCommand:
-    """`docker ARGS` (`docker compose ARGS` with `compose`) in guest directory `workdir`,
-    with `env` (name, value) added to the guest's environment."""
+    """`docker ARGS` (the program `tool` says) in guest directory `workdir`, with `env`
+    (name, value) added to the guest's environment."""
 
     workdir: str
     args: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
-    compose: bool = False
+    tool: Tool = DOCKER
 
 
 def passed_env(env: Mapping[str, str], platform: str) -> tuple[tuple[str, str], ...]:
@@ -113,32 +105,14 @@ def command_line(command: GuestCommand, report_pid: bool, terminal: bool = False
         f"cd -- {_q(command.workdir)} 2>/dev/null || {{ printf '%s\\n' {_q(lost)} >&2; exit 1; }}"
     )
     lines.append("trap : INT QUIT TERM" if terminal else "trap : INT QUIT TERM HUP")
-    program = "docker"
-    if command.compose:
-        lines.append(_choose_compose())
-        program = '"$@"'
+    setup = command.tool.guest_setup()
+    if setup:
+        lines.append(setup)
     env = "".join(f"{_q(f'{k}={v}')} " for k, v in command.env)
+    program = command.tool.guest_program
     lines.append(f"{'env ' + env if env else ''}{program}{_quoted(command.args)}")
     lines.append("exit $?")
     return os.fsencode("\n".join(lines))
-
-
-def _choose_compose() -> str:
-    """Sets "$@" to `docker compose`, or to the standalone `docker-compose`; exits 127 with a
-    message when the guest has neither."""
-    dirs = " ".join(['"$HOME/.docker/cli-plugins"', *COMPOSE_PLUGIN_DIRS])
-    missing = (
-        "pyd: the guest has no Docker Compose (neither the docker compose plugin nor "
-        "docker-compose); install it in the guest, or install Docker Compose on this machine "
-        "next to a docker CLI"
-    )
-    return (
-        "set --; "
-        f'for d in {dirs}; do [ -x "$d/docker-compose" ] && set -- docker compose && break; done; '
-        "if [ $# -eq 0 ] && command -v docker-compose >/dev/null 2>&1; then "
-        "set -- docker-compose; fi; "
-        f"[ $# -gt 0 ] || {{ printf '%s\\n' {_q(missing)} >&2; exit {NO_COMPOSE}; }}"
-    )
 
 
 def kill_command(signal_name: str, pgid: int) -> str:

@@ -18,7 +18,7 @@
   ends the session (the guest's PTY hangs up).
 
 The same session runs in `pyd docker` itself (run_in_guest, on a connection of its own) and
-in the host agent for a `pyd docker` client (GuestSession with local=False, on the agent's
+in the host agent for a `pyd docker` client (GuestSession held_by_client, on the agent's
 connection, with the client's descriptors): the client then keeps the terminal and passes
 its signals on (pyd.agent.exec_server).
 
@@ -36,6 +36,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import paramiko
 
@@ -75,17 +76,45 @@ def run_in_guest(transport: paramiko.Transport, command: GuestCommand, streams: 
 
     Signal handling needs the main thread; called from another one, signals are left to
     the caller. Raises GuestConnectionLost when no exit code came back."""
-    term = terminal.term_name(os.environ) if streams.interactive() else None
-    return GuestSession(transport, command, streams, term).run()
+    interactive = streams.interactive()
+    term = terminal.term_name(os.environ) if interactive else None
+    return GuestSession(transport, command, streams, term, held_here(streams, interactive)).run()
+
+
+# Who holds the host's terminal and takes the signals while the command runs: entered once
+# the command has started, with the session's deliver().
+HostSide = Callable[[Callable[[int], None]], AbstractContextManager[None]]
+
+
+def held_here(streams: HostStreams, interactive: bool) -> HostSide:
+    """This process: its terminal in raw mode (`interactive`) and its signals' handlers
+    (main thread only) calling deliver()."""
+
+    @contextlib.contextmanager
+    def hold(deliver: Callable[[int], None]) -> Iterator[None]:
+        raw = terminal.raw_mode(streams.stdin) if interactive else contextlib.nullcontext()
+        with raw, signals_to(deliver, taken_signals(interactive)):
+            yield
+
+    return hold
+
+
+def held_by_client(started: Callable[[], None]) -> HostSide:
+    """A `pyd docker` client of the agent, which holds both itself: `started()` tells it
+    that the command runs; it passes the signals it receives to deliver(), and hang_up()
+    ends the command once it has gone."""
+
+    @contextlib.contextmanager
+    def hold(_deliver: Callable[[int], None]) -> Iterator[None]:
+        started()
+        yield
+
+    return hold
 
 
 class GuestSession:
-    """One docker command in the guest. With `term`, in a PTY announced as that terminal type.
-
-    `local`: this process owns the streams' terminal (raw mode while the command runs) and
-    its signals (handlers, in the main thread). Without it, as in the agent running a
-    `pyd docker` client's command, the client does both and passes what it receives to
-    deliver(); hang_up() ends the command when the client has gone."""
+    """One docker command in the guest. With `term`, in a PTY announced as that terminal
+    type; `host_side` holds the host's terminal and signals meanwhile."""
 
     def __init__(
         self,
@@ -93,11 +122,10 @@ class GuestSession:
         command: GuestCommand,
         streams: HostStreams,
         term: str | None,
-        local: bool = True,
-        started: Callable[[], None] | None = None,
+        host_side: HostSide,
     ) -> None:
         self._transport = transport
-        self._started = started
+        self._host_side = host_side
         # Cleared while the client is stopped (Ctrl-Z): no output, no input, as with a
         # stopped ssh.
         self._flowing = threading.Event()
@@ -106,7 +134,6 @@ class GuestSession:
         self._streams = streams
         self._term = term
         self._interactive = term is not None
-        self._local = local
         self._chan: paramiko.Channel | None = None
         # What signal handlers ask for: they may only queue (SimpleQueue.put is reentrant).
         self._signals_received: queue.SimpleQueue[int | None] = queue.SimpleQueue()
@@ -151,9 +178,7 @@ class GuestSession:
                     terminal=self._interactive,
                 )
             )
-            if self._started is not None:
-                self._started()
-            with self._terminal(), self._signals():
+            with self._host_side(self.deliver):
                 status = self._copy_until_exit(chan)
         finally:
             chan.close()
@@ -246,22 +271,6 @@ class GuestSession:
             if self._failure is None:
                 self._failure = e
         self._end(1)
-
-    @contextlib.contextmanager
-    def _terminal(self) -> Iterator[None]:
-        if not (self._interactive and self._local):
-            yield
-            return
-        with terminal.raw_mode(self._streams.stdin):
-            yield
-
-    @contextlib.contextmanager
-    def _signals(self) -> Iterator[None]:
-        if not self._local:
-            yield
-            return
-        with signals_to(self.deliver, taken_signals(self._interactive)):
-            yield
 
     def _serve_signals(self) -> None:
         """Acts on the signals received, off the main thread: a handler runs between two

@@ -55,20 +55,26 @@ _ARCHIVES = frozenset(
 _COMPOSE_FILE_OPTIONS = frozenset({"-f", "--file", "--project-directory", "--env-file"})
 
 
-def translate_args(args: Sequence[str], platform: str, compose: bool = False) -> list[str]:
-    """`docker ARGS` (`docker compose ARGS` with `compose`) with the host paths a Windows
-    host gives translated for the guest; on other hosts `args` unchanged. Raises UsageError
-    for a path the guest cannot see (a network path, `C:relative`)."""
+def translate_args(args: Sequence[str], platform: str) -> list[str]:
+    """`docker ARGS` with the host paths a Windows host gives translated for the guest; on
+    other hosts `args` unchanged. Raises UsageError for a path the guest cannot see (a
+    network path, `C:relative`)."""
     if platform != WINDOWS:
         return list(args)
-    if compose:
-        kinds = _file_kinds(_COMPOSE_FILE_OPTIONS)
-        kinds.update({"-v": volume_spec, "--volume": volume_spec})  # `compose run -v`
-        return _translate_options(args, 0, len(args), kinds)
     command = find_command(args)
     out = _translate_options(args, 0, command.start, _file_kinds(GLOBAL_FILE_OPTIONS))
     out += _translate_options(args, command.start, len(args), _command_kinds(command))
     return out
+
+
+def translate_compose_args(args: Sequence[str], platform: str) -> list[str]:
+    """translate_args for `docker compose ARGS`, whose subcommands pyd does not tell apart:
+    its file options and `-v` (`compose run -v`) wherever they are."""
+    if platform != WINDOWS:
+        return list(args)
+    kinds = _file_kinds(_COMPOSE_FILE_OPTIONS)
+    kinds.update({"-v": volume_spec, "--volume": volume_spec})
+    return _translate_options(args, 0, len(args), kinds)
 
 
 def host_path(value: str) -> str:

@@ -70,11 +70,9 @@ _NO_FILES_EXCEPT = {
 FILE_OPTIONS = frozenset({"-v", "--volume", "--mount", "--env-file", "--label-file", "--cidfile"})
 
 
-def needs_workdir(args: Sequence[str], compose: bool = False) -> bool:
-    """Whether `docker ARGS` (`docker compose ARGS` with `compose`) may read or write files
-    in the current directory. Unknown subcommands may."""
-    if compose:
-        return True
+def needs_workdir(args: Sequence[str]) -> bool:
+    """Whether `docker ARGS` may read or write files in the current directory. Unknown
+    subcommands may."""
     command = find_command(args)
     if not command.words:
         return False  # `docker --version`, `docker` alone
