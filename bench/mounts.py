@@ -40,12 +40,13 @@ import time
 from pathlib import Path
 
 from busybox_image import build_busybox_image
-from pyd.agent.status_file import MOUNTED, read_status
+from pyd.agent.status_file import read_status
 from pyd.instance.files import InstanceFiles
 from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import ENV as SHARE_SSH_ENV
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, default_server, system_server
 from pyd.mounts.sftp_host import ENV as SERVER_ENV
+from pyd.mounts.state import MountState
 from pyd.ssh.connect import PREFERRED_CIPHERS, PREFERRED_MACS
 from pyd.ssh.openssh import ssh_argv
 
@@ -97,7 +98,7 @@ class Bench:
         while True:
             status = read_status(self.files.agent_status)
             rows = status.mounts if status else ()
-            if any(r.location == str(self.share) and r.state == MOUNTED for r in rows):
+            if any(r.location == str(self.share) and r.state == MountState.MOUNTED for r in rows):
                 break
             if time.monotonic() - t0 > 120:
                 raise SystemExit(f"the share did not mount: {rows}")

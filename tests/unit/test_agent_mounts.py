@@ -11,10 +11,11 @@ import paramiko
 import pytest
 
 from pyd.agent.session import SSHDown
-from pyd.agent.status_file import MOUNTING, MountStatus
+from pyd.agent.status_file import MountStatus
 from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
 from pyd.mounts.shares import Share
+from pyd.mounts.state import MountState
 from pyd.mounts.worker import MountManager
 
 from .polling import until
@@ -41,7 +42,7 @@ def test_a_share_waits_as_mounting_while_ssh_is_down() -> None:
     manager, reports = _manager()
     try:
         manager.set_shares([SHARE])
-        waiting = MountStatus("/home/me", "/home/me", True, MOUNTING, "waiting for SSH")
+        waiting = MountStatus("/home/me", "/home/me", True, MountState.MOUNTING, "waiting for SSH")
         until(lambda: reports[-1] == (waiting,), what="the share waits for SSH")
         manager.set_shares([])
         assert reports[-1] == ()

@@ -15,18 +15,16 @@ import pytest
 from filelock import FileLock
 
 from pyd.agent.status_file import (
-    MOUNT_FAILED,
-    MOUNTED,
     READY,
     AgentStatus,
     MountStatus,
     write_status,
 )
-from pyd.cli.agent_report import STOPPED, UNKNOWN
 from pyd.cli.mount_cmd import REMOVED, mount_listing, mount_rows
 from pyd.config.store import load_config
 from pyd.instance.files import InstanceFiles
 from pyd.mounts.shares import Host, Share
+from pyd.mounts.state import MountState
 
 from .outcomes import ok, run_pyd, usage
 
@@ -213,8 +211,9 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
     data = str(root / "data")
     ok(_pyd(root, "mount", "add", data, "--mount-point", "/mnt/data", "-n", "dev"))
     mounts = (
-        MountStatus(home, home, True, MOUNTED),
-        MountStatus("/old", "/old", True, MOUNTED),  # removed from config.toml a moment ago
+        MountStatus(home, home, True, MountState.MOUNTED),
+        # removed from config.toml a moment ago
+        MountStatus("/old", "/old", True, MountState.MOUNTED),
     )
     write_status(_files(root).agent_status, AgentStatus(READY, pid=1, mounts=mounts))
     rows = _table(ok(_pyd(root, "mount", "ls", "-n", "dev")))
@@ -230,7 +229,10 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
 
 def test_ls_of_a_stopped_instance_ignores_the_last_agent_status(root: Path) -> None:
     home = str(root / "home" / "me")
-    stale = (MountStatus(home, home, True, MOUNTED), MountStatus("/gone", "/gone", True, MOUNTED))
+    stale = (
+        MountStatus(home, home, True, MountState.MOUNTED),
+        MountStatus("/gone", "/gone", True, MountState.MOUNTED),
+    )
     write_status(_files(root).agent_status, AgentStatus(READY, pid=1, mounts=stale))
     (row,) = json.loads(ok(_pyd(root, "mount", "ls", "--json", "-n", "dev")))
     assert (row["location"], row["state"]) == (home, "stopped")
@@ -244,35 +246,35 @@ DATA = Share("/data", "/mnt/data", False)
 
 def test_every_configured_share_is_listed_in_file_order_with_the_reported_state() -> None:
     reported = (
-        MountStatus("/data", "/mnt/data", False, MOUNT_FAILED, "sshfs exited with status 1"),
-        MountStatus("/home/me/src", "/home/me/src", True, MOUNTED),
+        MountStatus("/data", "/mnt/data", False, MountState.FAILED, "sshfs exited with status 1"),
+        MountStatus("/home/me/src", "/home/me/src", True, MountState.MOUNTED),
     )
-    assert mount_listing((SRC, DATA), reported, UNKNOWN, "not yet") == [
-        MountStatus("/home/me/src", "/home/me/src", True, MOUNTED),
-        MountStatus("/data", "/mnt/data", False, MOUNT_FAILED, "sshfs exited with status 1"),
+    assert mount_listing((SRC, DATA), reported, MountState.UNKNOWN, "not yet") == [
+        MountStatus("/home/me/src", "/home/me/src", True, MountState.MOUNTED),
+        MountStatus("/data", "/mnt/data", False, MountState.FAILED, "sshfs exited with status 1"),
     ]
 
 
 def test_a_share_changed_in_the_file_is_not_taken_for_the_reported_one() -> None:
     # Made read-only in config.toml: the agent still reports the writable mount it holds.
-    reported = (MountStatus("/data", "/mnt/data", True, MOUNTED),)
-    assert mount_listing((DATA,), reported, UNKNOWN, "not yet") == [
-        MountStatus("/data", "/mnt/data", False, UNKNOWN, "not yet"),
-        MountStatus("/data", "/mnt/data", True, MOUNTED, REMOVED),
+    reported = (MountStatus("/data", "/mnt/data", True, MountState.MOUNTED),)
+    assert mount_listing((DATA,), reported, MountState.UNKNOWN, "not yet") == [
+        MountStatus("/data", "/mnt/data", False, MountState.UNKNOWN, "not yet"),
+        MountStatus("/data", "/mnt/data", True, MountState.MOUNTED, REMOVED),
     ]
 
 
 def test_without_a_report_every_share_gets_the_given_state() -> None:
-    assert mount_listing((SRC, DATA), None, STOPPED) == [
-        MountStatus("/home/me/src", "/home/me/src", True, STOPPED),
-        MountStatus("/data", "/mnt/data", False, STOPPED),
+    assert mount_listing((SRC, DATA), None, MountState.STOPPED) == [
+        MountStatus("/home/me/src", "/home/me/src", True, MountState.STOPPED),
+        MountStatus("/data", "/mnt/data", False, MountState.STOPPED),
     ]
 
 
 def test_mount_rows_put_each_share_under_the_columns() -> None:
     mounts = [
-        MountStatus("C:\\Users\\me", "/c/Users/me", True, MOUNTED),
-        MountStatus("/data", "/mnt/data", False, MOUNT_FAILED, "permission denied"),
+        MountStatus("C:\\Users\\me", "/c/Users/me", True, MountState.MOUNTED),
+        MountStatus("/data", "/mnt/data", False, MountState.FAILED, "permission denied"),
     ]
     assert mount_rows(mounts) == [
         ["LOCATION", "MOUNT POINT", "MODE", "STATE", "DETAIL"],

@@ -17,10 +17,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pyd.agent.status_file import MOUNTED, MountStatus
+from pyd.agent.status_file import MountStatus
 from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 from pyd.mounts.shares import Share
+from pyd.mounts.state import MountState
 from pyd.mounts.worker import MountManager
 
 from .polling import until
@@ -117,7 +118,7 @@ def test_a_share_on_the_agents_connection_mounts_and_stays_confined(
     try:
         manager.set_shares([Share(str(share), str(mnt), True)])
         until(
-            lambda: reports and reports[-1] and reports[-1][0].state == MOUNTED,
+            lambda: reports and reports[-1] and reports[-1][0].state == MountState.MOUNTED,
             30,
             0.05,
             "the share mounted",

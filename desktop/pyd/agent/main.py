@@ -25,7 +25,6 @@ from pyd.agent.keeper import RESTARTED_ENV
 from pyd.agent.session import SSHDown, SSHSession
 from pyd.agent.status_file import (
     FAILED,
-    MOUNTING,
     READY,
     STARTING,
     STOPPED,
@@ -42,6 +41,7 @@ from pyd.instance.provision import instance_keys
 from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import find_endpoint
 from pyd.mounts.sftp_host import choose_server
+from pyd.mounts.state import MountState
 from pyd.mounts.worker import MountManager
 from pyd.ports.container_watch import ContainerWatch
 from pyd.ports.forwards import Forward
@@ -243,7 +243,7 @@ class Agent:
     def _wait_for_mounts(self) -> None:
         """Until every share is mounted or has failed (reported, not fatal)."""
         deadline = time.monotonic() + MOUNTS_WAIT
-        while any(m.state == MOUNTING for m in self.status.mounts):
+        while any(m.state == MountState.MOUNTING for m in self.status.mounts):
             if time.monotonic() > deadline:
                 log.warning("shares still not mounted after %.0f s; going on", MOUNTS_WAIT)
                 return

@@ -43,12 +43,8 @@ class MountStatus:
     location: str  # the host directory, absolute
     mount_point: str  # where the guest sees it
     writable: bool
-    state: str  # mounted | mounting | failed
+    state: str  # a pyd.mounts.state.MountState's value
     detail: str = ""  # why, when not mounted
-
-
-# What a share's state can be. MOUNTING covers the wait for SSH after a drop too.
-MOUNTED, MOUNTING, MOUNT_FAILED = "mounted", "mounting", "failed"
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from pyd.errors import UsageError
 from pyd.host.env import this_host
 from pyd.instance.registry import DEFAULT
 from pyd.mounts.shares import Share, host_location, make_share, suggested_mount_point
+from pyd.mounts.state import MountState
 
 app = typer.Typer(
     help="Share host directories with the guest, and list the shares.", no_args_is_help=True
@@ -102,7 +103,8 @@ def ls(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
     report = agent_report(name)
     shares = load_config(report.inst.files.config).mounts
     reported = report.status.mounts if report.status is not None else None
-    listed = mount_listing(shares, reported, *report.unreported())
+    state, detail = report.unreported()
+    listed = mount_listing(shares, reported, MountState(state), detail)
     print_listing(listed, mount_rows, as_json, report, "its shares are mounted while it runs")
 
 
@@ -125,7 +127,10 @@ def host_directory(path: str) -> str:
 
 
 def mount_listing(
-    shares: Sequence[Share], reported: Sequence[MountStatus] | None, state: str, detail: str = ""
+    shares: Sequence[Share],
+    reported: Sequence[MountStatus] | None,
+    state: MountState,
+    detail: str = "",
 ) -> list[MountStatus]:
     """Every configured share, in the file's order, with the state the agent reports for it
     (`state` and `detail` when it reports none); then those the agent still reports that

@@ -23,7 +23,7 @@ from typing import Any
 
 import paramiko
 
-from pyd.agent.status_file import MOUNT_FAILED, MOUNTED, MOUNTING, MountStatus
+from pyd.agent.status_file import MountStatus
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
 from pyd.mounts.binds import binds_on
@@ -31,6 +31,7 @@ from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
 from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
 from pyd.mounts.shares import Share
 from pyd.mounts.sshfs import access_options, mount_command, unmount_command, wait_mounted_command
+from pyd.mounts.state import MountState
 from pyd.relay.pump import Relay
 from pyd.ssh.link_errors import LINK_ERRORS
 
@@ -68,7 +69,7 @@ class MountWorker:
                         self._server.note)  # fmt: skip
         self._changed = changed
         self._openssh = openssh  # the system's ssh carries the share when there is one
-        self.state = MOUNTING
+        self.state = MountState.MOUNTING
         self.detail = "waiting for SSH"
         self._closed = threading.Event()
         self._session: paramiko.Channel | OpenSSHLink | None = None
@@ -102,7 +103,7 @@ class MountWorker:
         with contextlib.suppress(*_SHARE_ERRORS):
             _exec(self._transport(1.0), unmount_command(self.share.mount_point), UNMOUNT_WAIT)
 
-    def _set(self, state: str, detail: str = "") -> None:
+    def _set(self, state: MountState, detail: str = "") -> None:
         if (state, detail) != (self.state, self.detail):
             self.state, self.detail = state, detail
             self._changed()
@@ -126,18 +127,18 @@ class MountWorker:
             if transport.is_active():
                 # SSH is up, so this attempt itself failed: say why, and back off.
                 log.warning("share %s: %s", self.share.mount_point, problem)
-                self._set(MOUNT_FAILED, problem)
+                self._set(MountState.FAILED, problem)
                 if time.monotonic() - started > 60:
                     delay = RETRY_FIRST  # it was up for a while: a fresh failure
                 self._closed.wait(delay)
                 delay = min(delay * 2, RETRY_MAX)
             else:
-                self._set(MOUNTING, "waiting for SSH")
+                self._set(MountState.MOUNTING, "waiting for SSH")
                 delay = RETRY_FIRST
 
     def _mount_and_serve(self, transport: paramiko.Transport) -> None:
         """One mount: blocks while it lasts. Raises when it could not be made."""
-        self._set(MOUNTING, "")
+        self._set(MountState.MOUNTING, "")
         share = self.share
         command = mount_command(
             remote_path(share.location, sys.platform),
@@ -204,9 +205,9 @@ class MountWorker:
             return
         if code == 0:
             log.info("share %s mounted at %s", self.share.location, self.share.mount_point)
-            self._set(MOUNTED)
+            self._set(MountState.MOUNTED)
         else:
-            self._set(MOUNT_FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
+            self._set(MountState.FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
             session.close()
 
 
@@ -293,7 +294,7 @@ class MountManager:
         """Logs, once per container and share, a running container that bind-mounts a path of
         a share that is not mounted: it sees the guest's empty directory, not the host's."""
         with self._lock:
-            down = [w.status() for w in self._workers.values() if w.state != MOUNTED]
+            down = [w.status() for w in self._workers.values() if w.state != MountState.MOUNTED]
         found = binds_on(containers, [s.mount_point for s in down])
         self._warned &= set(found)  # one whose share came back may warn again when it goes
         for name, source, share in found:
