@@ -3,7 +3,7 @@
 import json
 import shutil
 import subprocess
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,9 +13,7 @@ from pyd.dockercli.context import (
     current_context,
     ensure_context,
     meta_dir_name,
-    npipe_host,
     remove_context,
-    unix_host,
 )
 from pyd.errors import PydError
 
@@ -71,13 +69,6 @@ def test_meta_matches_what_the_docker_cli_writes(docker_config: Path, descriptio
     _docker("context", "create", "pyd", "--description", description, "--docker", f"host={HOST}")
     meta = docker_config / "contexts" / "meta" / meta_dir_name("pyd") / "meta.json"
     assert json.loads(meta.read_text()) == context_meta("pyd", HOST, description)
-
-
-def test_endpoint_urls() -> None:
-    assert unix_host(PurePosixPath("/tmp/pyd/docker.sock")) == "unix:///tmp/pyd/docker.sock"
-    assert npipe_host("pyd-dev") == "npipe:////./pipe/pyd-dev"
-    with pytest.raises(ValueError):
-        unix_host(PurePosixPath("relative/docker.sock"))
 
 
 # --- create, update, use --------------------------------------------------------------------

@@ -12,14 +12,6 @@ err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False)
 
 
-def render_error(e: PydError) -> str:
-    """Plain text of an error: the message, then the hint on its own line."""
-    text = f"error: {e.message}"
-    if e.hint:
-        text += f"\nhint: {e.hint}"
-    return text
-
-
 def print_error(e: PydError) -> None:
     err_console.print(f"[bold red]error:[/] {escape(e.message)}", soft_wrap=True)
     if e.hint:

@@ -16,7 +16,7 @@ import json
 import os
 import re
 import shutil
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from pyd.errors import PydError
@@ -43,18 +43,6 @@ def context_meta(name: str, host_url: str, description: str) -> dict[str, Any]:
         "Metadata": metadata,
         "Endpoints": {"docker": {"Host": host_url, "SkipTLSVerify": False}},
     }
-
-
-def unix_host(socket: PurePath) -> str:
-    """The endpoint URL of a Unix socket: unix:///abs/path."""
-    if not socket.is_absolute():
-        raise ValueError(f"the docker socket path must be absolute: {socket}")
-    return f"unix://{socket.as_posix()}"
-
-
-def npipe_host(pipe: str) -> str:
-    """The endpoint URL of the Windows named pipe \\\\.\\pipe\\PIPE: npipe:////./pipe/PIPE."""
-    return f"npipe:////./pipe/{pipe}"
 
 
 def config_dir() -> Path:
