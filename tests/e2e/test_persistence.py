@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pyd.image.cache import CachedImage
-from pyd.instance.provision import replace_os_disk
+from pyd.instance.disks import create_overlay
 from pyd.vm.throwaway import booted, check, prepare, run, wait_for_docker
 from tests.e2e.guestvm import build_busybox_image
 
@@ -35,7 +35,8 @@ def test_named_volume_survives_reboot_and_os_disk_replacement(
         check(ssh, "touch /etc/written-on-the-old-os-disk && sync")
 
     os_disk_before = files.os_disk.stat().st_ino
-    replace_os_disk(files, image)  # what an image upgrade does: a new, empty OS disk
+    files.os_disk.unlink()  # what an image upgrade would do: a new, empty OS disk
+    create_overlay(image.file("rootfs.qcow2"), files.os_disk)
     assert files.os_disk.stat().st_ino != os_disk_before
     with booted(files, image) as (_vm, ssh):
         wait_for_docker(ssh)

@@ -1,10 +1,27 @@
-"""A VM backend that records what the lifecycle asks of it, for unit tests."""
+"""A VM backend and a progress that record what the lifecycle asks of them, for unit tests."""
 
 from __future__ import annotations
 
 from pyd.errors import PydError
 from pyd.vm.backends.base import VMState
 from pyd.vm.spec import GuestSpec
+
+
+class RecordingProgress:
+    """A lifecycle.progress.Progress that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.phases: list[str] = []  # begun, in order
+        self.said: list[str] = []
+
+    def begin(self, phase: str) -> None:
+        self.phases.append(phase)
+
+    def done(self, phase: str, seconds: float) -> None:
+        return None
+
+    def info(self, message: str) -> None:
+        self.said.append(message)
 
 
 class FakeBackend:

@@ -29,7 +29,7 @@ from pyd.lifecycle.agent_proc import (
     stop_agent,
     wait_ready,
 )
-from pyd.lifecycle.progress import Silent
+from tests.unit.fakebackend import RecordingProgress
 from tests.unit.qemu_stand_in import holding_pidfile
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and locks")
@@ -75,7 +75,7 @@ def launched(files: InstanceFiles) -> Iterator[Launched]:
 def test_an_agent_that_fails_with_a_reason_is_not_restarted(files: InstanceFiles) -> None:
     agent = launch_agent(files, NAME)  # no VM at all: the agent says so and exits
     with pytest.raises(PydError, match="VM"):
-        wait_ready(files, agent, Silent())
+        wait_ready(files, agent, RecordingProgress())
     assert agent.proc.wait(timeout=30) == 0  # the keeper is done, not looping
     kept = read_keeper_status(files.keeper_status)
     assert kept is not None and kept.restarts == 0 and not kept.gave_up

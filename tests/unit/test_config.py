@@ -11,7 +11,6 @@ from pyd.config.settings import (
     parse_config,
     parse_size,
     to_toml_dict,
-    validate,
     validate_name,
     with_forward_added,
     with_forward_removed,
@@ -19,7 +18,8 @@ from pyd.config.settings import (
 )
 from pyd.config.store import load_config, platform_defaults, save_config
 from pyd.errors import PydError, UsageError
-from pyd.mounts.shares import Host, Share
+from pyd.host.env import Host
+from pyd.mounts.shares import Share
 
 HOST = Host("linux", "/home/u")
 DEFAULTS = platform_defaults(HOST)
@@ -186,12 +186,6 @@ def test_libvirt_uri_accepts_empty_and_uris() -> None:
         assert parse_config({"libvirt_uri": uri}, "f", DEFAULTS, HOST).libvirt_uri == uri
 
 
-def test_validate_checks_configs_built_in_code() -> None:
-    assert validate(SHIPPED, "x") is SHIPPED
-    with pytest.raises(UsageError, match="cpus: must be from 1 to 64, got 99"):
-        validate(InstanceConfig(99, 2048, 20, "auto", "qemu", "", "docker", (), ()), "--cpus")
-
-
 # --- pyd config set -------------------------------------------------------------------------
 
 
@@ -290,7 +284,7 @@ def test_ports_table_keys_left_out_keep_their_defaults() -> None:
         (
             {"ports": {"bind": "lan"}},
             "ports.bind: must be one of docker, localhost; got 'lan'",
-            "\"localhost\" keeps them on this machine's loopback",
+            '"localhost" keeps them on this machine\'s loopback',
         ),
         ({"ports": {"bind": 1}}, "ports.bind: expected a string, got a number 1", ""),
         ({"ports": {"colour": "red"}}, "unknown setting 'ports.colour'", "ports.bind"),
@@ -302,7 +296,7 @@ def test_ports_table_keys_left_out_keep_their_defaults() -> None:
         ),
         (
             {"ports": {"forwards": "8080:80"}},
-            "ports.forwards: expected a list of forwards such as [\"127.0.0.1:8080:80\"], "
+            'ports.forwards: expected a list of forwards such as ["127.0.0.1:8080:80"], '
             "got a string '8080:80'",
             "pyd port add",
         ),

@@ -12,10 +12,9 @@ from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import MissingKeysError, instance_keys
 from pyd.instance.state import InstanceState, save_state
 from pyd.lifecycle.keys import renew_keys
-from pyd.lifecycle.progress import Silent
 from pyd.ssh.keys import read_public
 from pyd.vm.backends.base import VMState
-from tests.unit.fakebackend import FakeBackend
+from tests.unit.fakebackend import FakeBackend, RecordingProgress
 
 
 def _started(tmp_path: Path, name: str = "dev") -> InstanceFiles:
@@ -63,7 +62,7 @@ def test_new_keys_on_a_running_vm_power_it_off_first(tmp_path: Path) -> None:
     files.client_key.unlink()
     files.known_hosts.write_text("[127.0.0.1]:2222 ssh-ed25519 OLD\n")
     vm = FakeBackend(VMState.RUNNING)
-    assert renew_keys(files, vm, VMState.RUNNING, Silent()) is VMState.STOPPED
+    assert renew_keys(files, vm, VMState.RUNNING, RecordingProgress()) is VMState.STOPPED
     assert vm.calls == ["shutdown"]
     client, host = instance_keys(files)
     assert (client.public_openssh, host.public_openssh) != old
@@ -74,5 +73,5 @@ def test_new_keys_on_a_running_vm_power_it_off_first(tmp_path: Path) -> None:
 def test_new_keys_on_a_stopped_vm_leave_it_alone(tmp_path: Path) -> None:
     files = _started(tmp_path)
     vm = FakeBackend(VMState.STOPPED)
-    assert renew_keys(files, vm, VMState.STOPPED, Silent()) is VMState.STOPPED
+    assert renew_keys(files, vm, VMState.STOPPED, RecordingProgress()) is VMState.STOPPED
     assert vm.calls == []

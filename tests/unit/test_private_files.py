@@ -19,7 +19,7 @@ from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.instance.registry import instance, locked
 from pyd.instance.state import InstanceState, save_state
-from pyd.lifecycle.progress import Silent
+from tests.unit.fakebackend import RecordingProgress
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")
 
@@ -42,7 +42,7 @@ def test_pyd_home_it_creates_and_every_instance_directory_are_0700(
     home = tmp_path / "made-by-pyd" / "home"
     monkeypatch.setenv("PYD_HOME", str(home))
     inst = instance("dev")
-    with locked(inst, Silent()):
+    with locked(inst, RecordingProgress()):
         edit_config(inst.files.config, lambda c: with_value(c, "cpus", "2"))
     assert _mode(home) == 0o700
     assert _mode(home / "instances") == 0o700

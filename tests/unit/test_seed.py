@@ -7,7 +7,7 @@ import pycdlib
 import pytest
 
 from pyd.errors import UsageError
-from pyd.instance.seed import Seed, SeedMount, proxy_ports_at, render_seed
+from pyd.instance.seed import Seed, proxy_ports_at, render_seed
 from pyd.instance.seed_iso import write_seed_iso
 from pyd.ssh.keys import generate_keypair
 
@@ -26,16 +26,14 @@ def _seed(**kw: object) -> Seed:
     return Seed(**base)  # type: ignore[arg-type]
 
 
-def test_seed_carries_keys_mounts_and_settings() -> None:
+def test_seed_carries_keys_and_settings() -> None:
     seed = _seed(
-        mounts=(SeedMount("/home/me"), SeedMount("/srv/ro data", writable=False)),
         proxy={"https_proxy": "http://proxy:3128"},
         timezone="Europe/Berlin",
     )
     files = render_seed(seed)
     assert files["pyd/authorized_keys"].decode().strip() == seed.authorized_key
     assert files["pyd/ssh_host_ed25519_key"].decode() == seed.host_private_key
-    assert files["pyd/mounts"] == b"rw /home/me\nro /srv/ro data\n"
     assert b"local-hostname: pyd" in files["meta-data"]
     env = files["pyd/env"].decode()
     assert "PYD_TIMEZONE=Europe/Berlin\n" in env
@@ -58,8 +56,6 @@ def test_seed_env_is_shell_safe() -> None:
     [
         ({"hostname": "Bad_Name"}, "hostname"),
         ({"timezone": "../../etc/passwd"}, "time zone"),
-        ({"mounts": (SeedMount("relative/path"),)}, "mount point"),
-        ({"mounts": (SeedMount("/a\nb"),)}, "mount point"),
         ({"proxy": {"LD_PRELOAD": "x"}}, "proxy variable"),
         ({"authorized_key": "ssh-ed25519 AAA\nssh-rsa BBB"}, "authorized key"),
     ],
@@ -70,7 +66,7 @@ def test_seed_rejects_bad_values(kw: dict[str, object], message: str) -> None:
 
 
 def test_seed_iso_is_cidata_with_exact_names_and_private(tmp_path: Path) -> None:
-    files = render_seed(_seed(mounts=(SeedMount("/home/me"),)))
+    files = render_seed(_seed())
     dest = tmp_path / "seed.iso"
     write_seed_iso(files, dest)
     assert dest.stat().st_mode & 0o777 == 0o600

@@ -12,24 +12,18 @@ from pyd.cli.progress import LABELS
 from pyd.errors import PydError
 from pyd.instance.registry import instance
 from pyd.lifecycle import stop as stop_module
-from pyd.lifecycle.progress import Silent
 from pyd.vm.backends import choice as backend_module
 from pyd.vm.backends.base import VMBackend, VMState
-from tests.unit.fakebackend import FakeBackend
+from tests.unit.fakebackend import FakeBackend, RecordingProgress
 
 CORRUPT = "cpus = [unclosed\n"
 
 
-class Recording(Silent):
-    def __init__(self) -> None:
-        self.said: list[str] = []
-        self.phases: list[str] = []
+class Recording(RecordingProgress):
+    """Phases as the CLI labels them."""
 
     def begin(self, phase: str) -> None:
-        self.phases.append(LABELS.get(phase, phase))
-
-    def info(self, message: str) -> None:
-        self.said.append(message)
+        super().begin(LABELS.get(phase, phase))
 
 
 @pytest.fixture
@@ -68,7 +62,7 @@ def test_stop_with_a_corrupt_config_and_libvirt_down_still_stops_qemu(
 ) -> None:
     qemu = FakeBackend(VMState.RUNNING, "qemu")
     _candidates(monkeypatch, qemu, FakeBackend(VMState.RUNNING, "libvirt", broken=True))
-    assert stop_module.stop("dev", Silent()) is True
+    assert stop_module.stop("dev", RecordingProgress()) is True
     assert qemu.calls == ["shutdown"]
 
 
@@ -76,7 +70,7 @@ def test_stop_with_a_corrupt_config_and_no_vm_says_it_was_not_running(
     dev: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _candidates(monkeypatch, FakeBackend(VMState.STOPPED), FakeBackend(VMState.ABSENT))
-    assert stop_module.stop("dev", Silent()) is False
+    assert stop_module.stop("dev", RecordingProgress()) is False
 
 
 def test_delete_with_a_corrupt_config_removes_the_vm_and_every_file(
@@ -102,4 +96,4 @@ def test_with_a_readable_config_a_backend_failure_is_reported(
     broken = FakeBackend(VMState.RUNNING, "libvirt", broken=True)
     monkeypatch.setattr(backend_module, "backend_for", lambda name: broken)
     with pytest.raises(PydError, match="cannot connect"):
-        stop_module.stop("dev", Silent())
+        stop_module.stop("dev", RecordingProgress())

@@ -491,19 +491,6 @@ def parse_config(
     return InstanceConfig(**values)
 
 
-def validate(cfg: InstanceConfig, origin: str) -> InstanceConfig:
-    """`cfg` unchanged if every value is in range; for configs built in code."""
-    problems = []
-    checks = [(f.attr, f.check) for f in _FIELDS.values()] + [(MOUNTS, _distinct_shares)]
-    for attr, check in checks:
-        try:
-            check(getattr(cfg, attr))
-        except UsageError as e:
-            problems.append(e)
-    _raise_all(problems, origin)
-    return cfg
-
-
 def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
     """`pyd config set KEY VALUE`: `cfg` with one setting changed, checked."""
     if key == MOUNTS:

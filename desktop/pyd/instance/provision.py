@@ -1,6 +1,6 @@
 """An instance's disks and keys: made once, kept across restarts. Nothing here deletes
-an existing data disk; the OS disk is only replaced on request (image upgrade), the keys
-only on request (`pyd start --new-keys`): the guest trusts the ones it was seeded with."""
+or replaces an existing disk; the keys are replaced only on request (`pyd start
+--new-keys`): the guest trusts the ones it was seeded with."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pyd.image.cache import CachedImage
 from pyd.instance.disks import create_data_disk, create_overlay
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import name_option
-from pyd.instance.seed import Seed, SeedMount, render_seed
+from pyd.instance.seed import Seed, render_seed
 from pyd.instance.seed_iso import write_seed_iso
 from pyd.ssh.keys import KeyPair, generate_keypair, load_keypair, public_path, write_keypair
 
@@ -25,7 +25,6 @@ HOST_COMMENT = "pyd-guest"
 class SeedSettings:
     instance_id: str
     hostname: str
-    mounts: tuple[SeedMount, ...] = ()
     proxy: dict[str, str] = field(default_factory=dict)
     timezone: str = ""
     host_access: bool = True  # network.host_access
@@ -95,7 +94,6 @@ def write_seed(files: InstanceFiles, settings: SeedSettings) -> None:
         authorized_key=client.public_openssh,
         host_private_key=host.private_openssh,
         host_public_key=host.public_openssh,
-        mounts=settings.mounts,
         proxy=settings.proxy,
         timezone=settings.timezone,
         host_access=settings.host_access,
@@ -115,11 +113,3 @@ def ensure_disks(files: InstanceFiles, image: CachedImage, data_gib: int) -> Non
         create_overlay(image.file("rootfs.qcow2"), files.os_disk)
     if not files.data_disk.exists():
         create_data_disk(files.data_disk, data_gib)
-
-
-def replace_os_disk(files: InstanceFiles, image: CachedImage) -> None:
-    """A fresh OS disk on `image` (upgrade); the data disk is untouched."""
-    fresh = files.os_disk.with_name(files.os_disk.name + ".new")
-    fresh.unlink(missing_ok=True)
-    create_overlay(image.file("rootfs.qcow2"), fresh)
-    fresh.replace(files.os_disk)

@@ -18,19 +18,12 @@ PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROX
 
 
 @dataclass(frozen=True)
-class SeedMount:
-    mount_point: str  # absolute path in the guest
-    writable: bool = True
-
-
-@dataclass(frozen=True)
 class Seed:
     instance_id: str
     hostname: str
     authorized_key: str  # one OpenSSH public key line
     host_private_key: str  # OpenSSH PEM of the guest's ed25519 host key
     host_public_key: str
-    mounts: tuple[SeedMount, ...] = ()
     proxy: dict[str, str] = field(default_factory=dict)
     timezone: str = ""
     # QEMU user-mode networking's fixed addresses (also libvirt's <interface type='user'>).
@@ -66,9 +59,6 @@ def seed_problems(seed: Seed) -> list[str]:
         problems.append(f"hostname {seed.hostname!r}: use a-z, 0-9 and '-', at most 63")
     if seed.timezone and (not _TIMEZONE.match(seed.timezone) or ".." in seed.timezone):
         problems.append(f"time zone {seed.timezone!r} is not a zone name like Europe/Berlin")
-    for m in seed.mounts:
-        if not m.mount_point.startswith("/") or any(c in m.mount_point for c in "\n\r\0"):
-            problems.append(f"mount point {m.mount_point!r} must be an absolute one-line path")
     for key in seed.proxy:
         if key not in PROXY_VARS:
             problems.append(f"proxy variable {key!r} is not one of {', '.join(PROXY_VARS)}")
@@ -97,7 +87,6 @@ def render_seed(seed: Seed) -> dict[str, bytes]:
         ports = proxy_ports_at(seed.proxy, seed.net_gateway)
         env |= {"PYD_HOST_ACCESS": "off", "PYD_HOST_PORTS": " ".join(map(str, ports))}
     env_text = "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items())
-    mounts = "".join(f"{'rw' if m.writable else 'ro'} {m.mount_point}\n" for m in seed.mounts)
     meta = f"instance-id: {seed.instance_id}\nlocal-hostname: {seed.hostname}\n"
     return {
         "meta-data": meta.encode(),
@@ -106,5 +95,4 @@ def render_seed(seed: Seed) -> dict[str, bytes]:
         "pyd/authorized_keys": (seed.authorized_key.strip() + "\n").encode(),
         "pyd/ssh_host_ed25519_key": seed.host_private_key.encode(),
         "pyd/ssh_host_ed25519_key.pub": (seed.host_public_key.strip() + "\n").encode(),
-        "pyd/mounts": mounts.encode(),
     }

@@ -22,14 +22,3 @@ def phase(progress: Progress, name: str) -> Iterator[None]:
     t0 = time.monotonic()
     yield
     progress.done(name, time.monotonic() - t0)
-
-
-class Silent:
-    def begin(self, phase: str) -> None:
-        return None
-
-    def done(self, phase: str, seconds: float) -> None:
-        return None
-
-    def info(self, message: str) -> None:
-        return None
