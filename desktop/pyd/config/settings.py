@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyd.errors import UsageError
+from pyd.host.env import Host
 from pyd.mounts.shares import (
-    Host,
     Share,
     check_mount_point,
     host_location,
