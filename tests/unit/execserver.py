@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import paramiko
 from paramiko.common import MSG_CHANNEL_SUCCESS
 
+from pyd.ssh.streamlocal import KIND as STREAMLOCAL
 from tests.unit.sshserver import AllowAnyone, SSHServer
 
 BUFSIZE = 64 * 1024
@@ -53,6 +54,9 @@ class ExecInterface(AllowAnyone):
 
     def check_channel_request(self, kind: str, chanid: int) -> int:
         if kind == "session":
+            return paramiko.OPEN_SUCCEEDED
+        if kind == STREAMLOCAL and self._server.unix_socket is not None:
+            self._server.unix_channels.add(chanid)  # whatever its path: one service here
             return paramiko.OPEN_SUCCEEDED
         return paramiko.OPEN_FAILED_ADMINISTRATIVELY_PROHIBITED
 
@@ -92,11 +96,19 @@ class ExecInterface(AllowAnyone):
 
 
 class ExecSSHServer:
-    """Listens on 127.0.0.1:`port`; commands run with `shell` and environment `env`."""
+    """Listens on 127.0.0.1:`port`; commands run with `shell` and environment `env`. With
+    `unix_socket`, a direct-streamlocal channel (to any path) is served by it in a thread."""
 
-    def __init__(self, shell: str = "/bin/sh", env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        shell: str = "/bin/sh",
+        env: Mapping[str, str] | None = None,
+        unix_socket: Callable[[paramiko.Channel], None] | None = None,
+    ) -> None:
         self.shell = shell
         self.env = dict(os.environ if env is None else env)
+        self.unix_socket = unix_socket
+        self.unix_channels: set[int] = set()  # ids of the streamlocal channels opened
         self.commands: list[bytes] = []  # what the clients asked to run, in order
         self.ptys: list[PtyRequest] = []
         self._procs: list[subprocess.Popen[bytes]] = []
@@ -110,9 +122,13 @@ class ExecSSHServer:
         with contextlib.suppress(OSError):  # until close() closes the listener
             while True:
                 conn, _ = self._listener.accept()
-                # Channels need no handler: each exec request starts its own process.
-                server = SSHServer(_RepliesCounted(conn), ExecInterface(self), lambda c: None)
+                # Session channels need no handler: each exec request starts its own process.
+                server = SSHServer(_RepliesCounted(conn), ExecInterface(self), self._serve_unix)
                 self._servers.append(server)
+
+    def _serve_unix(self, chan: paramiko.Channel) -> None:
+        if self.unix_socket is not None and chan.get_id() in self.unix_channels:
+            self.unix_socket(chan)
 
     def track(self, proc: subprocess.Popen[bytes]) -> None:
         self._procs.append(proc)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable
 
 import paramiko
 
@@ -43,8 +44,15 @@ def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
             chan.close()
 
 
-def wait_for_engine(session: SSHSession, deadline: float, poll: float = 0.2) -> None:
+def wait_for_engine(
+    session: SSHSession,
+    deadline: float,
+    check: Callable[[], None] = lambda: None,
+    poll: float = 0.2,
+) -> None:
+    """Until the engine answers; `check` is called before each ask and may raise to give up."""
     while True:
+        check()
         if ping(session.transport(wait=max(0.0, deadline - time.monotonic()))):
             return
         if time.monotonic() >= deadline:

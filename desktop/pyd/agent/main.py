@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
 from pyd.host.private_files import write_private_text
+from pyd.host.threads import Deadline, join_threads
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.instance.state import load_state
@@ -72,33 +74,38 @@ DISK_EVERY = 30.0  # the data disk's use is asked this often (seconds), and at o
 MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (~1 s each under emulation)
 
 
+CLOSE_WAIT = 5.0  # stopping: every part's threads get this long, together (pyd stop waits 10)
+STOP_POLL = 0.5  # the main thread's wait for the stop event is timed: Windows runs a Ctrl+C
+# handler only once a wait returns
+
+
 class AgentStopped(BaseException):
-    """Raised in the main thread by the stop signal (BaseException: no `except
-    Exception` on the way may swallow it)."""
+    """Raised in the agent's thread when it finds the stop event set, to unwind whatever it
+    was doing (BaseException: no `except Exception` on the way may swallow it)."""
 
 
 class Agent:
     def __init__(
-        self, files: InstanceFiles, name: str, launch: str, vm_state: Callable[[], str]
+        self,
+        files: InstanceFiles,
+        name: str,
+        launch: str,
+        vm_state: Callable[[], str],
+        session: SSHSession,
     ) -> None:
         self.files = files
         self.name = name
         self.vm_state = vm_state  # the backend's VMState value; "unknown" when it cannot tell
-        self.stop = threading.Event()
+        self.session = session  # not connected yet
+        self.stop = threading.Event()  # the signal handler sets it; so does the end of _body
         self._wake = threading.Event()  # the link went down or came back: look now
         self._ready = False
         self._vm = ""  # what the supervisor last saw of the VM
         self._fatal: PydError | None = None  # from the SSH keeper: the agent must fail
         self._health_lock = threading.Lock()  # the supervisor and the SSH keeper both judge
-        state = load_state(files.state)
-        if state is None:
-            raise PydError(f"{files.state} is missing", hint="run `pyd start`")
-        _client, host = instance_keys(files)
-        self.session = SSHSession(
-            SSHTarget("127.0.0.1", state.ssh_port, "root", files.client_key, host.public_openssh)
-        )
         self.status = AgentStatus(STARTING, os.getpid(), launch=launch)
-        self._status_lock = threading.RLock()  # the stop signal may land inside _publish
+        self._status_lock = threading.Lock()
+        self._last_word = False  # stopped or failed is published: nothing may overwrite it
         self.ports: PortManager | None = None
         self.mounts: MountManager | None = None
         self.watch: ContainerWatch | None = None
@@ -106,14 +113,31 @@ class Agent:
         self.exec: UnixSocketListener | None = None
         self._config_seen = 0
         self._disk_thread: threading.Thread | None = None
+        self._thread = threading.Thread(target=self._body, name="pyd-agent", daemon=True)
+        self._ended = False  # _body returned by itself (not for a stop request)
+        self._crash: BaseException | None = None  # a bug in _body: re-raised by run()
+        self._code = 0
 
-    def _publish(self, change: Callable[[AgentStatus], AgentStatus]) -> None:
-        """Status changes come from the main thread and the port watcher: one at a time."""
+    def _publish(
+        self, change: Callable[[AgentStatus], AgentStatus], last_word: bool = False
+    ) -> None:
+        """Status changes come from several threads: one at a time. The last word (stopped
+        or failed: what the keeper reads once this process is gone) is not overwritten by
+        whatever a part still reports while it closes."""
         with self._status_lock:
+            if self._last_word:
+                return
+            self._last_word = last_word
             self.status = change(self.status)
             _write_status(self.files.agent_status, self.status)
 
+    def _check_stop(self) -> None:
+        """Between and inside the startup's waits: unwinds the agent's thread once stopping."""
+        if self.stop.is_set():
+            raise AgentStopped()
+
     def _phase(self, name: str, step: Callable[[], None]) -> None:
+        self._check_stop()
         self._publish(lambda s: s.begin(name))
         t0 = time.monotonic()
         step()
@@ -151,37 +175,68 @@ class Agent:
         return said or f"pyd: the Docker engine in the VM cannot be reached: {detail}"
 
     def run(self) -> int:
-        try:
-            return self._run()
-        except AgentStopped:
+        """The agent works in a thread of its own; this (main) thread only waits for the stop
+        event, which the signal handler sets, then closes everything. So a stop never has to
+        interrupt what the agent waits on (a boot, a reconnect): it closes what that waits on."""
+        self.start()
+        while not self.stop.wait(STOP_POLL):
+            pass
+        if not self._ended:  # else it ended by itself, and said why unless it crashed
             log.info("stopping on request")
-            self._publish(lambda s: s.to(STOPPED))
-            return 0
+            self._publish(lambda s: s.to(STOPPED), last_word=True)
+        t0 = time.monotonic()
+        self._close_parts()
+        log.info("closed in %.2f s", time.monotonic() - t0)
+        if self._crash is not None:
+            raise self._crash  # a bug: a traceback and no last word, so the keeper restarts it
+        return self._code
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def close(self) -> None:
+        """Asks the agent's thread to end: the stop event, and a wake for the supervisor."""
+        self.stop.set()
+        self._wake.set()
+
+    def join(self, deadline: Deadline) -> bool:
+        return join_threads([t for t in (self._thread, self._disk_thread) if t], deadline)
+
+    def _body(self) -> None:
+        try:
+            self._run()
+        except AgentStopped:
+            pass
         except PydError as e:
-            log.error("%s", e.message)
-            error = e
-            self._publish(lambda s: s.to(FAILED, error.message, error.hint))
-            return 1
+            if not self.stop.is_set():  # else a consequence of closing, not a failure
+                log.error("%s", e.message)
+                error = e
+                self._publish(lambda s: s.to(FAILED, error.message, error.hint), last_word=True)
+                self._code = 1
+        except BaseException as e:
+            self._crash = e
         finally:
-            t0 = time.monotonic()
-            # The link first: whatever waits for it (a share's worker, a connection) stops
-            # waiting at once, and the parts below close without a wait.
-            self.session.close()
-            for part in (self.watch, self.ports, self.mounts, self.forward, self.exec):
-                if part is not None:
-                    part.close()
-            log.info("closed in %.2f s", time.monotonic() - t0)
+            self._ended = not self.stop.is_set()
+            self.stop.set()
+
+    def _close_parts(self) -> None:
+        # The link first: whatever waits for it (a share's worker, a connection) stops
+        # waiting at once, and the parts below close without a wait.
+        self.close()
+        self.session.close()
+        for part in (self.watch, self.ports, self.mounts, self.forward, self.exec):
+            if part is not None:
+                part.close()
+        self.join(Deadline(CLOSE_WAIT))
 
     def request_stop(self) -> None:
-        """SIGTERM/SIGINT: the first one interrupts whatever the main thread waits on
-        (a boot, a reconnect), so `pyd stop` never has to escalate to SIGKILL."""
-        if not self.stop.is_set():
-            self.stop.set()
-            raise AgentStopped()
+        """SIGTERM/SIGINT: only sets the event the main thread waits on."""
+        self.stop.set()
 
     def _run(self) -> int:
         deadline = time.monotonic() + BOOT_TIMEOUT
         self._phase("ssh", lambda: self.session.connect(deadline, self._check_vm))
+        self._check_stop()
         self.session.keep(
             self._link_down,
             self._link_up,
@@ -192,7 +247,8 @@ class Agent:
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg)  # they mount while the engine starts
         if os.environ.get(RESTARTED_ENV) != "1":
-            self._phase("engine", lambda: wait_for_engine(self.session, deadline))
+            engine = partial(wait_for_engine, self.session, deadline, self._check_stop)
+            self._phase("engine", engine)
             # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
             self._phase("shares", self._wait_for_mounts)
         # else the keeper's restart of a dead agent, Docker back within 2 s: the engine answered
@@ -244,6 +300,7 @@ class Agent:
         """Until every share is mounted or has failed (reported, not fatal)."""
         deadline = time.monotonic() + MOUNTS_WAIT
         while any(m.state == MountState.MOUNTING for m in self.status.mounts):
+            self._check_stop()
             if time.monotonic() > deadline:
                 log.warning("shares still not mounted after %.0f s; going on", MOUNTS_WAIT)
                 return
@@ -291,7 +348,9 @@ class Agent:
         self.mounts.set_shares(cfg.mounts)
 
     def _check_vm(self) -> None:
-        """While booting: raises when the VM is gone (a crashed boot fails at once)."""
+        """While booting: raises when the VM is gone (a crashed boot fails at once), or when
+        the agent is stopping."""
+        self._check_stop()
         if self.vm_state() in VM_GONE:
             raise PydError(
                 "the VM stopped while the agent waited for it",
@@ -331,7 +390,6 @@ class Agent:
             if now - last_disk >= DISK_EVERY:
                 last_disk = now
                 self._measure_disk()
-        self._publish(lambda s: s.to(STOPPED))
         return 0
 
     def _measure_disk(self) -> None:
@@ -394,6 +452,17 @@ class Agent:
         )
 
 
+def guest_session(files: InstanceFiles) -> SSHSession:
+    """The session to the instance's guest: its SSH port and pinned host key."""
+    state = load_state(files.state)
+    if state is None:
+        raise PydError(f"{files.state} is missing", hint="run `pyd start`")
+    _client, host = instance_keys(files)
+    return SSHSession(
+        SSHTarget("127.0.0.1", state.ssh_port, "root", files.client_key, host.public_openssh)
+    )
+
+
 def _mtime(path: Path) -> int:
     try:
         return path.stat().st_mtime_ns
@@ -421,7 +490,9 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         write_private_text(files.agent_pid, f"{os.getpid()}\n")
-        agent = Agent(files, name, launch, _vm_state_probe(name))
+        agent = Agent(files, name, launch, _vm_state_probe(name), guest_session(files))
+        # The handlers only set an event: a handler runs between any two bytecodes of the main
+        # thread, where anything it did could meet a lock that thread holds.
         signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
         signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
         return agent.run()

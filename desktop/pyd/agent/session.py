@@ -63,6 +63,9 @@ class SSHSession:
         booting; `check_alive` raises when the VM is gone. HostKeyMismatchError and PydError
         pass through."""
         client = ssh_while_booting(self.target, max(0.0, deadline - time.monotonic()), check_alive)
+        if self._closed.is_set():  # closed while connecting: nobody will use it
+            client.close()
+            raise SSHDown("the SSH session was closed")
         self._install(client)
 
     def keep(

@@ -1,0 +1,271 @@
+"""The agent's main loop in-process, against a stand-in guest (tests/unit/execserver.py with
+a Docker engine stand-in on its Unix socket channels) behind a cuttable link
+(tests/unit/linkproxy.py): what it publishes on the way to ready, how it stops on the event
+the signal handler sets, what it says when it fails or crashes, and what Docker clients and
+`pyd docker` are told while the link is down."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+import pytest
+
+from pyd.agent import main as agent_main
+from pyd.agent.main import Agent
+from pyd.agent.session import SSHSession
+from pyd.agent.status_file import FAILED, READY, RECONNECTING, STOPPED, read_status
+from pyd.errors import PydError
+from pyd.instance.files import InstanceFiles
+from pyd.ssh.connect import SSHTarget
+from pyd.ssh.heartbeat import Heartbeat
+from pyd.ssh.keys import generate_keypair, write_private
+from tests.unit.execserver import ExecSSHServer
+from tests.unit.linkproxy import LinkProxy
+from tests.unit.polling import until
+from tests.unit.sshserver import host_keypair
+
+# Short beats: a dead link is noticed in half a second instead of five.
+INTERVAL, TIMEOUT = 0.05, 0.4
+
+
+def fast_heartbeat(transport: paramiko.Transport, on_dead: Callable[[str], None]) -> Heartbeat:
+    return Heartbeat(transport, on_dead, interval=INTERVAL, timeout=TIMEOUT)
+
+
+def engine(chan: paramiko.Channel) -> None:
+    """The guest's Docker engine, as much as the agent asks of it: /_ping, an empty container
+    list, and an event stream that stays open without a word."""
+    request = b""
+    try:
+        while b"\r\n\r\n" not in request:
+            data = chan.recv(4096)
+            if not data:
+                return
+            request += data
+        if request.startswith(b"GET /events"):
+            chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
+            chan.recv(1)  # until the agent closes it
+        elif request.startswith(b"GET /containers/json"):
+            chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[]")
+        else:
+            chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nOK")
+    except (OSError, EOFError):
+        pass  # the link was cut under it
+    finally:
+        chan.close()
+
+
+@dataclass
+class Stand:
+    """A guest, the link to it, and the agent's instance directory."""
+
+    server: ExecSSHServer
+    proxy: LinkProxy
+    files: InstanceFiles
+    key: Path
+    vm: list[str]  # what the VM's backend says: vm[0]
+
+    def session(self, port: int | None = None) -> SSHSession:
+        target = SSHTarget(
+            "127.0.0.1",
+            self.proxy.port if port is None else port,
+            "root",
+            self.key,
+            host_keypair().public_openssh,
+        )
+        return SSHSession(target, heartbeat=fast_heartbeat)
+
+    def agent(self, port: int | None = None) -> Agent:
+        return Agent(self.files, "t", "launch-1", lambda: self.vm[0], self.session(port))
+
+    def status(self) -> str:
+        status = read_status(self.files.agent_status)
+        return status.state if status is not None else ""
+
+
+@pytest.fixture
+def stand(tmp_path: Path) -> Iterator[Stand]:
+    server = ExecSSHServer(unix_socket=engine)
+    proxy = LinkProxy(server.port)
+    root = tmp_path / "i"
+    (root / "ssh").mkdir(parents=True)
+    key = root / "ssh" / "id_ed25519"
+    write_private(key, generate_keypair("test").private_openssh)
+    # No shares (the defaults would share the home directory) and no manual forwards.
+    (root / "config.toml").write_text('mounts = []\n[ports]\nbind = "localhost"\n')
+    try:
+        yield Stand(server, proxy, InstanceFiles(root), key, ["running"])
+    finally:
+        proxy.close()
+        server.close()
+
+
+class Running:
+    """`agent.run()` in a thread, as main() runs it in the main thread."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.code: int | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.code = self.agent.run()
+        except BaseException as e:
+            self.error = e
+
+    def ended(self, timeout: float) -> bool:
+        self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+
+@pytest.fixture
+def running(stand: Stand) -> Iterator[Running]:
+    r = Running(stand.agent())
+    until(lambda: stand.status() == READY, 10, what="the agent ready")
+    yield r
+    r.agent.request_stop()
+    assert r.ended(10)
+
+
+def agent_threads() -> list[str]:
+    return sorted(
+        t.name for t in threading.enumerate() if t.name.startswith(("pyd-", "disk-usage"))
+    )
+
+
+def http_get(path: Path, request: bytes = b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n") -> bytes:
+    with socket.socket(socket.AF_UNIX) as c:
+        c.settimeout(10)
+        c.connect(str(path))
+        c.sendall(request)
+        data = b""
+        while chunk := c.recv(65536):
+            data += chunk
+    return data
+
+
+# -- ready, then stopped ------------------------------------------------------------------
+
+
+def test_the_agent_publishes_its_phases_and_serves_docker_when_ready(
+    stand: Stand, running: Running
+) -> None:
+    status = read_status(stand.files.agent_status)
+    assert status is not None
+    assert (status.state, status.vm, status.launch) == (READY, "running", "launch-1")
+    assert [p.name for p in status.phases] == ["ssh", "engine", "shares"]
+    assert status.docker_host == f"unix://{stand.files.docker_sock}"
+    reply = http_get(stand.files.docker_sock)
+    assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"OK")
+
+
+def test_the_stop_event_ends_the_agent_with_stopped_and_no_threads_left(stand: Stand) -> None:
+    before = agent_threads()
+    r = Running(stand.agent())
+    until(lambda: stand.status() == READY, 10, what="the agent ready")
+    t0 = time.monotonic()
+    r.agent.request_stop()  # what the SIGTERM handler does, and all it does
+    assert r.ended(5)
+    assert time.monotonic() - t0 < 2
+    assert (r.code, r.error) == (0, None)
+    assert stand.status() == STOPPED
+    assert not stand.files.docker_sock.exists() and not stand.files.exec_sock.exists()
+    assert until(lambda: agent_threads() == before, 2, what="the agent's threads ended")
+
+
+def test_a_stop_while_the_guest_boots_ends_the_wait(stand: Stand) -> None:
+    """A guest whose SSH never answers (a hung boot): the stop does not wait for the boot's
+    timeout, and says stopped, not failed."""
+    before = agent_threads()
+    stand.proxy.cut(hold=True)
+    r = Running(stand.agent())
+    until(lambda: read_status(stand.files.agent_status), 5, what="a first status")
+    r.agent.request_stop()
+    until(lambda: stand.status() == STOPPED, 1, what="stopped said at once")
+    assert r.ended(agent_main.CLOSE_WAIT + 1)
+    assert r.code == 0
+    assert agent_threads() == before  # the boot's wait ended, not left behind
+
+
+def test_nothing_overwrites_the_last_word(stand: Stand, running: Running) -> None:
+    running.agent.request_stop()
+    assert running.ended(5)
+    running.agent._publish(lambda s: s.to(READY))  # a part reporting late, while closing
+    assert stand.status() == STOPPED
+
+
+# -- failed, crashed ----------------------------------------------------------------------
+
+
+def test_a_vm_gone_while_booting_fails_with_the_reason(stand: Stand) -> None:
+    stand.proxy.cut(hold=True)
+    stand.vm[0] = "stopped"
+    r = Running(stand.agent())
+    assert r.ended(5)
+    assert r.code == 1
+    status = read_status(stand.files.agent_status)
+    assert status is not None and status.state == FAILED
+    assert "the VM stopped while the agent waited" in status.error
+
+
+def test_a_bug_in_the_agent_is_raised_and_leaves_no_last_word(stand: Stand) -> None:
+    """The keeper restarts an agent that died without saying why: a traceback, and neither
+    stopped nor failed in agent.json."""
+
+    def broken() -> str:
+        raise RuntimeError("a bug")
+
+    stand.proxy.cut(hold=True)
+    r = Running(Agent(stand.files, "t", "launch-1", broken, stand.session()))
+    assert r.ended(5)
+    assert isinstance(r.error, RuntimeError)
+    assert stand.status() not in (STOPPED, FAILED)
+
+
+# -- the link down ------------------------------------------------------------------------
+
+
+def test_while_the_link_is_down_docker_clients_are_told_why_at_once(
+    stand: Stand, running: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stand.proxy.cut()
+    until(lambda: stand.status() == RECONNECTING, 5, what="reconnecting published")
+    status = read_status(stand.files.agent_status)
+    assert status is not None and status.link_down_since > 0
+    assert "the SSH link to the VM is down" in status.error
+    until(lambda: running.agent.session.down_for() > agent_main.DOCKER_GRACE, 5)
+    t0 = time.monotonic()
+    reply = http_get(stand.files.docker_sock)
+    assert time.monotonic() - t0 < 1
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503")
+    assert "the SSH link to the VM is down" in json.loads(body)["message"]
+    with pytest.raises(PydError, match="the SSH link to the VM is down"):
+        running.agent._exec_transport()  # `pyd docker` through the exec socket
+
+    stand.proxy.restore()
+    until(lambda: stand.status() == READY, 5, what="ready again")
+    status = read_status(stand.files.agent_status)
+    assert status is not None and (status.error, status.link_down_since) == ("", 0.0)
+    assert http_get(stand.files.docker_sock).startswith(b"HTTP/1.0 200")
+
+
+def test_a_vm_gone_under_a_ready_agent_is_failed_until_stopped(
+    stand: Stand, running: Running
+) -> None:
+    stand.vm[0] = "stopped"
+    stand.proxy.cut()
+    until(lambda: stand.status() == FAILED, 5, what="failed published")
+    reply = http_get(stand.files.docker_sock)
+    assert b"the VM stopped unexpectedly" in reply
+    assert running.thread.is_alive()  # it stays, saying so, until `pyd start` or `pyd stop`
