@@ -22,8 +22,9 @@ from pyd.agent.status_file import (
 )
 from pyd.cli.mount_cmd import REMOVED, mount_listing, mount_rows
 from pyd.config.store import load_config
+from pyd.host.env import Host
 from pyd.instance.files import InstanceFiles
-from pyd.mounts.shares import Host, Share
+from pyd.mounts.shares import Share
 from pyd.mounts.state import MountState
 
 from .outcomes import ok, run_pyd, usage

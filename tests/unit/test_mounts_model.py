@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from pyd.errors import UsageError
+from pyd.host.env import Host
 from pyd.mounts.shares import (
-    Host,
     Share,
     check_mount_point,
     default_shares,

@@ -32,9 +32,9 @@ from pyd.config.settings import (
 )
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
-from pyd.host.env import this_host
+from pyd.host.env import Host, this_host
 from pyd.host.filelocks import holding
-from pyd.mounts.shares import Host, Share, default_shares
+from pyd.mounts.shares import Share, default_shares
 from pyd.mounts.winpath import guest_path
 from pyd.resources import vmconfig
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from pyd.instance.seed import PROXY_VARS
-from pyd.mounts.shares import Host
 
 # QEMU user-mode networking reaches the host's loopback at this address.
 HOST_FROM_GUEST = "10.0.2.2"
@@ -36,6 +36,16 @@ def host_timezone(localtime: Path = Path("/etc/localtime")) -> str:
         return ""
     marker = "/zoneinfo/"
     return target.split(marker, 1)[1] if marker in target else ""
+
+
+@dataclass(frozen=True)
+class Host:
+    """What shares and platform defaults depend on about the host: sys.platform, and the
+    user's home directory ("" when it is not known). Read by this_host, at the edge; pure
+    code takes it as a value."""
+
+    platform: str
+    home: str
 
 
 def this_host() -> Host:

@@ -4,7 +4,8 @@ Docker runs in the guest, so `docker run -v "$PWD":/src` names a path that must 
 guest: each share makes a host directory visible there, by default at the same path (on
 Windows at its translation, `C:\\Users\\me` at `/c/Users/me`), so that host paths given to
 docker work unchanged. This module checks and combines shares; the agent mounts them.
-Nothing here reads the disk: the host's platform and home directory come in as a `Host`.
+Nothing here reads the disk: the host's platform and home directory come in as a
+`pyd.host.env.Host`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyd.errors import UsageError
+from pyd.host.env import Host
 from pyd.mounts.winpath import WINDOWS, guest_path, guest_to_windows, posix_absolute
 
 # The guest's own system. A share may not be one of these, lie inside one, or contain one:
@@ -61,15 +63,6 @@ GUEST_TMP = "/tmp"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _WINDOWS_LOCATION = re.compile(r"[A-Za-z]:\\")
-
-
-@dataclass(frozen=True)
-class Host:
-    """What shares depend on about the host: sys.platform, and the user's home directory
-    ("" when it is not known). Read at the edge, by pyd.host.env.this_host."""
-
-    platform: str
-    home: str
 
 
 @dataclass(frozen=True, order=True)
