@@ -11,6 +11,7 @@ import pytest
 
 from pyd.errors import PydError
 from pyd.guestdocker import direct
+from pyd.host.threads import Deadline
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import Instance
 
@@ -27,12 +28,18 @@ def _instance(tmp_path: Path) -> Instance:
     return Instance("t", InstanceFiles(tmp_path))
 
 
+def _connecting(tmp_path: Path, port: int = 22) -> direct.Connecting:
+    connecting = direct.Connecting(_instance(tmp_path), port)
+    connecting.start()
+    return connecting
+
+
 def test_the_connection_made_meanwhile_is_the_result(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client = FakeClient()
     monkeypatch.setattr(direct, "_connect", lambda inst, port: client)
-    assert direct.Connecting(_instance(tmp_path), 22).result() is client
+    assert _connecting(tmp_path).result() is client
     assert not client.closed.is_set()
 
 
@@ -44,7 +51,7 @@ def test_an_error_while_connecting_is_raised_by_result(
 
     monkeypatch.setattr(direct, "_connect", refuse)
     with pytest.raises(PydError, match="cannot reach the guest on 2222"):
-        direct.Connecting(_instance(tmp_path), 2222).result()
+        _connecting(tmp_path, 2222).result()
 
 
 def test_an_abandoned_connection_is_closed_when_it_arrives(
@@ -57,11 +64,12 @@ def test_an_abandoned_connection_is_closed_when_it_arrives(
         return client
 
     monkeypatch.setattr(direct, "_connect", slow)
-    connecting = direct.Connecting(_instance(tmp_path), 22)
-    connecting.abandon()  # e.g. the current directory is not shared: the error comes first
+    connecting = _connecting(tmp_path)
+    connecting.close()  # e.g. the current directory is not shared: the error comes first
     assert not client.closed.is_set()
     release.set()
-    assert client.closed.wait(10)
+    assert connecting.join(Deadline(10))
+    assert client.closed.is_set()
 
 
 def test_an_abandoned_connection_already_made_is_closed_at_once(
@@ -69,7 +77,7 @@ def test_an_abandoned_connection_already_made_is_closed_at_once(
 ) -> None:
     client = FakeClient()
     monkeypatch.setattr(direct, "_connect", lambda inst, port: client)
-    connecting = direct.Connecting(_instance(tmp_path), 22)
-    connecting._thread.join(10)
-    connecting.abandon()
+    connecting = _connecting(tmp_path)
+    assert connecting.join(Deadline(10))
+    connecting.close()
     assert client.closed.is_set()

@@ -8,6 +8,7 @@ import threading
 import paramiko
 
 from pyd.errors import PydError
+from pyd.host.threads import Deadline, join_threads
 from pyd.instance.registry import Instance, name_option
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect
 from pyd.ssh.keys import read_public
@@ -17,8 +18,10 @@ GUEST_USER = "root"  # the agent's user too: the guest's docker socket is root's
 
 
 class Connecting:
-    """`_connect` in a thread of its own: result() waits for the connection (or raises what
-    connecting raised); abandon() lets it go, closed as soon as it is made."""
+    """`_connect` in a thread of its own, a ThreadOwner (pyd.host.threads): result() waits
+    for the connection (or raises what connecting raised); close() abandons it, closed as
+    soon as it is made. Nobody need join an abandoned one: its thread is a daemon, and
+    `pyd docker` exits with the error that made it abandon."""
 
     def __init__(self, inst: Instance, port: int) -> None:
         self._lock = threading.Lock()
@@ -28,6 +31,8 @@ class Connecting:
         self._thread = threading.Thread(
             target=self._run, args=(inst, port), name="pyd-docker-connect", daemon=True
         )
+
+    def start(self) -> None:
         self._thread.start()
 
     def _run(self, inst: Instance, port: int) -> None:
@@ -48,11 +53,14 @@ class Connecting:
         assert self._client is not None
         return self._client
 
-    def abandon(self) -> None:
+    def close(self) -> None:
         with self._lock:
             self._abandoned = True
             if self._client is not None:
                 self._client.close()
+
+    def join(self, deadline: Deadline) -> bool:
+        return join_threads([self._thread], deadline)
 
 
 def _connect(inst: Instance, port: int) -> paramiko.SSHClient:

@@ -123,10 +123,11 @@ def run_direct(
     from pyd.guestdocker.run import run_in_guest
 
     connecting = Connecting(inst, port)
+    connecting.start()
     try:
         command, streams = prepare()
     except BaseException:
-        connecting.abandon()
+        connecting.close()
         raise
     client = connecting.result()
     try:

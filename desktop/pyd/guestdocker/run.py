@@ -50,10 +50,12 @@ from pyd.guestdocker.streams import (
     signals_to,
     taken_signals,
 )
+from pyd.host.threads import Deadline, join_threads
 from pyd.relay.pump import BUFSIZE, send_all
 from pyd.ssh.link_errors import LINK_ERRORS
 
 OPEN_TIMEOUT = 10.0
+STDIN_STOP_WAIT = 1.0  # for the stdin copy to see the end (it only waits on stdin and a pipe)
 HUNG_UP = 128 + 1  # a shell's code for SIGHUP (1 on every POSIX system)
 _HANG_UP = -1  # hang_up(), queued with the signals
 # A shell's code for a process ended by SIGPIPE: what a local docker would get when the
@@ -202,13 +204,15 @@ class GuestSession:
         feed = _StdinFeed(
             self._streams.stdin, chan, self._reads_stdin(), self._fail, self._flowing
         )
+        feed.start()
         try:
             status: int = chan.recv_exit_status()  # also returns when the channel closes
             stdout.join()
             stderr.join()
         finally:
             chan.close()  # first: it also ends a stdin copy blocked on the guest's window
-            feed.stop()
+            feed.close()
+            feed.join(Deadline(STDIN_STOP_WAIT))
             self._signals_received.put(None)
             controller.join()
         return status
@@ -330,12 +334,13 @@ class GuestSession:
 
 class _StdinFeed:
     """Copies the host's stdin to the channel until it ends (then EOF to the guest), or only
-    sends EOF when `reads` is False; input waits while `flowing` is clear. `stop()` ends the
-    copy when the command has ended: on POSIX through a pipe the reader also waits on, so
-    that nothing typed afterwards is taken from the terminal; on Windows (no waiting on
-    pipes) the reader is left behind, blocked, to end with the process. The wake pipe is
-    closed by whichever of stop() and the reader finishes last (the agent runs many
-    commands: a reader stuck in a send must not leak it)."""
+    sends EOF when `reads` is False; input waits while `flowing` is clear. A ThreadOwner
+    (pyd.host.threads): close() ends the copy when the command has ended, on POSIX through
+    a pipe the reader also waits on, so that nothing typed afterwards is taken from the
+    terminal; on Windows (no waiting on pipes) the reader is left behind, blocked, to end
+    with the process. The wake pipe is closed by whichever of join() and the reader
+    finishes last (the agent runs many commands: a reader stuck in a send must not leak
+    it)."""
 
     def __init__(
         self,
@@ -347,15 +352,18 @@ class _StdinFeed:
     ) -> None:
         self._fd = fd
         self._chan = chan
+        self._reads = reads
         self._fail = fail
         self._flowing = flowing
         self._wake: tuple[int, int] | None = None
-        self._holders = 2  # stop() and the reader
+        self._holders = 2  # join() and the reader
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        if not reads:
+
+    def start(self) -> None:
+        if not self._reads:
             with contextlib.suppress(*_CONNECTION_ERRORS):
-                chan.shutdown_write()
+                self._chan.shutdown_write()
             return
         if sys.platform != "win32":
             self._wake = os.pipe()
@@ -386,12 +394,18 @@ class _StdinFeed:
             return True
         return self._wake[0] not in _wait_for([self._fd, self._wake[0]], [])
 
-    def stop(self) -> None:
-        if self._wake is None or self._thread is None:
-            return
-        os.write(self._wake[1], b"x")
-        self._thread.join(timeout=1.0)
+    def close(self) -> None:
+        if self._wake is not None and self._thread is not None:
+            os.write(self._wake[1], b"x")
+
+    def join(self, deadline: Deadline) -> bool:
+        if self._thread is None:
+            return True
+        if self._wake is None:  # Windows: the reader is left behind (see above)
+            return not self._thread.is_alive()
+        ended = join_threads([self._thread], deadline)
         self._release()
+        return ended
 
     def _release(self) -> None:
         with self._lock:
