@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import paramiko
 import pytest
 
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import MissingKeysError, instance_keys
 from pyd.instance.state import InstanceState, save_state
 from pyd.lifecycle.keys import renew_keys
-from pyd.ssh.keys import read_public
+from pyd.ssh.connect import pinned_client
+from pyd.ssh.keys import generate_keypair, pinned_host_key, read_public
+from pyd.ssh.openssh import known_hosts_line
 from pyd.vm.backends.base import VMState
 from tests.unit.fakebackend import FakeBackend, RecordingProgress
 
@@ -75,3 +78,22 @@ def test_new_keys_on_a_stopped_vm_leave_it_alone(tmp_path: Path) -> None:
     vm = FakeBackend(VMState.STOPPED)
     assert renew_keys(files, vm, VMState.STOPPED, RecordingProgress()) is VMState.STOPPED
     assert vm.calls == []
+
+
+def _entries(keys: paramiko.HostKeys) -> dict[str, dict[str, str]]:
+    return {host: {k: v.get_base64() for k, v in keys[host].items()} for host in keys}
+
+
+@pytest.mark.parametrize("port", [2222, 22])
+def test_paramiko_and_openssh_pin_the_same_host_key(tmp_path: Path, port: int) -> None:
+    """The agent's connection (paramiko) and `pyd ssh` (OpenSSH, through known_hosts) must
+    trust exactly one key, the same one, for the same host pattern."""
+    host_key = generate_keypair("pyd-guest").public_openssh
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(known_hosts_line(port, host_key))
+    client = pinned_client(pinned_host_key("127.0.0.1", port, host_key))
+    pinned = _entries(client.get_host_keys())
+    assert pinned == _entries(paramiko.HostKeys(str(known_hosts)))
+    assert pinned == {
+        ("127.0.0.1" if port == 22 else f"[127.0.0.1]:{port}"): {"ssh-ed25519": host_key.split()[1]}
+    }

@@ -26,6 +26,7 @@ from typing import Any
 import paramiko
 
 from pyd.errors import PydError
+from pyd.ssh.keys import PinnedHostKey, pinned_host_key
 from pyd.ssh.link_errors import LINK_ERRORS
 
 
@@ -47,9 +48,13 @@ class SSHTarget:
     host_public_key: str  # "ssh-ed25519 AAAA… [comment]"
 
 
-def _pinned_key(target: SSHTarget) -> paramiko.PKey:
-    kind, b64 = target.host_public_key.split()[:2]
-    return paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+def pinned_client(pin: PinnedHostKey) -> paramiko.SSHClient:
+    """A client that trusts `pin` alone: any other key, or host, is refused."""
+    client = paramiko.SSHClient()
+    key = paramiko.PKey.from_type_string(pin.kind, base64.b64decode(pin.key_base64))
+    client.get_host_keys().add(pin.host_pattern, pin.kind, key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    return client
 
 
 def _preferred(first: tuple[str, ...], available: tuple[str, ...]) -> tuple[str, ...]:
@@ -147,11 +152,9 @@ def connect(
     sock = _tcp_connect(target.host, target.port, tcp_timeout)
     if on_socket is not None:
         on_socket(sock._sock)
-    client = paramiko.SSHClient()
-    host_id = target.host if target.port == 22 else f"[{target.host}]:{target.port}"
-    pinned = _pinned_key(target)
-    client.get_host_keys().add(host_id, pinned.get_name(), pinned)
-    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    pin = pinned_host_key(target.host, target.port, target.host_public_key)
+    host_id = pin.host_pattern
+    client = pinned_client(pin)
     try:
         client.connect(
             target.host,

@@ -17,6 +17,27 @@ class KeyPair:
     public_openssh: str  # "ssh-ed25519 AAAA… comment"
 
 
+@dataclass(frozen=True)
+class PinnedHostKey:
+    """The guest's host key as a client pins it: paramiko's HostKeys entry and OpenSSH's
+    known_hosts line are both made from this, so the two clients trust the same thing."""
+
+    host_pattern: str  # "[127.0.0.1]:2222"; the bare host on port 22, as both clients say
+    kind: str  # "ssh-ed25519"
+    key_base64: str
+
+    @property
+    def known_hosts_line(self) -> str:
+        return f"{self.host_pattern} {self.kind} {self.key_base64}\n"
+
+
+def pinned_host_key(host: str, port: int, host_public_key: str) -> PinnedHostKey:
+    """The pin for the guest at host:port whose key is `host_public_key` ("ssh-ed25519
+    AAAA… [comment]")."""
+    kind, b64 = host_public_key.split()[:2]
+    return PinnedHostKey(host if port == 22 else f"[{host}]:{port}", kind, b64)
+
+
 def generate_keypair(comment: str) -> KeyPair:
     key = Ed25519PrivateKey.generate()
     private = key.private_bytes(

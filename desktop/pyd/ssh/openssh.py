@@ -6,10 +6,13 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from pyd.ssh.keys import pinned_host_key
+
+GUEST_HOST = "127.0.0.1"  # QEMU forwards the guest's SSH from host loopback only
+
 
 def known_hosts_line(port: int, host_public_key: str) -> str:
-    kind, b64 = host_public_key.split()[:2]
-    return f"[127.0.0.1]:{port} {kind} {b64}\n"
+    return pinned_host_key(GUEST_HOST, port, host_public_key).known_hosts_line
 
 
 def ssh_argv(
@@ -36,7 +39,7 @@ def ssh_argv(
     ]
     if tty:
         argv.append("-t")
-    argv.append("root@127.0.0.1")
+    argv.append(f"root@{GUEST_HOST}")
     if command:
         argv.append(remote_command(command))
     return argv
