@@ -10,15 +10,13 @@ from collections.abc import Callable
 
 import paramiko
 
+from pyd.agent.docker_api import GUEST_DOCKER_SOCKET, http_get
 from pyd.agent.session import SSHSession
 from pyd.errors import PydError
 from pyd.ssh.link_errors import LINK_ERRORS
 from pyd.ssh.streamlocal import open_streamlocal
 
 _ASK_ERRORS: tuple[type[Exception], ...] = (PydError, *LINK_ERRORS)
-
-GUEST_DOCKER_SOCKET = "/var/run/docker.sock"
-_PING = b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n"
 
 
 def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
@@ -29,14 +27,7 @@ def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
         return False
     try:
         chan.settimeout(timeout)
-        chan.sendall(_PING)
-        reply = b""
-        while len(reply) < 64:
-            chunk = chan.recv(4096)
-            if not chunk:
-                break
-            reply += chunk
-        return reply.startswith(b"HTTP/1.") and reply.split(b" ", 2)[1:2] == [b"200"]
+        return http_get(chan, "/_ping").status == 200
     except LINK_ERRORS:
         return False
     finally:

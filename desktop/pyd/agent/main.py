@@ -19,7 +19,8 @@ import paramiko
 from filelock import FileLock, Timeout
 
 from pyd.agent.disk_usage import guest_disk_usage
-from pyd.agent.engine import GUEST_DOCKER_SOCKET, wait_for_engine
+from pyd.agent.docker_api import GUEST_DOCKER_SOCKET
+from pyd.agent.engine import wait_for_engine
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, VM_STOPPED, verdict
 from pyd.agent.keeper import RESTARTED_ENV
