@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import paramiko
 
@@ -43,6 +43,16 @@ def port_status(f: Forward, state: PortState, detail: str = "") -> PortStatus:
     )
 
 
+class PortListener(Protocol):
+    """What the manager needs of a host listener (TcpPortForward)."""
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+ListenerFactory = Callable[[Forward, OpenTcp], PortListener]
+
+
 class PortManager:
     def __init__(
         self,
@@ -50,16 +60,19 @@ class PortManager:
         bind_policy: str,
         manual: Iterable[str],
         on_change: Callable[[tuple[PortStatus, ...]], None],
+        listener: ListenerFactory = TcpPortForward,
     ) -> None:
         self.open_tcp = open_tcp
+        self._listener = listener
         self.bind_policy = bind_policy
         self.on_change = on_change
         self._manual = [parse_port_spec(s) for s in manual]
         self._containers: list[Mapping[str, Any]] = []
-        self._open: dict[Forward, TcpPortForward] = {}
+        self._open: dict[Forward, PortListener] = {}
         self._failed: dict[Forward, str] = {}
         self._lock = threading.Lock()
         self._reported: tuple[PortStatus, ...] = ()
+        self._closed = False  # a list the container watch still delivers opens nothing
 
     def set_containers(self, containers: list[Mapping[str, Any]]) -> None:
         with self._lock:
@@ -82,11 +95,14 @@ class PortManager:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
             for fwd in self._open.values():
                 fwd.close()
             self._open.clear()
 
     def _apply(self) -> None:
+        if self._closed:
+            return
         docker = bindings_from_containers(self._containers, self.bind_policy)
         kept, conflicts = merge(docker, self._manual)
         wanted = [f for f in forwardable(kept) if f not in self._failed]
@@ -95,7 +111,7 @@ class PortManager:
             self._open.pop(f).close()
             log.info("closed %s", describe(f))
         for f in to_open:
-            fwd = TcpPortForward(f, self.open_tcp)
+            fwd = self._listener(f, self.open_tcp)
             try:
                 fwd.start()
             except PydError as e:

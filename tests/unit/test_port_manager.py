@@ -1,0 +1,194 @@
+"""PortManager through its seams: host listeners are fakes that record what the manager asks
+of them, so reconciling Docker's list, config.toml and failed binds takes milliseconds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import paramiko
+import pytest
+
+from pyd.agent.status_file import PortStatus
+from pyd.ports.forwards import Forward, PortState
+from pyd.ports.listener import PortInUseError
+from pyd.ports.manager import OpenTcp, PortManager
+
+WEB_ID = "0123456789ab" + "0" * 52
+
+
+class FakeListener:
+    """A host listener that binds nothing; `taken` holds the host addresses "in use"."""
+
+    def __init__(self, host: Host, forward: Forward) -> None:
+        self.host = host
+        self.forward = forward
+        self.started = False
+        self.closed = False
+
+    def start(self) -> None:
+        address = (self.forward.host_ip, self.forward.host_port)
+        if address in self.host.taken:
+            raise PortInUseError(f"cannot listen on {address}: in use by nginx", address, "nginx")
+        self.started = True
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Host:
+    """The listeners the manager made, in order, and the addresses other programs hold."""
+
+    def __init__(self) -> None:
+        self.made: list[FakeListener] = []
+        self.taken: set[tuple[str, int]] = set()
+
+    def listener(self, forward: Forward, open_tcp: OpenTcp) -> FakeListener:
+        made = FakeListener(self, forward)
+        self.made.append(made)
+        return made
+
+    def listening(self) -> list[str]:
+        """The live listeners, as "host_ip:host_port->guest_port"."""
+        return sorted(
+            f"{f.host_ip}:{f.host_port}->{f.guest_port}"
+            for f in (m.forward for m in self.made if m.started and not m.closed)
+        )
+
+
+def _no_channel(forward: Forward, origin: tuple[str, int]) -> paramiko.Channel:
+    raise AssertionError("no connection is made in these tests")
+
+
+class Reports:
+    def __init__(self) -> None:
+        self.all: list[tuple[PortStatus, ...]] = []
+
+    def __call__(self, report: tuple[PortStatus, ...]) -> None:
+        self.all.append(report)
+
+    def states(self) -> list[tuple[str, str, str]]:
+        """The last report as (host, origin, state)."""
+        return [(s.host, s.origin, s.state) for s in self.all[-1]]
+
+
+def _container(*ports: tuple[str, int, str]) -> dict[str, Any]:
+    return {
+        "Id": WEB_ID,
+        "Names": ["/web"],
+        "State": "running",
+        "Ports": [
+            {"IP": ip, "PrivatePort": 80, "PublicPort": port, "Type": proto}
+            for ip, port, proto in ports
+        ],
+    }
+
+
+WEB = "docker:0123456789ab/web"
+
+
+@pytest.fixture
+def host() -> Host:
+    return Host()
+
+
+@pytest.fixture
+def reports() -> Reports:
+    return Reports()
+
+
+def _manager(host: Host, reports: Reports, manual: tuple[str, ...] = ()) -> PortManager:
+    ports = PortManager(_no_channel, "docker", manual, reports, listener=host.listener)
+    ports.set_config("docker", manual)
+    return ports
+
+
+def test_manual_forwards_listen_once_the_config_is_applied(host: Host, reports: Reports) -> None:
+    _manager(host, reports, ("8080:80", "0.0.0.0:9000:90"))
+    assert host.listening() == ["0.0.0.0:9000->90", "127.0.0.1:8080->80"]
+    assert reports.states() == [
+        ("0.0.0.0:9000", "manual", PortState.LISTENING),
+        ("127.0.0.1:8080", "manual", PortState.LISTENING),
+    ]
+
+
+def test_published_ports_follow_the_containers(host: Host, reports: Reports) -> None:
+    ports = _manager(host, reports)
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"))])
+    assert host.listening() == ["0.0.0.0:8080->8080"]
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"), ("0.0.0.0", 8443, "tcp"))])
+    assert host.listening() == ["0.0.0.0:8080->8080", "0.0.0.0:8443->8443"]
+    assert len(host.made) == 2  # the one that stays is not reopened
+    ports.set_containers([])
+    assert host.listening() == []
+    assert all(m.closed for m in host.made)
+    assert reports.all[-1] == ()
+
+
+def test_a_changed_bind_policy_moves_the_listeners(host: Host, reports: Reports) -> None:
+    ports = _manager(host, reports)
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"))])
+    ports.set_config("localhost", ())
+    assert host.listening() == ["127.0.0.1:8080->8080"]
+
+
+def test_a_manual_forward_wins_a_clash_and_the_loser_is_listed(
+    host: Host, reports: Reports
+) -> None:
+    ports = _manager(host, reports, ("0.0.0.0:8080:3000",))
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"))])
+    assert host.listening() == ["0.0.0.0:8080->3000"]
+    assert reports.states() == [
+        ("0.0.0.0:8080", WEB, PortState.CONFLICT),
+        ("0.0.0.0:8080", "manual", PortState.LISTENING),
+    ]
+    assert reports.all[-1][0].detail == (
+        "host 0.0.0.0:8080/tcp is taken by 0.0.0.0:8080 -> guest:3000/tcp (manual)"
+    )
+
+
+def test_udp_is_listed_as_not_forwarded_and_never_listened_on(host: Host, reports: Reports) -> None:
+    ports = _manager(host, reports)
+    ports.set_containers([_container(("0.0.0.0", 5353, "udp"))])
+    assert host.made == []
+    [status] = reports.all[-1]
+    assert status.state == PortState.NOT_FORWARDED
+    assert status.detail == "UDP is not carried over SSH"
+
+
+def test_a_port_that_fails_to_bind_is_listed_and_retried(host: Host, reports: Reports) -> None:
+    host.taken.add(("0.0.0.0", 8080))
+    ports = _manager(host, reports)
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"))])
+    assert host.listening() == []
+    [failed] = reports.all[-1]
+    assert failed.state == PortState.FAILED
+    assert "in use by nginx" in failed.detail
+    # Not retried at every container event, only by retry_failed (every few seconds).
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"))])
+    assert len(host.made) == 1
+    ports.retry_failed()
+    assert len(host.made) == 2 and host.listening() == []
+    host.taken.clear()
+    ports.retry_failed()
+    assert host.listening() == ["0.0.0.0:8080->8080"]
+    assert reports.states() == [("0.0.0.0:8080", WEB, PortState.LISTENING)]
+
+
+def test_the_same_report_is_not_sent_twice(host: Host, reports: Reports) -> None:
+    ports = _manager(host, reports, ("8080:80",))
+    ports.set_containers([])
+    ports.set_config("docker", ("8080:80",))
+    assert len(reports.all) == 1
+
+
+def test_close_closes_every_listener_and_nothing_opens_after_it(
+    host: Host, reports: Reports
+) -> None:
+    ports = _manager(host, reports, ("8080:80",))
+    ports.set_containers([_container(("0.0.0.0", 9000, "tcp"))])
+    ports.close()
+    assert host.listening() == [] and len(host.made) == 2
+    # The container watch may still deliver a list while the agent stops.
+    ports.set_containers([_container(("0.0.0.0", 9001, "tcp"))])
+    ports.retry_failed()
+    assert host.listening() == [] and len(host.made) == 2
