@@ -19,6 +19,7 @@ class LinkProxy:
         self.port: int = self._listener.getsockname()[1]
         self._socks: list[socket.socket] = []
         self._hold = False
+        self.turned_away = 0  # connections made while cut: tests wait for attempts with it
         self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -34,6 +35,7 @@ class LinkProxy:
             while True:
                 conn, _ = self._listener.accept()
                 if not self._up.is_set():
+                    self.turned_away += 1
                     if self._hold:
                         with self._lock:
                             self._socks.append(conn)  # silent for as long as it is open

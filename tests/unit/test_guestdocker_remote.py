@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from pyd.guestdocker.remote import (
     passed_env,
 )
 from pyd.guestdocker.tools import COMPOSE
+from tests.unit.polling import until
 
 SHELLS = [
     s
@@ -76,10 +76,9 @@ def test_the_exit_code_is_dockers_and_a_signal_is_128_plus_n(
 def test_the_kill_line_reaches_the_whole_process_group(shell: list[str], tmp_path: Path) -> None:
     """What a forwarded Ctrl-C runs: the guest's shell and docker both get the signal, and
     the shell (which traps it) reports how docker ended."""
-    line = command_line(
-        GuestCommand("/", ("sh", "-c", "trap 'exit 42' INT; while :; do sleep 0.05; done")),
-        report_pid=True,
-    )
+    trapped = tmp_path / "trapped"
+    script = f"trap 'exit 42' INT; : > {trapped}; while :; do sleep 0.05; done"
+    line = command_line(GuestCommand("/", ("sh", "-c", script)), report_pid=True)
     (tmp_path / "docker").write_text('#!/bin/sh\nexec "$@"\n')
     (tmp_path / "docker").chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
@@ -92,7 +91,7 @@ def test_the_kill_line_reaches_the_whole_process_group(shell: list[str], tmp_pat
         while not pid_line.done:
             pid_line.feed(guest.stderr.readline())
         assert pid_line.pid == guest.pid  # the shell leads docker's process group
-        time.sleep(0.2)  # docker's `sh` has set its trap
+        until(trapped.exists, 10, what="docker's `sh` setting its trap")
         subprocess.run([*shell, "-c", kill_command("INT", guest.pid)], check=True, timeout=10)
         assert guest.wait(10) == 42
     finally:
@@ -150,18 +149,19 @@ def test_without_a_pid_line_stderr_passes_unchanged() -> None:
 # -- a hangup with a terminal ----------------------------------------------------------------
 
 
-def _gone(pid: int, timeout: float) -> bool:
-    """Whether process `pid` ended (or is a zombie) within `timeout` seconds."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return True
-        if state == "Z":
-            return True
-        time.sleep(0.05)
-    return False
+def _gone(pid: int) -> bool:
+    """Whether process `pid` ended (or is a zombie)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"
+
+
+def _pid_in(path: Path) -> int:
+    """The pid written to `path`, 0 until its line is complete."""
+    text = path.read_text() if path.exists() else ""
+    return int(text) if text.endswith("\n") else 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -181,15 +181,10 @@ def test_a_hangup_of_the_terminal_ends_docker_too(shell: list[str], tmp_path: Pa
         os.execve(shell[0], [*shell, "-c", line], env)
     docker_pid = 0
     try:
-        end = time.monotonic() + 10
-        while not docker_pid:
-            assert time.monotonic() < end, "docker never started"
-            text = pid_file.read_text() if pid_file.exists() else ""
-            docker_pid = int(text) if text.endswith("\n") else 0
-            time.sleep(0.05)
+        docker_pid = until(lambda: _pid_in(pid_file), 10, what="docker starting")
         os.close(master)  # the session ends: the PTY hangs up
         master = -1
-        assert _gone(docker_pid, 10), "docker outlived the hangup of its terminal"
+        until(lambda: _gone(docker_pid), 10, what="docker ending with its terminal's hangup")
     finally:
         if master >= 0:
             os.close(master)

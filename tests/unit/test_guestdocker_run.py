@@ -38,6 +38,7 @@ from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.run import OUTPUT_CLOSED, HostStreams, run_in_guest
 from pyd.guestdocker.tools import COMPOSE, DOCKER, Tool
 from tests.unit.fakeguest import Guest, connected, running_guest
+from tests.unit.polling import until
 
 PRINT_ARGV = "import os, sys; sys.stdout.buffer.write(b'\\0'.join(map(os.fsencode, sys.argv[1:])))"
 WATCHDOG = 120.0  # no test may hang: after this its SSH connection is cut
@@ -138,12 +139,14 @@ def test_the_end_of_stdin_reaches_the_command(
 
 
 def test_stdin_from_a_pipe_that_closes_later(transport: paramiko.Transport, tmp_path: Path) -> None:
+    """Input written while the command runs, piece by piece, each one passed on as it comes."""
     read_end, write_end = os.pipe()
 
     def feed() -> None:
-        for chunk in (b"one ", b"two"):
-            time.sleep(0.2)
-            os.write(write_end, chunk)
+        until(lambda: _holds(tmp_path / "err", b"started"), 30, what="the command starting")
+        os.write(write_end, b"one ")
+        until(lambda: _holds(tmp_path / "out", b"one "), 30, what="the first piece passed on")
+        os.write(write_end, b"two")
         os.close(write_end)
 
     feeder = threading.Thread(target=feed)
@@ -151,7 +154,7 @@ def test_stdin_from_a_pipe_that_closes_later(transport: paramiko.Transport, tmp_
     with open(tmp_path / "out", "wb") as o, open(tmp_path / "err", "wb") as e:
         code = run_in_guest(
             transport,
-            GuestCommand("/", ("sh", "-c", "cat; echo done")),
+            GuestCommand("/", ("sh", "-c", "echo started >&2; cat; echo done")),
             HostStreams(read_end, o.fileno(), e.fileno()),
         )
     feeder.join()
@@ -341,14 +344,14 @@ def test_compose_missing_in_the_guest_fails_clearly(
 # -- signals without a terminal ---------------------------------------------------------------
 
 
+def _holds(path: Path, needle: bytes) -> bool:
+    return path.exists() and needle in path.read_bytes()
+
+
 def _when_output(path: Path, needle: bytes, then: Callable[[], None]) -> threading.Thread:
     def watch() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if path.exists() and needle in path.read_bytes():
-                then()
-                return
-            time.sleep(0.02)
+        until(lambda: _holds(path, needle), 30, 0.02, what=f"{needle!r} in {path.name}")
+        then()
 
     t = threading.Thread(target=watch, daemon=True)
     t.start()
