@@ -2,9 +2,9 @@
 
 `pyd docker ARGS` and `pyd compose ARGS` go straight to pyd.guestdocker: their arguments are
 docker's, untouched (see pyd.cli.docker_cmd), so there is nothing for typer to parse, and
-not importing typer, rich and every other command's modules saves a quarter of a second on
-each docker command (bench/guest_docker.py). Everything else, including `pyd --help`, is
-typer's (pyd.cli.main).
+not importing typer, rich and every other command's modules is a large part of a short
+docker command's time (bench/guest_docker.py measures it). Everything else, including
+`pyd --help`, is typer's (pyd.cli.main).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run_pass_through(args: list[str], command: str, debug: bool) -> NoReturn:
     open_standard_fds()
 
     # paramiko imports `invoke`, when installed, for ssh_config's `Match exec`, which pyd
-    # never reads: 50-70 ms of every docker command. Absent, paramiko does without it.
+    # never reads: a noticeable part of every docker command. Absent, paramiko does without it.
     if "invoke" not in sys.modules:
         sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` then fails
     try:

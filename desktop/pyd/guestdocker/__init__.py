@@ -6,8 +6,9 @@ one, and the current directory carried over through the shares. Where the host h
 CLI, it is used instead, pointed at the instance.
 
 Pure parts: `cmdline` (reading a docker command line), `workdir` (the current directory in
-the guest), `winargs` (Windows paths in arguments), `remote` (the guest's command line and
-environment), `exec_protocol` (what `pyd docker` and the agent say). Edges: `run` (the SSH
+the guest), `winargs` (Windows paths in arguments), `tools` (what `pyd docker` and `pyd
+compose` differ in), `remote` (the guest's command line and environment), `exec_protocol`
+(what `pyd docker` and the agent say). Edges: `run` (the SSH
 session), `streams` (the host's descriptors and signals), `terminal` (the host's terminal),
 `agent_link` (the command run by the agent, on its connection), `direct` (a connection of
 its own), `hostcli` (a host docker CLI), `shim` (the `docker` launcher on PATH), `launch`

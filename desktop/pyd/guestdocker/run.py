@@ -22,8 +22,8 @@ in the host agent for a `pyd docker` client (GuestSession held_by_client, on the
 connection, with the client's descriptors): the client then keeps the terminal and passes
 its signals on (pyd.agent.exec_server).
 
-One thread per direction with large reads: a 50 MB stream costs a few hundred Python loop
-turns per direction, not one per byte.
+One thread per direction with large reads (relay.pump.BUFSIZE): a large stream costs one
+Python loop turn per read, not one per byte.
 """
 
 from __future__ import annotations
