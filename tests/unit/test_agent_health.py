@@ -15,8 +15,9 @@ import paramiko
 import pytest
 
 from pyd.agent.health import verdict
-from pyd.agent.status_file import FAILED, READY, RECONNECTING
+from pyd.agent.status_file import AgentState
 from pyd.errors import PydError
+from pyd.host.threads import Deadline
 from pyd.ports.container_watch import ContainerWatch
 from pyd.relay.endpoint import make_docker_forward
 from pyd.relay.http_refusal import refusal_response
@@ -28,13 +29,13 @@ from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
 
 def test_a_live_link_is_ready_whatever_else() -> None:
     assert verdict("running", "") == verdict("", "") == verdict("unknown", "")
-    assert verdict("running", "").state == READY
+    assert verdict("running", "").state == AgentState.READY
     assert verdict("running", "").docker == ""
 
 
 def test_a_dead_link_says_why_and_that_it_reconnects() -> None:
     v = verdict("running", "no reply in 3.5 s")
-    assert v.state == RECONNECTING
+    assert v.state == AgentState.RECONNECTING
     assert "no reply in 3.5 s" in v.error and "reconnecting" in v.error
     assert v.docker.startswith("pyd: the SSH link to the VM is down")
     assert "try again in a few seconds" in v.docker
@@ -42,14 +43,14 @@ def test_a_dead_link_says_why_and_that_it_reconnects() -> None:
 
 def test_a_paused_vm_says_so_and_how_to_resume() -> None:
     v = verdict("paused", "no reply")
-    assert (v.state, v.error) == (RECONNECTING, "the VM is paused")
+    assert (v.state, v.error) == (AgentState.RECONNECTING, "the VM is paused")
     assert "pyd start" in v.hint and "pyd start" in v.docker
 
 
 @pytest.mark.parametrize("vm", ["stopped", "absent"])
 def test_a_vm_gone_is_a_failure_with_the_way_back(vm: str) -> None:
     v = verdict(vm, "the SSH connection to the VM closed")
-    assert v.state == FAILED
+    assert v.state == AgentState.FAILED
     assert "stopped unexpectedly" in v.error and "pyd start" in v.hint
     assert "stopped unexpectedly" in v.docker and "run `pyd start`" in v.docker
 
@@ -185,8 +186,8 @@ def test_container_watch_closes_at_once_under_a_blocked_event_stream() -> None:
         time.sleep(0.1)
         t0 = time.monotonic()
         watch.close()
+        assert watch.join(Deadline(0.5))
         assert time.monotonic() - t0 < 0.5
-        assert not watch._thread.is_alive()
     finally:
         client.close()
         server.close()

@@ -20,7 +20,7 @@ import pytest
 from pyd.agent import main as agent_main
 from pyd.agent.main import Agent
 from pyd.agent.session import SSHSession
-from pyd.agent.status_file import FAILED, READY, RECONNECTING, STOPPED, read_status
+from pyd.agent.status_file import AgentState, read_status
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import SSHTarget
@@ -131,7 +131,7 @@ class Running:
 @pytest.fixture
 def running(stand: Stand) -> Iterator[Running]:
     r = Running(stand.agent())
-    until(lambda: stand.status() == READY, 10, what="the agent ready")
+    until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
     yield r
     r.agent.request_stop()
     assert r.ended(10)
@@ -162,7 +162,7 @@ def test_the_agent_publishes_its_phases_and_serves_docker_when_ready(
 ) -> None:
     status = read_status(stand.files.agent_status)
     assert status is not None
-    assert (status.state, status.vm, status.launch) == (READY, "running", "launch-1")
+    assert (status.state, status.vm, status.launch) == (AgentState.READY, "running", "launch-1")
     assert [p.name for p in status.phases] == ["ssh", "engine", "shares"]
     assert status.docker_host == f"unix://{stand.files.docker_sock}"
     reply = http_get(stand.files.docker_sock)
@@ -172,13 +172,13 @@ def test_the_agent_publishes_its_phases_and_serves_docker_when_ready(
 def test_the_stop_event_ends_the_agent_with_stopped_and_no_threads_left(stand: Stand) -> None:
     before = agent_threads()
     r = Running(stand.agent())
-    until(lambda: stand.status() == READY, 10, what="the agent ready")
+    until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
     t0 = time.monotonic()
     r.agent.request_stop()  # what the SIGTERM handler does, and all it does
     assert r.ended(5)
     assert time.monotonic() - t0 < 2
     assert (r.code, r.error) == (0, None)
-    assert stand.status() == STOPPED
+    assert stand.status() == AgentState.STOPPED
     assert not stand.files.docker_sock.exists() and not stand.files.exec_sock.exists()
     assert until(lambda: agent_threads() == before, 2, what="the agent's threads ended")
 
@@ -191,7 +191,7 @@ def test_a_stop_while_the_guest_boots_ends_the_wait(stand: Stand) -> None:
     r = Running(stand.agent())
     until(lambda: read_status(stand.files.agent_status), 5, what="a first status")
     r.agent.request_stop()
-    until(lambda: stand.status() == STOPPED, 1, what="stopped said at once")
+    until(lambda: stand.status() == AgentState.STOPPED, 1, what="stopped said at once")
     assert r.ended(agent_main.CLOSE_WAIT + 1)
     assert r.code == 0
     assert agent_threads() == before  # the boot's wait ended, not left behind
@@ -200,8 +200,8 @@ def test_a_stop_while_the_guest_boots_ends_the_wait(stand: Stand) -> None:
 def test_nothing_overwrites_the_last_word(stand: Stand, running: Running) -> None:
     running.agent.request_stop()
     assert running.ended(5)
-    running.agent._publish(lambda s: s.to(READY))  # a part reporting late, while closing
-    assert stand.status() == STOPPED
+    running.agent._publish(lambda s: s.to(AgentState.READY))  # a part reporting late, while closing
+    assert stand.status() == AgentState.STOPPED
 
 
 # -- failed, crashed ----------------------------------------------------------------------
@@ -214,7 +214,7 @@ def test_a_vm_gone_while_booting_fails_with_the_reason(stand: Stand) -> None:
     assert r.ended(5)
     assert r.code == 1
     status = read_status(stand.files.agent_status)
-    assert status is not None and status.state == FAILED
+    assert status is not None and status.state == AgentState.FAILED
     assert "the VM stopped while the agent waited" in status.error
 
 
@@ -229,7 +229,7 @@ def test_a_bug_in_the_agent_is_raised_and_leaves_no_last_word(stand: Stand) -> N
     r = Running(Agent(stand.files, "t", "launch-1", broken, stand.session()))
     assert r.ended(5)
     assert isinstance(r.error, RuntimeError)
-    assert stand.status() not in (STOPPED, FAILED)
+    assert stand.status() not in (AgentState.STOPPED, AgentState.FAILED)
 
 
 # -- the link down ------------------------------------------------------------------------
@@ -239,7 +239,7 @@ def test_while_the_link_is_down_docker_clients_are_told_why_at_once(
     stand: Stand, running: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stand.proxy.cut()
-    until(lambda: stand.status() == RECONNECTING, 5, what="reconnecting published")
+    until(lambda: stand.status() == AgentState.RECONNECTING, 5, what="reconnecting published")
     status = read_status(stand.files.agent_status)
     assert status is not None and status.link_down_since > 0
     assert "the SSH link to the VM is down" in status.error
@@ -254,7 +254,7 @@ def test_while_the_link_is_down_docker_clients_are_told_why_at_once(
         running.agent._exec_transport()  # `pyd docker` through the exec socket
 
     stand.proxy.restore()
-    until(lambda: stand.status() == READY, 5, what="ready again")
+    until(lambda: stand.status() == AgentState.READY, 5, what="ready again")
     status = read_status(stand.files.agent_status)
     assert status is not None and (status.error, status.link_down_since) == ("", 0.0)
     assert http_get(stand.files.docker_sock).startswith(b"HTTP/1.0 200")
@@ -265,7 +265,7 @@ def test_a_vm_gone_under_a_ready_agent_is_failed_until_stopped(
 ) -> None:
     stand.vm[0] = "stopped"
     stand.proxy.cut()
-    until(lambda: stand.status() == FAILED, 5, what="failed published")
+    until(lambda: stand.status() == AgentState.FAILED, 5, what="failed published")
     reply = http_get(stand.files.docker_sock)
     assert b"the VM stopped unexpectedly" in reply
     assert running.thread.is_alive()  # it stays, saying so, until `pyd start` or `pyd stop`

@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 
 from pyd.agent.disk_usage import DiskUsage, parse_df
-from pyd.agent.status_file import READY, AgentStatus, parse_status
+from pyd.agent.status_file import AgentState, AgentStatus, parse_status
 
 DF = """Filesystem     1024-blocks    Used Available Capacity Mounted on
 /dev/vdb           8154588 7748000    406588      95% /var/lib/docker
@@ -30,7 +30,7 @@ def test_what_is_not_df_output_is_no_usage() -> None:
 
 
 def test_the_agent_status_file_carries_it_and_older_files_read_without_it() -> None:
-    status = AgentStatus(READY, 42, data_disk="1.0 GiB of 7.8 GiB used (13%)")
+    status = AgentStatus(AgentState.READY, 42, data_disk="1.0 GiB of 7.8 GiB used (13%)")
     assert parse_status(json.dumps(asdict(status))) == status
     older = asdict(status)
     del older["data_disk"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status_file import READY, AgentStatus, write_status
+from pyd.agent.status_file import AgentState, AgentStatus, write_status
 from pyd.dockercli.context import ensure_context
 from pyd.guestdocker.shim import shim_text
 from pyd.instance.files import InstanceFiles
@@ -131,7 +131,9 @@ def test_without_pyds_context_the_agents_endpoint_is_used(host: Host) -> None:
     docker_on_path(host)
     lock = running(host)
     files = host.files()
-    write_status(files.agent_status, AgentStatus(READY, 1, docker_host="unix:///x/docker.sock"))
+    write_status(
+        files.agent_status, AgentStatus(AgentState.READY, 1, docker_host="unix:///x/docker.sock")
+    )
     try:
         r = host.pyd("docker", "ps")
     finally:

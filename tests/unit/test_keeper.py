@@ -22,7 +22,7 @@ from pyd.agent.keeper import (
     read_keeper_status,
     was_ready,
 )
-from pyd.agent.status_file import FAILED, READY, RECONNECTING, STOPPED, AgentStatus, read_status
+from pyd.agent.status_file import AgentState, AgentStatus, read_status
 from pyd.instance.files import InstanceFiles
 
 TOKEN = "t0k3n"
@@ -69,29 +69,31 @@ def _status(state: str, launch: str = TOKEN, updated: float = 100.0) -> AgentSta
 
 
 def test_only_a_fresh_stopped_or_failed_status_of_this_launch_is_on_purpose() -> None:
-    assert ended_on_purpose(_status(STOPPED), TOKEN, since=99)
-    assert ended_on_purpose(_status(FAILED), TOKEN, since=99)
-    assert not ended_on_purpose(_status(READY), TOKEN, since=99)  # killed while serving
+    assert ended_on_purpose(_status(AgentState.STOPPED), TOKEN, since=99)
+    assert ended_on_purpose(_status(AgentState.FAILED), TOKEN, since=99)
+    assert not ended_on_purpose(_status(AgentState.READY), TOKEN, since=99)  # killed while serving
     assert not ended_on_purpose(None, TOKEN, since=99)  # died before writing anything
-    assert not ended_on_purpose(_status(STOPPED, launch="other"), TOKEN, since=99)
-    assert not ended_on_purpose(_status(STOPPED, updated=50), TOKEN, since=99)  # earlier agent
+    assert not ended_on_purpose(_status(AgentState.STOPPED, launch="other"), TOKEN, since=99)
+    assert not ended_on_purpose(
+        _status(AgentState.STOPPED, updated=50), TOKEN, since=99
+    )  # earlier agent
 
 
 def test_only_an_agent_that_served_docker_is_restarted_as_such() -> None:
-    assert was_ready(_status(READY), TOKEN)
-    assert was_ready(_status(RECONNECTING), TOKEN)
+    assert was_ready(_status(AgentState.READY), TOKEN)
+    assert was_ready(_status(AgentState.RECONNECTING), TOKEN)
     assert not was_ready(_status("starting"), TOKEN)  # died while booting
-    assert not was_ready(_status(READY, launch="other"), TOKEN)
+    assert not was_ready(_status(AgentState.READY, launch="other"), TOKEN)
     assert not was_ready(None, TOKEN)
 
 
 def test_giving_up_leaves_a_failed_status_with_a_hint() -> None:
-    last = _status(READY)
+    last = _status(AgentState.READY)
     gave = gave_up_status(last, TOKEN, crashes=5, window=60)
-    assert gave.state == FAILED and gave.launch == TOKEN
+    assert gave.state == AgentState.FAILED and gave.launch == TOKEN
     assert "crashed 5 times within 60 s" in gave.error
     assert "pyd logs" in gave.hint and "pyd start" in gave.hint
-    assert gave_up_status(None, TOKEN, 5, 60).state == FAILED
+    assert gave_up_status(None, TOKEN, 5, 60).state == AgentState.FAILED
 
 
 # -- the keeper with real child processes ------------------------------------------------
@@ -164,7 +166,7 @@ def test_a_crash_loop_gives_up_and_says_so_in_agent_json(tmp_path: Path) -> None
     assert kept is not None
     assert (kept.gave_up, kept.crashes, kept.last_cause) == (True, 3, "exit code 3")
     status = read_status(tmp_path / "agent.json")
-    assert status is not None and status.state == FAILED and status.launch == TOKEN
+    assert status is not None and status.state == AgentState.FAILED and status.launch == TOKEN
     assert "crashed 3 times" in status.error
 
 
@@ -183,7 +185,7 @@ def test_a_stop_request_reaches_the_agent_and_ends_the_keeper(tmp_path: Path) ->
     runner = threading.Thread(target=lambda: result.append(keeper.run()))
     runner.start()
     deadline = time.monotonic() + 30
-    while (s := read_status(tmp_path / "agent.json")) is None or s.state != READY:
+    while (s := read_status(tmp_path / "agent.json")) is None or s.state != AgentState.READY:
         assert time.monotonic() < deadline, "the child never became ready"
         time.sleep(0.02)
     keeper.request_stop()  # what the SIGTERM handler does
@@ -191,7 +193,7 @@ def test_a_stop_request_reaches_the_agent_and_ends_the_keeper(tmp_path: Path) ->
     assert result == [0]
     assert _runs(tmp_path) == 1
     final = read_status(tmp_path / "agent.json")
-    assert final is not None and final.state == STOPPED  # the child saw SIGTERM
+    assert final is not None and final.state == AgentState.STOPPED  # the child saw SIGTERM
 
 
 def test_keeper_status_survives_a_round_trip(tmp_path: Path) -> None:

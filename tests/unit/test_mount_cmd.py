@@ -14,12 +14,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status_file import (
-    READY,
-    AgentStatus,
-    MountStatus,
-    write_status,
-)
+from pyd.agent.status_file import AgentState, AgentStatus, MountStatus, write_status
 from pyd.cli.mount_cmd import REMOVED, mount_listing, mount_rows
 from pyd.config.store import load_config
 from pyd.host.env import Host
@@ -216,7 +211,7 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
         # removed from config.toml a moment ago
         MountStatus("/old", "/old", True, MountState.MOUNTED),
     )
-    write_status(_files(root).agent_status, AgentStatus(READY, pid=1, mounts=mounts))
+    write_status(_files(root).agent_status, AgentStatus(AgentState.READY, pid=1, mounts=mounts))
     rows = _table(ok(_pyd(root, "mount", "ls", "-n", "dev")))
     assert rows[1:] == [
         [home, home, "writable", "mounted"],
@@ -234,7 +229,7 @@ def test_ls_of_a_stopped_instance_ignores_the_last_agent_status(root: Path) -> N
         MountStatus(home, home, True, MountState.MOUNTED),
         MountStatus("/gone", "/gone", True, MountState.MOUNTED),
     )
-    write_status(_files(root).agent_status, AgentStatus(READY, pid=1, mounts=stale))
+    write_status(_files(root).agent_status, AgentStatus(AgentState.READY, pid=1, mounts=stale))
     (row,) = json.loads(ok(_pyd(root, "mount", "ls", "--json", "-n", "dev")))
     assert (row["location"], row["state"]) == (home, "stopped")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status_file import READY, AgentStatus, PortStatus, parse_status, write_status
+from pyd.agent.status_file import AgentState, AgentStatus, PortStatus, parse_status, write_status
 from pyd.cli.port_cmd import configured_ports, port_rows, sorted_ports
 from pyd.config.settings import with_forward_added
 from pyd.config.store import load_config
@@ -84,7 +84,7 @@ def test_ls_of_a_stopped_instance_ignores_the_last_agent_status(home: Path) -> N
     ok(_pyd(home, "port", "add", "8080:80", "-n", "dev"))
     web = "docker:0123456789ab/web"
     stale = PortStatus("0.0.0.0:9999", "127.0.0.1:9999", "tcp", web, PortState.LISTENING)
-    write_status(_files(home).agent_status, AgentStatus(READY, pid=1, ports=(stale,)))
+    write_status(_files(home).agent_status, AgentStatus(AgentState.READY, pid=1, ports=(stale,)))
     out = ok(_pyd(home, "port", "ls", "-n", "dev"))
     assert "9999" not in out
     assert _table(out)[1:] == [["127.0.0.1:8080", "127.0.0.1:80", "tcp", "manual", "stopped"]]
@@ -120,7 +120,7 @@ def test_with_the_agent_running_ls_shows_its_report_and_changes_are_live(
             "0.0.0.0:53", "127.0.0.1:53", "udp", "docker:fedcba987654/dns", PortState.NOT_FORWARDED
         ),
     )
-    write_status(_files(home).agent_status, AgentStatus(READY, pid=1, ports=ports))
+    write_status(_files(home).agent_status, AgentStatus(AgentState.READY, pid=1, ports=ports))
     rows = ok(_pyd(home, "port", "ls", "-n", "dev")).splitlines()
     assert rows[0].split() == ["HOST", "GUEST", "PROTO", "ORIGIN", "STATE", "DETAIL"]
     assert rows[1].startswith("0.0.0.0:53 ") and rows[1].endswith("not forwarded")
@@ -228,7 +228,7 @@ def test_port_states_are_written_and_read_as_the_plain_words(tmp_path: Path) -> 
     port = PortStatus("0.0.0.0:53", "127.0.0.1:53", "udp", "manual", PortState.NOT_FORWARDED)
     assert json.dumps(asdict(port)) == json.dumps(asdict(replace(port, state="not forwarded")))
     path = tmp_path / "agent.json"
-    write_status(path, AgentStatus(READY, 1, ports=(port,)))
+    write_status(path, AgentStatus(AgentState.READY, 1, ports=(port,)))
     assert '"state": "not forwarded"' in path.read_text()
     read = parse_status(path.read_text())
     assert read is not None and read.ports == (port,)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pyd.agent.status_file import FAILED, READY, RECONNECTING
+from pyd.agent.status_file import AgentState
 
 # VM states as pyd.vm.backends.base.VMState values (strings here: this module imports no backend).
 VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_ABSENT = "running", "paused", "stopped", "absent"
@@ -16,7 +16,7 @@ VM_GONE = (VM_STOPPED, VM_ABSENT)
 
 @dataclass(frozen=True)
 class Verdict:
-    state: str
+    state: AgentState
     error: str = ""
     hint: str = ""
     docker: str = ""  # what a Docker client is told; "" while the engine is reachable
@@ -27,24 +27,24 @@ def verdict(vm: str, link_down: str) -> Verdict:
     link is down, "" while it is up."""
     if vm in VM_GONE:
         return Verdict(
-            FAILED,
+            AgentState.FAILED,
             "the VM stopped unexpectedly (its QEMU process is gone)",
             "run `pyd start` to boot it again; `pyd logs` shows the guest console",
             "pyd: the VM stopped unexpectedly; run `pyd start` to boot it again",
         )
     if vm == VM_PAUSED:
         return Verdict(
-            RECONNECTING,
+            AgentState.RECONNECTING,
             "the VM is paused",
             "`pyd start` resumes it",
             "pyd: the VM is paused; `pyd start` resumes it",
         )
     if link_down:
         return Verdict(
-            RECONNECTING,
+            AgentState.RECONNECTING,
             f"the SSH link to the VM is down ({link_down}); reconnecting",
             "pyd retries every half second by itself; Docker calls fail until it is back",
             f"pyd: the SSH link to the VM is down ({link_down}), reconnecting; "
             "try again in a few seconds",
         )
-    return Verdict(READY)
+    return Verdict(AgentState.READY)

@@ -29,15 +29,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from pyd.agent.status_file import (
-    FAILED,
-    READY,
-    RECONNECTING,
-    STOPPED,
-    AgentStatus,
-    read_status,
-    write_status,
-)
+from pyd.agent.status_file import AgentState, AgentStatus, read_status, write_status
 from pyd.host.atomicfile import write_atomic
 from pyd.instance.files import InstanceFiles
 
@@ -89,13 +81,17 @@ def ended_on_purpose(last: AgentStatus | None, token: str, since: float) -> bool
         last is not None
         and last.launch == token
         and last.updated >= since
-        and last.state in (STOPPED, FAILED)
+        and last.state in (AgentState.STOPPED, AgentState.FAILED)
     )
 
 
 def was_ready(last: AgentStatus | None, token: str) -> bool:
     """Pure: the agent had served Docker (ready, or reconnecting since) when it died."""
-    return last is not None and last.launch == token and last.state in (READY, RECONNECTING)
+    return (
+        last is not None
+        and last.launch == token
+        and last.state in (AgentState.READY, AgentState.RECONNECTING)
+    )
 
 
 @dataclass(frozen=True)
@@ -125,9 +121,9 @@ def gave_up_status(
 ) -> AgentStatus:
     """Pure: the agent.json the keeper leaves when it gives up, for `pyd start` (which may be
     waiting) and `pyd status`."""
-    base = last if last is not None else AgentStatus(FAILED, 0, launch=token)
+    base = last if last is not None else AgentStatus(AgentState.FAILED, 0, launch=token)
     return replace(base, launch=token).to(
-        FAILED,
+        AgentState.FAILED,
         f"the host agent crashed {crashes} times within {window:.0f} s; gave up restarting it",
         "see `pyd logs` for why; `pyd start` starts it again",
     )

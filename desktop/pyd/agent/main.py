@@ -25,13 +25,7 @@ from pyd.agent.exec_server import exec_server
 from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, VM_STOPPED, verdict
 from pyd.agent.keeper import RESTARTED_ENV
 from pyd.agent.session import SSHDown, SSHSession
-from pyd.agent.status_file import (
-    FAILED,
-    READY,
-    STARTING,
-    STOPPED,
-    AgentStatus,
-)
+from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.agent.status_file import write_status as _write_status
 from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
@@ -104,7 +98,7 @@ class Agent:
         self._vm = ""  # what the supervisor last saw of the VM
         self._fatal: PydError | None = None  # from the SSH keeper: the agent must fail
         self._health_lock = threading.Lock()  # the supervisor and the SSH keeper both judge
-        self.status = AgentStatus(STARTING, os.getpid(), launch=launch)
+        self.status = AgentStatus(AgentState.STARTING, os.getpid(), launch=launch)
         self._status_lock = threading.Lock()
         self._last_word = False  # stopped or failed is published: nothing may overwrite it
         self.ports: PortManager | None = None
@@ -184,7 +178,7 @@ class Agent:
             pass
         if not self._ended:  # else it ended by itself, and said why unless it crashed
             log.info("stopping on request")
-            self._publish(lambda s: s.to(STOPPED), last_word=True)
+            self._publish(lambda s: s.to(AgentState.STOPPED), last_word=True)
         t0 = time.monotonic()
         self._close_parts()
         log.info("closed in %.2f s", time.monotonic() - t0)
@@ -212,7 +206,9 @@ class Agent:
             if not self.stop.is_set():  # else a consequence of closing, not a failure
                 log.error("%s", e.message)
                 error = e
-                self._publish(lambda s: s.to(FAILED, error.message, error.hint), last_word=True)
+                self._publish(
+                    lambda s: s.to(AgentState.FAILED, error.message, error.hint), last_word=True
+                )
                 self._code = 1
         except BaseException as e:
             self._crash = e
@@ -266,7 +262,7 @@ class Agent:
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
         self._ready = True
         self._vm = VM_RUNNING
-        self._publish(lambda s: replace(s.to(READY), docker_host=host, vm=VM_RUNNING))
+        self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=VM_RUNNING))
         log.info("ready: %s", host)
         self._start_ports(cfg)
         return self._supervise()
@@ -444,7 +440,7 @@ class Agent:
             self._vm = vm
             return
         self._vm = vm
-        if seen.state == READY:
+        if seen.state == AgentState.READY:
             log.info("ready again")
         else:
             log.warning("%s", seen.error)

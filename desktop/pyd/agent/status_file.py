@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -10,12 +11,15 @@ from pathlib import Path
 
 from pyd.host.atomicfile import write_atomic
 
-STARTING = "starting"  # connecting, waiting for the engine
-READY = "ready"  # the engine answers through the host socket
-RECONNECTING = "reconnecting"  # SSH down (error says why: the link, a paused VM); being re-made
-FAILED = "failed"  # gave up, or the VM died under a ready agent; `error` and `hint` say why
-STOPPED = "stopped"  # exited on request or because the VM is gone
-STATES = (STARTING, READY, RECONNECTING, FAILED, STOPPED)
+
+class AgentState(enum.StrEnum):
+    """The agent's state in agent.json (a StrEnum: the file holds the bare value)."""
+
+    STARTING = "starting"  # connecting, waiting for the engine
+    READY = "ready"  # the engine answers through the host socket
+    RECONNECTING = "reconnecting"  # SSH down (error says why: the link, a paused VM); being re-made
+    FAILED = "failed"  # gave up, or the VM died under a ready agent; `error` and `hint` say why
+    STOPPED = "stopped"  # exited on request or because the VM is gone
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class MountStatus:
 
 @dataclass(frozen=True)
 class AgentStatus:
-    state: str
+    state: AgentState
     pid: int
     phase: str = ""  # the phase in progress
     phases: tuple[Phase, ...] = ()  # finished ones, in order
@@ -74,18 +78,19 @@ class AgentStatus:
         done = (*self.phases, Phase(self.phase, round(seconds, 3)))
         return replace(self, phase="", phases=done, updated=time.time())
 
-    def to(self, state: str, error: str = "", hint: str = "") -> AgentStatus:
-        phase = self.phase if state == STARTING else ""
+    def to(self, state: AgentState, error: str = "", hint: str = "") -> AgentStatus:
+        phase = self.phase if state is AgentState.STARTING else ""
         return replace(self, state=state, phase=phase, error=error, hint=hint, updated=time.time())
 
 
 def parse_status(text: str) -> AgentStatus | None:
-    """None for a file that is being replaced or damaged: the caller reads again."""
+    """None for a file that is being replaced or damaged (the caller reads again), or that
+    names a state this version does not know."""
     try:
         data = json.loads(text)
         phases = tuple(Phase(str(p["name"]), float(p["seconds"])) for p in data["phases"])
         status = AgentStatus(
-            state=str(data["state"]),
+            state=AgentState(data["state"]),
             pid=int(data["pid"]),
             phase=str(data["phase"]),
             phases=phases,
@@ -102,7 +107,7 @@ def parse_status(text: str) -> AgentStatus | None:
         )
     except (ValueError, KeyError, TypeError):
         return None
-    return status if status.state in STATES else None
+    return status
 
 
 def read_status(path: Path) -> AgentStatus | None:
