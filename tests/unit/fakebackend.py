@@ -1,8 +1,11 @@
-"""A VM backend and a progress that record what the lifecycle asks of them, for unit tests."""
+"""A VM backend, a host agent and a progress that record what the lifecycle asks of them,
+for unit tests."""
 
 from __future__ import annotations
 
 from pyd.errors import PydError
+from pyd.instance.files import InstanceFiles
+from pyd.lifecycle.progress import Progress
 from pyd.vm.backends.base import VMState
 from pyd.vm.spec import GuestSpec
 
@@ -24,12 +27,43 @@ class RecordingProgress:
         self.said.append(message)
 
 
+class FakeAgent:
+    """A lifecycle.agent_proc.HostAgent that runs nothing: ready once launched, unless
+    `fails` (then launch raises it, as an agent that never gets ready)."""
+
+    def __init__(
+        self, running: bool = False, docker_host: str = "unix:///fake/docker.sock"
+    ) -> None:
+        self.running = running
+        self.docker_host = docker_host
+        self.fails: PydError | None = None
+        self.calls: list[str] = []
+
+    def ready_host(self, files: InstanceFiles) -> str | None:
+        return self.docker_host if self.running else None
+
+    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
+        self.calls.append("launch")
+        if self.fails is not None:
+            raise self.fails
+        self.running = True
+        return self.docker_host
+
+    def stop(self, files: InstanceFiles, timeout: float = 10) -> None:
+        self.calls.append("stop")
+        self.running = False
+
+
 class FakeBackend:
     def __init__(self, state: VMState, name: str = "fake", broken: bool = False) -> None:
         self.name = name
         self.vm = state
         self.broken = broken  # every call fails, as a libvirt that is not running
         self.calls: list[str] = []
+        self.specs: list[GuestSpec] = []  # what each start was given
+        self.start_fails: PydError | None = None  # start raises it, as a QEMU that will not run
+        self.ignores_button = False  # shutdown must force it off, after its timeout
+        self.shutdown_timeouts: list[float] = []
 
     def _call(self, what: str) -> None:
         if self.broken:
@@ -43,6 +77,9 @@ class FakeBackend:
 
     def start(self, spec: GuestSpec) -> None:
         self._call("start")
+        self.specs.append(spec)
+        if self.start_fails is not None:
+            raise self.start_fails
         self.vm = VMState.RUNNING
 
     def resume(self) -> None:
@@ -50,6 +87,9 @@ class FakeBackend:
 
     def shutdown(self, timeout: float) -> None:
         self._call("shutdown")
+        self.shutdown_timeouts.append(timeout)
+        if self.ignores_button and self.vm.exists:
+            self.calls.append("forced")  # what a backend does once `timeout` has passed
         self.vm = VMState.STOPPED
 
     def kill(self) -> None:

@@ -9,13 +9,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pyd.agent.keeper import read_keeper_status
-from pyd.agent.status_file import STARTING, STOPPED, read_status
+from pyd.agent.status_file import AgentState, read_status
 from pyd.errors import PydError
 from pyd.host.loopback import free_loopback_port
 from pyd.instance.files import InstanceFiles
@@ -30,19 +30,12 @@ from pyd.lifecycle.agent_proc import (
     wait_ready,
 )
 from tests.unit.fakebackend import RecordingProgress
+from tests.unit.polling import until
 from tests.unit.qemu_stand_in import holding_pidfile
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and locks")
 
 NAME = "unitkeeper"
-
-
-def _until(what: str, check: Callable[[], bool], seconds: float = 30) -> float:
-    t0 = time.monotonic()
-    while not check():
-        assert time.monotonic() - t0 < seconds, f"{what}: not within {seconds} s"
-        time.sleep(0.02)
-    return time.monotonic() - t0
 
 
 @pytest.fixture
@@ -91,13 +84,13 @@ def test_a_killed_agent_is_restarted_and_stop_ends_both(
 ) -> None:
     def waiting_for_ssh() -> bool:
         s = read_status(files.agent_status)
-        return agent_running(files) and s is not None and s.state == STARTING
+        return agent_running(files) and s is not None and s.state == AgentState.STARTING
 
-    _until("the agent runs", waiting_for_ssh)
+    until(waiting_for_ssh, 30, 0.02, "the agent runs")
     first = _agent_pid(files)
     os.kill(first, signal.SIGKILL)
     t0 = time.monotonic()
-    _until("a new agent", lambda: agent_running(files) and _agent_pid(files) != first)
+    until(lambda: agent_running(files) and _agent_pid(files) != first, 30, 0.02, "a new agent")
     print(f"a new agent holds the lock {time.monotonic() - t0:.2f} s after the kill")
     kept = read_keeper_status(files.keeper_status)
     assert kept is not None
@@ -110,4 +103,4 @@ def test_a_killed_agent_is_restarted_and_stop_ends_both(
     assert launched.proc.wait(timeout=10) == 0
     assert not agent_running(files) and not keeper_running(files)
     final = read_status(files.agent_status)
-    assert final is not None and final.state == STOPPED
+    assert final is not None and final.state == AgentState.STOPPED

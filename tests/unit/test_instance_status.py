@@ -7,45 +7,54 @@ import json
 import time
 
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status_file import FAILED, READY, RECONNECTING, STATES, STOPPED, AgentStatus
+from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.lifecycle.status import RunState, keeper_note, overall, status_hint
 from pyd.vm.backends.base import VMState
 
 
-def _agent(state: str, error: str = "", hint: str = "") -> AgentStatus:
+def _agent(state: AgentState, error: str = "", hint: str = "") -> AgentStatus:
     return AgentStatus(state, 7).to(state, error, hint)
 
 
 def test_a_paused_vm_is_paused_whatever_the_agent_says() -> None:
-    assert overall(VMState.PAUSED, True, _agent(READY)) is RunState.PAUSED
+    assert overall(VMState.PAUSED, True, _agent(AgentState.READY)) is RunState.PAUSED
     assert overall(VMState.PAUSED, False, None) is RunState.PAUSED
 
 
 def test_states_of_a_running_vm() -> None:
-    assert overall(VMState.RUNNING, True, _agent(READY)) is RunState.RUNNING
-    assert overall(VMState.RUNNING, True, _agent(RECONNECTING)) is RunState.RECONNECTING
-    assert overall(VMState.RUNNING, False, _agent(READY)) is RunState.DEGRADED
+    assert overall(VMState.RUNNING, True, _agent(AgentState.READY)) is RunState.RUNNING
+    assert overall(VMState.RUNNING, True, _agent(AgentState.RECONNECTING)) is RunState.RECONNECTING
+    assert overall(VMState.RUNNING, False, _agent(AgentState.READY)) is RunState.DEGRADED
     # Between a crash and the restart, the keeper lives on: not the user's to fix.
-    assert overall(VMState.RUNNING, False, _agent(READY), keeper_alive=True) is RunState.RESTARTING
+    assert (
+        overall(VMState.RUNNING, False, _agent(AgentState.READY), keeper_alive=True)
+        is RunState.RESTARTING
+    )
 
 
 def test_states_of_a_vm_that_does_not_run() -> None:
-    assert overall(VMState.STOPPED, False, _agent(STOPPED)) is RunState.STOPPED
+    assert overall(VMState.STOPPED, False, _agent(AgentState.STOPPED)) is RunState.STOPPED
     assert overall(VMState.ABSENT, False, None) is RunState.STOPPED
     assert overall(None, False, None) is RunState.UNKNOWN
 
 
 def test_hints_say_what_to_run() -> None:
-    assert "`pyd start -n dev` resumes it" in status_hint(RunState.PAUSED, _agent(READY), " -n dev")
+    assert "`pyd start -n dev` resumes it" in status_hint(
+        RunState.PAUSED, _agent(AgentState.READY), " -n dev"
+    )
     degraded = status_hint(RunState.DEGRADED, None, "")
     assert "`pyd start` starts it again" in degraded and "pyd logs" in degraded
     # The agent's own hint wins: a crash loop's, the VM's crash.
-    gave_up = _agent(FAILED, "crashed 5 times", "see `pyd logs`; `pyd start` starts it again")
+    gave_up = _agent(
+        AgentState.FAILED, "crashed 5 times", "see `pyd logs`; `pyd start` starts it again"
+    )
     assert status_hint(RunState.DEGRADED, gave_up, "") == gave_up.hint
-    crashed = _agent(STOPPED, "the VM stopped unexpectedly")
+    crashed = _agent(AgentState.STOPPED, "the VM stopped unexpectedly")
     assert "pyd start" in status_hint(RunState.STOPPED, crashed, "")
-    assert status_hint(RunState.STOPPED, _agent(STOPPED), "") == ""  # `pyd stop`: nothing to do
-    assert status_hint(RunState.RUNNING, _agent(READY), "") == ""
+    assert (
+        status_hint(RunState.STOPPED, _agent(AgentState.STOPPED), "") == ""
+    )  # `pyd stop`: nothing to do
+    assert status_hint(RunState.RUNNING, _agent(AgentState.READY), "") == ""
 
 
 def test_keeper_notes() -> None:
@@ -64,9 +73,9 @@ def test_keeper_notes() -> None:
 
 
 def test_every_agent_state_short_of_ready_is_an_instance_state() -> None:
-    assert overall(VMState.RUNNING, True, _agent(FAILED)) is RunState.FAILED
-    for state in STATES:
-        if state != READY:
+    assert overall(VMState.RUNNING, True, _agent(AgentState.FAILED)) is RunState.FAILED
+    for state in AgentState:
+        if state != AgentState.READY:
             assert overall(VMState.RUNNING, True, _agent(state)) == state
 
 

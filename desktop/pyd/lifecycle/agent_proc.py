@@ -10,11 +10,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from filelock import FileLock, Timeout
 
 from pyd.agent.keeper import KeeperStatus, read_keeper_status
-from pyd.agent.status_file import FAILED, READY, STOPPED, AgentStatus, read_status, write_status
+from pyd.agent.status_file import AgentState, AgentStatus, read_status, write_status
 from pyd.errors import PydError
 from pyd.host.procs import terminate
 from pyd.instance.files import InstanceFiles
@@ -92,9 +93,9 @@ def wait_ready(files: InstanceFiles, agent: Launched, progress: Progress) -> str
             if status.phase and status.phase != current:
                 current = status.phase
                 progress.begin(current)
-            if status.state == READY:
+            if status.state == AgentState.READY:
                 return status.docker_host
-            if status.state in (FAILED, STOPPED):
+            if status.state in (AgentState.FAILED, AgentState.STOPPED):
                 raise PydError(status.error or "the host agent stopped", hint=status.hint)
         if agent.proc.poll() is not None and not _agent_alive_elsewhere(files, agent):
             raise PydError(
@@ -137,13 +138,46 @@ def stop_agent(files: InstanceFiles, timeout: float = 10) -> None:
 
 def _mark_stopped(files: InstanceFiles) -> None:
     status = read_status(files.agent_status)
-    if status is not None and status.state != STOPPED:
+    if status is not None and status.state != AgentState.STOPPED:
         with contextlib.suppress(OSError):
-            write_status(files.agent_status, status.to(STOPPED))
+            write_status(files.agent_status, status.to(AgentState.STOPPED))
 
 
 def agent_status(files: InstanceFiles) -> AgentStatus | None:
     return read_status(files.agent_status)
+
+
+class HostAgent(Protocol):
+    """The host agent as `pyd start`, `stop` and `delete` drive it: PROCESS_AGENT is the
+    real one; a unit test gives one that runs nothing."""
+
+    def ready_host(self, files: InstanceFiles) -> str | None:
+        """The Docker host of a running agent that is ready, None when there is none."""
+
+    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
+        """Starts the agent and follows it until ready: its Docker host."""
+
+    def stop(self, files: InstanceFiles, timeout: float = 10) -> None:
+        """Stops a running agent (no-op when none runs)."""
+
+
+class ProcessAgent:
+    """The agent as a detached process under its keeper."""
+
+    def ready_host(self, files: InstanceFiles) -> str | None:
+        status = agent_status(files)
+        if agent_running(files) and status is not None and status.state == AgentState.READY:
+            return status.docker_host
+        return None
+
+    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
+        return wait_ready(files, launch_agent(files, name), progress)
+
+    def stop(self, files: InstanceFiles, timeout: float = 10) -> None:
+        stop_agent(files, timeout)
+
+
+PROCESS_AGENT: HostAgent = ProcessAgent()
 
 
 def _tail(files: InstanceFiles, lines: int = 15) -> str:

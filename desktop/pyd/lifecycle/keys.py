@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import new_keys
-from pyd.lifecycle.agent_proc import stop_agent
+from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.progress import Progress, phase
 from pyd.lifecycle.stop import SHUTDOWN_TIMEOUT
 from pyd.vm.backends.base import VMBackend, VMState
 
 
 def renew_keys(
-    files: InstanceFiles, backend: VMBackend, vm: VMState, progress: Progress
+    files: InstanceFiles,
+    backend: VMBackend,
+    vm: VMState,
+    progress: Progress,
+    agent: HostAgent = PROCESS_AGENT,
 ) -> VMState:
     """New client and host keys. The guest installs the keys from its seed at each boot
     (guest-image/overlay/usr/lib/pyd/seed), so a VM up on the old ones is powered off first
@@ -19,7 +23,7 @@ def renew_keys(
     Returns the VM's state after that."""
     if vm not in (VMState.STOPPED, VMState.ABSENT):
         with phase(progress, "agent"):
-            stop_agent(files)
+            agent.stop(files)
         with phase(progress, "shutdown"):
             backend.shutdown(SHUTDOWN_TIMEOUT)
         vm = backend.state()

@@ -8,7 +8,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyd.agent.status_file import READY
 from pyd.config.settings import InstanceConfig, context_name, with_value
 from pyd.config.store import load_config, save_config
 from pyd.dockercli.context import ensure_context
@@ -23,13 +22,7 @@ from pyd.image.recipe import default_suite, recipe_dir
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
 from pyd.instance.registry import Instance, instance, locked
 from pyd.instance.state import InstanceState, load_state, save_state
-from pyd.lifecycle.agent_proc import (
-    agent_running,
-    agent_status,
-    launch_agent,
-    stop_agent,
-    wait_ready,
-)
+from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.progress import Progress, phase
 from pyd.vm.accel import resolve_accel
@@ -58,6 +51,7 @@ def start(
     use_context: bool,
     progress: Progress,
     new_keys: bool = False,
+    agent: HostAgent = PROCESS_AGENT,
 ) -> StartResult:
     inst = instance(name)
     with locked(inst, progress):
@@ -65,35 +59,34 @@ def start(
         backend = backend_for_config(inst.name, cfg)
         vm = backend.state()
         if new_keys:  # after a lost key: the VM boots again on a seed with new ones
-            vm = renew_keys(inst.files, backend, vm, progress)
+            vm = renew_keys(inst.files, backend, vm, progress, agent)
         instance_keys(inst.files)  # a lost one is said now, not after the agent's timeout
         if vm is VMState.PAUSED:
             # Then as for a running VM: the agent's link heals by itself once it runs.
             with phase(progress, "resume"):
                 backend.resume()
-            ready = _ready_agent(inst, RESUME_WAIT)
+            ready = _ready_agent(agent, inst, RESUME_WAIT)
             if ready is not None:
                 return _finish(inst, ready, use_context, already=False)
         elif vm is VMState.RUNNING:
-            ready = _ready_agent(inst, 0)
+            ready = _ready_agent(agent, inst, 0)
             if ready is not None:
                 return _finish(inst, ready, use_context, already=True)
-        stop_agent(inst.files)  # a stale agent from before the VM stopped
+        agent.stop(inst.files)  # a stale agent from before the VM stopped
         if not vm.exists:
             _boot(inst, cfg, backend, progress)
-        agent = launch_agent(inst.files, inst.name)
-        docker_host = wait_ready(inst.files, agent, progress)
+        docker_host = agent.launch(inst.files, inst.name, progress)
         return _finish(inst, docker_host, use_context, already=False)
 
 
-def _ready_agent(inst: Instance, wait: float) -> str | None:
+def _ready_agent(agent: HostAgent, inst: Instance, wait: float) -> str | None:
     """The Docker host of a running agent that is (or within `wait` seconds becomes) ready;
     None when there is none: `pyd start` then starts one."""
     deadline = time.monotonic() + wait
     while True:
-        status = agent_status(inst.files)
-        if agent_running(inst.files) and status is not None and status.state == READY:
-            return status.docker_host
+        ready = agent.ready_host(inst.files)
+        if ready is not None:
+            return ready
         if time.monotonic() >= deadline:
             return None
         time.sleep(0.1)

@@ -7,9 +7,8 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pyd.agent import status_file as agent_file
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status_file import AgentStatus, MountStatus, PortStatus
+from pyd.agent.status_file import AgentState, AgentStatus, MountStatus, PortStatus
 from pyd.config.settings import context_name
 from pyd.config.store import load_config
 from pyd.errors import PydError
@@ -32,9 +31,9 @@ class RunState(enum.StrEnum):
     UNKNOWN = "unknown"  # the backend cannot tell
     BROKEN = "broken"  # config.toml or state.json cannot be read
     # The agent's own state, while it is not ready.
-    STARTING = agent_file.STARTING
-    RECONNECTING = agent_file.RECONNECTING
-    FAILED = agent_file.FAILED
+    STARTING = AgentState.STARTING.value
+    RECONNECTING = AgentState.RECONNECTING.value
+    FAILED = AgentState.FAILED.value
 
 
 UNKNOWN_VM = "unknown"  # InstanceStatus.vm when the backend cannot tell
@@ -84,7 +83,7 @@ def overall(
         return RunState.UNKNOWN if vm is None else RunState.STOPPED
     if not agent_alive or agent is None:
         return RunState.RESTARTING if keeper_alive else RunState.DEGRADED
-    return RunState.RUNNING if agent.state == agent_file.READY else RunState(agent.state)
+    return RunState.RUNNING if agent.state == AgentState.READY else RunState(agent.state)
 
 
 def status_hint(state: RunState, agent: AgentStatus | None, name_opt: str) -> str:

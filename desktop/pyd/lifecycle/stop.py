@@ -10,7 +10,7 @@ from pyd.config.settings import context_name
 from pyd.dockercli.context import remove_context
 from pyd.errors import PydError
 from pyd.instance.registry import existing, locked
-from pyd.lifecycle.agent_proc import stop_agent
+from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.progress import Progress, phase
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backends_to_stop
@@ -19,7 +19,12 @@ SHUTDOWN_TIMEOUT = 60.0
 _DOWN = (VMState.STOPPED, VMState.ABSENT)
 
 
-def stop(name: str, progress: Progress, timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+def stop(
+    name: str,
+    progress: Progress,
+    timeout: float = SHUTDOWN_TIMEOUT,
+    agent: HostAgent = PROCESS_AGENT,
+) -> bool:
     """Stops agent and guest (clean poweroff, forced after `timeout`). False when the
     VM was not running."""
     inst = existing(name)
@@ -29,7 +34,7 @@ def stop(name: str, progress: Progress, timeout: float = SHUTDOWN_TIMEOUT) -> bo
         if unreadable:
             progress.info(f"{unreadable}; stopping the VM with whichever backend runs it")
         with phase(progress, "agent"):
-            stop_agent(inst.files)
+            agent.stop(inst.files)
         up = [b for b in backends if _state(b, probing=bool(unreadable)) not in _DOWN]
         if not up:
             return False
@@ -39,14 +44,14 @@ def stop(name: str, progress: Progress, timeout: float = SHUTDOWN_TIMEOUT) -> bo
         return True
 
 
-def delete(name: str, progress: Progress) -> None:
+def delete(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> None:
     """Removes the VM, every file of the instance (its data disk too) and its context."""
     inst = existing(name)
     with locked(inst, progress):
         backends, unreadable = backends_to_stop(inst.name)
         if unreadable:
             progress.info(f"{unreadable}; removing the VM from every backend that has it")
-        stop_agent(inst.files, timeout=5)
+        agent.stop(inst.files, timeout=5)
         with phase(progress, "vm-delete"):
             for backend in backends:
                 try:

@@ -1,0 +1,140 @@
+"""`pyd start` (lifecycle.start) through a fake VM backend and a fake host agent: what it
+makes for a new instance, what it leaves alone for a running one, and what a failed start
+keeps. The disks are real (qemu-img), the image a tiny stand-in; no VM, no agent process."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pyd.errors import PydError
+from pyd.image.cache import CachedImage, ImageCache, image_key
+from pyd.image.manifest import FileEntry, Manifest
+from pyd.instance.registry import instance
+from pyd.instance.state import load_state
+from pyd.lifecycle import start as start_module
+from pyd.vm.accel import Accel
+from pyd.vm.arches import Arch
+from pyd.vm.backends.base import VMState
+from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+
+NAME = "dev"
+SETTINGS = {"memory": "512MiB", "disk": "1GiB", "accel": "tcg"}  # fits any test machine
+
+
+def _image(cache: ImageCache, arch: Arch) -> CachedImage:
+    """A cache entry with the files a boot names: an OS disk base, a kernel, an initrd."""
+    key = image_key(arch.name, "0" * 64)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    with cache.staging() as staging:
+        subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", str(staging / "rootfs.qcow2"), "64M"],
+            check=True,
+        )
+        (staging / "vmlinuz").write_bytes(b"kernel")
+        (staging / "initrd.img").write_bytes(b"initrd")
+        files = {p.name: FileEntry(p.stat().st_size, "0" * 64) for p in sorted(staging.iterdir())}
+        manifest = Manifest("0", arch.name, "unit", "0" * 64, {}, files)
+        return cache.commit(staging, key, manifest)
+
+
+@pytest.fixture
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
+    """A private PYD_HOME, image cache and docker config; the VM is `backend`, the image
+    is built (by the stand-in) on first use."""
+    monkeypatch.setenv("PYD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    vm = FakeBackend(VMState.ABSENT)
+    monkeypatch.setattr(start_module, "backend_for_config", lambda name, cfg: vm)
+
+    def build(
+        cache: ImageCache, arch: Arch, suite: str, recipe: Path, progress: Callable[[str], None]
+    ) -> tuple[CachedImage, bool]:
+        return _image(cache, arch), True
+
+    monkeypatch.setattr(start_module, "build_image", build)
+    return vm
+
+
+def _start(agent: FakeAgent, use_context: bool = True) -> start_module.StartResult:
+    return start_module.start(NAME, SETTINGS, use_context, RecordingProgress(), agent=agent)
+
+
+def _current_context(tmp_path: Path) -> str:
+    return str(json.loads((tmp_path / "docker" / "config.json").read_text())["currentContext"])
+
+
+def test_a_new_instance_gets_disks_a_seed_a_vm_an_agent_and_a_context(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    agent = FakeAgent()
+    result = _start(agent)
+    files = instance(NAME).files
+    for made in (files.os_disk, files.data_disk, files.seed_iso, files.config, files.client_key):
+        assert made.exists(), made
+    assert backend.calls == ["start"]
+    (spec,) = backend.specs
+    assert spec.memory_mib == 512 and spec.accel is Accel.TCG
+    assert [d.path for d in spec.disks] == [files.os_disk, files.data_disk, files.seed_iso]
+    state = load_state(files.state)
+    assert state is not None and state.ssh_port == spec.ssh_port and state.accel is Accel.TCG
+    assert agent.calls == ["stop", "launch"]  # a stale agent goes first
+    assert result == start_module.StartResult(NAME, agent.docker_host, "pyd-dev", False)
+    assert _current_context(tmp_path) == "pyd-dev"
+
+
+def test_without_context_no_docker_context_is_made(backend: FakeBackend, tmp_path: Path) -> None:
+    assert _start(FakeAgent(), use_context=False).context is None
+    assert not (tmp_path / "docker").exists()
+
+
+def test_a_running_instance_with_a_ready_agent_is_left_as_it_is(backend: FakeBackend) -> None:
+    _start(FakeAgent())
+    backend.calls.clear()
+    agent = FakeAgent(running=True)
+    result = _start(agent)
+    assert result.already_running and result.docker_host == agent.docker_host
+    assert backend.calls == [] and agent.calls == []  # no boot, no agent stopped or launched
+
+
+def test_a_running_vm_without_an_agent_gets_one_and_is_not_booted_again(
+    backend: FakeBackend,
+) -> None:
+    _start(FakeAgent())
+    backend.calls.clear()
+    agent = FakeAgent(running=False)
+    result = _start(agent)
+    assert not result.already_running
+    assert backend.calls == [] and agent.calls == ["stop", "launch"]
+
+
+@pytest.mark.parametrize("fails", ["vm", "agent"])
+def test_a_failed_start_keeps_the_instance_and_its_data_disk(
+    backend: FakeBackend, fails: str
+) -> None:
+    agent = FakeAgent()
+    if fails == "vm":
+        backend.start_fails = PydError("QEMU failed to start")
+    else:
+        agent.fails = PydError("the Docker engine did not answer")
+    with pytest.raises(PydError):
+        _start(agent)
+    inst = instance(NAME)
+    assert inst.exists and inst.files.config.exists() and inst.files.state.exists()
+    data = inst.files.data_disk
+    disk_id = (data.stat().st_ino, data.read_bytes())
+    # The next start uses what the failed one made: the same data disk, not a new one.
+    backend.start_fails = agent.fails = None
+    backend.vm = VMState.STOPPED if fails == "vm" else backend.vm
+    _start(agent)
+    assert (data.stat().st_ino, data.read_bytes()) == disk_id
