@@ -6,9 +6,10 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.unit.polling import until
 
 _HOLDER = (
     "import fcntl, os, sys, time\n"
@@ -16,7 +17,7 @@ _HOLDER = (
     "fcntl.lockf(fd, fcntl.LOCK_EX)\n"
     "os.write(fd, str(os.getpid()).encode())\n"
     "open(sys.argv[2], 'w').close()\n"
-    "time.sleep(300)\n"
+    "time.sleep(300)\n"  # QEMU's life: the test kills it sooner
 )
 
 
@@ -25,10 +26,7 @@ def holding_pidfile(pidfile: Path) -> Iterator[subprocess.Popen[bytes]]:
     ready = pidfile.with_name(pidfile.name + ".ready")
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(pidfile), str(ready)])
     try:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            assert time.monotonic() < deadline, "the pidfile holder did not start"
-            time.sleep(0.02)
+        until(ready.exists, 30, 0.02, "the pidfile holder locks the pidfile")
         yield holder
     finally:
         holder.kill()

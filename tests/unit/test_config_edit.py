@@ -19,7 +19,7 @@ def test_concurrent_edits_of_config_toml_lose_nothing(tmp_path: Path) -> None:
         "from pyd.config.settings import with_forward_added\n"
         "from pyd.config.store import edit_config\n"
         "def slow(cfg):\n"
-        "    time.sleep(0.2)  # a slow read-change-write: the others must wait for it\n"
+        "    time.sleep(0.2)  # under test, not a wait: a slow read-change-write holds the lock\n"
         "    return with_forward_added(cfg, sys.argv[2])\n"
         "edit_config(Path(sys.argv[1]), slow)\n"
     )

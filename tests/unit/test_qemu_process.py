@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyd.host.procs import pid_alive
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_process import QemuProcessBackend
+from tests.unit.polling import until
 
-# Holds a POSIX write lock on the pidfile the way QEMU's -pidfile does, then sleeps.
+# Holds a POSIX write lock on the pidfile the way QEMU's -pidfile does, then lives on (the
+# sleep is QEMU's run, not a wait: the test ends it). It has no monitor socket, so it never
+# sees a power button either.
 _HOLDER = """
 import fcntl, os, sys, time
 fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
@@ -34,22 +39,38 @@ def test_a_stale_pidfile_naming_a_live_process_is_not_a_running_vm(tmp_path: Pat
     assert pid_alive(os.getpid())
 
 
-def test_a_locked_pidfile_is_running_and_kill_ends_it(tmp_path: Path) -> None:
-    files = InstanceFiles(tmp_path)
+@contextlib.contextmanager
+def _qemu(files: InstanceFiles) -> Iterator[subprocess.Popen[str]]:
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLDER, str(files.qemu_pid)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        backend = QemuProcessBackend("t", files)
-        assert backend.state() is VMState.RUNNING
-        backend.kill()
-        deadline = time.monotonic() + 10
-        while holder.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert holder.poll() is not None
-        assert not files.qemu_pid.exists()
-        assert backend.state() is VMState.ABSENT
+        yield holder
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_locked_pidfile_is_running_and_kill_ends_it(tmp_path: Path) -> None:
+    files = InstanceFiles(tmp_path)
+    with _qemu(files) as holder:
+        backend = QemuProcessBackend("t", files)
+        assert backend.state() is VMState.RUNNING
+        backend.kill()
+        until(lambda: holder.poll() is not None, 10, 0.05, "QEMU ends")
+        assert not files.qemu_pid.exists()
+        assert backend.state() is VMState.ABSENT
+
+
+def test_a_vm_that_does_not_power_off_in_time_is_killed(tmp_path: Path) -> None:
+    """`pyd stop`'s timeout: the button is pressed (here there is no monitor to press it
+    through), then after `timeout` the process is ended."""
+    files = InstanceFiles(tmp_path)
+    with _qemu(files) as holder:
+        backend = QemuProcessBackend("t", files)
+        t0 = time.monotonic()
+        backend.shutdown(timeout=0.5)
+        assert time.monotonic() - t0 >= 0.5  # it had its time to shut down cleanly
+        until(lambda: holder.poll() is not None, 10, 0.05, "QEMU ends")
+        assert backend.state() is VMState.ABSENT
