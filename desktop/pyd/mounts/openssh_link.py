@@ -4,12 +4,10 @@ built-in `python -m pyd.mounts.sftp_serve`, or a confined sftp-server: pyd.mount
 so no byte of a share passes through the agent.
 
 Why not the agent's own paramiko connection (still the fallback): in a small-file walk every
-SFTP request crosses paramiko's transport thread and two relay threads. Measured here
-(bench/mounts.py, a 1,000-file walk): 1.0-1.4 s of agent CPU against 0.4 s for ssh +
-sftp-server, and a median 0.48 ms from request to reply on the host
-against 0.18 ms (tcpdump on the loopback). On a fast (hvf, kvm) guest that reply time is most
-of each round trip, and sshfs makes two or three per small file. The cost: one more SSH
-connection and one ssh process (a few MB) per share.
+SFTP request crosses paramiko's transport thread and two relay threads: agent CPU, and a later
+reply, while on a fast (hvf, kvm) guest the host's reply time is most of each round trip
+(sshfs makes two or three per small file). The cost: one more SSH connection and one ssh
+process per share.
 """
 
 from __future__ import annotations
@@ -46,9 +44,9 @@ class OpenSSHEndpoint:
         # -F none: a ControlMaster, ProxyCommand or Host * block in ~/.ssh/config must not
         # apply to the guest. -T -x -a: no terminal, X11 or agent for a byte stream. Alive
         # checks end a connection whose guest is gone for a minute, so the worker mounts
-        # again rather than wait on it for ever. OpenSSH's own cipher choice stays: in the
-        # guest (openssl speed, TCG) chacha20-poly1305 costs least for small packets (36 MB/s
-        # at 128 bytes; aes128-gcm 17, hmac-sha2-512 alone 10) and as little as any for 32 KiB.
+        # again rather than wait on it for ever. OpenSSH's own cipher choice stays: in an
+        # emulated guest chacha20-poly1305 costs least for small packets, and as little as
+        # any for large ones.
         options = ["-F", "none", "-T", "-x", "-a"]
         options += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         return [argv[0], *options, *argv[1:]]

@@ -102,10 +102,9 @@ def system_server(platform: str, exists: Callable[[str], bool] = os.path.exists)
 
 def default_server(platform: str) -> str:
     """What PYD_SFTP_SERVER means when unset: on Linux the system's sftp-server in its
-    namespace (bench/mounts.py, medians of 5 under an emulated guest: 1.05x Lima's reads
-    and 1.74x its small-file walk; the built-in server's Python 0.88x and 0.73x),
-    elsewhere the built-in server (macOS's sandbox profile has not been tried on a Mac;
-    Windows cannot confine at all)."""
+    namespace (C, faster than the built-in server's Python, above all on small files;
+    bench/mounts.py compares them), elsewhere the built-in server (macOS's sandbox profile
+    has not been tried on a Mac; Windows cannot confine at all)."""
     return OPENSSH if platform.startswith("linux") else BUILTIN
 
 

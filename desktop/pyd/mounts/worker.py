@@ -39,7 +39,7 @@ _SHARE_ERRORS: tuple[type[Exception], ...] = (PydError, *LINK_ERRORS)
 
 log = logging.getLogger("pyd.agent")
 
-MOUNT_WAIT = 60.0  # sshfs start to mounted, under emulation: ~1 s
+MOUNT_WAIT = 60.0  # sshfs start to mounted: a second or so under emulation, far more if busy
 RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # back-off between attempts that failed
 SSH_WAIT = 5.0  # a worker asks for SSH this often while it is down (the supervisor reconnects)
 UNMOUNT_WAIT = 30.0  # for `umount` of a removed share in the guest
