@@ -48,4 +48,3 @@ def load_state(path: Path) -> InstanceState | None:
 
 def save_state(path: Path, state: InstanceState) -> None:
     write_atomic(path, json.dumps(asdict(state), indent=2) + "\n")
-

@@ -5,12 +5,12 @@ the first connection: anything else answering on the port is refused, never trus
 
 Everything the host sends to or fetches from the guest (the Docker API, published ports)
 goes through this one connection, so its algorithms are chosen for throughput. Under software
-emulation the guest's sshd is what runs out first: measured there (openssl speed in the
-guest, QEMU 7.2 TCG), aes128-ctr does 94 MB/s, hmac-sha2-512 63 MB/s, hmac-sha2-256 only 16
-MB/s (no SHA extensions emulated), aes128-gcm 30 MB/s, chacha20-poly1305 16 MB/s. So
-aes128-ctr with hmac-sha2-512-etm comes first; paramiko's own order follows for any server
-that lacks them. The host side matters too, since QEMU's vCPUs and the agent share the host's
-cores: see _PacketSocket. bench/port_forward.py measures both.
+emulation the guest's sshd is what runs out first, and there aes128-ctr is its fastest
+cipher and hmac-sha2-512 its fastest MAC (no SHA extensions are emulated, so SHA-256 is
+slow; the AEAD ciphers are slower than CTR). So aes128-ctr with hmac-sha2-512-etm comes
+first; paramiko's own order follows for any server that lacks them. The host side matters
+too, since QEMU's vCPUs and the agent share the host's cores: see _PacketSocket.
+bench/port_forward.py measures both.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ class _PacketSocket:
     then the rest. Under emulation the guest's data reaches the host in small pieces, and each
     wake-up of that thread costs far more Python than the bytes it brings. With SO_RCVLOWAT set
     to the bytes still missing, the kernel wakes the thread once they are all there; one large
-    read takes whatever else has arrived too, and later reads are served from it. (-12% CPU
-    of the forwarding process in bench/port_forward.py.) Only exact reads may wait like that:
+    read takes whatever else has arrived too, and later reads are served from it (less CPU
+    for the forwarding process; bench/port_forward.py shows it). Only exact reads may wait:
     the banner is read with recv(128) before the protocol starts, so `exact_reads()` switches
     this on after the handshake. Without SO_RCVLOWAT (Windows) only the read-ahead remains.
     Everything else (send, settimeout, close, _closed) is the socket's own.

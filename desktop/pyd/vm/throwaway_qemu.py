@@ -1,4 +1,6 @@
-"""Runs a guest with QEMU directly (no libvirt): Windows hosts, image tests and benchmarks."""
+"""A guest run by QEMU as a child process, for vm/throwaway.py's harness (`pyd image
+boot-check`, the e2e tests, bench/). Not how `pyd start` runs QEMU: that is the direct-QEMU
+backend, vm/backends/qemu_process.py."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""The direct-QEMU backend for `pyd start`: QEMU as a daemon with a pidfile and a QMP
-socket, for hosts without libvirt (libvirt has no QEMU driver on Windows; optional on
-macOS). Same VMBackend interface as libvirt."""
+"""The direct-QEMU backend of `pyd start` (`backend = "qemu"`): QEMU as a daemon with a
+pidfile and a QMP socket, for hosts without libvirt (libvirt has no QEMU driver on Windows;
+optional on macOS). Same VMBackend interface as libvirt. (vm/throwaway_qemu.py is the test
+and bench harness's QEMU, not this.)"""
 
 from __future__ import annotations
 
