@@ -15,6 +15,7 @@ import pytest
 
 from pyd.agent.session import SSHDown, SSHSession
 from pyd.errors import PydError
+from pyd.host.threads import Deadline
 from pyd.ssh.channel_open import late_opens_pending
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
@@ -64,7 +65,8 @@ def test_heartbeat_keeps_a_live_link_and_stops_when_told(session: SSHSession) ->
     beat = Heartbeat(transport, lambda reason: pytest.fail(reason), INTERVAL, TIMEOUT)
     beat.start()
     until(lambda: beat.answered >= 5, 5)  # answers come: no verdict
-    beat.stop()
+    beat.close()
+    assert beat.join(Deadline(5))  # both threads end while the link lives on
     assert transport.is_active()
 
 
@@ -240,5 +242,5 @@ def test_bytes_arriving_keep_a_slow_link_alive_and_their_end_is_noticed() -> Non
         until(lambda: dead, TIMEOUT + 1)
         assert "stopped answering" in dead[0]
     finally:
-        beat.stop()
+        beat.close()
         link.close()

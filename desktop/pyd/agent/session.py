@@ -19,6 +19,7 @@ from collections.abc import Callable
 import paramiko
 
 from pyd.errors import PydError
+from pyd.host.threads import Deadline, join_threads
 from pyd.ssh.connect import HostKeyMismatchError, SSHTarget, connect, ssh_while_booting
 from pyd.ssh.heartbeat import Heartbeat
 from pyd.ssh.link_errors import LINK_ERRORS
@@ -51,6 +52,7 @@ class SSHSession:
         self.down_since = 0.0  # time.time() of the drop
         self._down_at = 0.0  # time.monotonic() of the drop
         self._keeper: threading.Thread | None = None
+        self._beats: list[Heartbeat] = []  # closed ones whose threads may still run
         self._attempt: socket.socket | None = None  # the reconnect attempt's socket
         self._retry_now = threading.Event()
         # The last reconnect attempt was refused: nothing listens on the port any more. QEMU
@@ -77,7 +79,8 @@ class SSHSession:
     ) -> None:
         """Reconnects by itself from now on: `on_down(reason)` when the link dies, `on_up(
         seconds down)` once back, `on_fatal(error)` when it must not be re-made (a different
-        host key answers), `on_refused()` when an attempt is first refused (see `refused`)."""
+        host key answers), `on_refused()` when an attempt is first refused (see `refused`).
+        The session is a thread owner (pyd.host.threads): close(), then join()."""
         self._keeper = threading.Thread(
             target=self._keep,
             args=(on_down, on_up, on_fatal, on_refused),
@@ -85,6 +88,10 @@ class SSHSession:
             daemon=True,
         )
         self._keeper.start()
+
+    def start(self) -> None:
+        """Reconnects by itself from now on, telling nobody (keep() tells)."""
+        self.keep(lambda reason: None, lambda seconds: None, lambda error: None)
 
     def _install(self, client: paramiko.SSHClient) -> None:
         transport = client.get_transport()
@@ -98,9 +105,11 @@ class SSHSession:
             self._cond.notify_all()
         heartbeat.start()
         if old_beat is not None:
-            old_beat.stop()
+            old_beat.close()
         if old is not None:
             old.close()
+        with self._cond:  # forget the ones that have ended
+            self._beats = [b for b in self._beats if not b.join(Deadline(0))]
 
     def link_dead(self, transport: paramiko.Transport | None, reason: str) -> None:
         """The link carrying `transport` (None: whatever link there is) is dead: close it now,
@@ -114,9 +123,11 @@ class SSHSession:
                 self.down_reason, self.down_since = reason, time.time()
                 self._down_at = time.monotonic()
             beat = self._heartbeat
+            if beat is not None:
+                self._beats.append(beat)
             self._cond.notify_all()
         if beat is not None:
-            beat.stop()
+            beat.close()
         if client is not None:
             with contextlib.suppress(Exception):
                 client.close()
@@ -220,17 +231,25 @@ class SSHSession:
         self.link_dead(None, "the connection was cut on purpose")
 
     def close(self) -> None:
+        """Closes the link and ends the reconnecting; no waits (join() waits)."""
         self._closed.set()
         self._dead.set()
         self.retry_now()  # an attempt under way ends now
         with self._cond:
             client, self._client = self._client, None
             beat, self._heartbeat = self._heartbeat, None
+            if beat is not None:
+                self._beats.append(beat)
             self._cond.notify_all()
         if beat is not None:
-            beat.stop()
+            beat.close()
         if client is not None:
             client.close()
-        if self._keeper is not None and self._keeper is not threading.current_thread():
-            # Not for long: an attempt in its handshake closes its own connection when done.
-            self._keeper.join(1.0)
+
+    def join(self, deadline: Deadline) -> bool:
+        """The keeper's and the heartbeats' threads. Not for long: an attempt in its handshake
+        closes its own connection when done."""
+        with self._cond:
+            beats = list(self._beats)
+        threads = [self._keeper] if self._keeper is not None else []
+        return join_threads(threads, deadline) and all([b.join(deadline) for b in beats])

@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 import paramiko
 
+from pyd.host.threads import Deadline, join_threads
 from pyd.ssh.link_errors import LINK_ERRORS
 
 log = logging.getLogger("pyd.ssh")
@@ -62,9 +63,13 @@ class Heartbeat:
         for t in self._threads:
             t.start()
 
-    def stop(self) -> None:
-        """No verdict after this (the owner is closing the transport itself)."""
+    def close(self) -> None:
+        """No verdict after this (the owner is closing the transport itself). No waits."""
         self._stop.set()
+
+    def join(self, deadline: Deadline) -> bool:
+        """The asking thread ends once its request is answered or the transport closes."""
+        return join_threads(self._threads, deadline)
 
     def _ask(self) -> None:
         while not self._stop.is_set() and self.transport.is_active():
