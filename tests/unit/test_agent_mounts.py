@@ -16,7 +16,7 @@ from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
 from pyd.mounts.shares import Share
 from pyd.mounts.state import MountState
-from pyd.mounts.worker import MountManager
+from pyd.mounts.worker import UNMOUNT_SSH_WAIT, MountManager
 
 from .polling import until
 
@@ -111,6 +111,6 @@ def test_a_removed_share_is_stopped_and_unmounted_in_the_guest() -> None:
         until(lambda: asked, what="the worker asks for SSH")
         manager.set_shares([])
         assert _mount_threads() == []  # its worker stopped before set_shares returned
-        assert asked[-1] == 1.0  # then the unmount asked for SSH (a short wait: best effort)
+        assert asked[-1] == UNMOUNT_SSH_WAIT  # then the unmount asked for SSH
     finally:
         manager.close()

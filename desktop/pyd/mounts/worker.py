@@ -43,6 +43,7 @@ MOUNT_WAIT = 60.0  # sshfs start to mounted: a second or so under emulation, far
 RETRY_FIRST, RETRY_MAX = 1.0, 10.0  # back-off between attempts that failed
 SSH_WAIT = 5.0  # a worker asks for SSH this often while it is down (the supervisor reconnects)
 UNMOUNT_WAIT = 30.0  # for `umount` of a removed share in the guest
+UNMOUNT_SSH_WAIT = 1.0  # that unmount is best effort: it waits this little for SSH
 STOP_WAIT = 10.0  # a removed share's worker gets this long to stop before the unmount
 LINK_STOP_WAIT = 5.0  # an OpenSSH session's processes get this long to exit after close
 
@@ -100,8 +101,9 @@ class MountWorker:
     def unmount(self) -> None:
         """Takes the mount away in the guest, for a share the user removed: after close and
         join, in case sshfs left it behind. Best effort: a guest out of reach is let be."""
+        command = unmount_command(self.share.mount_point)
         with contextlib.suppress(*_SHARE_ERRORS):
-            _exec(self._transport(1.0), unmount_command(self.share.mount_point), UNMOUNT_WAIT)
+            _exec(self._transport(UNMOUNT_SSH_WAIT), command, UNMOUNT_WAIT)
 
     def _set(self, state: MountState, detail: str = "") -> None:
         if (state, detail) != (self.state, self.detail):
