@@ -130,6 +130,7 @@ class _Command:
         self._lock = threading.Lock()
         self._session: GuestSession | None = None
         self._stopping = False
+        self._follower: threading.Thread | None = None  # the client's signals
 
     def abort(self) -> None:
         """The agent is stopping: the command ends as if the connection were lost."""
@@ -152,8 +153,13 @@ class _Command:
                     os.close(fd)
         with contextlib.suppress(OSError):
             self._conn.sendall(reply)
+        with contextlib.suppress(OSError):
             # Ends the client-following thread too, whatever the client does next.
             self._conn.shutdown(socket.SHUT_RDWR)
+        if self._follower is not None:
+            # At once (its socket is shut down): the connection's thread, which the server
+            # joins, outlives it.
+            self._follower.join()
         log.info(
             "exec socket: a docker command ended with %d after %.1f s",
             code,
@@ -192,10 +198,10 @@ class _Command:
             stopping = self._stopping
         if stopping:
             session.hang_up()
-        listener = threading.Thread(
+        self._follower = threading.Thread(
             target=self._follow_client, args=(session,), name="pyd-exec-client", daemon=True
         )
-        listener.start()
+        self._follower.start()
         return session.run()
 
     def _tell_started(self) -> None:

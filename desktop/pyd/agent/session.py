@@ -108,7 +108,9 @@ class SSHSession:
             old_beat.close()
         if old is not None:
             old.close()
-        with self._cond:  # forget the ones that have ended
+        with self._cond:  # join() waits for the closed ones that still run
+            if old_beat is not None and old_beat not in self._beats:
+                self._beats.append(old_beat)
             self._beats = [b for b in self._beats if not b.join(Deadline(0))]
 
     def link_dead(self, transport: paramiko.Transport | None, reason: str) -> None:
@@ -182,6 +184,11 @@ class SSHSession:
     def _trying(self, sock: socket.socket) -> None:
         with self._cond:
             self._attempt = sock
+            # retry_now() or close() came while this socket connected, too early to cut it
+            cut = self._retry_now.is_set() or self._closed.is_set()
+        if cut:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
     def retry_now(self) -> None:
         """Gives up the reconnect attempt in progress and makes a fresh one at once: a VM that
