@@ -3,10 +3,14 @@ and what the forward still counts as live. The tests assert on the results."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
-import time
 
+from pyd.host.threads import Deadline
 from pyd.relay.connections import ServedForward
+from tests.unit.polling import until
+
+CLOSE_WAIT = 10.0
 
 
 def pings_answered(clients: list[socket.socket]) -> list[bytes]:
@@ -19,19 +23,20 @@ def pings_answered(clients: list[socket.socket]) -> list[bytes]:
 
 
 def close_under(fwd: ServedForward, clients: list[socket.socket]) -> list[bytes]:
-    """Closes `fwd` while `clients` are connected; what each then reads (b"": it was told the
-    connection ended). Closes the clients."""
+    """Closes `fwd` while `clients` are connected, and waits for its threads; what each client
+    then reads (b"": it was told the connection ended). Closes the clients."""
     fwd.close()
     reads = []
     for c in clients:
         reads.append(c.recv(100))
         c.close()
+    assert fwd.join(Deadline(CLOSE_WAIT)), "the forward's threads did not end"
     return reads
 
 
 def settled_live_connections(fwd: ServedForward, timeout: float = 5) -> int:
-    """The forward's live connections once none are left, or after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while fwd.live_connections() and time.monotonic() < deadline:
-        time.sleep(0.01)
+    """The forward's live connections once none are left, or after `timeout` seconds (the
+    count then, for the caller's assertion to show)."""
+    with contextlib.suppress(AssertionError):
+        until(lambda: fwd.live_connections() == 0, timeout, what="no live connection left")
     return fwd.live_connections()

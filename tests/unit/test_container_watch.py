@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pyd.host.threads import Deadline
 from pyd.ports import container_watch
 from pyd.ports.container_watch import ContainerWatch
 from tests.unit.polling import until
@@ -153,6 +154,7 @@ def watching(engine: FakeEngine, seen: Seen) -> Iterator[ContainerWatch]:
         yield watch
     finally:
         watch.close()
+        assert watch.join(Deadline(5))
 
 
 def test_lists_the_containers_once_subscribed(engine: FakeEngine, seen: Seen) -> None:
@@ -202,6 +204,7 @@ def test_close_ends_the_watch_blocked_on_the_stream(engine: FakeEngine, seen: Se
     until(lambda: engine.subscriptions == 1 and seen.lists, 5, what="blocked on the stream")
     t0 = time.monotonic()
     watch.close()
+    assert watch.join(Deadline(1.0)), "the watch's thread is still blocked"
     assert time.monotonic() - t0 < 1.0
     assert all(c.closed for c in engine.channels)
     # No list after close, whatever the engine still says.

@@ -9,6 +9,7 @@ import paramiko
 import pytest
 
 from pyd.agent.status_file import PortStatus
+from pyd.host.threads import Deadline
 from pyd.ports.forwards import Forward, PortState
 from pyd.ports.listener import PortInUseError
 from pyd.ports.manager import OpenTcp, PortManager
@@ -24,15 +25,24 @@ class FakeListener:
         self.forward = forward
         self.started = False
         self.closed = False
+        self.joined = False
 
     def start(self) -> None:
         address = (self.forward.host_ip, self.forward.host_port)
         if address in self.host.taken:
             raise PortInUseError(f"cannot listen on {address}: in use by nginx", address, "nginx")
         self.started = True
+        self.host.log.append(f"start {self.forward.host_port}->{self.forward.guest_port}")
 
     def close(self) -> None:
         self.closed = True
+        self.host.log.append(f"close {self.forward.host_port}->{self.forward.guest_port}")
+
+    def join(self, deadline: Deadline) -> bool:
+        assert self.closed
+        self.joined = True
+        self.host.log.append(f"join {self.forward.host_port}->{self.forward.guest_port}")
+        return True
 
 
 class Host:
@@ -41,6 +51,7 @@ class Host:
     def __init__(self) -> None:
         self.made: list[FakeListener] = []
         self.taken: set[tuple[str, int]] = set()
+        self.log: list[str] = []  # "start|close|join HOSTPORT->GUESTPORT", in order
 
     def listener(self, forward: Forward, open_tcp: OpenTcp) -> FakeListener:
         made = FakeListener(self, forward)
@@ -98,7 +109,7 @@ def reports() -> Reports:
 
 def _manager(host: Host, reports: Reports, manual: tuple[str, ...] = ()) -> PortManager:
     ports = PortManager(_no_channel, "docker", manual, reports, listener=host.listener)
-    ports.set_config("docker", manual)
+    ports.start()
     return ports
 
 
@@ -181,6 +192,20 @@ def test_the_same_report_is_not_sent_twice(host: Host, reports: Reports) -> None
     assert len(reports.all) == 1
 
 
+def test_a_replaced_listener_lets_go_of_its_address_before_the_next_binds(
+    host: Host, reports: Reports
+) -> None:
+    ports = _manager(host, reports)
+    ports.set_containers([_container(("0.0.0.0", 8080, "tcp"))])
+    ports.set_config("docker", ("0.0.0.0:8080:3000",))  # the manual forward takes the address
+    assert host.log == [
+        "start 8080->8080",
+        "close 8080->8080",
+        "join 8080->8080",
+        "start 8080->3000",
+    ]
+
+
 def test_close_closes_every_listener_and_nothing_opens_after_it(
     host: Host, reports: Reports
 ) -> None:
@@ -188,6 +213,9 @@ def test_close_closes_every_listener_and_nothing_opens_after_it(
     ports.set_containers([_container(("0.0.0.0", 9000, "tcp"))])
     ports.close()
     assert host.listening() == [] and len(host.made) == 2
+    assert not any(m.joined for m in host.made)  # close() waits for nothing
+    assert ports.join(Deadline(1))
+    assert all(m.joined for m in host.made)
     # The container watch may still deliver a list while the agent stops.
     ports.set_containers([_container(("0.0.0.0", 9001, "tcp"))])
     ports.retry_failed()

@@ -25,6 +25,7 @@ from pyd.relay.unix_socket import MAX_PATH_BYTES, UnixSocketForward
 from pyd.ssh.streamlocal import KIND, StreamLocalError, open_streamlocal
 from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
 from tests.unit.in_threads import run_in_threads
+from tests.unit.polling import until
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
 
 EOF_MARK = b"<server saw EOF>"
@@ -205,7 +206,9 @@ def test_relay_abort_ends_both_directions_at_once() -> None:
     r = Relay(host_end, SocketChannel(guest_end))
     t = threading.Thread(target=r.run, daemon=True)
     t.start()
-    time.sleep(0.05)  # both directions blocked in recv
+    # Stays a sleep: what is tested is an abort reaching both directions while they are
+    # blocked in recv, a state no poll can observe from outside.
+    time.sleep(0.05)
     r.abort()
     t.join(5)
     assert not t.is_alive()
@@ -232,9 +235,13 @@ def test_idle_relays_use_no_cpu(ssh_pair: SSHPair) -> None:
     for _ in range(20):
         client, host_end = socket.socketpair()
         relays.append((client, run_relay_in_thread(host_end, ssh_pair.tcp_channel())))
-    time.sleep(0.2)
+    until(
+        lambda: sum(t.name == "relay-in" for t in threading.enumerate()) == 20,
+        5,
+        what="both directions of every relay running",
+    )
     before = time.process_time()
-    time.sleep(1.0)
+    time.sleep(1.0)  # the thing under test: CPU used while idle for a second
     used = time.process_time() - before
     # paramiko's own transport threads wake every 0.1 s (two transports here); 20 idle relays
     # must add nothing measurable on top.
@@ -420,10 +427,7 @@ def test_forward_close_ends_live_connections_and_leaks_nothing(
     assert fwd.live_connections() == 0
     assert not path.exists()
     # The server side's echo threads end once their channels close; give them a moment.
-    deadline = time.monotonic() + 5
-    while threading.active_count() > threads_before and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert threading.active_count() <= threads_before
+    until(lambda: threading.active_count() <= threads_before, 5, what="the threads ended")
     assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 

@@ -1,7 +1,7 @@
 """Follows the engine: subscribe to container and network events, list the running
 containers, and again after every event. On any break (SSH drop, engine restart) it
 starts over, so the list is fresh within moments of the connection coming back. close()
-closes the channel the reader is blocked on, so it ends at once."""
+closes the channel the reader is blocked on, so its thread ends at once; join() waits for it."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import paramiko
 
 from pyd.agent.docker_api import OpenChannel, events, get_json
 from pyd.errors import PydError
+from pyd.host.threads import Deadline, join_threads
 from pyd.ssh.link_errors import LINK_ERRORS
 
 _WATCH_ERRORS: tuple[type[Exception], ...] = (PydError, ValueError, *LINK_ERRORS)
@@ -29,6 +30,9 @@ RETRY = (0.2, 0.5, 1.0, 2.0)  # seconds between attempts while the engine is unr
 
 
 class ContainerWatch:
+    """Calls `on_containers` with the running containers, in its own thread (a thread owner:
+    pyd.host.threads)."""
+
     def __init__(
         self,
         open_channel: OpenChannel,
@@ -51,7 +55,9 @@ class ContainerWatch:
         for chan in channels:
             with contextlib.suppress(*LINK_ERRORS):
                 chan.close()
-        self._thread.join(2)
+
+    def join(self, deadline: Deadline) -> bool:
+        return join_threads([self._thread], deadline)
 
     def _open(self) -> paramiko.Channel:
         """A channel from the owner, remembered until close() or its end."""

@@ -13,6 +13,7 @@ import paramiko
 
 from pyd.agent.status_file import PortStatus
 from pyd.errors import PydError
+from pyd.host.threads import Deadline
 from pyd.ports.forwards import (
     Forward,
     PortState,
@@ -43,17 +44,26 @@ def port_status(f: Forward, state: PortState, detail: str = "") -> PortStatus:
     )
 
 
+# How long a listener being replaced may take to let go of its address (and connections)
+# before its successor binds.
+REPLACE_WAIT = 10.0
+
+
 class PortListener(Protocol):
-    """What the manager needs of a host listener (TcpPortForward)."""
+    """What the manager needs of a host listener (TcpPortForward): a thread owner."""
 
     def start(self) -> None: ...
     def close(self) -> None: ...
+    def join(self, deadline: Deadline) -> bool: ...
 
 
 ListenerFactory = Callable[[Forward, OpenTcp], PortListener]
 
 
 class PortManager:
+    """The host listeners for the forwards wanted; a thread owner (pyd.host.threads) whose
+    threads are its listeners'. start() opens the manual forwards."""
+
     def __init__(
         self,
         open_tcp: OpenTcp,
@@ -69,6 +79,7 @@ class PortManager:
         self._manual = [parse_port_spec(s) for s in manual]
         self._containers: list[Mapping[str, Any]] = []
         self._open: dict[Forward, PortListener] = {}
+        self._closed_ones: list[PortListener] = []  # closed by close(), joined by join()
         self._failed: dict[Forward, str] = {}
         self._lock = threading.Lock()
         self._reported: tuple[PortStatus, ...] = ()
@@ -93,12 +104,22 @@ class PortManager:
                 self._failed.clear()
                 self._apply()
 
+    def start(self) -> None:
+        with self._lock:
+            self._apply()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
             for fwd in self._open.values():
                 fwd.close()
+            self._closed_ones += self._open.values()
             self._open.clear()
+
+    def join(self, deadline: Deadline) -> bool:
+        with self._lock:
+            closed = list(self._closed_ones)
+        return all([fwd.join(deadline) for fwd in closed])
 
     def _apply(self) -> None:
         if self._closed:
@@ -107,8 +128,13 @@ class PortManager:
         kept, conflicts = merge(docker, self._manual)
         wanted = [f for f in forwardable(kept) if f not in self._failed]
         to_open, to_close = reconcile(self._open, wanted)
-        for f in to_close:
-            self._open.pop(f).close()
+        replaced = [self._open.pop(f) for f in to_close]
+        for fwd in replaced:
+            fwd.close()
+        deadline = Deadline(REPLACE_WAIT)
+        for f, fwd in zip(to_close, replaced, strict=True):
+            if not fwd.join(deadline):
+                log.warning("%s: its threads have not ended yet", describe(f))
             log.info("closed %s", describe(f))
         for f in to_open:
             fwd = self._listener(f, self.open_tcp)

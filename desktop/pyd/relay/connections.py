@@ -1,6 +1,7 @@
 """The live connections of one forward (TCP port, Unix socket or named pipe): each accepted
-stream gets a channel from the owner and a relay in its own thread; close() ends them all.
-(The agent's exec socket serves its connections in the same threads: ConnectionThreads.)"""
+stream gets a channel from the owner and a relay in its own thread; close() aborts them all
+and join() waits for their threads. (The agent's exec socket serves its connections in the
+same threads: ConnectionThreads.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Protocol, Self
 
 import paramiko
 
+from pyd.host.threads import Deadline, join_threads
 from pyd.relay.pump import HostStream, Relay
 
 log = logging.getLogger("pyd.relay")
@@ -19,6 +21,8 @@ OpenChannel = Callable[[], paramiko.Channel]
 Refuse = Callable[[HostStream, Exception], None]
 """Answers a host connection whose channel could not open (and closes it)."""
 
+CLOSE_WAIT = 10.0  # seconds a forward used as a context manager waits for its threads
+
 
 class Abortable(Protocol):
     def abort(self) -> None: ...
@@ -26,7 +30,7 @@ class Abortable(Protocol):
 
 class ConnectionThreads:
     """Accepted streams, each served in a thread of its own by a subclass's _serve();
-    close_all() aborts what they registered with _track() and joins them."""
+    close() aborts what they registered with _track(), join() waits for their threads."""
 
     def __init__(self, label: str, name: str) -> None:
         self.label = label  # the endpoint, for log lines
@@ -39,7 +43,7 @@ class ConnectionThreads:
         thread = threading.Thread(
             target=self._handle, args=(stream,), name=f"pyd-forward-{self.name}-conn", daemon=True
         )
-        with self._lock:  # close_all() never sees a thread it cannot join yet
+        with self._lock:  # join() never sees a thread it cannot join yet
             self._conns[thread] = None
             thread.start()
 
@@ -54,23 +58,26 @@ class ConnectionThreads:
         raise NotImplementedError
 
     def _track(self, job: Abortable) -> None:
-        """Registers the current thread's `job`, aborted by close_all() (at once when that
-        has begun already)."""
+        """Registers the current thread's `job`, aborted by close() (at once when that has
+        run already)."""
         with self._lock:
             closing = self.closing.is_set()
             self._conns[threading.current_thread()] = job
         if closing:
             job.abort()
 
-    def close_all(self, timeout: float = 10) -> None:
+    def close(self) -> None:
+        """Aborts every live connection, and any that registers later; no waits."""
         self.closing.set()
         with self._lock:
-            conns = list(self._conns.items())
-        for _thread, job in conns:
-            if job is not None:
-                job.abort()
-        for thread, _job in conns:
-            thread.join(timeout)
+            jobs = [job for job in self._conns.values() if job is not None]
+        for job in jobs:
+            job.abort()
+
+    def join(self, deadline: Deadline) -> bool:
+        with self._lock:
+            threads = list(self._conns)
+        return join_threads(threads, deadline)
 
     def __len__(self) -> int:
         with self._lock:
@@ -111,7 +118,8 @@ class Connections(ConnectionThreads):
 
 
 class ServedForward:
-    """What the forwards share around start() and close()."""
+    """What the forwards share: the thread-owner shape (pyd.host.threads). As a context
+    manager it starts, then closes and waits for its threads."""
 
     _conns: ConnectionThreads
 
@@ -119,6 +127,10 @@ class ServedForward:
         raise NotImplementedError
 
     def close(self) -> None:
+        """Stops accepting and aborts live connections; no waits."""
+        raise NotImplementedError
+
+    def join(self, deadline: Deadline) -> bool:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
@@ -127,6 +139,7 @@ class ServedForward:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        self.join(Deadline(CLOSE_WAIT))
 
     def live_connections(self) -> int:
         return len(self._conns)

@@ -10,16 +10,19 @@ from typing import Protocol
 
 import paramiko
 
+from pyd.host.threads import Deadline
 from pyd.relay.pump import HostStream
 
 
 class DockerForward(Protocol):
-    """A host endpoint whose connections are relayed to channels from `open_channel`."""
+    """A host endpoint whose connections are relayed to channels from `open_channel`; a
+    thread owner (pyd.host.threads)."""
 
     @property
     def endpoint(self) -> str: ...
     def start(self) -> None: ...
     def close(self) -> None: ...
+    def join(self, deadline: Deadline) -> bool: ...
 
 
 def pipe_name(instance: str) -> str:

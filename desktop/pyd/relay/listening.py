@@ -2,7 +2,9 @@
 accepts on the listener and hands every connection to the forward's Connections.
 
 The thread sleeps in a selector on the listener and on one end of a socket pair; close()
-writes to the other end, so the loop wakes and ends at once instead of polling for it.
+writes to the other end, so the loop wakes and ends at once instead of polling for it. The
+thread closes the listener itself on its way out: closed from another thread, its descriptor
+could be reused while the selector still holds it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import selectors
 import socket
 import threading
 
+from pyd.host.threads import Deadline, join_threads
 from pyd.relay.connections import ConnectionThreads, ServedForward
 
 log = logging.getLogger("pyd.relay")
@@ -20,8 +23,8 @@ log = logging.getLogger("pyd.relay")
 
 class ListeningForward(ServedForward):
     """A forward serving a listening socket: a subclass's start() binds it and hands it to
-    _serve(); close() stops accepting, closes the listener (then _listener_closed()) and ends
-    live connections."""
+    _serve(); close() stops accepting (_unpublish() first) and aborts live connections; the
+    accept thread closes the listener as it ends; join() waits for it all."""
 
     def __init__(self, conns: ConnectionThreads) -> None:
         self._conns = conns
@@ -31,25 +34,21 @@ class ListeningForward(ServedForward):
         self._thread: threading.Thread | None = None
 
     def close(self) -> None:
-        """Stops accepting and ends live connections."""
+        """Stops accepting and aborts live connections; no waits."""
         self._closing.set()
+        self._unpublish()
         if self._wake is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # closed already: the thread has ended
                 self._wake[1].send(b"x")
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-            self._listener_closed()
-        self._conns.close_all()
-        if self._wake is not None:
-            for end in self._wake:
-                end.close()
-            self._wake = None
+        self._conns.close()
 
-    def _listener_closed(self) -> None:
-        """Runs in close() once the listener is closed, before live connections end."""
+    def join(self, deadline: Deadline) -> bool:
+        accepting = join_threads([self._thread] if self._thread is not None else [], deadline)
+        return self._conns.join(deadline) and accepting
+
+    def _unpublish(self) -> None:
+        """Runs in close(): takes the address from new clients before close() returns (a Unix
+        socket's file: the directory it is in may be removed next)."""
 
     def _prepare(self, conn: socket.socket) -> None:
         """Runs on each accepted connection (blocking by now) before it is relayed."""
@@ -67,9 +66,18 @@ class ListeningForward(ServedForward):
     def _accept(self) -> None:
         listener, wake = self._listener, self._wake
         assert listener is not None and wake is not None
+        try:
+            self._accept_until_closed(listener, wake[0])
+        finally:
+            self._listener = None
+            listener.close()
+            for end in wake:
+                end.close()
+
+    def _accept_until_closed(self, listener: socket.socket, wake: socket.socket) -> None:
         with selectors.DefaultSelector() as sel:
             sel.register(listener, selectors.EVENT_READ)
-            sel.register(wake[0], selectors.EVENT_READ)
+            sel.register(wake, selectors.EVENT_READ)
             while not self._closing.is_set():
                 sel.select()
                 while not self._closing.is_set():  # everything queued, then wait again

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pyd.errors import PydError
+from pyd.host.threads import Deadline, join_threads
 from pyd.relay.connections import Connections, OpenChannel, Refuse, ServedForward
 from pyd.relay.endpoint import pipe_name
 
@@ -53,6 +54,9 @@ class NamedPipeForward(ServedForward):
         self._closing = self._conns.closing
         self._thread: threading.Thread | None = None
         self._server: object | None = None
+        # stop() (close()) and close() (the accept thread, on its way out) never overlap: a
+        # stop after the close would signal a handle that may have been reused.
+        self._server_lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
@@ -77,20 +81,27 @@ class NamedPipeForward(ServedForward):
             log.info("serving %s", self.path)
 
     def close(self) -> None:
-        """Stops accepting and ends live connections."""
+        """Stops accepting and aborts live connections; no waits."""
         self._closing.set()
         if sys.platform == "win32" and isinstance(self._server, _PipeServer):
-            self._server.stop()
-        if self._thread is not None:
-            self._thread.join(10)
-        self._conns.close_all()
-        if sys.platform == "win32" and isinstance(self._server, _PipeServer):
-            self._server.close()
+            with self._server_lock:
+                self._server.stop()
+        self._conns.close()
 
+    def join(self, deadline: Deadline) -> bool:
+        accepting = join_threads([self._thread] if self._thread is not None else [], deadline)
+        return self._conns.join(deadline) and accepting
 
     if sys.platform == "win32":
 
         def _serve(self, server: _PipeServer) -> None:
+            try:
+                self._accept_until_closed(server)
+            finally:
+                with self._server_lock:
+                    server.close()
+
+        def _accept_until_closed(self, server: _PipeServer) -> None:
             while not self._closing.is_set():
                 try:
                     stream = server.accept()

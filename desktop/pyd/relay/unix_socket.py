@@ -141,15 +141,17 @@ class UnixSocketListener(ListeningForward):
         self._serve(listener)
         log.info("serving %s", self.path)
 
-    def _listener_closed(self) -> None:
+    def _unpublish(self) -> None:
         # close() removes the socket file, but only our own: a later agent may have replaced
-        # it meanwhile.
+        # it meanwhile. Removing it while the listener is still open is harmless: a connect()
+        # finds no file.
         try:
             st = self.path.lstat()
         except FileNotFoundError:
             return
         if (st.st_dev, st.st_ino) == self._inode:
-            self.path.unlink()
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
 
 
 class UnixSocketForward(UnixSocketListener):
