@@ -5,7 +5,7 @@ The pipe is made the way dockerd makes `\\.\pipe\docker_engine` (go-winio's List
 the docker CLI's pipe client (go-winio DialPipe) is what talks to it:
 - message type, byte read mode: the only way a named pipe has of half-closing. go-winio's
   CloseWrite writes a zero-length message, and its reader takes a zero-byte read as EOF. We
-  do the same both ways, which `docker run -i` and `docker exec` need (see relay.py).
+  do the same both ways, which `docker run -i` and `docker exec` need (see pump.py).
 - PIPE_REJECT_REMOTE_CLIENTS: never reachable over SMB.
 - a DACL granting access to the current user only (its SID), protected from inheritance.
 - FILE_FLAG_FIRST_PIPE_INSTANCE on the first instance: if someone else already serves the
