@@ -18,7 +18,7 @@
   ends the session (the guest's PTY hangs up).
 
 The same session runs in `pyd docker` itself (run_in_guest, on a connection of its own) and
-in the host agent for a `pyd docker` client (GuestSession held_by_client, on the agent's
+in the host agent for a `pyd docker` client (GuestSession with held_by_client, on the agent's
 connection, with the client's descriptors): the client then keeps the terminal and passes
 its signals on (pyd.agent.exec_server).
 
