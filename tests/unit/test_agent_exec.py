@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import paramiko
 import pytest
@@ -27,11 +28,20 @@ from pyd.agent.exec_server import exec_server
 from pyd.agent.session import SSHDown
 from pyd.errors import PydError
 from pyd.guestdocker.agent_link import AgentCommandError, run_through_agent
-from pyd.guestdocker.exec_protocol import ExecRequest, encode_request
+from pyd.guestdocker.exec_protocol import (
+    HEADER,
+    STREAM_FDS,
+    ExecRequest,
+    decode_message,
+    decode_request,
+    encode_request,
+    request_length,
+)
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.streams import HostStreams
 from pyd.relay.unix_socket import UnixSocketListener
 from tests.unit.fakeguest import Guest
+from tests.unit.polling import until
 
 WAIT = 30.0
 
@@ -47,12 +57,8 @@ def sock_dir() -> Iterator[Path]:
 def serving(
     sock_dir: Path, transport: Callable[[], paramiko.Transport]
 ) -> Iterator[UnixSocketListener]:
-    server = exec_server(sock_dir / "exec.sock", transport)
-    server.start()
-    try:
+    with exec_server(sock_dir / "exec.sock", transport) as server:  # closed and joined after
         yield server
-    finally:
-        server.close()
 
 
 def _run(path: Path, tmp_path: Path, *args: str) -> tuple[int | None, bytes, bytes]:
@@ -68,11 +74,7 @@ def _run(path: Path, tmp_path: Path, *args: str) -> tuple[int | None, bytes, byt
 
 
 def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not after {WAIT:.0f} s")
-        time.sleep(0.05)
+    until(condition, WAIT, 0.01, what)
 
 
 def _gone(pid: int) -> bool:
@@ -263,12 +265,10 @@ def test_a_closed_stdin_reads_as_empty(sock_dir: Path, transport: paramiko.Trans
     assert (client.returncode, client.stdout, client.stderr) == (0, b"done\n", b"")
 
 
-
 def test_a_signal_before_the_request_waits_for_it(tmp_path: Path) -> None:
     """A window change or Ctrl-C while the request is still being sent goes after it: the
     agent reads the request first (it refused the spliced bytes before)."""
     from pyd.guestdocker.agent_link import _Link
-    from pyd.guestdocker.exec_protocol import HEADER, decode_message, decode_request
 
     client, agent = socket.socketpair()
     with client, agent, open(os.devnull, "rb") as null:
@@ -294,17 +294,36 @@ def test_the_client_gives_up_on_the_third_ctrl_c_when_the_agent_is_stuck(
     sock_dir.mkdir()
     stuck = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     stuck.bind(str(sock_dir / "exec.sock"))
-    stuck.listen(1)  # accepts (the backlog does) and never answers
+    stuck.listen(1)
+    stuck.settimeout(WAIT)
     with stuck:
         client = _client(sock_dir, "true", stderr=subprocess.PIPE)
-        time.sleep(1.0)  # Python started, the request sent: waiting for the answer
-        for _ in range(3):
-            assert client.poll() is None
-            client.send_signal(signal.SIGINT)
-            time.sleep(0.2)
-        assert client.wait(WAIT) == 128 + signal.SIGINT
-    # (Only now: the descriptors the client sent sit in the unaccepted connection.)
+        agent, _ = stuck.accept()  # and never answers
+        with agent:
+            agent.settimeout(WAIT)
+            # The request has come, so the client's signal handlers are in place.
+            header, fds, _flags, _addr = socket.recv_fds(agent, HEADER.size, STREAM_FDS)
+            for fd in fds:  # the client's stderr among them: its end of file needs ours closed
+                os.close(fd)
+            body = _recv_exactly(agent, request_length(header))
+            assert decode_request(body).command.args == ("true",)
+            lines = agent.makefile("rb")
+            for _ in range(2):  # passed on to the command, as long as the client waits
+                client.send_signal(signal.SIGINT)
+                assert decode_message(lines.readline()) == {"signal": signal.SIGINT}
+            client.send_signal(signal.SIGINT)  # the third: it gives up
+            assert client.wait(WAIT) == 128 + signal.SIGINT
+            lines.close()
     assert client.stderr is not None and b"Traceback" not in client.stderr.read()
+
+
+def _recv_exactly(conn: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        assert chunk, "the client hung up mid-request"
+        data += chunk
+    return data
 
 
 def test_ctrl_z_stops_the_commands_output_until_continued(
@@ -318,20 +337,29 @@ def test_ctrl_z_stops_the_commands_output_until_continued(
             assert client.stdout.readline() == b"0\n"
             client.send_signal(signal.SIGTSTP)
             _wait_for(lambda: _state(client.pid) == "T", "the client stopped")
-            time.sleep(0.5)  # what was on its way when the agent paused
             os.set_blocking(client.stdout.fileno(), False)
-            with contextlib.suppress(BlockingIOError, TypeError):
-                while client.stdout.read():
-                    pass
-            time.sleep(1.0)
-            assert client.stdout.read() is None  # nothing new while stopped
-            os.set_blocking(client.stdout.fileno(), True)
+            # What was on its way arrives, then nothing, though the command ticks on.
+            _wait_for(lambda: _quiet(client.stdout, 0.3), "the output paused")
             client.send_signal(signal.SIGCONT)
-            assert client.stdout.readline().strip().isdigit()  # ticking again
+            _wait_for(lambda: not _quiet(client.stdout, 0.3), "the output going on")
         finally:
             client.send_signal(signal.SIGCONT)
             client.kill()
             client.wait()
+
+
+def _quiet(stream: IO[bytes], seconds: float) -> bool:
+    """Nothing comes on the non-blocking `stream` for `seconds` (the time is the thing
+    tested: a paused command's output)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            if os.read(stream.fileno(), 65536):
+                return False
+        except BlockingIOError:
+            pass
+        time.sleep(0.01)
+    return True
 
 
 def _state(pid: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ from pyd.ports.container_watch import ContainerWatch
 from pyd.relay.endpoint import make_docker_forward
 from pyd.relay.http_refusal import refusal_response
 from tests.unit.in_threads import run_in_threads
+from tests.unit.polling import until
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
 
 # -- the verdict ----------------------------------------------------------------------------
@@ -179,11 +181,9 @@ def test_container_watch_closes_at_once_under_a_blocked_event_stream() -> None:
             lists.append,
         )
         watch.start()
-        deadline = time.monotonic() + 5
-        while not lists and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert lists == [[]]  # subscribed, listed, now blocked on the event stream
-        time.sleep(0.1)
+        until(lambda: lists, 5, what="the containers listed")
+        assert lists == [[]]  # subscribed, listed, now blocking on the event stream:
+        until(lambda: _reading_a_channel(watch._thread), 5, what="the watch blocked")
         t0 = time.monotonic()
         watch.close()
         assert watch.join(Deadline(0.5))
@@ -191,3 +191,14 @@ def test_container_watch_closes_at_once_under_a_blocked_event_stream() -> None:
     finally:
         client.close()
         server.close()
+
+
+def _reading_a_channel(thread: threading.Thread) -> bool:
+    """`thread` waits in a paramiko channel's read (its stack, as the interpreter has it)."""
+    frame = sys._current_frames().get(thread.ident or 0)
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "read" and code.co_filename.endswith("buffered_pipe.py"):
+            return True
+        frame = frame.f_back
+    return False

@@ -24,6 +24,7 @@ from pyd.agent.keeper import (
 )
 from pyd.agent.status_file import AgentState, AgentStatus, read_status
 from pyd.instance.files import InstanceFiles
+from tests.unit.polling import until
 
 TOKEN = "t0k3n"
 
@@ -102,7 +103,7 @@ def test_giving_up_leaves_a_failed_status_with_a_hint() -> None:
 # "kill" (SIGKILL itself), "exit3" (exit without a word), "stop" (write a stopped status
 # and exit 0), "serve" (write ready, wait for SIGTERM, write stopped).
 CHILD = r"""
-import json, os, signal, sys, time
+import json, os, signal, sys, threading, time
 root, plan = sys.argv[1], sys.argv[2].split(",")
 runs = os.path.join(root, "runs")
 n = len(open(runs).read()) if os.path.exists(runs) else 0
@@ -124,8 +125,7 @@ elif turn == "stop":
 else:
     signal.signal(signal.SIGTERM, lambda *_: (status("stopped"), sys.exit(0)))
     status("ready")
-    while True:
-        time.sleep(0.05)
+    threading.Event().wait()  # serves until SIGTERM
 """.replace("TOKEN", TOKEN)
 
 
@@ -184,10 +184,12 @@ def test_a_stop_request_reaches_the_agent_and_ends_the_keeper(tmp_path: Path) ->
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(keeper.run()))
     runner.start()
-    deadline = time.monotonic() + 30
-    while (s := read_status(tmp_path / "agent.json")) is None or s.state != AgentState.READY:
-        assert time.monotonic() < deadline, "the child never became ready"
-        time.sleep(0.02)
+
+    def ready() -> bool:
+        s = read_status(tmp_path / "agent.json")
+        return s is not None and s.state == AgentState.READY
+
+    until(ready, 30, what="the child ready")
     keeper.request_stop()  # what the SIGTERM handler does
     runner.join(timeout=30)
     assert result == [0]
@@ -233,10 +235,7 @@ def test_a_restart_takes_the_waiting_standby(tmp_path: Path) -> None:
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(keeper.run()))
     runner.start()
-    deadline = time.monotonic() + 30
-    while keeper.standby is None:  # the first agent serves; a standby waits beside it
-        assert time.monotonic() < deadline, "no standby"
-        time.sleep(0.02)
+    until(lambda: keeper.standby is not None, 30, what="a standby beside the first agent")
     first = read_keeper_status(tmp_path / "keeper.json")
     assert first is not None
     os.kill(first.agent_pid, signal.SIGKILL)
