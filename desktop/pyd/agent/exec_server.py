@@ -1,8 +1,8 @@
 """The agent's exec socket: `pyd docker` clients have their command run on the agent's open
-SSH connection, saving each command the SSH handshake (about half a second with an emulated
-guest). The protocol is in pyd.guestdocker.exec_protocol; the session is the same one
-`pyd docker` runs when it connects by itself (pyd.guestdocker.run), here reading and writing
-the client's own stdin, stdout and stderr, passed over the socket.
+SSH connection, saving each command the SSH handshake (slow with an emulated guest). The
+protocol is in pyd.guestdocker.exec_protocol; the session is the same one `pyd docker` runs
+when it connects by itself (pyd.guestdocker.run), here reading and writing the client's own
+stdin, stdout and stderr, passed over the socket.
 
 Who may connect is decided as for the Docker socket: 0600 in the instance's private socket
 directory (pyd.relay.unix_socket). POSIX hosts only: Windows has no descriptor passing, and

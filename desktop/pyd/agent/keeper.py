@@ -11,8 +11,8 @@ forwards SIGTERM from `pyd stop`), the VM gone, or a failure the agent explained
 agent's last word in agent.json (state stopped or failed) tells those from a crash.
 
 Once an agent has run a few seconds, the keeper starts a standby: Python up and the agent's
-modules imported, waiting for a word on its stdin; a restart then skips that part (~0.3 s,
-for one idle process's memory).
+modules imported, waiting for a word on its stdin; a restart then skips that part, for one
+idle process's memory.
 
 The restart policy (RestartPolicy, death_cause) is pure; `main` is the side effects.
 """
@@ -130,7 +130,8 @@ def gave_up_status(
 
 
 # A standby agent: Python started and the agent's modules (paramiko, cryptography) imported,
-# waiting for the keeper's word on stdin. It saves a restart ~0.3 s of the 2 s it may take.
+# waiting for the keeper's word on stdin: a restart, which must bring Docker back within 2 s,
+# skips starting Python and importing them.
 # Anything but the word (the keeper gone: end of file) and it exits.
 # Set for an agent the keeper starts in place of one that was ready (pyd.agent.main reads it):
 # the VM ran and its engine answered moments ago, so it serves Docker as soon as SSH is up.
