@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
 from filelock import FileLock, Timeout
@@ -32,7 +32,7 @@ from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
 from pyd.host.private_files import write_private_text
-from pyd.host.threads import Deadline, join_threads
+from pyd.host.threads import Deadline, ThreadOwner, close_all, join_threads
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.instance.state import load_state
@@ -43,8 +43,7 @@ from pyd.mounts.worker import MountManager
 from pyd.ports.container_watch import ContainerWatch
 from pyd.ports.forwards import Forward
 from pyd.ports.manager import PortManager
-from pyd.relay.endpoint import DockerForward, docker_endpoint, make_docker_forward
-from pyd.relay.unix_socket import UnixSocketListener
+from pyd.relay.endpoint import docker_endpoint, make_docker_forward
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
 from pyd.ssh.openssh import known_hosts_line
@@ -52,7 +51,9 @@ from pyd.ssh.streamlocal import open_streamlocal
 
 log = logging.getLogger("pyd.agent")
 
-BOOT_TIMEOUT = 300.0  # QEMU start to engine answer under software emulation: ~20 s
+Part = TypeVar("Part", bound=ThreadOwner)
+
+BOOT_TIMEOUT = 300.0  # QEMU start to engine answer: far longer under software emulation
 RECONNECT_WAIT = 30.0  # how long a port or exec connection waits for SSH to come back
 # Once ready, a Docker connection waits for a reconnect only this long after the link was
 # found dead: a blip (sshd restarted, one dropped connection) is bridged, while in a real
@@ -66,7 +67,7 @@ TICK = 0.5  # the supervisor's period
 # moment to report it, and the user should learn it within 2 s.
 TICK_DOWN = 0.2
 DISK_EVERY = 30.0  # the data disk's use is asked this often (seconds), and at once when ready
-MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (~1 s each under emulation)
+MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (slower under emulation)
 
 
 CLOSE_WAIT = 5.0  # stopping: every part's threads get this long, together (pyd stop waits 10)
@@ -103,9 +104,9 @@ class Agent:
         self._last_word = False  # stopped or failed is published: nothing may overwrite it
         self.ports: PortManager | None = None
         self.mounts: MountManager | None = None
-        self.watch: ContainerWatch | None = None
-        self.forward: DockerForward | None = None
-        self.exec: UnixSocketListener | None = None
+        self._parts: list[ThreadOwner] = []  # what serves: closed on the way out
+        self._parts_lock = threading.Lock()
+        self._closing = False  # no part may start once set
         self._config_seen = 0
         self._disk_thread: threading.Thread | None = None
         self._thread = threading.Thread(target=self._body, name="pyd-agent", daemon=True)
@@ -216,15 +217,25 @@ class Agent:
             self._ended = not self.stop.is_set()
             self.stop.set()
 
+    def _adopt(self, part: Part) -> Part:
+        """Registers `part` (not started yet) to be closed on the way out; once that has
+        begun, unwinds the agent's thread instead."""
+        with self._parts_lock:
+            if self._closing:
+                raise AgentStopped()
+            self._parts.append(part)
+        return part
+
     def _close_parts(self) -> None:
-        # The link first: whatever waits for it (a share's worker, a connection) stops
-        # waiting at once, and the parts below close without a wait.
-        self.close()
-        self.session.close()
-        for part in (self.watch, self.ports, self.mounts, self.forward, self.exec):
-            if part is not None:
-                part.close()
-        self.join(Deadline(CLOSE_WAIT))
+        with self._parts_lock:
+            self._closing = True
+            parts = self._parts[::-1]  # the last started first
+        # The agent's thread, then the link: whatever waits for it (a share's worker, a
+        # connection) stops waiting at once. All close first, then all are waited for.
+        owners: list[ThreadOwner] = [self, self.session, *parts]
+        if not close_all(owners, CLOSE_WAIT):
+            late = [type(o).__name__ for o in owners if not o.join(Deadline(0))]
+            log.warning("still running after %.0f s: %s", CLOSE_WAIT, ", ".join(late))
 
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: only sets the event the main thread waits on."""
@@ -251,13 +262,13 @@ class Agent:
         # else the keeper's restart of a dead agent, Docker back within 2 s: the engine answered
         # moments ago, and the dead agent's share sessions (ssh and SFTP server processes of
         # their own) serve the old mounts until the new ones replace them.
-        self.forward = make_docker_forward(
+        forward = make_docker_forward(
             self.name,
             self.files.docker_sock,
             self._open_docker_channel,
             unreachable=self._docker_unreachable,
         )
-        self.forward.start()
+        self._adopt(forward).start()
         self._start_exec_socket()
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
         self._ready = True
@@ -272,25 +283,26 @@ class Agent:
         it they still work, each on a connection of its own: a failure here is logged only."""
         if sys.platform == "win32":
             return
-        server = exec_server(self.files.exec_sock, self._exec_transport)
+        server = self._adopt(exec_server(self.files.exec_sock, self._exec_transport))
         try:
             server.start()
         except PydError as e:
             log.warning("pyd docker will connect by itself: %s", e.message)
-            return
-        self.exec = server
 
     def _start_mounts(self, cfg: InstanceConfig) -> None:
         server = choose_server(sys.platform, os.environ)
         target = self.session.target
         files = self.files
         write_atomic(files.known_hosts, known_hosts_line(target.port, target.host_public_key))
-        self.mounts = MountManager(
-            self.session.transport,
-            server,
-            lambda report: self._publish(lambda s: replace(s, mounts=report)),
-            find_endpoint(target.port, files.client_key, files.known_hosts, os.environ),
+        self.mounts = self._adopt(
+            MountManager(
+                self.session.transport,
+                server,
+                lambda report: self._publish(lambda s: replace(s, mounts=report)),
+                find_endpoint(target.port, files.client_key, files.known_hosts, os.environ),
+            )
         )
+        self.mounts.start()
         self.mounts.set_shares(cfg.mounts)
 
     def _wait_for_mounts(self) -> None:
@@ -305,15 +317,16 @@ class Agent:
 
     def _start_ports(self, cfg: InstanceConfig) -> None:
         """Published container ports and manual forwards follow the engine and config.toml."""
-        self.ports = PortManager(
-            self._open_tcp,
-            cfg.ports_bind,
-            cfg.port_forwards,
-            lambda report: self._publish(lambda s: replace(s, ports=report)),
+        self.ports = self._adopt(
+            PortManager(
+                self._open_tcp,
+                cfg.ports_bind,
+                cfg.port_forwards,
+                lambda report: self._publish(lambda s: replace(s, ports=report)),
+            )
         )
-        self.ports.set_config(cfg.ports_bind, cfg.port_forwards)  # manual ones open now
-        self.watch = ContainerWatch(self._open_docker_channel, self._containers_changed)
-        self.watch.start()
+        self.ports.start()  # manual ones open now
+        self._adopt(ContainerWatch(self._open_docker_channel, self._containers_changed)).start()
 
     def _containers_changed(self, containers: list[Mapping[str, Any]]) -> None:
         if self.ports is not None:
