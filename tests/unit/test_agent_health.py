@@ -22,6 +22,7 @@ from pyd.host.threads import Deadline
 from pyd.ports.container_watch import ContainerWatch
 from pyd.relay.endpoint import make_docker_forward
 from pyd.relay.http_refusal import refusal_response
+from pyd.vm.backends.base import VMState
 from tests.unit.in_threads import run_in_threads
 from tests.unit.polling import until
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
@@ -30,13 +31,13 @@ from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
 
 
 def test_a_live_link_is_ready_whatever_else() -> None:
-    assert verdict("running", "") == verdict("", "") == verdict("unknown", "")
-    assert verdict("running", "").state == AgentState.READY
-    assert verdict("running", "").docker == ""
+    assert verdict(VMState.RUNNING, "") == verdict(None, "")  # None: cannot be told
+    assert verdict(VMState.RUNNING, "").state == AgentState.READY
+    assert verdict(VMState.RUNNING, "").docker == ""
 
 
 def test_a_dead_link_says_why_and_that_it_reconnects() -> None:
-    v = verdict("running", "no reply in 3.5 s")
+    v = verdict(VMState.RUNNING, "no reply in 3.5 s")
     assert v.state == AgentState.RECONNECTING
     assert "no reply in 3.5 s" in v.error and "reconnecting" in v.error
     assert v.docker.startswith("pyd: the SSH link to the VM is down")
@@ -44,13 +45,13 @@ def test_a_dead_link_says_why_and_that_it_reconnects() -> None:
 
 
 def test_a_paused_vm_says_so_and_how_to_resume() -> None:
-    v = verdict("paused", "no reply")
+    v = verdict(VMState.PAUSED, "no reply")
     assert (v.state, v.error) == (AgentState.RECONNECTING, "the VM is paused")
     assert "pyd start" in v.hint and "pyd start" in v.docker
 
 
-@pytest.mark.parametrize("vm", ["stopped", "absent"])
-def test_a_vm_gone_is_a_failure_with_the_way_back(vm: str) -> None:
+@pytest.mark.parametrize("vm", [VMState.STOPPED, VMState.ABSENT])
+def test_a_vm_gone_is_a_failure_with_the_way_back(vm: VMState) -> None:
     v = verdict(vm, "the SSH connection to the VM closed")
     assert v.state == AgentState.FAILED
     assert "stopped unexpectedly" in v.error and "pyd start" in v.hint

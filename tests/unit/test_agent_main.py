@@ -26,6 +26,7 @@ from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.heartbeat import Heartbeat
 from pyd.ssh.keys import generate_keypair, write_private
+from pyd.vm.backends.base import VMState
 from tests.unit.execserver import ExecSSHServer
 from tests.unit.linkproxy import LinkProxy
 from tests.unit.polling import until
@@ -70,7 +71,7 @@ class Stand:
     proxy: LinkProxy
     files: InstanceFiles
     key: Path
-    vm: list[str]  # what the VM's backend says: vm[0]
+    vm: list[VMState | None]  # what the VM's backend says: vm[0]
 
     def session(self, port: int | None = None) -> SSHSession:
         target = SSHTarget(
@@ -101,7 +102,7 @@ def stand(tmp_path: Path) -> Iterator[Stand]:
     # No shares (the defaults would share the home directory) and no manual forwards.
     (root / "config.toml").write_text('mounts = []\n[ports]\nbind = "localhost"\n')
     try:
-        yield Stand(server, proxy, InstanceFiles(root), key, ["running"])
+        yield Stand(server, proxy, InstanceFiles(root), key, [VMState.RUNNING])
     finally:
         proxy.close()
         server.close()
@@ -209,7 +210,7 @@ def test_nothing_overwrites_the_last_word(stand: Stand, running: Running) -> Non
 
 def test_a_vm_gone_while_booting_fails_with_the_reason(stand: Stand) -> None:
     stand.proxy.cut(hold=True)
-    stand.vm[0] = "stopped"
+    stand.vm[0] = VMState.STOPPED
     r = Running(stand.agent())
     assert r.ended(5)
     assert r.code == 1
@@ -222,7 +223,7 @@ def test_a_bug_in_the_agent_is_raised_and_leaves_no_last_word(stand: Stand) -> N
     """The keeper restarts an agent that died without saying why: a traceback, and neither
     stopped nor failed in agent.json."""
 
-    def broken() -> str:
+    def broken() -> VMState:
         raise RuntimeError("a bug")
 
     stand.proxy.cut(hold=True)
@@ -263,9 +264,24 @@ def test_while_the_link_is_down_docker_clients_are_told_why_at_once(
 def test_a_vm_gone_under_a_ready_agent_is_failed_until_stopped(
     stand: Stand, running: Running
 ) -> None:
-    stand.vm[0] = "stopped"
+    stand.vm[0] = VMState.STOPPED
     stand.proxy.cut()
     until(lambda: stand.status() == AgentState.FAILED, 5, what="failed published")
     reply = http_get(stand.files.docker_sock)
     assert b"the VM stopped unexpectedly" in reply
     assert running.thread.is_alive()  # it stays, saying so, until `pyd start` or `pyd stop`
+
+
+def test_a_paused_vm_is_published_as_such_and_its_resume_as_ready(
+    stand: Stand, running: Running
+) -> None:
+    stand.vm[0] = VMState.PAUSED
+    stand.proxy.cut(hold=True)  # a paused guest's port accepts and never answers
+    until(lambda: stand.status() == AgentState.RECONNECTING, 5, what="reconnecting published")
+    status = read_status(stand.files.agent_status)
+    assert status is not None and (status.vm, status.error) == ("paused", "the VM is paused")
+    stand.vm[0] = VMState.RUNNING
+    stand.proxy.restore()
+    until(lambda: stand.status() == AgentState.READY, 5, what="ready again")
+    status = read_status(stand.files.agent_status)
+    assert status is not None and (status.vm, status.error) == ("running", "")

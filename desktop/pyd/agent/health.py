@@ -8,10 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pyd.agent.status_file import AgentState
+from pyd.vm.backends.base import VMState
 
-# VM states as pyd.vm.backends.base.VMState values (strings here: this module imports no backend).
-VM_RUNNING, VM_PAUSED, VM_STOPPED, VM_ABSENT = "running", "paused", "stopped", "absent"
-VM_GONE = (VM_STOPPED, VM_ABSENT)
+
+def gone(vm: VMState | None) -> bool:
+    """No QEMU process runs for the VM (stopped, or no VM at all); None: cannot be told."""
+    return vm is not None and not vm.exists
 
 
 @dataclass(frozen=True)
@@ -22,17 +24,17 @@ class Verdict:
     docker: str = ""  # what a Docker client is told; "" while the engine is reachable
 
 
-def verdict(vm: str, link_down: str) -> Verdict:
-    """`vm`: the VM's state ("" or "unknown" when it cannot be told); `link_down`: why the SSH
-    link is down, "" while it is up."""
-    if vm in VM_GONE:
+def verdict(vm: VMState | None, link_down: str) -> Verdict:
+    """`vm`: the VM's state, None when it cannot be told; `link_down`: why the SSH link is
+    down, "" while it is up."""
+    if gone(vm):
         return Verdict(
             AgentState.FAILED,
             "the VM stopped unexpectedly (its QEMU process is gone)",
             "run `pyd start` to boot it again; `pyd logs` shows the guest console",
             "pyd: the VM stopped unexpectedly; run `pyd start` to boot it again",
         )
-    if vm == VM_PAUSED:
+    if vm is VMState.PAUSED:
         return Verdict(
             AgentState.RECONNECTING,
             "the VM is paused",

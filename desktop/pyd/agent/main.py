@@ -22,7 +22,7 @@ from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.docker_api import GUEST_DOCKER_SOCKET
 from pyd.agent.engine import wait_for_engine
 from pyd.agent.exec_server import exec_server
-from pyd.agent.health import VM_GONE, VM_PAUSED, VM_RUNNING, VM_STOPPED, verdict
+from pyd.agent.health import gone, verdict
 from pyd.agent.keeper import RESTARTED_ENV
 from pyd.agent.session import SSHDown, SSHSession
 from pyd.agent.status_file import AgentState, AgentStatus
@@ -48,6 +48,7 @@ from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
 from pyd.ssh.openssh import known_hosts_line
 from pyd.ssh.streamlocal import open_streamlocal
+from pyd.vm.backends.base import VMState
 
 log = logging.getLogger("pyd.agent")
 
@@ -86,17 +87,17 @@ class Agent:
         files: InstanceFiles,
         name: str,
         launch: str,
-        vm_state: Callable[[], str],
+        vm_state: Callable[[], VMState | None],
         session: SSHSession,
     ) -> None:
         self.files = files
         self.name = name
-        self.vm_state = vm_state  # the backend's VMState value; "unknown" when it cannot tell
+        self.vm_state = vm_state  # as the VM's backend tells it; None when it cannot
         self.session = session  # not connected yet
         self.stop = threading.Event()  # the signal handler sets it; so does the end of _body
         self._wake = threading.Event()  # the link went down or came back: look now
         self._ready = False
-        self._vm = ""  # what the supervisor last saw of the VM
+        self._vm: VMState | None = None  # what the supervisor last saw of the VM
         self._fatal: PydError | None = None  # from the SSH keeper: the agent must fail
         self._health_lock = threading.Lock()  # the supervisor and the SSH keeper both judge
         self.status = AgentStatus(AgentState.STARTING, os.getpid(), launch=launch)
@@ -142,7 +143,7 @@ class Agent:
 
     def _link_wait(self, ready_wait: float) -> float:
         """How long a new connection may wait for the SSH link: none once the VM is gone."""
-        if self._vm in VM_GONE:
+        if gone(self._vm):
             return 0.0
         return ready_wait if self._ready else RECONNECT_WAIT
 
@@ -272,8 +273,9 @@ class Agent:
         self._start_exec_socket()
         host = docker_endpoint(self.name, self.files.docker_sock, sys.platform)
         self._ready = True
-        self._vm = VM_RUNNING
-        self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=VM_RUNNING))
+        self._vm = VMState.RUNNING
+        running = VMState.RUNNING.value
+        self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=running))
         log.info("ready: %s", host)
         self._start_ports(cfg)
         return self._supervise()
@@ -361,7 +363,7 @@ class Agent:
         """While booting: raises when the VM is gone (a crashed boot fails at once), or when
         the agent is stopping."""
         self._check_stop()
-        if self.vm_state() in VM_GONE:
+        if gone(self.vm_state()):
             raise PydError(
                 "the VM stopped while the agent waited for it",
                 hint="see `pyd logs` (the guest console), then `pyd start`",
@@ -428,37 +430,40 @@ class Agent:
         if not self._ready:
             return
         down = self.session.down_reason
+        vm: VMState | None
         if down and self.session.refused:
-            vm = VM_STOPPED  # QEMU's port is closed: it is gone, whatever its backend says yet
+            vm = VMState.STOPPED  # QEMU's port is closed: it is gone, whatever its backend says
         elif down and probe:
             vm = self.vm_state()
-            if vm == VM_RUNNING and self.session.refused:
-                vm = VM_STOPPED
+            if vm is VMState.RUNNING and self.session.refused:
+                vm = VMState.STOPPED
         elif down:
             return
         else:
-            vm = VM_RUNNING
+            vm = VMState.RUNNING
         with self._health_lock:
             self._judge(down, vm)
 
-    def _judge(self, down: str, vm: str) -> None:
-        if vm == "unknown":
+    def _judge(self, down: str, vm: VMState | None) -> None:
+        if vm is None:
             vm = self._vm  # cannot tell now: keep what was seen
-        if down and vm == VM_RUNNING and self._vm == VM_PAUSED:
+        if down and vm is VMState.RUNNING and self._vm is VMState.PAUSED:
             self.session.retry_now()  # resumed: a fresh attempt gets through at once
         seen = verdict(vm, down)
         since = self.session.down_since
         status = self.status
-        if (status.state, status.error, status.vm) == (seen.state, seen.error, vm):
-            self._vm = vm
-            return
+        shown = vm.value if vm is not None else ""  # agent.json's "vm"
         self._vm = vm
+        if (status.state, status.error, status.vm) == (seen.state, seen.error, shown):
+            return
         if seen.state == AgentState.READY:
             log.info("ready again")
         else:
             log.warning("%s", seen.error)
         self._publish(
-            lambda s: replace(s.to(seen.state, seen.error, seen.hint), vm=vm, link_down_since=since)
+            lambda s: replace(
+                s.to(seen.state, seen.error, seen.hint), vm=shown, link_down_since=since
+            )
         )
 
 
@@ -527,19 +532,20 @@ def _more_descriptors() -> None:
             log.warning("cannot raise the descriptor limit from %d: %s", soft, e)
 
 
-def _vm_state_probe(name: str) -> Callable[[], str]:
-    """The VM's state as its backend tells it (a VMState value), "unknown" when it cannot."""
+def _vm_state_probe(name: str) -> Callable[[], VMState | None]:
+    """The VM's state as its backend tells it, None when it cannot."""
     from pyd.vm.backends.choice import backend_for
 
     backends: list[Any] = []  # made on first use: libvirt's connection is kept and reused
 
-    def probe() -> str:
+    def probe() -> VMState | None:
         try:
             if not backends:
                 backends.append(backend_for(name))
-            return str(backends[0].state().value)
+            state: VMState = backends[0].state()
+            return state
         except Exception as e:  # a probe must not take the agent down
             log.debug("cannot tell the VM's state: %s", e)
-            return "unknown"
+            return None
 
     return probe
