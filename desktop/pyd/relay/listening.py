@@ -31,15 +31,17 @@ class ListeningForward(ServedForward):
         self._closing = conns.closing
         self._listener: socket.socket | None = None
         self._wake: tuple[socket.socket, socket.socket] | None = None  # wakes the selector
+        self._wake_lock = threading.Lock()  # a wake never writes to an end being closed
         self._thread: threading.Thread | None = None
 
     def close(self) -> None:
         """Stops accepting and aborts live connections; no waits."""
         self._closing.set()
         self._unpublish()
-        if self._wake is not None:
-            with contextlib.suppress(OSError):  # closed already: the thread has ended
-                self._wake[1].send(b"x")
+        with self._wake_lock:
+            if self._wake is not None:
+                with contextlib.suppress(OSError):  # full: a wake is pending already
+                    self._wake[1].send(b"x")
         self._conns.close()
 
     def join(self, deadline: Deadline) -> bool:
@@ -71,8 +73,10 @@ class ListeningForward(ServedForward):
         finally:
             self._listener = None
             listener.close()
-            for end in wake:
-                end.close()
+            with self._wake_lock:
+                self._wake = None
+                for end in wake:
+                    end.close()
 
     def _accept_until_closed(self, listener: socket.socket, wake: socket.socket) -> None:
         with selectors.DefaultSelector() as sel:
