@@ -7,6 +7,7 @@ the signal handler sets, what it says when it fails or crashes, and what Docker 
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -170,14 +171,21 @@ def test_the_agent_publishes_its_phases_and_serves_docker_when_ready(
     assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"OK")
 
 
-def test_the_stop_event_ends_the_agent_with_stopped_and_no_threads_left(stand: Stand) -> None:
+def test_the_stop_event_ends_the_agent_with_stopped_and_no_threads_left(
+    stand: Stand, caplog: pytest.LogCaptureFixture
+) -> None:
     before = agent_threads()
     r = Running(stand.agent())
     until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
+    caplog.clear()
+    caplog.set_level(logging.INFO, "pyd.agent")
     t0 = time.monotonic()
     r.agent.request_stop()  # what the SIGTERM handler does, and all it does
     assert r.ended(5)
     assert time.monotonic() - t0 < 2
+    said = [rec.getMessage() for rec in caplog.records if rec.name == "pyd.agent"]
+    assert said[0] == "stopping on request" and said[-1].startswith("closed in ")
+    assert len(said) == 2, said  # nothing judged of a link closed on purpose
     assert (r.code, r.error) == (0, None)
     assert stand.status() == AgentState.STOPPED
     assert not stand.files.docker_sock.exists() and not stand.files.exec_sock.exists()

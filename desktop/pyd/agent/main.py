@@ -427,7 +427,7 @@ class Agent:
         QEMU's death closes the link's socket and its port at once, so a refused reconnect
         tells it (the SSH keeper calls this with `probe` False then): libvirtd, cleaning up
         after QEMU, keeps the domain's state locked for a second or two."""
-        if not self._ready:
+        if not self._ready or self.stop.is_set():  # stopping: the link closes on purpose
             return
         down = self.session.down_reason
         vm: VMState | None
