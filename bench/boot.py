@@ -18,6 +18,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from pyd.config.arches import get_arch
+from pyd.config.machine import machine_settings
 from pyd.host.loopback import free_loopback_port
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
@@ -28,8 +30,6 @@ from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import SSHTarget, wait_for_ssh
 from pyd.ssh.keys import generate_keypair, write_keypair
 from pyd.vm.accel import detect_accel
-from pyd.vm.arches import get_arch
-from pyd.vm.machine import machine_settings
 from pyd.vm.spec import Disk, GuestSpec
 from pyd.vm.throwaway import booted, check, elapsed, prepare, wait_for_docker
 from pyd.vm.throwaway_qemu import DirectVM

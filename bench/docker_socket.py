@@ -155,11 +155,11 @@ def main() -> None:
     args = ap.parse_args()
     command = args.command.split()
 
+    from pyd.config.arches import get_arch
     from pyd.host.paths import images_dir
     from pyd.image.build import build_image
     from pyd.image.cache import ImageCache
     from pyd.image.recipe import default_suite, recipe_dir
-    from pyd.vm.arches import get_arch
     from pyd.vm.throwaway import booted, prepare, wait_for_docker
 
     image, _ = build_image(

@@ -8,11 +8,11 @@ import subprocess
 import sys
 import time
 
+from pyd.config.arches import get_arch
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
-from pyd.vm.arches import get_arch
 
 MB = 1000 * 1000
 

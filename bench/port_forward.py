@@ -106,12 +106,12 @@ class _ThreadProfiler:
 @contextlib.contextmanager
 def booted_with_hostfwd(files: Any, image: Any) -> Iterator[tuple[Any, Any, int]]:
     """throwaway.booted(), plus a QEMU hostfwd from a free loopback port to GUEST_PORT."""
+    from pyd.config.arches import get_arch
+    from pyd.config.machine import machine_settings
     from pyd.host.loopback import free_loopback_port
     from pyd.vm.accel import detect_accel
-    from pyd.vm.arches import get_arch
     from pyd.vm.backends.qemu_cmdline import qemu_argv
     from pyd.vm.backends.qemu_process import require_qemu
-    from pyd.vm.machine import machine_settings
     from pyd.vm.spec import guest_spec
     from pyd.vm.throwaway import BOOT_TIMEOUT
     from pyd.vm.throwaway_qemu import DirectVM
@@ -258,11 +258,11 @@ def main() -> None:
     ap.add_argument("--profile", help="write the forwarder's cProfile stats here")
     args = ap.parse_args()
 
+    from pyd.config.arches import get_arch
     from pyd.host.paths import images_dir
     from pyd.image.build import build_image
     from pyd.image.cache import ImageCache
     from pyd.image.recipe import default_suite, recipe_dir
-    from pyd.vm.arches import get_arch
     from pyd.vm.throwaway import prepare
 
     image, _ = build_image(

@@ -31,11 +31,11 @@ from boot import one_boot
 from docker_socket import SSHForward, run_docker
 from forwarders import ssh_config
 from guest_idle import settle
+from pyd.config.arches import get_arch
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
-from pyd.vm.arches import get_arch
 from pyd.vm.throwaway import prepare
 
 NAME = "bench"

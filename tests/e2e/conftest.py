@@ -6,11 +6,11 @@ from pathlib import Path
 import paramiko
 import pytest
 
+from pyd.config.arches import get_arch
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
-from pyd.vm.arches import get_arch
 from pyd.vm.throwaway import booted, prepare, wait_for_docker
 from pyd.vm.throwaway_qemu import DirectVM
 

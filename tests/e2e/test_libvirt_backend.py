@@ -16,13 +16,14 @@ import libvirt
 import paramiko
 import pytest
 
+from pyd.config.arches import get_arch
+from pyd.config.machine import machine_settings
 from pyd.errors import EnvironmentProblem
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.ssh.connect import SSHTarget, ssh_while_booting
-from pyd.vm.arches import get_arch
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.libvirt_backend import (
     SYSTEM_URI,
@@ -31,7 +32,6 @@ from pyd.vm.backends.libvirt_backend import (
     runs_as_root,
 )
 from pyd.vm.backends.libvirt_xml import domain_xml
-from pyd.vm.machine import machine_settings
 from pyd.vm.spec import GuestSpec, guest_spec
 from pyd.vm.throwaway import BOOT_TIMEOUT, prepare, wait_for_docker
 

@@ -11,11 +11,10 @@ import paramiko
 import pytest
 
 from pyd.agent.session import SSHDown
-from pyd.agent.status_file import MountStatus
 from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
 from pyd.mounts.shares import Share
-from pyd.mounts.state import MountState
+from pyd.mounts.state import MountState, MountStatus
 from pyd.mounts.worker import UNMOUNT_SSH_WAIT, MountManager
 
 from .polling import until

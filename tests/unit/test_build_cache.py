@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from pyd.config.arches import get_arch
 from pyd.errors import ImageError
 from pyd.image.build import build_image
 from pyd.image.cache import ImageCache
 from pyd.image.verify import image_problems
-from pyd.vm.arches import get_arch
 
 RECIPE = """#!/bin/sh
 set -e

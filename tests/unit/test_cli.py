@@ -39,9 +39,9 @@ def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 
 
 def test_verify_detects_a_damaged_cached_file(tmp_path: Path) -> None:
+    from pyd.config.arches import get_arch
     from pyd.image.build import build_image
     from pyd.image.cache import ImageCache
-    from pyd.vm.arches import get_arch
 
     recipe = tmp_path / "recipe"
     recipe.mkdir()

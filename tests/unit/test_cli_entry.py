@@ -29,7 +29,7 @@ def test_docker_runs_without_typer_and_fails_as_every_command_does(tmp_path: Pat
     imported = _imported(r.stderr)
     assert not {"pyd.cli.main", "pyd.cli.docker_cmd", "invoke.tasks"} & set(imported)
     # typer only comes with the printing of the error (pyd.cli.render), after the command ran.
-    assert imported.index("typer") > imported.index("pyd.guestdocker.launch")
+    assert imported.index("typer") > imported.index("pyd.cli.docker_launch")
 
 
 def test_compose_and_the_global_debug_flag_take_the_same_path(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from tests.unit.polling import until
 
 
 class FakeChannel:
-    """The part of paramiko.Channel that docker_api and ContainerWatch use."""
+    """The part of paramiko.Channel that engine.api and ContainerWatch use."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock

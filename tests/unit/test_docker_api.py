@@ -1,4 +1,4 @@
-"""HTTP on a channel to the guest's Docker socket (pyd.agent.docker_api): the one definition
+"""HTTP on a channel to the guest's Docker socket (pyd.engine.api): the one definition
 the engine's ping, the JSON GETs and the event stream share. A socket pair stands in for the
 channel: the code uses only sendall, recv and close."""
 
@@ -12,7 +12,7 @@ from typing import cast
 import paramiko
 import pytest
 
-from pyd.agent.docker_api import DockerAPIError, events, get_json, http_get
+from pyd.engine.api import DockerAPIError, events, get_json, http_get
 
 
 class Answering:

@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 import pytest
 
+from pyd.cli.docker_launch import Invocation, parse_invocation
 from pyd.errors import UsageError
 from pyd.guestdocker.cmdline import find_command, wants_terminal
-from pyd.guestdocker.launch import Invocation, parse_invocation
 from pyd.guestdocker.winargs import (
     host_path,
     mount_spec,

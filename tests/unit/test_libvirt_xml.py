@@ -12,8 +12,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from pyd.config.arches import get_arch
+from pyd.config.machine import machine_settings
 from pyd.errors import EnvironmentProblem, PydError, UsageError
-from pyd.vm.arches import get_arch
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.libvirt_backend import (
     LibvirtBackend,
@@ -23,7 +24,6 @@ from pyd.vm.backends.libvirt_backend import (
 )
 from pyd.vm.backends.libvirt_xml import PYD_NS, QEMU_NS, domain_xml, instance_of
 from pyd.vm.backends.qemu_cmdline import kernel_cmdline
-from pyd.vm.machine import machine_settings
 from pyd.vm.spec import DATA_SERIAL, Disk, GuestSpec
 
 QBOOT = Path("/usr/share/qemu/qboot.rom")

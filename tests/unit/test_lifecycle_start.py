@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from pyd.config.arches import Arch
+from pyd.config.machine import Accel
 from pyd.errors import PydError
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.manifest import FileEntry, Manifest
 from pyd.instance.registry import instance
 from pyd.instance.state import load_state
 from pyd.lifecycle import start as start_module
-from pyd.vm.accel import Accel
-from pyd.vm.arches import Arch
 from pyd.vm.backends.base import VMState
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status_file import AgentState, AgentStatus, MountStatus, write_status
+from pyd.agent.status_file import AgentState, AgentStatus, write_status
 from pyd.cli.mount_cmd import REMOVED, mount_listing, mount_rows
 from pyd.config.store import load_config
 from pyd.host.env import Host
 from pyd.instance.files import InstanceFiles
 from pyd.mounts.shares import Share
-from pyd.mounts.state import MountState
+from pyd.mounts.state import MountState, MountStatus
 
 from .outcomes import ok, run_pyd, usage
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 
-from pyd.agent.status_file import AgentState, AgentStatus, PortStatus, parse_status, write_status
+from pyd.agent.status_file import AgentState, AgentStatus, parse_status, write_status
 from pyd.cli.port_cmd import configured_ports, port_rows, sorted_ports
 from pyd.config.settings import with_forward_added
 from pyd.config.store import load_config
 from pyd.instance.files import InstanceFiles
-from pyd.ports.forwards import PortState
+from pyd.ports.forwards import PortState, PortStatus
 
 from .outcomes import ok, run_pyd, usage
 

@@ -8,9 +8,8 @@ from typing import Any
 import paramiko
 import pytest
 
-from pyd.agent.status_file import PortStatus
 from pyd.host.threads import Deadline
-from pyd.ports.forwards import Forward, PortState
+from pyd.ports.forwards import Forward, PortState, PortStatus
 from pyd.ports.listener import PortInUseError
 from pyd.ports.manager import OpenTcp, PortManager
 

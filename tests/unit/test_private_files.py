@@ -17,8 +17,9 @@ from pyd.host.private_files import instance_dir, make_private, write_private_tex
 from pyd.instance.disks import create_data_disk
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
-from pyd.instance.registry import instance, locked
+from pyd.instance.registry import instance
 from pyd.instance.state import InstanceState, save_state
+from pyd.lifecycle.locking import locked
 from tests.unit.fakebackend import RecordingProgress
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX modes")

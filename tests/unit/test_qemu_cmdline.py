@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pytest
 
+from pyd.config.arches import get_arch
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
-from pyd.vm.arches import get_arch
 from pyd.vm.backends.qemu_cmdline import kernel_cmdline, qemu_argv
 from pyd.vm.spec import Disk, GuestSpec
 from pyd.vm.throwaway_qemu import DirectVM

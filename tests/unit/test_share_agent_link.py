@@ -17,11 +17,10 @@ from pathlib import Path
 import paramiko
 import pytest
 
-from pyd.agent.status_file import MountStatus
 from pyd.host.threads import Deadline
 from pyd.mounts.sftp_host import BUILTIN, OPENSSH, SftpServer, choose_server
 from pyd.mounts.shares import Share
-from pyd.mounts.state import MountState
+from pyd.mounts.state import MountState, MountStatus
 from pyd.mounts.worker import MountManager
 
 from .polling import until

@@ -19,8 +19,6 @@ import paramiko
 from filelock import FileLock, Timeout
 
 from pyd.agent.disk_usage import guest_disk_usage
-from pyd.agent.docker_api import GUEST_DOCKER_SOCKET
-from pyd.agent.engine import wait_for_engine
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import gone, verdict
 from pyd.agent.keeper import RESTARTED_ENV
@@ -29,6 +27,8 @@ from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.agent.status_file import write_status as _write_status
 from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
+from pyd.engine.api import GUEST_DOCKER_SOCKET
+from pyd.engine.ping import wait_for_engine
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
 from pyd.host.private_files import write_private_text
@@ -256,7 +256,7 @@ class Agent:
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg)  # they mount while the engine starts
         if os.environ.get(RESTARTED_ENV) != "1":
-            engine = partial(wait_for_engine, self.session, deadline, self._check_stop)
+            engine = partial(wait_for_engine, self.session.transport, deadline, self._check_stop)
             self._phase("engine", engine)
             # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
             self._phase("shares", self._wait_for_mounts)

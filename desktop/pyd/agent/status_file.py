@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from pyd.host.atomicfile import write_atomic
+from pyd.mounts.state import MountStatus
+from pyd.ports.forwards import PortStatus
 
 
 class AgentState(enum.StrEnum):
@@ -26,29 +28,6 @@ class AgentState(enum.StrEnum):
 class Phase:
     name: str
     seconds: float
-
-
-@dataclass(frozen=True)
-class PortStatus:
-    """One forward as `pyd port ls` and `pyd status` show it."""
-
-    host: str  # "127.0.0.1:8080", "[::]:8080"
-    guest: str  # "127.0.0.1:80"
-    proto: str
-    origin: str  # "manual" or "docker:<id>/<name>"
-    state: str  # a pyd.ports.forwards.PortState's value
-    detail: str = ""  # why, when not listening
-
-
-@dataclass(frozen=True)
-class MountStatus:
-    """One share as `pyd mount ls` and `pyd status` show it."""
-
-    location: str  # the host directory, absolute
-    mount_point: str  # where the guest sees it
-    writable: bool
-    state: str  # a pyd.mounts.state.MountState's value
-    detail: str = ""  # why, when not mounted
 
 
 @dataclass(frozen=True)

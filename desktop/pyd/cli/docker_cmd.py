@@ -3,7 +3,7 @@ host's docker CLI when there is one, else the guest's over SSH (pyd.guestdocker)
 
 Their arguments reach docker exactly as typed: click never parses them (PassThrough), so
 docker's own `--help`, `-n`, `--name` and `--` are docker's. pyd's options come first:
-`pyd docker -n dev --via-guest -- ps` (see pyd.guestdocker.launch.parse_invocation).
+`pyd docker -n dev --via-guest -- ps` (see pyd.cli.docker_launch.parse_invocation).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def compose(ctx: typer.Context) -> None:
 
 
 def _run(args: list[str], command: str) -> None:
-    from pyd.guestdocker.launch import parse_invocation, run_docker
+    from pyd.cli.docker_launch import parse_invocation, run_docker
     from pyd.guestdocker.tools import TOOLS
 
     raise typer.Exit(run_docker(parse_invocation(args), TOOLS[command]))

@@ -41,7 +41,7 @@ def run_pass_through(args: list[str], command: str, debug: bool) -> NoReturn:
     if "invoke" not in sys.modules:
         sys.modules["invoke"] = None  # type: ignore[assignment]  # `import invoke` then fails
     try:
-        from pyd.guestdocker.launch import parse_invocation, run_docker
+        from pyd.cli.docker_launch import parse_invocation, run_docker
         from pyd.guestdocker.tools import TOOLS
 
         code = run_docker(parse_invocation(args), TOOLS[command])

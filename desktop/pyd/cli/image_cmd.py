@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from pyd.cli.render import err_console, human_size, out_console, print_columns
+from pyd.config.arches import get_arch
 from pyd.errors import ImageError, ImageMismatchError
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
@@ -19,7 +20,6 @@ from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.fetch import fetch_image
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.image.verify import image_problems
-from pyd.vm.arches import get_arch
 
 app = typer.Typer(help="Build, list, verify and fetch guest images.", no_args_is_help=True)
 

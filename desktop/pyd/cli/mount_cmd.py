@@ -14,7 +14,6 @@ from typing import Annotated
 
 import typer
 
-from pyd.agent.status_file import MountStatus
 from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
 from pyd.cli.config_edit import edit_config, when_applied
 from pyd.cli.render import err_console
@@ -24,7 +23,7 @@ from pyd.errors import UsageError
 from pyd.host.env import this_host
 from pyd.instance.registry import DEFAULT
 from pyd.mounts.shares import Share, host_location, make_share, suggested_mount_point
-from pyd.mounts.state import MountState
+from pyd.mounts.state import MountState, MountStatus
 
 app = typer.Typer(
     help="Share host directories with the guest, and list the shares.", no_args_is_help=True

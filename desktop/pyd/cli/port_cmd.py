@@ -11,14 +11,14 @@ from typing import Annotated
 
 import typer
 
-from pyd.agent.status_file import PortStatus
 from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
 from pyd.cli.config_edit import edit_config, when_applied
 from pyd.cli.render import err_console
 from pyd.config.settings import InstanceConfig, with_forward_added, with_forward_removed
 from pyd.config.store import load_config
+from pyd.host.loopback import address_text
 from pyd.instance.registry import DEFAULT
-from pyd.ports.forwards import PortState, address_text, parse_port_spec
+from pyd.ports.forwards import PortState, PortStatus, parse_port_spec
 
 app = typer.Typer(
     help="Forward host ports to the guest, and list the forwards.", no_args_is_help=True

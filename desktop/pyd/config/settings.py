@@ -22,8 +22,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pyd.config.machine import AUTO, Accel
 from pyd.errors import UsageError
 from pyd.host.env import Host
+from pyd.host.loopback import address_text
 from pyd.mounts.shares import (
     Share,
     check_mount_point,
@@ -36,13 +38,11 @@ from pyd.mounts.winpath import guest_path
 from pyd.ports.forwards import (
     BIND_POLICIES,
     Forward,
-    address_text,
     format_port_spec,
     overlaps,
     parse_port_spec,
     removal_matcher,
 )
-from pyd.vm.accel import AUTO, Accel
 
 DEFAULT_INSTANCE = "default"
 KEYS = (

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from pyd.instance.seed import PROXY_VARS
+PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 # QEMU user-mode networking reaches the host's loopback at this address.
 HOST_FROM_GUEST = "10.0.2.2"

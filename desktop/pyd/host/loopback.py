@@ -1,4 +1,4 @@
-"""Loopback ports."""
+"""Loopback ports, and TCP addresses as people write them."""
 
 from __future__ import annotations
 
@@ -10,3 +10,8 @@ def free_loopback_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def address_text(ip: str, port: int | str) -> str:
+    """An address as people write it: 127.0.0.1:80, [::1]:80."""
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"

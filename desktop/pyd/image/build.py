@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyd import __version__
+from pyd.config.arches import Arch
 from pyd.errors import EnvironmentProblem, ImageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.digest import sha256_file
 from pyd.image.manifest import IMAGE_FILES, OPTIONAL_FILES, FileEntry, Manifest
 from pyd.image.recipe import read_recipe, recipe_hash
-from pyd.vm.arches import Arch
 
 Progress = Callable[[str], None]
 _TAIL = 30

@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from pyd.errors import UsageError
+from pyd.host.env import PROXY_VARS
 
 SEED_LABEL = "cidata"
 _HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _TIMEZONE = re.compile(r"^[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)*$")
-PROXY_VARS = ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY")
 
 
 @dataclass(frozen=True)

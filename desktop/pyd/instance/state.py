@@ -8,9 +8,9 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pyd.config.machine import Accel
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
-from pyd.vm.accel import Accel
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pyd.config.arches import get_arch
+from pyd.config.machine import machine_settings
 from pyd.config.settings import InstanceConfig, context_name, with_value
 from pyd.config.store import load_config, save_config
 from pyd.dockercli.context import ensure_context
@@ -20,16 +22,15 @@ from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
-from pyd.instance.registry import Instance, instance, locked
+from pyd.instance.registry import Instance, instance
 from pyd.instance.state import InstanceState, load_state, save_state
 from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.keys import renew_keys
+from pyd.lifecycle.locking import locked
 from pyd.lifecycle.progress import Progress, phase
 from pyd.vm.accel import resolve_accel
-from pyd.vm.arches import get_arch
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backend_for_config
-from pyd.vm.machine import machine_settings
 from pyd.vm.spec import guest_spec
 
 # After a resume, how long `pyd start` lets the running agent find its link again before it

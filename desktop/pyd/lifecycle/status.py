@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from pyd.agent.keeper import KeeperStatus
-from pyd.agent.status_file import AgentState, AgentStatus, MountStatus, PortStatus
+from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.config.settings import context_name
 from pyd.config.store import load_config
 from pyd.errors import PydError
@@ -16,6 +16,8 @@ from pyd.instance.disks import disk_size_gib
 from pyd.instance.registry import Instance, name_option
 from pyd.instance.state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running, keeper_status
+from pyd.mounts.state import MountStatus
+from pyd.ports.forwards import PortStatus
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.choice import backend_for_config
 

@@ -9,8 +9,9 @@ import shutil
 from pyd.config.settings import context_name
 from pyd.dockercli.context import remove_context
 from pyd.errors import PydError
-from pyd.instance.registry import existing, locked
+from pyd.instance.registry import existing
 from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
+from pyd.lifecycle.locking import locked
 from pyd.lifecycle.progress import Progress, phase
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backends_to_stop

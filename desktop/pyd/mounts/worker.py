@@ -23,7 +23,6 @@ from typing import Any
 
 import paramiko
 
-from pyd.agent.status_file import MountStatus
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
 from pyd.mounts.binds import binds_on
@@ -31,7 +30,7 @@ from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
 from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
 from pyd.mounts.shares import Share
 from pyd.mounts.sshfs import access_options, mount_command, unmount_command, wait_mounted_command
-from pyd.mounts.state import MountState
+from pyd.mounts.state import MountState, MountStatus
 from pyd.relay.pump import Relay
 from pyd.ssh.link_errors import LINK_ERRORS
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import paramiko
 
-from pyd.agent.docker_api import OpenChannel, events, get_json
+from pyd.engine.api import OpenChannel, events, get_json
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
 from pyd.ssh.link_errors import LINK_ERRORS

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyd.errors import UsageError
+from pyd.host.loopback import address_text
 
 BIND_POLICIES = ("docker", "localhost")
 """`ports.bind`: "docker" binds wildcards as dockerd on Linux would; "localhost" keeps them
@@ -144,9 +145,16 @@ def guest_address(published_ip: str) -> str:
     return str(addr)
 
 
-def address_text(ip: str, port: int | str) -> str:
-    """An address as people write it: 127.0.0.1:80, [::1]:80."""
-    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+@dataclass(frozen=True)
+class PortStatus:
+    """One forward as `pyd port ls` and `pyd status` show it."""
+
+    host: str  # "127.0.0.1:8080", "[::]:8080"
+    guest: str  # "127.0.0.1:80"
+    proto: str
+    origin: str  # "manual" or "docker:<id>/<name>"
+    state: str  # a PortState's value
+    detail: str = ""  # why, when not listening
 
 
 # --- Docker's view --------------------------------------------------------------------------

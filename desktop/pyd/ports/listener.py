@@ -18,7 +18,8 @@ from collections.abc import Callable
 import paramiko
 
 from pyd.errors import PydError
-from pyd.ports.forwards import Forward, address_text, describe
+from pyd.host.loopback import address_text
+from pyd.ports.forwards import Forward, describe
 from pyd.ports.holder import port_holder
 from pyd.relay.connections import Connections
 from pyd.relay.listening import ListeningForward

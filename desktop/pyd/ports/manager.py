@@ -11,13 +11,13 @@ from typing import Any, Protocol
 
 import paramiko
 
-from pyd.agent.status_file import PortStatus
 from pyd.errors import PydError
+from pyd.host.loopback import address_text
 from pyd.host.threads import Deadline
 from pyd.ports.forwards import (
     Forward,
     PortState,
-    address_text,
+    PortStatus,
     bindings_from_containers,
     describe,
     forwardable,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import paramiko
 
 from pyd.errors import PydError
-from pyd.ports.forwards import address_text
+from pyd.host.loopback import address_text
 from pyd.ssh.channel_open import channel_open_errors, open_channel
 
 KIND = "direct-tcpip"

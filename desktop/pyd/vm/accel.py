@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import platform
 from pathlib import Path
 
-
-class Accel(enum.StrEnum):
-    """QEMU's accelerators, by the name QEMU, config.toml and state.json give them."""
-
-    KVM = "kvm"
-    HVF = "hvf"
-    WHPX = "whpx"
-    TCG = "tcg"
-
-
-AUTO = "auto"  # the `accel` setting that means: detect_accel() at each boot
+from pyd.config.machine import AUTO, Accel
 
 
 def choose_accel(system: str, kvm_opens: bool, cpu_flags: frozenset[str]) -> Accel:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyd.config.arches import Arch
+from pyd.config.machine import Accel, MachineSettings
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
-from pyd.vm.accel import Accel
-from pyd.vm.arches import Arch
-from pyd.vm.machine import MachineSettings
 
 DATA_SERIAL = "pyd-data"  # the guest finds Docker's data disk by this serial
 

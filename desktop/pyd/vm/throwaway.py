@@ -12,14 +12,14 @@ from pathlib import Path
 
 import paramiko
 
+from pyd.config.arches import get_arch
+from pyd.config.machine import machine_settings
 from pyd.errors import PydError
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import SeedSettings, ensure_disks, write_seed
 from pyd.vm.accel import detect_accel
-from pyd.vm.arches import get_arch
-from pyd.vm.machine import machine_settings
 from pyd.vm.spec import guest_spec
 from pyd.vm.throwaway_qemu import DirectVM
 

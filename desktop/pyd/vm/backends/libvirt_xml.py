@@ -9,8 +9,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from pyd.config.machine import Accel
 from pyd.errors import UsageError
-from pyd.vm.accel import Accel
 from pyd.vm.backends.qemu_cmdline import TB_CACHE_MIB, kernel_cmdline
 from pyd.vm.spec import GuestSpec
 

@@ -4,7 +4,7 @@ SSH forwarded from one loopback port, serial console to a file."""
 
 from __future__ import annotations
 
-from pyd.vm.accel import Accel
+from pyd.config.machine import Accel
 from pyd.vm.spec import GuestSpec
 
 ROOT_LABEL = "pyd-root"

@@ -1,12 +1,25 @@
-"""Machine settings from vmconfig: per-accelerator CPU model and kernel arguments."""
+"""QEMU's accelerators, and the machine settings vmconfig gives each: CPU model and kernel
+arguments. Which one this host can use is vm.accel's question (it probes the host)."""
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from pyd.errors import UsageError
 from pyd.resources import vmconfig
-from pyd.vm.accel import Accel
+
+
+class Accel(enum.StrEnum):
+    """QEMU's accelerators, by the name QEMU, config.toml and state.json give them."""
+
+    KVM = "kvm"
+    HVF = "hvf"
+    WHPX = "whpx"
+    TCG = "tcg"
+
+
+AUTO = "auto"  # the `accel` setting that means: detect the accelerator at each boot
 
 
 @dataclass(frozen=True)

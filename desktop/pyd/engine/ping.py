@@ -1,4 +1,4 @@
-"""Asking the guest's Docker engine whether it answers, over the agent's SSH connection
+"""Asking the guest's Docker engine whether it answers, over an SSH connection to the guest
 (a streamlocal channel to its socket: no process starts in the guest, so polling is
 cheap while the guest boots)."""
 
@@ -10,8 +10,7 @@ from collections.abc import Callable
 
 import paramiko
 
-from pyd.agent.docker_api import GUEST_DOCKER_SOCKET, http_get
-from pyd.agent.session import SSHSession
+from pyd.engine.api import GUEST_DOCKER_SOCKET, http_get
 from pyd.errors import PydError
 from pyd.ssh.link_errors import LINK_ERRORS
 from pyd.ssh.streamlocal import open_streamlocal
@@ -36,15 +35,16 @@ def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
 
 
 def wait_for_engine(
-    session: SSHSession,
+    transport: Callable[[float], paramiko.Transport],
     deadline: float,
     check: Callable[[], None] = lambda: None,
     poll: float = 0.2,
 ) -> None:
-    """Until the engine answers; `check` is called before each ask and may raise to give up."""
+    """Until the engine answers. `transport(wait)` gives the link, waiting up to `wait` s for
+    it; `check` is called before each ask and may raise to give up."""
     while True:
         check()
-        if ping(session.transport(wait=max(0.0, deadline - time.monotonic()))):
+        if ping(transport(max(0.0, deadline - time.monotonic()))):
             return
         if time.monotonic() >= deadline:
             raise PydError(
