@@ -23,6 +23,7 @@ from pyd.ports.container_watch import ContainerWatch
 from pyd.relay.endpoint import make_docker_forward
 from pyd.relay.http_refusal import refusal_response
 from pyd.vm.backends.base import VMState
+from tests.unit.fakeengine import engine
 from tests.unit.in_threads import run_in_threads
 from tests.unit.polling import until
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth
@@ -155,25 +156,9 @@ class _Engine(AllowAnyone):
         return paramiko.OPEN_SUCCEEDED
 
 
-def _engine(chan: paramiko.Channel) -> None:
-    """/containers/json answers []; /events answers its head and then nothing, ever."""
-    request = b""
-    while b"\r\n\r\n" not in request:
-        data = chan.recv(4096)
-        if not data:
-            return
-        request += data
-    if request.startswith(b"GET /events"):
-        chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
-        chan.recv(1)  # until the client closes it
-    else:
-        chan.sendall(b"HTTP/1.0 200 OK\r\n\r\n[]")
-    chan.close()
-
-
 def test_container_watch_closes_at_once_under_a_blocked_event_stream() -> None:
     a, b = socket.socketpair()
-    server = SSHServer(paramiko.Transport(b), _Engine(), _engine)
+    server = SSHServer(paramiko.Transport(b), _Engine(), engine)
     client = client_without_auth(a, server)
     lists: list[object] = []
     try:

@@ -29,6 +29,7 @@ from pyd.ssh.heartbeat import Heartbeat
 from pyd.ssh.keys import generate_keypair, write_private
 from pyd.vm.backends.base import VMState
 from tests.unit.execserver import ExecSSHServer
+from tests.unit.fakeengine import engine
 from tests.unit.linkproxy import LinkProxy
 from tests.unit.polling import until
 from tests.unit.sshserver import host_keypair
@@ -39,29 +40,6 @@ INTERVAL, TIMEOUT = 0.05, 0.4
 
 def fast_heartbeat(transport: paramiko.Transport, on_dead: Callable[[str], None]) -> Heartbeat:
     return Heartbeat(transport, on_dead, interval=INTERVAL, timeout=TIMEOUT)
-
-
-def engine(chan: paramiko.Channel) -> None:
-    """The guest's Docker engine, as much as the agent asks of it: /_ping, an empty container
-    list, and an event stream that stays open without a word."""
-    request = b""
-    try:
-        while b"\r\n\r\n" not in request:
-            data = chan.recv(4096)
-            if not data:
-                return
-            request += data
-        if request.startswith(b"GET /events"):
-            chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n")
-            chan.recv(1)  # until the agent closes it
-        elif request.startswith(b"GET /containers/json"):
-            chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n[]")
-        else:
-            chan.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nOK")
-    except (OSError, EOFError):
-        pass  # the link was cut under it
-    finally:
-        chan.close()
 
 
 @dataclass
