@@ -9,11 +9,11 @@ import tomlkit
 import typer
 
 from pyd.cli.render import err_console, out_console
-from pyd.config.settings import to_toml_dict, with_value
+from pyd.config.settings import DEFAULT_INSTANCE, to_toml_dict, with_value
 from pyd.config.store import edit_config, load_config
 from pyd.errors import UsageError
 from pyd.host.private_files import instance_dir
-from pyd.instance.registry import DEFAULT, existing, instance
+from pyd.instance.registry import existing, instance
 from pyd.lifecycle.status import instance_status
 
 app = typer.Typer(help="Show or change an instance's settings.", no_args_is_help=True)
@@ -22,7 +22,7 @@ NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
 
 @app.command()
 def show(
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Print the effective settings (defaults filled in)."""
@@ -40,7 +40,7 @@ def set_(
         str, typer.Argument(help="cpus, memory, disk, accel, backend, libvirt_uri, ports.bind")
     ],
     value: Annotated[str, typer.Argument()],
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
     create: Annotated[
         bool, typer.Option("--create", help="make the instance (stopped) when it is new")
     ] = False,

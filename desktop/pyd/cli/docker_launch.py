@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pyd.config.settings import DEFAULT_INSTANCE
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.guestdocker import agent_link
 from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
@@ -23,7 +24,7 @@ from pyd.guestdocker.streams import HostStreams
 from pyd.guestdocker.tools import Tool
 from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, unshared_error
 from pyd.host.env import this_host
-from pyd.instance.registry import DEFAULT, Instance, existing, name_option
+from pyd.instance.registry import Instance, existing, name_option
 from pyd.instance.state import load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status
 from pyd.mounts.winpath import WINDOWS
@@ -36,7 +37,7 @@ USAGE = "pyd docker|compose [-n NAME] [--via-guest] [--] ARGS..."
 
 @dataclass(frozen=True)
 class Invocation:
-    instance: str = DEFAULT
+    instance: str = DEFAULT_INSTANCE
     via_guest: bool = False
     args: tuple[str, ...] = ()
 
@@ -47,7 +48,7 @@ def parse_invocation(args: Sequence[str]) -> Invocation:
     everything is docker's, untouched: `pyd docker run -n x` passes `-n` to docker run, and
     `pyd docker --help` shows docker's help. (docker has no global `-n`, `--name` or
     `--via-guest`, so nothing docker accepts first is taken.)"""
-    instance, via_guest = DEFAULT, False
+    instance, via_guest = DEFAULT_INSTANCE, False
     rest = list(args)
     while rest and rest[0] != "--":
         arg = rest[0]

@@ -15,10 +15,11 @@ import typer
 
 from pyd.cli.progress import TerminalProgress
 from pyd.cli.render import err_console, out_console, print_columns
+from pyd.config.settings import DEFAULT_INSTANCE
 from pyd.dockercli.shell_env import SHELLS, detect_shell, env_script
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.host.atomicfile import write_atomic
-from pyd.instance.registry import DEFAULT, Instance, all_instances, existing, name_option
+from pyd.instance.registry import Instance, all_instances, existing, name_option
 from pyd.instance.state import load_state
 from pyd.lifecycle.status import InstanceStatus, RunState, broken_status, instance_status
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
@@ -37,7 +38,7 @@ def _progress() -> Iterator[TerminalProgress]:
 
 
 def start(
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
     cpus: Annotated[str | None, typer.Option(help="virtual CPUs (stored in the config)")] = None,
     memory: Annotated[str | None, typer.Option(help="memory, e.g. 4GiB (stored)")] = None,
     disk: Annotated[
@@ -97,7 +98,7 @@ def _interrupted(name: str) -> None:
     )
 
 
-def stop(name: NameOpt = DEFAULT) -> None:
+def stop(name: NameOpt = DEFAULT_INSTANCE) -> None:
     """Stop an instance: its host agent, then the guest (clean poweroff)."""
     from pyd.lifecycle.stop import stop as stop_instance
 
@@ -106,14 +107,14 @@ def stop(name: NameOpt = DEFAULT) -> None:
     err_console.print(f"pyd instance {name!r} " + ("stopped" if was_running else "was not running"))
 
 
-def restart(name: NameOpt = DEFAULT) -> None:
+def restart(name: NameOpt = DEFAULT_INSTANCE) -> None:
     """Stop, then start an instance."""
     stop(name)
     start(name)
 
 
 def delete(
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
     force: Annotated[bool, typer.Option("--force", "-f", help="do not ask")] = False,
 ) -> None:
     """Delete an instance: its VM, disks (Docker's images, containers and volumes too)
@@ -135,7 +136,7 @@ def delete(
     err_console.print(f"pyd instance {name!r} deleted")
 
 
-def status(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
+def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
     """Show an instance's state (VM, host agent, Docker endpoint, settings)."""
     st = instance_status(existing(name))
     if as_json:
@@ -186,7 +187,7 @@ def _row(s: InstanceStatus) -> list[str]:
 
 def ssh(
     command: Annotated[list[str] | None, typer.Argument(help="command to run (after --)")] = None,
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
 ) -> None:
     """Open a shell in the guest, or run `pyd ssh -- CMD` and exit with its code."""
     inst = existing(name)
@@ -212,7 +213,7 @@ def ssh(
 
 
 def env(
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
     shell: Annotated[str | None, typer.Option(help=f"one of {', '.join(SHELLS)}")] = None,
 ) -> None:
     """Print the shell commands that point DOCKER_HOST at an instance."""
@@ -224,7 +225,7 @@ def env(
 
 
 def logs(
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
     lines: Annotated[int, typer.Option("--lines", "-l", help="lines of each log")] = 50,
 ) -> None:
     """Show the end of the host agent's log and of the guest console."""

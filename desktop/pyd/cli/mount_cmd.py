@@ -17,11 +17,15 @@ import typer
 from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
 from pyd.cli.config_edit import edit_config, when_applied
 from pyd.cli.render import err_console
-from pyd.config.settings import InstanceConfig, with_mount_added, with_mount_removed
+from pyd.config.settings import (
+    DEFAULT_INSTANCE,
+    InstanceConfig,
+    with_mount_added,
+    with_mount_removed,
+)
 from pyd.config.store import load_config
 from pyd.errors import UsageError
 from pyd.host.env import this_host
-from pyd.instance.registry import DEFAULT
 from pyd.mounts.shares import Share, host_location, make_share, suggested_mount_point
 from pyd.mounts.state import MountState, MountStatus
 
@@ -46,7 +50,7 @@ def add(
             help="where the guest sees it; by default the same path (C:\\Users\\me is /c/Users/me)",
         ),
     ] = None,
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
 ) -> None:
     """Share a host directory with the guest, now and at every start."""
     host = this_host()
@@ -80,7 +84,7 @@ def rm(
     target: Annotated[
         str, typer.Argument(help="the share's host directory, or its mount point in the guest")
     ],
-    name: NameOpt = DEFAULT,
+    name: NameOpt = DEFAULT_INSTANCE,
 ) -> None:
     """Stop sharing a directory (the host's files are untouched)."""
     host = this_host()
@@ -97,7 +101,7 @@ def rm(
 
 
 @app.command()
-def ls(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
+def ls(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
     """List the shares with their state."""
     report = agent_report(name)
     shares = load_config(report.inst.files.config).mounts

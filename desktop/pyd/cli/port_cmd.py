@@ -14,10 +14,14 @@ import typer
 from pyd.cli.agent_report import JsonOpt, agent_report, print_listing
 from pyd.cli.config_edit import edit_config, when_applied
 from pyd.cli.render import err_console
-from pyd.config.settings import InstanceConfig, with_forward_added, with_forward_removed
+from pyd.config.settings import (
+    DEFAULT_INSTANCE,
+    InstanceConfig,
+    with_forward_added,
+    with_forward_removed,
+)
 from pyd.config.store import load_config
 from pyd.host.loopback import address_text
-from pyd.instance.registry import DEFAULT
 from pyd.ports.forwards import PortState, PortStatus, parse_port_spec
 
 app = typer.Typer(
@@ -44,7 +48,7 @@ LISTING = "pyd port ls"
 
 
 @app.command()
-def add(spec: NewSpec, name: NameOpt = DEFAULT) -> None:
+def add(spec: NewSpec, name: NameOpt = DEFAULT_INSTANCE) -> None:
     """Forward a host port to a port in the guest, now and at every start."""
     edit = edit_config(name, lambda cfg: with_forward_added(cfg, spec))
     (added,) = edit.after.port_forwards[len(edit.before.port_forwards) :]
@@ -56,7 +60,7 @@ def add(spec: NewSpec, name: NameOpt = DEFAULT) -> None:
 
 
 @app.command()
-def rm(spec: HeldSpec, name: NameOpt = DEFAULT) -> None:
+def rm(spec: HeldSpec, name: NameOpt = DEFAULT_INSTANCE) -> None:
     """Remove a forward added with `pyd port add`."""
     edit = edit_config(name, lambda cfg: with_forward_removed(cfg, spec))
     (removed,) = set(edit.before.port_forwards) - set(edit.after.port_forwards)
@@ -64,7 +68,7 @@ def rm(spec: HeldSpec, name: NameOpt = DEFAULT) -> None:
 
 
 @app.command()
-def ls(name: NameOpt = DEFAULT, as_json: JsonOpt = False) -> None:
+def ls(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
     """List the forwards: Docker's published ports and manual ones, with their state."""
     report = agent_report(name)
     if report.status is not None:

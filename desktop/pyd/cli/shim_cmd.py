@@ -11,9 +11,8 @@ from typing import Annotated
 import typer
 
 from pyd.cli.render import err_console
-from pyd.config.settings import validate_name
+from pyd.config.settings import DEFAULT_INSTANCE, validate_name
 from pyd.guestdocker.shim import DEFAULT_DIR, install_shim, remove_shim
-from pyd.instance.registry import DEFAULT
 
 app = typer.Typer(
     help="Put a `docker` command on PATH that runs `pyd docker` (for hosts without docker).",
@@ -27,7 +26,7 @@ def install(
     directory: DirOpt = DEFAULT_DIR,
     name: Annotated[
         str, typer.Option("--name", "-n", help="the instance the shim's docker uses")
-    ] = DEFAULT,
+    ] = DEFAULT_INSTANCE,
 ) -> None:
     """Write the `docker` shim, only where no other docker is on PATH."""
     validate_name(name)  # the instance may come later: the shim only names it
@@ -36,7 +35,7 @@ def install(
     done = install_shim(
         directory.expanduser(),
         launcher,
-        None if name == DEFAULT else name,
+        None if name == DEFAULT_INSTANCE else name,
         os.environ.get("PATH", os.defpath),
         sys.platform,
     )

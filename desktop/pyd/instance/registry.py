@@ -10,8 +10,6 @@ from pyd.errors import UsageError
 from pyd.host.paths import instances_dir
 from pyd.instance.files import InstanceFiles
 
-DEFAULT = DEFAULT_INSTANCE  # what a command without -n names
-
 
 @dataclass(frozen=True)
 class Instance:
@@ -29,7 +27,7 @@ def instance(name: str) -> Instance:
 
 def name_option(name: str) -> str:
     """What a suggested pyd command line says to name the instance: nothing for the default."""
-    return "" if name == DEFAULT else f" -n {name}"
+    return "" if name == DEFAULT_INSTANCE else f" -n {name}"
 
 
 def existing(name: str, create: str = "") -> Instance:
