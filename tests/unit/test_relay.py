@@ -19,7 +19,8 @@ import paramiko
 import pytest
 
 from pyd.errors import PydError
-from pyd.relay.endpoint import docker_endpoint, make_docker_forward, pipe_name
+from pyd.relay.endpoint import docker_endpoint, make_docker_forward
+from pyd.relay.named_pipe import pipe_name
 from pyd.relay.pump import ChannelStream, Relay
 from pyd.relay.unix_socket import MAX_PATH_BYTES, UnixSocketForward
 from pyd.ssh.streamlocal import KIND, StreamLocalError, open_streamlocal

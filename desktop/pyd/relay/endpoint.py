@@ -11,6 +11,7 @@ from typing import Protocol
 import paramiko
 
 from pyd.host.threads import Deadline
+from pyd.relay.named_pipe import NamedPipeForward
 from pyd.relay.pump import HostStream
 
 
@@ -23,10 +24,6 @@ class DockerForward(Protocol):
     def start(self) -> None: ...
     def close(self) -> None: ...
     def join(self, deadline: Deadline) -> bool: ...
-
-
-def pipe_name(instance: str) -> str:
-    return rf"\\.\pipe\pyd-{instance}"
 
 
 def docker_endpoint(instance: str, socket_path: PurePath, platform: str) -> str:
@@ -57,8 +54,6 @@ def make_docker_forward(
             refuse_http(stream, why(e))
 
     if platform == "win32":
-        from pyd.relay.named_pipe import NamedPipeForward
-
         return NamedPipeForward(instance, open_channel, refuse)
     from pyd.relay.unix_socket import UnixSocketForward
 

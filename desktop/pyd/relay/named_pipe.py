@@ -30,11 +30,14 @@ from typing import Any
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
 from pyd.relay.connections import Connections, OpenChannel, Refuse, ServedForward
-from pyd.relay.endpoint import pipe_name
 
 log = logging.getLogger("pyd.relay")
 
 BUFFER_SIZE = 64 * 1024  # as dockerd's pipe: in and out buffers of the pipe itself
+
+
+def pipe_name(instance: str) -> str:
+    return rf"\\.\pipe\pyd-{instance}"
 
 
 class PipeInUseError(PydError):
