@@ -1,4 +1,4 @@
-"""Image size and cached-rebuild time: `python bench/image_size.py [--runs 5]`."""
+"""Image size and cached-rebuild time: `python bench/image_size.py [--runs 5] [--arch A]`."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ MB = 1000 * 1000
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--arch", help="guest architecture (default: the host's)")
     args = ap.parse_args()
+    arch = get_arch(args.arch)
     image, _ = build_image(
-        ImageCache(images_dir()), get_arch(), default_suite(), recipe_dir(), progress=print
+        ImageCache(images_dir()), arch, default_suite(), recipe_dir(), progress=print
     )
     print(f"image {image.key}")
     for name, entry in sorted(image.manifest.files.items()):
@@ -34,7 +36,9 @@ def main() -> None:
     for _ in range(args.runs):
         started = time.monotonic()
         subprocess.run(
-            [sys.executable, "-m", "pyd", "image", "build"], check=True, capture_output=True
+            [sys.executable, "-m", "pyd", "image", "build", "--arch", arch.name],
+            check=True,
+            capture_output=True,
         )
         times.append(time.monotonic() - started)
     print(

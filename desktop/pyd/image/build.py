@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -12,8 +13,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pyd import __version__
-from pyd.config.arches import Arch
+from pyd.config.arches import Arch, normalise
 from pyd.errors import EnvironmentProblem, ImageError
+from pyd.image.binfmt import ensure_foreign_exec
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.digest import sha256_file
 from pyd.image.manifest import IMAGE_FILES, OPTIONAL_FILES, FileEntry, Manifest
@@ -42,7 +44,7 @@ def build_image(
     # A cached image is never rebuilt in place: instances' OS disks are overlays on it.
     if hit := cache.get(key):
         return hit, False
-    _check_tools()
+    _check_tools(arch, progress)
     with cache.locked():
         # Another process may have finished the same build while we waited for the lock.
         if hit := cache.get(key):
@@ -54,8 +56,9 @@ def build_image(
             return cache.commit(out, key, manifest), True
 
 
-def _check_tools() -> None:
-    if hasattr(os, "geteuid") and os.geteuid() != 0:
+def _check_tools(arch: Arch, progress: Progress) -> None:
+    root = not hasattr(os, "geteuid") or os.geteuid() == 0
+    if not root:
         raise EnvironmentProblem(
             "building the guest image needs root (mmdebstrap installs packages into it)",
             hint="run `sudo pyd image build`, or fetch a prebuilt one with `pyd image fetch URL`",
@@ -67,6 +70,8 @@ def _check_tools() -> None:
             hint="on Debian/Ubuntu: sudo apt-get install mmdebstrap e2fsprogs qemu-utils cpio "
             "xz-utils; on macOS/Windows use `pyd image fetch URL` instead",
         )
+    # Another architecture's packages are configured by running them, under QEMU.
+    ensure_foreign_exec(arch, normalise(platform.machine()), root, progress)
 
 
 def _run_recipe(
