@@ -4,6 +4,7 @@ or 2, no traceback, and nothing deleted. No VM is started here."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,11 +12,21 @@ from pathlib import Path
 import pytest
 
 from pyd.cli import main as cli_main
+from pyd.config.arches import get_arch
+from pyd.config.machine import Accel
+from pyd.errors import ImageError
 from pyd.host.memory import host_memory_mib
+from pyd.host.paths import images_dir
+from pyd.image.cache import ImageCache
 from pyd.instance.disks import create_data_disk
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
+from pyd.instance.registry import instance
+from pyd.instance.state import load_state
 from pyd.lifecycle import start as start_module
+from pyd.vm.backends.base import VMState
+from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
+from tests.unit.test_lifecycle_start import _image as _stand_in_image
 
 
 def _pyd(home: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -180,3 +191,63 @@ def test_start_of_an_instance_whose_key_is_lost_says_which_and_how_back(tmp_path
     assert not (inst / "ssh").exists()  # none made behind the user's back
     r = _pyd(tmp_path, "ssh", "--", "true")
     assert r.returncode == 2 and "never started" in r.stderr  # no state.json yet
+
+
+# -- the guest architecture: `pyd start --arch` ------------------------------------------------
+
+
+def test_an_unknown_arch_is_refused_naming_the_known_ones(tmp_path: Path) -> None:
+    r = _pyd(tmp_path, "start", "-n", "dev", "--arch", "sparc64")
+    _clean(r, 2)
+    assert "sparc64" in r.stderr and "aarch64, x86_64" in r.stderr
+    assert not (tmp_path / "instances" / "dev").exists()
+
+
+def test_an_instance_keeps_the_arch_of_its_first_start(tmp_path: Path) -> None:
+    inst = tmp_path / "instances" / "default"
+    inst.mkdir(parents=True)
+    # Written before pyd kept the arch: the image key names it.
+    legacy = '{"ssh_port": 2222, "image_key": "x86_64-0123456789abcdef", "accel": "tcg"}\n'
+    (inst / "state.json").write_text(legacy)
+    for asked in ("aarch64", "arm64"):
+        r = _pyd(tmp_path, "start", "--arch", asked)
+        _clean(r, 2)
+        text = " ".join(r.stderr.split())
+        assert "is an x86_64 guest" in text and "--name NAME --arch aarch64" in text
+    assert (inst / "state.json").read_text() == legacy  # nothing rewritten
+
+
+@pytest.fixture
+def arm_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
+    """An x86_64 host with a private home and image cache; the VM is a fake backend."""
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setenv("PYD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PYD_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    vm = FakeBackend(VMState.ABSENT)
+    monkeypatch.setattr(start_module, "backend_for_config", lambda name, cfg: vm)
+    return vm
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+def test_a_foreign_arch_starts_on_its_cached_image_under_tcg(arm_start: FakeBackend) -> None:
+    settings = {"memory": "512MiB", "disk": "1GiB"}  # accel stays auto
+
+    def start() -> start_module.StartResult:
+        return start_module.start(
+            "arm", settings, False, RecordingProgress(), agent=FakeAgent(), arch="arm64"
+        )
+
+    # No aarch64 image: pyd says how to build one rather than emulating a build itself.
+    with pytest.raises(ImageError, match="no aarch64 image") as info:
+        start()
+    assert "pyd image build --arch aarch64" in info.value.hint
+    assert arm_start.calls == []
+    _stand_in_image(ImageCache(images_dir()), get_arch("aarch64"))
+    start()
+    (spec,) = arm_start.specs
+    assert (spec.arch.name, spec.accel, spec.gic) == ("aarch64", Accel.TCG, "3")
+    assert spec.accel_cpu == "max,pauth-impdef=on" and spec.kernel.name == "vmlinuz"
+    state = load_state(instance("arm").files.state)
+    assert state is not None and state.arch == "aarch64"
+    assert state.image_key.startswith("aarch64-")

@@ -392,3 +392,75 @@ def test_backend_leaves_a_same_named_foreign_domain_alone(test_conn: libvirt.vir
     finally:
         backend.close()
         foreign.undefine()
+
+
+# -- the arm64 guest --------------------------------------------------------------------------
+
+
+def arm_spec(accel: str = "tcg") -> GuestSpec:
+    machine = machine_settings(accel, "aarch64")
+    root = Path("/var/pyd/inst")
+    return make_spec(
+        accel=accel,
+        arch=get_arch("aarch64"),
+        accel_cpu=machine.cpu,
+        cmdline_extra=machine.cmdline,
+        gic=machine.gic,
+        kernel=root / "vmlinuz",
+    )
+
+
+@pytest.mark.parametrize(
+    ("accel", "domain", "mode", "gic"),
+    [
+        ("tcg", "qemu", "maximum", "3"),
+        ("kvm", "kvm", "host-passthrough", "host"),
+        ("hvf", "hvf", "host-passthrough", "3"),
+    ],
+)
+def test_arm64_is_a_virt_domain_booting_its_kernel_without_firmware(
+    accel: str, domain: str, mode: str, gic: str
+) -> None:
+    spec = arm_spec(accel)
+    root = render(spec, firmware=None)
+    assert root.get("type") == domain
+    type_el = root.find("os/type")
+    assert type_el is not None
+    assert (type_el.get("arch"), type_el.get("machine"), type_el.text) == (
+        "aarch64",
+        "virt",
+        "hvm",
+    )
+    assert root.find("os/loader") is None
+    assert text(root, "os/kernel") == "/var/pyd/inst/vmlinuz"
+    assert text(root, "os/initrd") == str(spec.initrd)
+    assert text(root, "os/cmdline") == kernel_cmdline(spec)
+    assert text(root, "os/cmdline").startswith("console=ttyAMA0 ")
+    gic_el = root.find("features/gic")
+    assert gic_el is not None and gic_el.get("version") == gic
+    assert root.find("features/acpi") is None  # the device tree describes the machine
+    cpu = root.find("cpu")
+    assert cpu is not None and cpu.get("mode") == mode
+    # The NIC on virt's PCIe root bus, as on q35.
+    assert "virtio-net-pci,netdev=pydnet,bus=pcie.0,addr=0x1c" in qemu_args(root)
+
+
+def test_arm64_under_tcg_passes_the_cpu_properties_libvirt_cannot_say() -> None:
+    args = qemu_args(render(arm_spec("tcg"), firmware=None))
+    # Last on QEMU's command line, after libvirt's own -cpu max: QEMU keeps the last.
+    assert args[-2:] == ["-cpu", "max,pauth-impdef=on"]
+    assert "-cpu" not in qemu_args(render(arm_spec("hvf"), firmware=None))
+    assert "-cpu" not in qemu_args(render())  # x86: nothing to add
+
+
+def test_libvirt_validates_the_arm64_domain(test_conn: libvirt.virConnect) -> None:
+    name = f"pyd-unit-{uuid.uuid4().hex[:8]}"
+    xml = domain_xml(name, arm_spec(), instance="unit", firmware=None)
+    dom = test_conn.defineXMLFlags(xml, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+    try:
+        root = ET.fromstring(dom.XMLDesc(0))
+        gic = root.find("features/gic")
+        assert gic is not None and gic.get("version") == "3"
+        assert text(root, "os/kernel") == "/var/pyd/inst/vmlinuz"
+    finally:
+        dom.undefine()

@@ -50,6 +50,13 @@ def start(
     context: Annotated[
         bool, typer.Option("--context/--no-context", help="create and use docker context pyd")
     ] = True,
+    arch: Annotated[
+        str | None,
+        typer.Option(
+            help="guest architecture, x86_64 or aarch64 (first start only; default: this "
+            "machine's)"
+        ),
+    ] = None,
     new_keys: Annotated[
         bool,
         typer.Option(
@@ -67,7 +74,9 @@ def start(
 
     try:
         with _progress() as progress:
-            result = start_instance(name, overrides, context, progress, new_keys=new_keys)
+            result = start_instance(
+                name, overrides, context, progress, new_keys=new_keys, arch=arch
+            )
     except KeyboardInterrupt:
         _interrupted(name)
         raise

@@ -28,9 +28,14 @@ def normalise(machine: str) -> str:
     return _ALIASES.get(m, m)
 
 
+def host_arch() -> str:
+    """This machine's architecture, by pyd's name for it."""
+    return normalise(platform.machine())
+
+
 def get_arch(name: str | None = None) -> Arch:
     """The architecture `name` (default: the host's), or a UsageError naming the known ones."""
-    key = normalise(name or platform.machine())
+    key = normalise(name or host_arch())
     table = vmconfig("arches")
     if key not in table:
         raise UsageError(

@@ -1,6 +1,6 @@
 """What pyd chose for an instance at its first start and keeps across restarts: the SSH
-port on host loopback and the image its OS disk sits on. Not user settings (that is
-config.toml); a JSON file pyd alone writes."""
+port on host loopback, the image its OS disk sits on, and the guest's architecture. Not
+user settings (that is config.toml); a JSON file pyd alone writes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ class InstanceState:
     ssh_port: int
     image_key: str
     accel: Accel
+    # Fixed at the first start (`pyd start --arch`): the OS disk is an image of this arch.
+    arch: str = "x86_64"
+
+
+def _arch_of(data: dict[str, object]) -> str:
+    """The stored arch; files written before pyd kept it name it only in the image key
+    (cache.image_key: ARCH-HASH)."""
+    arch = data.get("arch")
+    return str(arch) if arch else str(data["image_key"]).rsplit("-", 1)[0]
 
 
 def parse_state(text: str, origin: str) -> InstanceState:
@@ -27,8 +36,9 @@ def parse_state(text: str, origin: str) -> InstanceState:
             ssh_port=int(data["ssh_port"]),
             image_key=str(data["image_key"]),
             accel=Accel(data["accel"]),
+            arch=_arch_of(data),
         )
-    except (ValueError, KeyError, TypeError) as e:
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise PydError(
             f"the instance state file {origin} is corrupted ({e})",
             hint=f"remove it ({origin}): the next `pyd start` writes it again with a free "

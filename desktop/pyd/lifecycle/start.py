@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pyd.config.arches import get_arch
+from pyd.config.arches import Arch, get_arch, host_arch
 from pyd.config.machine import machine_settings
 from pyd.config.settings import InstanceConfig, context_name, with_value
 from pyd.config.store import load_config, save_config
@@ -22,7 +22,7 @@ from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
-from pyd.instance.registry import Instance, instance
+from pyd.instance.registry import Instance, instance, name_option
 from pyd.instance.state import InstanceState, load_state, save_state
 from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.keys import renew_keys
@@ -53,9 +53,13 @@ def start(
     progress: Progress,
     new_keys: bool = False,
     agent: HostAgent = PROCESS_AGENT,
+    arch: str | None = None,
 ) -> StartResult:
+    """`arch`: the guest architecture asked for (`--arch`), None for the instance's own, or
+    the host's for a new instance."""
     inst = instance(name)
     with locked(inst, progress):
+        guest = _guest_arch(inst, arch)
         cfg = _settle_config(inst, overrides)
         backend = backend_for_config(inst.name, cfg)
         vm = backend.state()
@@ -75,7 +79,7 @@ def start(
                 return _finish(inst, ready, use_context, already=True)
         agent.stop(inst.files)  # a stale agent from before the VM stopped
         if not vm.exists:
-            _boot(inst, cfg, backend, progress)
+            _boot(inst, cfg, backend, progress, guest)
         docker_host = agent.launch(inst.files, inst.name, progress)
         return _finish(inst, docker_host, use_context, already=False)
 
@@ -112,11 +116,30 @@ def _settle_config(inst: Instance, overrides: Mapping[str, str]) -> InstanceConf
     return new
 
 
-def _boot(inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Progress) -> None:
+def _guest_arch(inst: Instance, asked: str | None) -> Arch:
+    """The instance's architecture, chosen at its first start and fixed from then on (its OS
+    disk is an image of it). Checked before anything is written or started."""
+    state = load_state(inst.files.state)
+    wanted = get_arch(asked) if asked is not None else None  # an unknown name is refused here
+    if state is None:
+        return wanted or get_arch()
+    if wanted is not None and wanted.name != state.arch:
+        opt = name_option(inst.name)
+        raise UsageError(
+            f"instance {inst.name!r} is an {state.arch} guest; it cannot start as {wanted.name}",
+            hint=f"start it without --arch (`pyd start{opt}`), or give the {wanted.name} guest "
+            f"another instance: `pyd start --name NAME --arch {wanted.name}`",
+        )
+    return get_arch(state.arch)
+
+
+def _boot(
+    inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Progress, arch: Arch
+) -> None:
     files = inst.files
     state = load_state(files.state)
     with phase(progress, "image"):
-        image = _image(state, progress)
+        image = _image(state, arch, progress)
     with phase(progress, "disks"):
         ensure_disks(files, image, cfg.disk_gib)
         hostname = context_name(inst.name)
@@ -130,14 +153,15 @@ def _boot(inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Pro
                 host_access=cfg.host_access,
             ),
         )
-        accel = resolve_accel(cfg.accel)
+        accel = resolve_accel(cfg.accel, arch.name)
+        machine = machine_settings(accel, arch.name)
         port = state.ssh_port if state and _port_free(state.ssh_port) else free_loopback_port()
-        save_state(files.state, InstanceState(port, image.key, accel))
+        save_state(files.state, InstanceState(port, image.key, accel, arch.name))
         files.docker_sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with phase(progress, "vm"):
         spec = guest_spec(
-            get_arch(image.manifest.arch),
-            machine_settings(accel),
+            arch,
+            machine,
             image,
             files,
             cpus=cfg.cpus,
@@ -147,7 +171,7 @@ def _boot(inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Pro
         backend.start(spec)
 
 
-def _image(state: InstanceState | None, progress: Progress) -> CachedImage:
+def _image(state: InstanceState | None, arch: Arch, progress: Progress) -> CachedImage:
     cache = ImageCache(images_dir())
     if state is not None:
         # The OS disk is an overlay on this exact image; another one would not boot it.
@@ -156,16 +180,32 @@ def _image(state: InstanceState | None, progress: Progress) -> CachedImage:
             raise ImageError(
                 f"the image this instance was created from ({state.image_key}) is no longer "
                 f"in the cache ({cache.root})",
-                hint="`pyd image build` rebuilds it when the recipe is unchanged, or "
-                "`pyd image fetch` it again",
+                hint=f"`pyd image build{_arch_option(arch)}` rebuilds it when the recipe is "
+                "unchanged, or `pyd image fetch` it again",
             )
         return found
+    if arch.name != host_arch():
+        # Not built on the fly: another architecture's image builds through user-mode
+        # emulation, a step of its own that needs root (binfmt_misc).
+        image = cache.find(arch.name)
+        if image is None:
+            raise ImageError(
+                f"there is no {arch.name} image in the cache ({cache.root})",
+                hint=f"build it: `sudo pyd image build{_arch_option(arch)}`, or "
+                "`pyd image fetch URL` one",
+            )
+        return image
     image, built = build_image(
-        cache, get_arch(), default_suite(), recipe_dir(), progress=progress.info
+        cache, arch, default_suite(), recipe_dir(), progress=progress.info
     )
     if built:
         progress.info(f"built image {image.key}")
     return image
+
+
+def _arch_option(arch: Arch) -> str:
+    """What a suggested command line says to name `arch`: nothing for the host's own."""
+    return "" if arch.name == host_arch() else f" --arch {arch.name}"
 
 
 def _port_free(port: int) -> bool:

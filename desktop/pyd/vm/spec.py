@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pyd.config.arches import Arch
 from pyd.config.machine import Accel, MachineSettings
+from pyd.errors import UsageError
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
 
@@ -36,6 +37,7 @@ class GuestSpec:
     serial_log: Path
     cmdline_extra: tuple[str, ...] = ()
     pidfile: Path | None = None
+    gic: str = ""  # arm virt's gic-version ("3", "host"); "" for x86
 
 
 def guest_spec(
@@ -47,6 +49,13 @@ def guest_spec(
     memory_mib: int,
     ssh_port: int,
 ) -> GuestSpec:
+    limit = machine.max_memory_mib
+    if limit is not None and memory_mib > limit:
+        raise UsageError(
+            f"{machine.accel} maps at most {limit} MiB of guest RAM for an {arch.name} guest; "
+            f"{memory_mib} MiB asked",
+            hint=f"pyd config set memory {limit}MiB (or less)",
+        )
     kernel = image.file(arch.kernel)
     if not kernel.exists():
         kernel = image.file("vmlinuz")
@@ -67,4 +76,5 @@ def guest_spec(
         serial_log=files.serial_log,
         cmdline_extra=machine.cmdline,
         pidfile=files.qemu_pid,
+        gic=machine.gic,
     )

@@ -74,9 +74,10 @@ def prepare(root: Path, image: CachedImage, hostname: str = "pyd-test") -> Insta
 def booted(
     files: InstanceFiles, image: CachedImage, accel: str | None = None
 ) -> Iterator[tuple[DirectVM, paramiko.SSHClient]]:
+    arch = get_arch(image.manifest.arch)
     spec = guest_spec(
-        get_arch(image.manifest.arch),
-        machine_settings(accel or detect_accel()),
+        arch,
+        machine_settings(accel or detect_accel(arch.name), arch.name),
         image,
         files,
         cpus=2,

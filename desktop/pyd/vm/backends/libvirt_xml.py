@@ -98,12 +98,17 @@ def domain_xml(
         # Without <acpi/> libvirt passes -no-acpi: no power button, so no clean shutdown.
         # (arm's virt machine signals the button through a GPIO in the device tree.)
         _sub(features, "acpi")
+    if spec.gic:
+        _sub(features, "gic", version=spec.gic)
     if spec.accel == Accel.TCG:
         tcg = _sub(features, "tcg")
         _sub(tcg, "tb-cache", str(TB_CACHE_MIB), unit="MiB")
 
+    # "max,pauth-impdef=on": libvirt has no element for a CPU's QEMU properties, so the
+    # model gives the mode and the whole value is passed on as a -cpu of its own (below).
+    model, _, cpu_props = spec.accel_cpu.partition(",")
     try:
-        cpu_mode = CPU_MODES[spec.accel_cpu]
+        cpu_mode = CPU_MODES[model]
     except KeyError:
         raise UsageError(
             f"CPU model {spec.accel_cpu!r} has no libvirt equivalent",
@@ -148,6 +153,8 @@ def domain_xml(
         f"user,id={NET_ID},hostfwd=tcp:127.0.0.1:{spec.ssh_port}-:22",
         "-device",
         f"virtio-net-pci,netdev={NET_ID},bus={bus},addr={NET_PCI_SLOT:#x}",
+        # QEMU keeps the last -cpu; libvirt writes its own before these arguments.
+        *(["-cpu", spec.accel_cpu] if cpu_props else []),
     ):
         _sub(commandline, f"{{{QEMU_NS}}}arg", value=arg)
 

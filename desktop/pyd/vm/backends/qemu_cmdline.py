@@ -20,13 +20,18 @@ def kernel_cmdline(spec: GuestSpec) -> str:
     return " ".join([*base, *spec.cmdline_extra])
 
 
+def machine_option(spec: GuestSpec) -> str:
+    """-machine's value: the arch's machine, with arm virt's interrupt controller."""
+    return spec.arch.machine + (f",gic-version={spec.gic}" if spec.gic else "")
+
+
 def qemu_argv(spec: GuestSpec) -> list[str]:
     argv = [
         spec.arch.qemu,
         "-name",
         "pyd",
         "-machine",
-        spec.arch.machine,
+        machine_option(spec),
         "-accel",
         ACCEL_OPTIONS[spec.accel],
         "-cpu",

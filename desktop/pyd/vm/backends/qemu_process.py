@@ -25,13 +25,20 @@ from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_cmdline import qemu_argv
 from pyd.vm.spec import GuestSpec
 
+# The Debian package holding each QEMU system emulator.
+DEBIAN_PACKAGES = {
+    "qemu-system-x86_64": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
+}
+
 
 def require_qemu(argv: list[str]) -> list[str]:
     """`argv` as is, when its QEMU binary is installed."""
     if not shutil.which(argv[0]):
+        package = DEBIAN_PACKAGES.get(argv[0], "qemu-system")
         raise EnvironmentProblem(
             f"{argv[0]} is not installed",
-            hint="install QEMU (Debian: apt-get install qemu-system-x86; macOS: brew install qemu)",
+            hint=f"install QEMU (Debian: apt-get install {package}; macOS: brew install qemu)",
         )
     return argv
 
