@@ -85,3 +85,12 @@ def test_native_builds_touch_nothing() -> None:
     ensure_foreign_exec(get_arch("aarch64"), "aarch64", False, said.append)
     ensure_foreign_exec(get_arch("x86_64"), "x86_64", False, said.append)
     assert said == []
+
+
+def test_a_foreign_build_without_arch_test_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("pyd.image.binfmt.shutil.which", lambda name: None)
+    with pytest.raises(ForeignExecMissing, match="needs arch-test") as e:
+        ensure_foreign_exec(get_arch("aarch64"), "x86_64", True, lambda line: None)
+    assert e.value.exit_code == 2 and "qemu-user-static" in e.value.hint
