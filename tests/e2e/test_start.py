@@ -24,6 +24,7 @@ from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.agent_proc import stop_agent
 from pyd.ssh.keys import generate_keypair, write_private
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
+from tests.unit.polling import until
 
 ENGINE_VERSION = re.compile(r"\d+\.\d+\.\d+\S*")  # the guest engine's, e.g. 26.1.5+dfsg1
 
@@ -161,11 +162,22 @@ def test_pyd_ssh_runs_a_command_and_returns_its_exit_code(pyd_env: PydEnv) -> No
 def test_docker_works_across_a_dropped_ssh_connection(pyd_env: PydEnv) -> None:
     """Kill the guest side of the agent's SSH connection: the agent reconnects and the
     next docker command is carried without the user doing anything."""
+    agent_log = pyd_env.home / "instances" / "default" / "agent.log"
+    seen = agent_log.stat().st_size
     cut_agent_ssh(pyd_env)
     r = pyd_env.docker("version", "--format", "{{.Server.Version}}", timeout=60)
     assert ENGINE_VERSION.fullmatch(r.stdout.strip()), r.stdout
-    log = pyd_env.pyd("logs").stdout
-    assert "SSH link dead" in log and "SSH back after" in log
+
+    def since_the_cut() -> str:
+        with agent_log.open("rb") as f:
+            f.seek(seen)
+            return f.read().decode(errors="replace")
+
+    told = ("SSH link dead", "SSH back after")
+    try:
+        until(lambda: all(s in since_the_cut() for s in told), timeout=30, step=0.2)
+    except AssertionError:
+        raise AssertionError(f"{told} not in the agent's log:\n{since_the_cut()}") from None
     assert pyd_env.status()["state"] == "running"
 
 

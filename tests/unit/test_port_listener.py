@@ -33,6 +33,7 @@ from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
 from pyd.ssh.keys import generate_keypair, write_private
 from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
 from tests.unit.in_threads import run_in_threads
+from tests.unit.listening import nobody_listens
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth, host_keypair
 
 EOF_MARK = b"<echo saw EOF>"
@@ -180,14 +181,6 @@ def exchange(address: tuple[str, int], payload: bytes, timeout: float = 30) -> b
     return b"".join(chunks)
 
 
-def refused(address: tuple[str, int]) -> bool:
-    try:
-        socket.create_connection(address, timeout=5).close()
-    except ConnectionRefusedError:
-        return True
-    return False
-
-
 def ipv6_loopback_works() -> bool:
     if not socket.has_ipv6:
         return False
@@ -290,7 +283,7 @@ def test_close_stops_listening_and_ends_live_connections(echo: EchoServer, guest
     assert fwd.live_connections() == 5
     assert close_under(fwd, clients) == [b""] * 5  # each told the connection ended
     assert fwd.live_connections() == 0
-    assert refused(address)
+    assert nobody_listens(address)
 
 
 def test_new_connections_follow_the_channel_opener_of_the_moment(echo: EchoServer) -> None:
@@ -316,7 +309,7 @@ def test_listener_binds_only_the_requested_address(echo: EchoServer, guest: Gues
         host, port = fwd.address
         assert host == "127.0.0.1"
         if LINUX:  # all of 127/8 is this host's loopback: another address on it stays closed
-            assert refused(("127.0.0.2", port))
+            assert nobody_listens(("127.0.0.2", port))
         assert exchange(("127.0.0.1", port), b"y") == b"y" + EOF_MARK
 
 
@@ -329,7 +322,7 @@ def test_ipv6_listener_is_v6only_and_leaves_ipv4_to_another_forward(
         listener = v6._listener
         assert listener is not None
         assert listener.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
-        assert refused(("127.0.0.1", port))  # the IPv4 side is not taken by "::"
+        assert nobody_listens(("127.0.0.1", port))  # the IPv4 side is not taken by "::"
         with TcpPortForward(forward_to(echo, "0.0.0.0", port), guest.open_channel):
             assert exchange(("::1", port), b"6") == b"6" + EOF_MARK
             assert exchange(("127.0.0.1", port), b"4") == b"4" + EOF_MARK
