@@ -51,7 +51,8 @@ def machine_settings(accel: str, arch: str | None = None) -> MachineSettings:
             hint="use software emulation: pyd config set accel tcg",
         )
     own: dict[str, Any] = table.get(arch_name, {})
-    common = vmconfig("kernel")["cmdline"]
+    kernel = vmconfig("kernel")
+    common = [*kernel["cmdline"], *kernel.get(arch_name, {}).get("cmdline", [])]
     limit = own.get("max_memory_mib")
     return MachineSettings(
         known,
