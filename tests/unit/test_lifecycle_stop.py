@@ -4,15 +4,24 @@ A corrupt config.toml is test_stop_unreadable.py's."""
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
 
 import pytest
 
+from pyd.config.machine import Accel
 from pyd.dockercli.context import current_context, ensure_context
+from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
+from pyd.instance.state import InstanceState, save_state
 from pyd.lifecycle import stop as stop_module
+from pyd.lifecycle.guest_power import SSHGuestPower
+from pyd.ssh.keys import generate_keypair, write_keypair
 from pyd.vm.backends.base import VMBackend, VMState
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
+from tests.unit.fakeguest import running_guest
+from tests.unit.sshserver import host_keypair
 
 NAME = "dev"
 
@@ -41,6 +50,115 @@ def _pair(vm_state: VMState) -> tuple[FakeBackend, FakeAgent]:
     vm, agent = FakeBackend(vm_state), FakeAgent(running=True)
     agent.calls = vm.calls
     return vm, agent
+
+
+class FakeGuest:
+    """lifecycle.guest_power.GuestPower for `vm`'s guest: "obeys" powers the VM off, "hangs"
+    accepts and stays up, "unreachable" cannot be asked (no SSH)."""
+
+    def __init__(self, vm: FakeBackend, behaviour: str) -> None:
+        self.vm, self.behaviour = vm, behaviour
+
+    def poweroff(self, files: InstanceFiles) -> bool:
+        self.vm.calls.append("ssh-poweroff")
+        if self.behaviour == "obeys":
+            self.vm.vm = VMState.STOPPED
+        return self.behaviour != "unreachable"
+
+
+def test_a_guest_that_answers_ssh_powers_itself_off_without_the_button(
+    dev: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vm, agent = _pair(VMState.RUNNING)
+    _runs_on(monkeypatch, vm)
+    guest = FakeGuest(vm, "obeys")
+    assert stop_module.stop(NAME, RecordingProgress(), agent=agent, guest=guest) is True
+    assert vm.calls == ["stop", "ssh-poweroff"] and vm.vm is VMState.STOPPED
+
+
+def test_a_guest_ssh_cannot_reach_stops_as_before_with_the_whole_timeout(
+    dev: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vm, agent = _pair(VMState.RUNNING)
+    vm.ignores_button = True
+    _runs_on(monkeypatch, vm)
+    guest = FakeGuest(vm, "unreachable")
+    assert stop_module.stop(NAME, RecordingProgress(), timeout=30, agent=agent, guest=guest)
+    assert vm.calls == ["stop", "ssh-poweroff", "shutdown", "forced"]
+    assert vm.shutdown_timeouts == [30]
+
+
+def test_a_guest_that_accepts_but_stays_up_gets_the_button_within_the_timeout(
+    dev: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vm, agent = _pair(VMState.RUNNING)
+    _runs_on(monkeypatch, vm)
+    guest = FakeGuest(vm, "hangs")
+    began = time.monotonic()
+    assert stop_module.stop(NAME, RecordingProgress(), timeout=1.0, agent=agent, guest=guest)
+    waited = time.monotonic() - began
+    assert vm.calls == ["stop", "ssh-poweroff", "shutdown"] and vm.vm is VMState.STOPPED
+    # Half the timeout for the guest's own poweroff, the rest for the button.
+    assert 0.5 <= waited < 1.0
+    assert vm.shutdown_timeouts[0] <= 0.5
+
+
+def test_a_paused_guest_is_not_asked_over_ssh(dev: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    vm, agent = _pair(VMState.PAUSED)
+    _runs_on(monkeypatch, vm)
+    guest = FakeGuest(vm, "obeys")
+    assert stop_module.stop(NAME, RecordingProgress(), agent=agent, guest=guest) is True
+    assert vm.calls == ["stop", "shutdown"]  # the backend resumes it and presses the button
+
+
+def _ssh_instance(root: Path, port: int) -> InstanceFiles:
+    """The files SSHGuestPower reads: state.json (the port), the client key, the host key."""
+    files = InstanceFiles(root)
+    root.mkdir(parents=True, exist_ok=True)
+    save_state(files.state, InstanceState(port, "x86_64-0", Accel.TCG))
+    (root / "ssh").mkdir(exist_ok=True)
+    write_keypair(files.client_key, generate_keypair("test"))
+    write_keypair(files.host_key, host_keypair())
+    return files
+
+
+def _recording_shell(tmp: Path) -> tuple[str, Path]:
+    """A guest shell that runs nothing: it writes down the command it was given."""
+    (tmp / "guest").mkdir()
+    log = tmp / "commands"
+    shell = tmp / "shell"
+    shell.write_text(f'#!/bin/sh\nprintf "%s\\n" "$2" >> {log}\n')
+    shell.chmod(0o755)
+    return str(shell), log
+
+
+def test_ssh_poweroff_runs_busybox_inits_poweroff_with_the_pinned_key(tmp_path: Path) -> None:
+    shell, log = _recording_shell(tmp_path)
+    with running_guest(tmp_path / "guest", shell) as g:
+        files = _ssh_instance(tmp_path / "inst", g.server.port)
+        assert SSHGuestPower().poweroff(files) is True
+    assert log.read_text() == "/usr/bin/busybox poweroff\n"
+
+
+def test_ssh_poweroff_refuses_a_guest_with_another_host_key(tmp_path: Path) -> None:
+    shell, log = _recording_shell(tmp_path)
+    with running_guest(tmp_path / "guest", shell) as g:
+        files = _ssh_instance(tmp_path / "inst", g.server.port)
+        write_keypair(files.host_key, generate_keypair("not the guest's"))
+        assert SSHGuestPower().poweroff(files) is False
+    assert not log.exists()
+
+
+def test_ssh_poweroff_fails_fast_without_a_guest_or_its_files(tmp_path: Path) -> None:
+    assert SSHGuestPower().poweroff(InstanceFiles(tmp_path / "none")) is False  # no state
+    with socket.socket() as bound:  # bound, never listening: connections are refused
+        bound.bind(("127.0.0.1", 0))
+        files = _ssh_instance(tmp_path / "inst", bound.getsockname()[1])
+        began = time.monotonic()
+        assert SSHGuestPower().poweroff(files) is False
+        assert time.monotonic() - began < 3
+    files.host_key.with_name("host_ed25519.pub").unlink()
+    assert SSHGuestPower().poweroff(files) is False
 
 
 def test_stop_stops_the_agent_then_powers_the_vm_off(

@@ -5,18 +5,25 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import time
 
 from pyd.config.settings import context_name
 from pyd.dockercli.context import remove_context
 from pyd.errors import PydError
+from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import existing
 from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
+from pyd.lifecycle.guest_power import SSH_GUEST, GuestPower
 from pyd.lifecycle.locking import locked
 from pyd.lifecycle.progress import Progress, phase
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backends_to_stop
 
 SHUTDOWN_TIMEOUT = 60.0
+# How long a guest that accepted `poweroff` over SSH gets before the power button is
+# pressed too (of the shutdown timeout): its ::shutdown script gives dockerd 20 s.
+SSH_POWEROFF_SHARE = 0.5
+_POLL = 0.2
 _DOWN = (VMState.STOPPED, VMState.ABSENT)
 
 
@@ -25,6 +32,7 @@ def stop(
     progress: Progress,
     timeout: float = SHUTDOWN_TIMEOUT,
     agent: HostAgent = PROCESS_AGENT,
+    guest: GuestPower = SSH_GUEST,
 ) -> bool:
     """Stops agent and guest (clean poweroff, forced after `timeout`). False when the
     VM was not running."""
@@ -36,13 +44,35 @@ def stop(
             progress.info(f"{unreadable}; stopping the VM with whichever backend runs it")
         with phase(progress, "agent"):
             agent.stop(inst.files)
-        up = [b for b in backends if _state(b, probing=bool(unreadable)) not in _DOWN]
+        states = [(b, _state(b, probing=bool(unreadable))) for b in backends]
+        up = [(b, vm) for b, vm in states if vm not in _DOWN]
         if not up:
             return False
         with phase(progress, "shutdown"):
-            for backend in up:
-                backend.shutdown(timeout)
+            for backend, vm in up:
+                power_off(inst.files, backend, vm, timeout, guest)
         return True
+
+
+def power_off(
+    files: InstanceFiles,
+    backend: VMBackend,
+    vm: VMState,
+    timeout: float,
+    guest: GuestPower = SSH_GUEST,
+) -> None:
+    """The guest asked over SSH first (a guest without a power button answers that too),
+    then the backend's button, forced off once `timeout` has passed. A paused guest cannot
+    answer SSH: the backend resumes it and presses the button, as it always did."""
+    if vm is not VMState.RUNNING or not guest.poweroff(files):
+        backend.shutdown(timeout)  # as without SSH: the button, forced after `timeout`
+        return
+    began = time.monotonic()
+    while time.monotonic() < began + timeout * SSH_POWEROFF_SHARE:
+        if backend.state() in _DOWN:
+            return
+        time.sleep(_POLL)
+    backend.shutdown(max(0.0, began + timeout - time.monotonic()))
 
 
 def delete(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> None:
