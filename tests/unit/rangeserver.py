@@ -23,7 +23,7 @@ class Behaviour:
 
     ranges: bool = True  # honour Range (206), or always send the whole file (200)
     cut_after: int | None = None  # close the connection after this many body bytes...
-    cuts: int = 0  # ...for this many responses
+    cuts: int = 0  # ...for this many responses that are longer
     redirect: bool = False  # /NAME answers 302 to a URL that works for one request only
     status: dict[str, int] = field(default_factory=dict)  # NAME -> status for every request
     fail: int = 0  # this many requests answer 503 first
@@ -117,7 +117,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         count = end - start + 1
         with s.lock:
-            cut = b.cuts > 0 and b.cut_after is not None
+            cut = b.cuts > 0 and b.cut_after is not None and count > b.cut_after
             b.cuts -= cut
         if cut and b.cut_after is not None:
             count = min(count, b.cut_after)

@@ -1,25 +1,32 @@
 """`pyd image fetch URL`: a prebuilt image (manifest.json + files) from a web server, for
-hosts that cannot run mmdebstrap (macOS, Windows). Every file is checked against the
-manifest while it streams in; any mismatch refuses the whole image and nothing reaches
-the cache."""
+hosts that cannot run mmdebstrap (macOS, Windows). Each file arrives through
+image/transfer.py (resume, retries, mirrors) and is checked against the manifest; any
+mismatch refuses the whole image and nothing reaches the cache.
+
+Partial files wait in one place, the cache's `.staging-partial/`, named by the sha256 they
+should end with: a fetch that was cut resumes from them next time, and a fetch of another
+image cleans them away (under the cache lock, so never one that is in use)."""
 
 from __future__ import annotations
 
-import hashlib
+import os
+import shutil
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import IO
 
 from pyd.errors import ImageError, ImageMismatchError, UsageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
-from pyd.image.manifest import MANIFEST, FileEntry, parse_manifest
+from pyd.image.manifest import MANIFEST, parse_manifest
+from pyd.image.transfer import DEFAULT_POLICY, ProgressFn, RetryPolicy, download
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes so far, total)
-_CHUNK = 1 << 20
+PARTIAL_DIR = ".staging-partial"
 _MAX_MANIFEST = 1 << 20
 _TIMEOUT = 60
 
@@ -34,16 +41,90 @@ def manifest_url(url: str) -> str:
     return urllib.parse.urljoin(url if url.endswith("/") else url + "/", MANIFEST)
 
 
-def fetch_image(cache: ImageCache, url: str, progress: Progress) -> CachedImage:
-    murl = manifest_url(url)
-    manifest = parse_manifest(_read_small(murl), origin=murl)
+def fetch_image(
+    cache: ImageCache,
+    url: str,
+    progress: Progress,
+    *,
+    mirrors: Sequence[str] = (),
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CachedImage:
+    """The image whose manifest `url` (then each of `mirrors`) serves, fetched into the
+    cache unless it is there already."""
+    murls = [manifest_url(u) for u in (url, *mirrors)]
+    murl, text = _read_manifest(murls)
+    manifest = parse_manifest(text, origin=murl)
     key = image_key(manifest.arch, manifest.recipe_hash)
     if existing := cache.get(key):
         return existing
-    with cache.locked(), cache.staging() as staging:
-        for name, entry in sorted(manifest.files.items()):
-            _download(urllib.parse.urljoin(murl, name), staging / name, entry, progress)
-        return cache.commit(staging, key, replace(manifest, source=murl))
+    with cache.locked():
+        partials = cache.root / PARTIAL_DIR
+        _clean_partials(partials, {e.sha256 for e in manifest.files.values()})
+        partials.mkdir(mode=0o700, exist_ok=True)
+        bases = [murl, *(m for m in murls if m != murl)]  # the one that answered first
+        parts = {}
+        try:
+            for name, entry in sorted(manifest.files.items()):
+                parts[name] = partials / f"{entry.sha256}.part"
+                download(
+                    [urllib.parse.urljoin(b, name) for b in bases],
+                    parts[name],
+                    entry.size,
+                    entry.sha256,
+                    name=name,
+                    progress=_per_file(progress, name),
+                    policy=policy,
+                    sleep=sleep,
+                )
+        except ImageMismatchError:
+            _clean_partials(partials, set())  # the image is refused: none of it is kept
+            raise
+        # Verified files stay among the partials until the last one is: a fetch cut in the
+        # middle of the image keeps them, and the next one checks them again and goes on.
+        with cache.staging() as staging:
+            placed: dict[Path, Path] = {}
+            for name, part in parts.items():
+                if part in placed:  # two names, one content: one partial file served both
+                    shutil.copyfile(placed[part], staging / name)
+                    continue
+                os.replace(part, staging / name)
+                placed[part] = staging / name
+            image = cache.commit(staging, key, replace(manifest, source=murl))
+        _clean_partials(partials, set())
+        return image
+
+
+def _per_file(progress: Progress, name: str) -> ProgressFn:
+    return lambda p: progress(name, p.done, p.total)
+
+
+def _clean_partials(partials: Path, keep: set[str]) -> None:
+    """Removes partial files of other images: they are resumed from or dropped, never
+    left to pile up."""
+    if not partials.is_dir():
+        return
+    for path in partials.iterdir():
+        if path.name.removesuffix(".part") not in keep:
+            path.unlink(missing_ok=True)
+    if not keep:
+        partials.rmdir()
+
+
+def _read_manifest(murls: Sequence[str]) -> tuple[str, str]:
+    """(URL, text) of the first manifest a mirror serves; a dead mirror is skipped."""
+    errors: list[ImageError] = []
+    for murl in murls:
+        try:
+            return murl, _read_small(murl)
+        except ImageError as e:
+            errors.append(e)
+    if len(errors) == 1:
+        raise errors[0]
+    raise ImageError(
+        "no mirror served the manifest: " + "; ".join(e.message for e in errors),
+        hint="check the URLs and the network",
+    )
 
 
 def _open(url: str) -> IO[bytes]:
@@ -65,33 +146,3 @@ def _read_small(url: str) -> str:
     if len(data) > _MAX_MANIFEST:
         raise ImageError(f"{url} is too large to be a manifest")
     return data.decode("utf-8", errors="replace")
-
-
-def _download(url: str, dest: Path, entry: FileEntry, progress: Progress) -> None:
-    h = hashlib.sha256()
-    got = 0
-    part = dest.with_name(dest.name + ".part")
-    try:
-        with _open(url) as r, part.open("wb") as out:
-            while chunk := r.read(_CHUNK):
-                got += len(chunk)
-                if got > entry.size:
-                    break  # never store more than the manifest promised
-                h.update(chunk)
-                out.write(chunk)
-                progress(dest.name, got, entry.size)
-        if got != entry.size:
-            raise ImageMismatchError(
-                f"{dest.name} from {url} is {'larger' if got > entry.size else f'{got} bytes'}, "
-                f"the manifest says {entry.size} bytes; the image was refused",
-                hint="the server's copy is incomplete or was changed; try again later",
-            )
-        if h.hexdigest() != entry.sha256:
-            raise ImageMismatchError(
-                f"{dest.name} from {url} does not match its manifest (sha256 "
-                f"{h.hexdigest()[:16]}…, expected {entry.sha256[:16]}…); the image was refused",
-                hint="the server's copy is damaged or was tampered with; nothing was kept",
-            )
-        part.replace(dest)
-    finally:
-        part.unlink(missing_ok=True)
