@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from pyd.agent.status_file import AgentState, AgentStatus, parse_status
 from pyd.lifecycle.status import overall
@@ -49,3 +49,13 @@ def test_the_status_file_holds_the_bare_state() -> None:
         assert f'"state": "{state.value}"' in text
         back = parse_status(text)
         assert back is not None and back.state is state
+
+
+def test_platforms_round_trip_and_an_older_file_without_them_still_reads() -> None:
+    s = replace(AgentStatus(AgentState.READY, 1), platforms=("linux/amd64", "linux/arm64"))
+    text = json.dumps(asdict(s))
+    assert '"platforms": ["linux/amd64", "linux/arm64"]' in text
+    assert parse_status(text) == s
+    older = {k: v for k, v in asdict(s).items() if k != "platforms"}
+    back = parse_status(json.dumps(older))
+    assert back is not None and back.platforms == ()

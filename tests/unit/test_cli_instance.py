@@ -4,6 +4,7 @@ or 2, no traceback, and nothing deleted. No VM is started here."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -164,6 +165,9 @@ def test_status_shows_the_data_disk_s_own_size_whatever_the_config_says(tmp_path
     (inst / "config.toml").write_text("")  # emptied: its disk setting is the default 20
     r = _pyd(tmp_path, "status", "--json", LIBVIRT_DEFAULT_URI="qemu+unix:///system?socket=/no/s")
     assert '"disk_gib": 4' in r.stdout, r.stdout + r.stderr
+    assert '"platforms": []' in r.stdout  # known once an agent asked a running guest
+    r = _pyd(tmp_path, "status", LIBVIRT_DEFAULT_URI="qemu+unix:///system?socket=/no/s")
+    assert re.search(r"^platforms +-$", r.stdout, re.M), r.stdout
 
 
 def test_ctrl_c_during_start_says_the_vm_keeps_booting_and_what_to_do(
@@ -251,3 +255,22 @@ def test_a_foreign_arch_starts_on_its_cached_image_under_tcg(arm_start: FakeBack
     state = load_state(instance("arm").files.state)
     assert state is not None and state.arch == "aarch64"
     assert state.image_key.startswith("aarch64-")
+
+
+def test_status_and_list_show_the_guest_arch(tmp_path: Path) -> None:
+    for name in ("arm", "new"):
+        r = _pyd(tmp_path, "config", "set", "--create", "backend", "qemu", "-n", name)
+        assert r.returncode == 0, r.stderr
+    (tmp_path / "instances" / "arm" / "arch").write_text("aarch64\n")  # its first start failed
+    r = _pyd(tmp_path, "status", "--json", "-n", "arm")
+    assert '"arch": "aarch64"' in r.stdout, r.stdout + r.stderr
+    r = _pyd(tmp_path, "status", "-n", "arm")
+    assert re.search(r"^arch +aarch64$", r.stdout, re.M), r.stdout
+    r = _pyd(tmp_path, "list")
+    assert r.returncode == 0, r.stderr
+    lines = [line.split() for line in r.stdout.splitlines()]
+    assert lines[0][:3] == ["NAME", "STATE", "ARCH"]
+    host = get_arch().name  # a new instance becomes one of the host's arch
+    assert {row[0]: row[2] for row in lines[1:]} == {"arm": "aarch64", "new": host}
+    r = _pyd(tmp_path, "list", "--json")
+    assert '"arch": "aarch64"' in r.stdout and f'"arch": "{host}"' in r.stdout

@@ -30,6 +30,8 @@ from pyd.config.store import load_config
 from pyd.engine.api import GUEST_DOCKER_SOCKET
 from pyd.engine.ping import wait_for_engine
 from pyd.errors import PydError
+from pyd.guestdocker.platforms import BINFMT_WAIT, parse_platforms
+from pyd.guestdocker.platforms import COMMAND as PLATFORMS_COMMAND
 from pyd.host.atomicfile import write_atomic
 from pyd.host.private_files import write_private_text
 from pyd.host.threads import Deadline, ThreadOwner, close_all, join_threads
@@ -46,6 +48,7 @@ from pyd.ports.manager import PortManager
 from pyd.relay.endpoint import docker_endpoint, make_docker_forward
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
+from pyd.ssh.link_errors import LINK_ERRORS
 from pyd.ssh.openssh import known_hosts_line
 from pyd.ssh.streamlocal import open_streamlocal
 from pyd.vm.backends.base import VMState
@@ -278,6 +281,7 @@ class Agent:
         self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=running))
         log.info("ready: %s", host)
         self._start_ports(cfg)
+        self._ask_platforms()
         return self._supervise()
 
     def _start_exec_socket(self) -> None:
@@ -421,6 +425,29 @@ class Agent:
 
         self._disk_thread = threading.Thread(target=measure, name="disk-usage", daemon=True)
         self._disk_thread.start()
+
+    def _ask_platforms(self) -> None:
+        """What the engine can run (native, and emulated through binfmt_misc) for `pyd
+        status`, asked once: the guest registers its emulator at boot, beside dockerd, and the
+        command waits for that. From a thread: the supervisor must not wait for it."""
+
+        def ask() -> None:
+            try:
+                client = self.session.client(0)
+                _in, stdout, _err = client.exec_command(
+                    PLATFORMS_COMMAND, timeout=BINFMT_WAIT + 15.0
+                )
+                found = parse_platforms(stdout.read().decode(errors="replace"))
+            except PydError as e:
+                log.info("platforms not known: %s", e.message)
+                return
+            except LINK_ERRORS as e:
+                log.info("platforms not known: %s", e)
+                return
+            if found:
+                self._publish(lambda s: replace(s, platforms=found))
+
+        threading.Thread(target=ask, name="platforms", daemon=True).start()
 
     def _check_health(self, probe: bool = True) -> None:
         """The VM's state is asked only while the link is down: a live link proves it runs.

@@ -49,6 +49,7 @@ class AgentStatus:
     vm: str = ""
     link_down_since: float = 0.0
     data_disk: str = ""  # how full Docker's data disk is (agent/disk_usage.py); "" not yet known
+    platforms: tuple[str, ...] = ()  # what the engine runs, native first (guestdocker/platforms.py)
 
     def begin(self, phase: str) -> AgentStatus:
         return replace(self, phase=phase, updated=time.time())
@@ -83,6 +84,7 @@ def parse_status(text: str) -> AgentStatus | None:
             vm=str(data.get("vm", "")),
             link_down_since=float(data.get("link_down_since", 0.0)),
             data_disk=str(data.get("data_disk", "")),
+            platforms=tuple(str(p) for p in data.get("platforms", ())),
         )
     except (ValueError, KeyError, TypeError):
         return None

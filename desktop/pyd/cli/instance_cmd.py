@@ -44,17 +44,14 @@ def start(
     disk: Annotated[
         str | None, typer.Option(help="data disk size, e.g. 40GiB (first start only)")
     ] = None,
-    accel: Annotated[
-        str | None, typer.Option(help="auto, kvm, hvf, whpx or tcg (stored)")
-    ] = None,
+    accel: Annotated[str | None, typer.Option(help="auto, kvm, hvf, whpx or tcg (stored)")] = None,
     context: Annotated[
         bool, typer.Option("--context/--no-context", help="create and use docker context pyd")
     ] = True,
     arch: Annotated[
         str | None,
         typer.Option(
-            help="guest architecture, x86_64 or aarch64 (first start only; default: this "
-            "machine's)"
+            help="guest architecture, x86_64 or aarch64 (first start only; default: this machine's)"
         ),
     ] = None,
     new_keys: Annotated[
@@ -67,7 +64,8 @@ def start(
 ) -> None:
     """Start an instance (created on first start) and make the docker CLI use it."""
     overrides = {
-        k: v for k, v in {"cpus": cpus, "memory": memory, "disk": disk, "accel": accel}.items()
+        k: v
+        for k, v in {"cpus": cpus, "memory": memory, "disk": disk, "accel": accel}.items()
         if v is not None
     }
     from pyd.lifecycle.start import start as start_instance
@@ -88,7 +86,7 @@ def start(
         if os.environ.get(var):
             err_console.print(
                 f"[yellow]note:[/] {var} is set in this shell and overrides the docker context; "
-                f"unset it, or use `eval \"$(pyd env -n {name})\"`"
+                f'unset it, or use `eval "$(pyd env -n {name})"`'
             )
     if result.context:
         err_console.print(f"docker context [bold]{result.context}[/] is current; try `docker info`")
@@ -158,6 +156,8 @@ def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
             value = f"{len(value)} (`pyd port ls -n {name}` lists them)"
         elif key == "mounts":
             value = "; ".join(f"{m['location']} {m['state']}" for m in value) or "-"
+        elif key == "platforms":
+            value = ", ".join(value) or "-"
         out_console.print(f"{key:<12} {value}", markup=False, highlight=False)
     if st.state is not RunState.RUNNING:
         raise typer.Exit(0 if st.state is RunState.STOPPED else 1)
@@ -170,7 +170,7 @@ def list_(as_json: JsonOpt = False) -> None:
         out_console.print_json(json.dumps([s.to_json() for s in statuses]))
         return
     print_columns(
-        [["NAME", "STATE", "CPUS", "MEMORY", "DISK", "SSH", "DOCKER"], *map(_row, statuses)]
+        [["NAME", "STATE", "ARCH", "CPUS", "MEMORY", "DISK", "SSH", "DOCKER"], *map(_row, statuses)]
     )
 
 
@@ -186,6 +186,7 @@ def _row(s: InstanceStatus) -> list[str]:
     return [
         s.name,
         s.state,
+        s.arch or "-",
         str(s.cpus),
         f"{s.memory_mib / 1024:g} GiB",
         f"{s.disk_gib} GiB",

@@ -9,12 +9,13 @@ from typing import Any
 
 from pyd.agent.keeper import KeeperStatus
 from pyd.agent.status_file import AgentState, AgentStatus
+from pyd.config.arches import host_arch
 from pyd.config.settings import context_name
 from pyd.config.store import load_config
 from pyd.errors import PydError
 from pyd.instance.disks import disk_size_gib
 from pyd.instance.registry import Instance, name_option
-from pyd.instance.state import load_state
+from pyd.instance.state import instance_arch, load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running, keeper_status
 from pyd.mounts.state import MountStatus
 from pyd.ports.forwards import PortStatus
@@ -56,6 +57,7 @@ class InstanceStatus:
     disk_gib: int
     backend: str
     accel: str
+    arch: str  # the guest's architecture (x86_64, aarch64); "" when it cannot be read
     image: str
     phases: dict[str, float]
     error: str
@@ -64,6 +66,7 @@ class InstanceStatus:
     hint: str = ""  # what to do about `state` or `error`
     keeper: str = ""  # what the agent's keeper did: restarts, or why it gave up
     data_disk: str = ""  # how full Docker's data disk is, as the running agent last saw it
+    platforms: tuple[str, ...] = ()  # e.g. linux/amd64, linux/arm64: native, then emulated
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +150,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         disk_gib=disk_size_gib(inst.files.data_disk) or cfg.disk_gib,  # the disk's own size
         backend=cfg.backend,
         accel=state.accel if state else cfg.accel,
+        arch=instance_arch(inst.files) or host_arch(),  # never started: the host's, by default
         image=state.image_key if state else "",
         phases={p.name: p.seconds for p in agent.phases} if agent else {},
         error=error or (agent.error if agent else ""),
@@ -155,6 +159,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         hint=vm_hint if error else status_hint(state_now, agent, name_option(inst.name)),
         keeper=keeper_note(keeper_status(inst.files), keeper_alive),
         data_disk=agent.data_disk if agent and alive else "",
+        platforms=agent.platforms if agent and alive else (),
     )
 
 
@@ -174,6 +179,7 @@ def broken_status(name: str, error: str) -> InstanceStatus:
         disk_gib=0,
         backend="",
         accel="",
+        arch="",
         image="",
         phases={},
         error=error,
