@@ -14,11 +14,11 @@ import pytest
 
 from pyd.config.arches import Arch
 from pyd.config.machine import Accel
-from pyd.errors import PydError
+from pyd.errors import ImageError, PydError, UsageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.manifest import FileEntry, Manifest
 from pyd.instance.registry import instance
-from pyd.instance.state import load_state
+from pyd.instance.state import instance_arch, load_state
 from pyd.lifecycle import start as start_module
 from pyd.vm.backends.base import VMState
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
@@ -138,3 +138,60 @@ def test_a_failed_start_keeps_the_instance_and_its_data_disk(
     backend.vm = VMState.STOPPED if fails == "vm" else backend.vm
     _start(agent)
     assert (data.stat().st_ino, data.read_bytes()) == disk_id
+
+
+# -- the guest architecture kept before the boot, and the accelerator's memory limit ----------
+
+
+def _start_arch(arch: str | None, settings: dict[str, str] | None = None) -> None:
+    start_module.start(
+        NAME, settings or SETTINGS, False, RecordingProgress(), agent=FakeAgent(), arch=arch
+    )
+
+
+def test_a_first_start_that_fails_before_the_boot_keeps_the_arch_it_was_asked(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    with pytest.raises(ImageError, match="no aarch64 image"):  # none in the cache
+        _start_arch("aarch64")
+    files = instance(NAME).files
+    assert not files.state.exists() and not files.os_disk.exists()
+    assert instance_arch(files) == "aarch64"
+    # The next start without --arch is still an aarch64 one: it asks for the same image.
+    with pytest.raises(ImageError, match="no aarch64 image") as info:
+        _start_arch(None)
+    assert "--arch aarch64" in info.value.hint
+    assert backend.calls == []
+    # Nothing of it booted yet: it may still become an x86_64 guest.
+    _start_arch("x86_64")
+    state = load_state(files.state)
+    assert state is not None and state.arch == "x86_64" and backend.specs[0].arch.name == "x86_64"
+    with pytest.raises(UsageError, match="is an x86_64 guest"):
+        _start_arch("aarch64")
+
+
+def test_a_bad_setting_on_a_first_start_with_arch_leaves_no_instance(
+    backend: FakeBackend,
+) -> None:
+    with pytest.raises(UsageError):
+        _start_arch("aarch64", {**SETTINGS, "cpus": "zero"})
+    assert not instance(NAME).files.root.exists()
+
+
+def test_hvf_memory_limit_is_checked_before_any_image_disk_or_seed(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An Apple Silicon Mac with plenty of memory. A check made at the VM's spec (as before)
+    # would come after the image (built here by the stand-in) and the disks.
+    monkeypatch.setattr("platform.machine", lambda: "arm64")
+    monkeypatch.setattr(start_module, "resolve_accel", lambda accel, arch: Accel.HVF)
+    monkeypatch.setattr(start_module, "host_memory_mib", lambda: 128 * 1024)
+    with pytest.raises(UsageError, match="hvf maps at most 64512 MiB") as info:
+        _start_arch(None, {**SETTINGS, "memory": "64GiB"})
+    assert "pyd config set memory 64512MiB" in info.value.hint
+    files = instance(NAME).files
+    for absent in (files.os_disk, files.data_disk, files.seed_iso, files.state):
+        assert not absent.exists(), absent
+    assert backend.calls == []
+    assert instance_arch(files) == "aarch64"  # kept: the instance exists (its config)

@@ -16,6 +16,7 @@ HOST_KEY = "ssh/host_ed25519"
 KNOWN_HOSTS = "ssh/known_hosts"  # the pinned guest key, for the system ssh (`pyd ssh`)
 CONFIG = "config.toml"  # the user's settings (`pyd config`)
 STATE = "state.json"  # what pyd chose at first start: SSH port, image
+ARCH = "arch"  # the guest arch asked at the first start (state.json waits for the boot)
 START_LOCK = "start.lock"  # one start/stop/delete at a time
 AGENT_PID = "agent.pid"
 AGENT_LOG = "agent.log"
@@ -52,6 +53,7 @@ class InstanceFiles:
     known_hosts = _File(KNOWN_HOSTS)
     config = _File(CONFIG)
     state = _File(STATE)
+    arch = _File(ARCH)
     start_lock = _File(START_LOCK)
     agent_pid = _File(AGENT_PID)
     agent_log = _File(AGENT_LOG)

@@ -11,6 +11,7 @@ from pathlib import Path
 from pyd.config.machine import Accel
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
+from pyd.instance.files import InstanceFiles
 
 
 @dataclass(frozen=True)
@@ -58,3 +59,19 @@ def load_state(path: Path) -> InstanceState | None:
 
 def save_state(path: Path, state: InstanceState) -> None:
     write_atomic(path, json.dumps(asdict(state), indent=2) + "\n")
+
+
+def instance_arch(files: InstanceFiles) -> str | None:
+    """The instance's guest architecture: state.json's, else the one its first start was
+    asked for (kept even when that start failed before the boot); None when never chosen."""
+    state = load_state(files.state)
+    if state is not None:
+        return state.arch
+    try:
+        return files.arch.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def save_arch(files: InstanceFiles, arch: str) -> None:
+    write_atomic(files.arch, arch + "\n")

@@ -23,7 +23,7 @@ from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
 from pyd.instance.registry import Instance, instance, name_option
-from pyd.instance.state import InstanceState, load_state, save_state
+from pyd.instance.state import InstanceState, instance_arch, load_state, save_arch, save_state
 from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.locking import locked
@@ -31,7 +31,7 @@ from pyd.lifecycle.progress import Progress, phase
 from pyd.vm.accel import resolve_accel
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backend_for_config
-from pyd.vm.spec import guest_spec
+from pyd.vm.spec import check_memory_limit, guest_spec
 
 # After a resume, how long `pyd start` lets the running agent find its link again before it
 # starts a new one (a link that heals is back within ~2 s, over a paused TCP connection).
@@ -61,6 +61,7 @@ def start(
     with locked(inst, progress):
         guest = _guest_arch(inst, arch)
         cfg = _settle_config(inst, overrides)
+        _keep_arch(inst, guest)
         backend = backend_for_config(inst.name, cfg)
         vm = backend.state()
         if new_keys:  # after a lost key: the VM boots again on a seed with new ones
@@ -118,19 +119,30 @@ def _settle_config(inst: Instance, overrides: Mapping[str, str]) -> InstanceConf
 
 def _guest_arch(inst: Instance, asked: str | None) -> Arch:
     """The instance's architecture, chosen at its first start and fixed from then on (its OS
-    disk is an image of it). Checked before anything is written or started."""
-    state = load_state(inst.files.state)
+    disk is an image of it). Checked before anything is written or started, and kept before
+    the boot (_keep_arch): a first start that fails before it (no image yet, too much memory
+    for the accelerator) must not make the next `pyd start` without --arch the host's arch."""
+    files = inst.files
+    state = load_state(files.state)
     wanted = get_arch(asked) if asked is not None else None  # an unknown name is refused here
-    if state is None:
-        return wanted or get_arch()
-    if wanted is not None and wanted.name != state.arch:
+    chosen = state.arch if state is not None else instance_arch(files)
+    # Until its OS disk exists an instance may still change its mind.
+    fixed = state is not None or files.os_disk.exists()
+    if wanted is not None and chosen is not None and wanted.name != chosen and fixed:
         opt = name_option(inst.name)
         raise UsageError(
-            f"instance {inst.name!r} is an {state.arch} guest; it cannot start as {wanted.name}",
+            f"instance {inst.name!r} is an {chosen} guest; it cannot start as {wanted.name}",
             hint=f"start it without --arch (`pyd start{opt}`), or give the {wanted.name} guest "
             f"another instance: `pyd start --name NAME --arch {wanted.name}`",
         )
-    return get_arch(state.arch)
+    return wanted or get_arch(chosen)  # the host's when never chosen
+
+
+def _keep_arch(inst: Instance, arch: Arch) -> None:
+    """Until state.json has it: kept once the instance exists (its config is written), so
+    a bad setting still leaves nothing behind."""
+    if not inst.files.state.exists() and instance_arch(inst.files) != arch.name:
+        save_arch(inst.files, arch.name)
 
 
 def _boot(
@@ -138,6 +150,9 @@ def _boot(
 ) -> None:
     files = inst.files
     state = load_state(files.state)
+    accel = resolve_accel(cfg.accel, arch.name)
+    machine = machine_settings(accel, arch.name)
+    check_memory_limit(arch, machine, cfg.memory_mib)  # before an image, disk or seed is made
     with phase(progress, "image"):
         image = _image(state, arch, progress)
     with phase(progress, "disks"):
@@ -153,8 +168,6 @@ def _boot(
                 host_access=cfg.host_access,
             ),
         )
-        accel = resolve_accel(cfg.accel, arch.name)
-        machine = machine_settings(accel, arch.name)
         port = state.ssh_port if state and _port_free(state.ssh_port) else free_loopback_port()
         save_state(files.state, InstanceState(port, image.key, accel, arch.name))
         files.docker_sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -40,6 +40,18 @@ class GuestSpec:
     gic: str = ""  # arm virt's gic-version ("3", "host"); "" for x86
 
 
+def check_memory_limit(arch: Arch, machine: MachineSettings, memory_mib: int) -> None:
+    """The accelerator's own limit (hvf: 63 GiB for arm64). `pyd start` asks before it makes
+    any disk or seed, so a refused start leaves nothing half-made."""
+    limit = machine.max_memory_mib
+    if limit is not None and memory_mib > limit:
+        raise UsageError(
+            f"{machine.accel} maps at most {limit} MiB of guest RAM for an {arch.name} guest; "
+            f"{memory_mib} MiB asked",
+            hint=f"pyd config set memory {limit}MiB (or less)",
+        )
+
+
 def guest_spec(
     arch: Arch,
     machine: MachineSettings,
@@ -49,13 +61,7 @@ def guest_spec(
     memory_mib: int,
     ssh_port: int,
 ) -> GuestSpec:
-    limit = machine.max_memory_mib
-    if limit is not None and memory_mib > limit:
-        raise UsageError(
-            f"{machine.accel} maps at most {limit} MiB of guest RAM for an {arch.name} guest; "
-            f"{memory_mib} MiB asked",
-            hint=f"pyd config set memory {limit}MiB (or less)",
-        )
+    check_memory_limit(arch, machine, memory_mib)
     kernel = image.file(arch.kernel)
     if not kernel.exists():
         kernel = image.file("vmlinuz")
