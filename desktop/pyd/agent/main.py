@@ -113,6 +113,7 @@ class Agent:
         self._closing = False  # no part may start once set
         self._config_seen = 0
         self._disk_thread: threading.Thread | None = None
+        self._platforms_thread: threading.Thread | None = None
         self._thread = threading.Thread(target=self._body, name="pyd-agent", daemon=True)
         self._ended = False  # _body returned by itself (not for a stop request)
         self._crash: BaseException | None = None  # a bug in _body: re-raised by run()
@@ -200,7 +201,8 @@ class Agent:
         self._wake.set()
 
     def join(self, deadline: Deadline) -> bool:
-        return join_threads([t for t in (self._thread, self._disk_thread) if t], deadline)
+        asking = (self._thread, self._disk_thread, self._platforms_thread)
+        return join_threads([t for t in asking if t], deadline)
 
     def _body(self) -> None:
         try:
@@ -439,15 +441,20 @@ class Agent:
                 )
                 found = parse_platforms(stdout.read().decode(errors="replace"))
             except PydError as e:
-                log.info("platforms not known: %s", e.message)
+                self._platforms_unknown(e.message)
                 return
             except LINK_ERRORS as e:
-                log.info("platforms not known: %s", e)
+                self._platforms_unknown(str(e))
                 return
             if found:
                 self._publish(lambda s: replace(s, platforms=found))
 
-        threading.Thread(target=ask, name="platforms", daemon=True).start()
+        self._platforms_thread = threading.Thread(target=ask, name="pyd-platforms", daemon=True)
+        self._platforms_thread.start()
+
+    def _platforms_unknown(self, why: str) -> None:
+        if not self.stop.is_set():  # stopping closes the link under the question
+            log.info("platforms not known: %s", why)
 
     def _check_health(self, probe: bool = True) -> None:
         """The VM's state is asked only while the link is down: a live link proves it runs.
