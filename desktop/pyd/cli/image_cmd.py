@@ -12,8 +12,8 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from pyd.cli.render import err_console, human_size, out_console, print_columns
-from pyd.config.arches import get_arch
-from pyd.errors import ImageError, ImageMismatchError
+from pyd.config.arches import get_arch, host_arch
+from pyd.errors import ImageError, ImageMismatchError, UsageError
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
@@ -130,18 +130,16 @@ def verify(
 @app.command("boot-check")
 def boot_check(
     key: Annotated[
-        str | None, typer.Argument(help="image key (default: newest for this arch)")
+        str | None, typer.Argument(help="image key (default: newest for the arch)")
     ] = None,
     accel: Annotated[str | None, typer.Option(help="kvm, hvf, whpx or tcg")] = None,
+    arch: ArchOpt = None,
 ) -> None:
     """Boot a cached image once in a throwaway VM and ask its Docker engine for its version."""
+    image = boot_check_image(_cache(), key, arch)
     # paramiko is slow to import; only this command needs it.
     from pyd.vm.throwaway import booted, check, elapsed, prepare, wait_for_docker
 
-    cache = _cache()
-    image = cache.get(key) if key else cache.find(get_arch().name)
-    if image is None:
-        raise ImageError("no such cached image", hint="run `pyd image build` or see `pyd image ls`")
     with tempfile.TemporaryDirectory(prefix="pyd-boot-check-") as tmp:
         files = prepare(Path(tmp) / "vm", image, hostname="pyd-boot-check")
         with (
@@ -154,6 +152,30 @@ def boot_check(
             version = check(ssh, "docker version")
     err_console.print(f"SSH after {t_ssh:.1f}s, Docker {server} answered after {t_docker:.1f}s")
     out_console.print(version.rstrip())
+
+
+def boot_check_image(cache: ImageCache, key: str | None, arch: str | None) -> CachedImage:
+    """The image `pyd image boot-check` boots: `key`, else the newest of `arch` (default: the
+    host's). An unknown arch, or a key of another arch than the one named, is a UsageError."""
+    a = get_arch(arch)
+    build = f"`pyd image build{'' if a.name == host_arch() else f' --arch {a.name}'}`"
+    if key is None:
+        found = cache.find(a.name)
+        if found is None:
+            raise ImageError(
+                f"there is no {a.name} image in the cache ({cache.root})",
+                hint=f"build one: {build}, or `pyd image fetch URL` one",
+            )
+        return found
+    image = cache.get(key)
+    if image is None:
+        raise ImageError(f"no cached image {key!r}", hint=f"`pyd image ls` lists them; {build}")
+    if arch is not None and image.manifest.arch != a.name:
+        raise UsageError(
+            f"image {key} is an {image.manifest.arch} image, not {a.name}",
+            hint=f"leave out --arch, or name an {a.name} image (`pyd image ls`)",
+        )
+    return image
 
 
 @app.command()
