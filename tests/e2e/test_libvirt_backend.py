@@ -112,6 +112,11 @@ def test_guest_boots_serves_docker_and_powers_off_cleanly_under_libvirt(
         docker_up = time.monotonic()
     finally:
         client.close()
+    # Multi-threaded TCG (QEMU's default; libvirt cannot say thread=multi): one thread per
+    # vCPU, named by debug-threads=on. One "ALL CPUs/TCG" thread would run both on one core.
+    pid = Path(f"/run/libvirt/qemu/{backend.name}.pid").read_text().strip()
+    threads = {p.read_text().strip() for p in Path(f"/proc/{pid}/task").glob("*/comm")}
+    assert {f"CPU {i}/TCG" for i in range(spec.cpus)} <= threads, threads
     print(
         f"\nlibvirt: start() {defined - started:.1f}s, SSH {ssh_up - started:.1f}s, "
         f"docker {docker_up - started:.1f}s after start()"
