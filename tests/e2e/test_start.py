@@ -145,6 +145,9 @@ def test_status_json_reports_the_running_instance(pyd_env: PydEnv) -> None:
     assert st["docker_host"].startswith("unix://") and st["context"] == "pyd"
     assert (st["cpus"], st["memory_mib"], st["disk_gib"]) == (2, 2048, 8)
     assert re.fullmatch(r"\d+\.\d GiB of 7\.\d GiB used \(\d+%\)", st["data_disk"]), st
+    # asked by the agent once ready (guestdocker/platforms.py): native first, then emulated
+    platforms = until(lambda: pyd_env.status()["platforms"], timeout=60, step=1, what="platforms")
+    assert platforms == ["linux/amd64", "linux/arm64"]
     assert pid_alive(st["agent_pid"])
     assert {"ssh", "engine"} <= set(st["phases"])
     listed = pyd_env.pyd("list").stdout

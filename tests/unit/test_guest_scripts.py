@@ -29,7 +29,15 @@ echo "${0##*/} $*" >> "$SANDBOX/calls.log"
 exit 0
 """
 _TOOLS = ("ip", "nft", "iptables-restore", "modprobe")
-_MOVED = ("/usr/lib/pyd", "/run/pyd", "/sys/class/net", "/dev/kmsg", "/etc/resolv.conf", "/proc")
+_MOVED = (
+    "/usr/lib/pyd",
+    "/run/pyd",
+    "/sys/class/net",
+    "/dev/kmsg",
+    "/etc/resolv.conf",
+    "/proc",
+    "/usr/share/qemu",
+)
 
 
 @dataclass
@@ -165,3 +173,37 @@ def test_hostaccess_and_firewall_refuse_a_call_without_a_nic(box: Sandbox) -> No
     assert box.run("hostaccess", "10.0.2.15/24", "10.0.2.2", "10.0.2.3", "").returncode == 2
     assert box.run("firewall", "10.0.2.15/24").returncode == 2
     assert box.calls() == []
+
+
+# Debian's qemu-user line for aarch64 (/usr/share/qemu/binfmt.d/qemu-aarch64.conf), flags last.
+_QEMU_AARCH64 = (
+    r":qemu-aarch64:M::\x7f\x45\x4c\x46\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    r"\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff"
+    r"\xfe\xff\xff\xff:/usr/libexec/qemu-binfmt/aarch64-binfmt-P:OPF"
+)
+
+
+def test_binfmt_registers_the_packaged_emulator_with_pyds_flags(box: Sandbox) -> None:
+    confs = box.path("/usr/share/qemu/binfmt.d")
+    confs.mkdir(parents=True)
+    (confs / "qemu-aarch64.conf").write_text(_QEMU_AARCH64 + "\n")
+    binfmt = box.path("/proc/sys/fs/binfmt_misc")
+    binfmt.mkdir(parents=True)
+    (binfmt / "register").write_text("")  # binfmt_misc mounted: a plain file stands in
+    done = box.run("binfmt")
+    assert done.returncode == 0, done.stderr + box.kernel_log()
+    # Written as read (the kernel decodes the \x escapes), with F (opened at registration).
+    assert (binfmt / "register").read_text() == _QEMU_AARCH64.removesuffix("OPF") + "POF\n"
+    assert "modprobe binfmt_misc" in box.calls()
+    assert box.path("/run/pyd/binfmt.done").exists()  # what the agent waits for
+    assert "binfmt 12.34" in box.path("/run/pyd/timeline").read_text()
+
+
+def test_binfmt_without_an_emulator_fails_and_still_marks_done(box: Sandbox) -> None:
+    binfmt = box.path("/proc/sys/fs/binfmt_misc")
+    binfmt.mkdir(parents=True)
+    (binfmt / "register").write_text("")
+    done = box.run("binfmt")
+    assert done.returncode == 1  # logged to the kernel (the sandbox's kmsg keeps the last line)
+    assert (binfmt / "register").read_text() == ""
+    assert box.path("/run/pyd/binfmt.done").exists()
