@@ -1,5 +1,6 @@
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,7 @@ def test_a_good_download_reports_progress_and_verifies(tmp_path: Path) -> None:
     assert seen[-1].eta == 0.0
     assert seen[-1].rate > 0
     assert [p.done for p in seen] == sorted(p.done for p in seen)
+    assert not [t for t in threading.enumerate() if t.name == "pyd-transfer-write"]
 
 
 def test_a_cut_at_half_resumes_and_sends_at_most_55_percent_again(tmp_path: Path) -> None:
@@ -84,6 +86,7 @@ def test_a_cut_at_half_resumes_and_sends_at_most_55_percent_again(tmp_path: Path
     assert srv.stats.body_bytes <= 1.55 * len(DATA)
     assert [r[1] for r in srv.stats.requests] == ["", f"bytes={len(DATA) // 2}-"]
     assert sleeps.slept == []  # bytes came: the server is up, no need to wait
+    assert not [t for t in threading.enumerate() if t.name == "pyd-transfer-write"]
 
 
 def test_repeated_cuts_that_make_progress_do_not_use_up_the_retries(tmp_path: Path) -> None:
@@ -126,7 +129,7 @@ def test_a_flipped_byte_is_refused_and_nothing_is_kept(tmp_path: Path) -> None:
     bad[123_456] ^= 1
     with (
         serve({"f": bytes(bad)}) as srv,
-        pytest.raises(ImageMismatchError, match=r"f\.part does not match .*sha256") as e,
+        pytest.raises(ImageMismatchError, match=r"f\.part from .* does not match .*sha256") as e,
     ):
         download([srv.url + "f"], tmp_path / "f.part", len(DATA), SHA)
     assert srv.url + "f" in e.value.message

@@ -18,8 +18,10 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import queue
 import re
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -32,6 +34,7 @@ from typing import IO
 from pyd.errors import ImageError, ImageMismatchError
 
 CHUNK = 1 << 20
+_BUFFERS = 4
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 
 
@@ -61,6 +64,9 @@ class RetryPolicy:
     def delay(self, failures: int) -> float:
         """Seconds to wait after the `failures`-th failure in a row (1, 2, ...)."""
         return float(min(self.max_delay, self.first_delay * self.factor ** (failures - 1)))
+
+
+DEFAULT_POLICY = RetryPolicy()
 
 
 def rate_of(samples: Sequence[tuple[float, int]]) -> float:
@@ -172,19 +178,21 @@ def download(
     size: int,
     sha256: str,
     *,
+    name: str = "",
     progress: ProgressFn | None = None,
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_POLICY,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     opener: Opener = _urlopen,
 ) -> None:
     """Fills `part` with the file that `urls` (mirrors, tried in order) serve, `size` bytes
     with `sha256`. What `part` already holds is resumed from. Returns when `part` is
-    complete and verified. A copy that does not match is deleted and refused
-    (ImageMismatchError); when the network fails for good (TransferError) `part` keeps what
-    arrived so the next call resumes from it."""
+    complete and verified; errors call it `name` (default: part's name). A copy that does
+    not match is deleted and refused (ImageMismatchError); when the network fails for good
+    (TransferError) `part` keeps what arrived so the next call resumes from it."""
+    name = name or part.name
     if not urls:
-        raise TransferError(f"no URL to download {part.name} from")
+        raise TransferError(f"no URL to download {name} from")
     p = _Partial.open(part, size)
     meter = _Meter(size, clock)
     live = list(urls)
@@ -222,9 +230,10 @@ def download(
                 sleep(policy.delay(fruitless))  # a whole round failed: back off
     if refused and refused == set(causes):
         part.unlink(missing_ok=True)
-        said = "; ".join(f"{u}: {causes[u]}" for u in urls if u in causes)
+        said = "; ".join(causes[u] for u in urls if u in causes)
         raise ImageMismatchError(
-            f"{part.name} does not match its manifest ({said}); it was refused",
+            f"{name} from {' and '.join(u for u in urls if u in refused)} does not match its "
+            f"manifest ({said}); it was refused",
             hint="the server's copy is damaged or was tampered with; nothing was kept",
         )
     if p.done == 0:
@@ -232,7 +241,7 @@ def download(
     said = "; ".join(f"{u}: {causes[u]}" for u in urls if u in causes)
     kept = f"; {p.done} bytes are kept to resume from" if p.done else ""
     raise TransferError(
-        f"cannot download {part.name} after {attempts} attempts ({said}){kept}",
+        f"cannot download {name} after {attempts} attempts ({said}){kept}",
         hint="check the URL and the network, then run the command again"
         if len(urls) == 1
         else "every mirror failed; check the URLs and the network, then run the command again",
@@ -325,31 +334,62 @@ def _stream(
     meter: _Meter,
     progress: ProgressFn | None,
 ) -> None:
-    buf = bytearray(CHUNK)
-    view = memoryview(buf)
-    got = 0
+    """Receives in this thread while another hashes and writes the previous chunk: sha256
+    and the disk then cost no throughput (hashlib and file writes release the GIL)."""
+    free: queue.Queue[memoryview] = queue.Queue()
+    for _ in range(_BUFFERS):
+        free.put(memoryview(bytearray(CHUNK)))
+    work: queue.Queue[tuple[memoryview, int] | None] = queue.Queue()
+    failed: list[OSError] = []
+
+    def write(out: IO[bytes]) -> None:
+        while (item := work.get()) is not None:
+            view, n = item
+            if not failed:
+                try:
+                    chunk = view[:n]
+                    p.hasher.update(chunk)
+                    out.write(chunk)
+                    p.done += n
+                except OSError as e:
+                    failed.append(e)
+            free.put(view)
+
+    start, got = p.done, 0
+    broke: BaseException | None = None
     with p.path.open("r+b" if p.path.exists() else "wb") as out:
         out.seek(p.done)
         out.truncate()
+        writer = threading.Thread(target=write, args=(out,), name="pyd-transfer-write")
+        writer.start()
         try:
-            while True:
-                n = response.readinto(view)  # type: ignore[attr-defined]
+            while not failed:
+                view = free.get()
+                try:
+                    n = response.readinto(view)  # type: ignore[attr-defined]
+                except (OSError, http.client.HTTPException) as e:
+                    broke = e
+                    break
                 if not n:
                     break
-                if p.done + n > p.size:
+                if start + got + n > p.size:
                     raise _Mismatch(f"the server sends more than {p.size} bytes")
-                chunk = view[:n]
-                p.hasher.update(chunk)
-                out.write(chunk)
-                p.done += n
+                work.put((view, n))
                 got += n
                 if progress:
-                    progress(meter.sample(p.done))
-        except (OSError, http.client.HTTPException) as e:
-            out.flush()
-            os.fsync(out.fileno())  # what was hashed is what a later run re-reads
-            raise _Retry(f"the connection broke after {got} bytes ({e!r})") from None
+                    progress(meter.sample(start + got))
         finally:
-            out.flush()
+            work.put(None)
+            writer.join()
+        out.flush()
+        if broke is not None:
+            os.fsync(out.fileno())  # what was hashed is what a later run re-reads
+    if failed:
+        raise ImageError(
+            f"cannot write {p.path}: {failed[0].strerror or failed[0]}",
+            hint="free some disk space, or check the cache directory's permissions",
+        )
+    if broke is not None:
+        raise _Retry(f"the connection broke after {got} bytes ({broke!r})")
     if length is not None and got < length:
         raise _Retry(f"the connection closed after {got} of {length} bytes")
