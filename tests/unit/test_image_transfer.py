@@ -257,3 +257,11 @@ def test_a_missing_file_fails_at_once_naming_the_url(tmp_path: Path, code: int) 
         download([srv.url + "f"], tmp_path / "f.part", len(DATA), SHA, sleep=sleeps)
     assert srv.url + "f" in e.value.message
     assert sleeps.slept == []
+
+
+def test_a_file_url_is_read_whole_even_when_part_of_it_is_kept(tmp_path: Path) -> None:
+    (tmp_path / "src").write_bytes(DATA)
+    part = tmp_path / "f.part"
+    part.write_bytes(DATA[:1000])  # file:// has no Range: the whole file comes again
+    download([(tmp_path / "src").as_uri()], part, len(DATA), SHA)
+    assert part.read_bytes() == DATA
