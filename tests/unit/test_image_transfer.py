@@ -252,7 +252,7 @@ def test_a_missing_file_fails_at_once_naming_the_url(tmp_path: Path, code: int) 
     sleeps = Sleeps()
     with (
         serve({"f": DATA}, Behaviour(status={"f": code})) as srv,
-        pytest.raises(TransferError, match=f"after 1 attempts .*answered {code}") as e,
+        pytest.raises(TransferError, match=f"after 1 attempt .*answered {code}") as e,
     ):
         download([srv.url + "f"], tmp_path / "f.part", len(DATA), SHA, sleep=sleeps)
     assert srv.url + "f" in e.value.message

@@ -241,7 +241,7 @@ def download(
     said = "; ".join(f"{u}: {causes[u]}" for u in urls if u in causes)
     kept = f"; {p.done} bytes are kept to resume from" if p.done else ""
     raise TransferError(
-        f"cannot download {name} after {attempts} attempts ({said}){kept}",
+        f"cannot download {name} after {attempts} attempt{'s' * (attempts > 1)} ({said}){kept}",
         hint="check the URL and the network, then run the command again"
         if len(urls) == 1
         else "every mirror failed; check the URLs and the network, then run the command again",
