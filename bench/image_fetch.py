@@ -1,0 +1,190 @@
+"""Image download speed and how well the image files compress.
+
+fetch     the newest cached image's files served from loopback (tests/unit/rangeserver.py
+          in a process of its own, sendfile), fetched by pyd's transfer (sha256 checked as
+          the bytes arrive) and by one `curl -s -o F URL ...` of the same files (no check);
+          median over --runs, alternating which goes first; target pyd/curl >= 0.9
+compress  each file with gzip -6, xz -6 (lzma), zstd -3 and -19 (the `zstandard` wheel,
+          when importable: PYTHONPATH=DIR after `pip install --target DIR zstandard`):
+          size, and the decompression speed on arrival
+
+  flock /tmp/pyd-vm.lock python bench/image_fetch.py [--runs 5] [--arch x86_64]
+                                                     [--only fetch,compress,raw]
+                                                       [--codecs gzip-6,xz-6,zstd-3,zstd-19]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import lzma
+import multiprocessing
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.unit.rangeserver
+
+from tests.unit.rangeserver import serve
+
+from pyd.host.paths import images_dir
+from pyd.image.cache import CachedImage, ImageCache
+from pyd.image.transfer import download
+
+MB = 1000 * 1000
+
+
+def _serve(files: dict[str, Path], conn: Connection) -> None:
+    with serve(dict(files)) as srv:
+        conn.send(srv.url)
+        conn.recv()  # until the parent is done
+
+
+def _fetch_pyd(image: CachedImage, url: str, out: Path) -> None:
+    for name, entry in sorted(image.manifest.files.items()):
+        download([url + name], out / name, entry.size, entry.sha256)
+
+
+def _fetch_curl(image: CachedImage, url: str, out: Path) -> None:
+    argv = ["curl", "-s", "--fail"]
+    for name in sorted(image.manifest.files):
+        argv += ["-o", str(out / name), url + name]
+    subprocess.run(argv, check=True)
+
+
+def bench_fetch(image: CachedImage, runs: int) -> None:
+    files = {name: image.file(name) for name in image.manifest.files}
+    total = image.manifest.total_size
+    for path in files.values():  # the page cache holds them for every run alike
+        path.read_bytes()
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.Process(target=_serve, args=(files, child), daemon=True)
+    server.start()
+    url = parent.recv()
+    ways: dict[str, Callable[[CachedImage, str, Path], None]] = {
+        "pyd": _fetch_pyd,
+        "curl": _fetch_curl,
+    }
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    try:
+        for run in range(-1, runs):  # run -1 warms up: the VM's first touch of fresh RAM is slow
+            order = list(ways) if run % 2 == 0 else list(reversed(ways))
+            for way in order:
+                with tempfile.TemporaryDirectory(dir=image.path.parent.parent) as out:
+                    started = time.monotonic()
+                    ways[way](image, url, Path(out))
+                    if run >= 0:
+                        times[way].append(time.monotonic() - started)
+    finally:
+        parent.send("done")
+        server.join(10)
+    print(f"fetch {image.key}: {total / MB:.1f} MB in {len(files)} files, {runs} runs")
+    rate = {}
+    for way, ts in times.items():
+        rate[way] = total / statistics.median(ts) / MB
+        print(
+            f"  {way:5s} median {statistics.median(ts):6.2f} s = {rate[way]:7.1f} MB/s "
+            f"[{min(ts):.2f}-{max(ts):.2f} s]"
+        )
+    print(f"  ratio pyd/curl {rate['pyd'] / rate['curl']:.2f} (target >= 0.9)")
+
+
+def _codecs() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]]:
+    codecs: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
+        "gzip-6": (lambda d: gzip.compress(d, 6, mtime=0), gzip.decompress),
+        "xz-6": (lambda d: lzma.compress(d, preset=6), lzma.decompress),
+    }
+    try:
+        import zstandard  # type: ignore[import-not-found]
+    except ImportError:
+        print("  (zstandard is not importable: zstd skipped)")
+        return codecs
+    for level in (3, 19):
+        c = zstandard.ZstdCompressor(level=level, threads=-1)
+        codecs[f"zstd-{level}"] = (c.compress, zstandard.ZstdDecompressor().decompress)
+    return codecs
+
+
+def bench_compress(image: CachedImage, only: list[str]) -> None:
+    codecs = {k: v for k, v in _codecs().items() if not only or k in only}
+    print(f"compress {image.key}: size MB (ratio), compress s, decompress MB/s of output")
+    totals = {name: 0 for name in codecs}
+    for name, entry in sorted(image.manifest.files.items()):
+        data = image.file(name).read_bytes()
+        cells = []
+        for codec, (compress, decompress) in codecs.items():
+            started = time.monotonic()
+            packed = compress(data)
+            took = time.monotonic() - started
+            started = time.monotonic()
+            assert decompress(packed) == data
+            speed = len(data) / (time.monotonic() - started) / MB
+            totals[codec] += min(len(packed), len(data))  # stored plain when it does not pay
+            cells.append(
+                f"{codec} {len(packed) / MB:6.1f} ({len(packed) / len(data):.2f}) "
+                f"{took:5.1f}s {speed:6.0f}MB/s"
+            )
+        print(f"  {name:13s} {entry.size / MB:6.1f} MB | " + " | ".join(cells), flush=True)
+    plain = image.manifest.total_size
+    print(f"  download, each file compressed only where it pays (plain {plain / MB:.1f} MB):")
+    for codec, size in totals.items():
+        print(f"    {codec:8s} {size / MB:6.1f} MB (target <= 200 MB)")
+
+
+def bench_raw_stream(image: CachedImage) -> None:
+    """rootfs.qcow2 compresses per 64 KiB cluster; the same filesystem as one raw stream,
+    compressed whole (zstd --long), is what a download could carry instead."""
+    if not (shutil.which("qemu-img") and shutil.which("zstd")):
+        print("raw stream: needs qemu-img and zstd; skipped")
+        return
+    with tempfile.TemporaryDirectory(dir=image.path.parent.parent) as tmp:
+        raw, packed = Path(tmp) / "rootfs.raw", Path(tmp) / "rootfs.raw.zst"
+        qcow2 = image.file("rootfs.qcow2")
+        subprocess.run(["qemu-img", "convert", "-O", "raw", qcow2, raw], check=True)
+        used = raw.stat().st_blocks * 512
+        print(f"raw stream: rootfs {raw.stat().st_size / MB:.0f} MB raw, {used / MB:.0f} MB used")
+        for level in ("-9", "-19"):
+            started = time.monotonic()
+            subprocess.run(
+                ["zstd", "-q", "-f", level, "--long=27", "-T0", raw, "-o", packed], check=True
+            )
+            took = time.monotonic() - started
+            started = time.monotonic()
+            subprocess.run(
+                ["zstd", "-q", "-d", "-f", "--long=27", packed, "-o", f"{raw}.out"], check=True
+            )
+            back = time.monotonic() - started
+            print(
+                f"  zstd {level} --long: {packed.stat().st_size / MB:.1f} MB (qcow2 "
+                f"{qcow2.stat().st_size / MB:.1f} MB), compress {took:.0f} s, "
+                f"decompress {back:.1f} s"
+            )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--arch", default="x86_64")
+    ap.add_argument("--only", default="fetch,compress,raw")
+    ap.add_argument("--codecs", default="", help="e.g. zstd-3,xz-6 (default: all)")
+    args = ap.parse_args()
+    image = ImageCache(images_dir()).find(args.arch)
+    if image is None:
+        sys.exit(f"no cached {args.arch} image: run `pyd image build --arch {args.arch}` first")
+    only = args.only.split(",")
+    if "fetch" in only:
+        bench_fetch(image, args.runs)
+    if "compress" in only:
+        bench_compress(image, [c for c in args.codecs.split(",") if c])
+    if "raw" in only:
+        bench_raw_stream(image)
+
+
+if __name__ == "__main__":
+    main()
