@@ -1,3 +1,4 @@
+import contextlib
 import datetime
 import hashlib
 import json
@@ -165,6 +166,8 @@ def test_a_safe_path_joins_under_the_index_directory(path: str) -> None:
         (lambda r: r["images"][0].update(created="2026-12-03T09:36:00"), "with a zone"),
         (lambda r: r["images"][0].update(arch="../x"), "not an architecture"),
         (lambda r: r["images"][0].update(versions={"docker": 26}), "must be text"),
+        (lambda r: r["images"][0].update(versions="docker"), "must be text"),
+        (lambda r: r["images"][0].update(suite=["trixie"]), "must be text"),
         (lambda r: r["images"].append(r["images"][0]), "twice"),
         (lambda r: r["images"].append([]), "image 4 is not a JSON object"),
     ],
@@ -375,3 +378,26 @@ def test_openssl_keys_and_signatures_interoperate(tmp_path: Path) -> None:
     )
     _, verdict = load_index(data, by_openssl.read_bytes(), [load_public_key_file(pub)])
     assert verdict.key.startswith("ed25519:")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+@given(st.sampled_from(sorted(_raw()["images"][0])), _json)
+def test_any_value_in_any_field_is_an_image_error_or_accepted(key: str, value: Any) -> None:
+    raw = _raw()
+    raw["images"][0][key] = value
+    with contextlib.suppress(ImageError):
+        parse_index(json.dumps(raw).encode())
+
+
+@given(_json)
+def test_any_json_is_an_image_error_or_an_index(value: Any) -> None:
+    with contextlib.suppress(ImageError):
+        parse_index(json.dumps(value).encode())

@@ -181,7 +181,9 @@ def _entry(item: object, where: str) -> IndexEntry:
     text = {k: _field(item, k, str, where) for k in ("arch", "recipe_hash", "created")}
     optional = {k: item.get(k, "") for k in ("suite", "version")}
     versions = item.get("versions", {})
-    if not all(isinstance(v, str) for v in (*optional.values(), *_flat(versions))):
+    if not isinstance(versions, dict) or not all(
+        isinstance(v, str) for v in (*optional.values(), *versions.keys(), *versions.values())
+    ):
         raise ImageError(f"{where}: suite, version and versions must be text")
     entry = IndexEntry(
         arch=text["arch"],
@@ -212,12 +214,6 @@ def _entry(item: object, where: str) -> IndexEntry:
     if problems:
         raise ImageError(f"{where}: " + "; ".join(problems))
     return entry
-
-
-def _flat(versions: object) -> list[object]:
-    if not isinstance(versions, dict):
-        return [versions]
-    return [*versions.keys(), *versions.values()]
 
 
 def _field(item: dict[str, Any], key: str, kind: type, where: str) -> Any:
