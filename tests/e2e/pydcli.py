@@ -7,6 +7,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,3 +80,17 @@ def cut_agent_ssh(env: PydEnv, name: str = "default") -> None:
         'for p in $(pgrep -f "[s]shd-session: root .priv."); do [ "$p" = "$me" ] || kill $p; done'
     )
     env.pyd("ssh", "-n", name, "--", kill_others)
+
+
+def fetch(url: str, deadline: float = 10) -> bytes:
+    """GET through a published port, retrying while its forward comes up (the tests check
+    correctness; bench/ measures the delay)."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                return bytes(r.read())
+        except OSError:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.2)

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,7 @@ import pytest
 
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv
+from tests.e2e.pydcli import PydEnv, fetch
 
 NAME = "arm"  # no other test uses it: its domain is pyd-arm, its context pyd-arm
 DOMAIN = f"pyd-{NAME}"
@@ -110,19 +109,6 @@ def test_an_image_of_the_arm64_busybox_runs_natively(arm: PydEnv) -> None:
     assert built.strip() == "arm64"
 
 
-def _fetch(url: str, deadline: float = 30) -> bytes:
-    """GET, retrying while the forward comes up (slower than x86's under emulation)."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                return bytes(r.read())
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
-
-
 def test_a_published_port_reaches_the_host(arm: PydEnv) -> None:
     port = free_loopback_port()
     token = uuid.uuid4().hex
@@ -131,7 +117,7 @@ def test_a_published_port_reaches_the_host(arm: PydEnv) -> None:
         f"mkdir /www && echo {token} > /www/id && exec httpd -f -p 80 -h /www",
     ).stdout.strip()  # fmt: skip
     try:
-        assert _fetch(f"http://127.0.0.1:{port}/id").decode().strip() == token
+        assert fetch(f"http://127.0.0.1:{port}/id", deadline=30).decode().strip() == token
     finally:
         arm.docker("rm", "-f", web)
 

@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
+from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh, fetch
 
 NAME = "ports"
 IMAGE = "pyd-e2e-ports-busybox"
@@ -51,20 +50,6 @@ def _guest_sha(env: PydEnv, container: str) -> str:
     return out.split()[0]
 
 
-def _fetch(url: str, deadline: float = 10) -> bytes:
-    """GET, retrying while the forward comes up (the test measures correctness here;
-    bench/ measures the delay)."""
-    end = time.monotonic() + deadline
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=10) as r:
-                return bytes(r.read())
-        except OSError:
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.2)
-
-
 def _ports(env: PydEnv) -> list[dict[str, Any]]:
     data: list[dict[str, Any]] = json.loads(env.pyd("port", "ls", "-n", NAME, "--json").stdout)
     return data
@@ -95,9 +80,9 @@ def _closed(port: int, host: str = "127.0.0.1", wait: float = 5) -> bool:
 def test_published_port_serves_the_containers_file(env: PydEnv) -> None:
     port = free_loopback_port()
     web = _httpd(env, "-p", f"{port}:80")
-    body = _fetch(f"http://127.0.0.1:{port}/blob")
+    body = fetch(f"http://127.0.0.1:{port}/blob")
     assert hashlib.sha256(body).hexdigest() == _guest_sha(env, web)
-    assert _fetch(f"http://[::1]:{port}/id").decode().strip() == web  # IPv6 loopback too
+    assert fetch(f"http://[::1]:{port}/id").decode().strip() == web  # IPv6 loopback too
     assert "00000000" in _listening(port)  # 0.0.0.0, as Docker on Linux binds it
     env.docker("rm", "-f", web)
     assert _closed(port), "the listener outlived its container"
@@ -106,10 +91,10 @@ def test_published_port_serves_the_containers_file(env: PydEnv) -> None:
 def test_random_ports_and_ranges(env: PydEnv) -> None:
     web = _httpd(env, "-P", "--expose", "80")
     host_port = int(env.docker("port", web, "80/tcp").stdout.splitlines()[0].rsplit(":", 1)[1])
-    assert _fetch(f"http://127.0.0.1:{host_port}/id").decode().strip() == web
+    assert fetch(f"http://127.0.0.1:{host_port}/id").decode().strip() == web
     base = free_loopback_port()
     ranged = _httpd(env, "-p", f"{base}-{base + 1}:80-81")
-    assert _fetch(f"http://127.0.0.1:{base}/id").decode().strip() == ranged
+    assert fetch(f"http://127.0.0.1:{base}/id").decode().strip() == ranged
     assert _listening(base + 1), "the second port of the range is not forwarded"
     env.docker("rm", "-f", web, ranged)
 
@@ -117,7 +102,7 @@ def test_random_ports_and_ranges(env: PydEnv) -> None:
 def test_loopback_only_binding_stays_on_loopback(env: PydEnv) -> None:
     port = free_loopback_port()
     web = _httpd(env, "-p", f"127.0.0.1:{port}:80")
-    assert _fetch(f"http://127.0.0.1:{port}/id").decode().strip() == web
+    assert fetch(f"http://127.0.0.1:{port}/id").decode().strip() == web
     assert _listening(port) == ["0100007F"]
     env.docker("rm", "-f", web)
 
@@ -129,7 +114,7 @@ def test_a_taken_port_is_reported_and_the_others_carry_on(env: PydEnv) -> None:
         squatter.listen()
         blocked = _httpd(env, "-p", f"{taken}:80")
         fine = _httpd(env, "-p", f"{free}:80")
-        assert _fetch(f"http://127.0.0.1:{free}/id").decode().strip() == fine
+        assert fetch(f"http://127.0.0.1:{free}/id").decode().strip() == fine
         rows = {p["host"]: p for p in _ports(env) if p["host"].endswith(f":{taken}")}
         v4 = rows[f"0.0.0.0:{taken}"]  # the squatter holds IPv4 only; [::] still listens
         assert v4["state"] == "failed" and f"pid {os.getpid()}" in v4["detail"], rows
@@ -153,9 +138,9 @@ def test_udp_bindings_are_listed_as_not_forwarded(env: PydEnv) -> None:
 def test_forwards_come_back_after_the_ssh_connection_is_cut(env: PydEnv) -> None:
     port = free_loopback_port()
     web = _httpd(env, "-p", f"{port}:80")
-    assert _fetch(f"http://127.0.0.1:{port}/id").decode().strip() == web
+    assert fetch(f"http://127.0.0.1:{port}/id").decode().strip() == web
     cut_agent_ssh(env, NAME)
-    assert _fetch(f"http://127.0.0.1:{port}/id", deadline=30).decode().strip() == web
+    assert fetch(f"http://127.0.0.1:{port}/id", deadline=30).decode().strip() == web
     env.docker("rm", "-f", web)
 
 
@@ -164,7 +149,7 @@ def test_manual_forward_add_ls_rm(env: PydEnv) -> None:
     serve = f"busybox httpd -p 127.0.0.1:{guest_port} -h /tmp/m"
     env.pyd("ssh", "-n", NAME, "--", f"mkdir -p /tmp/m && echo manual > /tmp/m/id && {serve}")
     env.pyd("port", "add", f"{host_port}:{guest_port}", "-n", NAME)
-    assert _fetch(f"http://127.0.0.1:{host_port}/id").decode().strip() == "manual"
+    assert fetch(f"http://127.0.0.1:{host_port}/id").decode().strip() == "manual"
     rows = [p for p in _ports(env) if p["origin"] == "manual"]
     assert [(p["host"], p["state"]) for p in rows] == [(f"127.0.0.1:{host_port}", "listening")]
     assert f"127.0.0.1:{host_port}:{guest_port}" in env.pyd("config", "show", "-n", NAME).stdout
