@@ -21,7 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pyd.errors import EnvironmentProblem, ImageError
+from pyd.image.cache import CachedImage
 from pyd.image.digest import sha256_file
+from pyd.image.manifest import IMAGE_FILES, OPTIONAL_FILES
 
 ROOT_INODE = 2
 _KINDS = {
@@ -34,6 +36,9 @@ _KINDS = {
     stat.S_IFSOCK: "s",
 }
 _PROMPT = "debugfs: "
+# Its bytes change whenever Debian's archive does (new package versions), not only when a
+# build is not reproducible.
+DPKG_STATUS = "/var/lib/dpkg/status"
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,33 @@ def differences(a: Sequence[Entry], b: Sequence[Entry], limit: int = 10) -> list
             )
         )
     return found
+
+
+@dataclass(frozen=True)
+class Comparison:
+    entries: int  # paths compared in the root filesystems
+    differences: list[str]  # the first few, boot files first
+    packages_changed: bool  # dpkg's status differs: other package versions were installed
+
+
+def compare_images(a: CachedImage, b: CachedImage, limit: int = 10) -> Comparison:
+    """Kernel and initrd must be equal byte for byte (manifest sha256), the root filesystems
+    in their content listing."""
+    found = []
+    for name in (*IMAGE_FILES, *OPTIONAL_FILES):
+        if name == "rootfs.qcow2":
+            continue
+        x, y = a.manifest.files.get(name), b.manifest.files.get(name)
+        if (x and x.sha256) != (y and y.sha256):
+            found.append(f"{name}: sha256 {x and x.sha256} / {y and y.sha256}")
+    left = rootfs_contents(a.file("rootfs.qcow2"))
+    right = rootfs_contents(b.file("rootfs.qcow2"))
+    status = [{e.path: e for e in side}.get(DPKG_STATUS) for side in (left, right)]
+    return Comparison(
+        max(len(left), len(right)),
+        found + differences(left, right, limit),
+        packages_changed=status[0] != status[1],
+    )
 
 
 def _debugfs(raw: Path, commands: Sequence[str], work: Path) -> dict[str, str]:
