@@ -94,7 +94,7 @@ def test_lists_each_kind_with_mode_owner_size_and_content(fs: Path) -> None:
     assert got["/lost+found"].kind == "d"
     if ROOT:
         assert su.gid == 5
-        assert got["/null"].kind == "c" and got["/null"].mode == 0o666
+        assert got["/null"] == Entry("/null", "c", 0o666, 0, 0, 0, "1:3")
     assert list(got) == sorted(got)
 
 
@@ -144,6 +144,14 @@ def test_parse_ls_skips_dot_entries_and_unused_slots() -> None:
     assert parse_ls(text) == [contents.DirEntry(12, 0o100644, 1, 2, "a b", 3)]
     with pytest.raises(ImageError, match="unexpected directory line"):
         parse_ls("/12/100644/1/2/a/3\n")
+
+
+def test_device_numbers_old_and_new_style() -> None:
+    assert contents.device_number("Device major/minor number: 01:03 (hex 01:03)") == "1:3"
+    new = "(New-style) Device major/minor number: 300:70000 (hex 12c:11170)"
+    assert contents.device_number(new) == "300:70000"
+    with pytest.raises(ImageError, match="no device number"):
+        contents.device_number("Inode: 12")
 
 
 def test_split_batch_by_command() -> None:

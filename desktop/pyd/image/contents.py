@@ -12,6 +12,7 @@ e2fsprogs' debugfs reads the filesystem: `ls -p` gives each entry's full mode an
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -61,7 +62,7 @@ class Entry:
     uid: int
     gid: int
     size: int | None  # None for directories (their size depends on the layout)
-    content: str = ""  # sha256 of a file, target of a symlink
+    content: str = ""  # sha256 of a file, target of a symlink, MAJOR:MINOR of a device
 
     def line(self) -> str:
         size = "-" if self.size is None else str(self.size)
@@ -212,6 +213,7 @@ def filesystem_contents(raw: Path) -> list[Entry]:
         # rdump restores owners only as root and says so on stderr otherwise: ignored, the
         # owners come from `ls -p`.
         _debugfs(raw, [f"rdump / {dump}"], work)
+        devices = _device_numbers(raw, [d.ino for _, d in tree if kind_of(d.mode) in "cb"], work)
         for path, d in tree:
             kind = kind_of(d.mode)
             local = dump / path.lstrip("/")
@@ -220,6 +222,8 @@ def filesystem_contents(raw: Path) -> list[Entry]:
                 content = _sha256(local, path)
             elif kind == "l":
                 content = _readlink(local, path)
+            elif kind in "cb":
+                content = devices.get(d.ino, "")
             entries.append(Entry(path, kind, stat.S_IMODE(d.mode), d.uid, d.gid, d.size, content))
     return sorted(entries, key=lambda e: e.path)
 
@@ -244,6 +248,22 @@ def rootfs_contents(qcow2: Path) -> list[Entry]:
                 hint="check it with `pyd image verify`",
             )
         return filesystem_contents(raw)
+
+
+def device_number(stat_text: str) -> str:
+    """MAJOR:MINOR (decimal) from `stat` of a device inode: "Device major/minor number:
+    01:03 (hex 01:03)", prefixed "(New-style) " for large numbers."""
+    match = re.search(r"Device major/minor number: (\d+):(\d+)", stat_text)
+    if not match:
+        raise ImageError(f"debugfs printed no device number: {stat_text[:200]!r}")
+    return f"{int(match[1])}:{int(match[2])}"
+
+
+def _device_numbers(raw: Path, inodes: Sequence[int], work: Path) -> dict[int, str]:
+    if not inodes:
+        return {}
+    out = _debugfs(raw, [f"stat <{ino}>" for ino in inodes], work)
+    return {ino: device_number(out.get(f"stat <{ino}>", "")) for ino in inodes}
 
 
 def _root_entry(raw: Path, stat_text: str) -> Entry:
