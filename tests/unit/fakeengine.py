@@ -3,6 +3,8 @@ it (/_ping, an empty container list, an event stream that stays open without a w
 
 from __future__ import annotations
 
+import contextlib
+
 import paramiko
 
 
@@ -24,4 +26,6 @@ def engine(chan: paramiko.Channel) -> None:
     except (OSError, EOFError):
         pass  # the link was cut under it
     finally:
-        chan.close()
+        # close() sends a message: EOFError when the link is already gone.
+        with contextlib.suppress(OSError, EOFError):
+            chan.close()
