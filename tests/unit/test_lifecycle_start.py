@@ -17,6 +17,7 @@ from pyd.config.machine import Accel
 from pyd.errors import ImageError, PydError, UsageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.manifest import FileEntry, Manifest
+from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
 from pyd.instance.state import instance_arch, load_state
 from pyd.lifecycle import start as start_module
@@ -195,3 +196,10 @@ def test_hvf_memory_limit_is_checked_before_any_image_disk_or_seed(
         assert not absent.exists(), absent
     assert backend.calls == []
     assert instance_arch(files) == "aarch64"  # kept: the instance exists (its config)
+
+
+def test_a_damaged_arch_file_reads_as_an_unknown_arch_not_a_traceback(tmp_path: Path) -> None:
+    files = InstanceFiles(tmp_path)
+    files.arch.write_bytes(b"\xff\xfe\n")
+    arch = instance_arch(files)
+    assert arch is not None and arch not in ("x86_64", "aarch64")

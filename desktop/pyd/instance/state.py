@@ -68,7 +68,8 @@ def instance_arch(files: InstanceFiles) -> str | None:
     if state is not None:
         return state.arch
     try:
-        return files.arch.read_text().strip() or None
+        # A damaged file reads as some unknown arch, which a start then refuses with a hint.
+        return files.arch.read_text(errors="replace").strip() or None
     except FileNotFoundError:
         return None
 
