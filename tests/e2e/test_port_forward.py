@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 import paramiko
 import pytest
 
+from pyd.host.threads import Deadline
 from pyd.ports.forwards import Forward
 from pyd.ports.listener import TcpPortForward
 from pyd.ssh.direct_tcpip import open_direct_tcpip
@@ -71,6 +72,8 @@ def test_http_download_through_a_forwarded_port_arrives_intact(
         assert hashlib.sha256(body).hexdigest() == httpd
     finally:
         fwd.close()
+    # close() does not wait: the accept thread closes the listener on its way out.
+    assert fwd.join(Deadline(10))
     assert nobody_listens((host, port))
 
 
