@@ -22,7 +22,7 @@ from typing import IO
 
 from pyd.errors import ImageError, ImageMismatchError, UsageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
-from pyd.image.manifest import MANIFEST, parse_manifest
+from pyd.image.manifest import MANIFEST, Manifest, parse_manifest
 from pyd.image.transfer import DEFAULT_POLICY, ProgressFn, RetryPolicy, download
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes so far, total)
@@ -55,6 +55,23 @@ def fetch_image(
     murls = [manifest_url(u) for u in (url, *mirrors)]
     murl, text = _read_manifest(murls)
     manifest = parse_manifest(text, origin=murl)
+    bases = [murl, *(m for m in murls if m != murl)]  # the one that answered first
+    return fetch_files(cache, manifest, bases, progress, policy=policy, sleep=sleep)
+
+
+def fetch_files(
+    cache: ImageCache,
+    manifest: Manifest,
+    bases: Sequence[str],
+    progress: Progress,
+    *,
+    policy: RetryPolicy = DEFAULT_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CachedImage:
+    """The image `manifest` describes (already checked: parsed, and matched to a signed
+    index where there is one), its files fetched relative to each of `bases` in turn (the
+    manifest's URL on each mirror) into the cache unless it is there already."""
+    murl = bases[0]
     key = image_key(manifest.arch, manifest.recipe_hash)
     if existing := cache.get(key):
         return existing
@@ -62,7 +79,6 @@ def fetch_image(
         partials = cache.root / PARTIAL_DIR
         _clean_partials(partials, {e.sha256 for e in manifest.files.values()})
         partials.mkdir(mode=0o700, exist_ok=True)
-        bases = [murl, *(m for m in murls if m != murl)]  # the one that answered first
         parts = {}
         try:
             for name, entry in sorted(manifest.files.items()):
