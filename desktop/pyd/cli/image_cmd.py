@@ -201,3 +201,7 @@ def fetch(
         image = fetch_image(_cache(), url, progress)
     err_console.print(f"fetched and verified image [bold]{image.key}[/]")
     typer.echo(str(image.path))
+
+
+# More `pyd image` commands live in modules of their own (publish, pull, export/import,
+# prune); each registers on `app` when cli/main.py imports it.

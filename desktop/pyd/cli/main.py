@@ -9,6 +9,7 @@ import typer
 
 from pyd import __version__
 from pyd.cli import config_cmd, docker_cmd, image_cmd, instance_cmd, mount_cmd, port_cmd, shim_cmd
+from pyd.cli import image_release_cmd, image_store_cmd, upgrade_cmd  # noqa: F401 (image commands register on image_cmd.app)
 from pyd.cli.boundary import EXPECTED, expected_failure
 from pyd.cli.render import out_console, print_error
 from pyd.errors import PydError, UsageError
@@ -33,6 +34,7 @@ for _command in (
     instance_cmd.ssh,
     instance_cmd.env,
     instance_cmd.logs,
+    upgrade_cmd.upgrade,
 ):
     app.command()(_command)
 app.command("list")(instance_cmd.list_)
