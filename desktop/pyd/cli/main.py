@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 
 from pyd import __version__
-from pyd.cli import config_cmd, docker_cmd, image_cmd, instance_cmd, mount_cmd, port_cmd, shim_cmd
-from pyd.cli import image_release_cmd, image_store_cmd, upgrade_cmd  # noqa: F401 (image commands register on image_cmd.app)
+from pyd.cli import (  # noqa: F401 (image commands register on image_cmd.app)
+    config_cmd,
+    docker_cmd,
+    image_cmd,
+    image_release_cmd,
+    image_store_cmd,
+    instance_cmd,
+    mount_cmd,
+    port_cmd,
+    shim_cmd,
+    upgrade_cmd,
+)
 from pyd.cli.boundary import EXPECTED, expected_failure
 from pyd.cli.render import out_console, print_error
 from pyd.errors import PydError, UsageError
