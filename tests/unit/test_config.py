@@ -130,7 +130,7 @@ def test_unknown_keys_are_listed_with_the_known_ones() -> None:
     assert "/home/u/pyd/default/config.toml" in e.message
     assert e.hint == (
         "known settings: cpus, memory, disk, accel, backend, libvirt_uri, ports.bind, "
-        "ports.forwards, network.host_access, mounts"
+        "ports.forwards, network.host_access, image_index, image_keys, image_source, mounts"
     )
 
 

@@ -55,6 +55,9 @@ KEYS = (
     "ports.bind",
     "ports.forwards",
     "network.host_access",
+    "image_index",
+    "image_keys",
+    "image_source",
     "mounts",
 )
 TABLES = ("ports", "network")  # the TOML tables that hold settings: [ports] holds "ports.*"
@@ -98,6 +101,12 @@ class InstanceConfig:
     # Whether containers reach the host's loopback at 10.0.2.2 (QEMU's gateway), as Docker
     # Desktop's host.docker.internal does; the guest enforces false (seed, next start).
     host_access: bool = True
+    # Where a host that does not build its image downloads it (image/obtain.py): URLs of a
+    # release index.json, tried in order; PEM public keys trusted besides the project's;
+    # and whether to build or download ("auto": build where this host can).
+    image_index: tuple[str, ...] = ()
+    image_keys: tuple[str, ...] = ()
+    image_source: str = "auto"
 
 
 def validate_name(name: str) -> str:
@@ -247,6 +256,59 @@ def _boolean(key: str, hint: str) -> Callable[[Any], Any]:
 
 def _no_check(_value: Any) -> None:
     return None
+
+
+IMAGE_SOURCES = ("auto", "build", "download")
+_IMAGE_DEFAULTS = {"image_index": (), "image_keys": (), "image_source": "auto"}
+IMAGE_SETTINGS = tuple(_IMAGE_DEFAULTS)  # written to config.toml only when set
+_INDEX_HINT = (
+    'URLs of a release index.json, tried in order: image_index = ["https://host/pyd/index.json"]'
+    " (http://, https:// or file://)"
+)
+_KEYS_HINT = 'PEM ed25519 public keys: image_keys = ["~/keys/releases.pem"]'
+_SOURCE_HINT = (
+    "auto builds the image where this host can (Linux, root, mmdebstrap) and downloads it "
+    "elsewhere; build always builds; download always downloads"
+)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """A list given as one string (`pyd config set`, PYD_IMAGE_INDEX): separated by spaces
+    or commas."""
+    return tuple(p for p in re.split(r"[\s,]+", text.strip()) if p)
+
+
+def _text_list(key: str, hint: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> tuple[str, ...]:
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise UsageError(f"{key}: expected a list of strings, got {_describe(value)}", hint)
+        return tuple(value)
+
+    return convert
+
+
+def check_index_url(url: str, key: str = "image_index") -> None:
+    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    if scheme not in ("http", "https", "file"):
+        raise UsageError(f"{key}: {url!r} is not an http://, https:// or file:// URL", _INDEX_HINT)
+
+
+def _index_urls(value: Any) -> None:
+    problems = []
+    for url in value:
+        try:
+            check_index_url(url)
+        except UsageError as e:
+            problems.append(e)
+    if problems:
+        raise _joined(problems)
+
+
+def _key_paths(value: Any) -> None:
+    """Only the spelling here: whether each file exists and holds an ed25519 key is checked
+    when a download uses it (image/trust.py), naming the file."""
+    if any(not v.strip() for v in value):
+        raise UsageError("image_keys: an entry is empty", _KEYS_HINT)
 
 
 _FORWARDS_HINT = "manage them with `pyd port add SPEC` and `pyd port rm SPEC`"
@@ -413,6 +475,13 @@ _FIELDS: dict[str, _Field] = {
     "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
     "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),
     _HOST_ACCESS: _Field("host_access", _boolean(_HOST_ACCESS, _HOST_ACCESS_HINT), _no_check),
+    "image_index": _Field("image_index", _text_list("image_index", _INDEX_HINT), _index_urls),
+    "image_keys": _Field("image_keys", _text_list("image_keys", _KEYS_HINT), _key_paths),
+    "image_source": _Field(
+        "image_source",
+        _text("image_source"),
+        _one_of("image_source", IMAGE_SOURCES, _SOURCE_HINT),
+    ),
 }
 MOUNTS = "mounts"
 assert (*_FIELDS, MOUNTS) == KEYS
@@ -518,6 +587,8 @@ def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
         if spelled is None:
             raise UsageError(f"{key}: expected true or false, got {raw!r}", _HOST_ACCESS_HINT)
         converted = spelled
+    elif key in ("image_index", "image_keys"):
+        converted = split_list(text)
     else:
         converted = field.convert(text)
     field.check(converted)
@@ -559,6 +630,13 @@ def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
         "libvirt_uri": cfg.libvirt_uri,
         "ports": {"bind": cfg.ports_bind, "forwards": list(cfg.port_forwards)},
         "network": {"host_access": cfg.host_access},
+        # Only when set: a config that repeats today's default would pin it, and the shipped
+        # defaults may later name the project's own index.
+        **{
+            key: list(value) if isinstance(value, tuple) else value
+            for key, default in _IMAGE_DEFAULTS.items()
+            if (value := getattr(cfg, key)) != default
+        },
         MOUNTS: shares_to_toml(cfg.mounts),
     }
 

@@ -21,6 +21,7 @@ from tomlkit.items import AoT, Array, Comment, InlineTable, Item, Key, Null, Tab
 from tomlkit.toml_document import TOMLDocument
 
 from pyd.config.settings import (
+    IMAGE_SETTINGS,
     MOUNTS,
     BackendName,
     InstanceConfig,
@@ -86,13 +87,17 @@ def save_config(path: Path, cfg: InstanceConfig, host: Host | None = None) -> No
     if doc is None:
         doc = tomlkit.document()
         doc.add(tomlkit.comment(_NEW_FILE_HEADER))
-    for key, value in to_toml_dict(cfg).items():
+    written = to_toml_dict(cfg)
+    for key, value in written.items():
         if key == MOUNTS:
             _update_mounts(doc, cfg, host)
         elif isinstance(value, dict):
             _update_table(doc, key, cfg, value, host)
         elif not _unchanged(doc, key, key, cfg, host):
             _set_top_level(doc, key, value)
+    for key in IMAGE_SETTINGS:  # back to the default: the key goes (a default spelled out stays)
+        if key not in written and key in doc and not _unchanged(doc, key, key, cfg, host):
+            del doc[key]
     write_atomic(path, tomlkit.dumps(doc))
 
 
