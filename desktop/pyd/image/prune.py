@@ -1,0 +1,240 @@
+"""`pyd image prune`: which cached images no instance needs, and removing them.
+
+The decision (`plan`) is pure. What an instance needs is read from its directory
+(`instance_use`) without trusting any single file: the image key in state.json, any image
+key another *.json names (a kept pre-upgrade disk's record, say), and the backing file of
+every qcow2 disk there (an OS disk is an overlay on an image's rootfs.qcow2; a start that
+made the disk but not yet state.json is seen this way). Whatever cannot be read protects
+every image of the instance's architecture, or every image when that is unknown too:
+prune never guesses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyd.errors import ImageError
+from pyd.image.cache import ImageCache
+from pyd.image.fetch import PARTIAL_DIR
+from pyd.image.manifest import MANIFEST, parse_manifest
+
+KEY = re.compile(r"^([a-z0-9_]{1,32})-[0-9a-f]{16}$")  # cache.image_key: ARCH-HASH16
+_STAGING = ".staging-"
+_QCOW2_MAGIC = b"QFI\xfb"
+_MAX_JSON = 1 << 20
+
+
+@dataclass(frozen=True)
+class Use:
+    """The images one instance needs."""
+
+    instance: str
+    keys: frozenset[str] = frozenset()
+    unsure_arch: str | None = None  # something unreadable: keep every image of this arch
+    unsure_all: bool = False  # ...and its arch is unknown too: keep every image
+    why: str = ""  # what could not be read
+
+
+@dataclass(frozen=True)
+class Cached:
+    key: str
+    arch: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    remove: tuple[Cached, ...]
+    keep: tuple[tuple[Cached, str], ...]  # (image, why it is kept)
+
+    @property
+    def freed(self) -> int:
+        return sum(c.size for c in self.remove)
+
+
+def plan(images: Sequence[Cached], uses: Sequence[Use]) -> Plan:
+    """Removes exactly the images no instance may need."""
+    remove: list[Cached] = []
+    keep: list[tuple[Cached, str]] = []
+    for image in images:
+        reasons = [r for r in (_reason(u, image) for u in uses) if r]
+        if reasons:
+            keep.append((image, "; ".join(reasons)))
+        else:
+            remove.append(image)
+    return Plan(tuple(remove), tuple(keep))
+
+
+def _reason(use: Use, image: Cached) -> str:
+    if image.key in use.keys:
+        return f"used by {use.instance}"
+    if use.unsure_all or use.unsure_arch == image.arch:
+        return f"{use.instance} may use it ({use.why})"
+    return ""
+
+
+def instance_use(root: Path, state: Path, arch: Path, cache_root: Path) -> Use:
+    """What the instance directory `root` needs: `state` is its state.json, `arch` the
+    file naming its guest architecture."""
+    keys: set[str] = set()
+    problems: list[str] = []
+    found_arch: str | None = None
+    try:
+        children = sorted(p for p in root.iterdir() if p.is_file())
+    except OSError as e:
+        children = []
+        problems.append(f"cannot list {root}: {e.strerror}")
+    for path in children:
+        if path.suffix == ".json":
+            try:
+                data = json.loads(_read(path, _MAX_JSON))
+            except (OSError, ValueError) as e:
+                problems.append(f"cannot read {path.name}: {_why(e)}")
+                continue
+            keys.update(s for s in _strings(data) if KEY.match(s))
+            if path == state:
+                key, found_arch = _state_key(data)
+                if key is None:
+                    problems.append(f"{path.name} names no image")
+        else:
+            try:
+                backing = qcow2_backing(path)
+            except OSError as e:
+                problems.append(f"cannot read {path.name}: {e.strerror}")
+                continue
+            if backing is not None and (key := _cache_key(backing, cache_root)):
+                keys.add(key)
+    if not problems:
+        return Use(root.name, frozenset(keys))
+    if found_arch is None:
+        try:
+            found_arch = _read(arch, 64).decode("ascii").strip() or None
+        except (OSError, UnicodeDecodeError):
+            found_arch = None
+    why = "; ".join(problems)
+    if found_arch is None:
+        return Use(root.name, frozenset(keys), None, True, why)
+    return Use(root.name, frozenset(keys), found_arch, False, why)
+
+
+def _state_key(data: object) -> tuple[str | None, str | None]:
+    """(image key, arch) of a state.json's data; None for what it does not say."""
+    if not isinstance(data, dict):
+        return None, None
+    key, arch = data.get("image_key"), data.get("arch")
+    key = key if isinstance(key, str) and KEY.match(key) else None
+    arch = arch if isinstance(arch, str) and arch else None
+    if arch is None and key is not None:
+        arch = key.rsplit("-", 1)[0]
+    return key, arch
+
+
+def _strings(data: object) -> Iterable[str]:
+    if isinstance(data, str):
+        yield data
+    elif isinstance(data, dict):
+        for v in data.values():
+            yield from _strings(v)
+    elif isinstance(data, list):
+        for v in data:
+            yield from _strings(v)
+
+
+def qcow2_backing(path: Path) -> str | None:
+    """The backing file a qcow2 header names (offset 8: its offset, 16: its length), or
+    None for a file that is not qcow2 or has no backing file."""
+    with path.open("rb") as f:
+        header = f.read(20)
+        if len(header) < 20 or header[:4] != _QCOW2_MAGIC:
+            return None
+        offset = int.from_bytes(header[8:16], "big")
+        size = int.from_bytes(header[16:20], "big")
+        if offset == 0 or not 0 < size <= 1023:  # qcow2 caps the name at 1023 bytes
+            return None
+        f.seek(offset)
+        return f.read(size).decode("utf-8", errors="replace")
+
+
+def _cache_key(backing: str, cache_root: Path) -> str | None:
+    """The image key of a backing file inside the cache (ROOT/KEY/rootfs.qcow2)."""
+    parent = Path(os.path.abspath(backing)).parent
+    root = Path(os.path.abspath(cache_root))
+    if parent.parent == root or parent.parent.resolve() == root.resolve():
+        return parent.name
+    return None
+
+
+def cached_images(cache: ImageCache) -> list[Cached]:
+    """Every image directory in the cache, damaged ones too (their arch from the key)."""
+    if not cache.root.is_dir():
+        return []
+    found = []
+    for path in sorted(cache.root.iterdir()):
+        m = KEY.match(path.name)
+        if not m or not path.is_dir():
+            continue
+        arch = m.group(1)  # a damaged entry's key still says its arch
+        with contextlib.suppress(OSError, ImageError):
+            arch = parse_manifest((path / MANIFEST).read_text(), str(path / MANIFEST)).arch
+        found.append(Cached(path.name, arch, _size(path)))
+    return found
+
+
+def leftovers(cache: ImageCache) -> list[Path]:
+    """Staging directories and partial downloads: only ever leftovers while the cache
+    lock is held (builds and fetches hold it while they use them)."""
+    if not cache.root.is_dir():
+        return []
+    return sorted(
+        p for p in cache.root.iterdir() if p.name.startswith(_STAGING) or p.name == PARTIAL_DIR
+    )
+
+
+def remove_image(cache: ImageCache, key: str) -> None:
+    """Takes the entry out of the cache in one rename (no half-removed image is ever
+    found), then deletes it. Call with the cache lock held."""
+    grave = Path(tempfile.mkdtemp(prefix=_STAGING, dir=cache.root))
+    os.replace(cache.root / key, grave / key)
+    shutil.rmtree(grave)
+
+
+def remove_tree(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def size_of(path: Path) -> int:
+    return _size(path) if path.is_dir() else path.stat().st_size
+
+
+def _size(path: Path) -> int:
+    total = 0
+    for dirpath, _, names in os.walk(path):
+        for name in names:
+            with contextlib.suppress(OSError):  # gone meanwhile
+                total += (Path(dirpath) / name).lstat().st_size
+    return total
+
+
+def _read(path: Path, cap: int) -> bytes:
+    with path.open("rb") as f:
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise ValueError("too large")
+    return data
+
+
+def _why(e: Exception) -> str:
+    if isinstance(e, OSError):
+        return e.strerror or str(e)
+    return "not valid JSON" if isinstance(e, json.JSONDecodeError) else str(e)
