@@ -28,6 +28,7 @@ from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.locking import locked
 from pyd.lifecycle.progress import Progress, phase
+from pyd.lifecycle.upgrade_marker import finish_cut_upgrade
 from pyd.vm.accel import resolve_accel
 from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backend_for_config
@@ -63,6 +64,7 @@ def start(
         cfg = _settle_config(inst, overrides)
         _keep_arch(inst, guest)
         backend = backend_for_config(inst.name, cfg)
+        finish_cut_upgrade(inst.files, backend, agent, progress)  # `pyd upgrade` was killed
         vm = backend.state()
         if new_keys:  # after a lost key: the VM boots again on a seed with new ones
             vm = renew_keys(inst.files, backend, vm, progress, agent)
