@@ -22,7 +22,8 @@ from typing import IO
 
 from pyd.errors import ImageError, ImageMismatchError, UsageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
-from pyd.image.manifest import MANIFEST, Manifest, parse_manifest
+from pyd.image.manifest import MANIFEST, FileEntry, Manifest, Packed, parse_manifest
+from pyd.image.packing import unpack
 from pyd.image.transfer import DEFAULT_POLICY, ProgressFn, RetryPolicy, download
 
 Progress = Callable[[str, int, int], None]  # (file name, bytes so far, total)
@@ -77,38 +78,52 @@ def fetch_files(
         return existing
     with cache.locked():
         partials = cache.root / PARTIAL_DIR
-        _clean_partials(partials, {e.sha256 for e in manifest.files.values()})
+        _clean_partials(partials, {_wire(n, e)[1].sha256 for n, e in manifest.files.items()})
         partials.mkdir(mode=0o700, exist_ok=True)
         parts = {}
         try:
             for name, entry in sorted(manifest.files.items()):
-                parts[name] = partials / f"{entry.sha256}.part"
+                # A packed file travels (and resumes) packed: its partial is named by the
+                # packed digest, and only verified packed bytes are ever unpacked.
+                wire_name, wire = _wire(name, entry)
+                parts[name] = partials / f"{wire.sha256}.part"
                 download(
-                    [urllib.parse.urljoin(b, name) for b in bases],
+                    [urllib.parse.urljoin(b, wire_name) for b in bases],
                     parts[name],
-                    entry.size,
-                    entry.sha256,
-                    name=name,
+                    wire.size,
+                    wire.sha256,
+                    name=wire_name,
                     progress=_per_file(progress, name),
                     policy=policy,
                     sleep=sleep,
                 )
+            # Verified files stay among the partials until the last one is: a fetch cut in
+            # the middle of the image keeps them, and the next one checks them again and
+            # goes on. Unpacked files are never resumed: they are made whole or not at all.
+            with cache.staging() as staging:
+                for name, entry in sorted(manifest.files.items()):
+                    if entry.packed:  # first, while every partial is still in place
+                        unpack(parts[name], staging / name, entry, name=name)
+                placed: dict[Path, Path] = {}
+                for name, part in parts.items():
+                    if manifest.files[name].packed:
+                        continue
+                    if part in placed:  # two names, one content: one partial served both
+                        shutil.copyfile(placed[part], staging / name)
+                        continue
+                    os.replace(part, staging / name)
+                    placed[part] = staging / name
+                image = cache.commit(staging, key, replace(manifest, source=murl))
         except ImageMismatchError:
             _clean_partials(partials, set())  # the image is refused: none of it is kept
             raise
-        # Verified files stay among the partials until the last one is: a fetch cut in the
-        # middle of the image keeps them, and the next one checks them again and goes on.
-        with cache.staging() as staging:
-            placed: dict[Path, Path] = {}
-            for name, part in parts.items():
-                if part in placed:  # two names, one content: one partial file served both
-                    shutil.copyfile(placed[part], staging / name)
-                    continue
-                os.replace(part, staging / name)
-                placed[part] = staging / name
-            image = cache.commit(staging, key, replace(manifest, source=murl))
         _clean_partials(partials, set())
         return image
+
+
+def _wire(name: str, entry: FileEntry) -> tuple[str, FileEntry | Packed]:
+    """The name and (size, sha256) a file travels under: its packed form when it has one."""
+    return (entry.packed.name, entry.packed) if entry.packed else (name, entry)
 
 
 def _per_file(progress: Progress, name: str) -> ProgressFn:

@@ -1,5 +1,14 @@
 """manifest.json: what an image is (versions, arch, suite, recipe hash) and the size and
-sha256 of each of its files. Pure: parsing, validation and rendering only."""
+sha256 of each of its files. Pure: parsing, validation and rendering only.
+
+A file may also travel packed (compressed for transfer, unpacked on arrival):
+
+    "rootfs.qcow2": {"size": N, "sha256": "...",
+                     "packed": {"encoding": "zstd", "name": "rootfs.qcow2.zst",
+                                "size": M, "sha256": "..."}}
+
+Both digests are recorded: the packed one is checked as the bytes arrive (so a cut transfer
+resumes from verified bytes), the file's own one as it is unpacked into the cache."""
 
 from __future__ import annotations
 
@@ -16,14 +25,37 @@ MANIFEST = "manifest.json"
 IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.qcow2")
 OPTIONAL_FILES = ("vmlinux",)
 FORMAT = 1
+ENCODINGS = ("zstd",)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class Packed:
+    """The form a file travels in: `name` next to manifest.json on the server."""
+
+    encoding: str
+    name: str
+    size: int
+    sha256: str
 
 
 @dataclass(frozen=True)
 class FileEntry:
     size: int
     sha256: str
+    packed: Packed | None = None
+
+    @property
+    def transfer_size(self) -> int:
+        return self.packed.size if self.packed else self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        # No "packed": null key, so a manifest without packed files renders as before.
+        data: dict[str, Any] = {"size": self.size, "sha256": self.sha256}
+        if self.packed:
+            data["packed"] = asdict(self.packed)
+        return data
 
 
 @dataclass(frozen=True)
@@ -43,9 +75,15 @@ class Manifest:
     def total_size(self) -> int:
         return sum(f.size for f in self.files.values())
 
+    @property
+    def download_size(self) -> int:
+        """Bytes to transfer: packed files count packed."""
+        return sum(f.transfer_size for f in self.files.values())
+
     def to_json(self) -> str:
         data = asdict(self)
         data.pop("extra")
+        data["files"] = {name: f.to_dict() for name, f in self.files.items()}
         data.update(self.extra)
         return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -64,10 +102,7 @@ def parse_manifest(text: str, origin: str = MANIFEST) -> Manifest:
         raise ImageError(f"{origin} is not a JSON object")
     try:
         files_raw = data.pop("files")
-        files = {
-            name: FileEntry(size=int(v["size"]), sha256=str(v["sha256"]))
-            for name, v in files_raw.items()
-        }
+        files = {name: _file_entry(v) for name, v in files_raw.items()}
         m = Manifest(
             version=str(data.pop("version")),
             arch=str(data.pop("arch")),
@@ -88,6 +123,28 @@ def parse_manifest(text: str, origin: str = MANIFEST) -> Manifest:
     return m
 
 
+def _file_entry(raw: dict[str, Any]) -> FileEntry:
+    packed = raw.get("packed")
+    return FileEntry(
+        size=_int(raw["size"]),
+        sha256=str(raw["sha256"]),
+        packed=None
+        if packed is None
+        else Packed(
+            encoding=str(packed["encoding"]),
+            name=str(packed["name"]),
+            size=_int(packed["size"]),
+            sha256=str(packed["sha256"]),
+        ),
+    )
+
+
+def _int(value: object) -> int:
+    if type(value) is not int:  # "12" or 1.5 or true: not a size
+        raise ValueError(f"{value!r} is not an integer")
+    return value
+
+
 def manifest_problems(m: Manifest) -> list[str]:
     problems = []
     if m.format != FORMAT:
@@ -102,4 +159,25 @@ def manifest_problems(m: Manifest) -> list[str]:
             problems.append(f"{name}: sha256 {entry.sha256!r} is not a sha256")
         if entry.size < 0:
             problems.append(f"{name}: negative size")
+        if entry.packed:
+            problems += _packed_problems(name, entry.packed)
+    # A packed name must not overwrite another file (or another packed one) on the server,
+    # nor in the staging directory where it lands.
+    taken = [MANIFEST, *m.files, *(e.packed.name for e in m.files.values() if e.packed)]
+    for name, entry in m.files.items():
+        if entry.packed and taken.count(entry.packed.name) > 1:
+            problems.append(f"{name}: packed name {entry.packed.name!r} is taken")
+    return problems
+
+
+def _packed_problems(name: str, p: Packed) -> list[str]:
+    problems = []
+    if not _SAFE_NAME.match(p.name):
+        problems.append(f"{name}: packed name {p.name!r} is not allowed")
+    if p.encoding not in ENCODINGS:
+        problems.append(f"{name}: encoding {p.encoding!r} is not one of {', '.join(ENCODINGS)}")
+    if not _SHA256.match(p.sha256):
+        problems.append(f"{name}: packed sha256 {p.sha256!r} is not a sha256")
+    if p.size < 0:
+        problems.append(f"{name}: negative packed size")
     return problems
