@@ -150,7 +150,11 @@ def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
         out_console.print_json(json.dumps(st.to_json()))
         return
     for key, value in st.to_json().items():
-        if key == "phases":
+        if key == "newer_image":
+            continue  # told on the image line
+        if key == "image" and st.newer_image:
+            value = f"{value} (newer: {st.newer_image} — `pyd upgrade{name_option(name)}`)"
+        elif key == "phases":
             value = ", ".join(f"{k} {v:.2f} s" for k, v in value.items())
         elif key == "ports":
             value = f"{len(value)} (`pyd port ls -n {name}` lists them)"

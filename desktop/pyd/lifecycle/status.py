@@ -12,7 +12,9 @@ from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.config.arches import host_arch
 from pyd.config.settings import context_name
 from pyd.config.store import load_config
-from pyd.errors import PydError
+from pyd.errors import ImageError, PydError
+from pyd.host.paths import images_dir
+from pyd.image.cache import ImageCache
 from pyd.instance.disks import disk_size_gib
 from pyd.instance.registry import Instance, name_option
 from pyd.instance.state import instance_arch, load_state
@@ -67,6 +69,7 @@ class InstanceStatus:
     keeper: str = ""  # what the agent's keeper did: restarts, or why it gave up
     data_disk: str = ""  # how full Docker's data disk is, as the running agent last saw it
     platforms: tuple[str, ...] = ()  # e.g. linux/amd64, linux/arm64: native, then emulated
+    newer_image: str = ""  # a newer image for its arch, cached or in the cached index
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -160,7 +163,25 @@ def instance_status(inst: Instance) -> InstanceStatus:
         keeper=keeper_note(keeper_status(inst.files), keeper_alive),
         data_disk=agent.data_disk if agent and alive else "",
         platforms=agent.platforms if agent and alive else (),
+        newer_image=newer_image(ImageCache(images_dir()), state.image_key, state.arch)
+        if state
+        else "",
     )
+
+
+def newer_image(cache: ImageCache, current: str, arch: str) -> str:
+    """The key of the newest image for `arch` when it is newer than `current` (by its
+    manifest's date), else "". Cheap, for every `pyd status`: manifests are read and file
+    sizes checked, nothing is hashed and no network is used."""
+    newest = cache.find(arch)  # damaged entries are skipped, never raised
+    if newest is None or newest.key == current:
+        return ""
+    try:
+        ours = cache.get(current)
+    except ImageError:
+        ours = None
+    # An instance whose image left the cache: any cached one is the way forward.
+    return newest.key if ours is None or newest.manifest.created > ours.manifest.created else ""
 
 
 def broken_status(name: str, error: str) -> InstanceStatus:
