@@ -2,4 +2,64 @@
 
 from __future__ import annotations
 
-from pyd.cli.image_cmd import app as image_app  # noqa: F401 (commands register on it)
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pyd.cli.image_cmd import app as image_app
+from pyd.cli.render import err_console, human_size
+from pyd.errors import UsageError
+from pyd.host.paths import images_dir
+from pyd.image.cache import ImageCache
+from pyd.image.index import SIGNATURE
+from pyd.image.publish import publish as publish_tree
+from pyd.image.signing import load_private_key
+
+
+@image_app.command()
+def publish(
+    outdir: Annotated[Path, typer.Argument(help="directory of the release tree (made if missing)")],
+    keys: Annotated[
+        list[str] | None, typer.Argument(help="image keys (default: every cached image)")
+    ] = None,
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            metavar="KEYFILE",
+            help="ed25519 PEM private key (openssl genpkey -algorithm ed25519) to sign with",
+        ),
+    ] = None,
+) -> None:
+    """Write cached images as a static release tree (index.json, manifests, packed files)
+    that any web server can host; clients download from it with `pyd image pull`."""
+    key = None
+    if sign is not None:
+        try:
+            pem = sign.read_bytes()
+        except OSError as e:
+            raise UsageError(
+                f"cannot read the key file {sign}: {e.strerror or e}",
+                hint="make one with: openssl genpkey -algorithm ed25519 -out KEYFILE",
+            ) from None
+        key = load_private_key(pem, str(sign))
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        err_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {line}", soft_wrap=True)
+
+    index = publish_tree(ImageCache(images_dir()), outdir, keys or [], key, progress)
+    size = sum(e.download_size for e in index.images)
+    err_console.print(
+        f"published {len(index.images)} image(s), {human_size(size)} to download in all, "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    if key is None:
+        err_console.print(
+            f"[bold yellow]warning:[/] the tree is UNSIGNED (no {SIGNATURE}): clients refuse "
+            "it unless they pass --insecure; sign it with --sign KEYFILE",
+            soft_wrap=True,
+        )
+    typer.echo(str(outdir.resolve()))
