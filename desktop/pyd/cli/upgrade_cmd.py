@@ -2,9 +2,37 @@
 
 from __future__ import annotations
 
-from pyd.errors import UsageError
+from typing import Annotated
+
+import typer
+
+from pyd.cli.progress import TerminalProgress
+from pyd.cli.render import err_console
+from pyd.config.settings import DEFAULT_INSTANCE
 
 
-def upgrade() -> None:
+def upgrade(
+    name: Annotated[str, typer.Option("--name", "-n", help="instance name")] = DEFAULT_INSTANCE,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="accept an unsigned or wrongly signed image index"),
+    ] = False,
+) -> None:
     """Move an instance to the newest image, keeping its containers, images and volumes."""
-    raise UsageError("`pyd upgrade` is not available yet")
+    from pyd.lifecycle.upgrade import upgrade as upgrade_instance
+
+    progress = TerminalProgress()
+    try:
+        result = upgrade_instance(name, progress, insecure=insecure)
+    finally:
+        progress.close()
+    who = f"pyd instance {result.name!r}"
+    if not result.changed:
+        err_console.print(f"{who} already uses the newest image, {result.new_image}")
+        return
+    err_console.print(
+        f"[bold]{who} upgraded[/]: {result.old_image} → {result.new_image}; Docker answered "
+        "on it with the same data disk (images, containers and volumes kept)"
+    )
+    if not result.running:
+        err_console.print("it was stopped before and is stopped again")
