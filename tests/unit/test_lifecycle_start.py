@@ -64,6 +64,7 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeBackend:
         return _image(cache, arch), True
 
     monkeypatch.setattr(start_module, "build_image", build)
+    monkeypatch.setattr("pyd.image.obtain.can_build_here", lambda: (True, ""))  # any host
     return vm
 
 

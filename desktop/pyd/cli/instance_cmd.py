@@ -61,6 +61,13 @@ def start(
             help="replace lost SSH keys with new ones; a running VM restarts to get them",
         ),
     ] = False,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure",
+            help="accept an unsigned or wrongly signed image index (a new instance's download)",
+        ),
+    ] = False,
 ) -> None:
     """Start an instance (created on first start) and make the docker CLI use it."""
     overrides = {
@@ -73,7 +80,13 @@ def start(
     try:
         with _progress() as progress:
             result = start_instance(
-                name, overrides, context, progress, new_keys=new_keys, arch=arch
+                name,
+                overrides,
+                context,
+                progress,
+                new_keys=new_keys,
+                arch=arch,
+                insecure=insecure,
             )
     except KeyboardInterrupt:
         _interrupted(name)

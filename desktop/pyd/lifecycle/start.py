@@ -20,7 +20,9 @@ from pyd.host.memory import check_memory, host_memory_mib
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
-from pyd.image.recipe import default_suite, recipe_dir
+from pyd.image.obtain import obtain_image
+from pyd.image.pull import PullProgress, line_progress
+from pyd.image.trust import index_urls, trusted_keys
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
 from pyd.instance.registry import Instance, instance, name_option
 from pyd.instance.state import InstanceState, instance_arch, load_state, save_arch, save_state
@@ -55,9 +57,11 @@ def start(
     new_keys: bool = False,
     agent: HostAgent = PROCESS_AGENT,
     arch: str | None = None,
+    insecure: bool = False,
 ) -> StartResult:
     """`arch`: the guest architecture asked for (`--arch`), None for the instance's own, or
-    the host's for a new instance."""
+    the host's for a new instance. `insecure`: a new instance's image may come from an
+    unsigned index (`--insecure`, said loudly)."""
     inst = instance(name)
     with locked(inst, progress):
         guest = _guest_arch(inst, arch)
@@ -82,7 +86,7 @@ def start(
                 return _finish(inst, ready, use_context, already=True)
         agent.stop(inst.files)  # a stale agent from before the VM stopped
         if not vm.exists:
-            _boot(inst, cfg, backend, progress, guest)
+            _boot(inst, cfg, backend, progress, guest, insecure)
         docker_host = agent.launch(inst.files, inst.name, progress)
         return _finish(inst, docker_host, use_context, already=False)
 
@@ -148,7 +152,12 @@ def _keep_arch(inst: Instance, arch: Arch) -> None:
 
 
 def _boot(
-    inst: Instance, cfg: InstanceConfig, backend: VMBackend, progress: Progress, arch: Arch
+    inst: Instance,
+    cfg: InstanceConfig,
+    backend: VMBackend,
+    progress: Progress,
+    arch: Arch,
+    insecure: bool = False,
 ) -> None:
     files = inst.files
     state = load_state(files.state)
@@ -156,7 +165,7 @@ def _boot(
     machine = machine_settings(accel, arch.name)
     check_memory_limit(arch, machine, cfg.memory_mib)  # before an image, disk or seed is made
     with phase(progress, "image"):
-        image = _image(state, arch, progress)
+        image = _image(state, arch, progress, cfg, insecure)
     with phase(progress, "disks"):
         ensure_disks(files, image, cfg.disk_gib)
         hostname = context_name(inst.name)
@@ -186,7 +195,14 @@ def _boot(
         backend.start(spec)
 
 
-def _image(state: InstanceState | None, arch: Arch, progress: Progress) -> CachedImage:
+def _image(
+    state: InstanceState | None,
+    arch: Arch,
+    progress: Progress,
+    cfg: InstanceConfig,
+    insecure: bool,
+) -> CachedImage:
+    """An existing instance's own image; a new one's the newest, built or downloaded."""
     cache = ImageCache(images_dir())
     if state is not None:
         # The OS disk is an overlay on this exact image; another one would not boot it.
@@ -199,23 +215,16 @@ def _image(state: InstanceState | None, arch: Arch, progress: Progress) -> Cache
                 "unchanged, or `pyd image fetch` it again",
             )
         return found
-    if arch.name != host_arch():
-        # Not built on the fly: another architecture's image builds through user-mode
-        # emulation, a step of its own that needs root (binfmt_misc).
-        image = cache.find(arch.name)
-        if image is None:
-            raise ImageError(
-                f"there is no {arch.name} image in the cache ({cache.root})",
-                hint=f"build it: `sudo pyd image build{_arch_option(arch)}`, or "
-                "`pyd image fetch URL` one",
-            )
-        return image
-    image, built = build_image(
-        cache, arch, default_suite(), recipe_dir(), progress=progress.info
+    return obtain_image(
+        cache,
+        arch,
+        cfg.image_source,
+        index_urls(cfg.image_index, os.environ),
+        lambda: trusted_keys(cfg.image_keys, os.environ),  # read only for a download
+        PullProgress(progress.info, line_progress(progress.info)),
+        insecure=insecure,
+        build=build_image,
     )
-    if built:
-        progress.info(f"built image {image.key}")
-    return image
 
 
 def _arch_option(arch: Arch) -> str:
