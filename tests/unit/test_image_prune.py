@@ -147,7 +147,7 @@ def _prune(*args: str) -> tuple[int, str]:
 
 
 def test_prune_dry_run_removes_nothing(env: ImageCache) -> None:
-    before = sorted(p.name for p in env.root.iterdir()) + [".lock"]
+    before = [*(p.name for p in env.root.iterdir()), ".lock"]
     code, out = _prune("--dry-run")
     assert code == 0, out
     assert f"would remove {X2} (3.0 MiB)" in out and f"would remove {A1} (6" in out

@@ -2,17 +2,117 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from pyd.cli.image_cmd import app as image_app
 from pyd.cli.render import err_console, human_size, out_console
+from pyd.config.settings import DEFAULT_INSTANCE
+from pyd.config.store import load_config
+from pyd.errors import UsageError
 from pyd.host.paths import images_dir, instances_dir
 from pyd.image import prune as pruning
+from pyd.image.archive import export_archive, import_archive
 from pyd.image.cache import ImageCache
+from pyd.image.index import SIGNATURE
+from pyd.image.signing import load_private_key
+from pyd.image.trust import trusted_keys
 from pyd.instance.files import InstanceFiles
+from pyd.instance.registry import instance
+
+
+@image_app.command("export")
+def export_(
+    key: Annotated[str, typer.Argument(help="image key (`pyd image ls`)")],
+    file: Annotated[Path, typer.Argument(help="the archive to write (a plain tar)")],
+    sign: Annotated[
+        Path | None,
+        typer.Option(
+            "--sign",
+            metavar="KEYFILE",
+            help="ed25519 PEM private key to sign the archive's index with",
+        ),
+    ] = None,
+) -> None:
+    """Write a cached image as one archive, for `pyd image import` on a machine without
+    network (checked there exactly as a download)."""
+    signer = None
+    if sign is not None:
+        try:
+            pem = sign.read_bytes()
+        except OSError as e:
+            raise UsageError(
+                f"cannot read the key file {sign}: {e.strerror or e}",
+                hint="make one with: openssl genpkey -algorithm ed25519 -out KEYFILE",
+            ) from None
+        signer = load_private_key(pem, str(sign))
+    started = time.monotonic()
+
+    def progress(line: str) -> None:
+        err_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {line}", soft_wrap=True)
+
+    export_archive(ImageCache(images_dir()), key, file, signer, progress)
+    err_console.print(
+        f"exported [bold]{key}[/] ({human_size(file.stat().st_size)}) "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    if signer is None:
+        err_console.print(
+            f"[bold yellow]warning:[/] the archive is UNSIGNED (no {SIGNATURE}): "
+            "`pyd image import` refuses it unless given --insecure; sign it with --sign KEYFILE",
+            soft_wrap=True,
+        )
+    typer.echo(str(file.resolve()))
+
+
+@image_app.command("import")
+def import_(
+    file: Annotated[Path, typer.Argument(help="an archive `pyd image export` wrote")],
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="accept an unsigned or wrongly signed archive (warns)"),
+    ] = False,
+) -> None:
+    """Add the image of an exported archive to the cache, verifying its signature and every
+    file as a download is."""
+    cfg = load_config(instance(DEFAULT_INSTANCE).files.config)
+    keys = [k for _, k in trusted_keys(cfg.image_keys, os.environ)]
+    cache = ImageCache(images_dir())
+    before = {e.key for e in cache.entries()}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def transfer(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        def info(line: str) -> None:
+            style = "[bold red]" if line.startswith("WARNING") else ""
+            bar.console.print(f"{style}{escape(line)}", soft_wrap=True)
+
+        image = import_archive(cache, file, keys, transfer, insecure=insecure, info=info)
+    if image.key in before:
+        err_console.print(f"image [bold]{image.key}[/] was in the cache already")
+    else:
+        err_console.print(
+            f"imported and verified image [bold]{image.key}[/] "
+            f"({human_size(image.manifest.total_size)})"
+        )
+    typer.echo(str(image.path))
 
 
 def instance_uses(root: Path, cache_root: Path) -> list[pruning.Use]:
