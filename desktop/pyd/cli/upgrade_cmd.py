@@ -28,11 +28,14 @@ def upgrade(
         progress.close()
     who = f"pyd instance {result.name!r}"
     if not result.changed:
-        err_console.print(f"{who} already uses the newest image, {result.new_image}")
+        err_console.print(
+            f"{who} already uses the newest image, {result.new_image}", soft_wrap=True
+        )
         return
     err_console.print(
         f"[bold]{who} upgraded[/]: {result.old_image} → {result.new_image}; Docker answered "
-        "on it with the same data disk (images, containers and volumes kept)"
+        "on it with the same data disk (images, containers and volumes kept)",
+        soft_wrap=True,
     )
     if not result.running:
         err_console.print("it was stopped before and is stopped again")
