@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from pyd.cli.image_cmd import app as image_app
 from pyd.cli.render import err_console, human_size
+from pyd.config.arches import get_arch
+from pyd.config.settings import DEFAULT_INSTANCE, check_index_url
+from pyd.config.store import load_config
 from pyd.errors import UsageError
 from pyd.host.paths import images_dir
 from pyd.image.cache import ImageCache
 from pyd.image.index import SIGNATURE
 from pyd.image.publish import publish as publish_tree
+from pyd.image.pull import PullProgress, pull_newest
 from pyd.image.signing import load_private_key
+from pyd.image.trust import index_urls, trusted_keys
+from pyd.instance.registry import instance
 
 
 @image_app.command()
@@ -63,3 +79,65 @@ def publish(
             soft_wrap=True,
         )
     typer.echo(str(outdir.resolve()))
+
+
+@image_app.command()
+def pull(
+    arch: Annotated[
+        str | None, typer.Option("--arch", help="guest architecture (default: host's)")
+    ] = None,
+    index: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--index",
+            metavar="URL",
+            help="URL of a release index.json; repeat it for mirrors (default: PYD_IMAGE_INDEX, "
+            "then image_index in the config)",
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option("--insecure", help="accept an unsigned or wrongly signed index (warns)"),
+    ] = False,
+) -> None:
+    """Download the newest image for an architecture from a signed release index, verifying
+    the index's signature and every file before the image is used."""
+    a = get_arch(arch)
+    cfg = load_config(instance(DEFAULT_INSTANCE).files.config)
+    for url in index or []:
+        check_index_url(url, "--index")
+    urls = list(dict.fromkeys(index)) if index else index_urls(cfg.image_index, os.environ)
+    keys = trusted_keys(cfg.image_keys, os.environ)
+    cache = ImageCache(images_dir())
+    before = {e.key for e in cache.entries()}
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def transfer(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        def info(line: str) -> None:
+            style = "[bold red]" if line.startswith("WARNING") else ""
+            bar.console.print(f"{style}{escape(line)}", soft_wrap=True)
+
+        image = pull_newest(
+            cache, a.name, urls, keys, PullProgress(info, transfer), insecure=insecure
+        )
+    if image.key in before:
+        err_console.print(f"already newest: [bold]{image.key}[/] is in the cache")
+    else:
+        err_console.print(
+            f"pulled and verified image [bold]{image.key}[/] "
+            f"({human_size(image.manifest.total_size)})"
+        )
+    typer.echo(str(image.path))
