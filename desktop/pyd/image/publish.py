@@ -143,7 +143,7 @@ def _place_plain(src: Path, final: Path, tmp: Path) -> None:
 
 def _still_there(dest: Path, name: str, published: FileEntry, cached: FileEntry) -> bool:
     """The published file (or its packed form) is still the one its manifest names, made
-    from the cached file: re-used rather than packed again (minutes at level 19)."""
+    from the cached file: re-used rather than packed again."""
     if published.packed is None:
         if (published.size, published.sha256) != (cached.size, cached.sha256):
             return False
