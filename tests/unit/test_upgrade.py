@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from pyd.config.arches import get_arch
-from pyd.errors import PydError
+from pyd.config.store import load_config
+from pyd.errors import ImageError, PydError
 from pyd.host.paths import images_dir
 from pyd.image.cache import CachedImage, ImageCache, image_key
+from pyd.image.index import IndexEntry
 from pyd.image.manifest import FileEntry, Manifest
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
@@ -101,7 +103,9 @@ def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PickyBackend:
         "build_image",
         lambda cache, arch, suite, recipe, progress: (cache.find(arch.name), False),
     )
-    _add_image("1", "2026-01-01T00:00:00Z")
+    # The recipe's image (what obtain_image builds or downloads) is the first one.
+    recipe_image = _add_image("1", "2026-01-01T00:00:00Z")
+    monkeypatch.setattr(upgrade_module, "obtain_image", lambda *a, **k: recipe_image)
     start_module.start(NAME, SETTINGS, False, RecordingProgress(), agent=FakeAgent())
     backend.calls.clear()
     return backend
@@ -278,8 +282,59 @@ def test_status_tells_of_a_newer_image(vm: PickyBackend, monkeypatch: pytest.Mon
     assert status_module.instance_status(instance(NAME)).newer_image == ""
 
 
-def test_upgrade_of_an_arch_without_images_says_what_to_do(vm: PickyBackend) -> None:
+def _entry(digit: str, created: str) -> IndexEntry:
+    return IndexEntry(
+        "x86_64", digit * 64, created, "unit", "0", {}, 1, f"{digit}/manifest.json", 1, "0" * 64
+    )
+
+
+def test_status_tells_of_a_newer_image_in_the_index_last_pulled(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status_module, "backend_for_config", lambda name, cfg: vm)
+    entry: list[IndexEntry | None] = [None]
+    monkeypatch.setattr(status_module, "cached_newest", lambda cache, arch, keys: entry[0])
+    assert status_module.instance_status(instance(NAME)).newer_image == ""
+    entry[0] = _entry("0", "2025-06-01T00:00:00+00:00")  # older than the instance's image
+    assert status_module.instance_status(instance(NAME)).newer_image == ""
+    entry[0] = _entry("3", "2026-03-01T00:00:00+00:00")  # not downloaded yet: still told
+    assert status_module.instance_status(instance(NAME)).newer_image == image_key(
+        "x86_64", "3" * 64
+    )
+    _add_image("4", "2026-04-01T00:00:00Z")  # a cached one newer still wins
+    assert status_module.instance_status(instance(NAME)).newer_image == image_key(
+        "x86_64", "4" * 64
+    )
+
+
+def _newest(progress: RecordingProgress) -> str:
     cache = ImageCache(images_dir())
-    with pytest.raises(PydError, match="no aarch64 image") as info:
-        upgrade_module.newest_image(cache, get_arch("aarch64"), False, RecordingProgress())
-    assert "pyd image" in info.value.hint
+    cfg = load_config(_files().config)
+    return upgrade_module.newest_image(cache, get_arch("x86_64"), cfg, False, progress).key
+
+
+def test_the_newest_is_what_obtain_gives_unless_the_cache_has_newer(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    progress = RecordingProgress()
+    assert _newest(progress) == OLD
+    _add_image("0", "2025-01-01T00:00:00Z")  # older than the obtained one: not taken
+    assert _newest(progress) == OLD
+    _add_image("2", "2026-02-01T00:00:00Z")  # pulled or imported before
+    assert _newest(progress) == NEW
+    assert progress.said == []
+
+
+def test_when_no_image_can_be_obtained_the_newest_cached_one_is_taken_and_why_said(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def nothing(*args: object, **kwargs: object) -> CachedImage:
+        raise ImageError("no image index is configured")
+
+    monkeypatch.setattr(upgrade_module, "obtain_image", nothing)
+    progress = RecordingProgress()
+    assert _newest(progress) == OLD
+    assert progress.said == [f"no image index is configured; taking the newest cached image, {OLD}"]
+    shutil.rmtree(ImageCache(images_dir()).root / OLD)
+    with pytest.raises(ImageError, match="no image index"):
+        _newest(progress)

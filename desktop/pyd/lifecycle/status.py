@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -14,7 +17,9 @@ from pyd.config.settings import context_name
 from pyd.config.store import load_config
 from pyd.errors import ImageError, PydError
 from pyd.host.paths import images_dir
-from pyd.image.cache import ImageCache
+from pyd.image.cache import ImageCache, image_key
+from pyd.image.pull import Keys, cached_newest
+from pyd.image.trust import trusted_keys
 from pyd.instance.disks import disk_size_gib
 from pyd.instance.registry import Instance, name_option
 from pyd.instance.state import instance_arch, load_state
@@ -163,25 +168,49 @@ def instance_status(inst: Instance) -> InstanceStatus:
         keeper=keeper_note(keeper_status(inst.files), keeper_alive),
         data_disk=agent.data_disk if agent and alive else "",
         platforms=agent.platforms if agent and alive else (),
-        newer_image=newer_image(ImageCache(images_dir()), state.image_key, state.arch)
-        if state
-        else "",
+        newer_image=_newer(cfg.image_keys, state.image_key, state.arch) if state else "",
     )
 
 
-def newer_image(cache: ImageCache, current: str, arch: str) -> str:
-    """The key of the newest image for `arch` when it is newer than `current` (by its
-    manifest's date), else "". Cheap, for every `pyd status`: manifests are read and file
-    sizes checked, nothing is hashed and no network is used."""
-    newest = cache.find(arch)  # damaged entries are skipped, never raised
-    if newest is None or newest.key == current:
+def _newer(image_keys: Sequence[str], current: str, arch: str) -> str:
+    try:
+        keys = trusted_keys(image_keys, os.environ)
+    except PydError:
+        keys = None  # a bad key file is told by the command that needs it, not here
+    return newer_image(ImageCache(images_dir()), current, arch, keys)
+
+
+def newer_image(cache: ImageCache, current: str, arch: str, keys: Keys | None = None) -> str:
+    """The key of the newest image for `arch` when it is newer than `current` (by date),
+    from the cache or the index last pulled; else "". Cheap, for every `pyd status`:
+    manifests are read and file sizes checked, nothing is hashed and no network is used."""
+    found: list[tuple[dt.datetime, str]] = []
+    cached = cache.find(arch)  # damaged entries are skipped, never raised
+    if cached is not None:
+        found.append((_when(cached.manifest.created), cached.key))
+    entry = cached_newest(cache, arch, keys)  # its signature checked again; None if it fails
+    if entry is not None:
+        found.append((entry.when, image_key(arch, entry.recipe_hash)))
+    if not found:
         return ""
+    when, key = max(found)
     try:
         ours = cache.get(current)
     except ImageError:
         ours = None
-    # An instance whose image left the cache: any cached one is the way forward.
-    return newest.key if ours is None or newest.manifest.created > ours.manifest.created else ""
+    # An instance whose image left the cache: any other one is the way forward.
+    if key == current or (ours is not None and when <= _when(ours.manifest.created)):
+        return ""
+    return key
+
+
+def _when(created: str) -> dt.datetime:
+    """A manifest's date; one that cannot be read counts as the oldest."""
+    try:
+        when = dt.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    except ValueError:
+        return dt.datetime.min.replace(tzinfo=dt.UTC)
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def broken_status(name: str, error: str) -> InstanceStatus:

@@ -12,9 +12,12 @@ from dataclasses import dataclass, replace
 from pyd.config.arches import Arch, get_arch
 from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
-from pyd.errors import PydError, UsageError
+from pyd.errors import ImageError, PydError, UsageError
 from pyd.host.paths import images_dir
 from pyd.image.cache import CachedImage, ImageCache
+from pyd.image.obtain import obtain_image
+from pyd.image.pull import PullProgress, line_progress
+from pyd.image.trust import index_urls, trusted_keys
 from pyd.instance.disks import create_overlay
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import Instance, existing, name_option
@@ -36,8 +39,8 @@ from pyd.lifecycle.upgrade_marker import (
 from pyd.vm.backends.base import VMBackend
 from pyd.vm.backends.choice import backend_for_config
 
-# (cache, arch, insecure, progress) -> the newest image for arch, in the cache once returned.
-NewestImage = Callable[[ImageCache, Arch, bool, Progress], CachedImage]
+# (cache, arch, config, insecure, progress) -> the newest image for arch, in the cache.
+NewestImage = Callable[[ImageCache, Arch, InstanceConfig, bool, Progress], CachedImage]
 
 
 class UpgradeRolledBack(PydError):
@@ -57,15 +60,33 @@ class UpgradeResult:
         return self.new_image != self.old_image
 
 
-def newest_image(cache: ImageCache, arch: Arch, insecure: bool, progress: Progress) -> CachedImage:
-    """The newest image for `arch` in the cache (built or fetched before)."""
-    found = cache.find(arch.name)
-    if found is None:
-        raise UsageError(
-            f"there is no {arch.name} image in the cache ({cache.root})",
-            hint="`pyd image build` or `pyd image pull` one, then `pyd upgrade` again",
+def newest_image(
+    cache: ImageCache, arch: Arch, cfg: InstanceConfig, insecure: bool, progress: Progress
+) -> CachedImage:
+    """What a new instance would get (built where this host can, else downloaded from the
+    signed index), unless the cache holds a newer one (pulled or imported before). When
+    neither way works (no index, an index refused) the newest cached image is taken, and
+    the reason said."""
+    try:
+        obtained = obtain_image(
+            cache,
+            arch,
+            cfg.image_source,
+            index_urls(cfg.image_index, os.environ),
+            lambda: trusted_keys(cfg.image_keys, os.environ),  # read only for a download
+            PullProgress(progress.info, line_progress(progress.info)),
+            insecure=insecure,
         )
-    return found
+    except ImageError as e:
+        cached = cache.find(arch.name)
+        if cached is None:
+            raise
+        progress.info(f"{e.message}; taking the newest cached image, {cached.key}")
+        return cached
+    cached = cache.find(arch.name)
+    if cached is not None and cached.manifest.created > obtained.manifest.created:
+        return cached
+    return obtained
 
 
 def upgrade(
@@ -92,7 +113,7 @@ def upgrade(
             )
         arch = get_arch(state.arch)
         with phase(progress, "newest image"):
-            target = newest(ImageCache(images_dir()), arch, insecure, progress)
+            target = newest(ImageCache(images_dir()), arch, cfg, insecure, progress)
         vm = backend.state()
         # After a rollback of a cut upgrade the VM was stopped by it, not by the user.
         was_running = vm.exists or (cut is not None and cut.was_running)
