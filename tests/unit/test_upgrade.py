@@ -6,6 +6,7 @@ images; no VM."""
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pyd.cli.main import main
 from pyd.config.arches import get_arch
 from pyd.config.store import load_config
 from pyd.errors import ImageError, PydError
@@ -338,3 +340,44 @@ def test_when_no_image_can_be_obtained_the_newest_cached_one_is_taken_and_why_sa
     shutil.rmtree(ImageCache(images_dir()).root / OLD)
     with pytest.raises(ImageError, match="no image index"):
         _newest(progress)
+
+
+# -- the command line ---------------------------------------------------------------------------
+
+
+def _cli(monkeypatch: pytest.MonkeyPatch, backend: PickyBackend, *args: str) -> int:
+    """`pyd upgrade ARGS` in this process, with the fake VM and agent."""
+    real = upgrade_module.upgrade
+    monkeypatch.setattr(
+        upgrade_module,
+        "upgrade",
+        functools.partial(real, agent=FakeAgent(running=True), guest=PoweredOff(backend)),
+    )
+    with pytest.raises(SystemExit) as info:
+        main(["upgrade", *args])
+    return int(info.value.code or 0)
+
+
+def test_cli_says_already_newest_and_exits_0(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli(monkeypatch, vm, "-n", NAME) == 0
+    assert f"already uses the newest image, {OLD}" in capsys.readouterr().err
+
+
+def test_cli_says_rolled_back_and_why_and_exits_non_zero(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _add_image("2", "2026-02-01T00:00:00Z")
+    vm.refuses.add(NEW)
+    assert _cli(monkeypatch, vm, "-n", NAME) == 1
+    err = capsys.readouterr().err
+    assert "rolled back" in err and "could not load kernel" in err and "Traceback" not in err
+
+
+def test_cli_on_an_unknown_instance_is_a_clear_error(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _cli(monkeypatch, vm, "-n", "ghost") != 0
+    err = capsys.readouterr().err
+    assert "ghost" in err and "hint:" in err and "Traceback" not in err

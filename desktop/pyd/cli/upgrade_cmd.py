@@ -9,6 +9,7 @@ import typer
 from pyd.cli.progress import TerminalProgress
 from pyd.cli.render import err_console
 from pyd.config.settings import DEFAULT_INSTANCE
+from pyd.instance.registry import name_option
 
 
 def upgrade(
@@ -24,6 +25,16 @@ def upgrade(
     progress = TerminalProgress()
     try:
         result = upgrade_instance(name, progress, insecure=insecure)
+    except KeyboardInterrupt:
+        progress.close()
+        opt = name_option(name)
+        err_console.print(
+            "[yellow]interrupted:[/] if the OS disk was already swapped, the next "
+            f"`pyd start{opt}` or `pyd upgrade{opt}` puts the old one back first (data disk "
+            "untouched)",
+            soft_wrap=True,
+        )
+        raise
     finally:
         progress.close()
     who = f"pyd instance {result.name!r}"
