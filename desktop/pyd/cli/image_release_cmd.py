@@ -135,6 +135,11 @@ def pull(
         )
     if image.key in before:
         err_console.print(f"already newest: [bold]{image.key}[/] is in the cache")
+    elif insecure:
+        err_console.print(
+            f"pulled image [bold]{image.key}[/]: its files match its manifest, but the index "
+            "was [bold red]not verified[/] (--insecure)"
+        )
     else:
         err_console.print(
             f"pulled and verified image [bold]{image.key}[/] "
