@@ -7,9 +7,16 @@ fetch     the newest cached image's files served from loopback (tests/unit/range
 compress  each file with gzip -6, xz -6 (lzma), zstd -3 and -19 (the `zstandard` wheel,
           when importable: PYTHONPATH=DIR after `pip install --target DIR zstandard`):
           size, and the decompression speed on arrival
+packed    the image published as a release tree (`pyd image publish`, or --tree DIR):
+          fetch_files into a fresh cache (packed bytes verified as they arrive, unpacked and
+          verified) against `curl` of the same packed files (no check, no unpack) and curl
+          followed by `zstd -d`; median over --runs; target pyd/curl >= 0.9
+resume    the same tree, the server cutting the largest file at 50 %: the bytes sent after
+          the cut (Range resume) over the file's size, target <= 55 %
 
   flock /tmp/pyd-vm.lock python bench/image_fetch.py [--runs 5] [--arch x86_64]
-                                                     [--only fetch,compress,raw]
+                                                     [--only fetch,compress,raw,packed,resume]
+                                                     [--tree DIR]
                                                        [--codecs gzip-6,xz-6,zstd-3,zstd-19]
 """
 
@@ -31,10 +38,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.unit.rangeserver
 
-from tests.unit.rangeserver import serve
+from tests.unit.rangeserver import Behaviour, serve
 
 from pyd.host.paths import images_dir
 from pyd.image.cache import CachedImage, ImageCache
+from pyd.image.fetch import fetch_files
+from pyd.image.manifest import MANIFEST, Manifest, parse_manifest
+from pyd.image.publish import publish
 from pyd.image.transfer import download
 
 MB = 1000 * 1000
@@ -118,7 +128,7 @@ def _codecs() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], byt
         "xz-6": (lambda d: lzma.compress(d, preset=6), lzma.decompress),
     }
     try:
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
     except ImportError:
         print("  (zstandard is not importable: zstd skipped)")
         return codecs
@@ -184,12 +194,130 @@ def bench_raw_stream(image: CachedImage) -> None:
             )
 
 
+def _tree_files(tree: Path, key: str) -> tuple[Manifest, dict[str, Path]]:
+    manifest = parse_manifest((tree / key / MANIFEST).read_text())
+    files = {p.name: p for p in (tree / key).iterdir() if not p.name.startswith(".")}
+    return manifest, files
+
+
+def _wire_names(manifest: Manifest) -> list[str]:
+    return sorted(e.packed.name if e.packed else n for n, e in manifest.files.items())
+
+
+def _fetch_tree_pyd(manifest: Manifest, url: str, out: Path) -> None:
+    fetch_files(ImageCache(out), manifest, [url + MANIFEST], lambda *a: None)
+
+
+def _fetch_tree_curl(manifest: Manifest, url: str, out: Path) -> None:
+    argv = ["curl", "-s", "--fail"]
+    for name in _wire_names(manifest):
+        argv += ["-o", str(out / name), url + name]
+    subprocess.run(argv, check=True)
+
+
+def _fetch_tree_curl_zstd(manifest: Manifest, url: str, out: Path) -> None:
+    """A shell downloader's way: curl, then unpack (no check)."""
+    _fetch_tree_curl(manifest, url, out)
+    for name, entry in manifest.files.items():
+        if entry.packed:
+            subprocess.run(
+                [
+                    "zstd",
+                    "-q",
+                    "-d",
+                    "--long=27",
+                    str(out / entry.packed.name),
+                    "-o",
+                    str(out / name),
+                ],
+                check=True,
+            )
+
+
+def _published(image: CachedImage, tree: str | None, keep: str) -> Path:
+    if tree:
+        return Path(tree)
+    out = Path(keep) / "tree"
+    started = time.monotonic()
+    publish(ImageCache(image.path.parent), out, [image.key], None, lambda line: None)
+    print(f"published {image.key} in {time.monotonic() - started:.1f} s")
+    return out
+
+
+def bench_packed(image: CachedImage, tree: Path, runs: int) -> None:
+    manifest, files = _tree_files(tree, image.key)
+    wire = sum(f.stat().st_size for n, f in files.items() if n != MANIFEST)
+    for path in files.values():
+        path.read_bytes()
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.Process(target=_serve, args=(files, child), daemon=True)
+    server.start()
+    url = parent.recv()
+    ways: dict[str, Callable[[Manifest, str, Path], None]] = {
+        "pyd": _fetch_tree_pyd,
+        "curl": _fetch_tree_curl,
+        "curl+zstd -d": _fetch_tree_curl_zstd,
+    }
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    try:
+        for run in range(-1, runs):
+            names = list(ways)
+            order = names[run % len(names) :] + names[: run % len(names)]
+            for way in order:
+                with tempfile.TemporaryDirectory(dir=image.path.parent.parent) as out:
+                    started = time.monotonic()
+                    ways[way](manifest, url, Path(out))
+                    if run >= 0:
+                        times[way].append(time.monotonic() - started)
+    finally:
+        parent.send("done")
+        server.join(10)
+    print(
+        f"packed {image.key}: {wire / MB:.1f} MB on the wire, {manifest.total_size / MB:.1f} MB "
+        f"unpacked, {runs} runs"
+    )
+    for way, ts in times.items():
+        print(
+            f"  {way:14s} median {statistics.median(ts):6.2f} s = "
+            f"{wire / statistics.median(ts) / MB:7.1f} MB/s on the wire "
+            f"[{min(ts):.2f}-{max(ts):.2f} s]"
+        )
+    med = {w: statistics.median(ts) for w, ts in times.items()}
+    print(f"  ratio pyd/curl {med['curl'] / med['pyd']:.2f} (target >= 0.9)")
+    print(f"  ratio pyd/(curl+zstd -d) {med['curl+zstd -d'] / med['pyd']:.2f}")
+
+
+def bench_resume(image: CachedImage, tree: Path) -> None:
+    """The server cuts the largest file at 50 %; the fetch resumes it with Range."""
+    manifest, files = _tree_files(tree, image.key)
+    sizes = {n: p.stat().st_size for n, p in files.items() if n != MANIFEST}
+    largest = max(sizes, key=lambda n: sizes[n])
+    total = sum(sizes.values())
+    cut_at = sizes[largest] // 2
+    behaviour = Behaviour(cut_after=cut_at, cuts=1)
+    with (
+        tempfile.TemporaryDirectory(dir=image.path.parent.parent) as out,
+        serve(dict(files), behaviour) as srv,
+    ):
+        fetch_files(ImageCache(Path(out)), manifest, [srv.url + MANIFEST], lambda *a: None)
+        sent = srv.stats.body_bytes
+        ranged = [r for r in srv.stats.requests if r[1]]
+    after = sizes[largest] - cut_at + (sent - total)  # the rest of it, and anything sent twice
+    print(
+        f"resume: {largest} ({sizes[largest] / MB:.1f} MB) cut at 50 %, resumed with "
+        f"{ranged[0][1] if ranged else 'no Range'}: {after / sizes[largest]:.1%} of it sent "
+        f"after the cut (target <= 55 %); {sent / MB:.1f} MB sent for the {total / MB:.1f} MB "
+        "download"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--arch", default="x86_64")
-    ap.add_argument("--only", default="fetch,compress,raw")
+    ap.add_argument("--only", default="fetch,compress,raw,packed,resume")
     ap.add_argument("--codecs", default="", help="e.g. zstd-3,xz-6 (default: all)")
+    ap.add_argument("--tree", help="a release tree `pyd image publish` wrote (default: a new one)")
     args = ap.parse_args()
     image = ImageCache(images_dir()).find(args.arch)
     if image is None:
@@ -201,6 +329,13 @@ def main() -> None:
         bench_compress(image, [c for c in args.codecs.split(",") if c])
     if "raw" in only:
         bench_raw_stream(image)
+    if "packed" in only or "resume" in only:
+        with tempfile.TemporaryDirectory(dir=image.path.parent.parent) as keep:
+            tree = _published(image, args.tree, keep)
+            if "packed" in only:
+                bench_packed(image, tree, args.runs)
+            if "resume" in only:
+                bench_resume(image, tree)
 
 
 if __name__ == "__main__":
