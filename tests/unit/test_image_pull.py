@@ -360,3 +360,13 @@ def test_line_progress_reports_at_most_every_interval_and_once_at_the_end(
     assert len(lines) == 3  # at 0 s, at 2.5 s, and at the end (once)
     assert lines[1].startswith("vmlinux: 30.0/40.0 MB, 12.0 MB/s")
     assert lines[2].startswith("vmlinux: 40.0/40.0 MB")
+
+
+def test_a_manifest_is_matched_to_the_index_before_it_is_parsed(
+    cache: ImageCache, files: dict[str, bytes]
+) -> None:
+    tree = release_tree([(files, OLD, "2026-12-01T00:00:00Z")])
+    tree[f"{image_key('x86_64', OLD)}/manifest.json"] = b"\xff not json"
+    with serve(tree) as srv, pytest.raises(ImageMismatchError, match="does not match the index"):
+        pull(cache, srv)
+    assert cache.entries() == [] and nothing_kept(cache)

@@ -100,5 +100,8 @@ def obtain_image(
 
 def _recipe_image(cache: ImageCache, arch: Arch) -> CachedImage | None:
     """This checkout's recipe's image, when the cache has it."""
-    digest = recipe_hash(read_recipe(recipe_dir()), build_params(arch, default_suite()))
+    try:
+        digest = recipe_hash(read_recipe(recipe_dir()), build_params(arch, default_suite()))
+    except OSError:  # an installation without the recipe: nothing was built here
+        return None
     return cache.get(image_key(arch.name, digest))
