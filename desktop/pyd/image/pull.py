@@ -197,10 +197,12 @@ def line_progress(info: Callable[[str], None], every: float = 2.0) -> FileProgre
 class _LineMeter:
     every: float
     samples: list[tuple[float, int]] = field(default_factory=list)
-    last: float = float("-inf")
+    last: float = 0.0
     finished: bool = False
 
     def line(self, done: int, total: int, now: float) -> str:
+        if not self.samples:
+            self.last = now  # the first line once there is a rate to show
         recent = [s for s in self.samples if now - s[0] <= 5.0][-50:]
         self.samples = [*recent, (now, done)]
         if self.finished or (done < total and now - self.last < self.every):
