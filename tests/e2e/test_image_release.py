@@ -204,10 +204,17 @@ def test_start_downloads_verifies_and_boots_where_pyd_cannot_build(
             assert release.packed_rootfs() in {p for p, _, _ in server.stats.requests}
             version = env.docker("version", "--format", "{{.Server.Version}}").stdout.strip()
             assert version, "docker version answered no server version"
+            # The running instance's image is never pruned (its OS disk is an overlay on it).
+            r = _run("image", "prune", env=env.env(**extra))
+            assert r.returncode == 0, r.stderr
+            assert f"kept {release.key}" in r.stdout and f"used by {NAME}" in r.stdout
+            _verified(open_dir, release, release.key)
         finally:
             _run("delete", "-n", NAME, "-f", env=env.env(**extra))
             _destroy_domain()
-    _verified(open_dir, release, release.key)
+    r = _run("image", "prune", env=env.env(**extra))  # now nothing uses it
+    assert r.returncode == 0 and f"removed {release.key}" in r.stdout, r.stderr
+    assert [p.name for p in (open_dir / "cache" / "images").iterdir() if p.is_dir()] == []
 
 
 # --- refusals: each on a fresh cache, nothing kept --------------------------------------
