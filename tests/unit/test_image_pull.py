@@ -321,9 +321,10 @@ def test_pull_from_index_reads_a_file_url(cache: ImageCache, tmp_path: Path) -> 
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data if isinstance(data, bytes) else data.read_bytes())
     image = pull_from_index(
-        cache, (root / "index.json").as_uri(), "x86_64", KEYS, Lines().progress()
+        cache, (root / "index.json").as_uri(), "x86_64", KEYS, Lines().progress(), remember=False
     )
     assert image.file("rootfs.qcow2").read_bytes() == files["rootfs.qcow2"]
+    assert not (cache.root / STORED_INDEX).exists()
     (root / "index.json.sig").unlink()  # a file:// tree without a signature is unsigned
     with pytest.raises(SignatureError, match="has no signature"):
         pull_from_index(cache, (root / "index.json").as_uri(), "x86_64", KEYS, Lines().progress())

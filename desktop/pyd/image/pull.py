@@ -90,11 +90,13 @@ def pull_newest(
     progress: PullProgress,
     *,
     insecure: bool = False,
+    remember: bool = True,
     policy: RetryPolicy = DEFAULT_POLICY,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CachedImage:
     """The newest `arch` image of the index at `index_urls` (the first that answers; the
-    others are its mirrors), from the cache when it is there already."""
+    others are its mirrors), from the cache when it is there already. `remember`: keep the
+    verified index for cached_newest (not for a one-off source such as an archive)."""
     if not index_urls:
         raise ImageError(
             "no image index is configured",
@@ -112,7 +114,8 @@ def pull_newest(
         progress.info(f"WARNING: {verdict.warning}")
     else:
         progress.info(f"index {fetched.url}: signed by {verdict.key}")
-        _store_index(cache, fetched)
+        if remember:
+            _store_index(cache, fetched)
     entry = newest(index, arch)
     if entry is None:
         arches = sorted({e.arch for e in index.images})
@@ -145,12 +148,22 @@ def pull_from_index(
     progress: PullProgress,
     *,
     insecure: bool = False,
+    remember: bool = True,
     policy: RetryPolicy = DEFAULT_POLICY,
     sleep: Callable[[float], None] = time.sleep,
 ) -> CachedImage:
-    """pull_newest from one index, e.g. file:///…/index.json of an unpacked archive."""
+    """pull_newest from one index, e.g. file:///…/index.json of an unpacked archive (pass
+    remember=False there: the archive is not where newer images will appear)."""
     return pull_newest(
-        cache, arch, [index_url], keys, progress, insecure=insecure, policy=policy, sleep=sleep
+        cache,
+        arch,
+        [index_url],
+        keys,
+        progress,
+        insecure=insecure,
+        remember=remember,
+        policy=policy,
+        sleep=sleep,
     )
 
 
