@@ -84,6 +84,10 @@ def test_instance_use_reads_state_other_json_and_disk_backing(tmp_path: Path) ->
     _qcow2(root / "other.qcow2", "/elsewhere/" + "x86_64-" + "9" * 16 + "/rootfs.qcow2")
     use = _use(root, cache_root)
     assert use.keys == {X1, X2, A1} and not use.why
+    (root / "state.json").unlink()
+    (root / "upgrade.json").unlink()
+    _qcow2(root / "os.qcow2", f"../../images/{X2}/rootfs.qcow2")  # relative: to its dir
+    assert _use(root, cache_root).keys == {X2, A1}
 
 
 def test_a_disk_made_before_state_json_protects_its_image(tmp_path: Path) -> None:

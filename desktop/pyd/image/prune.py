@@ -110,7 +110,8 @@ def instance_use(root: Path, state: Path, arch: Path, cache_root: Path) -> Use:
             except OSError as e:
                 problems.append(f"cannot read {path.name}: {e.strerror}")
                 continue
-            if backing is not None and (key := _cache_key(backing, cache_root)):
+            # qemu reads a relative backing name from the overlay's own directory.
+            if backing is not None and (key := _cache_key(root / backing, cache_root)):
                 keys.add(key)
     if not problems:
         return Use(root.name, frozenset(keys))
@@ -163,7 +164,7 @@ def qcow2_backing(path: Path) -> str | None:
         return f.read(size).decode("utf-8", errors="replace")
 
 
-def _cache_key(backing: str, cache_root: Path) -> str | None:
+def _cache_key(backing: Path, cache_root: Path) -> str | None:
     """The image key of a backing file inside the cache (ROOT/KEY/rootfs.qcow2)."""
     parent = Path(os.path.abspath(backing)).parent
     root = Path(os.path.abspath(cache_root))
