@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from pyd.cli.main import app
 from pyd.image.cache import ImageCache
 from pyd.image.manifest import FileEntry, Manifest
-from pyd.image.prune import Cached, Use, instance_use, plan, qcow2_backing
+from pyd.image.prune import Cached, Use, instance_use, open_uses, plan, qcow2_backing
 
 X1, X2, A1 = "x86_64-" + "1" * 16, "x86_64-" + "2" * 16, "aarch64-" + "3" * 16
 IMAGES = [Cached(X1, "x86_64", 10), Cached(X2, "x86_64", 20), Cached(A1, "aarch64", 40)]
@@ -190,3 +190,25 @@ def test_prune_of_an_absent_cache_says_so(tmp_path: Path, monkeypatch: pytest.Mo
     code, out = _prune()
     assert code == 0 and "nothing to remove" in out
     assert not os.path.exists(tmp_path / "none")
+
+
+def test_an_image_a_process_holds_open_is_in_use(tmp_path: Path) -> None:
+    cache_root = tmp_path / "images"
+    (cache_root / X1).mkdir(parents=True)
+    (cache_root / X1 / "rootfs.qcow2").write_bytes(b"")
+    proc = tmp_path / "proc"
+    (proc / "4242" / "fd").mkdir(parents=True)
+    (proc / "4242" / "comm").write_text("qemu-system-x86\n")
+    (proc / "4242" / "fd" / "7").symlink_to(cache_root / X1 / "rootfs.qcow2")
+    (proc / "4242" / "fd" / "8").symlink_to("/dev/null")
+    (proc / "self").mkdir()
+    uses = open_uses(cache_root, proc)
+    assert uses == [Use("process 4242 (qemu-system-x86)", frozenset({X1}))]
+    assert _removed(uses) == [X2, A1]
+
+
+def test_this_process_holding_an_image_open_is_seen(tmp_path: Path) -> None:
+    (tmp_path / X2).mkdir()
+    with (tmp_path / X2 / "rootfs.qcow2").open("wb"):
+        uses = open_uses(tmp_path)
+    assert [u.keys for u in uses if u.instance.startswith(f"process {os.getpid()} ")] == [{X2}]

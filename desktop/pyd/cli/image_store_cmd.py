@@ -142,7 +142,7 @@ def prune(
     # Under the lock: no build or fetch is using a staging directory, and none commits
     # an image between the listing and the removal.
     with cache.locked():
-        uses = instance_uses(instances_dir(), cache.root)
+        uses = instance_uses(instances_dir(), cache.root) + pruning.open_uses(cache.root)
         decided = pruning.plan(pruning.cached_images(cache), uses)
         for image, why in decided.keep:
             out_console.print(f"kept {image.key} ({human_size(image.size)}): {why}")

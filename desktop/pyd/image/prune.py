@@ -81,6 +81,39 @@ def _reason(use: Use, image: Cached) -> str:
     return ""
 
 
+def open_uses(cache_root: Path, proc: Path = Path("/proc")) -> list[Use]:
+    """Processes holding a file of a cached image open (Linux; elsewhere none are seen):
+    a VM of an instance under another PYD_HOME sharing this cache, or a `pyd image
+    boot-check`, whose instance directories prune cannot see."""
+    root = os.path.realpath(cache_root) + os.sep
+    found: dict[int, set[str]] = {}
+    try:
+        pids = [int(p.name) for p in proc.iterdir() if p.name.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        try:
+            fds = list((proc / str(pid) / "fd").iterdir())
+        except OSError:
+            continue  # gone, or another user's
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            key = target[len(root) :].split(os.sep, 1)[0] if target.startswith(root) else ""
+            if KEY.match(key):
+                found.setdefault(pid, set()).add(key)
+    return [Use(f"process {pid} ({_comm(proc, pid)})", frozenset(k)) for pid, k in found.items()]
+
+
+def _comm(proc: Path, pid: int) -> str:
+    try:
+        return (proc / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
 def instance_use(root: Path, state: Path, arch: Path, cache_root: Path) -> Use:
     """What the instance directory `root` needs: `state` is its state.json, `arch` the
     file naming its guest architecture."""
