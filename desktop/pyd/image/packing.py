@@ -95,25 +95,30 @@ def _unpack(packed: Path, out: Path, entry: FileEntry, name: str) -> None:
     done = 0
     dctx = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
     hashing: Future[None] | None = None
+    # Two reused buffers: one is hashed (in the thread) while the next is decompressed into
+    # the other; no 1 MiB bytes object is made (and page-faulted in) per chunk.
+    bufs = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
+    turn = 0
     with (
         ThreadPoolExecutor(1) as pool,
         packed.open("rb") as src,
         out.open("wb") as dst,
     ):
-        chunks = dctx.read_to_iter(src, read_size=CHUNK, write_size=CHUNK)
+        reader = dctx.stream_reader(src, read_size=CHUNK, read_across_frames=True)
         while True:
             try:
-                chunk = next(chunks, None)
+                n = reader.readinto(bufs[turn])
             except zstandard.ZstdError as e:
                 raise _refused(name, f"it does not unpack ({e})") from None
-            if chunk is None:
+            if not n:
                 break
-            done += len(chunk)
+            done += n
             if done > entry.size:  # a bomb, or simply not this file: stop writing now
                 raise _refused(name, f"it unpacks to more than {entry.size} bytes")
+            chunk = bufs[turn][:n]
             if hashing:
-                hashing.result()  # in order: chunk n is hashed after chunk n - 1
-            hashing = pool.submit(hasher.update, chunk)  # each chunk is a new bytes object
+                hashing.result()  # in order, and the other buffer is free again
+            hashing = pool.submit(hasher.update, chunk)
             try:
                 dst.write(chunk)
             except OSError as e:
@@ -121,6 +126,7 @@ def _unpack(packed: Path, out: Path, entry: FileEntry, name: str) -> None:
                     f"cannot write {out}: {e.strerror or e}",
                     hint="free some disk space, or check the cache directory's permissions",
                 ) from None
+            turn ^= 1
         if hashing:
             hashing.result()
         # No fsync, as for the files fetched plain: it cost 1-2 s per 600 MB here (another
