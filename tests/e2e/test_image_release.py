@@ -208,6 +208,7 @@ def test_start_downloads_verifies_and_boots_where_pyd_cannot_build(
             r = _run("image", "prune", env=env.env(**extra))
             assert r.returncode == 0, r.stderr
             assert f"kept {release.key}" in r.stdout and f"used by {NAME}" in r.stdout
+            assert "used by process" in r.stdout  # QEMU holds its base open, seen in /proc
             _verified(open_dir, release, release.key)
         finally:
             _run("delete", "-n", NAME, "-f", env=env.env(**extra))
