@@ -12,7 +12,7 @@ from pyd.image.cache import ImageCache
 from pyd.image.fetch import PARTIAL_DIR, fetch_files
 from pyd.image.manifest import FileEntry, Manifest, Packed, parse_manifest
 from pyd.image.packing import pack, unpack
-from pyd.image.transfer import RetryPolicy
+from pyd.image.transfer import RetryPolicy, TransferError
 from tests.unit.rangeserver import Behaviour, serve
 
 SHA = "a" * 64
@@ -219,3 +219,31 @@ def test_a_flipped_byte_in_a_served_packed_file_is_refused(tmp_path: Path) -> No
     ):
         fetch_files(cache, manifest, [srv.url], _quiet, policy=RetryPolicy(2), sleep=_no_sleep)
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock"]
+
+
+def test_a_fetch_cut_after_an_unpack_keeps_the_packed_partials_only(tmp_path: Path) -> None:
+    manifest, tree = _tree(tmp_path / "tree")
+    cache = ImageCache(tmp_path / "cache")
+    behaviour = Behaviour(status={"vmlinuz.zst": 503})  # down after rootfs.qcow2 unpacked
+    murl = "manifest.json"
+    with serve(tree, behaviour) as srv:
+        with pytest.raises(TransferError, match=r"vmlinuz\.zst"):
+            fetch_files(cache, manifest, [srv.url + murl], _quiet, policy=RetryPolicy(1))
+        partials = tmp_path / "cache" / PARTIAL_DIR
+        rootfs = manifest.files["rootfs.qcow2"]
+        assert rootfs.packed
+        assert sorted(p.name for p in partials.iterdir()) == sorted(
+            [f"{rootfs.packed.sha256}.part", f"{manifest.files['initrd.img'].sha256}.part"]
+        )
+        # No unpacked file and no staging directory is left: unpacking starts over.
+        assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+            ".lock",
+            PARTIAL_DIR,
+        ]
+        sent = srv.stats.body_bytes
+        behaviour.status.clear()
+        image = fetch_files(cache, manifest, [srv.url + murl], _quiet, policy=RetryPolicy(1))
+        vmlinuz = manifest.files["vmlinuz"]
+        assert srv.stats.body_bytes - sent == vmlinuz.transfer_size  # only the missing one
+    assert image.file("rootfs.qcow2").read_bytes() == ROOTFS
+    assert not partials.exists()
