@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
+from pyd.cli.progress import transfer_bars
 from pyd.cli.render import err_console, human_size, out_console, print_columns
 from pyd.config.arches import get_arch, host_arch
 from pyd.errors import ImageError, ImageMismatchError, UsageError
@@ -183,22 +183,8 @@ def fetch(
     url: Annotated[str, typer.Argument(help="URL of manifest.json or its directory")],
 ) -> None:
     """Download a prebuilt image, verifying every file before it is used."""
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def progress(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done)
-
-        image = fetch_image(_cache(), url, progress)
+    with transfer_bars() as (transfer, _):
+        image = fetch_image(_cache(), url, transfer)
     err_console.print(f"fetched and verified image [bold]{image.key}[/]")
     typer.echo(str(image.path))
 

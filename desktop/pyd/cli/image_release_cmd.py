@@ -8,17 +8,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
 from pyd.cli.image_cmd import app as image_app
+from pyd.cli.progress import transfer_bars
 from pyd.cli.render import err_console, human_size
 from pyd.config.arches import get_arch
 from pyd.config.settings import DEFAULT_INSTANCE, check_index_url
@@ -110,26 +102,7 @@ def pull(
     keys = trusted_keys(cfg.image_keys, os.environ)
     cache = ImageCache(images_dir())
     before = {e.key for e in cache.entries()}
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    ) as bar:
-        tasks: dict[str, TaskID] = {}
-
-        def transfer(name: str, done: int, total: int) -> None:
-            if name not in tasks:
-                tasks[name] = bar.add_task(name, total=total)
-            bar.update(tasks[name], completed=done)
-
-        def info(line: str) -> None:
-            style = "[bold red]" if line.startswith("WARNING") else ""
-            bar.console.print(f"{style}{escape(line)}", soft_wrap=True)
-
+    with transfer_bars() as (transfer, info):
         image = pull_newest(
             cache, a.name, urls, keys, PullProgress(info, transfer), insecure=insecure
         )

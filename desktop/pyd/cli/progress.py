@@ -1,8 +1,20 @@
-"""Lifecycle progress on the terminal: a spinner on the running phase, a line with its
-duration when it ends."""
+"""Progress on the terminal: for the lifecycle, a spinner on the running phase and a line
+with its duration when it ends; for downloads, a bar per file with bytes, rate and time left."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
+
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.status import Status
 
 from pyd.cli.render import err_console
@@ -44,3 +56,33 @@ class TerminalProgress:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+TransferFn = Callable[[str, int, int], None]  # (file name, bytes so far, total)
+
+
+@contextlib.contextmanager
+def transfer_bars() -> Iterator[tuple[TransferFn, Callable[[str], None]]]:
+    """(transfer, info): `transfer` draws a bar per file; `info` prints a line above the
+    bars, a WARNING in bold red. The bars go when the block ends."""
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        tasks: dict[str, TaskID] = {}
+
+        def transfer(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        def info(line: str) -> None:
+            style = "[bold red]" if line.startswith("WARNING") else ""
+            bar.console.print(f"{style}{escape(line)}", soft_wrap=True)
+
+        yield transfer, info
