@@ -132,8 +132,9 @@ def manifest_url(index_url: str, entry: IndexEntry) -> str:
     return urllib.parse.urljoin(index_url, safe_path(entry.manifest))
 
 
-def check_manifest(entry: IndexEntry, data: bytes, manifest: Manifest, origin: str) -> None:
-    """The manifest fetched for `entry` is the one the signed index names."""
+def check_manifest_bytes(entry: IndexEntry, data: bytes, origin: str) -> None:
+    """The manifest's bytes are the ones the signed index names (size and sha256): checked
+    before the parser sees a byte of them."""
     digest = hashlib.sha256(data).hexdigest()
     if len(data) != entry.manifest_size or digest != entry.manifest_sha256:
         raise ImageMismatchError(
@@ -142,6 +143,11 @@ def check_manifest(entry: IndexEntry, data: bytes, manifest: Manifest, origin: s
             "it was refused",
             hint="the server's copy is damaged or was tampered with; nothing was kept",
         )
+
+
+def check_manifest(entry: IndexEntry, data: bytes, manifest: Manifest, origin: str) -> None:
+    """The manifest fetched for `entry` is the one the signed index names."""
+    check_manifest_bytes(entry, data, origin)
     if (manifest.arch, manifest.recipe_hash) != (entry.arch, entry.recipe_hash):
         raise ImageMismatchError(
             f"{origin} describes image {manifest.arch}-{manifest.recipe_hash[:16]}, the index "

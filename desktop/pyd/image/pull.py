@@ -15,7 +15,6 @@ when it came from), so that `pyd status` can say a newer image exists without th
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import os
 import tempfile
@@ -29,7 +28,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from pyd.errors import ImageError, ImageMismatchError
+from pyd.errors import ImageError
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.fetch import Progress as FileProgress
 from pyd.image.fetch import fetch_files
@@ -40,6 +39,7 @@ from pyd.image.index import (
     SIGNATURE,
     IndexEntry,
     check_manifest,
+    check_manifest_bytes,
     load_index,
     manifest_url,
     newest,
@@ -130,7 +130,7 @@ def pull_newest(
         return cached
     murls = [manifest_url(u, entry) for u in urls]
     murl, data = _read_first(murls, MAX_MANIFEST, "manifest")
-    _check_digest(entry, data, murl)  # before the parser sees a byte of it
+    check_manifest_bytes(entry, data, murl)  # before the parser sees a byte of it
     manifest = parse_manifest(data.decode("utf-8", errors="replace"), origin=murl)
     check_manifest(entry, data, manifest, murl)
     progress.info(
@@ -223,17 +223,6 @@ class _LineMeter:
         self.last, self.finished = now, done >= total
         rate = max(0.0, rate_of(self.samples))
         return describe(Rate(done, total, rate, eta(done, total, rate)))
-
-
-def _check_digest(entry: IndexEntry, data: bytes, origin: str) -> None:
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != entry.manifest_size or digest != entry.manifest_sha256:
-        raise ImageMismatchError(
-            f"{origin} does not match the index (sha256 {digest[:16]}…, {len(data)} bytes; "
-            f"the index says {entry.manifest_sha256[:16]}…, {entry.manifest_size} bytes); "
-            "it was refused",
-            hint="the server's copy is damaged or was tampered with; nothing was kept",
-        )
 
 
 def _fetch_index(index_urls: Sequence[str]) -> tuple[_Fetched, list[str]]:
