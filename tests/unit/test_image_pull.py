@@ -21,7 +21,6 @@ from pyd.image.pull import (
     PullProgress,
     cached_newest,
     line_progress,
-    pull_from_index,
     pull_newest,
     stored_index_meta,
 )
@@ -314,20 +313,19 @@ def test_an_index_without_the_arch_names_the_arches_it_has(
     assert srv.url + "index.json" in e.value.message
 
 
-def test_pull_from_index_reads_a_file_url(cache: ImageCache, tmp_path: Path) -> None:
+def test_pull_reads_an_index_at_a_file_url(cache: ImageCache, tmp_path: Path) -> None:
     files = image_files()
     root = tmp_path / "unpacked"
     for name, data in release_tree([(files, OLD, "2026-12-01T00:00:00Z")]).items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data if isinstance(data, bytes) else data.read_bytes())
-    image = pull_from_index(
-        cache, (root / "index.json").as_uri(), "x86_64", KEYS, Lines().progress(), remember=False
-    )
+    url = (root / "index.json").as_uri()
+    image = pull_newest(cache, "x86_64", [url], KEYS, Lines().progress(), remember=False)
     assert image.file("rootfs.qcow2").read_bytes() == files["rootfs.qcow2"]
     assert not (cache.root / STORED_INDEX).exists()
     (root / "index.json.sig").unlink()  # a file:// tree without a signature is unsigned
     with pytest.raises(SignatureError, match="has no signature"):
-        pull_from_index(cache, (root / "index.json").as_uri(), "x86_64", KEYS, Lines().progress())
+        pull_newest(cache, "x86_64", [url], KEYS, Lines().progress())
 
 
 def test_cached_newest_ignores_a_tampered_or_untrusted_stored_index(

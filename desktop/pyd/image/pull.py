@@ -96,7 +96,8 @@ def pull_newest(
 ) -> CachedImage:
     """The newest `arch` image of the index at `index_urls` (the first that answers; the
     others are its mirrors), from the cache when it is there already. `remember`: keep the
-    verified index for cached_newest (not for a one-off source such as an archive)."""
+    verified index for cached_newest (not for a one-off source such as an archive's
+    file:///…/index.json)."""
     if not index_urls:
         raise ImageError(
             "no image index is configured",
@@ -138,33 +139,6 @@ def pull_newest(
     )
     bases = [murl, *(m for m in murls if m != murl)]
     return fetch_files(cache, manifest, bases, progress.transfer, policy=policy, sleep=sleep)
-
-
-def pull_from_index(
-    cache: ImageCache,
-    index_url: str,
-    arch: str,
-    keys: Keys,
-    progress: PullProgress,
-    *,
-    insecure: bool = False,
-    remember: bool = True,
-    policy: RetryPolicy = DEFAULT_POLICY,
-    sleep: Callable[[float], None] = time.sleep,
-) -> CachedImage:
-    """pull_newest from one index, e.g. file:///…/index.json of an unpacked archive (pass
-    remember=False there: the archive is not where newer images will appear)."""
-    return pull_newest(
-        cache,
-        arch,
-        [index_url],
-        keys,
-        progress,
-        insecure=insecure,
-        remember=remember,
-        policy=policy,
-        sleep=sleep,
-    )
 
 
 def cached_newest(cache: ImageCache, arch: str, keys: Keys | None = None) -> IndexEntry | None:
