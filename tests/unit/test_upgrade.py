@@ -105,9 +105,9 @@ def vm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> PickyBackend:
         "build_image",
         lambda cache, arch, suite, recipe, progress: (cache.find(arch.name), False),
     )
-    # The recipe's image (what obtain_image builds or downloads) is the first one.
+    # The recipe's image (what obtain_for_config builds or downloads) is the first one.
     recipe_image = _add_image("1", "2026-01-01T00:00:00Z")
-    monkeypatch.setattr(upgrade_module, "obtain_image", lambda *a, **k: recipe_image)
+    monkeypatch.setattr(upgrade_module, "obtain_for_config", lambda *a, **k: recipe_image)
     start_module.start(NAME, SETTINGS, False, RecordingProgress(), agent=FakeAgent())
     backend.calls.clear()
     return backend
@@ -333,7 +333,7 @@ def test_when_no_image_can_be_obtained_the_newest_cached_one_is_taken_and_why_sa
     def nothing(*args: object, **kwargs: object) -> CachedImage:
         raise ImageError("no image index is configured")
 
-    monkeypatch.setattr(upgrade_module, "obtain_image", nothing)
+    monkeypatch.setattr(upgrade_module, "obtain_for_config", nothing)
     progress = RecordingProgress()
     assert _newest(progress) == OLD
     assert progress.said == [f"no image index is configured; taking the newest cached image, {OLD}"]

@@ -14,11 +14,13 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pyd.config.arches import Arch, host_arch
+from pyd.config.settings import InstanceConfig
 from pyd.errors import ImageError
 from pyd.image.build import build_image, build_params
 from pyd.image.cache import CachedImage, ImageCache, image_key
-from pyd.image.pull import IndexUnreachable, Keys, PullProgress, pull_newest
+from pyd.image.pull import IndexUnreachable, Keys, PullProgress, line_progress, pull_newest
 from pyd.image.recipe import default_suite, read_recipe, recipe_dir, recipe_hash
+from pyd.image.trust import index_urls, trusted_keys
 
 BuildFn = Callable[..., tuple[CachedImage, bool]]
 _NO_INDEX = (
@@ -96,6 +98,29 @@ def obtain_image(
             raise
         progress.info(f"{e.message}; using the cached image {found.key}")
         return found
+
+
+def obtain_for_config(
+    cache: ImageCache,
+    arch: Arch,
+    cfg: InstanceConfig,
+    info: Callable[[str], None],
+    *,
+    insecure: bool = False,
+    build: BuildFn = build_image,
+) -> CachedImage:
+    """obtain_image as an instance's config says (image_source, image_index, image_keys,
+    with PYD_IMAGE_INDEX and PYD_IMAGE_KEY), a download's progress as lines to `info`."""
+    return obtain_image(
+        cache,
+        arch,
+        cfg.image_source,
+        index_urls(cfg.image_index, os.environ),
+        lambda: trusted_keys(cfg.image_keys, os.environ),  # read only for a download
+        PullProgress(info, line_progress(info)),
+        insecure=insecure,
+        build=build,
+    )
 
 
 def _recipe_image(cache: ImageCache, arch: Arch) -> CachedImage | None:

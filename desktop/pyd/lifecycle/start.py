@@ -20,9 +20,7 @@ from pyd.host.memory import check_memory, host_memory_mib
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
-from pyd.image.obtain import obtain_image
-from pyd.image.pull import PullProgress, line_progress
-from pyd.image.trust import index_urls, trusted_keys
+from pyd.image.obtain import obtain_for_config
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
 from pyd.instance.registry import Instance, instance, name_option
 from pyd.instance.state import InstanceState, instance_arch, load_state, save_arch, save_state
@@ -215,16 +213,7 @@ def _image(
                 "unchanged, or `pyd image fetch` it again",
             )
         return found
-    return obtain_image(
-        cache,
-        arch,
-        cfg.image_source,
-        index_urls(cfg.image_index, os.environ),
-        lambda: trusted_keys(cfg.image_keys, os.environ),  # read only for a download
-        PullProgress(progress.info, line_progress(progress.info)),
-        insecure=insecure,
-        build=build_image,
-    )
+    return obtain_for_config(cache, arch, cfg, progress.info, insecure=insecure, build=build_image)
 
 
 def _arch_option(arch: Arch) -> str:

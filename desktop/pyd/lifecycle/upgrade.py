@@ -15,9 +15,7 @@ from pyd.config.store import load_config
 from pyd.errors import ImageError, PydError, UsageError
 from pyd.host.paths import images_dir
 from pyd.image.cache import CachedImage, ImageCache
-from pyd.image.obtain import obtain_image
-from pyd.image.pull import PullProgress, line_progress
-from pyd.image.trust import index_urls, trusted_keys
+from pyd.image.obtain import obtain_for_config
 from pyd.instance.disks import create_overlay
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import Instance, existing, name_option
@@ -68,15 +66,7 @@ def newest_image(
     neither way works (no index, an index refused) the newest cached image is taken, and
     the reason said."""
     try:
-        obtained = obtain_image(
-            cache,
-            arch,
-            cfg.image_source,
-            index_urls(cfg.image_index, os.environ),
-            lambda: trusted_keys(cfg.image_keys, os.environ),  # read only for a download
-            PullProgress(progress.info, line_progress(progress.info)),
-            insecure=insecure,
-        )
+        obtained = obtain_for_config(cache, arch, cfg, progress.info, insecure=insecure)
     except ImageError as e:
         cached = cache.find(arch.name)
         if cached is None:
