@@ -93,11 +93,19 @@ def obtain_image(
         trusted = keys() if callable(keys) else keys
         return pull_newest(cache, arch.name, index_urls, trusted, progress, insecure=insecure)
     except IndexUnreachable as e:
-        found = cache.find(arch.name)
-        if found is None:
-            raise
-        progress.info(f"{e.message}; using the cached image {found.key}")
-        return found
+        return cached_instead(cache, arch, e, progress.info)
+
+
+def cached_instead(
+    cache: ImageCache, arch: Arch, why: ImageError, info: Callable[[str], None]
+) -> CachedImage:
+    """The newest cached `arch` image when the newest could not be obtained, saying why;
+    `why` raised when the cache has none."""
+    found = cache.find(arch.name)
+    if found is None:
+        raise why
+    info(f"{why.message}; taking the newest cached image, {found.key}")
+    return found
 
 
 def obtain_for_config(

@@ -15,7 +15,7 @@ from pyd.config.store import load_config
 from pyd.errors import ImageError, PydError, UsageError
 from pyd.host.paths import images_dir
 from pyd.image.cache import CachedImage, ImageCache
-from pyd.image.obtain import obtain_for_config
+from pyd.image.obtain import cached_instead, obtain_for_config
 from pyd.instance.disks import create_overlay
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import Instance, existing, name_option
@@ -67,12 +67,8 @@ def newest_image(
     the reason said."""
     try:
         obtained = obtain_for_config(cache, arch, cfg, progress.info, insecure=insecure)
-    except ImageError as e:
-        cached = cache.find(arch.name)
-        if cached is None:
-            raise
-        progress.info(f"{e.message}; taking the newest cached image, {cached.key}")
-        return cached
+    except ImageError as e:  # any failure (start: an unreachable index only): it has an image
+        return cached_instead(cache, arch, e, progress.info)
     cached = cache.find(arch.name)
     if cached is not None and cached.manifest.created > obtained.manifest.created:
         return cached
