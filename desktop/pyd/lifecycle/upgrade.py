@@ -98,6 +98,7 @@ def upgrade(
                 hint=f"`pyd start{name_option(inst.name)}` makes it on the newest image",
             )
         arch = get_arch(state.arch)
+        run = _Run(inst, cfg, backend, agent, progress, arch)
         with phase(progress, "newest image"):
             target = newest(ImageCache(images_dir()), arch, cfg, insecure, progress)
         vm = backend.state()
@@ -105,7 +106,7 @@ def upgrade(
         was_running = vm.exists or (cut is not None and cut.was_running)
         if target.key == state.image_key:
             if cut is not None and cut.was_running:
-                _start_vm(inst, cfg, backend, agent, progress, arch)
+                _start_vm(run)
             return UpgradeResult(inst.name, state.image_key, target.key, was_running, bool(cut))
         progress.info(f"upgrading {inst.name!r}: {state.image_key} → {target.key}")
         if vm.exists:
@@ -119,9 +120,9 @@ def upgrade(
             create_overlay(target.file("rootfs.qcow2"), files.os_disk)
             _save_image_key(files, target.key)
         try:
-            _start_vm(inst, cfg, backend, agent, progress, arch)
+            _start_vm(run)
         except PydError as e:
-            _roll_back(inst, cfg, backend, agent, progress, arch, marker, e)
+            _roll_back(run, marker, e)
         with phase(progress, "old OS disk removed"):
             commit_marker(files, marker)
         if not was_running:
@@ -138,33 +139,30 @@ def _save_image_key(files: InstanceFiles, key: str) -> None:
     save_state(files.state, replace(state, image_key=key))
 
 
-def _start_vm(
-    inst: Instance,
-    cfg: InstanceConfig,
-    backend: VMBackend,
-    agent: HostAgent,
-    progress: Progress,
-    arch: Arch,
-) -> str:
+@dataclass(frozen=True)
+class _Run:
+    """What starting the instance's VM again takes, read once under its lock."""
+
+    inst: Instance
+    cfg: InstanceConfig
+    backend: VMBackend
+    agent: HostAgent
+    progress: Progress
+    arch: Arch
+
+
+def _start_vm(run: _Run) -> str:
     """Boots the VM (stopped) on the image state.json names, then waits for the agent: it is
     ready once Docker's engine answers through it (`docker version`)."""
-    agent.stop(inst.files)
-    _boot(inst, cfg, backend, progress, arch)
-    return agent.launch(inst.files, inst.name, progress)
+    run.agent.stop(run.inst.files)
+    _boot(run.inst, run.cfg, run.backend, run.progress, run.arch)
+    return run.agent.launch(run.inst.files, run.inst.name, run.progress)
 
 
-def _roll_back(
-    inst: Instance,
-    cfg: InstanceConfig,
-    backend: VMBackend,
-    agent: HostAgent,
-    progress: Progress,
-    arch: Arch,
-    marker: UpgradeMarker,
-    why: PydError,
-) -> None:
+def _roll_back(run: _Run, marker: UpgradeMarker, why: PydError) -> None:
     """The old OS disk and state back, and the VM running again on them if it ran before.
     Always raises: UpgradeRolledBack saying why the new image failed."""
+    inst, backend, agent, progress = run.inst, run.backend, run.agent, run.progress
     old, new = marker.old_state.image_key, marker.new_image
     progress.info(f"the new image failed ({why.message}); rolling back to {old}")
     with phase(progress, "rollback"):
@@ -175,7 +173,7 @@ def _roll_back(
     opt = name_option(inst.name)
     if marker.was_running:
         try:
-            _start_vm(inst, cfg, backend, agent, progress, arch)
+            _start_vm(run)
         except PydError as again:
             raise UpgradeRolledBack(
                 f"the upgrade of {inst.name!r} to {new} failed ({why.message}) and was rolled "
