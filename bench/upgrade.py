@@ -16,11 +16,7 @@ After every command: the volume's file, the image and the container are checked.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,11 +24,15 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.e2e's helpers
+
+from tests.e2e.pydcli import PydEnv
+from tests.e2e.upgrade_data import data_lost, link_tree, make_data, newer_copy
+
 from pyd.config.arches import get_arch
 from pyd.host.paths import images_dir
 from pyd.image.build import build_image
-from pyd.image.cache import ImageCache, image_key
-from pyd.image.manifest import MANIFEST
+from pyd.image.cache import ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
 
 NAME = "upgbench"
@@ -52,39 +52,9 @@ def pyd(env: dict[str, str], *args: str) -> tuple[float, str]:
     return run(env, sys.executable, "-m", "pyd", *args, "-n", NAME)
 
 
-def docker(env: dict[str, str], *args: str) -> str:
-    return run(env, "docker", *args)[1]
-
-
-def newer_copy(src: Path, images: Path, n: int) -> str:
-    """The built image under another key, dated now + n seconds (newest wins)."""
-    manifest = json.loads((src / MANIFEST).read_text())
-    manifest["recipe_hash"] = f"{n:02x}" * 32
-    when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=n)
-    manifest["created"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
-    key = image_key(manifest["arch"], manifest["recipe_hash"])
-    link_tree(src, images / key, skip=MANIFEST)
-    (images / key / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return key
-
-
-def link_tree(src: Path, dest: Path, skip: str = "") -> None:
-    dest.mkdir(mode=0o700, parents=True)
-    for path in src.iterdir():
-        if path.name == skip:
-            continue
-        try:
-            os.link(path, dest / path.name)
-        except OSError:
-            shutil.copy2(path, dest / path.name)
-
-
-def check_kept(env: dict[str, str]) -> None:
-    proof = docker(env, "run", "--rm", "-v", "keep:/data", TAG, "cat", "/data/proof").strip()
-    names = docker(env, "ps", "-a", "--format", "{{.Names}}").split()
-    images = docker(env, "images", "--format", "{{.Repository}}").split()
-    if proof != "survives-42" or "kept" not in names or TAG not in images:
-        raise SystemExit(f"data lost: proof={proof!r} containers={names} images={images}")
+def check_kept(env: PydEnv) -> None:
+    if lost := data_lost(env, TAG):
+        raise SystemExit("data lost: " + "; ".join(lost))
 
 
 def med(values: list[float]) -> str:
@@ -100,39 +70,15 @@ def main() -> None:
     )
     with tempfile.TemporaryDirectory(prefix="pyd-bench-upgrade-") as tmp:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env |= {
-            "PYD_HOME": str(work / "home"),
-            "PYD_CACHE_DIR": str(work / "cache"),
-            "DOCKER_CONFIG": str(work / "docker"),
-            "DOCKER_BUILDKIT": "0",
-            "COLUMNS": "200",
-        }
+        denv = PydEnv(work / "home", work / "docker")
+        env = denv.env(PYD_CACHE_DIR=str(work / "cache"), DOCKER_BUILDKIT="0", COLUMNS="200")
         images = work / "cache" / "images"
         link_tree(image.path, images / image.key)
         try:
             first, _ = pyd(env, "start")
             print(f"first start: {first:.2f} s", flush=True)
             (work / "bb").mkdir()
-            shutil.copy("/bin/busybox", work / "bb" / "busybox")
-            (work / "bb" / "Dockerfile").write_text(
-                "FROM scratch\nCOPY busybox /bin/busybox\n"
-                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-            )
-            docker(env, "build", "-q", "-t", TAG, str(work / "bb"))
-            docker(env, "volume", "create", "keep")
-            docker(
-                env,
-                "run",
-                "--rm",
-                "-v",
-                "keep:/data",
-                TAG,
-                "sh",
-                "-c",
-                "echo survives-42 > /data/proof",
-            )
-            docker(env, "create", "--name", "kept", TAG, "true")
+            make_data(denv, work / "bb", TAG)
             upgrades: list[float] = []
             restarts: list[float] = []
             phases: dict[str, list[float]] = {}
@@ -145,11 +91,11 @@ def main() -> None:
                     phases.setdefault(name.strip(), []).append(float(s))
                 if f"→ {key}" not in out:
                     raise SystemExit(f"the upgrade did not move to {key}:\n{out}")
-                check_kept(env)
+                check_kept(denv)
                 took, _ = pyd(env, "restart")
                 t_docker, _ = run(env, "docker", "version", "--format", "{{.Server.Version}}")
                 restarts.append(took + t_docker)
-                check_kept(env)
+                check_kept(denv)
                 print(
                     f"run {i + 1}: pyd upgrade {upgrades[-1]:.2f} s, pyd restart "
                     f"{restarts[-1]:.2f} s; volume file, image and container kept",
