@@ -198,6 +198,7 @@ def _add(path: Path, info: tarfile.TarInfo, data: bytes = b"") -> None:
         (f"{IMAGE}/hard", tarfile.LNKTYPE, "is not a regular file (a hard link"),
         ("fifo", tarfile.FIFOTYPE, "is not a regular file"),
         ("index.json", tarfile.REGTYPE, "is there twice"),
+        ("index.json\n", tarfile.REGTYPE, "would leave the image tree"),
     ],
 )
 def test_a_bad_member_is_refused_before_anything_is_written(

@@ -130,6 +130,7 @@ def test_any_index_round_trips_through_its_bytes(entries: list[IndexEntry]) -> N
         "",
         ".hidden/manifest.json",
         "a/" * 200 + "m.json",
+        "x86/manifest.json\n",
     ],
 )
 def test_a_manifest_path_that_leaves_the_index_directory_is_refused(path: str) -> None:
@@ -165,6 +166,8 @@ def test_a_safe_path_joins_under_the_index_directory(path: str) -> None:
         (lambda r: r["images"][0].update(created="yesterday"), "not an ISO 8601"),
         (lambda r: r["images"][0].update(created="2026-12-03T09:36:00"), "with a zone"),
         (lambda r: r["images"][0].update(arch="../x"), "not an architecture"),
+        (lambda r: r["images"][0].update(arch="x86_64\n"), "not an architecture"),
+        (lambda r: r["images"][0].update(recipe_hash=H1 + "\n"), "recipe_hash is not a sha256"),
         (lambda r: r["images"][0].update(versions={"docker": 26}), "must be text"),
         (lambda r: r["images"][0].update(versions="docker"), "must be text"),
         (lambda r: r["images"][0].update(suite=["trixie"]), "must be text"),

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 
@@ -30,6 +31,26 @@ def test_manifest_refuses_path_traversal_names() -> None:
     data = json.loads(_manifest().to_json())
     data["files"]["../../.bashrc"] = {"size": 1, "sha256": SHA}
     with pytest.raises(ImageError, match="not allowed"):
+        parse_manifest(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("name", "vmlinux\n", "file name 'vmlinux\\n' is not allowed"),
+        ("sha256", SHA + "\n", "is not a sha256"),
+        ("packed", "vmlinux.zst\n", "packed name 'vmlinux.zst\\n' is not allowed"),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_name_or_digest(
+    where: str, value: str, message: str
+) -> None:
+    data = json.loads(_manifest().to_json())
+    entry = {"size": 1, "sha256": value if where == "sha256" else SHA}
+    if where == "packed":
+        entry["packed"] = {"encoding": "zstd", "name": value, "size": 1, "sha256": SHA}
+    data["files"][value if where == "name" else "vmlinux"] = entry
+    with pytest.raises(ImageError, match=re.escape(message)):
         parse_manifest(json.dumps(data))
 
 

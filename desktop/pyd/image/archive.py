@@ -42,7 +42,7 @@ from pyd.image.signing import SIGNATURE_SIZE
 MAX_MEMBERS = 64
 MAX_FILE = 8 << 30  # a rootfs is ~1 GB unpacked; packed files are smaller
 MAX_TOTAL = 16 << 30
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _CHUNK = 1 << 20
 
 
@@ -103,7 +103,7 @@ def check_members(members: Sequence[tarfile.TarInfo], origin: str) -> list[tarfi
     for m in members:
         name = m.name.removeprefix("./").rstrip("/") if m.isdir() else m.name
         parts = name.split("/")
-        if len(parts) > 2 or not all(_COMPONENT.match(p) for p in parts):
+        if len(parts) > 2 or not all(_COMPONENT.fullmatch(p) for p in parts):
             raise ArchiveError(f"{origin}: member {m.name!r} would leave the image tree")
         if m.isdir():
             continue

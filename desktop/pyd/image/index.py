@@ -33,9 +33,9 @@ SIGNATURE = "index.json.sig"
 FORMAT = 1
 MAX_INDEX = 1 << 20
 MAX_MANIFEST = 1 << 20
-_COMPONENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_ARCH = re.compile(r"^[a-z0-9_]{1,32}$")
+_COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_ARCH = re.compile(r"[a-z0-9_]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def safe_path(path: str) -> str:
     plain names joined by "/": no "..", no absolute path, no backslash, no drive or URL
     scheme (":"), no %-escape, query or fragment that a URL join would read."""
     parts = path.split("/")
-    if len(path) > 255 or not all(_COMPONENT.match(p) for p in parts):
+    if len(path) > 255 or not all(_COMPONENT.fullmatch(p) for p in parts):
         raise ImageError(
             f"the index names a manifest at {path!r}, outside its directory; it was refused",
             hint="the index is malformed or malicious; tell its publisher",
@@ -204,10 +204,10 @@ def _entry(item: object, where: str) -> IndexEntry:
         manifest_sha256=_field(item, "manifest_sha256", str, where),
     )
     problems = []
-    if not _ARCH.match(entry.arch):
+    if not _ARCH.fullmatch(entry.arch):
         problems.append(f"arch {entry.arch!r} is not an architecture name")
     for key in ("recipe_hash", "manifest_sha256"):
-        if not _SHA256.match(getattr(entry, key)):
+        if not _SHA256.fullmatch(getattr(entry, key)):
             problems.append(f"{key} is not a sha256")
     if entry.download_size < 0:
         problems.append("download_size is negative")

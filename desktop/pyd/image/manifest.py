@@ -26,8 +26,8 @@ IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.qcow2")
 OPTIONAL_FILES = ("vmlinux",)
 FORMAT = 1
 ENCODINGS = ("zstd",)
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -153,9 +153,9 @@ def manifest_problems(m: Manifest) -> list[str]:
         if name not in m.files:
             problems.append(f"{name} is missing")
     for name, entry in m.files.items():
-        if not _SAFE_NAME.match(name) or name == MANIFEST:
+        if not _SAFE_NAME.fullmatch(name) or name == MANIFEST:
             problems.append(f"file name {name!r} is not allowed")
-        if not _SHA256.match(entry.sha256):
+        if not _SHA256.fullmatch(entry.sha256):
             problems.append(f"{name}: sha256 {entry.sha256!r} is not a sha256")
         if entry.size < 0:
             problems.append(f"{name}: negative size")
@@ -172,11 +172,11 @@ def manifest_problems(m: Manifest) -> list[str]:
 
 def _packed_problems(name: str, p: Packed) -> list[str]:
     problems = []
-    if not _SAFE_NAME.match(p.name):
+    if not _SAFE_NAME.fullmatch(p.name):
         problems.append(f"{name}: packed name {p.name!r} is not allowed")
     if p.encoding not in ENCODINGS:
         problems.append(f"{name}: encoding {p.encoding!r} is not one of {', '.join(ENCODINGS)}")
-    if not _SHA256.match(p.sha256):
+    if not _SHA256.fullmatch(p.sha256):
         problems.append(f"{name}: packed sha256 {p.sha256!r} is not a sha256")
     if p.size < 0:
         problems.append(f"{name}: negative packed size")
