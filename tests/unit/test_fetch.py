@@ -81,6 +81,42 @@ def test_fetch_refuses_a_manifest_naming_paths_outside_the_image(tmp_path: Path)
         fetch_image(ImageCache(tmp_path / "cache"), url, _no_progress)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("arch", "../../../../x", "arch '../../../../x' is not an architecture name"),
+        ("recipe_hash", "/../../../x" + "0" * 53, "recipe_hash '/../../../x0"),
+    ],
+)
+def test_fetch_refuses_an_arch_or_recipe_hash_that_names_a_path(
+    tmp_path: Path, field: str, value: str, message: str
+) -> None:
+    # The cache directory is ARCH-HASH16: either one could lead it out of the cache.
+    _publish(tmp_path / "srv", FILES, **{field: value})
+    (tmp_path / "cache" / "a" / "b" / "c").mkdir(parents=True)
+    cache = ImageCache(tmp_path / "cache" / "a" / "b" / "c")
+    with serve_directory(tmp_path / "srv") as url, pytest.raises(ImageError, match=message):
+        fetch_image(cache, url, _no_progress)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "srv"]
+    assert cache.entries() == []
+
+
+def test_the_cache_refuses_an_image_name_that_is_not_one_plain_name(tmp_path: Path) -> None:
+    from pyd.image.cache import image_key
+    from pyd.image.manifest import parse_manifest
+
+    _publish(tmp_path / "srv", FILES)
+    manifest = parse_manifest((tmp_path / "srv" / "manifest.json").read_text())
+    cache = ImageCache(tmp_path / "cache")
+    for key in ("../x", "a/b", ".hidden", "", "x\n"):
+        with cache.staging() as staging, pytest.raises(ImageError, match="not an image name"):
+            cache.commit(staging, key, manifest)
+    with pytest.raises(ImageError, match="not an image name"):
+        image_key("../..", "c" * 64)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "srv"]
+    assert cache.entries() == []
+
+
 def test_fetch_reports_missing_files_and_dead_servers(tmp_path: Path) -> None:
     _publish(tmp_path / "srv", FILES)
     (tmp_path / "srv" / "vmlinuz").unlink()

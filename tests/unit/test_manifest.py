@@ -54,6 +54,23 @@ def test_a_trailing_newline_is_not_part_of_a_name_or_digest(
         parse_manifest(json.dumps(data))
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("arch", "../../../../tmp/x"),
+        ("arch", "x86_64\n"),
+        ("arch", ""),
+        ("recipe_hash", "../" + "f" * 61),
+        ("recipe_hash", "F" * 64),
+    ],
+)
+def test_manifest_refuses_an_arch_or_recipe_hash_that_is_no_name(field: str, value: str) -> None:
+    data = json.loads(_manifest().to_json())
+    data[field] = value
+    with pytest.raises(ImageError, match=f"{field} .* is not a"):
+        parse_manifest(json.dumps(data))
+
+
 def test_manifest_refuses_missing_image_file() -> None:
     data = json.loads(_manifest().to_json())
     del data["files"]["rootfs.qcow2"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from pyd.errors import ImageError
-from pyd.image.manifest import MANIFEST, Manifest, parse_manifest
+from pyd.image.manifest import MANIFEST, SAFE_NAME, Manifest, parse_manifest
 
 _STAGING_PREFIX = ".staging-"
 
@@ -31,7 +31,18 @@ class CachedImage:
 
 
 def image_key(arch: str, recipe_hash: str) -> str:
-    return f"{arch}-{recipe_hash[:16]}"
+    return _plain(f"{arch}-{recipe_hash[:16]}")
+
+
+def _plain(key: str) -> str:
+    """`key` when it is one plain name, a directory directly in the cache: the manifest
+    checks arch and recipe_hash already, this keeps any other caller from leaving it."""
+    if not SAFE_NAME.fullmatch(key):
+        raise ImageError(
+            f"{key!r} is not an image name; it was refused",
+            hint="image names are ARCH-HASH, as `pyd image ls` lists them",
+        )
+    return key
 
 
 class ImageCache:
@@ -94,7 +105,7 @@ class ImageCache:
     def commit(self, staging: Path, key: str, manifest: Manifest) -> CachedImage:
         """Moves a finished image into place. An existing entry is never replaced: instances'
         OS disks are overlays on its rootfs.qcow2, and new bytes under them corrupt them."""
-        final = self.root / key
+        final = self.root / _plain(key)
         if final.exists():
             raise ImageError(
                 f"image {key} is already in the cache; it was left as it is",

@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pyd.errors import ImageError, ImageMismatchError
-from pyd.image.manifest import Manifest
+from pyd.image.manifest import ARCH, SHA256, Manifest
 from pyd.image.signing import Verdict, verify
 
 INDEX = "index.json"
@@ -34,8 +34,6 @@ FORMAT = 1
 MAX_INDEX = 1 << 20
 MAX_MANIFEST = 1 << 20
 _COMPONENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-_ARCH = re.compile(r"[a-z0-9_]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -204,10 +202,10 @@ def _entry(item: object, where: str) -> IndexEntry:
         manifest_sha256=_field(item, "manifest_sha256", str, where),
     )
     problems = []
-    if not _ARCH.fullmatch(entry.arch):
+    if not ARCH.fullmatch(entry.arch):
         problems.append(f"arch {entry.arch!r} is not an architecture name")
     for key in ("recipe_hash", "manifest_sha256"):
-        if not _SHA256.fullmatch(getattr(entry, key)):
+        if not SHA256.fullmatch(getattr(entry, key)):
             problems.append(f"{key} is not a sha256")
     if entry.download_size < 0:
         problems.append("download_size is negative")

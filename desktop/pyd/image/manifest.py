@@ -26,8 +26,11 @@ IMAGE_FILES = ("vmlinuz", "initrd.img", "rootfs.qcow2")
 OPTIONAL_FILES = ("vmlinux",)
 FORMAT = 1
 ENCODINGS = ("zstd",)
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+# Used with fullmatch (re.match with "$" lets a trailing newline through). ARCH and SHA256
+# are also the index's: arch and recipe_hash name the image's cache directory, ARCH-HASH16.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+ARCH = re.compile(r"[a-z0-9_]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -149,13 +152,17 @@ def manifest_problems(m: Manifest) -> list[str]:
     problems = []
     if m.format != FORMAT:
         problems.append(f"format {m.format} is not {FORMAT} (a newer pyd made it?)")
+    if not ARCH.fullmatch(m.arch):
+        problems.append(f"arch {m.arch!r} is not an architecture name")
+    if not SHA256.fullmatch(m.recipe_hash):
+        problems.append(f"recipe_hash {m.recipe_hash!r} is not a sha256")
     for name in IMAGE_FILES:
         if name not in m.files:
             problems.append(f"{name} is missing")
     for name, entry in m.files.items():
-        if not _SAFE_NAME.fullmatch(name) or name == MANIFEST:
+        if not SAFE_NAME.fullmatch(name) or name == MANIFEST:
             problems.append(f"file name {name!r} is not allowed")
-        if not _SHA256.fullmatch(entry.sha256):
+        if not SHA256.fullmatch(entry.sha256):
             problems.append(f"{name}: sha256 {entry.sha256!r} is not a sha256")
         if entry.size < 0:
             problems.append(f"{name}: negative size")
@@ -172,11 +179,11 @@ def manifest_problems(m: Manifest) -> list[str]:
 
 def _packed_problems(name: str, p: Packed) -> list[str]:
     problems = []
-    if not _SAFE_NAME.fullmatch(p.name):
+    if not SAFE_NAME.fullmatch(p.name):
         problems.append(f"{name}: packed name {p.name!r} is not allowed")
     if p.encoding not in ENCODINGS:
         problems.append(f"{name}: encoding {p.encoding!r} is not one of {', '.join(ENCODINGS)}")
-    if not _SHA256.fullmatch(p.sha256):
+    if not SHA256.fullmatch(p.sha256):
         problems.append(f"{name}: packed sha256 {p.sha256!r} is not a sha256")
     if p.size < 0:
         problems.append(f"{name}: negative packed size")
