@@ -13,10 +13,14 @@ packed    the image published as a release tree (`pyd image publish`, or --tree 
           followed by `zstd -d`; median over --runs; target pyd/curl >= 0.9
 resume    the same tree, the server cutting the largest file at 50 %: the bytes sent after
           the cut (Range resume) over the file's size, target <= 55 %
+link      with --rate 25,50,100,200 (MB/s; each connection paced by a token bucket, standing
+          in for a real link): fetch_files of the tree (verified and unpacked into a fresh
+          cache) against curl of the same packed files and curl of the cached plain files (what
+          a client without packing fetches); median over --runs; target pyd/curl >= 0.9
 
   flock /tmp/pyd-vm.lock python bench/image_fetch.py [--runs 5] [--arch x86_64]
                                                      [--only fetch,compress,raw,packed,resume]
-                                                     [--tree DIR]
+                                                     [--tree DIR] [--rate 25,50,100,200]
                                                        [--codecs gzip-6,xz-6,zstd-3,zstd-19]
 """
 
@@ -50,8 +54,8 @@ from pyd.image.transfer import download
 MB = 1000 * 1000
 
 
-def _serve(files: dict[str, Path], conn: Connection) -> None:
-    with serve(dict(files)) as srv:
+def _serve(files: dict[str, Path], conn: Connection, behaviour: Behaviour | None = None) -> None:
+    with serve(dict(files), behaviour) as srv:
         conn.send(srv.url)
         conn.recv()  # until the parent is done
 
@@ -311,6 +315,76 @@ def bench_resume(image: CachedImage, tree: Path) -> None:
     )
 
 
+def _fetch_link_curl(names: list[str], url: str, out: Path) -> None:
+    argv = ["curl", "-s", "--fail"]
+    for name in names:
+        argv += ["-o", str(out / name.replace("/", "_")), url + name]
+    subprocess.run(argv, check=True)
+
+
+def bench_link(image: CachedImage, tree: Path, rates: list[float], runs: int) -> None:
+    """One server (its own process) per rate serves both the tree (tree/NAME) and the
+    cached plain files (plain/NAME), each connection paced to the rate."""
+    manifest, packed = _tree_files(tree, image.key)
+    files = {f"tree/{n}": p for n, p in packed.items()}
+    files |= {f"plain/{n}": image.file(n) for n in image.manifest.files}
+    for path in files.values():
+        path.read_bytes()
+    wire = {
+        "pyd": sum(p.stat().st_size for n, p in packed.items() if n != MANIFEST),
+        "curl packed": sum(p.stat().st_size for n, p in packed.items() if n != MANIFEST),
+        "curl plain": image.manifest.total_size,
+    }
+    print(
+        f"link {image.key}: packed {wire['pyd'] / MB:.1f} MB on the wire "
+        f"({manifest.total_size / MB:.1f} MB unpacked), plain {wire['curl plain'] / MB:.1f} "
+        f"MB; {runs} runs; times to the files on disk (pyd: verified, in the cache)"
+    )
+    print(
+        f"  {'MB/s':>5s} | {'pyd':>6s} {'curl packed':>11s} {'curl plain':>10s} | "
+        "pyd/curl packed  pyd/curl plain  link used by pyd"
+    )
+    for rate in rates:
+        parent, child = multiprocessing.Pipe()
+        server = multiprocessing.Process(
+            target=_serve, args=(files, child, Behaviour(rate=rate * MB)), daemon=True
+        )
+        server.start()
+        url = parent.recv()
+        ways: dict[str, Callable[[str, Path], None]] = {
+            "pyd": lambda u, out: _fetch_tree_pyd(manifest, u + "tree/", out),
+            "curl packed": lambda u, out: _fetch_link_curl(
+                [f"tree/{n}" for n in _wire_names(manifest)], u, out
+            ),
+            "curl plain": lambda u, out: _fetch_link_curl(
+                [f"plain/{n}" for n in sorted(image.manifest.files)], u, out
+            ),
+        }
+        times: dict[str, list[float]] = {w: [] for w in ways}
+        try:
+            for run in range(-1, runs):
+                names = list(ways)
+                for way in names[run % len(names) :] + names[: run % len(names)]:
+                    with tempfile.TemporaryDirectory(dir=image.path.parent.parent) as out:
+                        started = time.monotonic()
+                        ways[way](url, Path(out))
+                        if run >= 0:
+                            times[way].append(time.monotonic() - started)
+        finally:
+            parent.send("done")
+            server.join(10)
+        med = {w: statistics.median(ts) for w, ts in times.items()}
+        spread = " ".join(f"{w} [{min(ts):.2f}-{max(ts):.2f}]" for w, ts in times.items())
+        print(
+            f"  {rate:5.0f} | {med['pyd']:5.2f}s {med['curl packed']:10.2f}s "
+            f"{med['curl plain']:9.2f}s | {med['curl packed'] / med['pyd']:15.2f} "
+            f"{med['curl plain'] / med['pyd']:15.2f} {wire['pyd'] / med['pyd'] / MB / rate:16.0%}"
+            f"   {spread}",
+            flush=True,
+        )
+    print("  target pyd/curl packed >= 0.9")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -318,24 +392,30 @@ def main() -> None:
     ap.add_argument("--only", default="fetch,compress,raw,packed,resume")
     ap.add_argument("--codecs", default="", help="e.g. zstd-3,xz-6 (default: all)")
     ap.add_argument("--tree", help="a release tree `pyd image publish` wrote (default: a new one)")
+    ap.add_argument("--rate", default="", help="MB/s per connection for `link`, e.g. 25,50,100")
     args = ap.parse_args()
     image = ImageCache(images_dir()).find(args.arch)
     if image is None:
         sys.exit(f"no cached {args.arch} image: run `pyd image build --arch {args.arch}` first")
     only = args.only.split(",")
+    rates = [float(r) for r in args.rate.split(",") if r]
+    if rates and "link" not in only:
+        only.append("link")
     if "fetch" in only:
         bench_fetch(image, args.runs)
     if "compress" in only:
         bench_compress(image, [c for c in args.codecs.split(",") if c])
     if "raw" in only:
         bench_raw_stream(image)
-    if "packed" in only or "resume" in only:
+    if "packed" in only or "resume" in only or "link" in only:
         with tempfile.TemporaryDirectory(dir=image.path.parent.parent) as keep:
             tree = _published(image, args.tree, keep)
             if "packed" in only:
                 bench_packed(image, tree, args.runs)
             if "resume" in only:
                 bench_resume(image, tree)
+            if "link" in only:
+                bench_link(image, tree, rates or [25, 50, 100, 200], args.runs)
 
 
 if __name__ == "__main__":

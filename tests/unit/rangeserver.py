@@ -1,6 +1,6 @@
 """A loopback HTTP server for download tests and benchmarks: serves a dict of files and
-misbehaves on demand (no Range support, cut connections, one-time redirects, errors), and
-counts the body bytes it sent."""
+misbehaves on demand (no Range support, cut connections, one-time redirects, errors), can pace
+what it sends like a slower link, and counts the body bytes it sent."""
 
 from __future__ import annotations
 
@@ -10,11 +10,31 @@ import re
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+_CHUNK = 128 * 1024  # what a paced response sends at a time
+_BURST = 1024 * 1024  # what a paced connection may send at once after being idle
+
+
+class _Bucket:
+    """A token bucket: `take(n)` sleeps until n bytes fit `rate`. Tokens may go negative
+    (a debt the next refill pays), so oversleeping is made up and the mean rate holds."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = float(_BURST)
+        self.last = time.monotonic()
+
+    def take(self, n: int) -> None:
+        now = time.monotonic()
+        self.tokens = min(float(_BURST), self.tokens + (now - self.last) * self.rate) - n
+        self.last = now
+        if self.tokens < 0:
+            time.sleep(-self.tokens / self.rate)
 
 
 @dataclass
@@ -28,6 +48,7 @@ class Behaviour:
     status: dict[str, int] = field(default_factory=dict)  # NAME -> status for every request
     fail: int = 0  # this many requests answer 503 first
     etag: bool = True
+    rate: float | None = None  # bytes/s each connection sends at most (None: no limit)
 
 
 @dataclass
@@ -55,6 +76,7 @@ class RangeServer(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: RangeServer
     protocol_version = "HTTP/1.1"
+    bucket: _Bucket | None = None  # one per connection (a handler serves one connection)
 
     def log_message(self, format: str, *args: object) -> None:
         """Requests are not logged: test output stays readable."""
@@ -122,7 +144,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if cut and b.cut_after is not None:
             count = min(count, b.cut_after)
         try:
-            if isinstance(source, bytes):
+            if b.rate:
+                self._send_paced(source, start, count, b.rate)
+            elif isinstance(source, bytes):
                 self.wfile.write(source[start : start + count])
             else:
                 with source.open("rb") as f:
@@ -137,6 +161,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+    def _send_paced(self, source: bytes | Path, start: int, count: int, rate: float) -> None:
+        if self.bucket is None or self.bucket.rate != rate:
+            self.bucket = _Bucket(rate)
+        bucket, chunks = self.bucket, range(start, start + count, _CHUNK)
+        self.wfile.flush()
+        if isinstance(source, bytes):
+            for at in chunks:
+                n = min(_CHUNK, start + count - at)
+                bucket.take(n)
+                self.connection.sendall(source[at : at + n])
+            return
+        with source.open("rb") as f:
+            for at in chunks:
+                n = min(_CHUNK, start + count - at)
+                bucket.take(n)
+                self.connection.sendfile(f, at, n)
 
     def _status(self, path: str, code: int) -> None:
         self._log(path, code)
