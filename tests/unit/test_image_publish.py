@@ -1,4 +1,5 @@
 import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -101,6 +102,36 @@ def test_publishing_again_merges_with_the_index_there(tmp_path: Path) -> None:
     assert parsed == index
 
 
+def test_a_signed_publish_merges_only_an_index_its_key_signed(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "cache")
+    a, b = _image(cache, "a"), _image(cache, "b", arch="aarch64")
+    key, other = _key(), _key()
+    out = tmp_path / "tree"
+    publish(cache, out, [a.key], key, _quiet)
+    index = publish(cache, out, [b.key], key, _quiet)  # its own signed index: merged
+    assert [e.arch for e in index.images] == ["x86_64", "aarch64"]
+    signed = (out / INDEX).read_bytes(), (out / SIGNATURE).read_bytes()
+    # An entry added by whoever can write the tree must not become signed.
+    raw = json.loads(signed[0])
+    raw["images"].append({**raw["images"][0], "recipe_hash": "e" * 64})
+    (out / INDEX).write_text(json.dumps(raw))
+    for change, message in [
+        (lambda: None, "not signed by a trusted key"),
+        (lambda: (out / SIGNATURE).unlink(), "has no signature"),
+        (lambda: publish(cache, out, [a.key], None, _quiet), "has no signature"),
+    ]:
+        change()
+        with pytest.raises(ImageError, match=message) as e:
+            publish(cache, out, [b.key], key, _quiet)
+        assert "publish into an empty directory" in (e.value.hint or "")
+    (out / INDEX).write_bytes(signed[0])
+    (out / SIGNATURE).write_bytes(signed[1])
+    with pytest.raises(ImageError, match="not signed by a trusted key"):
+        publish(cache, out, [b.key], other, _quiet)  # another key's merge
+    assert (out / INDEX).read_bytes() == signed[0]
+    assert (out / SIGNATURE).read_bytes() == signed[1]
+
+
 def test_an_unsigned_publish_removes_a_stale_signature(tmp_path: Path) -> None:
     cache = ImageCache(tmp_path / "cache")
     image = _image(cache, "a")
@@ -178,9 +209,13 @@ def test_the_cli_refuses_a_bad_key_file_and_warns_when_unsigned(
     )
     code, out = _cli(capsys, "--sign", str(pem), str(tmp_path / "tree"), "x86_64-nope")
     assert code != 0 and "no cached image 'x86_64-nope'" in out
+    # The unsigned tree is not merged into a signed one.
     code, out = _cli(capsys, "--sign", str(pem), str(tmp_path / "tree"))
+    assert code != 0 and "has no signature" in out and "publish into an empty directory" in out
+    assert not (tmp_path / "tree" / SIGNATURE).exists()
+    code, out = _cli(capsys, "--sign", str(pem), str(tmp_path / "signed"))
     assert code == 0, out
-    assert "UNSIGNED" not in out and (tmp_path / "tree" / SIGNATURE).exists()
+    assert "UNSIGNED" not in out and (tmp_path / "signed" / SIGNATURE).exists()
 
 
 def test_an_image_published_from_a_fetched_cache_keeps_its_digests(tmp_path: Path) -> None:

@@ -40,12 +40,13 @@ from pyd.image.index import (
     ImageIndex,
     IndexEntry,
     entry_for,
+    load_index,
     parse_index,
     render_index,
 )
 from pyd.image.manifest import MANIFEST, FileEntry, Manifest, parse_manifest
 from pyd.image.packing import MIN_SAVING, SUFFIX, pack
-from pyd.image.signing import sign
+from pyd.image.signing import SignatureError, sign
 
 PublishProgress = Callable[[str], None]  # one line per step
 ROOTFS = "rootfs.qcow2"
@@ -65,7 +66,7 @@ def publish(
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir} is a file", hint="give a directory (it is created if missing)")
     outdir.mkdir(parents=True, exist_ok=True)
-    old = _old_index(outdir)
+    old = _old_index(outdir, sign_key)
     entries = {(e.arch, e.recipe_hash): e for e in old.images}
     for image in images:
         entry = publish_image(image, outdir, progress)
@@ -192,16 +193,29 @@ def _images(cache: ImageCache, keys: Sequence[str]) -> list[CachedImage]:
     return found
 
 
-def _old_index(outdir: Path) -> ImageIndex:
-    """The index already in `outdir` (its entries are kept), or an empty one."""
+def _old_index(outdir: Path, sign_key: Ed25519PrivateKey | None) -> ImageIndex:
+    """The index already in `outdir` (its entries are kept), or an empty one. Signing a merged
+    index vouches for every entry it keeps: with `sign_key`, the old index must carry that
+    key's signature, or an entry anyone who can write OUTDIR added would become trusted."""
     try:
         data = (outdir / INDEX).read_bytes()
-    except FileNotFoundError:
-        return ImageIndex(())
+        signature = (outdir / SIGNATURE).read_bytes() if sign_key else None
+    except FileNotFoundError as e:
+        if Path(e.filename).name == INDEX:
+            return ImageIndex(())
+        signature = None
     except OSError as e:
-        raise ImageError(f"cannot read {outdir / INDEX}: {e.strerror or e}") from None
+        raise ImageError(f"cannot read {e.filename}: {e.strerror or e}") from None
     try:
-        return parse_index(data, str(outdir / INDEX))
+        if sign_key is None:
+            return parse_index(data, str(outdir / INDEX))
+        return load_index(data, signature, [sign_key.public_key()], origin=str(outdir / INDEX))[0]
+    except SignatureError as e:
+        raise ImageError(
+            f"{e.message} (a signed merge would vouch for every image it lists)",
+            hint=f"remove {outdir / INDEX} to start a new index (the images it lists are no "
+            "longer offered), or publish into an empty directory",
+        ) from None
     except ImageError as e:
         raise ImageError(
             f"{e.message}; publishing would lose the images it lists",
