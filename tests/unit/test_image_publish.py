@@ -164,6 +164,17 @@ def test_bad_input_is_refused_with_a_hint(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     with pytest.raises(UsageError, match="is a file"):
         publish(cache, tmp_path / "file", [], None, _quiet)
+    before = sorted(p.relative_to(cache.root) for p in cache.root.rglob("*"))
+    for inside in (
+        cache.root,
+        cache.root / ".." / "cache",
+        cache.root / "x",
+        cache.root / image.key,
+    ):
+        with pytest.raises(UsageError, match="is inside the image cache"):
+            publish(cache, inside, [], None, _quiet)
+    assert sorted(p.relative_to(cache.root) for p in cache.root.rglob("*")) == before
+    assert cache.get(image.key) == image
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / INDEX).write_text("{not json")
     with pytest.raises(ImageError, match="would lose the images it lists"):
@@ -195,6 +206,8 @@ def test_the_cli_refuses_a_bad_key_file_and_warns_when_unsigned(
     code, out = _cli(capsys, "--sign", str(tmp_path / "missing.pem"), str(tmp_path / "tree"))
     assert code != 0 and "cannot read the key file" in out
     assert not (tmp_path / "tree").exists()
+    code, out = _cli(capsys, str(cache.root))
+    assert code == 2 and "is inside the image cache" in out and "outside the cache" in out
     code, out = _cli(capsys, str(tmp_path / "tree"), image.key)
     assert code == 0, out
     assert "UNSIGNED" in out and "--insecure" in out

@@ -65,6 +65,14 @@ def publish(
     images = _images(cache, keys)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"{outdir} is a file", hint="give a directory (it is created if missing)")
+    root = cache.root.resolve()
+    if root == outdir.resolve() or root in outdir.resolve().parents:
+        # The tree's image directories would be the cache's: a publish deletes what it
+        # does not name there and replaces files under instances' disks.
+        raise UsageError(
+            f"{outdir} is inside the image cache ({cache.root}); nothing was published",
+            hint="publish into a directory outside the cache",
+        )
     outdir.mkdir(parents=True, exist_ok=True)
     old = _old_index(outdir, sign_key)
     entries = {(e.arch, e.recipe_hash): e for e in old.images}
