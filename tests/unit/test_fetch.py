@@ -1,6 +1,8 @@
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -136,3 +138,29 @@ def test_fetching_an_image_already_cached_keeps_the_cached_files(tmp_path: Path)
         again = fetch_image(cache, url, _no_progress)
     assert again.key == first.key
     assert again.file("rootfs.qcow2").stat().st_ino == inode
+
+
+def test_a_fetch_that_waited_for_the_lock_takes_the_image_another_fetch_committed(
+    tmp_path: Path,
+) -> None:
+    _publish(tmp_path / "srv", FILES)
+
+    class Raced(ImageCache):
+        """Another pull of the same image commits it while this one waits for the lock."""
+
+        @contextlib.contextmanager
+        def locked(self) -> Iterator[None]:
+            fetch_image(ImageCache(self.root), url, _no_progress)
+            with super().locked():
+                yield
+
+    with serve_directory(tmp_path / "srv") as url:
+        image = fetch_image(Raced(tmp_path / "cache"), url, _no_progress)
+    assert [e.key for e in ImageCache(tmp_path / "cache").entries()] == [image.key]
+    assert image.file("rootfs.qcow2").read_bytes() == FILES["rootfs.qcow2"]
+    # Committing it once more is refused, and the hint does not say to remove an image
+    # instances may use as their base.
+    cache = ImageCache(tmp_path / "cache")
+    with cache.staging() as staging, pytest.raises(ImageError, match="already in") as e:
+        cache.commit(staging, image.key, image.manifest)
+    assert "remove" not in e.value.hint and "never replaced" in e.value.hint

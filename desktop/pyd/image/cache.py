@@ -109,7 +109,8 @@ class ImageCache:
         if final.exists():
             raise ImageError(
                 f"image {key} is already in the cache; it was left as it is",
-                hint=f"instances may use it as their base; to rebuild, remove {final} first",
+                hint="nothing to do: the cached copy is used (`pyd image verify` checks it); "
+                "it is never replaced, instances' disks are overlays on it",
             )
         (staging / MANIFEST).write_text(manifest.to_json())
         os.replace(staging, final)

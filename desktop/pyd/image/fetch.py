@@ -78,6 +78,9 @@ def fetch_files(
     if existing := cache.get(key):
         return existing
     with cache.locked():
+        # Another pull of the same image may have committed it while we waited for the lock.
+        if existing := cache.get(key):
+            return existing
         partials = cache.root / PARTIAL_DIR
         _clean_partials(partials, {_wire(n, e)[1].sha256 for n, e in manifest.files.items()})
         partials.mkdir(mode=0o700, exist_ok=True)
