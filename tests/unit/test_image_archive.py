@@ -164,6 +164,16 @@ def test_a_changed_index_is_refused(tmp_path: Path, cache: ImageCache) -> None:
     _assert_nothing_kept(cache)
 
 
+def test_a_manifest_unlike_the_index_is_refused_before_it_is_parsed(
+    tmp_path: Path, cache: ImageCache
+) -> None:
+    path = _archive(tmp_path)
+    _rewrite(path, {f"{IMAGE}/manifest.json": b"[" * 200_000})  # the parser would recurse
+    with pytest.raises(ImageMismatchError, match="does not match the index"):
+        _import(path, cache)
+    _assert_nothing_kept(cache)
+
+
 def test_another_keys_signature_is_refused(tmp_path: Path, cache: ImageCache) -> None:
     path = _archive(tmp_path, signer=OTHER)
     with pytest.raises(SignatureError):

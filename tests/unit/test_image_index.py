@@ -183,7 +183,15 @@ def test_a_malformed_index_says_what_is_wrong(change: Any, message: str) -> None
 
 
 @pytest.mark.parametrize(
-    "data", [b"", b"\xff", b"[]", b'{"format": 1, "format": 1, "images": []}', b"{"]
+    "data",
+    [
+        b"",
+        b"\xff",
+        b"[]",
+        b'{"format": 1, "format": 1, "images": []}',
+        b"{",
+        pytest.param(b"[" * 200_000, id="nested"),
+    ],
 )
 def test_bytes_that_are_no_index_are_refused(data: bytes) -> None:
     with pytest.raises(ImageError, match=r"index\.json is not"):

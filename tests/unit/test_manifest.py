@@ -85,6 +85,8 @@ def test_manifest_refuses_bad_digest_and_garbage() -> None:
         parse_manifest(json.dumps(data))
     with pytest.raises(ImageError, match="not valid JSON"):
         parse_manifest("{not json")
+    with pytest.raises(ImageError, match="nested too deeply"):
+        parse_manifest("[" * 200_000)  # a RecursionError, not a traceback
     with pytest.raises(ImageError, match="incomplete or malformed"):
         parse_manifest("{}")
 

@@ -32,6 +32,7 @@ from pyd.image.index import (
     SIGNATURE,
     ImageIndex,
     check_manifest,
+    check_manifest_bytes,
     load_index,
     safe_path,
 )
@@ -216,6 +217,7 @@ def _take(
     if not mpath.is_file():
         raise ArchiveError(f"{origin} has no {entry.manifest}, which its index names")
     data = _small(mpath, MAX_MANIFEST)
+    check_manifest_bytes(entry, data, f"{origin}: {entry.manifest}")  # before parsing, as pull
     manifest = parse_manifest(data.decode("utf-8", errors="replace"), origin=str(mpath))
     check_manifest(entry, data, manifest, f"{origin}: {entry.manifest}")
     return fetch_files(cache, manifest, [mpath.as_uri()], progress)

@@ -86,6 +86,8 @@ def parse_index(data: bytes, origin: str = INDEX) -> ImageIndex:
         raw = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         raise ImageError(f"{origin} is not valid JSON: {e}") from None
+    except RecursionError:  # "[" * 200000: json recurses once per level
+        raise ImageError(f"{origin} is not valid JSON: it is nested too deeply") from None
     if not isinstance(raw, dict):
         raise ImageError(f"{origin} is not a JSON object")
     fmt = raw.get("format")

@@ -101,6 +101,8 @@ def parse_manifest(text: str, origin: str = MANIFEST) -> Manifest:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ImageError(f"{origin} is not valid JSON: {e}") from None
+    except RecursionError:  # "[" * 200000: json recurses once per level
+        raise ImageError(f"{origin} is not valid JSON: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise ImageError(f"{origin} is not a JSON object")
     try:

@@ -161,7 +161,7 @@ def stored_index_meta(cache: ImageCache) -> Mapping[str, str]:
     """{"url": …, "fetched": ISO time} of the stored index; empty when there is none."""
     try:
         meta = json.loads((cache.root / STORED_META).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return {k: v for k, v in meta.items() if isinstance(v, str)} if isinstance(meta, dict) else {}
 
