@@ -293,6 +293,20 @@ def test_a_dead_first_mirror_is_skipped(cache: ImageCache, files: dict[str, byte
     assert dead.stats.requests == [("index.json", "", 404)]
 
 
+def test_an_index_url_naming_its_directory_reads_index_json_there(
+    cache: ImageCache, files: dict[str, bytes]
+) -> None:
+    tree = release_tree([(files, OLD, "2026-12-01T00:00:00Z")])
+    nested = {f"rel/{k}": v for k, v in tree.items()}
+    with serve(tree) as top, serve(nested) as srv:
+        for url in (top.url, top.url[:-1], srv.url + "rel", srv.url + "rel/"):
+            lines = Lines()
+            image = pull_newest(cache, "x86_64", [url], KEYS, lines.progress(), policy=ONCE)
+            assert image.file("vmlinuz").read_bytes() == files["vmlinuz"]
+            assert any("signed by" in line for line in lines.lines), lines.lines
+    assert stored_index_meta(cache)["url"] == srv.url + "rel/index.json"
+
+
 def test_no_mirror_answering_names_each_url(cache: ImageCache) -> None:
     with serve({}) as a, serve({}) as b:
         urls = [a.url + "index.json", b.url + "index.json"]

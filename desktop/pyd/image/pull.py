@@ -103,7 +103,7 @@ def pull_newest(
             "no image index is configured",
             hint="set image_index (`pyd config set image_index URL`) or PYD_IMAGE_INDEX",
         )
-    fetched, urls = _fetch_index(index_urls)
+    fetched, urls = _fetch_index([index_url(u) for u in index_urls])
     index, verdict = load_index(
         fetched.data,
         fetched.signature,
@@ -139,6 +139,14 @@ def pull_newest(
     )
     bases = [murl, *(m for m in murls if m != murl)]
     return fetch_files(cache, manifest, bases, progress.transfer, policy=policy, sleep=sleep)
+
+
+def index_url(url: str) -> str:
+    """The index's URL, given it or the directory that holds it (as fetch.manifest_url):
+    `http://h/releases` is `http://h/releases/index.json`, not a page to check as one."""
+    if urllib.parse.urlsplit(url).path.endswith(".json"):
+        return url
+    return urllib.parse.urljoin(url if url.endswith("/") else url + "/", INDEX)
 
 
 def cached_newest(cache: ImageCache, arch: str, keys: Keys | None = None) -> IndexEntry | None:
