@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,17 @@ from typer.testing import CliRunner
 from pyd.cli.main import app
 from pyd.image.cache import ImageCache
 from pyd.image.manifest import FileEntry, Manifest
-from pyd.image.prune import Cached, Use, instance_use, open_uses, plan, qcow2_backing
+from pyd.image.prune import (
+    USERS_DIR,
+    Cached,
+    Use,
+    instance_use,
+    open_uses,
+    plan,
+    qcow2_backing,
+    record_use,
+    recorded_uses,
+)
 
 X1, X2, A1 = "x86_64-" + "1" * 16, "x86_64-" + "2" * 16, "aarch64-" + "3" * 16
 IMAGES = [Cached(X1, "x86_64", 10), Cached(X2, "x86_64", 20), Cached(A1, "aarch64", 40)]
@@ -212,3 +223,57 @@ def test_this_process_holding_an_image_open_is_seen(tmp_path: Path) -> None:
     with (tmp_path / X2 / "rootfs.qcow2").open("wb"):
         uses = open_uses(tmp_path)
     assert [u.keys for u in uses if u.instance.startswith(f"process {os.getpid()} ")] == [{X2}]
+
+
+def _other_home(tmp_path: Path, cache_root: Path, name: str, key: str, disk: bool) -> Path:
+    """An instance of another PYD_HOME sharing the cache, recorded on image `key`; its OS
+    disk made on it (`disk`) or not yet (a start between choosing the image and the disk)."""
+    root = _instance(tmp_path / "other-home", name)
+    if disk:
+        _qcow2(root / "os.qcow2", str(cache_root / key / "rootfs.qcow2"))
+    record_use(cache_root, key, root / "os.qcow2", root / "state.json", root / "arch")
+    return root
+
+
+def test_an_instance_of_another_home_keeps_its_image(env: ImageCache, tmp_path: Path) -> None:
+    other = _other_home(tmp_path, env.root, "dev", X2, disk=True)
+    starting = _other_home(tmp_path, env.root, "new", A1, disk=False)
+    code, out = _prune()
+    assert code == 0, out
+    assert f"kept {X2} (3.0 MiB): used by {other.resolve()}" in out
+    assert f"kept {A1} (6" in out and f"used by {starting.resolve()}" in out
+    assert sorted(e.key for e in env.entries()) == [A1, X1, X2]
+    # Its OS disk now on another image (as after an upgrade): the record's image is free.
+    _qcow2(starting / "os.qcow2", str(env.root / X1 / "rootfs.qcow2"))
+    code, out = _prune()
+    assert code == 0 and f"removed {A1}" in out and f"kept {X2}" in out, out
+
+
+def test_a_stale_use_record_is_dropped_and_said(env: ImageCache, tmp_path: Path) -> None:
+    gone = _other_home(tmp_path, env.root, "dev", X2, disk=True)
+    shutil.rmtree(gone)  # deleted by hand, or its whole PYD_HOME
+    code, out = _prune("--dry-run")
+    assert code == 0 and f"would remove the stale use record of {gone.resolve()}" in out, out
+    assert len(list((env.root / USERS_DIR).iterdir())) == 1
+    code, out = _prune()
+    assert code == 0 and f"removed the stale use record of {gone.resolve()}" in out, out
+    assert f"removed {X2}" in out and not (env.root / USERS_DIR).exists()  # none left
+
+
+def test_a_damaged_use_record_keeps_every_image(env: ImageCache) -> None:
+    (env.root / USERS_DIR).mkdir()
+    (env.root / USERS_DIR / "abc.json").write_text("{damaged")
+    code, out = _prune()
+    assert code == 0, out
+    assert "cannot read the use record" in out and "remove it if no instance uses it" in out
+    assert sorted(e.key for e in env.entries()) == [A1, X1, X2]
+
+
+def test_this_homes_records_are_not_read_twice(tmp_path: Path) -> None:
+    cache_root = tmp_path / "images"
+    root = _instance(tmp_path / "home", "dev")
+    record_use(cache_root, X1, root / "os.qcow2", root / "state.json", root / "arch")
+    assert recorded_uses(cache_root, tmp_path / "home" / "instances") == ([], [])
+    record_use(cache_root, X2, root / "os.qcow2", root / "state.json", root / "arch")
+    uses, stale = recorded_uses(cache_root, tmp_path / "elsewhere")
+    assert [u.keys for u in uses] == [{X2}] and not stale  # one record per instance

@@ -12,6 +12,7 @@ import pytest
 
 from pyd.config.machine import Accel
 from pyd.dockercli.context import current_context, ensure_context
+from pyd.image.prune import USERS_DIR, record_use, recorded_uses
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
 from pyd.instance.state import InstanceState, save_state
@@ -227,3 +228,22 @@ def test_delete_of_a_vm_never_defined_removes_the_files(
     stop_module.delete(NAME, RecordingProgress(), agent=agent)
     assert vm.calls == ["stop", "kill"]  # nothing to undefine
     assert not dev.exists()
+
+
+def test_delete_removes_the_instances_use_record(
+    dev: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYD_CACHE_DIR", str(tmp_path / "cache"))
+    cache_root = tmp_path / "cache" / "images"
+    other = instance("other").files
+    other.root.mkdir(parents=True)
+    (other.root / "config.toml").write_text('backend = "qemu"\n')
+    for files in (instance(NAME).files, other):
+        record_use(cache_root, "x86_64-" + "1" * 16, files.os_disk, files.state, files.arch)
+    vm, agent = _pair(VMState.STOPPED)
+    _runs_on(monkeypatch, vm)
+    stop_module.delete(NAME, RecordingProgress(), agent=agent)
+    uses, stale = recorded_uses(cache_root, tmp_path / "elsewhere")
+    assert [u.instance for u in uses] == [str(other.root.resolve())] and not stale
+    stop_module.delete("other", RecordingProgress(), agent=agent)
+    assert not (cache_root / USERS_DIR).exists()  # the cache keeps nothing of them

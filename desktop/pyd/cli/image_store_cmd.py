@@ -123,7 +123,13 @@ def prune(
     # Under the lock: no build or fetch is using a staging directory, and none commits
     # an image between the listing and the removal.
     with cache.locked():
-        uses = instance_uses(instances_dir(), cache.root) + pruning.open_uses(cache.root)
+        recorded, stale = pruning.recorded_uses(cache.root, instances_dir())
+        uses = instance_uses(instances_dir(), cache.root) + recorded
+        uses += pruning.open_uses(cache.root)
+        for record in stale:  # its instance is gone (deleted by hand, or its PYD_HOME)
+            if not dry_run:
+                pruning.forget_stale(record)
+            out_console.print(f"{verb} the stale use record of {record.instance_dir} (gone)")
         decided = pruning.plan(pruning.cached_images(cache), uses)
         for image, why in decided.keep:
             out_console.print(f"kept {image.key} ({human_size(image.size)}): {why}")

@@ -7,21 +7,30 @@ every qcow2 disk there (an OS disk is an overlay on an image's rootfs.qcow2; a s
 made the disk but not yet state.json is seen this way). Whatever cannot be read protects
 every image of the instance's architecture, or every image when that is unknown too:
 prune never guesses.
+
+The cache is shared by every PYD_HOME, so an instance also leaves a record in the cache
+(`record_use`, .users/<sha256 of its directory>.json) when it takes an image: prune reads
+the directories records name as it reads this home's (`recorded_uses`), and a record whose
+directory is gone is stale. The record's own image counts only while its OS disk does not
+exist yet (a start between choosing the image and making the disk); once it does, the
+disk's backing file says which image it needs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyd.errors import ImageError
+from pyd.host.atomicfile import write_atomic
 from pyd.image.cache import ImageCache
 from pyd.image.fetch import PARTIAL_DIR
 from pyd.image.manifest import MANIFEST, parse_manifest
@@ -30,6 +39,7 @@ KEY = re.compile(r"^([a-z0-9_]{1,32})-[0-9a-f]{16}$")  # cache.image_key: ARCH-H
 _STAGING = ".staging-"
 _QCOW2_MAGIC = b"QFI\xfb"
 _MAX_JSON = 1 << 20
+USERS_DIR = ".users"  # in the cache root: never an image key, a staging dir or a leftover
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,108 @@ def _reason(use: Use, image: Cached) -> str:
     if use.unsure_all or use.unsure_arch == image.arch:
         return f"{use.instance} may use it ({use.why})"
     return ""
+
+
+@dataclass(frozen=True)
+class UseRecord:
+    """An instance directory using the cache (any PYD_HOME), as `record_use` wrote it."""
+
+    path: Path  # the record file
+    instance_dir: Path
+    image: str
+    os_disk: Path
+    state: Path
+    arch: Path
+
+
+def _record_path(cache_root: Path, instance_dir: Path) -> Path:
+    digest = hashlib.sha256(str(instance_dir.resolve()).encode()).hexdigest()
+    return cache_root / USERS_DIR / f"{digest}.json"
+
+
+def record_use(cache_root: Path, key: str, os_disk: Path, state: Path, arch: Path) -> None:
+    """Before an OS disk is made on image `key` (or booted on it): the directory of
+    `os_disk` uses the cache. Atomic; unchanged records are not rewritten."""
+    root = os_disk.parent.resolve()
+    data = {
+        "instance_dir": str(root),
+        "image": key,
+        "os_disk": str(root / os_disk.name),
+        "state": str(root / state.name),
+        "arch": str(root / arch.name),
+    }
+    text = json.dumps(data, indent=2) + "\n"
+    path = _record_path(cache_root, root)
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return
+    try:
+        write_atomic(path, text)
+    except FileNotFoundError:  # the last record's removal took the directory meanwhile
+        write_atomic(path, text)
+
+
+def forget_use(cache_root: Path, instance_dir: Path) -> None:
+    """`pyd delete`: the instance no longer uses the cache."""
+    _forget(_record_path(cache_root, instance_dir))
+
+
+def _forget(record: Path) -> None:
+    """No empty directory is left behind: a cache nothing uses holds nothing of it."""
+    record.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty
+        record.parent.rmdir()
+
+
+def _parse_record(path: Path) -> UseRecord:
+    data = json.loads(_read(path, _MAX_JSON))
+    fields = ("instance_dir", "image", "os_disk", "state", "arch")
+    if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
+        raise ValueError("not a use record")
+    if not KEY.match(data["image"]):
+        raise ValueError(f"{data['image']!r} is not an image key")
+    paths = [Path(data[f]) for f in fields if f != "image"]
+    if not all(p.is_absolute() for p in paths):
+        raise ValueError("a path in it is not absolute")
+    return UseRecord(path, paths[0], data["image"], *paths[1:])
+
+
+def recorded_uses(cache_root: Path, seen: Path) -> tuple[list[Use], list[UseRecord]]:
+    """(what the instances the cache's records name need, the stale records: their
+    directory is gone). Directories inside `seen` (this home's instances, read already)
+    only have their record checked for staleness."""
+    users = cache_root / USERS_DIR
+    try:
+        paths = sorted(p for p in users.iterdir() if p.suffix == ".json")
+    except OSError:
+        return [], []
+    seen_root = Path(os.path.realpath(seen))
+    uses: list[Use] = []
+    stale: list[UseRecord] = []
+    for path in paths:
+        try:
+            record = _parse_record(path)
+        except (OSError, ValueError) as e:
+            # Which directory it named is unknown: nothing may be taken on a guess.
+            why = f"cannot read the use record {path}: {_why(e)}; remove it if no instance uses it"
+            uses.append(Use(path.name, unsure_all=True, why=why))
+            continue
+        if not record.instance_dir.is_dir():
+            stale.append(record)
+            continue
+        if record.instance_dir.parent == seen_root:
+            continue
+        use = instance_use(record.instance_dir, record.state, record.arch, cache_root)
+        keys = use.keys if record.os_disk.exists() else use.keys | {record.image}
+        uses.append(replace(use, instance=str(record.instance_dir), keys=frozenset(keys)))
+    return uses, stale
+
+
+def forget_stale(record: UseRecord) -> None:
+    """Removes a stale record, unless its directory came back meanwhile (a new start)."""
+    with contextlib.suppress(OSError, ValueError):
+        if not _parse_record(record.path).instance_dir.is_dir():
+            _forget(record.path)
 
 
 def open_uses(cache_root: Path, proc: Path = Path("/proc")) -> list[Use]:

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pyd.errors import EnvironmentProblem, PydError
 from pyd.host.private_files import FILE_MODE
+from pyd.image.prune import KEY, record_use
+from pyd.instance.files import ARCH, STATE
 
 
 def _qemu_img(*args: str) -> None:
@@ -24,9 +26,20 @@ def _qemu_img(*args: str) -> None:
 
 
 def create_overlay(base: Path, dest: Path) -> None:
-    """A new OS disk: writes go to `dest`, `base` is never modified."""
+    """A new OS disk: writes go to `dest`, `base` is never modified. A base in the image
+    cache (KEY/rootfs.qcow2) gets a use record first, so that `pyd image prune` of any
+    PYD_HOME keeps it."""
+    record_image_use(base, dest)
     _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base.resolve()), str(dest))
     dest.chmod(FILE_MODE)  # Docker's data: qemu-img makes it 0644
+
+
+def record_image_use(base: Path, os_disk: Path) -> None:
+    """The instance of `os_disk` uses the cached image `base` belongs to (image.prune)."""
+    image = base.resolve().parent
+    if KEY.match(image.name):
+        root = os_disk.parent
+        record_use(image.parent, image.name, os_disk, root / STATE, root / ARCH)
 
 
 def create_data_disk(dest: Path, size_gib: int) -> None:

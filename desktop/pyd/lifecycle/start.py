@@ -21,6 +21,7 @@ from pyd.host.paths import images_dir
 from pyd.image.build import build_image
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.obtain import obtain_for_config
+from pyd.instance.disks import record_image_use
 from pyd.instance.provision import SeedSettings, ensure_disks, instance_keys, write_seed
 from pyd.instance.registry import Instance, instance, name_option
 from pyd.instance.state import InstanceState, instance_arch, load_state, save_arch, save_state
@@ -164,6 +165,9 @@ def _boot(
     check_memory_limit(arch, machine, cfg.memory_mib)  # before an image, disk or seed is made
     with phase(progress, "image"):
         image = _image(state, arch, progress, cfg, insecure)
+        # At once, before the disks: from here on prune (of any PYD_HOME) keeps the image.
+        # An instance made before use records existed gets one at its next boot.
+        record_image_use(image.file("rootfs.qcow2"), files.os_disk)
     with phase(progress, "disks"):
         ensure_disks(files, image, cfg.disk_gib)
         hostname = context_name(inst.name)

@@ -10,6 +10,8 @@ import time
 from pyd.config.settings import context_name
 from pyd.dockercli.context import remove_context
 from pyd.errors import PydError
+from pyd.host.paths import images_dir
+from pyd.image.prune import forget_use
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import existing
 from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
@@ -104,6 +106,7 @@ def delete(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> N
                     shutil.rmtree(path)
                 else:
                     path.unlink()
+            forget_use(images_dir(), inst.files.root)  # its images are free for prune now
     with contextlib.suppress(OSError):  # a start that queued behind us may own it now
         inst.files.start_lock.unlink()
         inst.files.root.rmdir()
