@@ -22,6 +22,7 @@ from pyd.host.paths import images_dir
 from pyd.image.cache import CachedImage, ImageCache, image_key
 from pyd.image.index import IndexEntry
 from pyd.image.manifest import FileEntry, Manifest
+from pyd.image.prune import USERS_DIR, instance_use, recorded_uses
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
 from pyd.instance.state import load_state
@@ -201,6 +202,81 @@ def test_a_failed_new_image_is_rolled_back_and_started_again(vm: PickyBackend, f
     assert [s.kernel.parent.name for s in vm.specs[-2:]] == [NEW, OLD]
     assert vm.vm is VMState.RUNNING and agent.running
     assert not kept_disk(files).exists() and read_marker(files) is None
+
+
+def _recorded(files: InstanceFiles) -> str | None:
+    """The image the instance's use record in the cache names (image.prune)."""
+    uses, _ = recorded_uses(images_dir(), files.root.parent.parent / "elsewhere")
+    [use] = [u for u in uses if u.instance == str(files.root.resolve())]
+    [key] = use.keys if not files.os_disk.exists() else {_backing(files.os_disk)}
+    return key
+
+
+def test_start_and_upgrade_record_the_image_in_the_cache(vm: PickyBackend) -> None:
+    files = _files()
+    record = json.loads(next((images_dir() / USERS_DIR).iterdir()).read_text())
+    assert record["image"] == OLD and record["instance_dir"] == str(files.root.resolve())
+    _add_image("2", "2026-02-01T00:00:00Z")
+    _upgrade(vm, FakeAgent(running=True))
+    [path] = (images_dir() / USERS_DIR).iterdir()
+    assert json.loads(path.read_text())["image"] == NEW
+
+
+class CheckingPower(PoweredOff):
+    """Asserts, as the guest is asked to power off, that prune would keep the new image."""
+
+    def poweroff(self, files: InstanceFiles) -> bool:
+        use = instance_use(files.root, files.state, files.arch, images_dir())
+        assert NEW in use.keys and OLD in use.keys
+        return super().poweroff(files)
+
+
+def test_the_new_image_is_named_before_the_shutdown(vm: PickyBackend) -> None:
+    _add_image("2", "2026-02-01T00:00:00Z")
+    guest = CheckingPower(vm)
+    agent = FakeAgent(running=True)
+    result = upgrade_module.upgrade(NAME, RecordingProgress(), agent=agent, guest=guest)
+    assert result.changed and _image_key() == NEW
+
+
+@pytest.mark.parametrize("fails", ["overlay", "shutdown"])
+def test_a_failed_swap_or_shutdown_is_rolled_back_at_once(
+    vm: PickyBackend, monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    files = _files()
+    os_disk = _identity(files.os_disk)
+    _add_image("2", "2026-02-01T00:00:00Z")
+
+    def broken_overlay(base: Path, dest: Path) -> None:
+        dest.write_bytes(b"half a disk")
+        raise PydError("qemu-img create failed: No space left on device")
+
+    def broken_shutdown(timeout: float) -> None:
+        raise PydError("libvirt: the domain did not stop")
+
+    if fails == "overlay":
+        monkeypatch.setattr(upgrade_module, "create_overlay", broken_overlay)
+        guest: PoweredOff = PoweredOff(vm)
+    else:
+        monkeypatch.setattr(vm, "shutdown", broken_shutdown)
+        guest = Refusing(vm)
+    agent = FakeAgent(running=True)
+    with pytest.raises(UpgradeRolledBack) as info:
+        upgrade_module.upgrade(NAME, RecordingProgress(), agent=agent, guest=guest)
+    message = info.value.message
+    assert "rolled back to " + OLD + " (running again on it)" in message
+    assert ("No space left" if fails == "overlay" else "did not stop") in message
+    assert _identity(files.os_disk) == os_disk and _image_key() == OLD
+    assert vm.specs[-1].kernel.parent.name == OLD  # NEW never booted
+    assert vm.vm is VMState.RUNNING and agent.running
+    assert not kept_disk(files).exists() and read_marker(files) is None
+
+
+class Refusing(PoweredOff):
+    """GuestPower: SSH cannot reach the guest (the backend's button is used)."""
+
+    def poweroff(self, files: InstanceFiles) -> bool:
+        return False
 
 
 def test_a_stopped_instance_is_checked_and_stopped_again(vm: PickyBackend) -> None:

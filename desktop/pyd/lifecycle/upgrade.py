@@ -42,7 +42,8 @@ NewestImage = Callable[[ImageCache, Arch, InstanceConfig, bool, Progress], Cache
 
 
 class UpgradeRolledBack(PydError):
-    """The new image did not boot or its engine did not answer; the old one is back."""
+    """The shutdown, the OS disk swap, the new image's boot or its engine check failed; the
+    old image is back."""
 
 
 @dataclass(frozen=True)
@@ -109,20 +110,26 @@ def upgrade(
                 _start_vm(run)
             return UpgradeResult(inst.name, state.image_key, target.key, was_running, bool(cut))
         progress.info(f"upgrading {inst.name!r}: {state.image_key} → {target.key}")
-        if vm.exists:
-            with phase(progress, "shutdown"):
-                agent.stop(files)
-                power_off(files, backend, vm, timeout, guest)
         marker = UpgradeMarker(state, target.key, was_running)
-        with phase(progress, "os-disk swap"):
-            write_marker(files, marker)  # first: from here on a cut is rolled back
-            os.replace(files.os_disk, kept_disk(files))
-            create_overlay(target.file("rootfs.qcow2"), files.os_disk)
-            _save_image_key(files, target.key)
+        # First, before the shutdown: it names the new image, which prune (reading every
+        # *.json of the instance) keeps from now on, and from here on a cut is rolled back.
+        write_marker(files, marker)
+        stage = "the shutdown"
         try:
+            if vm.exists:
+                with phase(progress, "shutdown"):
+                    agent.stop(files)
+                    power_off(files, backend, vm, timeout, guest)
+            stage = "the new image"
+            with phase(progress, "os-disk swap"):
+                os.replace(files.os_disk, kept_disk(files))
+                create_overlay(target.file("rootfs.qcow2"), files.os_disk)
+                _save_image_key(files, target.key)
             _start_vm(run)
         except PydError as e:
-            _roll_back(run, marker, e)
+            _roll_back(run, marker, e, stage)
+        except OSError as e:  # the rename, a disk or state.json not written
+            _roll_back(run, marker, PydError(f"{e.strerror or e}: {e.filename}"), stage)
         with phase(progress, "old OS disk removed"):
             commit_marker(files, marker)
         if not was_running:
@@ -159,12 +166,13 @@ def _start_vm(run: _Run) -> str:
     return run.agent.launch(run.inst.files, run.inst.name, run.progress)
 
 
-def _roll_back(run: _Run, marker: UpgradeMarker, why: PydError) -> None:
+def _roll_back(run: _Run, marker: UpgradeMarker, why: PydError, stage: str) -> None:
     """The old OS disk and state back, and the VM running again on them if it ran before.
-    Always raises: UpgradeRolledBack saying why the new image failed."""
+    Always raises: UpgradeRolledBack saying why `stage` (the shutdown, the new image)
+    failed."""
     inst, backend, agent, progress = run.inst, run.backend, run.agent, run.progress
     old, new = marker.old_state.image_key, marker.new_image
-    progress.info(f"the new image failed ({why.message}); rolling back to {old}")
+    progress.info(f"{stage} failed ({why.message}); rolling back to {old}")
     with phase(progress, "rollback"):
         agent.stop(inst.files)
         if backend.state().exists:

@@ -1,12 +1,14 @@
 """What `pyd upgrade` leaves while it swaps an instance's OS disk, so that an upgrade cut
 short (pyd killed, the host down) is finished by the next `pyd start` or `pyd upgrade`.
 
-The steps, each safe to stop after: (1) upgrade.json is written with the old state; (2)
-os.qcow2 is renamed os.qcow2.pre-upgrade; (3) a new os.qcow2 is made on the new image and
-state.json names it; (4) boot and engine check; (5) upgrade.json says "committed"; (6) the
+The steps, each safe to stop after: (1) upgrade.json is written with the old state and the
+new image's key (before the shutdown: `pyd image prune` keeps any image an instance's *.json
+names, so the new image cannot go while the VM shuts down); (2) the VM is shut down; (3)
+os.qcow2 is renamed os.qcow2.pre-upgrade; (4) a new os.qcow2 is made on the new image and
+state.json names it; (5) boot and engine check; (6) upgrade.json says "committed"; (7) the
 kept disk, then upgrade.json, are removed. Found uncommitted, the marker means: roll back
 (the VM stopped, the kept disk and the old state put back). Found committed: only the
-clean-up of (6) is left. The data disk is never part of it."""
+clean-up of (7) is left. The data disk is never part of it."""
 
 from __future__ import annotations
 
