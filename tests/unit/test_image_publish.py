@@ -74,7 +74,12 @@ def test_a_published_signed_tree_is_accepted_and_fetches(tmp_path: Path) -> None
         "vmlinux.zst",
         "vmlinuz",
     ]
-    assert os.path.samefile(out / image.key / "vmlinuz", image.file("vmlinuz"))  # hard link
+    # A copy, not a hard link: a tree edited in place leaves the cached image as it is.
+    assert not os.path.samefile(out / image.key / "vmlinuz", image.file("vmlinuz"))
+    with (out / image.key / "initrd.img").open("r+b") as f:
+        f.write(b"edited")
+    assert image.file("initrd.img").read_bytes() == FILES["initrd.img"]
+    (out / image.key / "initrd.img").write_bytes(FILES["initrd.img"])
     # What a client does with it: fetch into a fresh cache, unpacked and verified.
     client = ImageCache(tmp_path / "client")
     files = {p.relative_to(out).as_posix(): p for p in out.rglob("*") if p.is_file()}

@@ -141,13 +141,11 @@ def _publish_file(
 
 
 def _place_plain(src: Path, final: Path, tmp: Path) -> None:
-    """A hard link to the cached file where the filesystem allows, else a copy; renamed
-    into place so the name never shows a partial file."""
+    """A copy of the cached file (copy_file_range on Linux: no bytes through Python), renamed
+    into place so the name never shows a partial file. Not a hard link: a tree edited in
+    place would change the cached base image under instances' disks."""
     temp = tmp / (final.name + ".plain")
-    try:
-        os.link(src, temp)
-    except OSError:
-        shutil.copyfile(src, temp)
+    shutil.copyfile(src, temp)
     os.replace(temp, final)
 
 
