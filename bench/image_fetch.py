@@ -16,7 +16,8 @@ resume    the same tree, the server cutting the largest file at 50 %: the bytes 
 link      with --rate 25,50,100,200 (MB/s; each connection paced by a token bucket, standing
           in for a real link): fetch_files of the tree (verified and unpacked into a fresh
           cache) against curl of the same packed files and curl of the cached plain files (what
-          a client without packing fetches); median over --runs; target pyd/curl >= 0.9
+          a client without packing fetches) and `curl | zstd -d` (the unpack streamed as the
+          bytes arrive); median over --runs; target pyd/curl packed >= 0.9
 
   flock /tmp/pyd-vm.lock python bench/image_fetch.py [--runs 5] [--arch x86_64]
                                                      [--only fetch,compress,raw,packed,resume]
@@ -322,6 +323,24 @@ def _fetch_link_curl(names: list[str], url: str, out: Path) -> None:
     subprocess.run(argv, check=True)
 
 
+def _fetch_link_curl_zstd(manifest: Manifest, url: str, out: Path) -> None:
+    """Each packed file decompressed as it arrives (`curl | zstd -d`), one connection per
+    file as pyd: what an unpack that streams, rather than follows the download, costs."""
+    for name, entry in sorted(manifest.files.items()):
+        if not entry.packed:
+            _fetch_link_curl([f"tree/{name}"], url, out)
+            continue
+        with subprocess.Popen(
+            ["curl", "-s", "--fail", url + f"tree/{entry.packed.name}"], stdout=subprocess.PIPE
+        ) as curl:
+            subprocess.run(
+                ["zstd", "-q", "-d", "--long=27", "-o", str(out / name)],
+                stdin=curl.stdout,
+                check=True,
+            )
+        assert curl.returncode == 0, name
+
+
 def bench_link(image: CachedImage, tree: Path, rates: list[float], runs: int) -> None:
     """One server (its own process) per rate serves both the tree (tree/NAME) and the
     cached plain files (plain/NAME), each connection paced to the rate."""
@@ -341,8 +360,8 @@ def bench_link(image: CachedImage, tree: Path, rates: list[float], runs: int) ->
         f"MB; {runs} runs; times to the files on disk (pyd: verified, in the cache)"
     )
     print(
-        f"  {'MB/s':>5s} | {'pyd':>6s} {'curl packed':>11s} {'curl plain':>10s} | "
-        "pyd/curl packed  pyd/curl plain  link used by pyd"
+        f"  {'MB/s':>5s} | {'pyd':>6s} {'curl packed':>11s} {'curl plain':>10s} "
+        f"{'curl|zstd':>9s} | pyd/curl packed  pyd/curl plain  link used by pyd"
     )
     for rate in rates:
         parent, child = multiprocessing.Pipe()
@@ -359,6 +378,7 @@ def bench_link(image: CachedImage, tree: Path, rates: list[float], runs: int) ->
             "curl plain": lambda u, out: _fetch_link_curl(
                 [f"plain/{n}" for n in sorted(image.manifest.files)], u, out
             ),
+            "curl|zstd": lambda u, out: _fetch_link_curl_zstd(manifest, u, out),
         }
         times: dict[str, list[float]] = {w: [] for w in ways}
         try:
@@ -377,7 +397,8 @@ def bench_link(image: CachedImage, tree: Path, rates: list[float], runs: int) ->
         spread = " ".join(f"{w} [{min(ts):.2f}-{max(ts):.2f}]" for w, ts in times.items())
         print(
             f"  {rate:5.0f} | {med['pyd']:5.2f}s {med['curl packed']:10.2f}s "
-            f"{med['curl plain']:9.2f}s | {med['curl packed'] / med['pyd']:15.2f} "
+            f"{med['curl plain']:9.2f}s {med['curl|zstd']:8.2f}s | "
+            f"{med['curl packed'] / med['pyd']:15.2f} "
             f"{med['curl plain'] / med['pyd']:15.2f} {wire['pyd'] / med['pyd'] / MB / rate:16.0%}"
             f"   {spread}",
             flush=True,
