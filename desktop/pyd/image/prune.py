@@ -35,7 +35,7 @@ from pyd.image.cache import ImageCache
 from pyd.image.fetch import PARTIAL_DIR
 from pyd.image.manifest import MANIFEST, parse_manifest
 
-KEY = re.compile(r"^([a-z0-9_]{1,32})-[0-9a-f]{16}$")  # cache.image_key: ARCH-HASH16
+KEY = re.compile(r"([a-z0-9_]{1,32})-[0-9a-f]{16}")  # cache.image_key: ARCH-HASH16
 _STAGING = ".staging-"
 _QCOW2_MAGIC = b"QFI\xfb"
 _MAX_JSON = 1 << 20
@@ -147,7 +147,7 @@ def _parse_record(path: Path) -> UseRecord:
     fields = ("instance_dir", "image", "os_disk", "state", "arch")
     if not isinstance(data, dict) or not all(isinstance(data.get(f), str) for f in fields):
         raise ValueError("not a use record")
-    if not KEY.match(data["image"]):
+    if not KEY.fullmatch(data["image"]):
         raise ValueError(f"{data['image']!r} is not an image key")
     paths = [Path(data[f]) for f in fields if f != "image"]
     if not all(p.is_absolute() for p in paths):
@@ -214,7 +214,7 @@ def open_uses(cache_root: Path, proc: Path = Path("/proc")) -> list[Use]:
             except OSError:
                 continue
             key = target[len(root) :].split(os.sep, 1)[0] if target.startswith(root) else ""
-            if KEY.match(key):
+            if KEY.fullmatch(key):
                 found.setdefault(pid, set()).add(key)
     return [Use(f"process {pid} ({_comm(proc, pid)})", frozenset(k)) for pid, k in found.items()]
 
@@ -244,7 +244,7 @@ def instance_use(root: Path, state: Path, arch: Path, cache_root: Path) -> Use:
             except (OSError, ValueError) as e:
                 problems.append(f"cannot read {path.name}: {_why(e)}")
                 continue
-            keys.update(s for s in _strings(data) if KEY.match(s))
+            keys.update(s for s in _strings(data) if KEY.fullmatch(s))
             if path == state:
                 key, found_arch = _state_key(data)
                 if key is None:
@@ -276,7 +276,7 @@ def _state_key(data: object) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     key, arch = data.get("image_key"), data.get("arch")
-    key = key if isinstance(key, str) and KEY.match(key) else None
+    key = key if isinstance(key, str) and KEY.fullmatch(key) else None
     arch = arch if isinstance(arch, str) and arch else None
     if arch is None and key is not None:
         arch = key.rsplit("-", 1)[0]
@@ -324,7 +324,7 @@ def cached_images(cache: ImageCache) -> list[Cached]:
         return []
     found = []
     for path in sorted(cache.root.iterdir()):
-        m = KEY.match(path.name)
+        m = KEY.fullmatch(path.name)
         if not m or not path.is_dir():
             continue
         arch = m.group(1)  # a damaged entry's key still says its arch
