@@ -10,18 +10,17 @@ from typing import Annotated
 import typer
 
 from pyd.cli.image_cmd import app as image_app
-from pyd.cli.progress import transfer_bars
+from pyd.cli.progress import timed_lines, transfer_bars
 from pyd.cli.render import err_console, human_size
 from pyd.config.arches import get_arch
 from pyd.config.settings import DEFAULT_INSTANCE, check_index_url
 from pyd.config.store import load_config
-from pyd.errors import UsageError
 from pyd.host.paths import images_dir
 from pyd.image.cache import ImageCache
 from pyd.image.index import SIGNATURE
 from pyd.image.publish import publish as publish_tree
 from pyd.image.pull import PullProgress, pull_newest
-from pyd.image.signing import load_private_key
+from pyd.image.signing import load_private_key_file
 from pyd.image.trust import index_urls, trusted_keys
 from pyd.instance.registry import instance
 
@@ -43,20 +42,9 @@ def publish(
 ) -> None:
     """Write cached images as a static release tree (index.json, manifests, packed files)
     that any web server can host; clients download from it with `pyd image pull`."""
-    key = None
-    if sign is not None:
-        try:
-            pem = sign.read_bytes()
-        except OSError as e:
-            raise UsageError(
-                f"cannot read the key file {sign}: {e.strerror or e}",
-                hint="make one with: openssl genpkey -algorithm ed25519 -out KEYFILE",
-            ) from None
-        key = load_private_key(pem, str(sign))
+    key = None if sign is None else load_private_key_file(sign)
     started = time.monotonic()
-
-    def progress(line: str) -> None:
-        err_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {line}", soft_wrap=True)
+    progress = timed_lines()
 
     index = publish_tree(ImageCache(images_dir()), outdir, keys or [], key, progress)
     size = sum(e.download_size for e in index.images)

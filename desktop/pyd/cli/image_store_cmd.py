@@ -10,17 +10,16 @@ from typing import Annotated
 import typer
 
 from pyd.cli.image_cmd import app as image_app
-from pyd.cli.progress import transfer_bars
+from pyd.cli.progress import timed_lines, transfer_bars
 from pyd.cli.render import err_console, human_size, out_console
 from pyd.config.settings import DEFAULT_INSTANCE
 from pyd.config.store import load_config
-from pyd.errors import UsageError
 from pyd.host.paths import images_dir, instances_dir
 from pyd.image import prune as pruning
 from pyd.image.archive import export_archive, import_archive
 from pyd.image.cache import ImageCache
 from pyd.image.index import SIGNATURE
-from pyd.image.signing import load_private_key
+from pyd.image.signing import load_private_key_file
 from pyd.image.trust import trusted_keys
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
@@ -41,20 +40,9 @@ def export_(
 ) -> None:
     """Write a cached image as one archive, for `pyd image import` on a machine without
     network (checked there exactly as a download)."""
-    signer = None
-    if sign is not None:
-        try:
-            pem = sign.read_bytes()
-        except OSError as e:
-            raise UsageError(
-                f"cannot read the key file {sign}: {e.strerror or e}",
-                hint="make one with: openssl genpkey -algorithm ed25519 -out KEYFILE",
-            ) from None
-        signer = load_private_key(pem, str(sign))
+    signer = None if sign is None else load_private_key_file(sign)
     started = time.monotonic()
-
-    def progress(line: str) -> None:
-        err_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {line}", soft_wrap=True)
+    progress = timed_lines()
 
     export_archive(ImageCache(images_dir()), key, file, signer, progress)
     err_console.print(

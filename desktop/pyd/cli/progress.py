@@ -4,6 +4,7 @@ with its duration when it ends; for downloads, a bar per file with bytes, rate a
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from rich.markup import escape
@@ -86,3 +87,13 @@ def transfer_bars() -> Iterator[tuple[TransferFn, Callable[[str], None]]]:
             bar.console.print(f"{style}{escape(line)}", soft_wrap=True)
 
         yield transfer, info
+
+
+def timed_lines() -> Callable[[str], None]:
+    """Prints each line on stderr after the seconds since this was called."""
+    started = time.monotonic()
+
+    def line(text: str) -> None:
+        err_console.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {text}", soft_wrap=True)
+
+    return line

@@ -18,7 +18,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from pyd.errors import ImageError
+from pyd.errors import ImageError, UsageError
 
 SIGNATURE_SIZE = 64
 
@@ -73,6 +73,18 @@ def load_public_key(pem: bytes, origin: str) -> Ed25519PublicKey:
     if not isinstance(key, Ed25519PublicKey):
         raise SignatureError(f"{origin} is not an ed25519 public key")
     return key
+
+
+def load_private_key_file(path: Path) -> Ed25519PrivateKey:
+    """The signing key in `path` (`--sign KEYFILE`); a UsageError when it cannot be read."""
+    try:
+        pem = path.read_bytes()
+    except OSError as e:
+        raise UsageError(
+            f"cannot read the key file {path}: {e.strerror or e}",
+            hint="make one with: openssl genpkey -algorithm ed25519 -out KEYFILE",
+        ) from None
+    return load_private_key(pem, str(path))
 
 
 def load_public_key_file(path: Path) -> Ed25519PublicKey:
