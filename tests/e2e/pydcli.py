@@ -94,3 +94,22 @@ def fetch(url: str, deadline: float = 10) -> bytes:
             if time.monotonic() > end:
                 raise
             time.sleep(0.2)
+
+
+def remove_domain(name: str) -> bool:
+    """Destroys and undefines libvirt domain `name` (qemu:///system) if it exists: what a
+    test's cleanup does when `pyd delete` could not; whether there was one."""
+    import libvirt  # only the libvirt tests need it
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return False
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        return True
+    finally:
+        conn.close()

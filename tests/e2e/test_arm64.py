@@ -21,7 +21,7 @@ import pytest
 
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, fetch
+from tests.e2e.pydcli import PydEnv, fetch, remove_domain
 
 NAME = "arm"  # no other test uses it: its domain is pyd-arm, its context pyd-arm
 DOMAIN = f"pyd-{NAME}"
@@ -34,18 +34,7 @@ libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 def _remove_domain() -> bool:
     """Destroys and undefines pyd-arm if it exists; whether it did."""
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByName(DOMAIN)
-    except libvirt.libvirtError:
-        return False
-    try:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-        return True
-    finally:
-        conn.close()
+    return remove_domain(DOMAIN)
 
 
 def _domain_exists() -> bool:

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import (
 from pyd.image.cache import CachedImage
 from pyd.image.index import INDEX, SIGNATURE
 from pyd.image.signing import load_private_key, public_pem, sign
-from tests.e2e.pydcli import PydEnv
+from tests.e2e.pydcli import PydEnv, remove_domain
 from tests.unit.rangeserver import Behaviour, RangeServer, serve
 
 NAME = "rel"
@@ -159,16 +159,7 @@ def _path_without_mmdebstrap(where: Path) -> str:
 
 
 def _destroy_domain() -> None:
-    conn = libvirt.open("qemu:///system")
-    try:
-        dom = conn.lookupByName(DOMAIN)
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-    except libvirt.libvirtError:
-        pass
-    finally:
-        conn.close()
+    remove_domain(DOMAIN)
 
 
 @pytest.fixture

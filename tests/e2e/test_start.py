@@ -23,7 +23,7 @@ from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.agent_proc import stop_agent
 from pyd.ssh.keys import generate_keypair, write_private
-from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
+from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh, remove_domain
 from tests.unit.polling import until
 
 ENGINE_VERSION = re.compile(r"\d+\.\d+\.\d+\S*")  # the guest engine's, e.g. 26.1.5+dfsg1
@@ -63,16 +63,7 @@ def pyd_env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Ite
         yield env
     finally:
         env.pyd("delete", "-f", check=False)
-        conn = libvirt.open("qemu:///system")
-        try:
-            dom = conn.lookupByName(DOMAIN)
-            if dom.isActive():
-                dom.destroy()
-            dom.undefine()
-        except libvirt.libvirtError:
-            pass
-        finally:
-            conn.close()
+        remove_domain(DOMAIN)
         shutil.rmtree(open_dir, ignore_errors=True)
 
 
