@@ -1,6 +1,7 @@
 import hashlib
 import json
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,8 +12,8 @@ from pyd.errors import ImageError, ImageMismatchError
 from pyd.image.cache import ImageCache
 from pyd.image.fetch import PARTIAL_DIR, fetch_files
 from pyd.image.manifest import FileEntry, Manifest, Packed, parse_manifest
-from pyd.image.packing import pack, unpack
-from pyd.image.transfer import RetryPolicy, TransferError
+from pyd.image.packing import Unpacker, pack, unpack
+from pyd.image.transfer import RetryPolicy, SinkRefused, TransferError
 from tests.unit.rangeserver import Behaviour, serve
 
 SHA = "a" * 64
@@ -167,10 +168,13 @@ def _no_sleep(seconds: float) -> None:
     """The backoff is tested in test_image_transfer."""
 
 
-def test_fetch_files_of_a_packed_tree_resumes_cuts_and_verifies(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ranges", [True, False])
+def test_fetch_files_of_a_packed_tree_resumes_cuts_and_verifies(
+    tmp_path: Path, ranges: bool
+) -> None:
     manifest, tree = _tree(tmp_path / "tree")
     cache = ImageCache(tmp_path / "cache")
-    behaviour = Behaviour(cut_after=3000, cuts=4)
+    behaviour = Behaviour(ranges=ranges, cut_after=3000, cuts=4)
     seen: dict[str, int] = {}
 
     def progress(name: str, done: int, total: int) -> None:
@@ -180,10 +184,14 @@ def test_fetch_files_of_a_packed_tree_resumes_cuts_and_verifies(tmp_path: Path) 
         image = fetch_files(cache, manifest, [srv.url + "manifest.json"], progress, sleep=_no_sleep)
         ranged = [r for r in srv.stats.requests if r[1]]
         sent = srv.stats.body_bytes
-    assert ranged, "the cuts were resumed with Range requests"
     packed_total = sum(e.transfer_size for e in manifest.files.values())
-    assert sent < packed_total + 4 * 3000  # resumed, not sent again from byte 0
+    if ranges:
+        assert ranged, "the cuts were resumed with Range requests"
+        assert sent < packed_total + 4 * 3000  # resumed, not sent again from byte 0
+    else:
+        assert sent == packed_total + 4 * 3000  # each cut file came again from byte 0
     assert image.file("rootfs.qcow2").read_bytes() == ROOTFS
+    assert image.file("vmlinuz").read_bytes() == b"kernel " * 5000
     assert seen["rootfs.qcow2"] == manifest.files["rootfs.qcow2"].transfer_size
     assert sorted(p.name for p in image.path.iterdir()) == [
         "initrd.img",
@@ -192,6 +200,79 @@ def test_fetch_files_of_a_packed_tree_resumes_cuts_and_verifies(tmp_path: Path) 
         "vmlinuz",
     ]
     assert not (tmp_path / "cache" / PARTIAL_DIR).exists()
+
+
+def test_a_packed_file_is_unpacked_into_staging_while_it_downloads(tmp_path: Path) -> None:
+    manifest, tree = _tree(tmp_path / "tree")
+    cache = ImageCache(tmp_path / "cache")
+    outputs: list[list[Path]] = []
+
+    def progress(name: str, done: int, total: int) -> None:
+        if name == "rootfs.qcow2" and done == total:  # the last packed byte is in
+            outputs.append(list((tmp_path / "cache").glob("*/rootfs.qcow2")))
+
+    with serve(tree) as srv:
+        image = fetch_files(cache, manifest, [srv.url], progress, sleep=_no_sleep)
+    [[output]] = outputs
+    assert output.parent.name.startswith(".staging")  # never in the cache unverified
+    assert image.file("rootfs.qcow2").read_bytes() == ROOTFS
+
+
+def test_a_packed_partial_of_an_earlier_run_is_resumed_and_unpacked(tmp_path: Path) -> None:
+    manifest, tree = _tree(tmp_path / "tree")
+    rootfs = manifest.files["rootfs.qcow2"]
+    assert rootfs.packed
+    packed = tree["rootfs.qcow2.zst"]
+    assert isinstance(packed, bytes)
+    partials = tmp_path / "cache" / PARTIAL_DIR
+    partials.mkdir(parents=True)
+    (partials / f"{rootfs.packed.sha256}.part").write_bytes(packed[: len(packed) // 2])
+    cache = ImageCache(tmp_path / "cache")
+    with serve(tree) as srv:
+        image = fetch_files(cache, manifest, [srv.url], _quiet, sleep=_no_sleep)
+        assert ("rootfs.qcow2.zst", f"bytes={len(packed) // 2}-", 206) in srv.stats.requests
+        others = sum(e.transfer_size for n, e in manifest.files.items() if n != "rootfs.qcow2")
+        assert srv.stats.body_bytes == others + len(packed) - len(packed) // 2
+    assert image.file("rootfs.qcow2").read_bytes() == ROOTFS
+    assert not partials.exists()
+
+
+def test_a_bomb_fetched_is_refused_at_the_cap(tmp_path: Path) -> None:
+    cctx = zstandard.ZstdCompressor(write_content_size=False)
+    bomb = cctx.compress(bytes(64 << 20))  # 64 MB of zeros in a few KB, no size in its header
+    packed = Packed("zstd", "rootfs.qcow2.zst", len(bomb), hashlib.sha256(bomb).hexdigest())
+    manifest = _manifest(**{"rootfs.qcow2": FileEntry(1_000_000, SHA, packed)})
+    files = {n: FileEntry(1, hashlib.sha256(b"x").hexdigest()) for n in ("vmlinuz", "initrd.img")}
+    manifest = replace(manifest, files={**manifest.files, **files})
+    tree: dict[str, bytes | Path] = {"rootfs.qcow2.zst": bomb, "vmlinuz": b"x", "initrd.img": b"x"}
+    cache = ImageCache(tmp_path / "cache")
+    with (
+        serve(tree) as srv,
+        pytest.raises(ImageMismatchError, match="unpacks to more than 1000000 bytes"),
+    ):
+        fetch_files(cache, manifest, [srv.url], _quiet, policy=RetryPolicy(2), sleep=_no_sleep)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".lock"]
+
+
+def test_an_unpacker_restarted_forgets_what_it_was_fed(tmp_path: Path) -> None:
+    packed, entry = _packed(tmp_path, ROOTFS)
+    data = packed.read_bytes()
+    unpacker = Unpacker(tmp_path / "out", entry)
+    try:
+        unpacker.feed(b"not zstd at all" * 100)
+        with pytest.raises(SinkRefused, match="does not unpack"):
+            for _ in range(1000):  # the decoder says so on a later feed
+                time.sleep(0.001)
+                unpacker.feed(b"more")
+        unpacker.restart()
+        unpacker.feed(data[:1000])
+        unpacker.restart()  # a restart in the middle of a good stream
+        for i in range(0, len(data), 4096):
+            unpacker.feed(data[i : i + 4096])
+        unpacker.finish()
+    finally:
+        unpacker.close()
+    assert (tmp_path / "out").read_bytes() == ROOTFS
 
 
 def test_a_packed_file_that_unpacks_wrong_refuses_the_image(tmp_path: Path) -> None:

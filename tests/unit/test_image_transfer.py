@@ -10,6 +10,7 @@ from pyd.errors import ImageMismatchError
 from pyd.image.transfer import (
     Progress,
     RetryPolicy,
+    SinkRefused,
     TransferError,
     describe,
     download,
@@ -262,3 +263,91 @@ def test_a_file_url_is_read_whole_even_when_part_of_it_is_kept(tmp_path: Path) -
     part.write_bytes(DATA[:1000])  # file:// has no Range: the whole file comes again
     download([(tmp_path / "src").as_uri()], part, len(DATA), SHA)
     assert part.read_bytes() == DATA
+
+
+class Recorder:
+    """A Sink that keeps what it is fed; refuses once it holds `refuse_at` bytes."""
+
+    def __init__(self, refuse_at: int | None = None) -> None:
+        self.data = bytearray()
+        self.restarts = 0
+        self.refuse_at = refuse_at
+
+    def feed(self, data: bytes | memoryview) -> None:
+        self.data += data
+        if self.refuse_at is not None and len(self.data) >= self.refuse_at:
+            raise SinkRefused("not the file")
+
+    def restart(self) -> None:
+        self.data.clear()
+        self.restarts += 1
+
+
+def test_a_sink_is_fed_each_byte_once_in_order_across_cuts(tmp_path: Path) -> None:
+    sink = Recorder()
+    behaviour = Behaviour(cut_after=len(DATA) // 10, cuts=5)
+    with serve({"f": DATA}, behaviour) as srv:
+        download([srv.url + "f"], tmp_path / "f.part", len(DATA), SHA, sleep=Sleeps(), sink=sink)
+    assert bytes(sink.data) == DATA
+    assert sink.restarts == 0
+    assert len(srv.stats.requests) == 6
+
+
+def test_a_sink_restarts_with_a_server_without_range(tmp_path: Path) -> None:
+    sink = Recorder()
+    behaviour = Behaviour(ranges=False, cut_after=len(DATA) // 2, cuts=2)
+    with serve({"f": DATA}, behaviour) as srv:
+        download([srv.url + "f"], tmp_path / "f.part", len(DATA), SHA, sleep=Sleeps(), sink=sink)
+    assert bytes(sink.data) == DATA
+    assert sink.restarts == 2
+
+
+def test_a_sink_is_fed_the_kept_prefix_of_an_earlier_run_first(tmp_path: Path) -> None:
+    part = tmp_path / "f.part"
+    part.write_bytes(DATA[:700_000])
+    sink = Recorder()
+    with serve({"f": DATA}) as srv:
+        download([srv.url + "f"], part, len(DATA), SHA, sink=sink)
+    assert bytes(sink.data) == DATA
+    assert srv.stats.body_bytes == 300_000
+
+
+def test_a_stale_prefix_restarts_the_sink_with_the_file(tmp_path: Path) -> None:
+    part = tmp_path / "f.part"
+    part.write_bytes(b"x" * 700_000)
+    sink = Recorder()
+    with serve({"f": DATA}) as srv:
+        download([srv.url + "f"], part, len(DATA), SHA, sink=sink)
+    assert bytes(sink.data) == DATA
+    assert sink.restarts == 1
+
+
+def test_a_sink_refusing_the_bytes_refuses_the_copy_early(tmp_path: Path) -> None:
+    sink = Recorder(refuse_at=100_000)
+    with (
+        serve({"f": DATA}) as srv,
+        pytest.raises(ImageMismatchError, match=r"f\.part from .* \(not the file\)"),
+    ):
+        download([srv.url + "f"], tmp_path / "f.part", len(DATA), SHA, sink=sink)
+    assert list(tmp_path.iterdir()) == []
+    assert len(sink.data) < 200_000  # read no further than the refusal
+
+
+def test_a_sink_refusing_a_kept_prefix_starts_over_from_byte_0(tmp_path: Path) -> None:
+    part = tmp_path / "f.part"
+    part.write_bytes(DATA[:700_000])
+    sink = Recorder(refuse_at=500_000)
+
+    def refuse_once(data: bytes | memoryview) -> None:
+        try:
+            Recorder.feed(sink, data)
+        except SinkRefused:
+            sink.refuse_at = None
+            raise
+
+    sink.feed = refuse_once  # type: ignore[method-assign]
+    with serve({"f": DATA}) as srv:
+        download([srv.url + "f"], part, len(DATA), SHA, sink=sink)
+    assert bytes(sink.data) == DATA
+    assert sink.restarts == 1
+    assert srv.stats.body_bytes == len(DATA)

@@ -7,28 +7,42 @@ largest every zstd decoder accepts without being told to (ZSTD_WINDOWLOG_LIMIT_D
 across the 1 GB disk image that the default 8 MiB window misses. Level and figures are in
 bench/image_size.py.
 
-Unpacking trusts nothing: the packed bytes were verified against their digest as they
-arrived, and the output is hashed and capped at the manifest's size as it is written (a
-zstd bomb stops there); any mismatch deletes the output and refuses the file.
+Unpacking streams: each chunk of a packed file goes to the decoder as it arrives from the
+network (Unpacker, fed by transfer.download), so the unpack ends with the download instead
+of ~1.5 s after it (bench/image_fetch.py --only link). The decoder therefore sees bytes that
+are not verified yet: the accepted trade, as libzstd is fuzzed, the window is capped at
+128 MiB and the output at the manifest's size (a zstd bomb stops there), and the output is
+written only into the staging directory, never the cache. Nothing unverified is kept: the
+file is used only when the packed bytes match their digest AND the output matches the
+manifest's size and sha256; otherwise the output is deleted and the file refused.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import IO, cast
 
 import zstandard
 
 from pyd.errors import ImageError, ImageMismatchError
 from pyd.image.manifest import FileEntry, Packed
+from pyd.image.transfer import SinkRefused
 
 ENCODING = "zstd"
 SUFFIX = ".zst"
 LEVEL = 9  # bench/image_size.py: -19 saves ~14 % more of the rootfs but packs ~30x slower
 WINDOW_LOG = 27  # 128 MiB: the largest window a decoder takes by default
 CHUNK = 1 << 20
+# Chunks queued at most between the socket and the decoder (64 KiB each from the socket:
+# 16 MiB) and between the decoder and the disk (1 MiB each): the network runs ahead of a
+# slow decoder by this much, then waits, and memory stays bounded.
+_QUEUED_IN = 256
+_QUEUED_OUT = 32
+FEED = 1 << 16  # what unpack reads at a time, as the socket's chunks
 # A packed file is published only when it saves at least this share of the plain one:
 # below that, unpacking costs the client more time than the transfer saves.
 MIN_SAVING = 0.05
@@ -76,79 +90,168 @@ def pack(
 
 
 def unpack(packed: Path, out: Path, entry: FileEntry, *, name: str = "") -> None:
-    """Unpacks `packed` (verified already) into `out`, which must then be the file `entry`
+    """Unpacks `packed` (a file on disk) into `out`, which must then be the file `entry`
     describes; otherwise `out` is deleted and the file refused (ImageMismatchError)."""
-    name = name or out.name
-    if entry.packed is None or entry.packed.encoding != ENCODING:
-        raise ImageError(f"{name} is not packed with {ENCODING}")
+    unpacker = Unpacker(out, entry, name=name)
     try:
-        _unpack(packed, out, entry, name)
+        with packed.open("rb") as src:
+            while chunk := src.read(FEED):
+                unpacker.feed(chunk)
+    except SinkRefused:
+        pass  # finish() says why
     except BaseException:
+        unpacker.close()
         out.unlink(missing_ok=True)
         raise
+    unpacker.finish()
 
 
-def _unpack(packed: Path, out: Path, entry: FileEntry, name: str) -> None:
-    """Decompresses here while a second thread hashes and writes the chunk before (zstd,
-    sha256 and file writes all release the GIL): decompression alone sets the pace, ~0.7 s
-    for the 600 MB rootfs, where one thread doing all three took ~1.5 s."""
-    hasher = hashlib.sha256()
-    done = 0
-    dctx = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
-    # Two reused buffers: the thread hashes and writes one while the next chunk is
-    # decompressed into the other; no 1 MiB bytes object is made (and page-faulted in) per
-    # chunk.
-    bufs = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
-    turn = 0
-    # The pool is left first: a pending write finishes before the file closes.
-    with (
-        packed.open("rb") as src,
-        out.open("wb") as dst,
-        ThreadPoolExecutor(1) as pool,
-    ):
+class _Cap(Exception):
+    """The output went past the manifest's size."""
 
-        def consume(chunk: memoryview) -> None:
-            hasher.update(chunk)
-            dst.write(chunk)
 
-        consuming: Future[None] | None = None
-        reader = dctx.stream_reader(src, read_size=CHUNK, read_across_frames=True)
-        while True:
+class _Forward:
+    """The decoder's output stream: each decoded chunk goes to `emit`."""
+
+    def __init__(self, emit: Callable[[bytes], None]) -> None:
+        self.emit = emit
+
+    def write(self, data: bytes) -> int:
+        self.emit(data)
+        return len(data)
+
+
+class Unpacker:
+    """A packed file unpacked while it downloads (a transfer.Sink). `feed` only queues a
+    copy of the chunk, so the socket loop never waits on the decoder; one thread decodes
+    and a second hashes and writes (zstd, sha256 and writes release the GIL: decoding
+    alone sets the pace, ~0.7 s for the 600 MB rootfs, where one thread doing all three
+    took ~1.5 s). `restart` drops everything (the download starts over from byte 0);
+    `finish` waits for the decoder and accepts the output only when it is the file the
+    manifest describes, else deletes it and refuses the file; `close` stops the threads
+    (finish closes too)."""
+
+    def __init__(self, out: Path, entry: FileEntry, *, name: str = "") -> None:
+        self.name = name or out.name
+        if entry.packed is None or entry.packed.encoding != ENCODING:
+            raise ImageError(f"{self.name} is not packed with {ENCODING}")
+        self.path, self.entry = out, entry
+        self._file = out.open("wb")
+        self._packed: queue.Queue[bytes | None] = queue.Queue(_QUEUED_IN)
+        self._unpacked: queue.Queue[bytes | None] = queue.Queue(_QUEUED_OUT)
+        self._reset()
+        self._threads = [
+            threading.Thread(target=self._decode, name=f"unpack {self.name}", daemon=True),
+            threading.Thread(target=self._write, name=f"write {self.name}", daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _reset(self) -> None:
+        """A fresh decoder and an empty output; only while both threads are idle."""
+        self._file.seek(0)
+        self._file.truncate()
+        self._hasher = hashlib.sha256()
+        self._decoded = 0
+        self._cause = ""  # why what was fed cannot be this file
+        self._failure: ImageError | None = None  # the output could not be written
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
+        out = cast("IO[bytes]", _Forward(self._emit))  # stream_writer calls only write()
+        self._decoder = dctx.stream_writer(out, write_size=CHUNK, closefd=False)
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """The next bytes of the packed file. Raises SinkRefused once what was fed cannot
+        be this file (the decoder found it is not zstd, or it unpacks past the cap)."""
+        if self._failure is not None:
+            raise self._failure
+        if self._cause:
+            raise SinkRefused(self._cause)
+        self._packed.put(bytes(data))  # a copy: the caller reuses its buffer
+
+    def restart(self) -> None:
+        """The packed file starts over from byte 0."""
+        self._idle()
+        self._reset()
+
+    def finish(self) -> None:
+        """Returns once the whole output is written and matches the manifest; otherwise
+        deletes it and raises ImageMismatchError (or ImageError when it could not be
+        written)."""
+        try:
+            self._idle()
+            if self._failure is not None:
+                raise self._failure
+            if self._cause:
+                raise _refused(self.name, self._cause)
+            if self._decoded != self.entry.size:
+                raise _refused(
+                    self.name,
+                    f"it unpacks to {self._decoded} bytes, the manifest says {self.entry.size}",
+                )
+            if self._hasher.hexdigest() != self.entry.sha256:
+                raise _refused(
+                    self.name,
+                    f"it unpacks to sha256 {self._hasher.hexdigest()[:16]}…, "
+                    f"the manifest says {self.entry.sha256[:16]}…",
+                )
+            # No fsync, as for the files fetched plain: it cost 1-2 s per 600 MB here
+            # (another VM's disk writing), more than the whole download on a fast link.
+        except BaseException:
+            self.close()
+            self.path.unlink(missing_ok=True)
+            raise
+        self.close()
+
+    def close(self) -> None:
+        """Stops the threads and closes the output (kept: finish decides); idempotent."""
+        if self._file.closed:
+            return
+        self._cause = self._cause or "closed"  # the decoder skips what is still queued
+        self._packed.put(None)
+        for t in self._threads:
+            t.join()
+        self._file.close()
+
+    def _idle(self) -> None:
+        self._packed.join()  # decoded: its output is queued...
+        self._unpacked.join()  # ...and written
+
+    def _decode(self) -> None:
+        while (chunk := self._packed.get()) is not None:
             try:
-                n = reader.readinto(bufs[turn])
+                if not self._cause:
+                    self._decoder.write(chunk)
+            except _Cap:
+                self._cause = f"it unpacks to more than {self.entry.size} bytes"
             except zstandard.ZstdError as e:
-                raise _refused(name, f"it does not unpack ({e})") from None
-            if not n:
-                break
-            done += n
-            if done > entry.size:  # a bomb, or simply not this file: stop writing now
-                raise _refused(name, f"it unpacks to more than {entry.size} bytes")
-            _wait(consuming, out)  # in order, and the other buffer is free again
-            consuming = pool.submit(consume, bufs[turn][:n])
-            turn ^= 1
-        _wait(consuming, out)
-        # No fsync, as for the files fetched plain: it cost 1-2 s per 600 MB here (another
-        # VM's disk writing), more than the whole download on a fast link.
-    if done != entry.size:
-        raise _refused(name, f"it unpacks to {done} bytes, the manifest says {entry.size}")
-    if hasher.hexdigest() != entry.sha256:
-        raise _refused(
-            name,
-            f"it unpacks to sha256 {hasher.hexdigest()[:16]}…, "
-            f"the manifest says {entry.sha256[:16]}…",
-        )
+                self._cause = f"it does not unpack ({e})"
+            except Exception as e:  # never a silent dead thread: the file is refused
+                self._cause = f"it does not unpack ({e!r})"
+            finally:
+                self._packed.task_done()
+        self._packed.task_done()
+        self._unpacked.put(None)
 
+    def _emit(self, data: bytes) -> None:
+        self._decoded += len(data)
+        if self._decoded > self.entry.size:  # a bomb, or simply not this file: stop now
+            raise _Cap
+        self._unpacked.put(data)
 
-def _wait(consuming: Future[None] | None, out: Path) -> None:
-    if consuming is None:
-        return
-    try:
-        consuming.result()
-    except OSError as e:
-        raise ImageError(
-            f"cannot write {out}: {e.strerror or e}",
-            hint="free some disk space, or check the cache directory's permissions",
-        ) from None
+    def _write(self) -> None:
+        while (data := self._unpacked.get()) is not None:
+            try:
+                if self._failure is None:
+                    self._hasher.update(data)
+                    self._file.write(data)
+            except OSError as e:
+                self._failure = ImageError(
+                    f"cannot write {self.path}: {e.strerror or e}",
+                    hint="free some disk space, or check the cache directory's permissions",
+                )
+            finally:
+                self._unpacked.task_done()
+        self._unpacked.task_done()
 
 
 def _refused(name: str, cause: str) -> ImageMismatchError:

@@ -9,6 +9,11 @@ hashlib cannot serialise one anyway. A prefix is only ever "verified" once the w
 matches the manifest's sha256, so a mismatch after a resume starts over once from byte 0
 before the file is refused: the stale prefix, not the server, may be what is wrong.
 
+A Sink (packing.Unpacker) may be given each byte of the file once, in order, as it
+arrives: the kept prefix first when a call starts on a partial file, and `restart` whenever
+the file starts over from byte 0 (no Range support, If-Range mismatch, a mismatch after a
+resume). A sink refusing what it was fed counts as a mismatch of this copy.
+
 A redirect is followed anew on every attempt (urllib resolves it per request and the
 redirected URL is never kept): signed object-store URLs expire within minutes.
 """
@@ -27,7 +32,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 from pyd.errors import ImageError, ImageMismatchError
 
@@ -37,6 +42,18 @@ CHUNK = 1 << 20
 # of 10, pyd/curl): 64 KiB 0.75, 128 KiB 0.70, 256 KiB 0.59-0.87, 1 MiB 0.51-0.62.
 RECV = 1 << 16
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+class SinkRefused(Exception):
+    """What a Sink was fed cannot be the file (str(e) says why)."""
+
+
+class Sink(Protocol):
+    def feed(self, data: bytes | memoryview) -> None:
+        """The next bytes (a copy must be made to keep them). Raises SinkRefused."""
+
+    def restart(self) -> None:
+        """The file starts over from byte 0: drop everything fed so far."""
 
 
 class TransferError(ImageError):
@@ -141,10 +158,11 @@ class _Partial:
     from_disk: bool = False  # the prefix came from an earlier run
     resumed: bool = False  # more than one response wrote into it
     validator: str = ""  # ETag or Last-Modified of the response that started it
+    sink: Sink | None = None
 
     @classmethod
-    def open(cls, path: Path, size: int) -> _Partial:
-        p = cls(path, size)
+    def open(cls, path: Path, size: int, sink: Sink | None) -> _Partial:
+        p = cls(path, size, sink=sink)
         try:
             kept = path.stat().st_size
         except FileNotFoundError:
@@ -152,9 +170,16 @@ class _Partial:
         if kept > size:
             p.restart()
             return p
-        with path.open("rb") as f:
-            while chunk := f.read(CHUNK):
-                p.hasher.update(chunk)
+        try:
+            with path.open("rb") as f:
+                # RECV-sized, as from the socket: what a sink queues stays bounded.
+                while chunk := f.read(RECV if sink else CHUNK):
+                    p.hasher.update(chunk)
+                    if sink:
+                        sink.feed(chunk)
+        except SinkRefused:
+            p.restart()  # the kept prefix is not this file: from byte 0
+            return p
         p.done, p.from_disk = kept, kept > 0
         return p
 
@@ -163,6 +188,8 @@ class _Partial:
         self.hasher, self.done = hashlib.sha256(), 0
         self.from_disk = self.resumed = False
         self.validator = ""
+        if self.sink:
+            self.sink.restart()
 
 
 Opener = Callable[[urllib.request.Request, float], IO[bytes]]
@@ -185,16 +212,18 @@ def download(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     opener: Opener = _urlopen,
+    sink: Sink | None = None,
 ) -> None:
     """Fills `part` with the file that `urls` (mirrors, tried in order) serve, `size` bytes
     with `sha256`. What `part` already holds is resumed from. Returns when `part` is
-    complete and verified; errors call it `name` (default: part's name). A copy that does
+    complete and verified (`sink`, if any, was fed exactly its bytes; its own verdict is
+    the caller's to ask); errors call it `name` (default: part's name). A copy that does
     not match is deleted and refused (ImageMismatchError); when the network fails for good
     (TransferError) `part` keeps what arrived so the next call resumes from it."""
     name = name or part.name
     if not urls:
         raise TransferError(f"no URL to download {name} from")
-    p = _Partial.open(part, size)
+    p = _Partial.open(part, size, sink)
     meter = _Meter(size, clock)
     live = list(urls)
     causes: dict[str, str] = {}
@@ -357,6 +386,11 @@ def _stream(
                 raise _Mismatch(f"the server sends more than {p.size} bytes")
             chunk = buf[:n]
             p.hasher.update(chunk)
+            if p.sink:
+                try:
+                    p.sink.feed(chunk)
+                except SinkRefused as e:
+                    raise _Mismatch(str(e)) from None
             try:
                 out.write(chunk)
             except OSError as e:
