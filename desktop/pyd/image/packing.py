@@ -38,10 +38,9 @@ LEVEL = 9  # bench/image_size.py: -19 saves ~14 % more of the rootfs but packs ~
 WINDOW_LOG = 27  # 128 MiB: the largest window a decoder takes by default
 CHUNK = 1 << 20
 # Chunks queued at most between the socket and the decoder (64 KiB each from the socket:
-# 16 MiB) and between the decoder and the disk (1 MiB each): the network runs ahead of a
-# slow decoder by this much, then waits, and memory stays bounded.
+# 16 MiB): the network runs ahead of a slow decoder by this much, then waits.
 _QUEUED_IN = 256
-_QUEUED_OUT = 32
+_BUFFERS = 4  # decoded chunks (CHUNK each) in flight between the decoder and the disk
 FEED = 1 << 16  # what unpack reads at a time, as the socket's chunks
 # A packed file is published only when it saves at least this share of the plain one:
 # below that, unpacking costs the client more time than the transfer saves.
@@ -106,30 +105,23 @@ def unpack(packed: Path, out: Path, entry: FileEntry, *, name: str = "") -> None
     unpacker.finish()
 
 
-class _Cap(Exception):
-    """The output went past the manifest's size."""
+class _Source:
+    """The decoder's input: the queued chunks, until the end of this stream."""
 
-
-class _Forward:
-    """The decoder's output stream: each decoded chunk goes to `emit`."""
-
-    def __init__(self, emit: Callable[[bytes], None]) -> None:
-        self.emit = emit
-
-    def write(self, data: bytes) -> int:
-        self.emit(data)
-        return len(data)
+    def __init__(self, take: Callable[[], bytes]) -> None:
+        self.read = lambda size=-1: take()
 
 
 class Unpacker:
     """A packed file unpacked while it downloads (a transfer.Sink). `feed` only queues a
     copy of the chunk, so the socket loop never waits on the decoder; one thread decodes
-    and a second hashes and writes (zstd, sha256 and writes release the GIL: decoding
-    alone sets the pace, ~0.7 s for the 600 MB rootfs, where one thread doing all three
-    took ~1.5 s). `restart` drops everything (the download starts over from byte 0);
-    `finish` waits for the decoder and accepts the output only when it is the file the
-    manifest describes, else deletes it and refuses the file; `close` stops the threads
-    (finish closes too)."""
+    into reused buffers and a second hashes and writes them (zstd, sha256 and writes
+    release the GIL). Reused buffers matter: a fresh bytes object per decoded chunk
+    (stream_writer) page-faulted 600 MB in and took 1.5-2.2 s for the rootfs instead of
+    ~0.8 s. `restart` drops everything (the download starts over from byte 0); `finish`
+    waits for the decoder and accepts the output only when it is the file the manifest
+    describes, else deletes it and refuses the file; `close` stops the threads (finish
+    closes too)."""
 
     def __init__(self, out: Path, entry: FileEntry, *, name: str = "") -> None:
         self.name = name or out.name
@@ -137,8 +129,14 @@ class Unpacker:
             raise ImageError(f"{self.name} is not packed with {ENCODING}")
         self.path, self.entry = out, entry
         self._file = out.open("wb")
+        # Input chunks; b"" ends a stream (restart, finish), None stops the thread.
         self._packed: queue.Queue[bytes | None] = queue.Queue(_QUEUED_IN)
-        self._unpacked: queue.Queue[bytes | None] = queue.Queue(_QUEUED_OUT)
+        self._bufs = [memoryview(bytearray(CHUNK)) for _ in range(_BUFFERS)]
+        self._free: queue.Queue[int] = queue.Queue()
+        for i in range(_BUFFERS):
+            self._free.put(i)
+        self._unpacked: queue.Queue[tuple[int, int] | None] = queue.Queue()
+        self._stopping = self._ended = False
         self._reset()
         self._threads = [
             threading.Thread(target=self._decode, name=f"unpack {self.name}", daemon=True),
@@ -148,16 +146,13 @@ class Unpacker:
             t.start()
 
     def _reset(self) -> None:
-        """A fresh decoder and an empty output; only while both threads are idle."""
+        """An empty output; only while both threads are idle (between streams)."""
         self._file.seek(0)
         self._file.truncate()
         self._hasher = hashlib.sha256()
         self._decoded = 0
         self._cause = ""  # why what was fed cannot be this file
         self._failure: ImageError | None = None  # the output could not be written
-        dctx = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
-        out = cast("IO[bytes]", _Forward(self._emit))  # stream_writer calls only write()
-        self._decoder = dctx.stream_writer(out, write_size=CHUNK, closefd=False)
 
     def feed(self, data: bytes | memoryview) -> None:
         """The next bytes of the packed file. Raises SinkRefused once what was fed cannot
@@ -166,7 +161,8 @@ class Unpacker:
             raise self._failure
         if self._cause:
             raise SinkRefused(self._cause)
-        self._packed.put(bytes(data))  # a copy: the caller reuses its buffer
+        if data:
+            self._packed.put(bytes(data))  # a copy: the caller reuses its buffer
 
     def restart(self) -> None:
         """The packed file starts over from byte 0."""
@@ -213,43 +209,67 @@ class Unpacker:
         self._file.close()
 
     def _idle(self) -> None:
+        """Ends the stream fed so far and waits until it is decoded and written."""
+        self._packed.put(b"")
         self._packed.join()  # decoded: its output is queued...
         self._unpacked.join()  # ...and written
 
+    def _take(self) -> bytes:
+        """The next input chunk for the decoder; b"" at the end of the stream (the end
+        mark is marked done by _decode, once its output is queued)."""
+        chunk = self._packed.get()
+        if chunk is None:
+            self._stopping = True
+        if not chunk:
+            self._ended = True
+            return b""
+        self._packed.task_done()
+        return chunk
+
     def _decode(self) -> None:
-        while (chunk := self._packed.get()) is not None:
+        dctx = zstandard.ZstdDecompressor(max_window_size=1 << WINDOW_LOG)
+        while not self._stopping:  # one stream per turn: from a (re)start to its end mark
+            self._ended = False
+            reader = dctx.stream_reader(
+                cast("IO[bytes]", _Source(self._take)), read_size=CHUNK, read_across_frames=True
+            )
             try:
-                if not self._cause:
-                    self._decoder.write(chunk)
-            except _Cap:
-                self._cause = f"it unpacks to more than {self.entry.size} bytes"
+                while True:
+                    i = self._free.get()
+                    n = reader.readinto(self._bufs[i]) if not self._cause else 0
+                    if not n:
+                        self._free.put(i)
+                        break
+                    self._decoded += n
+                    if self._decoded > self.entry.size:  # a bomb, or not this file: stop
+                        self._free.put(i)
+                        self._cause = f"it unpacks to more than {self.entry.size} bytes"
+                        break
+                    self._unpacked.put((i, n))
             except zstandard.ZstdError as e:
                 self._cause = f"it does not unpack ({e})"
             except Exception as e:  # never a silent dead thread: the file is refused
                 self._cause = f"it does not unpack ({e!r})"
-            finally:
-                self._packed.task_done()
-        self._packed.task_done()
+            # After a refusal the rest of the stream is only drained, up to its end mark.
+            while not self._ended:
+                self._take()
+            self._packed.task_done()  # the end mark (or the stop)
         self._unpacked.put(None)
 
-    def _emit(self, data: bytes) -> None:
-        self._decoded += len(data)
-        if self._decoded > self.entry.size:  # a bomb, or simply not this file: stop now
-            raise _Cap
-        self._unpacked.put(data)
-
     def _write(self) -> None:
-        while (data := self._unpacked.get()) is not None:
+        while (item := self._unpacked.get()) is not None:
+            i, n = item
             try:
                 if self._failure is None:
-                    self._hasher.update(data)
-                    self._file.write(data)
+                    self._hasher.update(self._bufs[i][:n])
+                    self._file.write(self._bufs[i][:n])
             except OSError as e:
                 self._failure = ImageError(
                     f"cannot write {self.path}: {e.strerror or e}",
                     hint="free some disk space, or check the cache directory's permissions",
                 )
             finally:
+                self._free.put(i)
                 self._unpacked.task_done()
         self._unpacked.task_done()
 
