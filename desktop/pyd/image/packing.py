@@ -117,11 +117,11 @@ class Unpacker:
     copy of the chunk, so the socket loop never waits on the decoder; one thread decodes
     into reused buffers and a second hashes and writes them (zstd, sha256 and writes
     release the GIL). Reused buffers, not a fresh bytes object per decoded chunk
-    (stream_writer): bench/image_fetch.py link, pyd/curl 0.72 -> 0.78 at 100 MB/s and
-    0.47 -> 0.52 at 200. `restart` drops everything (the download starts over from byte 0); `finish`
-    waits for the decoder and accepts the output only when it is the file the manifest
-    describes, else deletes it and refuses the file; `close` stops the threads (finish
-    closes too)."""
+    (stream_writer): 600 MB of new pages cost more than the decoding
+    (`bench/image_fetch.py --rate`). `restart` drops everything (the download starts over
+    from byte 0); `finish` waits for the decoder and accepts the output only when it is the
+    file the manifest describes, else deletes it and refuses the file; `close` stops the
+    threads (finish closes too)."""
 
     def __init__(self, out: Path, entry: FileEntry, *, name: str = "") -> None:
         self.name = name or out.name
