@@ -383,3 +383,29 @@ def test_a_manifest_is_matched_to_the_index_before_it_is_parsed(
     with serve(tree) as srv, pytest.raises(ImageMismatchError, match="does not match the index"):
         pull(cache, srv)
     assert cache.entries() == [] and nothing_kept(cache)
+
+
+def test_an_older_index_from_the_same_urls_is_refused_as_stale_or_replayed(
+    tmp_path: Path,
+) -> None:
+    cache = ImageCache(tmp_path / "images")
+    older = release_tree([(image_files(), OLD, "2026-12-01T00:00:00Z")])
+    newer = release_tree([(image_files(b"n"), NEW, "2026-12-02T00:00:00Z")])
+    with serve(newer) as srv:
+        assert pull(cache, srv).key == image_key("x86_64", NEW)
+        srv.files.clear()
+        srv.files.update(older)  # the same URL now serves the older, validly signed index
+        with pytest.raises(ImageError, match="stale or replayed") as e:
+            pull(cache, srv)
+    assert "2026-12-02" in e.value.message and e.value.hint
+    assert image_key("x86_64", OLD) not in {p.name for p in cache.root.iterdir()}
+    seen = cached_newest(cache, "x86_64", KEYS)
+    assert seen is not None and seen.recipe_hash == NEW  # the newer index is still the one kept
+
+
+def test_an_older_index_of_another_source_is_not_compared(tmp_path: Path) -> None:
+    cache = ImageCache(tmp_path / "images")
+    with serve(release_tree([(image_files(b"n"), NEW, "2026-12-02T00:00:00Z")])) as srv:
+        pull(cache, srv)
+    with serve(release_tree([(image_files(), OLD, "2026-12-01T00:00:00Z")])) as other:
+        assert pull(cache, other).key == image_key("x86_64", OLD)

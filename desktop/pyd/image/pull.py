@@ -111,13 +111,14 @@ def pull_newest(
         origin=fetched.url,
         insecure=insecure,
     )
+    entry = newest(index, arch)
     if verdict.warning:
         progress.info(f"WARNING: {verdict.warning}")
     else:
         progress.info(f"index {fetched.url}: signed by {verdict.key}")
+        _refuse_older(cache, urls, fetched.url, arch, entry, keys)
         if remember:
             _store_index(cache, fetched)
-    entry = newest(index, arch)
     if entry is None:
         arches = sorted({e.arch for e in index.images})
         has = f"only {', '.join(arches)}" if arches else "no images at all"
@@ -139,6 +140,36 @@ def pull_newest(
     )
     bases = [murl, *(m for m in murls if m != murl)]
     return fetch_files(cache, manifest, bases, progress.transfer, policy=policy, sleep=sleep)
+
+
+def _refuse_older(
+    cache: ImageCache,
+    urls: Sequence[str],
+    url: str,
+    arch: str,
+    entry: IndexEntry | None,
+    keys: Keys,
+) -> None:
+    """A signature does not say when: a mirror can serve an older index, still validly
+    signed (stale, or replayed to hold users on an image with known holes). Refused when
+    the index last verified from these same URLs listed a newer `arch` image; an index of
+    another source is not compared (its dates say nothing about this one's)."""
+    stored_from = stored_index_meta(cache).get("url")
+    if stored_from not in urls:
+        return
+    seen = cached_newest(cache, arch, keys)
+    if seen is None or (entry is not None and entry.when >= seen.when):
+        return
+    offered = (
+        f"its newest {arch} image is from {entry.created}" if entry else f"it has no {arch} image"
+    )
+    raise ImageError(
+        f"the index at {url} is older than the one verified from {stored_from} before: "
+        f"{offered}, the one seen then is from {seen.created} "
+        f"({image_key(seen.arch, seen.recipe_hash)}); a mirror serves a stale or replayed "
+        "index, so it was refused",
+        hint="try again later, or name an up-to-date mirror with `pyd image pull --index URL`",
+    )
 
 
 def index_url(url: str) -> str:
