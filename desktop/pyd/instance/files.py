@@ -24,6 +24,7 @@ AGENT_STATUS = "agent.json"  # the agent's status, read by `pyd start` and `pyd 
 AGENT_LOCK = "agent.lock"  # held by the running agent: at most one per instance
 KEEPER_STATUS = "keeper.json"  # the agent's keeper (agent/keeper.py): pid, restarts
 KEEPER_LOCK = "keeper.lock"  # held by the running keeper
+STOP_REQUEST = "stop.request"  # `pyd stop` asks keeper and agent to stop (Windows has no SIGTERM)
 DOCKER_SOCK = "sock/docker.sock"  # in its own 0700 directory
 EXEC_SOCK = "sock/exec.sock"  # `pyd docker` commands run by the agent (agent/exec_server.py)
 
@@ -61,5 +62,6 @@ class InstanceFiles:
     agent_lock = _File(AGENT_LOCK)
     keeper_status = _File(KEEPER_STATUS)
     keeper_lock = _File(KEEPER_LOCK)
+    stop_request = _File(STOP_REQUEST)
     docker_sock = _File(DOCKER_SOCK)
     exec_sock = _File(EXEC_SOCK)
