@@ -58,6 +58,7 @@ OPEN_TIMEOUT = 10.0
 STDIN_STOP_WAIT = 1.0  # for the stdin copy to see the end (it only waits on stdin and a pipe)
 HUNG_UP = 128 + 1  # a shell's code for SIGHUP (1 on every POSIX system)
 _HANG_UP = -1  # hang_up(), queued with the signals
+_RESIZE = -2  # resize(), likewise
 # A shell's code for a process ended by SIGPIPE: what a local docker would get when the
 # reader of its output goes away (`pyd docker save img | head -c 10`).
 OUTPUT_CLOSED = 128 + 13
@@ -125,8 +126,11 @@ class GuestSession:
         streams: HostStreams,
         term: str | None,
         host_side: HostSide,
+        window: Callable[[], tuple[int, int]] | None = None,
     ) -> None:
         self._transport = transport
+        # The terminal's size: the one on stdout, or what a framed client of the agent said.
+        self._window = window or (lambda: terminal.size(self._streams.stdout))
         self._host_side = host_side
         # Cleared while the client is stopped (Ctrl-Z): no output, no input, as with a
         # stopped ssh.
@@ -150,6 +154,10 @@ class GuestSession:
         """Acts on `signum` as if this process had received it."""
         self._signals_received.put(signum)
 
+    def resize(self) -> None:
+        """The terminal's size changed (`window` says it): the guest's PTY follows."""
+        self._signals_received.put(_RESIZE)
+
     def hang_up(self) -> None:
         """Ends the command for a client that has gone (killed, or the agent stopping).
         With a terminal, as a closed terminal would: the guest's PTY hangs up. Without one,
@@ -171,7 +179,7 @@ class GuestSession:
             if ended:
                 return self._ended_with or 0
             if self._term is not None:
-                columns, rows = terminal.size(self._streams.stdout)
+                columns, rows = self._window()
                 chan.get_pty(self._term, columns, rows)
             chan.exec_command(
                 command_line(
@@ -295,8 +303,9 @@ class GuestSession:
                 self._send_signal("KILL", self._pid)
             self._end(HUNG_UP)
             return
-        if sys.platform != "win32" and signum == signal.SIGWINCH:
-            chan.resize_pty(*terminal.size(self._streams.stdout))
+        if signum == _RESIZE or (sys.platform != "win32" and signum == signal.SIGWINCH):
+            if self._interactive:
+                chan.resize_pty(*self._window())
             return
         if sys.platform != "win32" and signum in (signal.SIGTSTP, signal.SIGCONT):
             # Only from a client of the agent (see pyd.guestdocker.agent_link); a stopped
