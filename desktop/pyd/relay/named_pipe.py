@@ -29,7 +29,13 @@ from typing import Any
 
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
-from pyd.relay.connections import Connections, OpenChannel, Refuse, ServedForward
+from pyd.relay.connections import (
+    Connections,
+    ConnectionThreads,
+    OpenChannel,
+    Refuse,
+    ServedForward,
+)
 
 log = logging.getLogger("pyd.relay")
 
@@ -44,16 +50,13 @@ class PipeInUseError(PydError):
     """Another process already serves this pipe name."""
 
 
-class NamedPipeForward(ServedForward):
-    r"""Serves `\\.\pipe\pyd-INSTANCE`; each connection gets a channel from `open_channel`
-    (called per connection, so the owner may swap the SSH connection after a reconnect)."""
+class NamedPipeListener(ServedForward):
+    r"""Serves the pipe `path` (current user only); `conns` serves each connection (also the
+    agent's exec pipe, `\\.\pipe\pyd-INSTANCE-exec`)."""
 
-    def __init__(
-        self, instance: str, open_channel: OpenChannel, refuse: Refuse | None = None
-    ) -> None:
-        self.instance = instance
-        self.path = pipe_name(instance)
-        self._conns = Connections(self.path, instance, open_channel, refuse)
+    def __init__(self, path: str, conns: ConnectionThreads) -> None:
+        self.path = path
+        self._conns = conns
         self._closing = self._conns.closing
         self._thread: threading.Thread | None = None
         self._server: object | None = None
@@ -61,15 +64,11 @@ class NamedPipeForward(ServedForward):
         # stop after the close would signal a handle that may have been reused.
         self._server_lock = threading.Lock()
 
-    @property
-    def endpoint(self) -> str:
-        return f"npipe:////./pipe/pyd-{self.instance}"
-
     def start(self) -> None:
         if sys.platform != "win32":
             raise PydError(
                 f"cannot serve {self.path}: named pipes exist only on Windows",
-                hint="on this system pyd serves the Docker API on a Unix socket",
+                hint="on this system pyd serves Unix sockets instead",
             )
         else:
             server = _PipeServer(self.path)
@@ -77,7 +76,7 @@ class NamedPipeForward(ServedForward):
             self._thread = threading.Thread(
                 target=self._serve,
                 args=(server,),
-                name=f"pyd-forward-{self.instance}",
+                name=f"pyd-forward-{self._conns.name}",
                 daemon=True,
             )
             self._thread.start()
@@ -117,6 +116,22 @@ class NamedPipeForward(ServedForward):
                 if stream is None:  # stopped
                     return
                 self._conns.spawn(stream)
+
+
+class NamedPipeForward(NamedPipeListener):
+    r"""Serves `\\.\pipe\pyd-INSTANCE`; each connection gets a channel from `open_channel`
+    (called per connection, so the owner may swap the SSH connection after a reconnect)."""
+
+    def __init__(
+        self, instance: str, open_channel: OpenChannel, refuse: Refuse | None = None
+    ) -> None:
+        self.instance = instance
+        path = pipe_name(instance)
+        super().__init__(path, Connections(path, instance, open_channel, refuse))
+
+    @property
+    def endpoint(self) -> str:
+        return f"npipe:////./pipe/pyd-{self.instance}"
 
 
 if sys.platform == "win32":
