@@ -18,7 +18,9 @@ import pytest
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.libvirt_backend import LibvirtBackend
-from pyd.vm.backends.qemu_process import QemuProcessBackend, _qmp_reply, vm_paused
+from pyd.vm.backends.qemu_process import QemuProcessBackend
+from pyd.vm.backends.qmp import qmp_reply as _qmp_reply
+from pyd.vm.backends.qmp import vm_paused
 from tests.unit.qemu_stand_in import holding_pidfile
 from tests.unit.test_libvirt_xml import TEST_URI, make_spec
 
@@ -73,7 +75,7 @@ def test_replies_are_found_past_asynchronous_events() -> None:
         ]
     )
     assert vm_paused(_qmp_reply(lambda: next(lines)))
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(OSError, match="closed"):
         _qmp_reply(lambda: b"")
 
 

@@ -1,5 +1,6 @@
-"""Other processes by pid: alive or not, and asking one to stop. Portable, because
-os.kill(pid, 0) on Windows does not probe, it terminates."""
+"""Other processes by pid (or by pid + start time): alive or not, and asking one to stop.
+Portable, because os.kill(pid, 0) on Windows does not probe, it terminates, and Windows has
+no SIGKILL (psutil's kill is TerminateProcess there)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import os
 import signal
 import sys
 import time
+
+import psutil
+
+from pyd.host.process_identity import SAME_START, ProcessIdentity, is_running
 
 
 def pid_alive(pid: int) -> bool:
@@ -62,3 +67,23 @@ def terminate(pid: int, timeout: float) -> bool:
             os.kill(pid, signal.SIGKILL)
     time.sleep(0.1)
     return not pid_alive(pid)
+
+
+def end_process(identity: ProcessIdentity, timeout: float) -> bool:
+    """Ends the very process `identity` names (never another that got its pid): terminate
+    (SIGTERM; TerminateProcess on Windows), then kill after `timeout`. True when it is gone."""
+    try:
+        proc = psutil.Process(identity.pid)
+        if abs(proc.create_time() - identity.started) >= SAME_START:
+            return True  # the pid is another process's now: ours is gone
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    except psutil.NoSuchProcess:
+        return True
+    except (psutil.AccessDenied, psutil.TimeoutExpired):
+        return not is_running(identity)
+    return True

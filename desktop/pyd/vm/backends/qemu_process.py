@@ -1,29 +1,43 @@
-"""The direct-QEMU backend of `pyd start` (`backend = "qemu"`): QEMU as a daemon with a
-pidfile and a QMP socket, for hosts without libvirt (libvirt has no QEMU driver on Windows;
-optional on macOS). Same VMBackend interface as libvirt. (vm/throwaway_qemu.py is the test
-and bench harness's QEMU, not this.)"""
+"""The direct-QEMU backend of `pyd start` (`backend = "qemu"`), for hosts without libvirt
+(libvirt has no QEMU driver on Windows; optional on macOS). Same VMBackend interface as
+libvirt. Two seams carry the platform: how QEMU is launched (qemu_launch.py: -daemonize and
+a locked pidfile on POSIX, detached with a recorded identity on Windows) and how its monitor
+is reached (qmp.py: a Unix socket on POSIX, loopback mutual TLS on Windows). A running QEMU
+is judged by the files its start left (a proc record, a port file), not by the platform, so
+`pyd stop` finds what `pyd start` made. (vm/throwaway_qemu.py is the test and bench
+harness's QEMU, not this.)"""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from pyd.errors import EnvironmentProblem, PydError
-from pyd.host.private_files import FILE_MODE, QEMU_UMASK
-from pyd.host.procs import pid_alive, terminate
+from pyd.host.loopback import free_loopback_port
+from pyd.host.private_files import FILE_MODE, write_private_text
+from pyd.host.process_identity import ProcessIdentity, is_running, read_identity
+from pyd.host.procs import end_process, pid_alive, terminate
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_cmdline import qemu_argv
+from pyd.vm.backends.qemu_launch import LaunchStyle, launch_plan, run_daemonized, run_detached
+from pyd.vm.backends.qmp import (
+    QmpEndpoint,
+    QmpTransport,
+    qmp_argv,
+    qmp_run,
+    qmp_transport,
+    vm_paused,
+)
+from pyd.vm.backends.qmp_tls import make_credentials
 from pyd.vm.spec import GuestSpec
+
+START_TIMEOUT = 60.0  # a detached QEMU's monitor answers within a second; a loaded host is slower
 
 # The Debian package holding each QEMU system emulator.
 DEBIAN_PACKAGES = {
@@ -65,13 +79,24 @@ def _pidfile_locked(path: Path) -> bool:
 
 class QemuProcessBackend:
     def __init__(self, instance: str, files: InstanceFiles) -> None:
+        self.instance = instance
         self.name = f"pyd-{instance}"
         self.files = files
 
+    # -- which QEMU runs -------------------------------------------------------------------
+
+    def _identity(self) -> ProcessIdentity | None:
+        """A detached QEMU's recorded identity while that very process runs."""
+        identity = read_identity(self.files.qemu_proc)
+        return identity if identity is not None and is_running(identity) else None
+
     def _pid(self) -> int | None:
-        """QEMU's pid while it runs. QEMU holds a write lock on its pidfile for its whole
-        life, so a pidfile left by a crash or a host reboot (whose pid may now be any other
-        process) does not count."""
+        """QEMU's pid while it runs. Detached: the recorded pid + start time. Daemonized: QEMU
+        holds a write lock on its pidfile for its whole life, so a pidfile left by a crash or
+        a host reboot (whose pid may now be any other process) does not count."""
+        if self.files.qemu_proc.exists():
+            identity = self._identity()
+            return identity.pid if identity is not None else None
         try:
             pid = int(self.files.qemu_pid.read_text().strip())
         except (OSError, ValueError):
@@ -79,6 +104,14 @@ class QemuProcessBackend:
         if not pid_alive(pid) or not _pidfile_locked(self.files.qemu_pid):
             return None
         return pid
+
+    def _endpoint(self) -> QmpEndpoint:
+        """The monitor of the QEMU that runs: TLS when its start left a port file."""
+        try:
+            port = int(self.files.qmp_port.read_text().strip())
+        except (OSError, ValueError):
+            return QmpEndpoint(QmpTransport.UNIX, sock=self.files.qmp_sock)
+        return QmpEndpoint(QmpTransport.TLS, port=port, tls_dir=self.files.qmp_tls)
 
     def state(self) -> VMState:
         if self._pid() is not None:
@@ -101,28 +134,54 @@ class QemuProcessBackend:
             except (OSError, ValueError) as e:
                 raise PydError(
                     f"cannot resume {self.name} through QEMU's monitor: {e}",
-                    hint=f"the monitor socket is {self.files.qmp_sock}",
+                    hint=f"the monitor is {self._endpoint_text()}",
                 ) from None
 
+    # -- start and stop ---------------------------------------------------------------------
+
     def start(self, spec: GuestSpec) -> None:
-        argv = require_qemu(qemu_argv(spec))
-        self.files.qmp_sock.unlink(missing_ok=True)
-        argv += ["-qmp", f"unix:{self.files.qmp_sock},server=on,wait=off", "-daemonize"]
-        # -daemonize returns once QEMU has opened its disks and ports: errors come back here.
-        done = subprocess.run(
+        plan = launch_plan(sys.platform, os.environ)
+        endpoint = self._new_endpoint(qmp_transport(sys.platform, os.environ))
+        argv = require_qemu(qemu_argv(spec)) + qmp_argv(endpoint)
+        if plan.style is LaunchStyle.DAEMONIZE:
+            # -daemonize returns once QEMU has opened its disks and ports: errors come back here.
+            run_daemonized(argv, plan, hint=f"see {self.files.serial_log}")
+            if endpoint.transport is QmpTransport.UNIX:
+                with contextlib.suppress(OSError):  # -daemonize's own umask (027) made it 0750
+                    os.chmod(self.files.qmp_sock, FILE_MODE)
+            return
+        run_detached(
             argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=False,
-            umask=QEMU_UMASK if sys.platform != "win32" else -1,  # serial log, pidfile: 0600
+            plan,
+            log=self.files.qemu_log,
+            record=self.files.qemu_proc,
+            ready=lambda: self._answers(endpoint),
+            timeout=START_TIMEOUT,
         )
-        if done.returncode != 0:
-            raise PydError(
-                f"QEMU failed to start: {done.stderr.decode(errors='replace').strip()}",
-                hint=f"see {self.files.serial_log}",
-            )
-        with contextlib.suppress(OSError):  # -daemonize's own umask (027) made it 0750
-            os.chmod(self.files.qmp_sock, FILE_MODE)
+        if endpoint.transport is QmpTransport.UNIX:
+            with contextlib.suppress(OSError):
+                os.chmod(self.files.qmp_sock, FILE_MODE)
+
+    def _new_endpoint(self, transport: QmpTransport) -> QmpEndpoint:
+        """A fresh monitor endpoint for the QEMU about to start; the other transport's
+        files go, so the files say which one runs."""
+        self._remove_monitor_files()
+        self.files.qemu_proc.unlink(missing_ok=True)
+        if transport is QmpTransport.UNIX:
+            return QmpEndpoint(QmpTransport.UNIX, sock=self.files.qmp_sock)
+        make_credentials(self.files.qmp_tls, self.instance)
+        # Chosen now and bound by QEMU a moment later: a port taken meanwhile fails the
+        # start with QEMU's "Address already in use", and the next start picks another.
+        port = free_loopback_port()
+        write_private_text(self.files.qmp_port, f"{port}\n")
+        return QmpEndpoint(QmpTransport.TLS, port=port, tls_dir=self.files.qmp_tls)
+
+    def _answers(self, endpoint: QmpEndpoint) -> bool:
+        try:
+            qmp_run(endpoint, "query-status")
+        except (OSError, ValueError):
+            return False
+        return True
 
     def shutdown(self, timeout: float) -> None:
         pid = self._pid()
@@ -134,56 +193,41 @@ class QemuProcessBackend:
             self._qmp("system_powerdown")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not pid_alive(pid):
+            if self._pid() != pid:
                 return
             time.sleep(0.2)
         self.kill()
 
     def kill(self) -> None:
-        pid = self._pid()
-        if pid is not None:
-            terminate(pid, timeout=5)
+        if self.files.qemu_proc.exists():
+            identity = self._identity()
+            if identity is not None:
+                end_process(identity, timeout=5)  # TerminateProcess on Windows
+        else:
+            pid = self._pid()
+            if pid is not None:
+                terminate(pid, timeout=5)
         self.files.qemu_pid.unlink(missing_ok=True)
+        self.files.qemu_proc.unlink(missing_ok=True)
 
     def delete(self) -> None:
         self.files.qemu_pid.unlink(missing_ok=True)
+        self.files.qemu_proc.unlink(missing_ok=True)
+        self.files.qemu_log.unlink(missing_ok=True)
+        self._remove_monitor_files()
+
+    def _remove_monitor_files(self) -> None:
         self.files.qmp_sock.unlink(missing_ok=True)
+        self.files.qmp_port.unlink(missing_ok=True)
+        shutil.rmtree(self.files.qmp_tls, ignore_errors=True)
 
     def _qmp(self, command: str) -> dict[str, Any]:
         """Runs one QMP command; its reply. The monitor takes one client at a time, so a
         short timeout: a probe must not hang behind another."""
-        if sys.platform == "win32":
-            raise OSError("QEMU's monitor is a unix socket: not on Windows")
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect(str(self.files.qmp_sock))
-            f = s.makefile("rwb")
-            f.readline()  # greeting
-            reply: dict[str, Any] = {}
-            for cmd in ("qmp_capabilities", command):
-                f.write(json.dumps({"execute": cmd}).encode() + b"\n")
-                f.flush()
-                reply = _qmp_reply(f.readline)
-            return reply
+        return qmp_run(self._endpoint(), command)
 
-
-def _qmp_reply(readline: Callable[[], bytes]) -> dict[str, Any]:
-    """The next reply on a QMP stream, past the asynchronous events QEMU sends meanwhile."""
-    while True:
-        line = readline()
-        if not line:
-            raise ValueError("QEMU's monitor closed the connection")
-        message = json.loads(line)
-        if isinstance(message, dict) and ("return" in message or "error" in message):
-            return message
-
-
-def vm_paused(reply: Mapping[str, Any]) -> bool:
-    """Pure: a `query-status` reply says the guest is paused (QMP `stop`, or `virsh
-    suspend`'s equivalent), as opposed to running or on its way down."""
-    status = reply.get("return")
-    return (
-        isinstance(status, dict)
-        and not status.get("running", True)
-        and (status.get("status") == "paused")
-    )
+    def _endpoint_text(self) -> str:
+        endpoint = self._endpoint()
+        if endpoint.transport is QmpTransport.TLS:
+            return f"127.0.0.1:{endpoint.port} (TLS, credentials in {endpoint.tls_dir})"
+        return str(endpoint.sock)

@@ -1,0 +1,295 @@
+"""QEMU's monitor: the transport chosen per platform (linux, darwin, win32) and its QEMU
+options, the TLS credentials, and the client against loopback stand-ins for QEMU (plain
+and mutual TLS)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from pyd.vm.backends.qmp import (
+    QmpClient,
+    QmpEndpoint,
+    QmpError,
+    QmpTransport,
+    connect,
+    qmp_argv,
+    qmp_run,
+    qmp_transport,
+)
+from pyd.vm.backends.qmp_tls import (
+    CA_CERT,
+    CLIENT_CERT,
+    CLIENT_KEY,
+    FILES,
+    SERVER_CERT,
+    SERVER_KEY,
+    make_credentials,
+)
+
+# -- the transport, per platform ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "environ", "expected"),
+    [
+        ("linux", {}, QmpTransport.UNIX),
+        ("darwin", {}, QmpTransport.UNIX),
+        ("win32", {}, QmpTransport.TLS),  # no AF_UNIX in CPython on Windows
+        ("win32", {"PYD_QMP": "unix"}, QmpTransport.TLS),
+        ("linux", {"PYD_QMP": "tls"}, QmpTransport.TLS),
+        ("darwin", {"PYD_QMP": "tls"}, QmpTransport.TLS),
+    ],
+)
+def test_the_transport_per_platform(
+    platform: str, environ: dict[str, str], expected: QmpTransport
+) -> None:
+    assert qmp_transport(platform, environ) is expected
+
+
+def test_qemu_options_of_each_transport() -> None:
+    unix = QmpEndpoint(QmpTransport.UNIX, sock=Path("/i/a,b/qmp.sock"))
+    assert qmp_argv(unix) == ["-qmp", "unix:/i/a,,b/qmp.sock,server=on,wait=off"]
+    tls = QmpEndpoint(QmpTransport.TLS, port=45678, tls_dir=Path("C:/Users/u/pyd/qmp-tls"))
+    assert qmp_argv(tls) == [
+        "-object",
+        "tls-creds-x509,id=pydqmptls,endpoint=server,dir=C:/Users/u/pyd/qmp-tls,verify-peer=on",
+        "-chardev",
+        "socket,id=pydqmp,host=127.0.0.1,port=45678,server=on,wait=off,tls-creds=pydqmptls",
+        "-mon",
+        "chardev=pydqmp,mode=control",
+    ]
+
+
+# -- credentials ----------------------------------------------------------------------------
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def test_credentials_a_ca_signing_a_server_and_a_client_all_private(tmp_path: Path) -> None:
+    d = tmp_path / "qmp-tls"
+    make_credentials(d, "t")
+    assert stat.S_IMODE(d.stat().st_mode) == 0o700
+    assert sorted(p.name for p in d.iterdir()) == sorted(FILES)  # no CA key kept
+    assert {stat.S_IMODE((d / f).stat().st_mode) for f in FILES} == {0o600}
+    ca, server, client = _cert(d / CA_CERT), _cert(d / SERVER_CERT), _cert(d / CLIENT_CERT)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    for leaf in (server, client):
+        leaf.verify_directly_issued_by(ca)
+        assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    eku = x509.ExtendedKeyUsage
+    assert list(client.extensions.get_extension_for_class(eku).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    assert list(server.extensions.get_extension_for_class(eku).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH
+    ]
+    san = server.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    old_ca = (d / CA_CERT).read_bytes()
+    make_credentials(d, "t")  # every start: a new CA
+    assert (d / CA_CERT).read_bytes() != old_ca
+
+
+# -- the client against a stand-in monitor ---------------------------------------------------
+
+GREETING = b'{"QMP": {"version": {}, "capabilities": ["oob"]}}\r\n'
+
+
+class Monitor:
+    """A loopback QMP stand-in; `script` plays one connection (a file over it)."""
+
+    def __init__(
+        self,
+        script: Callable[[socket.socket], None],
+        context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.errors: list[BaseException] = []
+        self.script, self.context = script, context
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                if self.context is not None:
+                    conn = self.context.wrap_socket(conn, server_side=True)
+                with conn:
+                    self.script(conn)
+            except (OSError, ssl.SSLError) as e:
+                self.errors.append(e)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _lines(conn: socket.socket) -> Iterator[dict[str, object]]:
+    with conn.makefile("rb") as f:
+        for line in f:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _qemu_like(conn: socket.socket) -> None:
+    """Greeting, then a reply to each command, an event before the reply to query-status."""
+    conn.sendall(GREETING)
+    for request in _lines(conn):
+        if request["execute"] == "query-status":
+            conn.sendall(b'{"event": "RESUME", "timestamp": {"seconds": 1}}\n')
+            conn.sendall(b'{"return": {"status": "running", "running": true}}\n')
+        else:
+            conn.sendall(json.dumps({"return": {}, "id": request.get("execute")}).encode() + b"\n")
+
+
+def _client(port: int, nudge: bool = False) -> tuple[socket.socket, QmpClient]:
+    s = socket.create_connection(("127.0.0.1", port), timeout=2)
+    return s, QmpClient(s, timeout=2, nudge=nudge)
+
+
+def test_greeting_capabilities_and_replies_past_events() -> None:
+    monitor = Monitor(_qemu_like)
+    try:
+        s, client = _client(monitor.port)
+        with s:
+            reply = client.execute("query-status")
+            assert reply == {"return": {"status": "running", "running": True}}
+            assert client.execute("cont") == {"return": {}, "id": "cont"}
+    finally:
+        monitor.close()
+
+
+def test_a_closed_connection_is_a_clear_error() -> None:
+    def greet_and_hang_up(conn: socket.socket) -> None:
+        conn.sendall(GREETING)
+        conn.recv(100)
+
+    def no_greeting(conn: socket.socket) -> None:
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+
+    for script, message in ((greet_and_hang_up, "closed the connection"),
+                            (no_greeting, "not a QMP")):  # fmt: skip
+        monitor = Monitor(script)
+        try:
+            with pytest.raises(QmpError, match=message):
+                _client(monitor.port)
+        finally:
+            monitor.close()
+
+
+def test_a_silent_monitor_times_out() -> None:
+    def mute(conn: socket.socket) -> None:
+        conn.sendall(GREETING)
+        conn.recv(100)
+        conn.recv(100)
+
+    monitor = Monitor(mute)
+    try:
+        s = socket.create_connection(("127.0.0.1", monitor.port), timeout=2)
+        with s, pytest.raises(QmpError, match="did not answer"):
+            QmpClient(s, timeout=0.3)
+    finally:
+        monitor.close()
+
+
+def test_a_monitor_that_holds_its_reply_until_more_bytes_arrive_is_nudged() -> None:
+    """QEMU 7.2's TLS monitor sends each reply only when the client sends again."""
+
+    def lagging(conn: socket.socket) -> None:
+        conn.sendall(GREETING)
+        pending: list[bytes] = []
+        with conn.makefile("rb") as f:
+            for line in f:
+                for reply in pending:
+                    conn.sendall(reply)
+                pending = [b'{"return": {}}\n'] if line.strip() else []
+
+    monitor = Monitor(lagging)
+    try:
+        s, client = _client(monitor.port, nudge=True)
+        with s:
+            assert client.execute("query-status") == {"return": {}}
+    finally:
+        monitor.close()
+
+
+# -- mutual TLS -----------------------------------------------------------------------------
+
+
+def _server_context(d: Path) -> ssl.SSLContext:
+    """What QEMU's tls-creds-x509 with verify-peer=on does: a client must present a
+    certificate the CA signed."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(d / SERVER_CERT), str(d / SERVER_KEY))
+    context.load_verify_locations(str(d / CA_CERT))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def test_tls_monitor_serves_the_client_with_the_key(tmp_path: Path) -> None:
+    d = tmp_path / "qmp-tls"
+    make_credentials(d, "t")
+    monitor = Monitor(_qemu_like, _server_context(d))
+    try:
+        endpoint = QmpEndpoint(QmpTransport.TLS, port=monitor.port, tls_dir=d)
+        assert qmp_run(endpoint, "query-status")["return"] == {
+            "status": "running",
+            "running": True,
+        }
+    finally:
+        monitor.close()
+
+
+def test_tls_monitor_gives_nothing_to_a_client_without_the_certificate(tmp_path: Path) -> None:
+    d = tmp_path / "qmp-tls"
+    make_credentials(d, "t")
+    monitor = Monitor(_qemu_like, _server_context(d))
+    try:
+        no_cert = ssl.create_default_context(cafile=str(d / CA_CERT))
+        got = b""
+        with socket.create_connection(("127.0.0.1", monitor.port), timeout=2) as raw:
+            try:
+                with no_cert.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                    s.sendall(b'{"execute": "qmp_capabilities"}\n')
+                    got = s.recv(4096)
+            except (ssl.SSLError, OSError):
+                pass
+        assert b"QMP" not in got
+        # Another instance's credentials (its own CA) do not open this monitor either.
+        other = tmp_path / "other"
+        make_credentials(other, "o")
+        (other / CA_CERT).write_bytes((d / CA_CERT).read_bytes())  # trusts this server
+        with pytest.raises((ssl.SSLError, OSError)):
+            endpoint = QmpEndpoint(QmpTransport.TLS, port=monitor.port, tls_dir=other)
+            qmp_run(endpoint, "query-status")
+        assert (d / CLIENT_KEY).exists()
+    finally:
+        monitor.close()
+
+
+def test_tls_client_refuses_a_server_its_ca_did_not_sign(tmp_path: Path) -> None:
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    make_credentials(ours, "t")
+    make_credentials(theirs, "t")  # a stranger on the port with a look-alike certificate
+    monitor = Monitor(_qemu_like, _server_context(theirs))
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError):
+            connect(QmpEndpoint(QmpTransport.TLS, port=monitor.port, tls_dir=ours))
+    finally:
+        monitor.close()
