@@ -71,6 +71,7 @@ def test_unreachable_libvirt_gives_the_fix_and_keeps_the_data_disk(tmp_path: Pat
     inst = tmp_path / "instances" / "default"
     inst.mkdir(parents=True)
     (inst / "data.qcow2").write_bytes(b"precious")
+    (inst / "config.toml").write_text('backend = "libvirt"\n')  # auto would run QEMU directly
     r = _pyd(tmp_path, "start", LIBVIRT_DEFAULT_URI="qemu+unix:///system?socket=/nonexistent/s")
     _clean(r, 1)
     assert "libvirtd" in r.stderr

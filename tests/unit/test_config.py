@@ -29,7 +29,7 @@ SHIPPED = InstanceConfig(
     memory_mib=2048,
     disk_gib=20,
     accel="auto",
-    backend="libvirt",
+    backend="auto",
     libvirt_uri="",
     ports_bind="docker",
     port_forwards=(),
@@ -121,7 +121,7 @@ def test_the_shipped_defaults_parse() -> None:
 
 def test_file_values_override_defaults_and_the_rest_stay() -> None:
     cfg = parse_config({"cpus": 4, "memory": "6G", "disk": 60}, "f.toml", DEFAULTS, HOST)
-    assert cfg == InstanceConfig(4, 6144, 60, "auto", "libvirt", "", "docker", (), (HOME_SHARE,))
+    assert cfg == InstanceConfig(4, 6144, 60, "auto", "auto", "", "docker", (), (HOME_SHARE,))
 
 
 def test_unknown_keys_are_listed_with_the_known_ones() -> None:
@@ -162,7 +162,7 @@ def test_wrong_types_name_the_file_and_the_key(data: dict[str, Any], expected: s
         ({"disk": "20TiB"}, "disk: must be from 1GiB to 16384GiB, got 20480GiB", ""),
         ({"disk": "1536MiB"}, "disk: must be a whole number of GiB, got 1536MiB", "e.g. 2GiB"),
         ({"accel": "KVM"}, "accel: must be one of auto, kvm, hvf, whpx, tcg; got 'KVM'", ""),
-        ({"backend": "vbox"}, "backend: must be one of libvirt, qemu; got 'vbox'", ""),
+        ({"backend": "vbox"}, "backend: must be one of auto, libvirt, qemu; got 'vbox'", ""),
         ({"libvirt_uri": "qemu"}, "libvirt_uri: 'qemu' is not a URI", "qemu:///session"),
     ],
 )
@@ -240,7 +240,7 @@ def test_to_toml_dict_spells_sizes_with_units() -> None:
         "memory": "2GiB",
         "disk": "20GiB",
         "accel": "auto",
-        "backend": "libvirt",
+        "backend": "auto",
         "libvirt_uri": "",
         "ports": {"bind": "docker", "forwards": []},
         "network": {"host_access": True},
@@ -534,10 +534,14 @@ def test_wrong_values_in_the_file_name_the_file(tmp_path: Path) -> None:
         load_config(path)
 
 
-def test_windows_defaults_to_running_qemu_directly() -> None:
-    assert platform_defaults(Host("win32", "C:\\Users\\u"))["backend"] == "qemu"
-    assert platform_defaults(Host("linux", "/home/u"))["backend"] == "libvirt"
-    assert platform_defaults(Host("darwin", "/Users/u"))["backend"] == "libvirt"
+def test_every_platform_defaults_to_backend_auto() -> None:
+    # auto runs QEMU directly on Windows and macOS (vm/backends/choice.py).
+    for host in (
+        Host("win32", "C:\\Users\\u"),
+        Host("linux", "/home/u"),
+        Host("darwin", "/Users/u"),
+    ):
+        assert platform_defaults(host)["backend"] == "auto"
 
 
 def test_dotted_ports_keys_are_read_and_stay_dotted(tmp_path: Path) -> None:

@@ -67,6 +67,7 @@ ACCELS = (AUTO, *(a.value for a in Accel))
 class BackendName(enum.StrEnum):
     """What runs the VM, as the `backend` setting names it (vm/backends/choice.py)."""
 
+    AUTO = "auto"  # libvirt where its daemon answers on Linux, else QEMU directly
     LIBVIRT = "libvirt"  # libvirtd
     QEMU = "qemu"  # QEMU directly, as pyd's own child
 
@@ -456,7 +457,10 @@ _ACCEL_HINT = (
     "auto picks this host's hypervisor (kvm on Linux, hvf on macOS, whpx on Windows) and "
     "falls back to tcg, QEMU's slow software emulation"
 )
-_BACKEND_HINT = "libvirt runs the VM through libvirtd; qemu runs QEMU directly"
+_BACKEND_HINT = (
+    "auto uses libvirt where its daemon answers (Linux) and QEMU directly elsewhere; libvirt "
+    "runs the VM through libvirtd; qemu runs QEMU directly"
+)
 
 
 def _gib(gib: int) -> str:

@@ -23,7 +23,6 @@ from tomlkit.toml_document import TOMLDocument
 from pyd.config.settings import (
     IMAGE_SETTINGS,
     MOUNTS,
-    BackendName,
     InstanceConfig,
     canonical_entry,
     parse_config,
@@ -71,11 +70,9 @@ def load_config(path: Path, host: Host | None = None) -> InstanceConfig:
 
 
 def platform_defaults(host: Host) -> dict[str, Any]:
-    """vmconfig/defaults.toml, except that Windows has no libvirt QEMU driver: QEMU runs
-    directly there; and the shares, which depend on the host's home directory."""
+    """vmconfig/defaults.toml, and the shares, which depend on the host's home directory
+    (backend auto runs QEMU directly on Windows, which has no libvirt QEMU driver)."""
     defaults = dict(vmconfig(DEFAULTS))
-    if host.platform == "win32":
-        defaults["backend"] = BackendName.QEMU.value
     defaults[MOUNTS] = shares_to_toml(default_shares(host))
     return defaults
 

@@ -1,6 +1,7 @@
 """What pyd chose for an instance at its first start and keeps across restarts: the SSH
-port on host loopback, the image its OS disk sits on, and the guest's architecture. Not
-user settings (that is config.toml); a JSON file pyd alone writes."""
+port on host loopback, the image its OS disk sits on, the guest's architecture and the VM
+backend it booted with. Not user settings (that is config.toml); a JSON file pyd alone
+writes."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pyd.config.machine import Accel
+from pyd.config.settings import BackendName
 from pyd.errors import PydError
 from pyd.host.atomicfile import write_atomic
 from pyd.instance.files import InstanceFiles
@@ -21,6 +23,10 @@ class InstanceState:
     accel: Accel
     # Fixed at the first start (`pyd start --arch`): the OS disk is an image of this arch.
     arch: str = "x86_64"
+    # What ran the VM at its last boot (libvirt or qemu); `backend = "auto"` keeps to it, so a
+    # VM that runs under libvirtd is never booted again by QEMU directly while libvirtd is
+    # down. None in files written before pyd kept it.
+    backend: BackendName | None = None
 
 
 def _arch_of(data: dict[str, object]) -> str:
@@ -28,6 +34,17 @@ def _arch_of(data: dict[str, object]) -> str:
     (cache.image_key: ARCH-HASH)."""
     arch = data.get("arch")
     return str(arch) if arch else str(data["image_key"]).rsplit("-", 1)[0]
+
+
+def _backend_of(data: dict[str, object]) -> BackendName | None:
+    """The recorded backend: a concrete one (never auto), or None when not recorded."""
+    value = data.get("backend")
+    if value is None:
+        return None
+    backend = BackendName(str(value))  # ValueError: reported as a corrupted file
+    if backend is BackendName.AUTO:
+        raise ValueError("backend 'auto' is a setting, not what ran the VM")
+    return backend
 
 
 def parse_state(text: str, origin: str) -> InstanceState:
@@ -38,6 +55,7 @@ def parse_state(text: str, origin: str) -> InstanceState:
             image_key=str(data["image_key"]),
             accel=Accel(data["accel"]),
             arch=_arch_of(data),
+            backend=_backend_of(data),
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise PydError(

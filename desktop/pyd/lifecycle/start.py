@@ -32,7 +32,7 @@ from pyd.lifecycle.progress import Progress, phase
 from pyd.lifecycle.upgrade_marker import finish_cut_upgrade
 from pyd.vm.accel import resolve_accel
 from pyd.vm.backends.base import VMBackend, VMState
-from pyd.vm.backends.choice import backend_for_config
+from pyd.vm.backends.choice import backend_for_config, backend_kind
 from pyd.vm.spec import check_memory_limit, guest_spec
 
 # After a resume, how long `pyd start` lets the running agent find its link again before it
@@ -160,7 +160,10 @@ def _boot(
 ) -> None:
     files = inst.files
     state = load_state(files.state)
-    accel = resolve_accel(cfg.accel, arch.name)
+    choice = resolve_accel(cfg.accel, arch.name)
+    if choice.warning:  # e.g. hvf/whpx unavailable: software emulation, and how to fix it
+        progress.info(choice.warning + (f"; to fix: {choice.fix}" if choice.fix else ""))
+    accel = choice.accel
     machine = machine_settings(accel, arch.name)
     check_memory_limit(arch, machine, cfg.memory_mib)  # before an image, disk or seed is made
     with phase(progress, "image"):
@@ -182,7 +185,9 @@ def _boot(
             ),
         )
         port = state.ssh_port if state and _port_free(state.ssh_port) else free_loopback_port()
-        save_state(files.state, InstanceState(port, image.key, accel, arch.name))
+        # The backend too: `backend = "auto"` keeps to it (vm/backends/choice.py).
+        kind = backend_kind(backend)
+        save_state(files.state, InstanceState(port, image.key, accel, arch.name, kind))
         files.docker_sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     with phase(progress, "vm"):
         spec = guest_spec(
