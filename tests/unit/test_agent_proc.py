@@ -5,28 +5,39 @@ closed port, which keeps it alive long enough to be killed, restarted and stoppe
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
-from pyd.agent.keeper import read_keeper_status
+from pyd.agent.keeper import KeeperStatus, read_keeper_status
 from pyd.agent.status_file import AgentState, read_status
 from pyd.errors import PydError
 from pyd.host.loopback import free_loopback_port
+from pyd.host.process_control import read_pid_record
+from pyd.host.process_identity import ProcessIdentity, identify, is_running, write_identity
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
 from pyd.instance.state import InstanceState, save_state
+from pyd.lifecycle import agent_proc
 from pyd.lifecycle.agent_proc import (
     Launched,
+    StopPath,
+    agent_identity,
     agent_running,
+    keeper_identity,
     keeper_running,
     launch_agent,
     stop_agent,
+    stop_path,
     wait_ready,
 )
 from tests.unit.fakebackend import RecordingProgress
@@ -76,7 +87,9 @@ def test_an_agent_that_fails_with_a_reason_is_not_restarted(files: InstanceFiles
 
 
 def _agent_pid(files: InstanceFiles) -> int:
-    return int(files.agent_pid.read_text())
+    agent = read_pid_record(files.agent_pid)
+    assert agent is not None
+    return agent.pid
 
 
 def test_a_killed_agent_is_restarted_and_stop_ends_both(
@@ -104,3 +117,145 @@ def test_a_killed_agent_is_restarted_and_stop_ends_both(
     assert not agent_running(files) and not keeper_running(files)
     final = read_status(files.agent_status)
     assert final is not None and final.state == AgentState.STOPPED
+
+
+def _waiting_for_ssh(files: InstanceFiles) -> bool:
+    s = read_status(files.agent_status)
+    return agent_running(files) and s is not None and s.state == AgentState.STARTING
+
+
+def test_keeper_and_agent_record_pid_and_start_time(
+    files: InstanceFiles, launched: Launched
+) -> None:
+    until(lambda: _waiting_for_ssh(files), 30, 0.02, "the agent runs")
+    keeper = until(lambda: keeper_identity(files), 30, 0.02, "keeper.json")
+    assert keeper == identify(launched.proc.pid)
+    assert keeper is not None and is_running(keeper)
+    agent = ProcessIdentity.from_json(files.agent_pid.read_text())  # no bare pid any more
+    assert agent is not None and is_running(agent) and agent_identity(files) == agent
+    kept = read_keeper_status(files.keeper_status)
+    assert kept is not None and kept.agent_pid == agent.pid
+
+
+def _no_signals(*_: object) -> bool:
+    raise AssertionError("the request path sends no signal and kills nothing")
+
+
+@pytest.mark.parametrize("path", [StopPath.SIGNAL, StopPath.REQUEST])
+def test_each_stop_path_ends_keeper_and_agent_cleanly(
+    files: InstanceFiles, launched: Launched, path: StopPath, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    until(lambda: _waiting_for_ssh(files), 30, 0.02, "the agent runs")
+    if path is StopPath.REQUEST:
+        monkeypatch.setattr(agent_proc, "terminate_process", _no_signals)
+        monkeypatch.setattr(agent_proc, "kill_process", _no_signals)
+    t0 = time.monotonic()
+    stop_agent(files, timeout=10, path=path)
+    took = time.monotonic() - t0
+    print(f"{path.value}: keeper and agent gone {took:.3f} s after the request")
+    assert took < 5  # asked and obeyed: no kill after the timeout
+    assert launched.proc.wait(timeout=10) == 0  # the keeper ended on purpose
+    assert not agent_running(files) and not keeper_running(files)
+    assert not files.stop_request.exists()
+    final = read_status(files.agent_status)
+    assert final is not None and final.state == AgentState.STOPPED
+    assert "stopping on request" in files.agent_log.read_text()  # the agent's own clean stop
+
+
+def test_an_agent_without_its_keeper_sees_the_stop_request(
+    files: InstanceFiles, launched: Launched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    until(lambda: _waiting_for_ssh(files), 30, 0.02, "the agent runs")
+    keeper = until(lambda: keeper_identity(files), 30, 0.02, "keeper.json")
+    assert keeper is not None
+    os.kill(keeper.pid, signal.SIGKILL)  # its agent serves on, unwatched
+    launched.proc.wait(timeout=10)
+    until(lambda: not keeper_running(files), 10, 0.02, "keeper.lock released")
+    assert agent_running(files)
+    monkeypatch.setattr(agent_proc, "terminate_process", _no_signals)
+    monkeypatch.setattr(agent_proc, "kill_process", _no_signals)
+    t0 = time.monotonic()
+    stop_agent(files, timeout=10, path=StopPath.REQUEST)
+    print(f"an agent without its keeper gone {time.monotonic() - t0:.3f} s after the request")
+    assert not agent_running(files)
+    final = read_status(files.agent_status)
+    assert final is not None and final.state == AgentState.STOPPED
+
+
+# Another process that holds both locks, as a running keeper and agent would: what a record
+# names when its pid was given to someone else (a pid reused after a crash or a reboot).
+_HOLDER = (
+    "import sys, time\n"
+    "from filelock import FileLock\n"
+    "locks = [FileLock(path) for path in sys.argv[1:]]\n"
+    "for lock in locks:\n"
+    "    lock.acquire()\n"
+    "print('held', flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+@pytest.mark.parametrize("path", [StopPath.SIGNAL, StopPath.REQUEST])
+@pytest.mark.parametrize("wrong_start", [True, False])
+def test_stop_kills_only_the_process_its_records_name(
+    files: InstanceFiles, path: StopPath, wrong_start: bool
+) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(files.keeper_lock), str(files.agent_lock)],
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+        named = identify(holder.pid)
+        assert named is not None
+        if wrong_start:  # the recorded process died; its pid is the holder's now
+            named = ProcessIdentity(named.pid, named.started - 3600)
+        write_identity(files.agent_pid, named)
+        kept = KeeperStatus(named.pid, launch="t", started=named.started)
+        files.keeper_status.write_text(json.dumps(dataclasses.asdict(kept)))
+        stop_agent(files, timeout=0.5, path=path)
+        if wrong_start:
+            assert holder.poll() is None  # neither SIGTERM nor the kill after the timeout
+            assert agent_running(files) and keeper_running(files)
+        else:
+            # The holder ignores stop.request: killed after the timeout. By SIGTERM first on
+            # the signal path, which it obeys.
+            assert holder.wait(timeout=5) == -(signal.SIGTERM if path is StopPath.SIGNAL else 9)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_bare_pid_in_agent_pid_from_an_older_agent_still_reads(files: InstanceFiles) -> None:
+    files.agent_pid.write_text(f"{os.getpid()}\n")
+    assert read_pid_record(files.agent_pid) == identify(os.getpid())
+    files.agent_pid.write_text("not a pid\n")
+    assert read_pid_record(files.agent_pid) is None
+
+
+def test_an_older_keeper_json_without_a_start_time_still_reads(files: InstanceFiles) -> None:
+    old = {k: v for k, v in dataclasses.asdict(KeeperStatus(os.getpid())).items()}
+    del old["started"]
+    files.keeper_status.write_text(json.dumps(old))
+    kept = read_keeper_status(files.keeper_status)
+    assert kept is not None and (kept.pid, kept.started) == (os.getpid(), 0.0)
+    lock = FileLock(str(files.keeper_lock))  # as an older keeper running holds it
+    with lock:
+        assert keeper_identity(files) == identify(os.getpid())  # named by what runs now
+    assert keeper_identity(files) is None  # no keeper holds the lock
+
+
+@pytest.mark.parametrize(
+    ("platform", "env", "path"),
+    [
+        ("linux", {}, StopPath.SIGNAL),
+        ("darwin", {}, StopPath.SIGNAL),
+        ("win32", {}, StopPath.REQUEST),  # no signals to ask with
+        ("linux", {"PYD_AGENT_STOP": "request"}, StopPath.REQUEST),
+        ("darwin", {"PYD_AGENT_STOP": "request"}, StopPath.REQUEST),
+        ("win32", {"PYD_AGENT_STOP": "signal"}, StopPath.REQUEST),
+        ("linux", {"PYD_AGENT_STOP": "bogus"}, StopPath.SIGNAL),
+    ],
+)
+def test_stop_path_per_platform(platform: str, env: dict[str, str], path: StopPath) -> None:
+    assert stop_path(platform, env) is path

@@ -101,7 +101,8 @@ def test_giving_up_leaves_a_failed_status_with_a_hint() -> None:
 
 # A stand-in for the agent: each run counts itself in a file, then does what its turn says:
 # "kill" (SIGKILL itself), "exit3" (exit without a word), "stop" (write a stopped status
-# and exit 0), "serve" (write ready, wait for SIGTERM, write stopped).
+# and exit 0), "serve" (write ready, wait for the keeper's stop word on stdin, as the agent
+# does, or SIGTERM; write stopped).
 CHILD = r"""
 import json, os, signal, sys, threading, time
 root, plan = sys.argv[1], sys.argv[2].split(",")
@@ -123,9 +124,17 @@ elif turn == "exit3":
 elif turn == "stop":
     status("stopped")
 else:
-    signal.signal(signal.SIGTERM, lambda *_: (status("stopped"), sys.exit(0)))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    def listen():
+        while word := sys.stdin.buffer.read(1):
+            if word == b"s":
+                stop.set()
+    threading.Thread(target=listen, daemon=True).start()
     status("ready")
-    threading.Event().wait()  # serves until SIGTERM
+    while not stop.wait(0.05):
+        pass  # serves until asked to stop
+    status("stopped")
 """.replace("TOKEN", TOKEN)
 
 

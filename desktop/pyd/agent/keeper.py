@@ -6,9 +6,13 @@ Docker, ports and shares come back without the user; a crash loop gives up and s
 A separate process, not a thread of the agent: SIGKILL, the OOM killer or a crash in C
 code end a process with every thread in it, and only another process sees that. The
 keeper imports almost nothing (no paramiko, no SSH) and does nothing but wait, so it has
-little to fail on. It exits when the agent ends on purpose: asked to stop (the keeper
-forwards SIGTERM from `pyd stop`), the VM gone, or a failure the agent explained; the
-agent's last word in agent.json (state stopped or failed) tells those from a crash.
+little to fail on. It exits when the agent ends on purpose: asked to stop, the VM gone,
+or a failure the agent explained; the agent's last word in agent.json (state stopped or
+failed) tells those from a crash.
+
+`pyd stop` asks the keeper by SIGTERM (POSIX) or by the stop.request file it watches
+(Windows, which has no signals to pass on; tests force it anywhere); either way the keeper
+passes the request on as a word on the agent's stdin, which wakes the agent at once.
 
 Once an agent has run a few seconds, the keeper starts a standby: Python up and the agent's
 modules imported, waiting for a word on its stdin; a restart then skips that part, for one
@@ -31,16 +35,17 @@ from pathlib import Path
 
 from pyd.agent.status_file import AgentState, AgentStatus, read_status, write_status
 from pyd.host.atomicfile import write_atomic
+from pyd.host.detached import hidden_child
+from pyd.host.process_identity import identify
 from pyd.instance.files import InstanceFiles
 
 CRASH_LIMIT = 5  # this many crashes ...
 CRASH_WINDOW = 60.0  # ... within this many seconds: give up
 FIRST_DELAY = 0.0  # the first restart at once: Docker back within 2 s
 BACKOFF_BASE, BACKOFF_MAX = 0.5, 5.0  # later ones 0.5, 1, 2 ... s apart
-POLL = 0.05  # how often the keeper looks at its child and its stop flag
-# Windows: the keeper runs without a console (DETACHED_PROCESS); a console program it starts
-# would get a window of its own unless told not to.
-_NO_WINDOW = 0x08000000 if sys.platform == "win32" else 0  # CREATE_NO_WINDOW
+POLL = 0.05  # how often the keeper looks at its child, its stop flag and stop.request
+# The keeper's word on the agent's stdin that asks it to stop (agent/main.py listens).
+STOP_WORD = b"s"
 
 
 @dataclass
@@ -106,14 +111,22 @@ class KeeperStatus:
     gave_up: bool = False
     crashes: int = 0  # within the window, when it gave up
     launch: str = ""
+    started: float = 0.0  # the keeper's start time (process_identity); 0: an older keeper
+
+
+_NEWER_FIELDS = ("started",)  # a keeper.json from an older keeper lacks them
 
 
 def read_keeper_status(path: Path) -> KeeperStatus | None:
     try:
         data = json.loads(path.read_text())
-        return KeeperStatus(**{k: data[k] for k in KeeperStatus.__dataclass_fields__})
+        fields = KeeperStatus.__dataclass_fields__
+        status = KeeperStatus(**{k: data[k] for k in fields if k in data or k not in _NEWER_FIELDS})
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    if not isinstance(status.pid, int) or not isinstance(status.started, (int, float)):
+        return None
+    return status
 
 
 def gave_up_status(
@@ -140,7 +153,7 @@ RESTARTED_ENV = "PYD_AGENT_RESTARTED"
 _STANDBY = (
     "import os, sys\n"
     "from pyd.agent.main import main\n"
-    "word = sys.stdin.buffer.read(1)\n"
+    "word = os.read(0, 1)\n"  # unbuffered: the stop word that may follow is the agent's
     "if word not in (b'r', b'g'):\n"
     "    sys.exit(0)\n"
     "if word == b'r':\n"
@@ -171,12 +184,19 @@ class Keeper:
         self.standby: subprocess.Popen[bytes] | None = None
         self.token = token
         self.policy = RestartPolicy()
-        self.status = KeeperStatus(os.getpid(), launch=token)
+        me = identify(os.getpid())
+        self.status = KeeperStatus(os.getpid(), launch=token, started=me.started if me else 0.0)
         self.stopping = False
 
     def request_stop(self) -> None:
         """SIGTERM/SIGINT: the wait loop passes it on and exits once the agent has."""
         self.stopping = True
+
+    def _stop_requested(self) -> bool:
+        """A signal said so, or `pyd stop` left stop.request (one stat per poll)."""
+        if not self.stopping and self.files.stop_request.exists():
+            self.stopping = True
+        return self.stopping
 
     def _publish(self, **changes: object) -> None:
         self.status = replace(self.status, **changes)  # type: ignore[arg-type]
@@ -205,16 +225,18 @@ class Keeper:
         if standby is not None and standby.poll() is None and standby.stdin is not None:
             try:
                 standby.stdin.write(b"r" if restart else b"g")
-                standby.stdin.close()
+                standby.stdin.flush()  # kept open: the stop word goes the same way
                 return standby
             except OSError:  # it died just now
                 standby.wait()
-        # stdout/stderr are inherited: agent.log, as the keeper's own.
+        # stdout/stderr are inherited: agent.log, as the keeper's own. stdin: the stop word.
+        flags = hidden_child(sys.platform)
         return subprocess.Popen(
             self.argv,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,
             close_fds=True,
-            creationflags=_NO_WINDOW,
+            creationflags=flags.creationflags,
+            start_new_session=flags.start_new_session,
             env=_restarted_env() if restart else None,
         )
 
@@ -222,11 +244,13 @@ class Keeper:
         if self.standby is not None and self.standby.poll() is not None:
             self.standby = None  # it died while waiting: the next restart starts afresh
         if self.standby is None and self.standby_argv:
+            flags = hidden_child(sys.platform)
             self.standby = subprocess.Popen(
                 self.standby_argv,
                 stdin=subprocess.PIPE,
                 close_fds=True,
-                creationflags=_NO_WINDOW,
+                creationflags=flags.creationflags,
+                start_new_session=flags.start_new_session,
             )
 
     def _drop_standby(self) -> None:
@@ -245,12 +269,15 @@ class Keeper:
     def _run(self) -> int:
         self._publish()
         restart = False  # in place of an agent that was ready
-        while not self.stopping:
+        while not self._stop_requested():
             since = time.time() - 1  # the agent's clock stamps; a second of slack
             child = self._start_agent(restart)
             self._publish(agent_pid=child.pid)
             code = self._wait(child)
-            if self.stopping:
+            if child.stdin is not None:
+                with contextlib.suppress(OSError):
+                    child.stdin.close()
+            if self._stop_requested():
                 break
             last = read_status(self.files.agent_status)
             # One that died while booting (a `pyd start` still waits) starts from the start.
@@ -287,9 +314,9 @@ class Keeper:
             code = child.poll()
             if code is not None:
                 return code
-            if self.stopping and not forwarded:
+            if self._stop_requested() and not forwarded:
                 forwarded = True
-                child.send_signal(signal.SIGTERM)  # Windows: TerminateProcess
+                _ask_to_stop(child)
             elif not self.stopping and time.monotonic() >= standby_at:
                 standby_at = time.monotonic() + 1  # and again should the standby die
                 self._prepare_standby()
@@ -297,8 +324,20 @@ class Keeper:
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
-        while not self.stopping and time.monotonic() < end:
+        while not self._stop_requested() and time.monotonic() < end:
             time.sleep(POLL)
+
+
+def _ask_to_stop(child: subprocess.Popen[bytes]) -> None:
+    """The stop word on the agent's stdin: the same on every OS (Windows has no SIGTERM to
+    pass on: its send_signal is TerminateProcess, no cleanup), and it wakes the agent at
+    once. An agent that no longer reads is gone or going; `pyd stop` kills it after its
+    timeout."""
+    if child.stdin is None:
+        return
+    with contextlib.suppress(OSError):  # it died just now
+        child.stdin.write(STOP_WORD)
+        child.stdin.flush()
 
 
 def _restarted_env() -> dict[str, str]:

@@ -1,5 +1,6 @@
-"""The host agent process: `python -m pyd.agent DIR`. Started detached by `pyd start`;
-stopped by SIGTERM from `pyd stop`. It reports through the status file (agent.json)."""
+"""The host agent process: `python -m pyd.agent DIR`. Started detached by `pyd start`, under
+its keeper; stopped by the keeper's word on stdin (what `pyd stop` asks the keeper for), by
+SIGTERM, or, with no keeper left, by stop.request. It reports through agent.json."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from filelock import FileLock, Timeout
 from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import gone, verdict
-from pyd.agent.keeper import RESTARTED_ENV
+from pyd.agent.keeper import RESTARTED_ENV, STOP_WORD
 from pyd.agent.session import SSHDown, SSHSession
 from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.agent.status_file import write_status as _write_status
@@ -30,10 +31,12 @@ from pyd.config.store import load_config
 from pyd.engine.api import GUEST_DOCKER_SOCKET
 from pyd.engine.ping import wait_for_engine
 from pyd.errors import PydError
+from pyd.guestdocker.exec_protocol import exec_endpoint
 from pyd.guestdocker.platforms import BINFMT_WAIT, parse_platforms
 from pyd.guestdocker.platforms import COMMAND as PLATFORMS_COMMAND
 from pyd.host.atomicfile import write_atomic
 from pyd.host.private_files import write_private_text
+from pyd.host.process_identity import identify, write_identity
 from pyd.host.threads import Deadline, ThreadOwner, close_all, join_threads
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
@@ -181,7 +184,8 @@ class Agent:
         interrupt what the agent waits on (a boot, a reconnect): it closes what that waits on."""
         self.start()
         while not self.stop.wait(STOP_POLL):
-            pass
+            if self.files.stop_request.exists():  # no keeper to pass it on (it was killed)
+                self.request_stop()
         if not self._ended:  # else it ended by itself, and said why unless it crashed
             log.info("stopping on request")
             self._publish(lambda s: s.to(AgentState.STOPPED), last_word=True)
@@ -287,11 +291,11 @@ class Agent:
         return self._supervise()
 
     def _start_exec_socket(self) -> None:
-        """`pyd docker` commands on this connection (POSIX hosts; see exec_server). Without
-        it they still work, each on a connection of its own: a failure here is logged only."""
-        if sys.platform == "win32":
-            return
-        server = self._adopt(exec_server(self.files.exec_sock, self._exec_transport))
+        """`pyd docker` commands on this connection (a Unix socket, or a named pipe on
+        Windows; see exec_server). Without it they still work, each on a connection of its
+        own: a failure here is logged only."""
+        endpoint = exec_endpoint(sys.platform, self.name, self.files.root)
+        server = self._adopt(exec_server(endpoint, self._exec_transport))
         try:
             server.start()
         except PydError as e:
@@ -538,16 +542,50 @@ def main(argv: list[str]) -> int:
         log.error("another agent already runs for %s", root)
         return 1
     try:
-        write_private_text(files.agent_pid, f"{os.getpid()}\n")
+        _record_pid(files)
         agent = Agent(files, name, launch, _vm_state_probe(name), guest_session(files))
         # The handlers only set an event: a handler runs between any two bytecodes of the main
         # thread, where anything it did could meet a lock that thread holds.
         signal.signal(signal.SIGTERM, lambda *_: agent.request_stop())
         signal.signal(signal.SIGINT, lambda *_: agent.request_stop())
+        _listen_to_keeper(agent)
         return agent.run()
     finally:
         files.agent_pid.unlink(missing_ok=True)
         lock.release()
+
+
+def _record_pid(files: InstanceFiles) -> None:
+    """agent.pid: pid and start time, so `pyd stop` never kills a process that got the pid
+    after this one died."""
+    me = identify(os.getpid())
+    if me is None:  # cannot happen to a running process; a bare pid still reads
+        write_private_text(files.agent_pid, f"{os.getpid()}\n")
+    else:
+        write_identity(files.agent_pid, me)
+
+
+def _listen_to_keeper(agent: Agent) -> None:
+    """The keeper's stop word on stdin (a pipe, after a standby's go word) wakes the agent at
+    once, on every OS. End of file (the keeper killed) is not a request: the agent serves
+    on. A terminal's stdin (run by hand) is left alone. os.read, not sys.stdin: nothing
+    buffered, and no buffer's lock held by this daemon thread when Python exits."""
+    try:
+        if os.isatty(0):
+            return
+    except OSError:
+        return
+
+    def listen() -> None:
+        try:
+            while word := os.read(0, 1):
+                if word == STOP_WORD:
+                    agent.request_stop()
+                    return
+        except OSError:
+            return
+
+    threading.Thread(target=listen, name="pyd-keeper-word", daemon=True).start()
 
 
 def _more_descriptors() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,7 +19,10 @@ from filelock import FileLock, Timeout
 from pyd.agent.keeper import KeeperStatus, read_keeper_status
 from pyd.agent.status_file import AgentState, AgentStatus, read_status, write_status
 from pyd.errors import PydError
-from pyd.host.procs import terminate
+from pyd.host.detached import detached
+from pyd.host.private_files import write_private_text
+from pyd.host.process_control import kill_process, read_pid_record, terminate_process
+from pyd.host.process_identity import ProcessIdentity, identify
 from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.progress import Progress
 
@@ -60,9 +65,8 @@ def launch_agent(files: InstanceFiles, name: str) -> Launched:
     """Starts the keeper, which runs the agent and restarts it when it dies."""
     files.agent_status.unlink(missing_ok=True)
     files.keeper_status.unlink(missing_ok=True)
-    flags = 0
-    if sys.platform == "win32":
-        flags = subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined,unused-ignore]
+    files.stop_request.unlink(missing_ok=True)  # one left by a `pyd stop` that was killed
+    flags = detached(sys.platform)
     token = secrets.token_hex(8)
     # 0600 from the start: the log names containers, ports and shares.
     with open(os.open(files.agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
@@ -73,8 +77,8 @@ def launch_agent(files: InstanceFiles, name: str) -> Launched:
             stderr=log,
             cwd=files.root,
             close_fds=True,
-            start_new_session=sys.platform != "win32",
-            creationflags=flags,
+            start_new_session=flags.start_new_session,
+            creationflags=flags.creationflags,
         )
     return Launched(proc, token)
 
@@ -115,25 +119,91 @@ def _agent_alive_elsewhere(files: InstanceFiles, agent: Launched) -> bool:
     return status is not None and status.launch == agent.token and agent_running(files)
 
 
-def stop_agent(files: InstanceFiles, timeout: float = 10) -> None:
-    """The keeper first (POSIX: it passes SIGTERM on to the agent and waits for it), so that
-    it does not restart what is being stopped; then the agent, if it still runs (Windows has
-    no signals to pass on; a keeper killed by force; an agent from before keepers)."""
-    deadline = time.monotonic() + timeout
-    keeper = keeper_status(files)
-    stopped_keeper = keeper is not None and keeper_running(files)
-    if keeper is not None and stopped_keeper:
-        terminate(keeper.pid, timeout)
+class StopPath(enum.Enum):
+    """How `pyd stop` asks the keeper (and an agent without one) to stop."""
+
+    SIGNAL = "signal"  # SIGTERM: POSIX; keepers and agents of any pyd version obey it
+    REQUEST = "request"  # stop.request in the 0700 instance directory: Windows, no signals
+
+
+STOP_PATH_ENV = "PYD_AGENT_STOP"  # "request": the Windows path on POSIX (tests)
+STOP_POLL = 0.02  # how often `pyd stop` looks whether keeper and agent are gone
+
+
+def stop_path(platform: str, env: Mapping[str, str]) -> StopPath:
+    """Pure: Windows has no signal to ask with (os.kill there is TerminateProcess, no
+    cleanup); POSIX keeps SIGTERM, which a keeper started by an older pyd also obeys,
+    unless the environment asks for the request file."""
+    if platform == "win32" or env.get(STOP_PATH_ENV) == StopPath.REQUEST.value:
+        return StopPath.REQUEST
+    return StopPath.SIGNAL
+
+
+def keeper_identity(files: InstanceFiles) -> ProcessIdentity | None:
+    """The running keeper as keeper.json names it (an older keeper's, without a start
+    time, by what runs under its pid now); None when no keeper holds keeper.lock."""
+    kept = keeper_status(files)
+    if kept is None or not keeper_running(files):
+        return None
+    if kept.started:
+        return ProcessIdentity(kept.pid, float(kept.started))
+    return identify(kept.pid)
+
+
+def agent_identity(files: InstanceFiles) -> ProcessIdentity | None:
+    """The running agent as agent.pid names it; None when no agent holds agent.lock."""
     if not agent_running(files):
-        if stopped_keeper:
-            _mark_stopped(files)
+        return None
+    return read_pid_record(files.agent_pid)
+
+
+def stop_agent(files: InstanceFiles, timeout: float = 10, path: StopPath | None = None) -> None:
+    """Asks the keeper to stop (it passes the request on to the agent and waits for it), so
+    that it does not restart what is being stopped; an agent without a keeper (one killed by
+    force, an agent from before keepers) is asked itself. After `timeout` both are killed,
+    each only if its recorded pid and start time still name it: never a reused pid."""
+    if path is None:
+        path = stop_path(sys.platform, os.environ)
+    deadline = time.monotonic() + timeout
+    if not keeper_running(files) and not agent_running(files):
         return  # nothing ran: agent.json keeps why it ended (a crashed VM, a crash loop)
+    if path is StopPath.REQUEST:
+        write_private_text(files.stop_request, "stop\n")
+    signalled: set[str] = set()
     try:
-        pid = int(files.agent_pid.read_text().strip())
-    except (OSError, ValueError):
-        return
-    terminate(pid, max(deadline - time.monotonic(), 1.0))
+        while keeper_running(files) or agent_running(files):
+            if time.monotonic() >= deadline:
+                _kill(files)
+                break
+            if path is StopPath.SIGNAL:
+                _signal_once(files, signalled)
+            time.sleep(STOP_POLL)
+    finally:
+        files.stop_request.unlink(missing_ok=True)
     _mark_stopped(files)
+
+
+def _signal_once(files: InstanceFiles, signalled: set[str]) -> None:
+    """SIGTERM to the keeper, which passes it on; to the agent only when no keeper runs (any
+    more). Once each, as soon as its record names it (a keeper may not have written
+    keeper.json yet)."""
+    if keeper_running(files):
+        who, identity = "keeper", keeper_identity(files)
+    else:
+        who, identity = "agent", agent_identity(files)
+    if who not in signalled and identity is not None:
+        signalled.add(who)
+        terminate_process(identity)
+
+
+def _kill(files: InstanceFiles) -> None:
+    """The keeper first (else it restarts the agent), then the agent; by identity only."""
+    for identity in (keeper_identity(files), agent_identity(files)):
+        if identity is not None:
+            kill_process(identity)
+    end = time.monotonic() + 1.0  # the locks go with the processes
+    while (keeper_running(files) or agent_running(files)) and time.monotonic() < end:
+        time.sleep(STOP_POLL)
 
 
 def _mark_stopped(files: InstanceFiles) -> None:
