@@ -4,9 +4,14 @@ protocol is in pyd.guestdocker.exec_protocol; the session is the same one `pyd d
 when it connects by itself (pyd.guestdocker.run), here reading and writing the client's own
 stdin, stdout and stderr, passed over the socket.
 
-Who may connect is decided as for the Docker socket: 0600 in the instance's private socket
-directory (pyd.relay.unix_socket). POSIX hosts only: Windows has no descriptor passing, and
-`pyd docker` there connects by itself.
+Both modes of the protocol on the same endpoint, as the request says: the client's
+descriptors (POSIX), or its streams as frames (pyd.guestdocker.exec_frames; Windows, and
+POSIX clients that cannot pass descriptors). A framed command's session reads and writes
+pipes of this process that threads copy to and from frames.
+
+Who may connect is decided as for the Docker API: 0600 in the instance's private socket
+directory (pyd.relay.unix_socket), or a named pipe whose DACL admits the current user only
+(pyd.relay.named_pipe).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import socket
 import sys
 import threading
@@ -24,9 +30,25 @@ from pathlib import Path
 import paramiko
 
 from pyd.errors import PydError
+from pyd.guestdocker import terminal
+from pyd.guestdocker.exec_frames import (
+    FRAME_HEADER,
+    MAX_FRAME,
+    STDIN_CREDIT,
+    TO_AGENT,
+    Kind,
+    ack_frame,
+    exit_frame,
+    frame,
+    parse_closed,
+    parse_number,
+    parse_window,
+    read_frame,
+)
 from pyd.guestdocker.exec_protocol import (
     HEADER,
     STREAM_FDS,
+    ExecEndpoint,
     ExecRequest,
     ProtocolError,
     decode_message,
@@ -37,7 +59,9 @@ from pyd.guestdocker.exec_protocol import (
 )
 from pyd.guestdocker.run import HUNG_UP, GuestSession, held_by_client
 from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
-from pyd.relay.connections import ConnectionThreads
+from pyd.host.threads import Deadline, join_threads
+from pyd.relay.connections import ConnectionThreads, ServedForward
+from pyd.relay.named_pipe import NamedPipeListener
 from pyd.relay.pump import HostStream
 from pyd.relay.unix_socket import UnixSocketListener
 from pyd.ssh.link_errors import LINK_ERRORS
@@ -53,9 +77,18 @@ _SSH_ERRORS = LINK_ERRORS
 GetTransport = Callable[[], paramiko.Transport]
 
 
-def exec_server(path: Path, transport: GetTransport) -> UnixSocketListener:
-    """The exec socket at `path` (not started); each command runs on `transport()`."""
-    return UnixSocketListener(path, _ExecConnections(str(path), transport))
+STOP_WAIT = 5.0  # the agent stopping: for a framed client's last output, then it is cut
+
+
+def exec_server(where: Path | ExecEndpoint, transport: GetTransport) -> ServedForward:
+    """The exec endpoint (not started): the Unix socket at a path, or `where`'s kind; each
+    command runs on `transport()`."""
+    if isinstance(where, Path):
+        where = ExecEndpoint("unix", str(where))
+    conns = _ExecConnections(where.address, transport)
+    if where.kind == "pipe":
+        return NamedPipeListener(where.address, conns)
+    return UnixSocketListener(Path(where.address), conns)
 
 
 class _ExecConnections(ConnectionThreads):
@@ -64,46 +97,60 @@ class _ExecConnections(ConnectionThreads):
         self._transport = transport
 
     def _serve(self, stream: HostStream) -> None:
-        assert isinstance(stream, socket.socket)
-        with stream:
+        with contextlib.closing(stream):
             try:
                 request, streams = _read_request(stream)
             except (ProtocolError, OSError) as e:
                 log.warning("exec socket: request refused: %s", e)
                 return
-            command = _Command(stream, request, streams, self._transport)
+            if streams is None:
+                command: _Command = _FramedCommand(stream, request, self._transport)
+            else:
+                command = _Command(stream, request, streams, self._transport)
             self._track(command)
             command.run()
 
 
-def _read_request(conn: socket.socket) -> tuple[ExecRequest, HostStreams]:
-    """The request and the client's three descriptors (ours to close); all of it within
-    REQUEST_TIMEOUT."""
-    if sys.platform == "win32":  # the agent serves no exec socket there (no descriptor passing)
-        raise ProtocolError("no descriptor passing on Windows")
+def _read_request(conn: HostStream) -> tuple[ExecRequest, HostStreams | None]:
+    """The request and the client's three descriptors (ours to close), or None for them
+    when the request is framed; all of it within REQUEST_TIMEOUT (on a socket: a pipe has
+    no timeouts, and only the user can open it)."""
     deadline = time.monotonic() + REQUEST_TIMEOUT
-    conn.settimeout(REQUEST_TIMEOUT)
-    header, fds, _flags, _addr = socket.recv_fds(conn, HEADER.size, STREAM_FDS, _CMSG_CLOEXEC)
+    fds: list[int] = []
+    if isinstance(conn, socket.socket):
+        conn.settimeout(REQUEST_TIMEOUT)
+    if isinstance(conn, socket.socket) and sys.platform != "win32":
+        header, fds, _flags, _addr = socket.recv_fds(
+            conn, HEADER.size, STREAM_FDS, _CMSG_CLOEXEC
+        )
+    else:
+        header = b""
     try:
-        if len(fds) != STREAM_FDS:
+        if fds and len(fds) != STREAM_FDS:
             raise ProtocolError(f"{len(fds)} file descriptors instead of {STREAM_FDS}")
         header += _recv_exactly(conn, HEADER.size - len(header), deadline)
         request = decode_request(_recv_exactly(conn, request_length(header), deadline))
+        if request.framed == bool(fds):
+            raise ProtocolError(
+                "descriptors with a framed request" if fds else "no descriptors passed"
+            )
     except BaseException:
         for fd in fds:
             os.close(fd)
         raise
-    conn.settimeout(None)
-    return request, HostStreams(*fds)
+    if isinstance(conn, socket.socket):
+        conn.settimeout(None)
+    return request, HostStreams(*fds) if fds else None
 
 
-def _recv_exactly(conn: socket.socket, n: int, deadline: float) -> bytes:
+def _recv_exactly(conn: HostStream, n: int, deadline: float) -> bytes:
     parts = []
     while n > 0:
         left = deadline - time.monotonic()
         if left <= 0:
             raise ProtocolError(f"no whole request within {REQUEST_TIMEOUT:.0f} s")
-        conn.settimeout(left)
+        if isinstance(conn, socket.socket):
+            conn.settimeout(left)
         data = conn.recv(min(n, 1 << 20))
         if not data:
             raise ProtocolError("the client hung up mid-request")
@@ -118,7 +165,7 @@ class _Command:
 
     def __init__(
         self,
-        conn: socket.socket,
+        conn: HostStream,
         request: ExecRequest,
         streams: HostStreams,
         transport: GetTransport,
@@ -144,15 +191,13 @@ class _Command:
         """Runs the command and answers; the client's descriptors are closed either way."""
         started = time.monotonic()
         try:
-            code, reply = self._outcome()
+            code, error, hint = self._outcome()
         finally:
             # Before the client learns the code: whoever reads its output has all of it,
             # and sees the end, once the client exits.
-            for fd in self._streams.fds():
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            self._end_streams()
         with contextlib.suppress(OSError):
-            self._conn.sendall(reply)
+            self._reply(code, error, hint)
         with contextlib.suppress(OSError):
             # Ends the client-following thread too, whatever the client does next.
             self._conn.shutdown(socket.SHUT_RDWR)
@@ -166,8 +211,26 @@ class _Command:
             time.monotonic() - started,
         )
 
-    def _outcome(self) -> tuple[int, bytes]:
-        """The exit code, and the message that tells it to the client."""
+    # What differs between the two modes: how the streams end, what is said, who follows.
+
+    def _end_streams(self) -> None:
+        for fd in self._streams.fds():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _reply(self, code: int, error: str, hint: str) -> None:
+        self._conn.sendall(exit_message(code, error, hint))
+
+    def _tell_started(self) -> None:
+        """The command runs: an interactive client puts its terminal in raw mode now."""
+        with contextlib.suppress(OSError):
+            self._conn.sendall(started_message())
+
+    def _window(self) -> tuple[int, int]:
+        return terminal.size(self._streams.stdout)
+
+    def _outcome(self) -> tuple[int, str, str]:
+        """The exit code, and pyd's error and hint when it is not docker's."""
         try:
             code = self._run_session()
             error, hint = "", ""
@@ -183,7 +246,7 @@ class _Command:
         if self._stopping and (error or code == HUNG_UP):
             error = "the instance's agent stopped while the command ran"
             hint = "`pyd status` shows the instance's state; `pyd start` starts it again"
-        return code, exit_message(code, error, hint)
+        return code, error, hint
 
     def _run_session(self) -> int:
         session = GuestSession(
@@ -192,6 +255,7 @@ class _Command:
             self._streams,
             self._request.term,
             held_by_client(self._tell_started),
+            self._window,
         )
         with self._lock:
             self._session = session
@@ -204,14 +268,10 @@ class _Command:
         self._follower.start()
         return session.run()
 
-    def _tell_started(self) -> None:
-        """The command runs: an interactive client puts its terminal in raw mode now."""
-        with contextlib.suppress(OSError):
-            self._conn.sendall(started_message())
-
     def _follow_client(self, session: GuestSession) -> None:
         """The client's signals, until it hangs up (which ends the command if it still runs:
         nobody is left to see it)."""
+        assert isinstance(self._conn, socket.socket)
         try:
             with self._conn.makefile("rb") as lines:
                 while line := lines.readline(MAX_MESSAGE):
@@ -223,3 +283,139 @@ class _Command:
         except (OSError, ProtocolError):
             pass
         session.hang_up()
+
+
+class _FramedCommand(_Command):
+    """A command whose client sends and takes its streams as frames: the session gets pipes
+    of this process, and threads copy them from and to frames (pyd.guestdocker.exec_frames).
+    What is held at any time is bounded: STDIN_CREDIT of stdin, one read of each output."""
+
+    def __init__(self, conn: HostStream, request: ExecRequest, transport: GetTransport) -> None:
+        pipes = [os.pipe() for _ in range(3)]
+        (self._in_r, self._in_w), (self._out_r, out_w), (self._err_r, err_w) = pipes
+        super().__init__(conn, request, HostStreams(self._in_r, out_w, err_w), transport)
+        self._send_lock = threading.Lock()  # one frame at a time on the connection
+        self._size = request.window or terminal.DEFAULT_SIZE
+        self._stdin: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._credit_lock = threading.Lock()
+        self._unacked = 0  # stdin bytes received and not yet written to the command
+        self._closed: set[int] = set()  # outputs whose client side went away (CLOSED)
+        self._copies = [
+            _thread(lambda: self._copy_output(self._out_r, Kind.STDOUT, 1), "pyd-exec-out"),
+            _thread(lambda: self._copy_output(self._err_r, Kind.STDERR, 2), "pyd-exec-err"),
+        ]
+        self._feeder = _thread(self._feed_stdin, "pyd-exec-in")
+
+    def _send(self, *parts: bytes) -> None:
+        with self._send_lock:
+            for part in parts:
+                self._conn.sendall(part)
+
+    def _end_streams(self) -> None:
+        """The session's ends of the output pipes close, so the copies send what is left and
+        end; the stdin copy ends too (a write to a pipe nobody reads fails)."""
+        for fd in (self._streams.stdout, self._streams.stderr, self._in_r):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._stdin.put(None)
+        cut: Deadline | None = None
+        while not join_threads(self._copies, Deadline(0.5)):
+            if self._stopping:
+                # The agent stops and the client reads no more (a stopped client): cut it.
+                cut = cut or Deadline(STOP_WAIT)
+                if cut.passed():
+                    with contextlib.suppress(OSError):
+                        self._conn.shutdown(socket.SHUT_RDWR)
+        self._feeder.join()
+
+    def _reply(self, code: int, error: str, hint: str) -> None:
+        self._send(exit_frame(code, error, hint))
+
+    def _tell_started(self) -> None:
+        with contextlib.suppress(OSError):
+            self._send(frame(Kind.STARTED))
+
+    def _window(self) -> tuple[int, int]:
+        return self._size
+
+    def _copy_output(self, fd: int, kind: Kind, which: int) -> None:
+        """One output pipe to frames until it ends; after the client's CLOSED for it, the
+        pipe is closed, and the session's next write fails as a closed pipe's would."""
+        sending = True
+        try:
+            while data := os.read(fd, MAX_FRAME):
+                if which in self._closed:
+                    return
+                if sending:
+                    try:
+                        self._send(FRAME_HEADER.pack(kind, len(data)), data)
+                    except OSError:
+                        sending = False  # the client has gone: drain, so the session ends
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def _feed_stdin(self) -> None:
+        """Writes the client's stdin to the command (waiting on the pipe when it does not
+        read), acknowledging each piece so that the client sends more."""
+        try:
+            while (data := self._stdin.get()) is not None:
+                _write_all(self._in_w, data)
+                with self._credit_lock:
+                    self._unacked -= len(data)
+                self._send(ack_frame(len(data)))
+        except OSError:
+            pass  # nobody reads stdin any more, or the client has gone
+        finally:
+            os.close(self._in_w)
+
+    def _follow_client(self, session: GuestSession) -> None:
+        """The client's frames, until it hangs up or breaks the protocol: either ends the
+        command if it still runs."""
+        ended = False
+        try:
+            while (got := read_frame(self._conn.recv, TO_AGENT)) is not None:
+                kind, payload = got
+                if kind is Kind.STDIN:
+                    if ended:
+                        raise ProtocolError("stdin after its end")
+                    with self._credit_lock:
+                        self._unacked += len(payload)
+                        over = self._unacked > STDIN_CREDIT
+                    if over:
+                        raise ProtocolError("stdin beyond the credit given")
+                    self._stdin.put(payload)
+                elif kind is Kind.STDIN_EOF:
+                    if not ended:
+                        ended = True
+                        self._stdin.put(None)
+                elif kind is Kind.WINDOW:
+                    self._size = parse_window(payload)
+                    session.resize()
+                elif kind is Kind.SIGNAL:
+                    signum = parse_number(payload)
+                    if signum in _ACCEPTED_SIGNALS:
+                        session.deliver(signum)
+                elif kind is Kind.CLOSED:
+                    self._closed.add(parse_closed(payload))
+        except ProtocolError as e:
+            log.warning("exec socket: a framed client broke the protocol: %s", e)
+            with contextlib.suppress(OSError):
+                self._conn.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._stdin.put(None)
+        session.hang_up()
+
+
+def _thread(target: Callable[[], None], name: str) -> threading.Thread:
+    t = threading.Thread(target=target, name=name, daemon=True)
+    t.start()
+    return t
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

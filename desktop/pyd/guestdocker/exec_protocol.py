@@ -17,6 +17,14 @@ After that, both sides send JSON lines:
 
 The client hanging up ends the command, as a closed SSH connection would.
 
+Where descriptors cannot be passed (Windows; a POSIX host where passing them fails, or
+PYD_EXEC_FRAMED=1), the request says "framed": true and comes without them, with the
+client's window size for a terminal session; the streams, signals and answers then travel
+as frames (pyd.guestdocker.exec_frames) instead of JSON lines.
+
+Where the agent serves it: exec_endpoint(), a Unix socket in the instance directory on POSIX
+hosts, the named pipe `\\\\.\\pipe\\pyd-NAME-exec` (current user only) on Windows.
+
 Arguments are strings as pyd's argv holds them: bytes that are not UTF-8 are lone
 surrogates (surrogateescape), which JSON's \\u escapes carry both ways unchanged.
 """
@@ -26,10 +34,12 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import Any
+from pathlib import PurePath
+from typing import Any, Literal
 
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.tools import COMPOSE, DOCKER
+from pyd.instance.files import EXEC_SOCK
 
 HEADER = struct.Struct(">I")
 MAX_REQUEST = 16 * 1024 * 1024  # far above any command line the OS would pass (ARG_MAX)
@@ -44,6 +54,8 @@ class ProtocolError(ValueError):
 class ExecRequest:
     command: GuestCommand
     term: str | None = None  # the host's TERM when the session gets a PTY, else None
+    framed: bool = False  # the streams come as frames, not as descriptors
+    window: tuple[int, int] | None = None  # framed with a PTY: the client's (columns, rows)
 
     @property
     def interactive(self) -> bool:
@@ -59,6 +71,7 @@ def encode_request(request: ExecRequest) -> bytes:
             "env": [list(pair) for pair in c.env],
             "compose": c.tool is COMPOSE,  # a flag on the wire, as older agents read it
             "term": request.term,
+            **({"framed": True, "window": request.window} if request.framed else {}),
         }
     ).encode("ascii")  # ensure_ascii: lone surrogates become \\udcXX escapes
     return HEADER.pack(len(body)) + body
@@ -89,9 +102,36 @@ def decode_request(body: bytes) -> ExecRequest:
         raise ProtocolError("env must be [name, value] pairs of strings")
     if term is not None and not isinstance(term, str):
         raise ProtocolError("term must be a string or null")
+    framed = data.get("framed", False)
+    if not isinstance(framed, bool):
+        raise ProtocolError("framed must be a boolean")
+    window = data.get("window")
+    if window is not None:
+        if not (
+            framed
+            and isinstance(window, list)
+            and len(window) == 2
+            and all(isinstance(n, int) and 0 < n <= 0xFFFF for n in window)
+        ):
+            raise ProtocolError("window must be [columns, rows] of a framed request")
+        window = (window[0], window[1])
     tool = COMPOSE if compose else DOCKER
     command = GuestCommand(workdir, tuple(args), tuple((k, v) for k, v in env), tool)
-    return ExecRequest(command, term)
+    return ExecRequest(command, term, framed, window)
+
+
+@dataclass(frozen=True)
+class ExecEndpoint:
+    kind: Literal["unix", "pipe"]
+    address: str  # the socket's path, or the pipe's name
+
+
+def exec_endpoint(platform: str, instance: str, root: PurePath) -> ExecEndpoint:
+    """Where the agent of `instance` (its directory `root`) serves commands on `platform`
+    (sys.platform's values): a named pipe on Windows (no AF_UNIX in CPython there)."""
+    if platform == "win32":
+        return ExecEndpoint("pipe", rf"\\.\pipe\pyd-{instance}-exec")
+    return ExecEndpoint("unix", str(root / EXEC_SOCK))
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
