@@ -3,9 +3,10 @@ run in a real local shell, reached through pyd's own `connect` with the pinned h
 guest's `docker` is a stand-in that runs its arguments as a command (`docker sh -c 'exit 3'`),
 so every test sees exactly what a docker CLI in the guest would have been given.
 
-Every test runs twice: `pyd docker` with a connection of its own (run_in_guest), and through
-the host agent's exec socket (an exec server in this process on the test's connection,
-reached by the client with this process's descriptors), which must behave the same."""
+Every test runs three times: `pyd docker` with a connection of its own (run_in_guest), and
+through the host agent's exec socket (an exec server in this process on the test's
+connection, reached by the client with this process's descriptors, or with its streams as
+frames), which must behave the same."""
 
 from __future__ import annotations
 
@@ -60,11 +61,14 @@ def _through_agent(
     return code
 
 
-@pytest.fixture(autouse=True, params=["direct", "agent"])
+@pytest.fixture(autouse=True, params=["direct", "agent", "framed"])
 def path_taken(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Which way the tests' `run_in_guest` goes (looked up at each call)."""
-    if request.param == "agent":
+    """Which way the tests' `run_in_guest` goes (looked up at each call); "framed": through
+    the agent with the streams as frames (PYD_EXEC_FRAMED=1), as on Windows."""
+    if request.param in ("agent", "framed"):
         monkeypatch.setattr(sys.modules[__name__], "run_in_guest", _through_agent)
+    if request.param == "framed":
+        monkeypatch.setenv("PYD_EXEC_FRAMED", "1")
     return str(request.param)
 
 

@@ -1,8 +1,9 @@
 """`pyd docker ARGS` and `pyd compose ARGS` end to end: pyd's own leading options, then the
 host's docker CLI (when there is one) or the guest's over SSH.
 
-The guest's CLI runs on the agent's SSH connection (agent_link), or, where the agent does
-not offer that (Windows, an agent from an older pyd), on a new connection made here with
+The guest's CLI runs on the agent's SSH connection (agent_link: its Unix socket, or its
+named pipe on Windows), or, where no agent answers (an agent from an older pyd, none
+running), on a new connection made here with
 the instance's key and its pinned host key (direct), as `pyd ssh` does.
 """
 
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING
 from pyd.config.settings import DEFAULT_INSTANCE
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.guestdocker import agent_link
+from pyd.guestdocker.exec_protocol import exec_endpoint
 from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
 from pyd.guestdocker.shim import find_docker
@@ -106,9 +108,10 @@ def run_via_guest(inst: Instance, tool: Tool, args: Sequence[str]) -> int:
         )
     sys.stdout.flush()
     sys.stderr.flush()
-    if agent_link.SUPPORTED and inst.files.exec_sock.exists():
+    endpoint = exec_endpoint(sys.platform, inst.name, inst.files.root)
+    if endpoint.kind == "pipe" or inst.files.exec_sock.exists():
         prepared = _prepare(inst, tool, args)
-        code = agent_link.run_through_agent(inst.files.exec_sock, *prepared)
+        code = agent_link.run_through_agent(endpoint, *prepared)
         if code is not None:
             return code
         return run_direct(inst, state.ssh_port, lambda: prepared)
