@@ -4,16 +4,22 @@
            agent runs on its open SSH connection (the exec socket: what macOS and Linux get)
   ssh      `ssh -i KEY -p PORT root@127.0.0.1 docker version` with the system's OpenSSH client
   pyd-own  the same `pyd docker`, with the exec socket moved away for the command: it opens
-           an SSH connection of its own (paramiko), as on Windows or with an older agent
+           an SSH connection of its own (paramiko), as with an older agent
+  pyd-framed  the same `pyd docker` through the agent with PYD_EXEC_FRAMED=1: its streams go
+           as frames over the socket (what Windows gets, over a named pipe) instead of
+           descriptors
 
 Both are timed from process start to exit, in interleaved rounds (the order alternates).
 Then a 50 MB random file through `docker run -i --rm IMG cat`, stdin to stdout, by both
 (sha256 must match; MB/s is the file's size over the time, each byte crossing twice).
 
-    python bench/guest_docker.py [--runs 10] [--mb 50] [--blob-runs 1] [--ways pyd,ssh,pyd-own]
+    python bench/guest_docker.py [--runs 10] [--mb 50] [--blob-runs 1]
+                                 [--ways pyd,ssh,pyd-own,pyd-framed]
 
 Prints the medians, min-max and the ratios pyd/ssh and pyd-own/ssh of the medians (target
-<= 1.1). The round trip compares pyd and ssh.
+<= 1.1), and pyd-framed/pyd (target <= 1.1). The round trip compares pyd, ssh and
+pyd-framed, and reports how much the agent's RSS grew during each (its peak over its RSS
+before, sampled every 20 ms): frames must stream, not pile up.
 """
 
 from __future__ import annotations
@@ -27,9 +33,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+import psutil
 
 from busybox_image import build_busybox_image
 from pyd.instance.files import InstanceFiles
@@ -38,7 +47,8 @@ from pyd.ssh.openssh import ssh_argv
 
 NAME = "bench-guestdocker"
 IMAGE = "pyd-bench-guestdocker-busybox"
-WAYS = ("pyd", "ssh", "pyd-own")
+WAYS = ("pyd", "ssh", "pyd-own", "pyd-framed")
+BLOB_WAYS = ("pyd", "ssh", "pyd-framed")
 
 
 def run(env: dict[str, str], *argv: str) -> str:
@@ -75,7 +85,7 @@ class Bench:
         subprocess.run([*self.pyd, "delete", "-f", "-n", NAME], env=self.env, capture_output=True)
 
     def argv(self, way: str, docker_args: list[str]) -> list[str]:
-        if way in ("pyd", "pyd-own"):
+        if way in ("pyd", "pyd-own", "pyd-framed"):
             return [*self.pyd, "docker", "-n", NAME, "--via-guest", *docker_args]
         state = load_state(self.files.state)
         assert state is not None
@@ -95,7 +105,7 @@ class Bench:
             argv = self.argv(way, docker_args)
             with self._own_connection(way == "pyd-own"):
                 t0 = time.perf_counter()
-                code = subprocess.run(argv, stdin=i, stdout=o, stderr=e, env=self.env,
+                code = subprocess.run(argv, stdin=i, stdout=o, stderr=e, env=self.env_of(way),
                                       cwd=self.work, timeout=1800).returncode  # fmt: skip
                 seconds = time.perf_counter() - t0
             if code != 0:
@@ -103,6 +113,17 @@ class Bench:
                 raise SystemExit(f"{way} {docker_args} exited {code}: {e.read().decode()}")
         return seconds
 
+
+    def env_of(self, way: str) -> dict[str, str]:
+        return self.env | {"PYD_EXEC_FRAMED": "1"} if way == "pyd-framed" else self.env
+
+    def agent(self) -> psutil.Process:
+        root = str(self.files.root)
+        for p in psutil.process_iter(["cmdline"]):
+            cmdline = p.info["cmdline"] or []
+            if "pyd.agent" in cmdline and root in cmdline:
+                return p
+        raise SystemExit("the instance's agent is not running")
 
     @contextlib.contextmanager
     def _own_connection(self, hidden: bool) -> Iterator[None]:
@@ -128,6 +149,28 @@ def interleaved(
         print(f"round {r + 1}: " + ", ".join(f"{w} {results[w][-1]:.3f} s" for w in ways),
               flush=True)  # fmt: skip
     return results
+
+
+@contextlib.contextmanager
+def rss_growth(process: psutil.Process, grew: list[int]) -> Iterator[None]:
+    """Appends to `grew` the peak RSS of `process` during the block over its RSS before."""
+    before = process.memory_info().rss
+    peak = before
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+        grew.append(peak - before)
 
 
 def summary(label: str, results: dict[str, list[float]], unit: str = "s") -> dict[str, float]:
@@ -160,8 +203,12 @@ def main() -> None:
             print(f"\n`docker version`, {args.runs} interleaved rounds:")
             version = interleaved(args.runs, lambda way: bench.timed(way, ["version"]), ways)
 
+            agent = bench.agent()
+            growth: dict[str, list[int]] = {}
+
             def round_trip(way: str) -> float:
-                seconds = bench.timed(way, ["run", "-i", "--rm", IMAGE, "cat"], blob, back)
+                with rss_growth(agent, growth.setdefault(way, [])):
+                    seconds = bench.timed(way, ["run", "-i", "--rm", IMAGE, "cat"], blob, back)
                 if hashlib.sha256(back.read_bytes()).hexdigest() != want:
                     raise SystemExit(f"{way}: the {args.mb} MB came back different")
                 back.unlink()
@@ -169,7 +216,7 @@ def main() -> None:
 
             print(f"\n{args.mb} MB stdin -> `docker run -i cat` -> stdout, {args.blob_runs} "
                   "interleaved rounds (sha256 matched each time):")  # fmt: skip
-            blob_s = interleaved(args.blob_runs, round_trip, [w for w in WAYS[:2] if w in ways])
+            blob_s = interleaved(args.blob_runs, round_trip, [w for w in BLOB_WAYS if w in ways])
         finally:
             bench.stop()
     print(f"\n`docker version` ({args.runs} runs): median [min-max]")
@@ -177,10 +224,18 @@ def main() -> None:
     for way in ways:
         if way != "ssh":
             print(f"  ratio {way}/ssh {med[way] / med['ssh']:.3f}  (target <= 1.1)")
+    if {"pyd", "pyd-framed"} <= set(ways):
+        print(f"  ratio pyd-framed/pyd {med['pyd-framed'] / med['pyd']:.3f}  (target <= 1.1)")
     print(f"\n{args.mb} MB round trip ({args.blob_runs} runs), sha256 equal:")
     mbps = {w: [args.mb / s for s in v] for w, v in blob_s.items()}
-    summary("seconds", blob_s)
+    blob_med = summary("seconds", blob_s)
     summary("MB/s   ", mbps, "MB/s")
+    if {"pyd", "pyd-framed"} <= set(blob_s):
+        ratio = blob_med["pyd-framed"] / blob_med["pyd"]
+        print(f"  ratio pyd-framed/pyd {ratio:.3f}  (target <= 1.1)")
+    for way, grew in growth.items():
+        print(f"  agent RSS growth during {way}: max {max(grew) / 2**20:.1f} MiB "
+              f"(runs: {', '.join(f'{g / 2**20:.1f}' for g in grew)})")  # fmt: skip
 
 
 if __name__ == "__main__":
