@@ -163,8 +163,10 @@ def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
         out_console.print_json(json.dumps(st.to_json()))
         return
     for key, value in st.to_json().items():
-        if key == "newer_image":
-            continue  # told on the image line
+        if key in ("newer_image", "backend_reason"):
+            continue  # told on the image and backend lines
+        if key == "backend" and st.backend_reason:
+            value = f"{value}: {st.backend_reason}"
         if key == "image" and st.newer_image:
             value = f"{value} (newer: {st.newer_image} — `pyd upgrade{name_option(name)}`)"
         elif key == "phases":

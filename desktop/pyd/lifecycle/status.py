@@ -27,7 +27,12 @@ from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running
 from pyd.mounts.state import MountStatus
 from pyd.ports.forwards import PortStatus
 from pyd.vm.backends.base import VMState
-from pyd.vm.backends.choice import backend_for_config
+from pyd.vm.backends.choice import (
+    BackendChoice,
+    BackendUnavailable,
+    backend_for_config,
+    resolve_backend,
+)
 
 
 class RunState(enum.StrEnum):
@@ -62,7 +67,7 @@ class InstanceStatus:
     cpus: int
     memory_mib: int
     disk_gib: int
-    backend: str
+    backend: str  # what runs the VM: libvirt or qemu (auto resolved); "" when broken
     accel: str
     arch: str  # the guest's architecture (x86_64, aarch64); "" when it cannot be read
     image: str
@@ -75,6 +80,9 @@ class InstanceStatus:
     data_disk: str = ""  # how full Docker's data disk is, as the running agent last saw it
     platforms: tuple[str, ...] = ()  # e.g. linux/amd64, linux/arm64: native, then emulated
     newer_image: str = ""  # a newer image for its arch, cached or in the cached index
+    # Why `backend`: "its daemon answers at qemu:///system", "auto on darwin", "set in
+    # config.toml", "recorded when it booted" (vm/backends/choice.py).
+    backend_reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -136,8 +144,12 @@ def instance_status(inst: Instance) -> InstanceStatus:
     state = load_state(inst.files.state)
     error = vm_hint = ""
     vm: VMState | None
+    choice: BackendChoice | None = None
     try:
+        choice = resolve_backend(inst.name, cfg)
         vm = backend_for_config(inst.name, cfg).state()
+    except BackendUnavailable as e:  # auto keeps it on libvirt, and libvirtd does not answer
+        choice, vm, error, vm_hint = e.choice, None, e.message, e.hint
     except PydError as e:
         vm, error, vm_hint = None, e.message, e.hint
     alive = agent_running(inst.files)
@@ -156,7 +168,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         cpus=cfg.cpus,
         memory_mib=cfg.memory_mib,
         disk_gib=disk_size_gib(inst.files.data_disk) or cfg.disk_gib,  # the disk's own size
-        backend=cfg.backend,
+        backend=choice.name if choice else cfg.backend,
         accel=state.accel if state else cfg.accel,
         arch=instance_arch(inst.files) or host_arch(),  # never started: the host's, by default
         image=state.image_key if state else "",
@@ -169,6 +181,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         data_disk=agent.data_disk if agent and alive else "",
         platforms=agent.platforms if agent and alive else (),
         newer_image=_newer(cfg.image_keys, state.image_key, state.arch) if state else "",
+        backend_reason=choice.reason if choice else "",
     )
 
 

@@ -115,7 +115,7 @@ def resolve_backend(
     name: str,
     cfg: InstanceConfig,
     system: str = sys.platform,
-    probe: Probe = libvirt_answers,
+    probe: Probe | None = None,
 ) -> BackendChoice:
     """The backend `name` runs with now, and why (may raise BackendUnavailable). The probe
     runs only for auto, on Linux or for a libvirt instance."""
@@ -124,7 +124,7 @@ def resolve_backend(
     auto = cfg.backend == BackendName.AUTO
     if auto and (recorded is BackendName.LIBVIRT or (recorded is None and system == "linux")):
         uri = libvirt_uri(cfg)
-        answers, why_not = probe(uri) if uri else (False, NO_BINDING)
+        answers, why_not = (probe or libvirt_answers)(uri) if uri else (False, NO_BINDING)
     return choose_backend(cfg.backend, system, answers, recorded, uri, why_not, name)
 
 
