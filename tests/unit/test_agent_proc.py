@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from filelock import FileLock
 
@@ -146,9 +147,11 @@ def test_each_stop_path_ends_keeper_and_agent_cleanly(
     files: InstanceFiles, launched: Launched, path: StopPath, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     until(lambda: _waiting_for_ssh(files), 30, 0.02, "the agent runs")
+    # The request path signals nothing; on the signal path only the keeper is signalled,
+    # and the agent hears the keeper's word on its stdin. No kill after the timeout.
     if path is StopPath.REQUEST:
         monkeypatch.setattr(agent_proc, "terminate_process", _no_signals)
-        monkeypatch.setattr(agent_proc, "kill_process", _no_signals)
+    monkeypatch.setattr(agent_proc, "kill_process", _no_signals)
     t0 = time.monotonic()
     stop_agent(files, timeout=10, path=path)
     took = time.monotonic() - t0
@@ -259,3 +262,27 @@ def test_an_older_keeper_json_without_a_start_time_still_reads(files: InstanceFi
 )
 def test_stop_path_per_platform(platform: str, env: dict[str, str], path: StopPath) -> None:
     assert stop_path(platform, env) is path
+
+
+def _standby_of(keeper_pid: int) -> bool:
+    children = psutil.Process(keeper_pid).children()
+    return any("from pyd.agent.main import main" in " ".join(c.cmdline()) for c in children)
+
+
+def test_an_agent_that_was_the_standby_hears_the_stop_word_after_its_go_word(
+    files: InstanceFiles, launched: Launched, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    until(lambda: _waiting_for_ssh(files), 30, 0.02, "the agent runs")
+    until(lambda: _standby_of(launched.proc.pid), 30, 0.1, "a standby (after 5 s)")
+    first = _agent_pid(files)
+    os.kill(first, signal.SIGKILL)
+    until(lambda: agent_running(files) and _agent_pid(files) != first, 30, 0.02, "the standby")
+    # SIGTERM to the keeper alone and no stop.request: only the keeper's word on its stdin
+    # can stop this agent; no kill after the timeout.
+    monkeypatch.setattr(agent_proc, "kill_process", _no_signals)
+    t0 = time.monotonic()
+    stop_agent(files, timeout=10, path=StopPath.SIGNAL)
+    assert time.monotonic() - t0 < 5
+    assert launched.proc.wait(timeout=10) == 0
+    final = read_status(files.agent_status)
+    assert final is not None and final.state == AgentState.STOPPED
