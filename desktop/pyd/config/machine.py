@@ -5,6 +5,7 @@ one this host can use is vm.accel's question (it probes the host)."""
 from __future__ import annotations
 
 import enum
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,15 @@ class Accel(enum.StrEnum):
 
 
 AUTO = "auto"  # the `accel` setting that means: detect the accelerator at each boot
+
+# The host OSes pyd knows, by Python's sys.platform names; the accelerator each one offers.
+SYSTEMS = ("linux", "darwin", "win32")
+NATIVE_ACCEL = {"linux": Accel.KVM, "darwin": Accel.HVF, "win32": Accel.WHPX}
+
+
+def host_system(platform: str = sys.platform) -> str:
+    """This host's OS as one of SYSTEMS; another POSIX system counts as "linux"."""
+    return platform if platform in SYSTEMS else "linux"
 
 
 @dataclass(frozen=True)
