@@ -21,6 +21,7 @@ from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
 from pyd.instance.state import instance_arch, load_state
 from pyd.lifecycle import start as start_module
+from pyd.vm.accel import AccelChoice
 from pyd.vm.backends.base import VMState
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
 
@@ -187,7 +188,7 @@ def test_hvf_memory_limit_is_checked_before_any_image_disk_or_seed(
     # An Apple Silicon Mac with plenty of memory. A check made at the VM's spec (as before)
     # would come after the image (built here by the stand-in) and the disks.
     monkeypatch.setattr("platform.machine", lambda: "arm64")
-    monkeypatch.setattr(start_module, "resolve_accel", lambda accel, arch: Accel.HVF)
+    monkeypatch.setattr(start_module, "resolve_accel", lambda accel, arch: AccelChoice(Accel.HVF))
     monkeypatch.setattr(start_module, "host_memory_mib", lambda: 128 * 1024)
     with pytest.raises(UsageError, match="hvf maps at most 64512 MiB") as info:
         _start_arch(None, {**SETTINGS, "memory": "64GiB"})

@@ -160,7 +160,10 @@ def _boot(
 ) -> None:
     files = inst.files
     state = load_state(files.state)
-    accel = resolve_accel(cfg.accel, arch.name)
+    choice = resolve_accel(cfg.accel, arch.name)
+    if choice.warning:  # e.g. hvf/whpx unavailable: software emulation, and how to fix it
+        progress.info(choice.warning + (f"; to fix: {choice.fix}" if choice.fix else ""))
+    accel = choice.accel
     machine = machine_settings(accel, arch.name)
     check_memory_limit(arch, machine, cfg.memory_mib)  # before an image, disk or seed is made
     with phase(progress, "image"):
