@@ -8,7 +8,7 @@ import pytest
 
 from pyd.config.arches import get_arch
 from pyd.config.machine import machine_settings
-from pyd.errors import PydError
+from pyd.errors import PydError, UsageError
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.qemu_cmdline import kernel_cmdline, qemu_argv
 from pyd.vm.spec import Disk, GuestSpec
@@ -109,8 +109,9 @@ EXPECTED = {
     # arch, accel: -machine, -accel, -cpu
     ("x86_64", "tcg"): ("q35", "tcg,thread=multi,tb-size=512", "max"),
     ("x86_64", "kvm"): ("q35", "kvm", "host"),
-    ("x86_64", "hvf"): ("q35", "hvf", "host"),
-    ("x86_64", "whpx"): ("q35", "whpx", "max"),
+    ("x86_64", "hvf"): ("q35", "hvf", "host,-pdpe1gb"),  # Intel Macs: no 1 GiB pages
+    # Not max (hangs under WHPX): qemu64 raised to x86-64-v2; no kernel-irqchip=off on 11.0+.
+    ("x86_64", "whpx"): ("q35", "whpx", "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt"),
     ("aarch64", "tcg"): (
         "virt,gic-version=3",
         "tcg,thread=multi,tb-size=512",
@@ -173,3 +174,71 @@ def _qemu_builds(spec: GuestSpec) -> subprocess.CompletedProcess[str]:
     qmp = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
     argv = [*qemu_argv(spec), "-S", "-qmp", "stdio"]
     return subprocess.run(argv, input=qmp, capture_output=True, text=True, timeout=60)
+
+
+# -- the exact command line per accelerator ---------------------------------------------------
+
+
+def _exact(tmp: Path, arch: str, accel: str) -> list[str]:
+    return qemu_argv(dataclasses.replace(_arch_spec(tmp, arch, accel), cpus=2, memory_mib=2048))
+
+
+def _tail(tmp: Path, kernel: str, console: str, cmdline: str) -> list[str]:
+    """Everything after -display none: the same for every accelerator but the firmware."""
+    return [
+        "-kernel", str(tmp / kernel),
+        "-initrd", str(tmp / "initrd.img"),
+        "-append", f"console={console} pyd.root=pyd-root rw {cmdline}",
+        "-serial", f"file:{tmp / 'serial.log'}",
+        "-device", "virtio-rng-pci",
+        "-netdev", "user,id=net0,hostfwd=tcp:127.0.0.1:40022-:22",
+        "-device", "virtio-net-pci,netdev=net0",
+        "-drive", f"if=none,id=disk0,file={tmp / 'dir,,with,,commas' / 'os.qcow2'},format=qcow2"
+        ",discard=unmap,detect-zeroes=unmap",
+        "-device", "virtio-blk-pci,drive=disk0,serial=pyd-os",
+        "-drive", f"if=none,id=disk1,file={tmp / 'seed.iso'},format=raw,readonly=on",
+        "-device", "virtio-blk-pci,drive=disk1,serial=pyd-seed",
+    ]  # fmt: skip
+
+
+X86_ARGS = "quiet loglevel=4 panic=-1 i8042.noaux i8042.nopnp"
+ARM_ARGS = "quiet loglevel=4 panic=-1"
+EXACT = {
+    # (arch, accel): (-machine, -accel, -cpu, kernel arguments after the common ones)
+    ("x86_64", "kvm"): ("q35", "kvm", "host", X86_ARGS),
+    ("x86_64", "hvf"): ("q35", "hvf", "host,-pdpe1gb", X86_ARGS),
+    ("x86_64", "whpx"): ("q35", "whpx", "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt", X86_ARGS),
+    ("x86_64", "tcg"): (
+        "q35", "tcg,thread=multi,tb-size=512", "max", X86_ARGS + " mitigations=off"
+    ),
+    ("aarch64", "kvm"): ("virt,gic-version=host", "kvm", "host", ARM_ARGS),
+    # Apple Silicon: GICv3 (more than 8 vCPUs), QEMU's default highmem (no highmem=off).
+    ("aarch64", "hvf"): ("virt,gic-version=3", "hvf", "host", ARM_ARGS),
+    ("aarch64", "tcg"): (
+        "virt,gic-version=3",
+        "tcg,thread=multi,tb-size=512",
+        "max,pauth-impdef=on",
+        ARM_ARGS + " mitigations=off",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("arch", "accel"), sorted(EXACT))
+def test_the_exact_argv_per_arch_and_accelerator(tmp_path: Path, arch: str, accel: str) -> None:
+    machine, accel_opt, cpu, cmdline = EXACT[arch, accel]
+    x86 = arch == "x86_64"
+    head = [
+        f"qemu-system-{arch}", "-name", "pyd",
+        "-machine", machine, "-accel", accel_opt, "-cpu", cpu,
+        "-smp", "2", "-m", "2048M",
+        "-nodefaults", "-no-user-config", "-display", "none",
+        *(["-bios", "qboot.rom"] if x86 else []),
+    ]  # fmt: skip
+    tail = _tail(tmp_path, "vmlinux" if x86 else "vmlinuz", "ttyS0" if x86 else "ttyAMA0", cmdline)
+    assert _exact(tmp_path, arch, accel) == head + tail
+
+
+def test_whpx_refuses_an_arm64_guest() -> None:
+    with pytest.raises(UsageError, match="whpx accelerator cannot run an aarch64 guest") as info:
+        machine_settings("whpx", "aarch64")
+    assert "accel tcg" in info.value.hint
