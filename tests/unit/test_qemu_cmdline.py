@@ -242,3 +242,23 @@ def test_whpx_refuses_an_arm64_guest() -> None:
     with pytest.raises(UsageError, match="whpx accelerator cannot run an aarch64 guest") as info:
         machine_settings("whpx", "aarch64")
     assert "accel tcg" in info.value.hint
+
+
+@pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="needs qemu-system-x86_64")
+def test_qemu_itself_accepts_the_whpx_cpu_model(tmp_path: Path) -> None:
+    """The CPU model and flags WHPX gets are QEMU's to judge: no WHPX here, so tcg builds the
+    same CPU (stopped, -S) and quits over QMP. A misspelt flag would stop QEMU at once."""
+    cpu = machine_settings("whpx", "x86_64").cpu
+
+    def builds(model: str) -> subprocess.CompletedProcess[str]:
+        argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg", "-cpu", model]
+        argv += ["-m", "64", "-nodefaults", "-no-user-config", "-display", "none", "-S"]
+        qmp = '{"execute": "qmp_capabilities"}\n{"execute": "quit"}\n'
+        return subprocess.run(
+            [*argv, "-qmp", "stdio"], input=qmp, capture_output=True, text=True, timeout=60
+        )
+
+    r = builds(cpu)
+    assert r.returncode == 0, r.stderr
+    r = builds(cpu + ",+sse42")  # the check can fail: QEMU spells it sse4.2
+    assert r.returncode != 0 and "sse42" in r.stderr
