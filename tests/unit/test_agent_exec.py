@@ -7,6 +7,7 @@ child process."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -28,6 +29,16 @@ from pyd.agent.exec_server import exec_server
 from pyd.agent.session import SSHDown
 from pyd.errors import PydError
 from pyd.guestdocker.agent_link import AgentCommandError, run_through_agent
+from pyd.guestdocker.exec_frames import (
+    FRAME_HEADER,
+    MAX_FRAME,
+    STDIN_CREDIT,
+    TO_CLIENT,
+    Kind,
+    frame,
+    parse_number,
+    read_frame,
+)
 from pyd.guestdocker.exec_protocol import (
     HEADER,
     STREAM_FDS,
@@ -35,15 +46,25 @@ from pyd.guestdocker.exec_protocol import (
     decode_message,
     decode_request,
     encode_request,
+    exit_message,
     request_length,
 )
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.streams import HostStreams
-from pyd.relay.unix_socket import UnixSocketListener
+from pyd.relay.connections import ServedForward
 from tests.unit.fakeguest import Guest
 from tests.unit.polling import until
 
 WAIT = 30.0
+MODES = ["fds", "framed"]  # the client's streams as descriptors, or as frames
+
+
+def _mode(monkeypatch: pytest.MonkeyPatch, mode: str) -> None:
+    """The way of clients in this process and of the child processes it starts."""
+    if mode == "framed":
+        monkeypatch.setenv("PYD_EXEC_FRAMED", "1")
+    else:
+        monkeypatch.delenv("PYD_EXEC_FRAMED", raising=False)
 
 
 @pytest.fixture
@@ -56,7 +77,7 @@ def sock_dir() -> Iterator[Path]:
 @contextlib.contextmanager
 def serving(
     sock_dir: Path, transport: Callable[[], paramiko.Transport]
-) -> Iterator[UnixSocketListener]:
+) -> Iterator[ServedForward]:
     with exec_server(sock_dir / "exec.sock", transport) as server:  # closed and joined after
         yield server
 
@@ -111,9 +132,13 @@ def test_without_an_agent_the_client_connects_by_itself(sock_dir: Path, tmp_path
     assert _run(sock_dir / "exec.sock", tmp_path, "true")[0] is None
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_the_agent_closes_every_descriptor_it_was_given(
-    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _mode(monkeypatch, mode)
     with serving(sock_dir, lambda: transport):
         _run(sock_dir / "exec.sock", tmp_path, "true")  # threads and buffers settle
         before = _open_fds()
@@ -133,9 +158,13 @@ def test_the_agent_without_ssh_says_so(sock_dir: Path, tmp_path: Path) -> None:
     assert raised.value.exit_code == 1
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_the_agent_stopping_ends_the_command_with_a_message(
-    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _mode(monkeypatch, mode)
     pid_file = tmp_path / "pid"
     with serving(sock_dir, lambda: transport) as server:
         stopper = threading.Thread(
@@ -169,11 +198,15 @@ def _client(
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_a_killed_client_gets_its_command_killed_in_the_guest(
-    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`kill -9` of the client: as of a local docker CLI, whose process group goes, while
     the agent goes on serving."""
+    _mode(monkeypatch, mode)
     pid_file = tmp_path / "pid"
     script = f"echo $$ > {pid_file}; sleep 600; echo not-killed"
     with serving(sock_dir, lambda: transport):
@@ -191,10 +224,14 @@ def test_a_killed_client_gets_its_command_killed_in_the_guest(
         assert _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", "exit 4")[0] == 4
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_a_signal_to_the_client_reaches_the_command(
-    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Ctrl-C in a terminal whose output is piped: the client is a separate process."""
+    _mode(monkeypatch, mode)
     script = "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done"
     with serving(sock_dir, lambda: transport):
         client = _client(sock_dir, "sh", "-c", script, stdout=subprocess.PIPE)
@@ -229,10 +266,14 @@ def test_requests_outside_the_protocol_are_dropped_and_serving_goes_on(
         _wait_for(lambda: _open_fds() <= before, "the agent closed the descriptors it got")
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_a_command_the_guest_refuses_is_an_error_not_a_hang(
-    sock_dir: Path, guest: Guest, tmp_path: Path
+    sock_dir: Path, guest: Guest, tmp_path: Path,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The agent's connection breaks mid-command: the client gets pyd's error, exit 1."""
+    _mode(monkeypatch, mode)
     client = guest.connect()
     t = client.get_transport()
     assert t is not None
@@ -251,9 +292,13 @@ def test_a_command_the_guest_refuses_is_an_error_not_a_hang(
     assert raised.value.exit_code == 1
 
 
-def test_a_closed_stdin_reads_as_empty(sock_dir: Path, transport: paramiko.Transport) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_a_closed_stdin_reads_as_empty(
+    sock_dir: Path, transport: paramiko.Transport, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`pyd docker ... <&-`: the null device takes 0, or the client's socket to the agent
     would, and be passed as the command's stdin (found so: the command hung)."""
+    _mode(monkeypatch, mode)
     with serving(sock_dir, lambda: transport):
         client = subprocess.run(
             [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "sh", "-c",
@@ -326,9 +371,13 @@ def _recv_exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
+@pytest.mark.parametrize("mode", MODES)
 def test_ctrl_z_stops_the_commands_output_until_continued(
-    sock_dir: Path, transport: paramiko.Transport
+    sock_dir: Path, transport: paramiko.Transport,
+    mode: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _mode(monkeypatch, mode)
     ticking = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done"
     with serving(sock_dir, lambda: transport):
         client = _client(sock_dir, "sh", "-c", ticking, stdout=subprocess.PIPE)
@@ -383,3 +432,141 @@ def test_an_unexpected_failure_in_the_agent_reaches_the_client(
         _run(sock_dir / "exec.sock", tmp_path, "true")
     assert "failed to run the command: filedescriptor out of range" in raised.value.message
     assert raised.value.exit_code == 1
+
+
+# -- the framed mode: by hand, broken, and its bounds ----------------------------------------
+
+
+def _framed(sock_dir: Path, *args: str) -> socket.socket:
+    """A connection that has asked, framed, for `args` (no descriptors)."""
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect(str(sock_dir / "exec.sock"))
+    c.settimeout(WAIT)
+    c.sendall(encode_request(ExecRequest(GuestCommand("/", args), framed=True)))
+    return c
+
+
+def _all_frames(c: socket.socket) -> list[tuple[Kind, bytes]]:
+    found = []
+    with contextlib.suppress(ConnectionResetError):
+        while (got := read_frame(c.recv, TO_CLIENT)) is not None:
+            found.append(got)
+    return found
+
+
+def test_a_framed_session_by_hand(sock_dir: Path, transport: paramiko.Transport) -> None:
+    with serving(sock_dir, lambda: transport), _framed(
+        sock_dir, "sh", "-c", "cat; printf err >&2; exit 7"
+    ) as c:
+        c.sendall(frame(Kind.STDIN, b"hello") + frame(Kind.STDIN, b" you") + frame(Kind.STDIN_EOF))
+        frames = _all_frames(c)
+    out = b"".join(p for k, p in frames if k is Kind.STDOUT)
+    err = b"".join(p for k, p in frames if k is Kind.STDERR)
+    acked = sum(parse_number(p) for k, p in frames if k is Kind.STDIN_ACK)
+    assert (out, err, acked) == (b"hello you", b"err", 9)
+    assert frames[-1] == (Kind.EXIT, exit_message(7))  # last: after all of the output
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        bytes([99, 0, 0, 0, 0]),  # no such frame
+        frame(Kind.STDOUT, b"x"),  # the agent's kind of frame
+        FRAME_HEADER.pack(Kind.STDIN, MAX_FRAME + 1),  # over the bound
+        FRAME_HEADER.pack(Kind.SIGNAL, 1) + b"x",  # the wrong size for its kind
+    ],
+)
+def test_a_bad_frame_drops_the_client_and_ends_its_command(
+    sock_dir: Path,
+    transport: paramiko.Transport,
+    tmp_path: Path,
+    bad: bytes,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pid_file = tmp_path / "pid"
+    with serving(sock_dir, lambda: transport):
+        with _framed(sock_dir, "sh", "-c", f"echo $$ > {pid_file}; exec sleep 600") as c:
+            _wait_for(pid_file.exists, "the command started")
+            c.sendall(bad)
+            frames = _all_frames(c)  # ends: the agent hung up
+        assert Kind.EXIT not in [k for k, _ in frames]
+        _wait_for(lambda: _gone(int(pid_file.read_text())), "the command ended in the guest")
+        assert _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", "exit 6")[0] == 6
+    assert "a framed client broke the protocol" in caplog.text
+
+
+def test_stdin_beyond_the_credit_is_refused(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that sends on without acknowledgements: the agent holds at most the credit
+    (then drops it), however much comes."""
+    pid_file = tmp_path / "pid"
+    chunk = frame(Kind.STDIN, b"x" * MAX_FRAME)
+    with serving(sock_dir, lambda: transport):
+        with _framed(sock_dir, "sh", "-c", f"echo $$ > {pid_file}; exec sleep 600") as c:
+            _wait_for(pid_file.exists, "the command started")
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(64 * STDIN_CREDIT // MAX_FRAME):
+                    c.sendall(chunk)
+            assert Kind.EXIT not in [k for k, _ in _all_frames(c)]
+        _wait_for(lambda: _gone(int(pid_file.read_text())), "the command ended in the guest")
+    assert "stdin beyond the credit given" in caplog.text
+
+
+def test_ctrl_c_gets_through_while_the_command_reads_no_stdin(
+    sock_dir: Path, transport: paramiko.Transport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Framed: endless stdin for a command that never reads it backs up to the client (the
+    feeder here blocks), and a signal frame does not wait behind it."""
+    _mode(monkeypatch, "framed")
+    script = "trap 'echo got-int; exit 42' INT; echo ready; while :; do sleep 0.05; done"
+    written = 0
+    with serving(sock_dir, lambda: transport):
+        argv = [sys.executable, "-c", CLIENT, str(sock_dir / "exec.sock"), "sh", "-c", script]
+        client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        assert client.stdin is not None and client.stdout is not None
+        stdin = client.stdin
+
+        def feed() -> None:
+            nonlocal written
+            with contextlib.suppress(BrokenPipeError):
+                while True:
+                    stdin.write(b"y" * 65536)
+                    written += 65536
+
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+        assert client.stdout.readline() == b"ready\n"
+        _wait_for(lambda: (w := written) > 0 and _still(lambda: written == w), "stdin backs up")
+        client.send_signal(signal.SIGINT)
+        assert client.stdout.read() == b"got-int\n"
+        assert client.wait(WAIT) == 42
+        feeder.join(WAIT)  # the client has gone: its stdin is a broken pipe
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
+    # What left the feeder: the guest's SSH window and the pipes, plus at most the credit.
+    assert written < 64 * 2**20
+
+
+def _still(condition: Callable[[], bool], seconds: float = 0.5) -> bool:
+    """`condition` holds throughout `seconds` (the time is the thing tested: no progress)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not condition():
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_when_descriptors_cannot_be_passed_the_client_sends_frames(
+    sock_dir: Path, transport: paramiko.Transport, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _mode(monkeypatch, "fds")
+
+    def refused(*args: object) -> int:
+        raise OSError(errno.EOPNOTSUPP, "descriptor passing refused")
+
+    monkeypatch.setattr(socket, "send_fds", refused)
+    with serving(sock_dir, lambda: transport):
+        got = _run(sock_dir / "exec.sock", tmp_path, "sh", "-c", "echo hi; echo ho >&2; exit 3")
+    assert got == (3, b"hi\n", b"ho\n")
