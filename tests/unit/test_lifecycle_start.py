@@ -21,7 +21,8 @@ from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
 from pyd.instance.state import instance_arch, load_state
 from pyd.lifecycle import start as start_module
-from pyd.vm.accel import AccelChoice
+from pyd.vm import accel as accel_module
+from pyd.vm.accel import ENABLE_WHPX, AccelChoice, HostFacts
 from pyd.vm.backends.base import VMState
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
 
@@ -205,3 +206,17 @@ def test_a_damaged_arch_file_reads_as_an_unknown_arch_not_a_traceback(tmp_path: 
     files.arch.write_bytes(b"\xff\xfe\n")
     arch = instance_arch(files)
     assert arch is not None and arch not in ("x86_64", "aarch64")
+
+
+def test_auto_falling_back_to_tcg_is_said_with_its_fix(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A Windows host without the Windows Hypervisor Platform, as the probe would see it.
+    monkeypatch.setattr("platform.machine", lambda: "x86_64")
+    monkeypatch.setattr(accel_module, "host_system", lambda: "win32")
+    monkeypatch.setattr(accel_module, "host_facts", lambda system: HostFacts())
+    progress = RecordingProgress()
+    start_module.start(NAME, {**SETTINGS, "accel": "auto"}, False, progress, agent=FakeAgent())
+    assert backend.specs[-1].accel == Accel.TCG
+    (said,) = [line for line in progress.said if "whpx is unavailable" in line]
+    assert "software emulation" in said and f"to fix: {ENABLE_WHPX}" in said
