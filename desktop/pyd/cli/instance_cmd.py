@@ -91,6 +91,11 @@ def start(
     except KeyboardInterrupt:
         _interrupted(name)
         raise
+    except PydError as e:  # what `pyd doctor` finds wrong here goes into the hint
+        from pyd.cli.doctor_cmd import add_doctor_fixes
+
+        add_doctor_fixes(e, name)
+        raise
     what = "is already running" if result.already_running else "is running"
     err_console.print(f"[bold]pyd instance {result.name!r} {what}[/]")
     if result.already_running and overrides:

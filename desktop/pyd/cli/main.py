@@ -11,6 +11,7 @@ from pyd import __version__
 from pyd.cli import (  # noqa: F401 (image commands register on image_cmd.app)
     config_cmd,
     docker_cmd,
+    doctor_cmd,
     image_cmd,
     image_release_cmd,
     image_store_cmd,
@@ -45,6 +46,7 @@ for _command in (
     instance_cmd.env,
     instance_cmd.logs,
     upgrade_cmd.upgrade,
+    doctor_cmd.doctor,
 ):
     app.command()(_command)
 app.command("list")(instance_cmd.list_)
