@@ -282,3 +282,13 @@ def test_pyd_status_prints_the_backend_with_its_reason(tmp_path: Path) -> None:
     r = subprocess.run([*run, "status", "--json"], env=env, capture_output=True, text=True)
     shown = json.loads(r.stdout)
     assert shown["backend"] == "qemu" and "does not answer" in shown["backend_reason"]
+
+
+def test_pyd_config_set_backend_auto_is_accepted(tmp_path: Path) -> None:
+    env = {**os.environ, "PYD_HOME": str(tmp_path)}
+    run = [sys.executable, "-m", "pyd", "config", "set", "--create", "backend"]
+    r = subprocess.run([*run, "auto", "-n", "dev"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'backend = "auto"' in (tmp_path / "instances/dev/config.toml").read_text()
+    r = subprocess.run([*run, "vbox", "-n", "dev"], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "must be one of auto, libvirt, qemu" in r.stderr

@@ -433,3 +433,17 @@ def test_start_fixes_never_raise_nor_touch_usage_errors(
     failed = PydError("boot timed out")
     doctor_cmd.add_doctor_fixes(failed, "default")
     assert failed.hint.startswith("pyd doctor finds:\n  qemu: ")
+
+
+def test_an_unreadable_config_fails_first_and_the_rest_is_checked_on_defaults(
+    tmp_path: Path,
+) -> None:
+    facts = dataclasses.replace(LINUX, config_error="config.toml: cpus: must be from 1 to 64")
+    first, *rest = all_checks(facts)
+    assert (first.name, first.fails) == ("config", True) and len(rest) == len(all_checks(LINUX))
+    config = tmp_path / "instances" / "default" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("cpus = 0\n")
+    r = _pyd(tmp_path, "doctor")
+    assert r.returncode == 1 and "FAIL config: " in r.stdout and "cpus: must be from 1" in r.stdout
+    assert f"fix: edit {config}" in r.stdout and "ok   loopback port" in r.stdout

@@ -94,11 +94,14 @@ class Facts:
     has_systemd: bool = False
     disks: tuple[DiskSpace, ...] = field(default_factory=tuple)
     loopback_error: str = ""  # "" when a loopback port could be bound
+    config_error: str = ""  # config.toml cannot be read (the rest is checked on defaults)
+    config_fix: str = ""
 
 
 def all_checks(f: Facts) -> list[Check]:
     """Every check, in the order `pyd doctor` prints them."""
-    found = [qemu_check(f), accel_check(f)]
+    found = [Check("config", False, f.config_error, f.config_fix)] if f.config_error else []
+    found += [qemu_check(f), accel_check(f)]
     libvirt = libvirt_check(f)
     if libvirt is not None:
         found.append(libvirt)
@@ -109,7 +112,7 @@ def all_checks(f: Facts) -> list[Check]:
 
 
 # Those that can make `pyd start` fail; the CLI appends their fixes to its error.
-START_CHECKS = ("qemu", "accelerator", "libvirt", "disk", "loopback port")
+START_CHECKS = ("config", "qemu", "accelerator", "libvirt", "disk", "loopback port")
 
 
 def matters_for_start(check: Check) -> bool:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from pyd.config.arches import get_arch, host_arch
 from pyd.config.machine import host_system
-from pyd.config.settings import context_name
-from pyd.config.store import load_config
+from pyd.config.settings import context_name, parse_config
+from pyd.config.store import load_config, platform_defaults
 from pyd.dockercli.context import META_FILE, config_dir, meta_dir_name
 from pyd.doctor.checks import WINDOWS_SSH, DiskSpace, Facts
 from pyd.errors import PydError
+from pyd.host.env import this_host
 from pyd.host.paths import images_dir, instances_dir
 from pyd.instance.registry import instance
 from pyd.instance.state import instance_arch, load_state
@@ -32,7 +33,14 @@ def gather(name: str) -> Facts:
     defaults and its arch the host's). Reads; never creates or changes anything."""
     system = host_system()
     inst = instance(name)
-    cfg = load_config(inst.files.config)  # a broken config.toml: the caller reports it
+    config_error = config_fix = ""
+    try:
+        cfg = load_config(inst.files.config)
+    except PydError as e:  # checked as the defaults, and reported as a failing check
+        config_error = e.message
+        config_fix = f"edit {inst.files.config}" + (f" ({e.hint})" if e.hint else "")
+        host = this_host()
+        cfg = parse_config({}, "defaults", platform_defaults(host), host)
     try:
         state = load_state(inst.files.state)
     except PydError:
@@ -83,6 +91,8 @@ def gather(name: str) -> Facts:
             free_space("instances", instances_dir()),
         ),
         loopback_error=_loopback_error(),
+        config_error=config_error,
+        config_fix=config_fix,
     )
 
 
