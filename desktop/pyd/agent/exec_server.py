@@ -163,6 +163,8 @@ class _Command:
     """One client's command: its session in the guest, the client's signals passed on, and
     the exit code (or pyd's error) sent back."""
 
+    NOTE = ""  # in the log line of its end
+
     def __init__(
         self,
         conn: HostStream,
@@ -206,9 +208,10 @@ class _Command:
             # joins, outlives it.
             self._follower.join()
         log.info(
-            "exec socket: a docker command ended with %d after %.1f s",
+            "exec socket: a docker command ended with %d after %.1f s%s",
             code,
             time.monotonic() - started,
+            self.NOTE,
         )
 
     # What differs between the two modes: how the streams end, what is said, who follows.
@@ -289,6 +292,8 @@ class _FramedCommand(_Command):
     """A command whose client sends and takes its streams as frames: the session gets pipes
     of this process, and threads copy them from and to frames (pyd.guestdocker.exec_frames).
     What is held at any time is bounded: STDIN_CREDIT of stdin, one read of each output."""
+
+    NOTE = " (framed)"
 
     def __init__(self, conn: HostStream, request: ExecRequest, transport: GetTransport) -> None:
         pipes = [os.pipe() for _ in range(3)]
