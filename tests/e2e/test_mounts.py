@@ -1,5 +1,6 @@
 """Host directories in the guest at the same path, over the agent's SSH connection (reverse
-SSHFS; real libvirtd + QEMU under TCG, the host's docker CLI). One instance for the module:
+SSHFS; QEMU under TCG, the host's docker CLI). One instance for the module under each
+backend (libvirt, and direct QEMU started the Windows way: backend_param.py):
 first with the system's OpenSSH sftp-server confined to each share in a mount namespace (the
 default on Linux), then restarted with pyd's built-in SFTP server (PYD_SFTP_SERVER=builtin).
 With each, containers try to reach a host file outside every share through links they
@@ -12,21 +13,29 @@ import json
 import os
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pyd.image.cache import CachedImage
+from tests.e2e.backend_param import BACKENDS, SwitchedEnv, backend_env, qmp
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
 
 NAME = "mounts"
 IMAGE = "pyd-e2e-mounts-busybox"
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
 @pytest.fixture(scope="module")
-def shares(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def shares(backend: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Fresh directories for each backend's run (the tests leave files in them)."""
     root = tmp_path_factory.mktemp("shares")
     made = {"rw": root / "rw dir é", "ro": root / "ro", "late": root / "late"}
     for p in made.values():
@@ -37,9 +46,15 @@ def shares(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def env(
-    image: CachedImage, tmp_path_factory: pytest.TempPathFactory, shares: dict[str, Path]
+    backend: str,
+    image: CachedImage,
+    tmp_path_factory: pytest.TempPathFactory,
+    shares: dict[str, Path],
 ) -> Iterator[PydEnv]:
-    e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+    # The same name under both backends: each has its own PYD_HOME, and direct QEMU makes
+    # no libvirt domain.
+    pyd_home = tmp_path_factory.mktemp("pyd-home")
+    e = backend_env(backend, pyd_home, tmp_path_factory.mktemp("docker-config"), NAME)
     try:
         e.pyd("start", "-n", NAME)
         # Shares are mounted before `pyd start` returns: the default one, the home directory.
@@ -179,9 +194,15 @@ def test_the_mount_comes_back_after_the_ssh_connection_is_cut(
     assert after.isdigit() and after != before  # mounted again, not merely still there
 
 
-def test_shares_work_after_the_vm_is_paused_and_resumed(
-    env: PydEnv, shares: dict[str, Path]
-) -> None:
+def _pause_and_resume(env: PydEnv, during: Callable[[], None]) -> None:
+    """Pauses the VM (libvirt's suspend; QMP `stop` for direct QEMU), runs `during`, resumes."""
+    if isinstance(env, SwitchedEnv):
+        qmp(env, NAME, "stop")
+        try:
+            during()
+        finally:
+            qmp(env, NAME, "cont")
+        return
     import libvirt
 
     conn = libvirt.open("qemu:///system")
@@ -189,13 +210,22 @@ def test_shares_work_after_the_vm_is_paused_and_resumed(
         domain = conn.lookupByName(f"pyd-{NAME}")
         domain.suspend()
         try:
-            # Longer than the agent's keepalive interval, as a laptop's short sleep is.
-            time.sleep(20)
-            (shares["rw"] / "during-pause.txt").write_text("written while paused\n")
+            during()
         finally:
             domain.resume()
     finally:
         conn.close()
+
+
+def test_shares_work_after_the_vm_is_paused_and_resumed(
+    env: PydEnv, shares: dict[str, Path]
+) -> None:
+    def during() -> None:
+        # Longer than the agent's keepalive interval, as a laptop's short sleep is.
+        time.sleep(20)
+        (shares["rw"] / "during-pause.txt").write_text("written while paused\n")
+
+    _pause_and_resume(env, during)
     got = _until_a_container_reads(env, shares["rw"], "during-pause.txt")
     assert got == "written while paused\n"
     assert {m["state"] for m in _mounts(env).values()} == {"mounted"}

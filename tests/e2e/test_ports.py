@@ -1,5 +1,6 @@
 """Published container ports reach the host by themselves, over the agent's SSH connection
-(real libvirtd + QEMU under TCG, the host's docker CLI). One instance for the module."""
+(QEMU under TCG, the host's docker CLI). One instance for the module under each backend:
+libvirt, and direct QEMU started the Windows way (backend_param.py)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,21 @@ import pytest
 
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
+from tests.e2e.backend_param import BACKENDS, backend_env
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh, fetch
 
 NAME = "ports"
 IMAGE = "pyd-e2e-ports-busybox"
 
 
-@pytest.fixture(scope="module")
-def env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PydEnv]:
-    e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+@pytest.fixture(scope="module", params=BACKENDS)
+def env(
+    request: pytest.FixtureRequest, image: CachedImage, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PydEnv]:
+    # The same name under both backends: each has its own PYD_HOME, and direct QEMU makes
+    # no libvirt domain.
+    home, config = tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config")
+    e = backend_env(request.param, home, config, NAME)
     try:
         e.pyd("start", "-n", NAME)
         build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
