@@ -134,6 +134,8 @@ def test_status_json_reports_the_running_instance(pyd_env: PydEnv) -> None:
     st = pyd_env.status()
     assert st["state"] == "running" and st["vm"] == "running" and st["agent"] == "ready"
     assert st["docker_host"].startswith("unix://") and st["context"] == "pyd"
+    # backend auto booted it under libvirt (its daemon answers here) and keeps to it
+    assert (st["backend"], st["backend_reason"]) == ("libvirt", "recorded when it booted")
     assert (st["cpus"], st["memory_mib"], st["disk_gib"]) == (2, 2048, 8)
     assert re.fullmatch(r"\d+\.\d GiB of 7\.\d GiB used \(\d+%\)", st["data_disk"]), st
     # asked by the agent once ready (guestdocker/platforms.py): native first, then emulated
