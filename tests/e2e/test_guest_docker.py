@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import os
 import pty
+import re
 import select
 import shutil
 import signal
@@ -18,11 +19,13 @@ import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from pyd.image.cache import CachedImage
@@ -144,10 +147,31 @@ def test_without_docker_on_path_the_guests_cli_runs(setup: Setup) -> None:
     assert local.out.decode().strip() == host
 
 
-def _agent_commands(s: Setup) -> int:
-    """How many `pyd docker` commands the instance's agent has run (its log says)."""
-    log = s.env.home / "instances" / NAME / "agent.log"
-    return log.read_text().count("exec socket: a docker command ended")
+def _agent_commands(s: Setup, framed: bool = False) -> int:
+    """How many `pyd docker` commands the instance's agent has run (its log says); with
+    `framed`, those whose streams came as frames."""
+    log = (s.env.home / "instances" / NAME / "agent.log").read_text()
+    return log.count("exec socket: a docker command ended") if not framed else len(
+        re.findall(r"exec socket: a docker command ended with .* \(framed\)", log)
+    )
+
+
+# The ways a `pyd docker` client hands its streams to the agent: its descriptors, or frames
+# (PYD_EXEC_FRAMED=1 forces what Windows does); the same tests pass both ways.
+WAYS = ["fds", "framed"]
+
+
+@contextlib.contextmanager
+def counted(s: Setup, way: str, n: int) -> Iterator[dict[str, str]]:
+    """The environment for `way`; the block must have run `n` commands through the agent
+    that way."""
+    before = _agent_commands(s, framed=True), _agent_commands(s)
+    yield {"PYD_EXEC_FRAMED": "1"} if way == "framed" else {}
+    want = (before[0] + (n if way == "framed" else 0), before[1] + n)
+    end = time.monotonic() + 15  # the agent logs a command's end just after its client's
+    while (got := (_agent_commands(s, framed=True), _agent_commands(s))) != want:
+        assert time.monotonic() < end, f"agent commands (framed, all): {got}, not {want}"
+        time.sleep(0.1)
 
 
 def test_commands_run_on_the_agents_connection_and_without_it(setup: Setup) -> None:
@@ -234,14 +258,16 @@ def test_a_killed_pyd_docker_takes_the_guests_cli_with_it(setup: Setup) -> None:
 # -- exit codes, streams, stdin -------------------------------------------------------------
 
 
+@pytest.mark.parametrize("way", WAYS)
 @pytest.mark.parametrize("code", [0, 3])
-def test_the_exit_code_and_both_streams_come_back_apart(setup: Setup, code: int) -> None:
+def test_the_exit_code_and_both_streams_come_back_apart(setup: Setup, code: int, way: str) -> None:
     script = f"echo to-stdout; echo to-stderr >&2; exit {code}"
-    r = pyd_docker(setup, "run", "--rm", IMAGE, "sh", "-c", script)
-    assert (r.code, r.out, r.err) == (code, b"to-stdout\n", b"to-stderr\n")
-    forced = pyd_docker(setup, "--via-guest", "run", "--rm", IMAGE, "sh", "-c", script,
-                        host_docker=True)  # fmt: skip
-    assert (forced.code, forced.out, forced.err) == (r.code, r.out, r.err)
+    with counted(setup, way, 2) as env:
+        r = pyd_docker(setup, "run", "--rm", IMAGE, "sh", "-c", script, **env)
+        assert (r.code, r.out, r.err) == (code, b"to-stdout\n", b"to-stderr\n")
+        forced = pyd_docker(setup, "--via-guest", "run", "--rm", IMAGE, "sh", "-c", script,
+                            host_docker=True, **env)  # fmt: skip
+        assert (forced.code, forced.out, forced.err) == (r.code, r.out, r.err)
 
 
 def test_dockers_own_failure_is_125(setup: Setup) -> None:
@@ -254,9 +280,11 @@ def test_dockers_own_failure_is_125(setup: Setup) -> None:
     assert (forced.code, forced.out, forced.err) == (r.code, r.out, r.err)
 
 
-def test_stdin_is_piped_to_the_container_and_ends(setup: Setup) -> None:
-    r = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "sh", "-c", "cat; echo after-eof >&2",
-                   stdin=b"line one\nline two\n")  # fmt: skip
+@pytest.mark.parametrize("way", WAYS)
+def test_stdin_is_piped_to_the_container_and_ends(setup: Setup, way: str) -> None:
+    with counted(setup, way, 1) as env:
+        r = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "sh", "-c", "cat; echo after-eof >&2",
+                       stdin=b"line one\nline two\n", **env)  # fmt: skip
     assert (r.code, r.out, r.err) == (0, b"line one\nline two\n", b"after-eof\n")
 
 
@@ -273,15 +301,53 @@ def test_save_then_load_from_stdin(setup: Setup, tmp_path: Path) -> None:
     _ok(pyd_docker(setup, "image", "inspect", copy))
 
 
+@pytest.mark.parametrize("way", WAYS)
 def test_50_mb_of_random_bytes_round_trip_through_stdin_and_stdout(
-    setup: Setup, tmp_path: Path
+    setup: Setup, tmp_path: Path, way: str
 ) -> None:
     data = os.urandom(50 * 1024 * 1024)
     (tmp_path / "blob").write_bytes(data)
-    r = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "cat", stdin=tmp_path / "blob", timeout=900)
+    with counted(setup, way, 1) as env, _peak_rss_growth(_agent(setup)) as grew:
+        r = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "cat", stdin=tmp_path / "blob",
+                       timeout=900, **env)  # fmt: skip
     assert r.code == 0, r.err
+    # Streamed, not gathered: the agent holds a few buffers of it at a time.
+    print(f"agent RSS growth during 50 MB ({way}): {grew[0] / 2**20:.1f} MiB")
+    assert grew[0] < 32 * 2**20
     assert len(r.out) == len(data)
     assert hashlib.sha256(r.out).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+def _agent(s: Setup) -> psutil.Process:
+    root = str(s.env.home / "instances" / NAME)
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if "pyd.agent" in cmdline and root in cmdline:
+            return p
+    raise AssertionError(f"no agent runs for {root}")
+
+
+@contextlib.contextmanager
+def _peak_rss_growth(process: psutil.Process) -> Iterator[list[int]]:
+    """Yields a list that gets the peak RSS of `process` during the block over its RSS
+    before (sampled every 20 ms)."""
+    before = peak = process.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.02):
+            peak = max(peak, process.memory_info().rss)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    grew: list[int] = []
+    try:
+        yield grew
+    finally:
+        done.set()
+        sampler.join()
+        grew.append(peak - before)
 
 
 # -- a terminal ---------------------------------------------------------------------------
@@ -291,8 +357,12 @@ class Terminal:
     """`pyd docker ARGS` on a pseudo-terminal, as in a terminal window: the PTY is its
     controlling terminal, so resizing it sends pyd SIGWINCH as a real one does."""
 
-    def __init__(self, s: Setup, args: list[str], rows: int, columns: int) -> None:
+    def __init__(
+        self, s: Setup, args: list[str], rows: int, columns: int, way: str = "fds"
+    ) -> None:
         env = s.env.env(PATH=s.no_docker_path, PWD=str(s.share), TERM="xterm")
+        if way == "framed":
+            env["PYD_EXEC_FRAMED"] = "1"
         argv = [sys.executable, "-m", "pyd", "docker", "-n", NAME, *args]
         pid, fd = pty.fork()
         if pid == 0:  # the child: size the terminal before pyd reads it
@@ -362,10 +432,18 @@ def terminal_for(setup: Setup) -> Iterator[list[Terminal]]:
         t.close()
 
 
+@pytest.mark.parametrize("way", WAYS)
 def test_it_typed_input_window_size_ctrl_c_and_exit_code(
-    setup: Setup, terminal_for: list[Terminal]
+    setup: Setup, terminal_for: list[Terminal], way: str
 ) -> None:
-    t = Terminal(setup, ["run", "-it", "--rm", IMAGE, "sh"], rows=30, columns=100)
+    with counted(setup, way, 1):
+        _typed_input_window_size_ctrl_c_and_exit_code(setup, terminal_for, way)
+
+
+def _typed_input_window_size_ctrl_c_and_exit_code(
+    setup: Setup, terminal_for: list[Terminal], way: str
+) -> None:
+    t = Terminal(setup, ["run", "-it", "--rm", IMAGE, "sh"], rows=30, columns=100, way=way)
     terminal_for.append(t)
     pos = t.read_until(b"# ", timeout=120)
     # Typed input reaches the container's shell (the arithmetic proves it ran there) and
@@ -404,16 +482,19 @@ def test_it_typed_input_window_size_ctrl_c_and_exit_code(
     assert t.wait() == 5
 
 
-def test_ctrl_c_stops_the_container(setup: Setup, terminal_for: list[Terminal]) -> None:
+@pytest.mark.parametrize("way", WAYS)
+def test_ctrl_c_stops_the_container(setup: Setup, terminal_for: list[Terminal], way: str) -> None:
     """`--init`: the container's first process is docker-init, which passes SIGINT on (a
     plain `sleep` as PID 1 would ignore it, with any docker)."""
-    t = Terminal(setup, ["run", "-it", "--rm", "--init", IMAGE, "sh", "-c",
-                         "echo started-$((2*3)); exec sleep 600"], rows=24, columns=80)  # fmt: skip
-    terminal_for.append(t)
-    t.read_until(b"started-6", timeout=120)
-    time.sleep(1)
-    t.type(b"\x03")
-    assert t.wait(timeout=60) == 128 + signal.SIGINT
+    with counted(setup, way, 1):
+        t = Terminal(setup, ["run", "-it", "--rm", "--init", IMAGE, "sh", "-c",
+                             "echo started-$((2*3)); exec sleep 600"], rows=24, columns=80,
+                     way=way)  # fmt: skip
+        terminal_for.append(t)
+        t.read_until(b"started-6", timeout=120)
+        time.sleep(1)
+        t.type(b"\x03")
+        assert t.wait(timeout=60) == 128 + signal.SIGINT
 
 
 # -- files through the shares -----------------------------------------------------------
