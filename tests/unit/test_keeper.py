@@ -149,6 +149,11 @@ def _keeper(tmp_path: Path, plan: str, policy: RestartPolicy | None = None) -> K
     return keeper
 
 
+def _ready(tmp_path: Path) -> bool:
+    s = read_status(tmp_path / "agent.json")
+    return s is not None and s.state == AgentState.READY
+
+
 def _runs(tmp_path: Path) -> int:
     path = tmp_path / "runs"
     return len(path.read_text()) if path.exists() else 0
@@ -194,11 +199,7 @@ def test_a_stop_request_reaches_the_agent_and_ends_the_keeper(tmp_path: Path) ->
     runner = threading.Thread(target=lambda: result.append(keeper.run()))
     runner.start()
 
-    def ready() -> bool:
-        s = read_status(tmp_path / "agent.json")
-        return s is not None and s.state == AgentState.READY
-
-    until(ready, 30, what="the child ready")
+    until(lambda: _ready(tmp_path), 30, what="the child ready")
     keeper.request_stop()  # what the SIGTERM handler does
     runner.join(timeout=30)
     assert result == [0]
@@ -244,11 +245,18 @@ def test_a_restart_takes_the_waiting_standby(tmp_path: Path) -> None:
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(keeper.run()))
     runner.start()
-    until(lambda: keeper.standby is not None, 30, what="a standby beside the first agent")
-    first = read_keeper_status(tmp_path / "keeper.json")
-    assert first is not None
-    os.kill(first.agent_pid, signal.SIGKILL)
-    runner.join(timeout=30)
+    try:
+        until(lambda: keeper.standby is not None, 30, what="a standby beside the first agent")
+        # The first agent counted its run (else the standby's would be taken for the first).
+        until(lambda: _ready(tmp_path), 30, what="the first agent serves")
+        first = read_keeper_status(tmp_path / "keeper.json")
+        assert first is not None
+        os.kill(first.agent_pid, signal.SIGKILL)
+        runner.join(timeout=30)
+    finally:
+        if runner.is_alive():  # a failure above: the keeper and its children must not linger
+            keeper.request_stop()
+            runner.join(timeout=30)
     assert result == [0]  # the second run, the standby's, stopped on purpose
     assert (tmp_path / "went").read_text() == "x"
     assert _runs(tmp_path) == 2
