@@ -265,7 +265,7 @@ def test_window_sizes_outside_what_the_frame_holds_are_clamped() -> None:
     [
         ("linux", "unix", "/home/u/.pyd/instances/dev/sock/exec.sock"),
         ("darwin", "unix", "/home/u/.pyd/instances/dev/sock/exec.sock"),
-        ("win32", "pipe", r"\\.\pipe\pyd-dev-exec"),
+        ("win32", "pipe", r"\\.\pipe\pyd-dev.exec"),
     ],
 )
 def test_the_exec_endpoint_per_platform(platform: str, kind: str, address: str) -> None:
@@ -273,11 +273,15 @@ def test_the_exec_endpoint_per_platform(platform: str, kind: str, address: str) 
     assert (endpoint.kind, endpoint.address) == (kind, address)
 
 
-def test_the_exec_pipe_is_not_the_docker_apis_pipe() -> None:
+@pytest.mark.parametrize("other", ["default", "default-exec", "x-exec", "exec"])
+def test_the_exec_pipe_is_no_instances_docker_api_pipe(other: str) -> None:
+    """Not even of an instance named like it ("x-exec" next to "x")."""
+    from pyd.config.settings import validate_name
     from pyd.relay.named_pipe import pipe_name
 
-    exec_pipe = exec_endpoint("win32", "default", PurePosixPath("/x")).address
-    assert exec_pipe.startswith(pipe_name("default")) and exec_pipe != pipe_name("default")
+    validate_name(other)  # a name an instance can have
+    for name in ("default", "x"):
+        assert exec_endpoint("win32", name, PurePosixPath("/x")).address != pipe_name(other)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ is stopped), gives up on the third Ctrl-C, and waits for the exit code.
 
 Two ways of handing the streams over (pyd.guestdocker.exec_protocol): their descriptors
 (POSIX), or their bytes as frames (pyd.guestdocker.exec_frames) on Windows, where the agent
-serves the named pipe `\\.\pipe\pyd-NAME-exec`, on a POSIX host whose descriptor passing
+serves the named pipe `\\.\pipe\pyd-NAME.exec`, on a POSIX host whose descriptor passing
 fails, and with PYD_EXEC_FRAMED=1 (what tests and the bench use to run it here).
 
 Imports neither paramiko nor the SSH session: a short command's time is mostly Python's

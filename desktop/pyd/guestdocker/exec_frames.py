@@ -1,6 +1,6 @@
 r"""The framed mode of the agent's exec protocol (pyd.guestdocker.exec_protocol): the
 command's streams travel inside the connection, for hosts without descriptor passing
-(Windows, where the agent serves the named pipe `\\.\pipe\pyd-NAME-exec`) and POSIX hosts
+(Windows, where the agent serves the named pipe `\\.\pipe\pyd-NAME.exec`) and POSIX hosts
 where passing them fails. Pure: values in, bytes out.
 
 After the request (with "framed": true), both directions carry frames: a 5-byte header

@@ -23,7 +23,7 @@ client's window size for a terminal session; the streams, signals and answers th
 as frames (pyd.guestdocker.exec_frames) instead of JSON lines.
 
 Where the agent serves it: exec_endpoint(), a Unix socket in the instance directory on POSIX
-hosts, the named pipe `\\\\.\\pipe\\pyd-NAME-exec` (current user only) on Windows.
+hosts, the named pipe `\\\\.\\pipe\\pyd-NAME.exec` (current user only) on Windows.
 
 Arguments are strings as pyd's argv holds them: bytes that are not UTF-8 are lone
 surrogates (surrogateescape), which JSON's \\u escapes carry both ways unchanged.
@@ -130,7 +130,9 @@ def exec_endpoint(platform: str, instance: str, root: PurePath) -> ExecEndpoint:
     """Where the agent of `instance` (its directory `root`) serves commands on `platform`
     (sys.platform's values): a named pipe on Windows (no AF_UNIX in CPython there)."""
     if platform == "win32":
-        return ExecEndpoint("pipe", rf"\\.\pipe\pyd-{instance}-exec")
+        # A dot: no instance name has one, so no instance's Docker API pipe (`pyd-NAME`) is
+        # ever this name ("pyd-x-exec" would be the API pipe of an instance "x-exec").
+        return ExecEndpoint("pipe", rf"\\.\pipe\pyd-{instance}.exec")
     return ExecEndpoint("unix", str(root / EXEC_SOCK))
 
 

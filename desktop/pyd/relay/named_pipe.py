@@ -52,7 +52,7 @@ class PipeInUseError(PydError):
 
 class NamedPipeListener(ServedForward):
     r"""Serves the pipe `path` (current user only); `conns` serves each connection (also the
-    agent's exec pipe, `\\.\pipe\pyd-INSTANCE-exec`)."""
+    agent's exec pipe, `\\.\pipe\pyd-INSTANCE.exec`)."""
 
     def __init__(self, path: str, conns: ConnectionThreads) -> None:
         self.path = path
