@@ -5,7 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import psutil
+import pytest
 
 from pyd.host.process_identity import (
     ProcessIdentity,
@@ -67,3 +71,17 @@ def test_records_round_trip_private_and_garbage_reads_as_none(tmp_path: Path) ->
         path.write_text(junk)
         assert read_identity(path) is None, junk
     assert read_identity(tmp_path / "missing") is None
+
+
+def test_a_step_of_the_wall_clock_does_not_unmatch_a_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On Linux psutil's create_time is the kernel's boot time + start ticks, and the boot
+    time moves with every wall-clock step; the record counts from boot and keeps matching."""
+    me = identify(os.getpid())
+    assert me is not None
+    assert 0 < me.started < time.clock_gettime(time.CLOCK_BOOTTIME) + 1
+    real = psutil.Process.create_time
+    monkeypatch.setattr(psutil.Process, "create_time", lambda self: real(self) + 3600)
+    assert is_running(me)
+    assert identify(os.getpid()) == me

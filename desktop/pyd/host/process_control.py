@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 
-from pyd.host.process_identity import SAME_START, ProcessIdentity, identify
+from pyd.host.process_identity import SAME_START, ProcessIdentity, identify, start_time
 
 
 def read_pid_record(path: Path) -> ProcessIdentity | None:
@@ -33,7 +33,7 @@ def read_pid_record(path: Path) -> ProcessIdentity | None:
 def _same(identity: ProcessIdentity) -> psutil.Process | None:
     try:
         proc = psutil.Process(identity.pid)
-        if abs(proc.create_time() - identity.started) >= SAME_START:
+        if abs(start_time(proc) - identity.started) >= SAME_START:
             return None  # the pid is another process's now
         return proc
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):

@@ -6,6 +6,8 @@ Windows has no /proc and no pidfile lock to lean on."""
 from __future__ import annotations
 
 import json
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ SAME_START = 0.05
 @dataclass(frozen=True)
 class ProcessIdentity:
     pid: int
-    started: float  # seconds since the epoch, as psutil.Process.create_time() says
+    started: float  # start_time(): seconds since boot on Linux, since the epoch elsewhere
 
     def to_json(self) -> str:
         return json.dumps({"pid": self.pid, "started": self.started})
@@ -42,13 +44,38 @@ class ProcessIdentity:
         return cls(pid, float(started))
 
 
+def start_time(proc: psutil.Process) -> float:
+    """When `proc` started, in a clock that a step of the wall clock does not move. On Linux
+    psutil's create_time() is boot time + start ticks, and the kernel's boot time moves
+    with every wall-clock step (NTP after a laptop wakes): a record would then stop matching
+    its own process and pyd stop would leave it running. The ticks since boot
+    (/proc/PID/stat) do not move. macOS and Windows keep the start time as it was taken."""
+    if sys.platform == "linux":
+        ticks = _ticks_since_boot(proc.pid)
+        if ticks is not None:
+            return ticks / _CLOCK_TICKS
+    return proc.create_time()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _ticks_since_boot(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return int(fields[19])  # starttime, field 22 of proc(5); fields here begin at 3
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def identify(pid: int) -> ProcessIdentity | None:
     """The running process `pid` with its start time; None when none runs (or a zombie)."""
     try:
         proc = psutil.Process(pid)
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        return ProcessIdentity(pid, proc.create_time())
+        return ProcessIdentity(pid, start_time(proc))
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return None
 

@@ -12,7 +12,7 @@ import time
 
 import psutil
 
-from pyd.host.process_identity import SAME_START, ProcessIdentity, is_running
+from pyd.host.process_identity import SAME_START, ProcessIdentity, is_running, start_time
 
 
 def pid_alive(pid: int) -> bool:
@@ -74,7 +74,7 @@ def end_process(identity: ProcessIdentity, timeout: float) -> bool:
     (SIGTERM; TerminateProcess on Windows), then kill after `timeout`. True when it is gone."""
     try:
         proc = psutil.Process(identity.pid)
-        if abs(proc.create_time() - identity.started) >= SAME_START:
+        if abs(start_time(proc) - identity.started) >= SAME_START:
             return True  # the pid is another process's now: ours is gone
         proc.terminate()
         try:
