@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyd.errors import EnvironmentProblem, PydError
+from pyd.errors import PydError
 from pyd.host.loopback import free_loopback_port
 from pyd.host.private_files import FILE_MODE, write_private_text
 from pyd.host.process_identity import ProcessIdentity, is_running, read_identity
@@ -35,26 +35,17 @@ from pyd.vm.backends.qmp import (
     vm_paused,
 )
 from pyd.vm.backends.qmp_tls import make_credentials
+from pyd.vm.qemu_binary import require_qemu_binary
 from pyd.vm.spec import GuestSpec
 
 START_TIMEOUT = 60.0  # a detached QEMU's monitor answers within a second; a loaded host is slower
 
-# The Debian package holding each QEMU system emulator.
-DEBIAN_PACKAGES = {
-    "qemu-system-x86_64": "qemu-system-x86",
-    "qemu-system-aarch64": "qemu-system-arm",
-}
-
 
 def require_qemu(argv: list[str]) -> list[str]:
-    """`argv` as is, when its QEMU binary is installed."""
-    if not shutil.which(argv[0]):
-        package = DEBIAN_PACKAGES.get(argv[0], "qemu-system")
-        raise EnvironmentProblem(
-            f"{argv[0]} is not installed",
-            hint=f"install QEMU (Debian: apt-get install {package}; macOS: brew install qemu)",
-        )
-    return argv
+    """`argv` with its QEMU binary found where this OS keeps it (Homebrew's prefixes on
+    macOS, C:\\Program Files\\qemu on Windows, PATH) and checked to be new enough; an
+    EnvironmentProblem with the install or upgrade command otherwise."""
+    return [str(require_qemu_binary(argv[0])), *argv[1:]]
 
 
 def _pidfile_locked(path: Path) -> bool:
