@@ -59,6 +59,7 @@ from pyd.guestdocker.exec_protocol import (
 )
 from pyd.guestdocker.run import HUNG_UP, GuestSession, held_by_client
 from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
+from pyd.host.fd_io import daemon_thread, write_all
 from pyd.host.threads import Deadline, join_threads
 from pyd.relay.connections import ConnectionThreads, ServedForward
 from pyd.relay.named_pipe import NamedPipeListener
@@ -306,10 +307,10 @@ class _FramedCommand(_Command):
         self._unacked = 0  # stdin bytes received and not yet written to the command
         self._closed: set[int] = set()  # outputs whose client side went away (CLOSED)
         self._copies = [
-            _thread(lambda: self._copy_output(self._out_r, Kind.STDOUT, 1), "pyd-exec-out"),
-            _thread(lambda: self._copy_output(self._err_r, Kind.STDERR, 2), "pyd-exec-err"),
+            daemon_thread(lambda: self._copy_output(self._out_r, Kind.STDOUT, 1), "pyd-exec-out"),
+            daemon_thread(lambda: self._copy_output(self._err_r, Kind.STDERR, 2), "pyd-exec-err"),
         ]
-        self._feeder = _thread(self._feed_stdin, "pyd-exec-in")
+        self._feeder = daemon_thread(self._feed_stdin, "pyd-exec-in")
 
     def _send(self, *parts: bytes) -> None:
         with self._send_lock:
@@ -366,7 +367,7 @@ class _FramedCommand(_Command):
         read), acknowledging each piece so that the client sends more."""
         try:
             while (data := self._stdin.get()) is not None:
-                _write_all(self._in_w, data)
+                write_all(self._in_w, data)
                 with self._credit_lock:
                     self._unacked -= len(data)
                 self._send(ack_frame(len(data)))
@@ -412,15 +413,3 @@ class _FramedCommand(_Command):
             pass
         self._stdin.put(None)
         session.hang_up()
-
-
-def _thread(target: Callable[[], None], name: str) -> threading.Thread:
-    t = threading.Thread(target=target, name=name, daemon=True)
-    t.start()
-    return t
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]

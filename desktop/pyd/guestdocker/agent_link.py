@@ -18,12 +18,11 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import select
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
@@ -58,6 +57,7 @@ from pyd.guestdocker.streams import (
     signals_to,
     taken_signals,
 )
+from pyd.host.fd_io import daemon_thread, write_all
 
 SUPPORTED = True  # every host: descriptors or frames
 PASSING = sys.platform != "win32" and hasattr(socket, "send_fds")
@@ -313,10 +313,10 @@ class _FramedLink(_Signals):
     def send_request(self, request: bytes, fds: list[int]) -> None:
         with contextlib.suppress(OSError):  # the agent hung up early: what it said is next
             self._conn.sendall(request)
-        _thread(self._send_frames, "pyd-docker-send")
-        _thread(self._copy_stdin, "pyd-docker-in")
+        daemon_thread(self._send_frames, "pyd-docker-send")
+        daemon_thread(self._copy_stdin, "pyd-docker-in")
         if sys.platform == "win32" and self._interactive:
-            _thread(self._poll_window, "pyd-docker-window")
+            daemon_thread(self._poll_window, "pyd-docker-window")
         self._request_sent()
 
     def _send(self, signum: int) -> None:
@@ -392,7 +392,7 @@ class _FramedLink(_Signals):
                 if which is not None:
                     if which not in self._closed:
                         try:
-                            _write_all(fds[which], payload)
+                            write_all(fds[which], payload)
                         except OSError:
                             # Its reader went away (`| head`): the command's next write
                             # fails as it would here.
@@ -415,26 +415,6 @@ class _FramedLink(_Signals):
         except (ConnectionResetError, BrokenPipeError):
             pass
         raise _no_exit_code()
-
-
-def _thread(target: Callable[[], None], name: str) -> threading.Thread:
-    t = threading.Thread(target=target, name=name, daemon=True)
-    t.start()
-    return t
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:  # a non-blocking stdout shared with another process
-            if sys.platform == "win32":
-                threading.Event().wait(0.01)
-            else:
-                select.select([], [fd], [])
-            continue
-        view = view[n:]
 
 
 if sys.platform == "win32":

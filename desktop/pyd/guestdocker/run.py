@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import select
 import signal
 import sys
 import threading
@@ -50,6 +49,7 @@ from pyd.guestdocker.streams import (
     signals_to,
     taken_signals,
 )
+from pyd.host.fd_io import daemon_thread, wait_for, write_all
 from pyd.host.threads import Deadline, join_threads
 from pyd.relay.pump import BUFSIZE, send_all
 from pyd.ssh.link_errors import LINK_ERRORS
@@ -206,9 +206,11 @@ class GuestSession:
     # -- the streams ----------------------------------------------------------------------
 
     def _copy_until_exit(self, chan: paramiko.Channel) -> int:
-        controller = _thread(self._serve_signals, "pyd-docker-signals")
-        stdout = _thread(lambda: self._copy_out(chan.recv, self._streams.stdout), "pyd-docker-out")
-        stderr = _thread(self._copy_err, "pyd-docker-err")
+        controller = daemon_thread(self._serve_signals, "pyd-docker-signals")
+        stdout = daemon_thread(
+            lambda: self._copy_out(chan.recv, self._streams.stdout), "pyd-docker-out"
+        )
+        stderr = daemon_thread(self._copy_err, "pyd-docker-err")
         feed = _StdinFeed(
             self._streams.stdin, chan, self._reads_stdin(), self._fail, self._flowing
         )
@@ -232,7 +234,7 @@ class GuestSession:
         try:
             while data := recv(BUFSIZE):
                 self._flowing.wait()
-                _write_all(fd, data)
+                write_all(fd, data)
         except OSError:
             self._end(OUTPUT_CLOSED)  # the host side stopped reading
         except BaseException as e:
@@ -260,9 +262,9 @@ class GuestSession:
         while not search.done:
             data = recv(BUFSIZE)
             if not data:
-                _write_all(self._streams.stderr, search.rest())
+                write_all(self._streams.stderr, search.rest())
                 return
-            _write_all(self._streams.stderr, search.feed(data))
+            write_all(self._streams.stderr, search.feed(data))
             self._pid = search.pid
 
     # -- ending it, signals -------------------------------------------------------------
@@ -376,7 +378,7 @@ class _StdinFeed:
             return
         if sys.platform != "win32":
             self._wake = os.pipe()
-        self._thread = _thread(self._copy, "pyd-docker-in")
+        self._thread = daemon_thread(self._copy, "pyd-docker-in")
 
     def _copy(self) -> None:
         try:
@@ -401,7 +403,7 @@ class _StdinFeed:
         self._flowing.wait()
         if self._wake is None:
             return True
-        return self._wake[0] not in _wait_for([self._fd, self._wake[0]], [])
+        return self._wake[0] not in wait_for([self._fd, self._wake[0]], [])
 
     def close(self) -> None:
         if self._wake is not None and self._thread is not None:
@@ -425,43 +427,4 @@ class _StdinFeed:
                 os.close(fd)
 
 
-def _thread(target: Callable[[], None], name: str) -> threading.Thread:
-    t = threading.Thread(target=target, name=name, daemon=True)
-    t.start()
-    return t
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            n = os.write(fd, view)
-        except BlockingIOError:  # a non-blocking stdout shared with another process
-            _wait_writable(fd)
-            continue
-        view = view[n:]
-
-
-def _wait_writable(fd: int) -> None:
-    if sys.platform == "win32":
-        threading.Event().wait(0.01)
-        return
-    _wait_for([], [fd])
-
-
-def _wait_for(readable: list[int], writable: list[int]) -> set[int]:
-    """The descriptors ready. select() first: it takes every kind (regular files, and ttys
-    on macOS, where poll() refuses devices), but only numbers below FD_SETSIZE (1024), which
-    the agent, holding many clients' descriptors, may pass; poll() then."""
-    try:
-        r, w, _ = select.select(readable, writable, [])
-        return set(r) | set(w)
-    except ValueError:
-        if sys.platform == "win32":  # select() there takes sockets only, and has no limit
-            raise
-        poller = select.poll()
-        for fd in readable:
-            poller.register(fd, select.POLLIN)
-        for fd in writable:
-            poller.register(fd, select.POLLOUT)
-        return {fd for fd, _ in poller.poll()}
