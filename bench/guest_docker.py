@@ -33,12 +33,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests' helpers
+
+from tests.rss import rss_growth
 
 from busybox_image import build_busybox_image
 from pyd.instance.files import InstanceFiles
@@ -149,28 +152,6 @@ def interleaved(
         print(f"round {r + 1}: " + ", ".join(f"{w} {results[w][-1]:.3f} s" for w in ways),
               flush=True)  # fmt: skip
     return results
-
-
-@contextlib.contextmanager
-def rss_growth(process: psutil.Process, grew: list[int]) -> Iterator[None]:
-    """Appends to `grew` the peak RSS of `process` during the block over its RSS before."""
-    before = process.memory_info().rss
-    peak = before
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.02):
-            peak = max(peak, process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        yield
-    finally:
-        done.set()
-        sampler.join()
-        grew.append(peak - before)
 
 
 def summary(label: str, results: dict[str, list[float]], unit: str = "s") -> dict[str, float]:

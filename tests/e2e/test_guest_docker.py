@@ -19,7 +19,6 @@ import struct
 import subprocess
 import sys
 import termios
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import pytest
 
 from pyd.image.cache import CachedImage
 from tests.e2e.pydcli import PydEnv, build_busybox_image
+from tests.rss import rss_growth
 
 NAME = "guestdocker"
 IMAGE = "pyd-e2e-guestdocker-busybox"
@@ -307,7 +307,8 @@ def test_50_mb_of_random_bytes_round_trip_through_stdin_and_stdout(
 ) -> None:
     data = os.urandom(50 * 1024 * 1024)
     (tmp_path / "blob").write_bytes(data)
-    with counted(setup, way, 1) as env, _peak_rss_growth(_agent(setup)) as grew:
+    grew: list[int] = []
+    with counted(setup, way, 1) as env, rss_growth(_agent(setup), grew):
         r = pyd_docker(setup, "run", "-i", "--rm", IMAGE, "cat", stdin=tmp_path / "blob",
                        timeout=900, **env)  # fmt: skip
     assert r.code == 0, r.err
@@ -325,29 +326,6 @@ def _agent(s: Setup) -> psutil.Process:
         if "pyd.agent" in cmdline and root in cmdline:
             return p
     raise AssertionError(f"no agent runs for {root}")
-
-
-@contextlib.contextmanager
-def _peak_rss_growth(process: psutil.Process) -> Iterator[list[int]]:
-    """Yields a list that gets the peak RSS of `process` during the block over its RSS
-    before (sampled every 20 ms)."""
-    before = peak = process.memory_info().rss
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.02):
-            peak = max(peak, process.memory_info().rss)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    grew: list[int] = []
-    try:
-        yield grew
-    finally:
-        done.set()
-        sampler.join()
-        grew.append(peak - before)
 
 
 # -- a terminal ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+from collections.abc import Callable
 
 
 def nobody_listens(address: tuple[str, int]) -> bool:
@@ -15,3 +17,20 @@ def nobody_listens(address: tuple[str, int]) -> bool:
         return True
     with s:
         return bool(s.getsockname()[:2] == s.getpeername()[:2])
+
+
+def accept_each(sock: socket.socket, handle: Callable[[socket.socket], None]) -> threading.Thread:
+    """Serve a listening test socket on a daemon thread: `handle` each connection in turn,
+    until the socket is closed."""
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = sock.accept()
+            except OSError:
+                return
+            handle(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread

@@ -33,7 +33,7 @@ from pyd.ssh.direct_tcpip import DirectTcpipError, open_direct_tcpip
 from pyd.ssh.keys import generate_keypair, write_private
 from tests.unit.forwardclients import close_under, pings_answered, settled_live_connections
 from tests.unit.in_threads import run_in_threads
-from tests.unit.listening import nobody_listens
+from tests.unit.listening import accept_each, nobody_listens
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth, host_keypair
 
 EOF_MARK = b"<echo saw EOF>"
@@ -49,16 +49,10 @@ class EchoServer:
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=256)
         self.port = self.sock.getsockname()[1]
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        accept_each(self.sock, self._start_echo)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+    def _start_echo(self, conn: socket.socket) -> None:
+        threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
 
     @staticmethod
     def _echo(conn: socket.socket) -> None:

@@ -8,7 +8,6 @@ import json
 import socket
 import ssl
 import stat
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -35,6 +34,7 @@ from pyd.vm.backends.qmp_tls import (
     SERVER_KEY,
     make_credentials,
 )
+from tests.unit.listening import accept_each
 
 # -- the transport, per platform ------------------------------------------------------------
 
@@ -119,22 +119,16 @@ class Monitor:
         self.port = int(self.sock.getsockname()[1])
         self.errors: list[BaseException] = []
         self.script, self.context = script, context
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
+        self.thread = accept_each(self.sock, self._play)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            try:
-                if self.context is not None:
-                    conn = self.context.wrap_socket(conn, server_side=True)
-                with conn:
-                    self.script(conn)
-            except (OSError, ssl.SSLError) as e:
-                self.errors.append(e)
+    def _play(self, conn: socket.socket) -> None:
+        try:
+            if self.context is not None:
+                conn = self.context.wrap_socket(conn, server_side=True)
+            with conn:
+                self.script(conn)
+        except (OSError, ssl.SSLError) as e:
+            self.errors.append(e)
 
     def close(self) -> None:
         self.sock.close()

@@ -7,7 +7,6 @@ import json
 import os
 import socket
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from pyd.vm.backends.libvirt_backend import LibvirtBackend
 from pyd.vm.backends.qemu_process import QemuProcessBackend
 from pyd.vm.backends.qmp import qmp_reply as _qmp_reply
 from pyd.vm.backends.qmp import vm_paused
+from tests.unit.listening import accept_each
 from tests.unit.qemu_stand_in import holding_pidfile
 from tests.unit.test_libvirt_xml import TEST_URI, make_spec
 
@@ -89,29 +89,24 @@ class FakeMonitor:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         self.sock.listen(4)
-        threading.Thread(target=self._serve, daemon=True).start()
+        accept_each(self.sock, self._serve)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn, conn.makefile("rwb") as f:
-                f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, conn.makefile("rwb") as f:
+            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
+            f.flush()
+            for line in f:
+                cmd = json.loads(line)["execute"]
+                self.commands.append(cmd)
+                if cmd == "cont":
+                    self.running = True
+                    f.write(b'{"event": "RESUME", "timestamp": {}}\n')
+                reply: object = {}
+                if cmd == "query-status":
+                    status = "running" if self.running else "paused"
+                    reply = {"status": status, "running": self.running}
+                f.write(json.dumps({"return": reply}).encode() + b"\n")
                 f.flush()
-                for line in f:
-                    cmd = json.loads(line)["execute"]
-                    self.commands.append(cmd)
-                    if cmd == "cont":
-                        self.running = True
-                        f.write(b'{"event": "RESUME", "timestamp": {}}\n')
-                    reply: object = {}
-                    if cmd == "query-status":
-                        status = "running" if self.running else "paused"
-                        reply = {"status": status, "running": self.running}
-                    f.write(json.dumps({"return": reply}).encode() + b"\n")
-                    f.flush()
 
     def close(self) -> None:
         self.sock.close()
