@@ -3,12 +3,13 @@ guest's CPU, interrupt controller and memory limit, and the pairs that cannot ru
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
 from pyd.config import arches
-from pyd.config.arches import get_arch, normalise
+from pyd.config.arches import get_arch, host_arch_from, normalise, translated_from_sysctl
 from pyd.config.machine import machine_settings
 from pyd.errors import UsageError
 from pyd.image.cache import CachedImage
@@ -38,6 +39,54 @@ def test_the_default_is_the_hosts_arch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert get_arch().name == "aarch64"
     monkeypatch.setattr(arches.platform, "machine", lambda: "AMD64")
     assert get_arch().name == "x86_64"
+
+
+@pytest.mark.parametrize(
+    ("machine", "system", "translated", "host"),
+    [
+        ("x86_64", "linux", False, "x86_64"),
+        ("aarch64", "linux", False, "aarch64"),
+        ("arm64", "darwin", False, "aarch64"),  # a native Python on Apple Silicon
+        ("x86_64", "darwin", False, "x86_64"),  # an Intel Mac
+        ("x86_64", "darwin", True, "aarch64"),  # an x86_64 Python under Rosetta 2
+        ("AMD64", "win32", False, "x86_64"),
+        ("ARM64", "win32", False, "aarch64"),
+        ("x86_64", "linux", True, "x86_64"),  # Rosetta exists only on macOS
+        ("AMD64", "win32", True, "x86_64"),
+    ],
+)
+def test_the_hosts_arch_is_the_hardwares_not_the_python_processs(
+    machine: str, system: str, translated: bool, host: str
+) -> None:
+    assert host_arch_from(machine, system, translated) == host
+
+
+@pytest.mark.parametrize(
+    ("returncode", "stdout", "translated"),
+    [
+        (0, "1\n", True),
+        (0, "0\n", False),  # native arm64
+        (1, "", False),  # Intel Mac: "unknown oid" on stderr
+        (0, "", False),
+    ],
+)
+def test_rosetta_is_read_from_sysctl_proc_translated(
+    returncode: int, stdout: str, translated: bool
+) -> None:
+    assert translated_from_sysctl(returncode, stdout) is translated
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="the probe's own platform")
+def test_the_rosetta_probe_runs_nothing_off_macos(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_sysctl(*args: object, **kwargs: object) -> None:
+        raise AssertionError("sysctl run off macOS")
+
+    monkeypatch.setattr(arches.subprocess, "run", no_sysctl)
+    arches.under_rosetta.cache_clear()
+    try:
+        assert arches.under_rosetta() is False
+    finally:
+        arches.under_rosetta.cache_clear()
 
 
 def test_the_arm64_guest_is_virt_with_direct_kernel_boot_on_a_pl011_console() -> None:

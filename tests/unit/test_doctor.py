@@ -203,6 +203,15 @@ def test_a_mac_without_hypervisor_framework_warns_and_says_no_command_helps() ->
     assert "kern.hv_support is 0" in check.detail and check.fix.startswith("none on this Mac")
 
 
+def test_python_under_rosetta_warns_with_the_arm64_python_to_install() -> None:
+    checks = all_checks(dataclasses.replace(MAC, rosetta=True))
+    check = _named(checks)["python"]
+    assert not check.ok and not check.required and exit_code(checks) == 0
+    assert check.detail.startswith("Python runs under Rosetta")
+    assert "arm64 Python" in check.fix and "/opt/homebrew/bin/brew install python" in check.fix
+    assert [c.name for c in checks][:3] == ["qemu", "accelerator", "python"]
+
+
 def test_an_accelerator_the_settings_name_is_required() -> None:
     probe = interpret("win32", "x86_64", "x86_64", HostFacts())
     check = accel_check(dataclasses.replace(WINDOWS, accel=probe, accel_setting="whpx"))

@@ -96,12 +96,15 @@ class Facts:
     loopback_error: str = ""  # "" when a loopback port could be bound
     config_error: str = ""  # config.toml cannot be read (the rest is checked on defaults)
     config_fix: str = ""
+    rosetta: bool = False  # this Python is an x86_64 one translated by Rosetta 2 (macOS)
 
 
 def all_checks(f: Facts) -> list[Check]:
     """Every check, in the order `pyd doctor` prints them."""
     found = [Check("config", False, f.config_error, f.config_fix)] if f.config_error else []
     found += [qemu_check(f), accel_check(f)]
+    if f.rosetta:
+        found.append(rosetta_check(f))
     libvirt = libvirt_check(f)
     if libvirt is not None:
         found.append(libvirt)
@@ -144,6 +147,20 @@ def accel_check(f: Facts) -> Check:
     if not probe.ok and not asked:
         detail += "; pyd falls back to tcg (software emulation, several times slower)"
     return Check("accelerator", probe.ok, detail, "" if probe.ok else probe.fix, required=asked)
+
+
+def rosetta_check(f: Facts) -> Check:
+    """pyd still picks the Mac's own arm64 guest and hvf (config.arches asks sysctl), but
+    everything pyd runs in Python (the agent's relays, shares) is translated: a warning."""
+    return Check(
+        "python",
+        False,
+        f"Python runs under Rosetta (an x86_64 Python on this {f.host_arch} Mac): "
+        "pyd's own work is translated, slower",
+        "install an arm64 Python (python.org's macOS installer, or "
+        "/opt/homebrew/bin/brew install python), then install pyd with it",
+        required=False,
+    )
 
 
 def libvirt_check(f: Facts) -> Check | None:

@@ -11,7 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from pyd.config.arches import get_arch, host_arch
+from pyd.config.arches import get_arch, host_arch, under_rosetta
 from pyd.config.machine import host_system
 from pyd.config.settings import context_name, parse_config
 from pyd.config.store import load_config, platform_defaults
@@ -93,6 +93,7 @@ def gather(name: str) -> Facts:
         loopback_error=_loopback_error(),
         config_error=config_error,
         config_fix=config_fix,
+        rosetta=under_rosetta(),
     )
 
 
