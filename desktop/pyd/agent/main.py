@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import paramiko
 from filelock import FileLock, Timeout
 
+from pyd.agent.clock import ClockKeeper
 from pyd.agent.disk_usage import guest_disk_usage
 from pyd.agent.exec_server import exec_server
 from pyd.agent.health import gone, verdict
@@ -111,6 +112,7 @@ class Agent:
         self._last_word = False  # stopped or failed is published: nothing may overwrite it
         self.ports: PortManager | None = None
         self.mounts: MountManager | None = None
+        self.clock: ClockKeeper | None = None  # keeps the guest's clock on the host's
         self._parts: list[ThreadOwner] = []  # what serves: closed on the way out
         self._parts_lock = threading.Lock()
         self._closing = False  # no part may start once set
@@ -261,6 +263,8 @@ class Agent:
             self._link_fatal,
             lambda: self._check_health(probe=False),
         )
+        self.clock = self._adopt(ClockKeeper(self.session))  # syncs now: a fresh boot or resume
+        self.clock.start()
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg)  # they mount while the engine starts
@@ -384,6 +388,8 @@ class Agent:
 
     def _link_up(self, seconds: float) -> None:
         log.info("SSH back after %.1f s", seconds)
+        if self.clock is not None:
+            self.clock.request("SSH back")
         self._wake.set()
 
     def _link_fatal(self, error: PydError) -> None:
