@@ -6,8 +6,9 @@ stdin, stdout and stderr, passed over the socket.
 
 Both modes of the protocol on the same endpoint, as the request says: the client's
 descriptors (POSIX), or its streams as frames (pyd.guestdocker.exec_frames; Windows, and
-POSIX clients that cannot pass descriptors). A framed command's session reads and writes
-pipes of this process that threads copy to and from frames.
+POSIX clients that cannot pass descriptors). A framed command's session writes pipes of
+this process that threads copy to frames, and takes its stdin from a queue of the client's
+frames (pyd.guestdocker.run.QueuedStdin: no pipe whose read could outlast the command).
 
 Who may connect is decided as for the Docker API: 0600 in the instance's private socket
 directory (pyd.relay.unix_socket), or a named pipe whose DACL admits the current user only
@@ -19,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import queue
 import socket
 import sys
 import threading
@@ -57,9 +57,9 @@ from pyd.guestdocker.exec_protocol import (
     request_length,
     started_message,
 )
-from pyd.guestdocker.run import HUNG_UP, GuestSession, held_by_client
+from pyd.guestdocker.run import HUNG_UP, GuestSession, QueuedStdin, held_by_client
 from pyd.guestdocker.streams import PAUSE_SIGNALS, HostStreams, taken_signals
-from pyd.host.fd_io import daemon_thread, write_all
+from pyd.host.fd_io import daemon_thread
 from pyd.host.threads import Deadline, join_threads
 from pyd.relay.connections import ConnectionThreads, ServedForward
 from pyd.relay.named_pipe import NamedPipeListener
@@ -233,6 +233,10 @@ class _Command:
     def _window(self) -> tuple[int, int]:
         return terminal.size(self._streams.stdout)
 
+    def _queued_stdin(self) -> QueuedStdin | None:
+        """Where the session's stdin comes from, when not from the client's descriptor."""
+        return None
+
     def _outcome(self) -> tuple[int, str, str]:
         """The exit code, and pyd's error and hint when it is not docker's."""
         try:
@@ -260,6 +264,7 @@ class _Command:
             self._request.term,
             held_by_client(self._tell_started),
             self._window,
+            self._queued_stdin(),
         )
         with self._lock:
             self._session = session
@@ -289,28 +294,30 @@ class _Command:
         session.hang_up()
 
 
+_NO_STDIN_FD = -1  # a framed command's stdin comes as pieces (QueuedStdin), not from a descriptor
+
+
 class _FramedCommand(_Command):
-    """A command whose client sends and takes its streams as frames: the session gets pipes
-    of this process, and threads copy them from and to frames (pyd.guestdocker.exec_frames).
-    What is held at any time is bounded: STDIN_CREDIT of stdin, one read of each output."""
+    """A command whose client sends and takes its streams as frames: the session writes
+    pipes of this process, which threads copy to frames (pyd.guestdocker.exec_frames), and
+    takes its stdin from a queue the frames fill (no pipe: see QueuedStdin). What is held
+    at any time is bounded: STDIN_CREDIT of stdin, one read of each output."""
 
     NOTE = " (framed)"
 
     def __init__(self, conn: HostStream, request: ExecRequest, transport: GetTransport) -> None:
-        pipes = [os.pipe() for _ in range(3)]
-        (self._in_r, self._in_w), (self._out_r, out_w), (self._err_r, err_w) = pipes
-        super().__init__(conn, request, HostStreams(self._in_r, out_w, err_w), transport)
+        (self._out_r, out_w), (self._err_r, err_w) = os.pipe(), os.pipe()
+        super().__init__(conn, request, HostStreams(_NO_STDIN_FD, out_w, err_w), transport)
         self._send_lock = threading.Lock()  # one frame at a time on the connection
         self._size = request.window or terminal.DEFAULT_SIZE
-        self._stdin: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._stdin = QueuedStdin(self._ack)
         self._credit_lock = threading.Lock()
-        self._unacked = 0  # stdin bytes received and not yet written to the command
+        self._unacked = 0  # stdin bytes received and not yet taken by the session
         self._closed: set[int] = set()  # outputs whose client side went away (CLOSED)
         self._copies = [
             daemon_thread(lambda: self._copy_output(self._out_r, Kind.STDOUT, 1), "pyd-exec-out"),
             daemon_thread(lambda: self._copy_output(self._err_r, Kind.STDERR, 2), "pyd-exec-err"),
         ]
-        self._feeder = daemon_thread(self._feed_stdin, "pyd-exec-in")
 
     def _send(self, *parts: bytes) -> None:
         with self._send_lock:
@@ -319,11 +326,10 @@ class _FramedCommand(_Command):
 
     def _end_streams(self) -> None:
         """The session's ends of the output pipes close, so the copies send what is left and
-        end; the stdin copy ends too (a write to a pipe nobody reads fails)."""
-        for fd in (self._streams.stdout, self._streams.stderr, self._in_r):
+        end (the session has stopped its stdin)."""
+        for fd in (self._streams.stdout, self._streams.stderr):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._stdin.put(None)
         cut: Deadline | None = None
         while not join_threads(self._copies, Deadline(0.5)):
             if self._stopping:
@@ -332,7 +338,6 @@ class _FramedCommand(_Command):
                 if cut.passed():
                     with contextlib.suppress(OSError):
                         self._conn.shutdown(socket.SHUT_RDWR)
-        self._feeder.join()
 
     def _reply(self, code: int, error: str, hint: str) -> None:
         self._send(exit_frame(code, error, hint))
@@ -343,6 +348,9 @@ class _FramedCommand(_Command):
 
     def _window(self) -> tuple[int, int]:
         return self._size
+
+    def _queued_stdin(self) -> QueuedStdin | None:
+        return self._stdin
 
     def _copy_output(self, fd: int, kind: Kind, which: int) -> None:
         """One output pipe to frames until it ends; after the client's CLOSED for it, the
@@ -362,19 +370,12 @@ class _FramedCommand(_Command):
         finally:
             os.close(fd)
 
-    def _feed_stdin(self) -> None:
-        """Writes the client's stdin to the command (waiting on the pipe when it does not
-        read), acknowledging each piece so that the client sends more."""
-        try:
-            while (data := self._stdin.get()) is not None:
-                write_all(self._in_w, data)
-                with self._credit_lock:
-                    self._unacked -= len(data)
-                self._send(ack_frame(len(data)))
-        except OSError:
-            pass  # nobody reads stdin any more, or the client has gone
-        finally:
-            os.close(self._in_w)
+    def _ack(self, n: int) -> None:
+        """The session took `n` bytes of stdin: the client may send as many more."""
+        with self._credit_lock:
+            self._unacked -= n
+        with contextlib.suppress(OSError):  # the client has gone
+            self._send(ack_frame(n))
 
     def _follow_client(self, session: GuestSession) -> None:
         """The client's frames, until it hangs up or breaks the protocol: either ends the
@@ -395,7 +396,7 @@ class _FramedCommand(_Command):
                 elif kind is Kind.STDIN_EOF:
                     if not ended:
                         ended = True
-                        self._stdin.put(None)
+                        self._stdin.end()
                 elif kind is Kind.WINDOW:
                     self._size = parse_window(payload)
                     session.resize()
@@ -411,5 +412,5 @@ class _FramedCommand(_Command):
                 self._conn.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self._stdin.put(None)
+        self._stdin.end()  # the client has gone: so has its stdin
         session.hang_up()

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pyd.config.settings import DEFAULT_INSTANCE
-from pyd.errors import EnvironmentProblem, PydError, UsageError
-from pyd.guestdocker import agent_link
+from pyd.errors import PydError, UsageError
+from pyd.guestdocker import agent_link, terminal
 from pyd.guestdocker.exec_protocol import exec_endpoint
 from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
@@ -150,12 +150,11 @@ def _prepare(inst: Instance, tool: Tool, args: Sequence[str]) -> tuple[GuestComm
     shares = load_config(inst.files.config).mounts
     workdir = _guest_workdir(shares, host.platform, tool.needs_workdir(args), inst.name)
     streams = HostStreams.standard()
-    if host.platform == WINDOWS and tool.wants_terminal(args) and streams.terminals():
-        raise EnvironmentProblem(
-            "a terminal (-t) for a command in the guest is not supported on Windows yet",
-            hint="install the Docker CLI for Windows (`pyd docker` then uses it with pyd's "
-            "context), or leave out -t, or run docker inside `pyd ssh`",
-        )
+    if tool.wants_terminal(args) and not streams.interactive():
+        # Windows: mintty's pipes look like a terminal to its user, not to docker.
+        problem = terminal.no_console_error(streams.stdin)
+        if problem is not None:
+            raise problem
     command = GuestCommand(
         workdir=workdir,
         args=tuple(tool.translate_args(args, host.platform)),

@@ -62,7 +62,7 @@ from pyd.host.fd_io import daemon_thread, write_all
 SUPPORTED = True  # every host: descriptors or frames
 PASSING = sys.platform != "win32" and hasattr(socket, "send_fds")
 FRAMED_SWITCH = "PYD_EXEC_FRAMED"  # "1": frames even where descriptors could be passed
-WINDOW_POLL = 0.25  # seconds between two looks at a Windows console's size (no SIGWINCH)
+WINDOW_POLL = terminal.WINDOW_POLL  # between two looks at a Windows console's size
 FLUSH_WAIT = 1.0  # Ctrl-Z: for the agent to have the pause before this process stops
 
 
@@ -315,7 +315,7 @@ class _FramedLink(_Signals):
             self._conn.sendall(request)
         daemon_thread(self._send_frames, "pyd-docker-send")
         daemon_thread(self._copy_stdin, "pyd-docker-in")
-        if sys.platform == "win32" and self._interactive:
+        if terminal.window_polled(sys.platform) and self._interactive:
             daemon_thread(self._poll_window, "pyd-docker-window")
         self._request_sent()
 
@@ -364,12 +364,12 @@ class _FramedLink(_Signals):
 
     def _poll_window(self) -> None:
         """A Windows console says nothing when resized: look every WINDOW_POLL."""
-        size = terminal.size(self._streams.stdout)
-        while not self._done.wait(WINDOW_POLL):
-            now = terminal.size(self._streams.stdout)
-            if now != size:
-                size = now
-                self._outgoing.put(window_frame(*size))
+        terminal.poll_window(
+            lambda: terminal.size(self._streams.stdout),
+            lambda size: self._outgoing.put(window_frame(*size)),
+            self._done,
+            WINDOW_POLL,
+        )
 
     def exit_code(self) -> int:
         try:

@@ -96,10 +96,32 @@ def held_here(streams: HostStreams, interactive: bool) -> HostSide:
     @contextlib.contextmanager
     def hold(deliver: Callable[[int], None]) -> Iterator[None]:
         raw = terminal.raw_mode(streams.stdin) if interactive else contextlib.nullcontext()
-        with raw, signals_to(deliver, taken_signals(interactive)):
+        polled = _polled_window(streams.stdout, deliver, interactive and POLL_WINDOW)
+        with raw, signals_to(deliver, taken_signals(interactive)), polled:
             yield
 
     return hold
+
+
+POLL_WINDOW = terminal.window_polled(sys.platform)
+
+
+@contextlib.contextmanager
+def _polled_window(fd: int, deliver: Callable[[int], None], wanted: bool) -> Iterator[None]:
+    """The guest's PTY follows the terminal's size, looked at while the block runs."""
+    if not wanted:
+        yield
+        return
+    done = threading.Event()
+    poller = daemon_thread(
+        lambda: terminal.poll_window(lambda: terminal.size(fd), lambda _: deliver(_RESIZE), done),
+        "pyd-docker-window",
+    )
+    try:
+        yield
+    finally:
+        done.set()
+        poller.join()
 
 
 def held_by_client(started: Callable[[], None]) -> HostSide:
@@ -127,8 +149,10 @@ class GuestSession:
         term: str | None,
         host_side: HostSide,
         window: Callable[[], tuple[int, int]] | None = None,
+        stdin: QueuedStdin | None = None,
     ) -> None:
         self._transport = transport
+        self._queued_stdin = stdin  # given instead of read from streams.stdin
         # The terminal's size: the one on stdout, or what a framed client of the agent said.
         self._window = window or (lambda: terminal.size(self._streams.stdout))
         self._host_side = host_side
@@ -212,7 +236,12 @@ class GuestSession:
         )
         stderr = daemon_thread(self._copy_err, "pyd-docker-err")
         feed = _StdinFeed(
-            self._streams.stdin, chan, self._reads_stdin(), self._fail, self._flowing
+            self._streams.stdin,
+            chan,
+            self._reads_stdin(),
+            self._fail,
+            self._flowing,
+            self._queued_stdin,
         )
         feed.start()
         try:
@@ -228,6 +257,8 @@ class GuestSession:
         return status
 
     def _reads_stdin(self) -> bool:
+        if self._queued_stdin is not None:
+            return True  # its giver decides (a framed client sends a terminal's end only)
         return self._interactive or not os.isatty(self._streams.stdin)
 
     def _copy_out(self, recv: Callable[[int], bytes], fd: int) -> None:
@@ -343,15 +374,52 @@ class GuestSession:
             chan.close()
 
 
+class QueuedStdin:
+    """A session's stdin given piece by piece instead of read from a descriptor: a framed
+    client's, which the agent receives as frames (pyd.agent.exec_server). A read waits on a
+    queue, which stop() wakes on every OS: a read from a pipe cannot be woken on Windows,
+    and would outlast its command (and hold up the agent's end of it) until the client sent
+    more. `taken(n)` is called as the session takes each piece (the client's credit)."""
+
+    def __init__(self, taken: Callable[[int], None]) -> None:
+        self._pieces: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._taken = taken
+        self._stopped = False
+
+    def put(self, data: bytes) -> None:
+        if data:
+            self._pieces.put(data)
+
+    def end(self) -> None:
+        """No more input: the command reads its end after what came before."""
+        self._pieces.put(b"")
+
+    def stop(self) -> None:
+        """The command has ended: a read waiting now or made later returns None."""
+        self._pieces.put(None)
+
+    def read(self) -> bytes | None:
+        """The next piece, b"" at the end of input, None once stopped."""
+        if self._stopped:
+            return None
+        data = self._pieces.get()
+        if data is None:
+            self._stopped = True
+        elif data:
+            self._taken(len(data))
+        return data
+
+
 class _StdinFeed:
-    """Copies the host's stdin to the channel until it ends (then EOF to the guest), or only
-    sends EOF when `reads` is False; input waits while `flowing` is clear. A ThreadOwner
-    (pyd.host.threads): close() ends the copy when the command has ended, on POSIX through
-    a pipe the reader also waits on, so that nothing typed afterwards is taken from the
-    terminal; on Windows (no waiting on pipes) the reader is left behind, blocked, to end
-    with the process. The wake pipe is closed by whichever of join() and the reader
-    finishes last (the agent runs many commands: a reader stuck in a send must not leak
-    it)."""
+    """Copies the host's stdin (or `queued` pieces) to the channel until it ends (then EOF to
+    the guest), or only sends EOF when `reads` is False; input waits while `flowing` is
+    clear. A ThreadOwner (pyd.host.threads): close() ends the copy when the command has
+    ended: for a descriptor on POSIX through a pipe the reader also waits on, so that
+    nothing typed afterwards is taken from the terminal; for `queued`, by stop(). A
+    descriptor's reader on Windows (no waiting on pipes) is left behind, blocked, to end
+    with the process: only `pyd docker` itself reads one there, the agent's sessions are
+    queued. The wake pipe is closed by whichever of join() and the reader finishes last
+    (the agent runs many commands: a reader stuck in a send must not leak it)."""
 
     def __init__(
         self,
@@ -360,8 +428,10 @@ class _StdinFeed:
         reads: bool,
         fail: Callable[[BaseException], None],
         flowing: threading.Event,
+        queued: QueuedStdin | None = None,
     ) -> None:
         self._fd = fd
+        self._queued = queued
         self._chan = chan
         self._reads = reads
         self._fail = fail
@@ -376,14 +446,16 @@ class _StdinFeed:
             with contextlib.suppress(*_CONNECTION_ERRORS):
                 self._chan.shutdown_write()
             return
-        if sys.platform != "win32":
+        if sys.platform != "win32" and self._queued is None:
             self._wake = os.pipe()
         self._thread = daemon_thread(self._copy, "pyd-docker-in")
 
     def _copy(self) -> None:
         try:
             while self._readable():
-                data = os.read(self._fd, BUFSIZE)
+                data = os.read(self._fd, BUFSIZE) if self._queued is None else self._queued.read()
+                if data is None:
+                    return  # stopped: the command has ended
                 if not data:
                     self._chan.shutdown_write()
                     return
@@ -406,13 +478,15 @@ class _StdinFeed:
         return self._wake[0] not in wait_for([self._fd, self._wake[0]], [])
 
     def close(self) -> None:
-        if self._wake is not None and self._thread is not None:
+        if self._queued is not None:
+            self._queued.stop()
+        elif self._wake is not None and self._thread is not None:
             os.write(self._wake[1], b"x")
 
     def join(self, deadline: Deadline) -> bool:
         if self._thread is None:
             return True
-        if self._wake is None:  # Windows: the reader is left behind (see above)
+        if self._wake is None and self._queued is None:  # Windows: left behind (see above)
             return not self._thread.is_alive()
         ended = join_threads([self._thread], deadline)
         self._release()

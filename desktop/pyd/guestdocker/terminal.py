@@ -2,10 +2,9 @@
 PTY, and raw mode while the guest's PTY does the terminal work (echo, line editing, Ctrl-C
 and Ctrl-\\ becoming signals there), as `ssh -t` does.
 
-POSIX hosts only, for now. A Windows console would need its own branch (console modes set
-through the Win32 API, input read as VT sequences, the size polled: there is no SIGWINCH);
-until that exists, PTY_SUPPORTED is False there and `pyd docker` refuses `-t` in a console
-with a hint (launch.py) instead of misbehaving.
+POSIX: termios. Windows: the console's modes through the Win32 API (pyd.guestdocker.
+win_console), keys read as VT sequences; a console says nothing when resized (no SIGWINCH),
+so its size is polled (poll_window). PTY_SUPPORTED says whether this process can have one.
 """
 
 from __future__ import annotations
@@ -13,18 +12,26 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from pyd.errors import PydError
 
 DEFAULT_SIZE = (80, 24)
 DEFAULT_TERM = "xterm"
 
 
+WINDOW_POLL = 0.25  # seconds between two looks at a Windows console's size
+
+
 def size(fd: int) -> tuple[int, int]:
-    """(columns, rows) of the terminal on `fd`; 80x24 when it says nothing useful."""
+    """(columns, rows) of the terminal on `fd`; 80x24 when it says nothing useful. On
+    Windows, a console screen buffer's visible window (an input handle has no size: OSError;
+    some Python versions take only 0, 1 and 2 there: ValueError for others)."""
     try:
         columns, rows = os.get_terminal_size(fd)
-    except OSError:
+    except (OSError, ValueError):
         return DEFAULT_SIZE
     return (columns, rows) if columns > 0 and rows > 0 else DEFAULT_SIZE
 
@@ -34,23 +41,53 @@ def term_name(env: Mapping[str, str]) -> str:
     return env.get("TERM") or DEFAULT_TERM
 
 
+def pty_supported(platform: str, consoles: Callable[[], bool]) -> bool:
+    """Whether this process can give a command a terminal (`platform`: sys.platform's
+    values): on POSIX with termios (whether the streams are terminals decides then); on
+    Windows when `consoles()`: stdin, stdout and stderr are consoles."""
+    return platform != "win32" or consoles()
+
+
+def window_polled(platform: str) -> bool:
+    """Whether the terminal's size is looked at while a command runs: a Windows console
+    changes size without a signal (POSIX has SIGWINCH)."""
+    return platform == "win32"
+
+
+def poll_window(
+    measure: Callable[[], tuple[int, int]],
+    changed: Callable[[tuple[int, int]], None],
+    done: threading.Event,
+    interval: float = WINDOW_POLL,
+) -> None:
+    """Calls `changed(size)` whenever `measure()` differs from the last look, every
+    `interval` until `done` is set: a Windows console's size changes (no SIGWINCH there)."""
+    last = measure()
+    while not done.wait(interval):
+        now = measure()
+        if now != last:
+            last = now
+            changed(now)
+
+
 if sys.platform == "win32":
-    PTY_SUPPORTED = False
+    from pyd.guestdocker import win_console
 
-    @contextlib.contextmanager
-    def raw_mode(fd: int) -> Iterator[None]:
-        raise NotImplementedError("no raw console mode on Windows yet (see this module)")
-        yield  # pragma: no cover
+    _CONSOLE = win_console.Win32Console()
+    # A PTY in the guest needs consoles on stdin, stdout and stderr (os.isatty also says
+    # yes for NUL); none under mintty, whose pipes no_console_error() explains.
+    PTY_SUPPORTED = pty_supported(sys.platform, lambda: win_console.consoles(_CONSOLE, (0, 1, 2)))
 
-    class RawTerminal:
-        """The POSIX class's interface; `pyd docker` through the agent (its only user)
-        never runs on Windows (no descriptor passing)."""
+    class RawTerminal(win_console.RawConsole):
+        """The console on `fd` (and this process's console output) in raw mode between
+        enter() and leave(), both of which may be called again, as on POSIX."""
 
         def __init__(self, fd: int) -> None:
-            raise NotImplementedError("no raw console mode on Windows yet (see this module)")
+            super().__init__(fd, _CONSOLE)
 
-        def enter(self) -> None: ...
-        def leave(self) -> None: ...
+    def no_console_error(fd: int) -> PydError | None:
+        """Why `-t` cannot have a terminal with `fd` as stdin, when the user sees one."""
+        return win_console.no_console_error(sys.platform, win_console.pipe_name(fd))
 
     def wait_for_foreground(fd: int) -> None:
         """No job control on Windows: the console is always ours."""
@@ -59,7 +96,7 @@ else:
     import termios
     import tty
 
-    PTY_SUPPORTED = True
+    PTY_SUPPORTED = pty_supported(sys.platform, lambda: True)
 
     class RawTerminal:
         """The terminal on `fd` in raw mode between enter() and leave() (no echo, no line
@@ -83,17 +120,22 @@ else:
                 with contextlib.suppress(termios.error):
                     termios.tcsetattr(self.fd, termios.TCSADRAIN, saved)
 
-    @contextlib.contextmanager
-    def raw_mode(fd: int) -> Iterator[None]:
-        """The terminal on `fd` in raw mode until the block ends, however it ends."""
-        raw = RawTerminal(fd)
-        raw.enter()
-        try:
-            yield
-        finally:
-            raw.leave()
+    def no_console_error(fd: int) -> PydError | None:
+        """A terminal on POSIX is one: nothing to explain."""
+        return None
 
     def wait_for_foreground(fd: int) -> None:
         """Returns once this process may use the terminal on `fd`: from a background job
         the kernel stops it here (SIGTTOU) until `fg`, as it stops `ssh -t`."""
         termios.tcsetattr(fd, termios.TCSANOW, termios.tcgetattr(fd))
+
+
+@contextlib.contextmanager
+def raw_mode(fd: int) -> Iterator[None]:
+    """The terminal on `fd` in raw mode until the block ends, however it ends."""
+    raw = RawTerminal(fd)
+    raw.enter()
+    try:
+        yield
+    finally:
+        raw.leave()
