@@ -19,7 +19,7 @@ from filelock import FileLock, Timeout
 from pyd.agent.keeper import KeeperStatus, read_keeper_status
 from pyd.agent.status_file import AgentState, AgentStatus, read_status, write_status
 from pyd.errors import PydError
-from pyd.host.detached import detached
+from pyd.host.detached import detached, launch_detached
 from pyd.host.private_files import write_private_text
 from pyd.host.process_control import kill_process, read_pid_record, terminate_process
 from pyd.host.process_identity import ProcessIdentity, identify
@@ -70,15 +70,12 @@ def launch_agent(files: InstanceFiles, name: str) -> Launched:
     token = secrets.token_hex(8)
     # 0600 from the start: the log names containers, ports and shares.
     with open(os.open(files.agent_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as log:
-        proc = subprocess.Popen(
+        proc = launch_detached(
             [sys.executable, "-m", "pyd.agent.keeper", str(files.root), name, token],
-            stdin=subprocess.DEVNULL,
+            flags,
             stdout=log,
             stderr=log,
             cwd=files.root,
-            close_fds=True,
-            start_new_session=flags.start_new_session,
-            creationflags=flags.creationflags,
         )
     return Launched(proc, token)
 
