@@ -34,6 +34,7 @@ from pyd.doctor.checks import (
     libvirt_check,
     loopback_check,
     qemu_check,
+    qemu_img_check,
     sftp_server_check,
     ssh_check,
     start_fixes,
@@ -50,6 +51,7 @@ LINUX = Facts(
     qemu_program="qemu-system-x86_64",
     qemu_path="/usr/bin/qemu-system-x86_64",
     qemu_version=(8, 2, 2),
+    qemu_img_path="/usr/bin/qemu-img",
     accel_setting="auto",
     accel=GOOD_ACCEL,
     backend_setting="auto",
@@ -75,6 +77,7 @@ MAC = dataclasses.replace(
     qemu_program="qemu-system-aarch64",
     qemu_path="/opt/homebrew/bin/qemu-system-aarch64",
     qemu_version=(9, 1, 0),
+    qemu_img_path="/opt/homebrew/bin/qemu-img",
     accel=AccelProbe(Accel.HVF, True, "kern.hv_support is 1"),
     libvirt_uri="qemu:///session",
     libvirt_answers=False,
@@ -87,6 +90,7 @@ WINDOWS = dataclasses.replace(
     system="win32",
     qemu_path=r"C:\Program Files\qemu\qemu-system-x86_64.exe",
     qemu_version=(11, 0, 0),
+    qemu_img_path=r"C:\Program Files\qemu\qemu-img.exe",
     accel=AccelProbe(Accel.WHPX, True, "the Windows Hypervisor Platform is running"),
     libvirt_uri="",
     libvirt_answers=False,
@@ -111,6 +115,7 @@ def test_a_healthy_host_passes_every_check(system: str) -> None:
     libvirt = ["libvirt"] if system == "linux" else []  # no libvirt for pyd elsewhere
     assert names == [
         "qemu",
+        "qemu-img",
         "accelerator",
         *libvirt,
         "ssh",
@@ -124,6 +129,28 @@ def test_a_healthy_host_passes_every_check(system: str) -> None:
 
 
 # --- QEMU --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system", "looked_in", "fix"),
+    [
+        ("linux", "PATH", "sudo apt-get install qemu-utils"),
+        ("darwin", "/opt/homebrew/bin, /usr/local/bin, PATH", "brew install qemu"),
+        ("win32", r"PATH, C:\Program Files\qemu", "winget install SoftwareFreedomConservancy.QEMU"),
+    ],
+)
+def test_missing_qemu_img_fails_a_start_with_the_install_command(
+    system: str, looked_in: str, fix: str
+) -> None:
+    """qemu-img makes the disks: required, looked for where QEMU is (not PATH alone)."""
+    assert qemu_img_check(BY_SYSTEM[system]).ok
+    facts = dataclasses.replace(BY_SYSTEM[system], qemu_img_path=None)
+    check = qemu_img_check(facts)
+    assert check.fails and check.fix == fix
+    exe = "qemu-img.exe" if system == "win32" else "qemu-img"
+    assert check.detail == f"{exe} is not installed (looked in: {looked_in})"
+    (line,) = start_fixes(all_checks(facts))
+    assert line.startswith(f"qemu-img: {exe} is not installed") and line.endswith(fix)
 
 
 @pytest.mark.parametrize(
@@ -209,7 +236,7 @@ def test_python_under_rosetta_warns_with_the_arm64_python_to_install() -> None:
     assert not check.ok and not check.required and exit_code(checks) == 0
     assert check.detail.startswith("Python runs under Rosetta")
     assert "arm64 Python" in check.fix and "/opt/homebrew/bin/brew install python" in check.fix
-    assert [c.name for c in checks][:3] == ["qemu", "accelerator", "python"]
+    assert [c.name for c in checks][:4] == ["qemu", "qemu-img", "accelerator", "python"]
 
 
 def test_an_accelerator_the_settings_name_is_required() -> None:
@@ -290,7 +317,7 @@ def test_a_missing_ssh_warns_with_the_install_command(system: str, fix: str) -> 
 
 def test_windows_ssh_fix_is_the_openssh_client_capability() -> None:
     check = ssh_check(dataclasses.replace(WINDOWS, ssh_path=None))
-    assert WINDOWS_SSH in check.detail
+    assert f"PATH or {WINDOWS_SSH}" in check.detail
     assert check.fix == (
         "in an administrator PowerShell: Add-WindowsCapability -Online -Name "
         "OpenSSH.Client~~~~0.0.1.0"

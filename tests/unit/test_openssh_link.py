@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import pytest
@@ -46,15 +46,26 @@ def test_argv_pins_the_guest_key_and_ignores_the_users_ssh_config() -> None:
     assert argv[-2:] == ["root@127.0.0.1", "exec sshfs :/a /a -o slave"]
 
 
+@pytest.mark.parametrize(
+    ("system", "env", "ssh"),
+    [
+        ("linux", {"PATH": "/usr/bin:/opt/bin"}, "/opt/bin/ssh"),
+        ("darwin", {"PATH": "/opt/bin"}, "/opt/bin/ssh"),
+        # Windows' OpenSSH folder off PATH: where `pyd doctor` finds it too (host.programs).
+        ("win32", {"PATH": r"C:\Tools"}, r"C:\Windows\System32\OpenSSH\ssh.exe"),
+    ],
+)
 def test_endpoint_only_with_an_ssh_client_and_not_when_told_to_use_the_agent(
-    monkeypatch: pytest.MonkeyPatch,
+    system: str, env: dict[str, str], ssh: str
 ) -> None:
-    monkeypatch.setattr("shutil.which", lambda name: "/opt/bin/ssh" if name == "ssh" else None)
-    found = find_endpoint(2222, Path("/k/id"), Path("/k/kh"), {})
-    assert found == OpenSSHEndpoint("/opt/bin/ssh", 2222, Path("/k/id"), Path("/k/kh"))
-    assert find_endpoint(2222, Path("/k/id"), Path("/k/kh"), {ENV: "agent"}) is None
-    monkeypatch.setattr("shutil.which", lambda name: None)
-    assert find_endpoint(2222, Path("/k/id"), Path("/k/kh"), {}) is None
+    kind = PureWindowsPath if system == "win32" else PurePosixPath
+    there = {kind(ssh)}.__contains__
+    found = find_endpoint(2222, Path("/k/id"), Path("/k/kh"), env, system, there)
+    assert found == OpenSSHEndpoint(ssh, 2222, Path("/k/id"), Path("/k/kh"))
+    told = {**env, ENV: "agent"}
+    assert find_endpoint(2222, Path("/k/id"), Path("/k/kh"), told, system, there) is None
+    nothing = set().__contains__
+    assert find_endpoint(2222, Path("/k/id"), Path("/k/kh"), env, system, nothing) is None
 
 
 # Plays sshfs's part over its stdin/stdout: SSH_FXP_INIT, then the server's SSH_FXP_VERSION

@@ -1,6 +1,6 @@
-"""Finding QEMU and checking its version per OS (vmconfig/qemu.toml): the search order, the
-file name, the minimum per (OS, host arch) and the install/upgrade hints, with the OS given
-as a parameter; then the edge with stand-in binaries on this machine."""
+"""Finding QEMU (and qemu-img) and checking its version per OS (vmconfig/qemu.toml): the
+search order, the file name, the minimum per (OS, host arch) and the install/upgrade hints,
+with the OS given as a parameter; then the edge with stand-in binaries on this machine."""
 
 import os
 import stat
@@ -8,17 +8,15 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import pytest
 
+from pyd.config.qemu_install import QEMU_IMG, find_qemu, install_hint, upgrade_hint
 from pyd.errors import EnvironmentProblem
 from pyd.vm import qemu_binary
 from pyd.vm.qemu_binary import (
     check_version,
-    find_qemu,
-    install_hint,
     minimum_version,
     parse_version,
     qemu_version,
     require_qemu_binary,
-    upgrade_hint,
 )
 
 X86 = "qemu-system-x86_64"
@@ -60,6 +58,23 @@ def test_win32_looks_on_path_then_in_program_files_for_the_exe() -> None:
     )
     no_exe = {PureWindowsPath(r"C:\Tools\qemu\qemu-system-x86_64")}
     assert find_qemu(X86, "win32", path_env, no_exe.__contains__) is None
+
+
+@pytest.mark.parametrize(
+    ("system", "path_env", "installed"),
+    [
+        # Windows' QEMU installer leaves C:\Program Files\qemu off PATH.
+        ("win32", r"C:\Windows\system32", r"C:\Program Files\qemu\qemu-img.exe"),
+        # A GUI shell's PATH without Homebrew's prefix.
+        ("darwin", "/usr/bin:/bin", "/opt/homebrew/bin/qemu-img"),
+        ("linux", "/usr/local/bin:/usr/bin", "/usr/bin/qemu-img"),
+    ],
+)
+def test_qemu_img_is_found_where_qemu_is(system: str, path_env: str, installed: str) -> None:
+    kind = PureWindowsPath if system == "win32" else PurePosixPath
+    there = {kind(installed)}
+    assert find_qemu(QEMU_IMG, system, path_env, there.__contains__) == kind(installed)
+    assert find_qemu(QEMU_IMG, system, path_env, set().__contains__) is None
 
 
 def test_linux_looks_on_path_only() -> None:
@@ -123,7 +138,15 @@ def test_apple_silicon_refuses_8_2_0_for_the_m3_firmware_fix() -> None:
     [
         ("linux", X86, "sudo apt-get install qemu-system-x86", "--only-upgrade qemu-system-x86"),
         ("linux", ARM, "sudo apt-get install qemu-system-arm", "--only-upgrade qemu-system-arm"),
+        ("linux", QEMU_IMG, "sudo apt-get install qemu-utils", "--only-upgrade qemu-utils"),
         ("darwin", ARM, "brew install qemu", "brew upgrade qemu"),
+        ("darwin", QEMU_IMG, "brew install qemu", "brew upgrade qemu"),
+        (
+            "win32",
+            QEMU_IMG,
+            "winget install SoftwareFreedomConservancy.QEMU",
+            "winget upgrade SoftwareFreedomConservancy.QEMU",
+        ),
         (
             "win32",
             X86,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pyd.config.settings import DEFAULT_INSTANCE
 from pyd.dockercli.shell_env import SHELLS, detect_shell, env_script
 from pyd.errors import EnvironmentProblem, PydError, UsageError
 from pyd.host.atomicfile import write_atomic
+from pyd.host.programs import find_ssh
 from pyd.instance.registry import Instance, all_instances, existing, name_option
 from pyd.instance.state import load_state
 from pyd.lifecycle.status import InstanceStatus, RunState, broken_status, instance_status
@@ -228,12 +228,12 @@ def ssh(
     state = load_state(inst.files.state)
     if state is None:
         raise UsageError(f"{name!r} has never started", hint="run `pyd start` first")
-    client = shutil.which("ssh")
+    client = find_ssh(sys.platform)  # where `pyd doctor` looks too
     if client is None:
         raise EnvironmentProblem(
-            "no OpenSSH client (ssh) on PATH",
+            "no OpenSSH client (ssh) found",
             hint="install it (Debian: apt-get install openssh-client; Windows: the "
-            "OpenSSH Client optional feature)",
+            "OpenSSH Client optional feature); `pyd doctor` says where it looked",
         )
     from pyd.instance.provision import instance_keys
 

@@ -12,16 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pyd.config.qemu_install import QEMU_IMG, install_hint, not_found_message, upgrade_hint
 from pyd.config.settings import DEFAULT_INSTANCE, BackendName
 from pyd.vm.accel import AccelProbe
-from pyd.vm.qemu_binary import (
-    Version,
-    check_version,
-    format_version,
-    install_hint,
-    not_found_message,
-    upgrade_hint,
-)
+from pyd.vm.qemu_binary import Version, check_version, format_version
 
 GIB = 1024**3
 # Below this a start fails: a new instance's image is ~0.3 GiB and twice that while it
@@ -75,6 +69,7 @@ class Facts:
     qemu_program: str  # e.g. "qemu-system-x86_64"
     qemu_path: str | None  # None: not found
     qemu_version: Version | None  # None: not found, or --version failed (qemu_error)
+    qemu_img_path: str | None  # None: not found where QEMU is looked for
     accel_setting: str  # "auto" or one accelerator
     accel: AccelProbe
     backend_setting: str  # auto, libvirt, qemu
@@ -102,7 +97,7 @@ class Facts:
 def all_checks(f: Facts) -> list[Check]:
     """Every check, in the order `pyd doctor` prints them."""
     found = [Check("config", False, f.config_error, f.config_fix)] if f.config_error else []
-    found += [qemu_check(f), accel_check(f)]
+    found += [qemu_check(f), qemu_img_check(f), accel_check(f)]
     if f.rosetta:
         found.append(rosetta_check(f))
     libvirt = libvirt_check(f)
@@ -115,7 +110,7 @@ def all_checks(f: Facts) -> list[Check]:
 
 
 # Those that can make `pyd start` fail; the CLI appends their fixes to its error.
-START_CHECKS = ("config", "qemu", "accelerator", "libvirt", "disk", "loopback port")
+START_CHECKS = ("config", "qemu", "qemu-img", "accelerator", "libvirt", "disk", "loopback port")
 
 
 def matters_for_start(check: Check) -> bool:
@@ -136,6 +131,16 @@ def qemu_check(f: Facts) -> Check:
 
 def _qemu_install(f: Facts) -> str:
     return install_hint(f.qemu_program, f.system)
+
+
+def qemu_img_check(f: Facts) -> Check:
+    """qemu-img makes an instance's disks at its first start (and after `pyd upgrade`),
+    found where QEMU is (pyd.config.qemu_install): required."""
+    if f.qemu_img_path is None:
+        return Check(
+            QEMU_IMG, False, not_found_message(QEMU_IMG, f.system), install_hint(QEMU_IMG, f.system)
+        )
+    return Check(QEMU_IMG, True, f.qemu_img_path)
 
 
 def accel_check(f: Facts) -> Check:
@@ -208,7 +213,7 @@ def ssh_check(f: Facts) -> Check:
         "win32": OPENSSH_CLIENT_WINDOWS,
         "darwin": "macOS ships /usr/bin/ssh: put /usr/bin back on PATH",
     }
-    place = WINDOWS_SSH if f.system == "win32" else "PATH"
+    place = f"PATH or {WINDOWS_SSH}" if f.system == "win32" else "PATH"  # host.programs
     return Check(
         "ssh",
         False,

@@ -13,19 +13,21 @@ from pathlib import Path
 
 from pyd.config.arches import get_arch, host_arch, under_rosetta
 from pyd.config.machine import host_system
+from pyd.config.qemu_install import QEMU_IMG, locate_qemu
 from pyd.config.settings import context_name, parse_config
 from pyd.config.store import load_config, platform_defaults
 from pyd.dockercli.context import META_FILE, config_dir, meta_dir_name
-from pyd.doctor.checks import WINDOWS_SSH, DiskSpace, Facts
+from pyd.doctor.checks import DiskSpace, Facts
 from pyd.errors import PydError
 from pyd.host.env import this_host
 from pyd.host.paths import images_dir, instances_dir
+from pyd.host.programs import find_ssh
 from pyd.instance.registry import instance
 from pyd.instance.state import instance_arch, load_state
 from pyd.mounts.sftp_host import OPENSSH, default_server, system_server
 from pyd.vm.accel import probe_accelerator
 from pyd.vm.backends.choice import libvirt_answers, libvirt_uri
-from pyd.vm.qemu_binary import Version, locate_qemu, qemu_version
+from pyd.vm.qemu_binary import Version, qemu_version
 
 
 def gather(name: str) -> Facts:
@@ -67,6 +69,7 @@ def gather(name: str) -> Facts:
         qemu_path=qemu_path,
         qemu_version=version,
         qemu_error=qemu_error,
+        qemu_img_path=_found(locate_qemu(QEMU_IMG, system)),
         accel_setting=cfg.accel,
         accel=accel_probe,
         backend_setting=cfg.backend,
@@ -75,7 +78,7 @@ def gather(name: str) -> Facts:
         libvirt_answers=answers,
         libvirt_why_not=why_not,
         has_systemd=Path("/run/systemd/system").is_dir(),
-        ssh_path=_ssh(system),
+        ssh_path=find_ssh(system),
         sftp_server=system_server(sys.platform),
         sftp_wanted=default_server(sys.platform) == OPENSSH
         and os.environ.get("PYD_SFTP_SERVER", "") in ("", OPENSSH),
@@ -107,12 +110,8 @@ def _qemu(program: str, system: str) -> tuple[str | None, Version | None, str]:
         return str(path), None, e.message
 
 
-def _ssh(system: str) -> str | None:
-    """The ssh pyd runs (PATH), or Windows' own where PATH lacks it."""
-    found = shutil.which("ssh")
-    if found is None and system == "win32" and Path(WINDOWS_SSH).is_file():
-        return WINDOWS_SSH
-    return found
+def _found(path: Path | None) -> str | None:
+    return None if path is None else str(path)
 
 
 def free_space(label: str, path: Path) -> DiskSpace:

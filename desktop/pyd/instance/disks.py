@@ -3,24 +3,34 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
+from pyd.config.qemu_install import QEMU_IMG, require_qemu_tool
 from pyd.errors import EnvironmentProblem, PydError
+from pyd.host.detached import no_window
 from pyd.host.private_files import FILE_MODE
 from pyd.image.prune import KEY, record_use
 from pyd.instance.files import ARCH, STATE
 
 
 def _qemu_img(*args: str) -> None:
-    exe = shutil.which("qemu-img")
-    if not exe:
-        raise EnvironmentProblem(
-            "qemu-img is not installed",
-            hint="install QEMU (Debian: apt-get install qemu-utils; macOS: brew install qemu)",
+    """qemu-img where QEMU lives on this OS (not only PATH: Windows' QEMU installer leaves
+    C:\\Program Files\\qemu off it), with no console window flashing up on Windows."""
+    exe = require_qemu_tool(QEMU_IMG)
+    try:
+        done = subprocess.run(
+            [str(exe), *args],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            check=False,
+            creationflags=no_window(sys.platform).creationflags,
         )
-    done = subprocess.run([exe, *args], capture_output=True, text=True)
+    except OSError as e:
+        raise EnvironmentProblem(f"{exe} does not run: {e}", hint="reinstall QEMU") from None
     if done.returncode != 0:
         raise PydError(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
 

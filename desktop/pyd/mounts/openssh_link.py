@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
+import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyd.host.programs import Exists, find_ssh, is_executable
 from pyd.host.threads import Deadline, join_threads
 from pyd.ssh.openssh import ssh_argv
 
@@ -53,12 +54,19 @@ class OpenSSHEndpoint:
 
 
 def find_endpoint(
-    port: int, key: Path, known_hosts: Path, env: Mapping[str, str]
+    port: int,
+    key: Path,
+    known_hosts: Path,
+    env: Mapping[str, str],
+    system: str = sys.platform,
+    exists: Exists = is_executable,
 ) -> OpenSSHEndpoint | None:
-    """The endpoint when an OpenSSH client is on PATH, else None (the agent's connection
-    carries the shares)."""
-    ssh = shutil.which("ssh")
-    if not ssh or env.get(ENV, "").strip() == "agent":
+    """The endpoint when an OpenSSH client is installed (host.programs.find_ssh: PATH, and
+    Windows' OpenSSH folder), else None (the agent's connection carries the shares)."""
+    if env.get(ENV, "").strip() == "agent":
+        return None
+    ssh = find_ssh(system, env, exists)
+    if ssh is None:
         return None
     return OpenSSHEndpoint(ssh, port, key, known_hosts)
 
