@@ -17,12 +17,26 @@ from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.recipe import default_suite, recipe_dir
 from pyd.vm.throwaway import booted, prepare, wait_for_docker
 from pyd.vm.throwaway_qemu import DirectVM
+from tests.e2e.pydcli import leftover_test_domains, remove_domain
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftover_domains(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Domains a killed earlier run left behind are removed before any test starts."""
+    try:
+        leftovers = leftover_test_domains(tmp_path_factory.getbasetemp())
+    except Exception as e:  # libvirt absent or down: the libvirt tests say so themselves
+        print(f"leftover domains not checked: {e}")
+        return
+    for name in leftovers:
+        print(f"removing {name}, left by an earlier test run that was killed")
+        remove_domain(name)
 
 
 @pytest.fixture(scope="session")

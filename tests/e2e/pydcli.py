@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -72,14 +74,15 @@ def build_busybox_image(env: PydEnv, workdir: Path, tag: str) -> None:
     env.docker("build", "-q", "-t", tag, str(workdir))
 
 
-def cut_agent_ssh(env: PydEnv, name: str = "default") -> None:
+def cut_agent_ssh(env: PydEnv, name: str = "default", first: str = "") -> None:
     """Kills the guest side of every SSH connection but the one running this command:
-    the agent's connection drops as it would when a laptop sleeps."""
+    the agent's connection drops as it would when a laptop sleeps. `first`: a command run
+    just before, in the same shell."""
     kill_others = (
         'me=$(cut -d" " -f4 /proc/$PPID/stat); '
         'for p in $(pgrep -f "[s]shd-session: root .priv."); do [ "$p" = "$me" ] || kill $p; done'
     )
-    env.pyd("ssh", "-n", name, "--", kill_others)
+    env.pyd("ssh", "-n", name, "--", first + kill_others)
 
 
 def fetch(url: str, deadline: float = 10) -> bytes:
@@ -113,3 +116,33 @@ def remove_domain(name: str) -> bool:
         return True
     finally:
         conn.close()
+
+
+def leftover_test_domains(basetemp: Path) -> list[str]:
+    """pyd domains that an earlier, killed test run left defined and shut off on this host's
+    libvirtd: their disks lie in a test temp tree (pyd-e2e-*, pytest-of-*) that is not this
+    session's. A run killed mid-module (a CI job cut off) leaves them, and a later run's
+    tests then meet a domain they refuse to touch. Running domains are never listed: they
+    may belong to a test run that is still going."""
+    import libvirt
+
+    conn = libvirt.open("qemu:///system")
+    try:
+        found = []
+        for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE):
+            if not dom.name().startswith("pyd-"):
+                continue
+            sources = re.findall(r"<source (?:file|path)='([^']+)'", dom.XMLDesc(0))
+            if sources and all(_in_old_test_tree(Path(s), basetemp) for s in sources):
+                found.append(dom.name())
+        return found
+    finally:
+        conn.close()
+
+
+def _in_old_test_tree(path: Path, basetemp: Path) -> bool:
+    tmp = Path(tempfile.gettempdir())
+    if path.is_relative_to(basetemp) or not path.is_relative_to(tmp):
+        return False
+    top = path.relative_to(tmp).parts[0]
+    return top.startswith(("pyd-e2e-", "pytest-of-"))
