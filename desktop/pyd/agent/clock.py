@@ -18,10 +18,12 @@ date, slow and unknowable under emulation, cost nothing. The offset is measured 
 
 Noticing a wake (pure: host_wake): on Linux and macOS time.monotonic() stops while the host
 sleeps and time.time() does not, so their difference jumps by the time slept (or by any step
-of the wall clock: the guest must follow that too). On Windows time.monotonic() counts sleep
-(GetTickCount64, or QueryPerformanceCounter from Python 3.13: both include it), so there the
+of the wall clock: the guest must follow that too). On Windows up to Python 3.12
+time.monotonic() is GetTickCount64, which counts sleep (Microsoft documents it), so the
 difference stays put and the wake shows as a gap instead: far more monotonic time passed than
-the keeper waited, which also catches a process that was frozen (SIGSTOP, a suspended host VM).
+the keeper waited (which also catches a process that was frozen: SIGSTOP, a suspended host VM).
+Python 3.13 reads QueryPerformanceCounter there, whose behaviour in sleep is not documented:
+whichever it does, one of the two signs shows the wake.
 """
 
 from __future__ import annotations
@@ -194,22 +196,36 @@ class GuestClock:
         """Ends the loop (end of its stdin) and the channel; a read blocked on it fails."""
         self._chan.close()
 
+    def _ended(self) -> Exception:
+        """Why the loop's channel ended: the loop exited (it has an exit status), or the link
+        under it went (a link error: a probe drops the link for it)."""
+        self._chan.status_event.wait(1.0)  # sshd sends the status just after the EOF
+        if self._chan.exit_status < 0:
+            return EOFError("the SSH channel closed")
+        err = self._chan.recv_stderr(4096).decode(errors="replace").strip()
+        return ClockError(
+            "the guest's clock loop ended" + (f": {err}" if err else ""),
+            hint="the guest needs bash and GNU date",
+        )
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self._chan.sendall(data)
+        except OSError:
+            raise self._ended() from None
+
     def _line(self) -> str:
         while b"\n" not in self._buffer:
             chunk = self._chan.recv(4096)
             if not chunk:
-                err = self._chan.recv_stderr(4096).decode(errors="replace").strip()
-                raise ClockError(
-                    "the guest's clock loop ended" + (f": {err}" if err else ""),
-                    hint="the guest needs bash and GNU date",
-                )
+                raise self._ended()
             self._buffer += chunk
         line, self._buffer = self._buffer.split(b"\n", 1)
         return line.decode(errors="replace")
 
     def sample(self) -> Sample:
         before = time.time()
-        self._chan.sendall(b"\n")
+        self._send(b"\n")
         line = self._line()
         after = time.time()
         try:
@@ -225,7 +241,7 @@ class GuestClock:
     def step(self, found: Estimate) -> None:
         line = step_line(found)
         assert _STEP.fullmatch(line), line
-        self._chan.sendall(line.encode() + b"\n")
+        self._send(line.encode() + b"\n")
         said = self._line()
         if said.strip() != "s ok":
             raise ClockError(f"the guest's clock could not be set: {said.removeprefix('s ')}")
