@@ -7,7 +7,8 @@ the docker CLI's pipe client (go-winio DialPipe) is what talks to it:
   CloseWrite writes a zero-length message, and its reader takes a zero-byte read as EOF. We
   do the same both ways, which `docker run -i` and `docker exec` need (see pump.py).
 - PIPE_REJECT_REMOTE_CLIENTS: never reachable over SMB.
-- a DACL granting access to the current user only (its SID), protected from inheritance.
+- a DACL granting access to the current user only (its SID), protected from inheritance
+  (host.win_security, which makes the instance directory the user's alone the same way).
 - FILE_FLAG_FIRST_PIPE_INSTANCE on the first instance: if someone else already serves the
   name, start() fails instead of quietly sharing it with them.
 - overlapped handles: a synchronous pipe handle serialises all I/O on it, so a read blocked in
@@ -25,7 +26,6 @@ import socket
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any
 
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
@@ -139,6 +139,14 @@ if sys.platform == "win32":
     import functools
     from ctypes import wintypes
 
+    from pyd.host.win_security import (
+        SECURITY_ATTRIBUTES,
+        OwnerOnlyAttributes,
+        Securable,
+        win_function,
+    )
+    from pyd.host.win_security import win_error as _error
+
     ERROR_ACCESS_DENIED = 5
     ERROR_BROKEN_PIPE = 109
     ERROR_PIPE_BUSY = 231
@@ -157,9 +165,6 @@ if sys.platform == "win32":
     PIPE_WAIT = 0x00000000
     PIPE_REJECT_REMOTE_CLIENTS = 0x00000008
     PIPE_UNLIMITED_INSTANCES = 255
-    TOKEN_QUERY = 0x0008
-    TOKEN_USER_CLASS = 1
-    SDDL_REVISION_1 = 1
     WAIT_OBJECT_0 = 0
     INFINITE = 0xFFFFFFFF
     INVALID_HANDLE_VALUE = wintypes.HANDLE(-1).value
@@ -173,30 +178,13 @@ if sys.platform == "win32":
             ("hEvent", wintypes.HANDLE),
         ]
 
-    class SECURITY_ATTRIBUTES(ctypes.Structure):
-        _fields_ = [
-            ("nLength", wintypes.DWORD),
-            ("lpSecurityDescriptor", wintypes.LPVOID),
-            ("bInheritHandle", wintypes.BOOL),
-        ]
-
-    class SID_AND_ATTRIBUTES(ctypes.Structure):
-        _fields_ = [("Sid", wintypes.LPVOID), ("Attributes", wintypes.DWORD)]
-
     class _Api:
-        """kernel32/advapi32 functions with their C signatures (64-bit handles intact)."""
+        """kernel32's pipe functions with their C signatures (64-bit handles intact)."""
 
         def __init__(self) -> None:
             k32 = ctypes.WinDLL("kernel32", use_last_error=True)
-            adv = ctypes.WinDLL("advapi32", use_last_error=True)
             H, B, D = wintypes.HANDLE, wintypes.BOOL, wintypes.DWORD
-            P = ctypes.POINTER
-
-            def fn(lib: ctypes.WinDLL, name: str, res: object, *args: object) -> Any:
-                f = getattr(lib, name)
-                f.restype = res
-                f.argtypes = list(args)
-                return f
+            P, fn = ctypes.POINTER, win_function
 
             self.CreateNamedPipeW = fn(
                 k32,
@@ -223,73 +211,10 @@ if sys.platform == "win32":
             self.ResetEvent = fn(k32, "ResetEvent", B, H)
             self.WaitForMultipleObjects = fn(k32, "WaitForMultipleObjects", D, D, P(H), B, D)
             self.CloseHandle = fn(k32, "CloseHandle", B, H)
-            self.LocalFree = fn(k32, "LocalFree", wintypes.HLOCAL, wintypes.HLOCAL)
-            self.GetCurrentProcess = fn(k32, "GetCurrentProcess", H)
-            self.OpenProcessToken = fn(adv, "OpenProcessToken", B, H, D, P(H))
-            self.GetTokenInformation = fn(
-                adv, "GetTokenInformation", B, H, ctypes.c_int, wintypes.LPVOID, D, P(D)
-            )
-            self.ConvertSidToStringSidW = fn(
-                adv, "ConvertSidToStringSidW", B, wintypes.LPVOID, P(wintypes.LPWSTR)
-            )
-            self.ConvertStringSecurityDescriptorToSecurityDescriptorW = fn(
-                adv,
-                "ConvertStringSecurityDescriptorToSecurityDescriptorW",
-                B,
-                wintypes.LPCWSTR,
-                D,
-                P(wintypes.LPVOID),
-                P(D),
-            )
 
     @functools.cache
     def _api() -> _Api:
         return _Api()
-
-    def _error(what: str) -> OSError:
-        code = ctypes.get_last_error()
-        return ctypes.WinError(code, f"{what}: {ctypes.FormatError(code)}")
-
-    def _user_sid() -> str:
-        api = _api()
-        token = wintypes.HANDLE()
-        if not api.OpenProcessToken(api.GetCurrentProcess(), TOKEN_QUERY, ctypes.byref(token)):
-            raise _error("OpenProcessToken")
-        try:
-            size = wintypes.DWORD()
-            api.GetTokenInformation(token, TOKEN_USER_CLASS, None, 0, ctypes.byref(size))
-            buf = ctypes.create_string_buffer(size.value)
-            if not api.GetTokenInformation(token, TOKEN_USER_CLASS, buf, size, ctypes.byref(size)):
-                raise _error("GetTokenInformation")
-            user = SID_AND_ATTRIBUTES.from_buffer(buf)
-            text = wintypes.LPWSTR()
-            if not api.ConvertSidToStringSidW(user.Sid, ctypes.byref(text)):
-                raise _error("ConvertSidToStringSidW")
-            try:
-                return str(text.value)
-            finally:
-                api.LocalFree(ctypes.cast(text, wintypes.HLOCAL))
-        finally:
-            api.CloseHandle(token)
-
-    class _OwnerOnly:
-        """SECURITY_ATTRIBUTES whose DACL lets only the current user in."""
-
-        def __init__(self) -> None:
-            api = _api()
-            # D:P = protected DACL (no inherited entries); A;;GA;;;SID = allow generic-all.
-            sddl = f"D:P(A;;GA;;;{_user_sid()})"
-            self._sd = wintypes.LPVOID()
-            if not api.ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                sddl, SDDL_REVISION_1, ctypes.byref(self._sd), None
-            ):
-                raise _error("ConvertStringSecurityDescriptorToSecurityDescriptorW")
-            self.attrs = SECURITY_ATTRIBUTES(ctypes.sizeof(SECURITY_ATTRIBUTES), self._sd, False)
-
-        def free(self) -> None:
-            if self._sd:
-                _api().LocalFree(ctypes.cast(self._sd, wintypes.HLOCAL))
-                self._sd = wintypes.LPVOID()
 
     class _Event:
         def __init__(self) -> None:
@@ -308,7 +233,7 @@ if sys.platform == "win32":
 
         def __init__(self, path: str) -> None:
             self.path = path
-            self._sa = _OwnerOnly()
+            self._sa = OwnerOnlyAttributes(Securable.PIPE)
             self._stop = _Event()
             self._connected = _Event()
             try:
