@@ -30,11 +30,14 @@ from pyd.agent.clock import (
     step_line,
     sync,
 )
-from pyd.agent.session import SSHDown
+from pyd.agent.session import SSHDown, SSHSession
 from pyd.host.threads import Deadline
+from pyd.ssh.connect import SSHTarget
 from pyd.ssh.link_errors import LINK_ERRORS
 from tests.unit.fakeguest import Guest
+from tests.unit.linkproxy import LinkProxy
 from tests.unit.polling import until
+from tests.unit.sshserver import host_keypair
 
 # -- offset, decision, step ------------------------------------------------------------------
 
@@ -317,3 +320,46 @@ def test_a_failed_periodic_sync_does_not_drop_the_link() -> None:
     until(lambda: syncs.count() >= 3, 2)
     assert link.dead == [] and k.synced == []
     stopped(k)
+
+
+# -- the keeper on the agent's real session ---------------------------------------------------
+
+
+def offset_of(path: Path) -> float:
+    return float(path.read_text())
+
+
+def test_a_wake_drops_a_silent_link_and_the_reconnect_steps_the_guest(
+    guest: Guest, guest_clock: Path
+) -> None:
+    """The agent's wiring (pyd.agent.main): the keeper starts on the session and hears every
+    reconnect. The host sleeps with the link silent after it (the default heartbeat would
+    take 4.5 s to tell): the wake's probe drops it at once, and the reconnect steps the guest's
+    clock, which the sleep left behind."""
+    proxy = LinkProxy(guest.server.port)
+    target = SSHTarget("127.0.0.1", proxy.port, "root", guest.key, host_keypair().public_openssh)
+    session = SSHSession(target)
+    session.connect(time.monotonic() + 10)
+    host = Host()
+    k = ClockKeeper(session, tick=0.05, now=host.now)
+    downs: list[str] = []
+    session.keep(downs.append, lambda seconds: k.request("SSH back"), lambda e: None)
+    k.start()
+    try:
+        until(lambda: abs(offset_of(guest_clock)) < 0.02, 5, what="stepped at start")
+        guest_clock.write_text("-5.0")
+        proxy.cut()
+        t0 = time.monotonic()
+        host.slept = 60.0
+        until(lambda: downs, 5, what="the silent link dropped")
+        dropped = time.monotonic() - t0
+        assert downs[0].startswith("no answer from the VM after the wake")
+        proxy.restore()
+        until(lambda: abs(offset_of(guest_clock)) < 0.02, 5, what="stepped after the reconnect")
+        assert dropped < clock.PROBE_TIMEOUT + 1  # the heartbeat alone: 4.5 s
+        assert [s.before.offset < -4.9 for s in k.synced[-1:]] == [True]
+    finally:
+        k.close()
+        session.close()
+        assert k.join(Deadline(5)) and session.join(Deadline(5))
+        proxy.close()
