@@ -302,6 +302,28 @@ def test_a_wake_syncs_at_once_as_a_probe_and_drops_a_silent_link() -> None:
     stopped(k)
 
 
+def test_a_sleep_during_a_sync_is_seen_on_waking() -> None:
+    """The host sleeps while a sync waits on the guest: once that sync gives up, the jump it
+    spanned still calls for a probe."""
+    link, syncs, host = FakeLink(), Syncs(), Host()
+    inside, release = threading.Event(), threading.Event()
+
+    def slow(transport: paramiko.Transport, timeout: float) -> Synced:
+        if syncs.count() == 0:
+            inside.set()
+            release.wait(5)
+        return syncs(transport, timeout)
+
+    k = ClockKeeper(link, tick=0.02, now=host.now, do_sync=slow)
+    k.start()
+    assert inside.wait(2)
+    host.slept = 60.0
+    release.set()
+    until(lambda: syncs.count() == 2, 2)
+    assert syncs.timeouts == [clock.SYNC_TIMEOUT, clock.PROBE_TIMEOUT] and k.wakes == 1
+    stopped(k)
+
+
 def test_a_wake_while_reconnecting_retries_at_once() -> None:
     link, syncs, host = FakeLink(), Syncs(), Host()
     k = keeper(link, syncs, host)
@@ -347,6 +369,7 @@ def test_a_wake_drops_a_silent_link_and_the_reconnect_steps_the_guest(
     k.start()
     try:
         until(lambda: abs(offset_of(guest_clock)) < 0.02, 5, what="stepped at start")
+        until(lambda: k.synced, 10, what="the start's sync done")  # its last measure too
         guest_clock.write_text("-5.0")
         proxy.cut()
         t0 = time.monotonic()

@@ -323,19 +323,21 @@ class ClockKeeper:
         why, probe = "the agent started", False
         due = time.monotonic()
         while not self._stop.is_set():
+            # Read before the sync too: a host that sleeps during one is seen on waking.
+            before = self._now()
             if not why and time.monotonic() >= due:
                 why = "periodic check"
             if why:
                 retry = self._once(why, probe)
                 due = time.monotonic() + (RETRY_UNTRUSTED if retry else self._every)
                 why, probe = "", False
-            before = self._now()
+            busy = self._now().mono - before.mono
             wait = min(self._tick, max(0.0, due - time.monotonic()))
             asked = self._asked.wait(wait)
             self._asked.clear()
             if self._stop.is_set():
                 return
-            woke = host_wake(before, self._now(), wait)
+            woke = host_wake(before, self._now(), busy + wait)
             if woke:
                 self.wakes += 1
                 log.info("clock: %s; checking the link and the guest's clock now", woke)
