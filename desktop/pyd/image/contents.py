@@ -25,6 +25,7 @@ from pyd.errors import EnvironmentProblem, ImageError
 from pyd.image.cache import CachedImage
 from pyd.image.digest import sha256_file
 from pyd.image.manifest import IMAGE_FILES, OPTIONAL_FILES
+from pyd.image.qemu_img import run_qemu_img
 
 ROOT_INODE = 2
 _KINDS = {
@@ -230,18 +231,9 @@ def filesystem_contents(raw: Path) -> list[Entry]:
 
 def rootfs_contents(qcow2: Path) -> list[Entry]:
     """The listing of an image's rootfs.qcow2 (unpacked to a sparse raw file meanwhile)."""
-    if not shutil.which("qemu-img"):
-        raise EnvironmentProblem(
-            "listing an image's files needs qemu-img", hint="sudo apt-get install qemu-utils"
-        )
     with tempfile.TemporaryDirectory(prefix="pyd-rootfs-") as tmp:
         raw = Path(tmp) / "rootfs.raw"
-        proc = subprocess.run(
-            ["qemu-img", "convert", "-O", "raw", str(qcow2), str(raw)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        proc = run_qemu_img("convert", "-O", "raw", str(qcow2), str(raw))
         if proc.returncode != 0:
             raise ImageError(
                 f"could not unpack {qcow2}: {proc.stderr.strip()}",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pyd.errors import ImageError, UsageError
+from pyd.image import qemu_img
 from pyd.image.cache import CachedImage, ImageCache
 from pyd.image.digest import sha256_file
 from pyd.image.index import (
@@ -46,6 +46,7 @@ from pyd.image.index import (
 )
 from pyd.image.manifest import MANIFEST, FileEntry, Manifest, parse_manifest
 from pyd.image.packing import MIN_SAVING, SUFFIX, pack
+from pyd.image.qemu_img import run_qemu_img
 from pyd.image.signing import SignatureError, sign
 
 PublishProgress = Callable[[str], None]  # one line per step
@@ -235,17 +236,16 @@ def _rewritable_qcow2(path: Path) -> bool:
         if f.read(4) != b"QFI\xfb":
             return False
     # Without qemu-img it is published as it is; bench/image_size.py says what that costs.
-    return shutil.which("qemu-img") is not None
+    return qemu_img.available()
 
 
 def _qemu_img(*args: str) -> None:
-    try:
-        subprocess.run(["qemu-img", *args], check=True, capture_output=True, text=True)
-    except subprocess.CalledProcessError as e:
+    done = run_qemu_img(*args)
+    if done.returncode != 0:
         raise ImageError(
-            f"qemu-img {args[0]} failed: {e.stderr.strip() or e.returncode}",
+            f"qemu-img {args[0]} failed: {done.stderr.strip() or done.returncode}",
             hint="check the cached image with `pyd image verify`",
-        ) from None
+        )
 
 
 @contextlib.contextmanager

@@ -3,34 +3,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
-from pyd.config.qemu_install import QEMU_IMG, require_qemu_tool
-from pyd.errors import EnvironmentProblem, PydError
-from pyd.host.detached import no_window
+from pyd.errors import PydError
 from pyd.host.private_files import FILE_MODE
 from pyd.image.prune import KEY, record_use
+from pyd.image.qemu_img import run_qemu_img
 from pyd.instance.files import ARCH, STATE
 
 
 def _qemu_img(*args: str) -> None:
-    """qemu-img where QEMU lives on this OS (not only PATH: Windows' QEMU installer leaves
-    C:\\Program Files\\qemu off it), with no console window flashing up on Windows."""
-    exe = require_qemu_tool(QEMU_IMG)
-    try:
-        done = subprocess.run(
-            [str(exe), *args],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            check=False,
-            creationflags=no_window(sys.platform).creationflags,
-        )
-    except OSError as e:
-        raise EnvironmentProblem(f"{exe} does not run: {e}", hint="reinstall QEMU") from None
+    done = run_qemu_img(*args)
     if done.returncode != 0:
         raise PydError(f"qemu-img {args[0]} failed: {done.stderr.strip()}")
 
