@@ -1,21 +1,33 @@
 """The direct-QEMU backend's idea of "running": QEMU's locked pidfile (daemonized) or its
-recorded pid + start time (detached), never a bare pid."""
+recorded pid + start time (detached), never a bare pid; and a start whose TLS monitor port
+is taken before QEMU binds it (a real QEMU without a machine)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
+import stat
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from pyd.config.arches import get_arch
+from pyd.errors import PydError
+from pyd.host.loopback import free_loopback_port
 from pyd.host.process_identity import ProcessIdentity, identify, write_identity
 from pyd.host.procs import pid_alive
 from pyd.instance.files import InstanceFiles
+from pyd.vm.backends import qemu_process
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_process import QemuProcessBackend
+from pyd.vm.backends.qmp import vm_paused
+from pyd.vm.spec import GuestSpec
 from tests.unit.polling import until
 
 # Holds a POSIX write lock on the pidfile the way QEMU's -pidfile does, then lives on (the
@@ -122,3 +134,114 @@ def test_delete_removes_every_file_of_either_launch(tmp_path: Path) -> None:
     (files.qmp_tls / "client-key.pem").write_text("x")
     QemuProcessBackend("t", files).delete()
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the TLS monitor's port, taken between pyd's choice and QEMU's bind -----------------------
+
+QEMU = "qemu-system-x86_64"
+
+
+def _spec(tmp: Path) -> GuestSpec:
+    return GuestSpec(
+        arch=get_arch("x86_64"),
+        accel="tcg",
+        accel_cpu="max",
+        cpus=1,
+        memory_mib=128,
+        kernel=tmp / "vmlinux",
+        initrd=tmp / "initrd.img",
+        disks=(),
+        ssh_port=0,
+        serial_log=tmp / "serial.log",
+        pidfile=tmp / "qemu.pid",
+    )
+
+
+def _no_guest(spec: GuestSpec) -> list[str]:
+    """A real QEMU with its monitor and pidfile but no machine: it starts in a blink."""
+    assert spec.pidfile is not None
+    return [QEMU, "-machine", "none", "-display", "none", "-nodefaults", "-pidfile",
+            str(spec.pidfile)]  # fmt: skip
+
+
+@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"no {QEMU}")
+@pytest.mark.parametrize("launch", ["daemonize", "detached"])
+def test_a_monitor_port_taken_before_qemu_binds_it_is_replaced_by_a_fresh_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launch: str
+) -> None:
+    """Someone takes the chosen port first (here the test holds it): QEMU exits with
+    "Failed to find an available port", and the start goes on with another port."""
+    monkeypatch.setenv("PYD_QMP", "tls")
+    monkeypatch.setenv("PYD_QEMU_LAUNCH", launch)
+    monkeypatch.setattr(qemu_process, "qemu_argv", _no_guest)
+    chosen: list[int] = []
+    with socket.create_server(("127.0.0.1", 0)) as held:
+        taken = int(held.getsockname()[1])
+
+        def choose() -> int:
+            chosen.append(taken if not chosen else free_loopback_port())
+            return chosen[-1]
+
+        monkeypatch.setattr(qemu_process, "free_loopback_port", choose)
+        files = InstanceFiles(tmp_path)
+        backend = QemuProcessBackend("t", files)
+        try:
+            backend.start(_spec(tmp_path))
+            assert chosen[0] == taken and len(chosen) == 2
+            assert int(files.qmp_port.read_text()) == chosen[1] != taken
+            assert backend.state() is VMState.RUNNING
+            assert vm_paused(backend._qmp("query-status")) is False  # its monitor answers
+        finally:
+            backend.kill()
+    assert backend.state() is VMState.ABSENT
+
+
+@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"no {QEMU}")
+def test_a_monitor_port_taken_at_every_try_fails_with_qemus_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYD_QMP", "tls")
+    monkeypatch.setenv("PYD_QEMU_LAUNCH", "detached")
+    monkeypatch.setattr(qemu_process, "qemu_argv", _no_guest)
+    chosen: list[int] = []
+    # Bound, not listening: QEMU's bind fails all the same, and pyd's probe of the monitor
+    # is refused at once instead of waiting out a handshake with a listener that never answers.
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        taken = int(held.getsockname()[1])
+
+        def choose() -> int:
+            chosen.append(taken)
+            return taken
+
+        monkeypatch.setattr(qemu_process, "free_loopback_port", choose)
+        backend = QemuProcessBackend("t", InstanceFiles(tmp_path))
+        with pytest.raises(PydError, match="Failed to find an available port"):
+            backend.start(_spec(tmp_path))
+    assert len(chosen) == qemu_process.MONITOR_PORT_ATTEMPTS
+    assert backend.state() is VMState.ABSENT
+
+
+@pytest.mark.skipif(shutil.which(QEMU) is None, reason=f"no {QEMU}")
+@pytest.mark.parametrize("launch", ["daemonize", "detached"])
+def test_a_unix_socket_monitor_starts_at_the_first_try_and_is_the_owners(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, launch: str
+) -> None:
+    monkeypatch.delenv("PYD_QMP", raising=False)
+    monkeypatch.setenv("PYD_QEMU_LAUNCH", launch)
+    monkeypatch.setattr(qemu_process, "qemu_argv", _no_guest)
+
+    def no_port() -> int:
+        raise AssertionError("a port chosen for a Unix socket monitor")
+
+    monkeypatch.setattr(qemu_process, "free_loopback_port", no_port)
+    files = InstanceFiles(tmp_path)
+    backend = QemuProcessBackend("t", files)
+    try:
+        backend.start(_spec(tmp_path))
+        assert backend.state() is VMState.RUNNING
+        assert stat.S_IMODE(files.qmp_sock.lstat().st_mode) == 0o600
+        assert not files.qmp_port.exists()
+    finally:
+        backend.kill()
+    assert backend.state() is VMState.ABSENT

@@ -21,6 +21,7 @@ from pyd.vm.backends.qmp import (
     QmpError,
     QmpTransport,
     connect,
+    monitor_port_taken,
     qmp_argv,
     qmp_run,
     qmp_transport,
@@ -68,6 +69,58 @@ def test_qemu_options_of_each_transport() -> None:
         "-mon",
         "chardev=pydqmp,mode=control",
     ]
+
+
+# -- QEMU's own words for a monitor port taken before it bound it ---------------------------
+
+_TAKEN = "Failed to find an available port"
+
+
+def _chardev(port: int) -> str:
+    options = f"id=pydqmp,host=127.0.0.1,port={port},server=on,wait=off,tls-creds=pydqmptls"
+    return f"-chardev socket,{options}"
+
+
+@pytest.mark.parametrize(
+    ("platform", "program", "reason"),
+    [
+        # Reproduced here with QEMU 7.2 (stderr under -daemonize, qemu.log when detached).
+        ("linux", "qemu-system-x86_64", f"{_TAKEN}: Address already in use"),
+        ("darwin", "/opt/homebrew/bin/qemu-system-aarch64", f"{_TAKEN}: Address already in use"),
+        # The same words on Windows, whatever its C library's strerror says after them; a
+        # port held exclusively or reserved by Windows fails bind() with WSAEACCES instead.
+        ("win32", r"C:\Program Files\qemu\qemu-system-x86_64.exe", f"{_TAKEN}: Unknown error"),
+        ("win32", "qemu-system-x86_64.exe", "Failed to bind socket: Permission denied"),
+    ],
+)
+def test_qemu_exiting_because_the_monitor_port_is_taken_is_recognised(
+    platform: str, program: str, reason: str
+) -> None:
+    tls = QmpEndpoint(QmpTransport.TLS, port=45678, tls_dir=Path("qmp-tls"))
+    output = f"warning: an earlier line\n{program}: {_chardev(45678)}: {reason}\n"
+    assert monitor_port_taken(output, tls), platform
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        f"qemu-system-x86_64: {_chardev(45679)}: {_TAKEN}: Address already in use",  # another port
+        # The guest's SSH forward, not the monitor: a fresh monitor port would not help.
+        "qemu-system-x86_64: -netdev user,id=net0,hostfwd=tcp:127.0.0.1:45678-:22: "
+        "Could not set up host forwarding rule 'tcp:127.0.0.1:45678-:22'",
+        f"qemu-system-x86_64: {_chardev(45678)}: TLS credentials could not be loaded",
+        "qemu-system-x86_64: -drive file=os.qcow2: Could not open 'os.qcow2': Permission denied",
+        "",
+    ],
+)
+def test_other_start_failures_are_not_a_taken_monitor_port(output: str) -> None:
+    tls = QmpEndpoint(QmpTransport.TLS, port=45678, tls_dir=Path("qmp-tls"))
+    assert not monitor_port_taken(output, tls)
+
+
+def test_a_unix_socket_monitor_has_no_port_to_lose() -> None:
+    unix = QmpEndpoint(QmpTransport.UNIX, sock=Path("qmp.sock"))
+    assert not monitor_port_taken(f"qemu-system-x86_64: {_chardev(0)}: {_TAKEN}: x", unix)
 
 
 # -- credentials ----------------------------------------------------------------------------

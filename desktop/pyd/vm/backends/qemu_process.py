@@ -10,6 +10,7 @@ harness's QEMU, not this.)"""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -25,10 +26,17 @@ from pyd.host.procs import end_process, pid_alive, terminate
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_cmdline import qemu_argv
-from pyd.vm.backends.qemu_launch import LaunchStyle, launch_plan, run_daemonized, run_detached
+from pyd.vm.backends.qemu_launch import (
+    LaunchPlan,
+    LaunchStyle,
+    launch_plan,
+    run_daemonized,
+    run_detached,
+)
 from pyd.vm.backends.qmp import (
     QmpEndpoint,
     QmpTransport,
+    monitor_port_taken,
     qmp_argv,
     qmp_run,
     qmp_transport,
@@ -39,6 +47,9 @@ from pyd.vm.qemu_binary import require_qemu_binary
 from pyd.vm.spec import GuestSpec
 
 START_TIMEOUT = 60.0  # a detached QEMU's monitor answers within a second; a loaded host is slower
+MONITOR_PORT_ATTEMPTS = 3  # a port taken three times in a row is no race: QEMU's error stands
+
+log = logging.getLogger("pyd.vm")
 
 
 def require_qemu(argv: list[str]) -> list[str]:
@@ -132,25 +143,37 @@ class QemuProcessBackend:
 
     def start(self, spec: GuestSpec) -> None:
         plan = launch_plan(sys.platform, os.environ)
-        endpoint = self._new_endpoint(qmp_transport(sys.platform, os.environ))
-        argv = require_qemu(qemu_argv(spec)) + qmp_argv(endpoint)
+        transport = qmp_transport(sys.platform, os.environ)
+        argv = require_qemu(qemu_argv(spec))
+        for attempt in range(1, MONITOR_PORT_ATTEMPTS + 1):
+            endpoint = self._new_endpoint(transport)
+            try:
+                self._launch(argv + qmp_argv(endpoint), plan, endpoint)
+            except PydError as e:
+                # The TLS monitor's port is chosen here and bound by QEMU a moment later:
+                # another process may take it in between. QEMU then exits at once, so
+                # another try with a fresh port costs little.
+                if attempt < MONITOR_PORT_ATTEMPTS and monitor_port_taken(e.message, endpoint):
+                    log.info("QMP port %d was taken before QEMU bound it; retrying", endpoint.port)
+                    continue
+                raise
+            return
+
+    def _launch(self, argv: list[str], plan: LaunchPlan, endpoint: QmpEndpoint) -> None:
         if plan.style is LaunchStyle.DAEMONIZE:
             # -daemonize returns once QEMU has opened its disks and ports: errors come back here.
             run_daemonized(argv, plan, hint=f"see {self.files.serial_log}")
-            if endpoint.transport is QmpTransport.UNIX:
-                with contextlib.suppress(OSError):  # -daemonize's own umask (027) made it 0750
-                    os.chmod(self.files.qmp_sock, FILE_MODE)
-            return
-        run_detached(
-            argv,
-            plan,
-            log=self.files.qemu_log,
-            record=self.files.qemu_proc,
-            ready=lambda: self._answers(endpoint),
-            timeout=START_TIMEOUT,
-        )
+        else:
+            run_detached(
+                argv,
+                plan,
+                log=self.files.qemu_log,
+                record=self.files.qemu_proc,
+                ready=lambda: self._answers(endpoint),
+                timeout=START_TIMEOUT,
+            )
         if endpoint.transport is QmpTransport.UNIX:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # -daemonize's own umask (027) made it 0750
                 os.chmod(self.files.qmp_sock, FILE_MODE)
 
     def _new_endpoint(self, transport: QmpTransport) -> QmpEndpoint:
@@ -161,8 +184,6 @@ class QemuProcessBackend:
         if transport is QmpTransport.UNIX:
             return QmpEndpoint(QmpTransport.UNIX, sock=self.files.qmp_sock)
         make_credentials(self.files.qmp_tls, self.instance)
-        # Chosen now and bound by QEMU a moment later: a port taken meanwhile fails the
-        # start with QEMU's "Address already in use", and the next start picks another.
         port = free_loopback_port()
         write_private_text(self.files.qmp_port, f"{port}\n")
         return QmpEndpoint(QmpTransport.TLS, port=port, tls_dir=self.files.qmp_tls)

@@ -81,6 +81,26 @@ def _escape(value: str) -> str:
     return value.replace(",", ",,")
 
 
+# QEMU's words (util/qemu-sockets.c) when its listening socket cannot be had, after the
+# option that asked for it. The first is EADDRINUSE on every OS (strerror's text after it
+# differs by C library, so it is not matched); the second is any other bind error, which on
+# Windows includes WSAEACCES for a port someone holds exclusively or the OS has reserved.
+_PORT_TAKEN = ("Failed to find an available port", "Failed to bind socket")
+
+
+def monitor_port_taken(output: str, endpoint: QmpEndpoint) -> bool:
+    """Pure: QEMU's `output` (stderr, or its log when detached) says it exited because the
+    loopback port chosen for this TLS monitor could not be bound: another process took it
+    between pyd's choice and QEMU's bind, and a fresh port will do."""
+    if endpoint.transport is not QmpTransport.TLS:
+        return False
+    option = f"id={CHARDEV_ID},host={QMP_HOST},port={endpoint.port},"
+    return any(
+        option in line and any(words in line for words in _PORT_TAKEN)
+        for line in output.splitlines()
+    )
+
+
 class QmpError(OSError):
     """The monitor could not be reached or did not speak QMP (an OSError: callers treat
     it as an unreachable monitor)."""
