@@ -79,6 +79,9 @@ GetTransport = Callable[[], paramiko.Transport]
 
 
 STOP_WAIT = 5.0  # the agent stopping: for a framed client's last output, then it is cut
+# After the exit code is sent: for the client to read the rest and hang up, then it is cut.
+# Bounded, so a client that never closes cannot hold the connection's thread.
+CLOSE_WAIT = 2.0
 
 
 def exec_server(where: Path | ExecEndpoint, transport: GetTransport) -> ServedForward:
@@ -201,19 +204,38 @@ class _Command:
             self._end_streams()
         with contextlib.suppress(OSError):
             self._reply(code, error, hint)
-        with contextlib.suppress(OSError):
-            # Ends the client-following thread too, whatever the client does next.
-            self._conn.shutdown(socket.SHUT_RDWR)
-        if self._follower is not None:
-            # At once (its socket is shut down): the connection's thread, which the server
-            # joins, outlives it.
-            self._follower.join()
+        self._hang_up()
         log.info(
             "exec socket: a docker command ended with %d after %.1f s%s",
             code,
             time.monotonic() - started,
             self.NOTE,
         )
+
+    def _hang_up(self) -> None:
+        """Ends the connection without losing what the client has yet to read. Cutting it
+        at once would: a named pipe's DisconnectNamedPipe discards the unread bytes (the
+        last output, the exit frame; pyd issue 17). So this end stops writing first (a
+        pipe's flush waits until the client has read everything, hence its own thread),
+        and the client hangs up once it has the exit code; the thread reading the client
+        sees that. Only a client that has not within CLOSE_WAIT is cut."""
+        reader = self._follower or daemon_thread(self._drain, "pyd-exec-drain")
+        writing_shut = daemon_thread(self._shut_writing, "pyd-exec-shut-writing")
+        if not join_threads([writing_shut, reader], Deadline(CLOSE_WAIT)):
+            with contextlib.suppress(OSError):
+                self._conn.shutdown(socket.SHUT_RDWR)  # wakes the reader, and a pipe's flush
+        # At once now: the connection's thread, which the server joins, outlives it.
+        reader.join()
+
+    def _shut_writing(self) -> None:
+        with contextlib.suppress(OSError):  # the client has gone, or it was cut
+            self._conn.shutdown(socket.SHUT_WR)
+
+    def _drain(self) -> None:
+        """The client's end, when no thread follows it (the session never started)."""
+        with contextlib.suppress(OSError):
+            while self._conn.recv(MAX_FRAME):
+                pass
 
     # What differs between the two modes: how the streams end, what is said, who follows.
 
