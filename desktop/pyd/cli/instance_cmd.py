@@ -68,6 +68,14 @@ def start(
             help="accept an unsigned or wrongly signed image index (a new instance's download)",
         ),
     ] = False,
+    restart: Annotated[
+        bool,
+        typer.Option(
+            "--restart",
+            help="a suspended instance whose settings changed: resume it, shut it down "
+            "cleanly, boot it with the new settings",
+        ),
+    ] = False,
 ) -> None:
     """Start an instance (created on first start) and make the docker CLI use it."""
     overrides = {
@@ -87,6 +95,7 @@ def start(
                 new_keys=new_keys,
                 arch=arch,
                 insecure=insecure,
+                restart=restart,
             )
     except KeyboardInterrupt:
         _interrupted(name)
@@ -130,6 +139,20 @@ def stop(name: NameOpt = DEFAULT_INSTANCE) -> None:
     with _progress() as progress:
         was_running = stop_instance(name, progress)
     err_console.print(f"pyd instance {name!r} " + ("stopped" if was_running else "was not running"))
+
+
+def suspend(name: NameOpt = DEFAULT_INSTANCE) -> None:
+    """Suspend an instance: save its VM's memory to disk and stop it; `pyd start` resumes it
+    with its containers running where they were."""
+    from pyd.lifecycle.suspend import suspend as suspend_instance
+
+    with _progress() as progress:
+        result = suspend_instance(name, progress)
+    what = "was already suspended" if result.already else "is suspended"
+    size = f"{result.save_bytes / 2**20:.0f} MiB"
+    err_console.print(
+        f"pyd instance {name!r} {what} ({size} saved); `pyd start{name_option(name)}` resumes it"
+    )
 
 
 def restart(name: NameOpt = DEFAULT_INSTANCE) -> None:
@@ -184,7 +207,7 @@ def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
             value = ", ".join(value) or "-"
         out_console.print(f"{key:<12} {value}", markup=False, highlight=False)
     if st.state is not RunState.RUNNING:
-        raise typer.Exit(0 if st.state is RunState.STOPPED else 1)
+        raise typer.Exit(0 if st.state in (RunState.STOPPED, RunState.SUSPENDED) else 1)
 
 
 def list_(as_json: JsonOpt = False) -> None:

@@ -39,6 +39,7 @@ app.add_typer(shim_cmd.app, name="shim")
 for _command in (
     instance_cmd.start,
     instance_cmd.stop,
+    instance_cmd.suspend,
     instance_cmd.restart,
     instance_cmd.status,
     instance_cmd.delete,

@@ -31,6 +31,9 @@ KEEPER_LOCK = "keeper.lock"  # held by the running keeper
 STOP_REQUEST = "stop.request"  # `pyd stop` asks keeper and agent to stop (Windows has no SIGTERM)
 DOCKER_SOCK = "sock/docker.sock"  # in its own 0700 directory
 EXEC_SOCK = "sock/exec.sock"  # `pyd docker` commands run by the agent (agent/exec_server.py)
+SUSPEND_SAVE = "suspend.save"  # `pyd suspend`: the VM's memory and device state
+SUSPEND_RECORD = "suspend.json"  # what it was booted with, its disks (instance/saved_state.py)
+SUSPEND_FAILED = "suspend.save.failed"  # a save that must not be restored, kept aside
 
 
 class _File:
@@ -73,3 +76,6 @@ class InstanceFiles:
     stop_request = _File(STOP_REQUEST)
     docker_sock = _File(DOCKER_SOCK)
     exec_sock = _File(EXEC_SOCK)
+    suspend_save = _File(SUSPEND_SAVE)
+    suspend_record = _File(SUSPEND_RECORD)
+    suspend_failed = _File(SUSPEND_FAILED)

@@ -29,6 +29,7 @@ from pyd.lifecycle.agent_proc import PROCESS_AGENT, HostAgent
 from pyd.lifecycle.keys import renew_keys
 from pyd.lifecycle.locking import locked
 from pyd.lifecycle.progress import Progress, phase
+from pyd.lifecycle.suspend import resume_saved, suspended
 from pyd.lifecycle.upgrade_marker import finish_cut_upgrade
 from pyd.vm.accel import resolve_accel
 from pyd.vm.backends.base import VMBackend, VMState
@@ -57,10 +58,12 @@ def start(
     agent: HostAgent = PROCESS_AGENT,
     arch: str | None = None,
     insecure: bool = False,
+    restart: bool = False,
 ) -> StartResult:
     """`arch`: the guest architecture asked for (`--arch`), None for the instance's own, or
     the host's for a new instance. `insecure`: a new instance's image may come from an
-    unsigned index (`--insecure`, said loudly)."""
+    unsigned index (`--insecure`, said loudly). `restart`: a suspended instance whose
+    settings changed is resumed, shut down cleanly and booted with the new ones."""
     inst = instance(name)
     with locked(inst, progress):
         guest = _guest_arch(inst, arch)
@@ -69,6 +72,21 @@ def start(
         backend = backend_for_config(inst.name, cfg)
         finish_cut_upgrade(inst.files, backend, agent, progress)  # `pyd upgrade` was killed
         vm = backend.state()
+        if not vm.exists and suspended(inst.files):
+            if resume_saved(
+                inst.files,
+                inst.name,
+                cfg,
+                backend,
+                progress,
+                restart=restart,
+                port_free=_port_free,
+                also_changed=("new SSH keys (--new-keys)",) if new_keys else (),
+            ):
+                agent.stop(inst.files)  # a stale agent from before the suspend
+                docker_host = agent.launch(inst.files, inst.name, progress)
+                return _finish(inst, docker_host, use_context, already=False)
+            vm = backend.state()
         if new_keys:  # after a lost key: the VM boots again on a seed with new ones
             vm = renew_keys(inst.files, backend, vm, progress, agent)
         instance_keys(inst.files)  # a lost one is said now, not after the agent's timeout

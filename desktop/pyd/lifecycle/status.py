@@ -43,6 +43,7 @@ class RunState(enum.StrEnum):
     RESTARTING = "restarting"  # the keeper is starting the agent again
     DEGRADED = "degraded"  # the VM runs but nothing carries the Docker socket
     STOPPED = "stopped"
+    SUSPENDED = "suspended"  # stopped, its memory saved (`pyd suspend`): `pyd start` resumes it
     UNKNOWN = "unknown"  # the backend cannot tell
     BROKEN = "broken"  # config.toml or state.json cannot be read
     # The agent's own state, while it is not ready.
@@ -94,14 +95,20 @@ class InstanceStatus:
 
 
 def overall(
-    vm: VMState | None, agent_alive: bool, agent: AgentStatus | None, keeper_alive: bool = False
+    vm: VMState | None,
+    agent_alive: bool,
+    agent: AgentStatus | None,
+    keeper_alive: bool = False,
+    saved: bool = False,
 ) -> RunState:
     """Pure: what a user would call the instance's state; `vm` None when the backend cannot
-    tell."""
+    tell; `saved`: a save of the VM (`pyd suspend`) waits for `pyd start`."""
     if vm is VMState.PAUSED:
         return RunState.PAUSED
     if vm is not VMState.RUNNING:
-        return RunState.UNKNOWN if vm is None else RunState.STOPPED
+        if vm is None:
+            return RunState.UNKNOWN
+        return RunState.SUSPENDED if saved else RunState.STOPPED
     if not agent_alive or agent is None:
         return RunState.RESTARTING if keeper_alive else RunState.DEGRADED
     return RunState.RUNNING if agent.state == AgentState.READY else RunState(agent.state)
@@ -111,6 +118,8 @@ def status_hint(state: RunState, agent: AgentStatus | None, name_opt: str) -> st
     """Pure: what to do, for the states that need the user."""
     if state is RunState.PAUSED:
         return f"the VM is paused; `pyd start{name_opt}` resumes it"
+    if state is RunState.SUSPENDED:
+        return f"its memory is saved; `pyd start{name_opt}` resumes it where it was"
     if agent is not None and agent.hint:
         return agent.hint
     if state is RunState.DEGRADED:
@@ -155,7 +164,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
     alive = agent_running(inst.files)
     agent = agent_status(inst.files)
     keeper_alive = keeper_running(inst.files)
-    state_now = overall(vm, alive, agent, keeper_alive)
+    state_now = overall(vm, alive, agent, keeper_alive, inst.files.suspend_save.exists())
     return InstanceStatus(
         name=inst.name,
         state=state_now,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from typing import Protocol
+from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from pyd.vm.spec import GuestSpec
 
@@ -42,3 +43,22 @@ class VMBackend(Protocol):
 
     def delete(self) -> None:
         """Remove the definition (the VM must be stopped). Never touches disks or files."""
+
+
+@runtime_checkable
+class SuspendableBackend(VMBackend, Protocol):
+    """A backend that can save a VM's memory and device state to a file and run it again
+    from there (`pyd suspend`, then `pyd start`). Direct QEMU cannot yet."""
+
+    def emulator_version(self) -> str:
+        """QEMU's version, as a save records it (a save restores only on the same one)."""
+
+    def shape(self) -> tuple[int, int]:
+        """The running VM's (cpus, memory MiB): what it booted with, not today's config."""
+
+    def save(self, path: Path) -> None:
+        """Saves the running or paused VM to `path` (0600) and stops it; a restore of it
+        resumes it running."""
+
+    def restore(self, path: Path) -> None:
+        """Runs the VM again from a save made by `save`; the file is left where it is."""
