@@ -7,7 +7,9 @@ is stopped), gives up on the third Ctrl-C, and waits for the exit code.
 Two ways of handing the streams over (pyd.guestdocker.exec_protocol): their descriptors
 (POSIX), or their bytes as frames (pyd.guestdocker.exec_frames) on Windows, where the agent
 serves the named pipe `\\.\pipe\pyd-NAME.exec`, on a POSIX host whose descriptor passing
-fails, and with PYD_EXEC_FRAMED=1 (what tests and the bench use to run it here).
+fails, and with PYD_EXEC_FRAMED=1 (what tests and the bench use to run it here). The pipe
+is used only when the agent serves it (pyd.guestdocker.pipe_identity): its name is anyone's
+to take.
 
 Imports neither paramiko nor the SSH session: a short command's time is mostly Python's
 start-up once the handshake is gone.
@@ -24,7 +26,7 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from pyd.errors import PydError
 from pyd.guestdocker import terminal
@@ -48,6 +50,13 @@ from pyd.guestdocker.exec_protocol import (
     decode_message,
     encode_request,
     signal_message,
+)
+from pyd.guestdocker.pipe_identity import (
+    PIPE_CLIENT_SQOS,
+    agent_pid_record,
+    pipe_server_trusted,
+    recorded_agent_pid,
+    untrusted_pipe_warning,
 )
 from pyd.guestdocker.remote import GuestCommand
 from pyd.guestdocker.streams import (
@@ -141,6 +150,19 @@ def _connect(endpoint: ExecEndpoint) -> HostStream | None:
         sock.close()
         return None
     return sock
+
+
+def _served_by_agent(conn: HostStream, pipe: str, server_pid: int | None) -> HostStream | None:
+    """`conn` when the process serving `pipe` is the instance's agent as it recorded itself;
+    else None, with `conn` closed and a warning: the command then goes over SSH, and
+    neither it nor its stdin reaches whoever else took the pipe's name (pyd issue 17)."""
+    record = agent_pid_record(pipe)
+    agent_pid = recorded_agent_pid(record) if record is not None else None
+    if pipe_server_trusted(server_pid, agent_pid):
+        return conn
+    conn.close()
+    print(untrusted_pipe_warning(pipe, server_pid, agent_pid), file=sys.stderr, flush=True)
+    return None
 
 
 def _run(link: _Signals, request: ExecRequest, streams: HostStreams, interactive: bool) -> int:
@@ -419,6 +441,9 @@ class _FramedLink(_Signals):
 
 if sys.platform == "win32":
     import _winapi
+    import ctypes
+    import functools
+    from ctypes import wintypes
 
     _PIPE_CLOSED = (109, 232, 233)  # ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED
     _WAIT_SLICE = 100  # ms: the main thread waits in slices, so Ctrl-C's handler runs
@@ -431,20 +456,23 @@ if sys.platform == "win32":
             self._handle = handle
 
         @classmethod
-        def connect(cls, name: str) -> _PipeConn | None:
+        def connect(cls, name: str) -> HostStream | None:
+            """The agent's pipe, or None: nobody serves it, or not the agent."""
             access = _winapi.GENERIC_READ | _winapi.GENERIC_WRITE
+            # Identification only: whoever serves the name cannot act as this user.
+            flags = _winapi.FILE_FLAG_OVERLAPPED | PIPE_CLIENT_SQOS
             for _ in range(2):
                 try:
                     handle = _winapi.CreateFile(
-                        name, access, 0, _winapi.NULL, _winapi.OPEN_EXISTING,
-                        _winapi.FILE_FLAG_OVERLAPPED, _winapi.NULL,
-                    )  # fmt: skip
-                    return cls(handle)
+                        name, access, 0, _winapi.NULL, _winapi.OPEN_EXISTING, flags, _winapi.NULL
+                    )
                 except OSError as e:
                     if getattr(e, "winerror", None) != _winapi.ERROR_PIPE_BUSY:
                         return None  # no agent (or not ours: the DACL refused us)
                     with contextlib.suppress(OSError):
                         _winapi.WaitNamedPipe(name, 1000)
+                    continue
+                return _served_by_agent(cls(handle), name, _server_pid(handle))
             return None
 
         def _finish(self, ov: _winapi.Overlapped, err: int) -> int:
@@ -487,6 +515,21 @@ if sys.platform == "win32":
             if self._handle:
                 _winapi.CloseHandle(self._handle)
                 self._handle = 0
+
+    @functools.cache
+    def _get_server_pid() -> Any:
+        k32 = ctypes.WinDLL("kernel32", use_last_error=True)
+        f = k32.GetNamedPipeServerProcessId
+        f.restype = wintypes.BOOL
+        f.argtypes = [wintypes.HANDLE, ctypes.POINTER(wintypes.ULONG)]
+        return f
+
+    def _server_pid(handle: int) -> int | None:
+        """The pid of the process serving the pipe at the other end of `handle`."""
+        pid = wintypes.ULONG()
+        if not _get_server_pid()(handle, ctypes.byref(pid)):
+            return None
+        return int(pid.value)
 
 else:
 
