@@ -224,6 +224,8 @@ class _Command:
         if not join_threads([writing_shut, reader], Deadline(CLOSE_WAIT)):
             with contextlib.suppress(OSError):
                 self._conn.shutdown(socket.SHUT_RDWR)  # wakes the reader, and a pipe's flush
+            # Before the connection is closed, so its zero-length write cannot outlive it.
+            writing_shut.join(CLOSE_WAIT)
         # At once now: the connection's thread, which the server joins, outlives it.
         reader.join()
 
