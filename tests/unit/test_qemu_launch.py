@@ -1,12 +1,15 @@
 """How direct QEMU is launched per platform (the pure plan, for linux, darwin and win32), and
-the detached launch run for real here with a stand-in for QEMU."""
+the detached launch run for real here with a stand-in for QEMU (on Windows flags too, with
+Popen's refusal of a breakaway played here)."""
 
 from __future__ import annotations
 
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -30,8 +33,9 @@ def test_windows_starts_qemu_detached_without_a_console() -> None:
     plan = launch_plan("win32", {})
     assert plan.style is LaunchStyle.DETACHED
     assert plan.argv_extra == ()  # no -daemonize on Windows
-    # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
-    assert plan.creationflags == 0x8 | 0x200 | 0x08000000 == 0x08000208
+    # DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW, and out of the
+    # caller's job object (CREATE_BREAKAWAY_FROM_JOB), as every process pyd leaves running
+    assert plan.creationflags == 0x8 | 0x200 | 0x08000000 | 0x01000000 == 0x09000208
     assert (plan.start_new_session, plan.umask) == (False, -1)
     assert launch_plan("win32", {"PYD_QEMU_LAUNCH": "daemonize"}) == plan
 
@@ -102,3 +106,39 @@ def test_a_daemonized_start_that_fails_says_why(tmp_path: Path) -> None:
     argv = _stand_in("import sys; sys.stderr.write('bad option'); sys.exit(1)")
     with pytest.raises(PydError, match="QEMU failed to start: bad option"):
         run_daemonized(argv, plan, hint="h")  # "-daemonize" lands in the stand-in's sys.argv
+
+
+class _AccessDenied(OSError):
+    """Windows' OSError for ERROR_ACCESS_DENIED (only Windows' OSError has `winerror`)."""
+
+    winerror = 5
+
+
+def test_a_job_that_forbids_breakaway_gets_qemu_started_without_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows' CreateProcess fails with ERROR_ACCESS_DENIED (5) when the caller's job
+    forbids breakaway: QEMU is started again without CREATE_BREAKAWAY_FROM_JOB. Played here
+    by a Popen that refuses the breakaway the way Windows does and runs the stand-in for
+    the rest as POSIX can (a new session: POSIX takes no creationflags)."""
+    real_popen = subprocess.Popen
+    flags: list[int] = []
+
+    def windows_popen(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        flags.append(kwargs["creationflags"])
+        if kwargs["creationflags"] & 0x01000000:
+            raise _AccessDenied(13, "Access is denied")
+        return real_popen(argv, **(kwargs | {"creationflags": 0, "start_new_session": True}))
+
+    monkeypatch.setattr(subprocess, "Popen", windows_popen)
+    ready_file = tmp_path / "ready"
+    code = f"import pathlib, time; pathlib.Path({str(ready_file)!r}).touch(); time.sleep(60)"
+    identity = run_detached(
+        _stand_in(code), launch_plan("win32", {}), tmp_path / "qemu.log",
+        tmp_path / "qemu.proc", ready=ready_file.exists, timeout=20,
+    )  # fmt: skip
+    try:
+        assert flags == [0x09000208, 0x08000208]
+        assert read_identity(tmp_path / "qemu.proc") == identity and is_running(identity)
+    finally:
+        assert end_process(identity, timeout=5)

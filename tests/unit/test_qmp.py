@@ -17,9 +17,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from pyd.vm.backends.qmp import (
     QmpClient,
+    QmpCommandError,
     QmpEndpoint,
     QmpError,
     QmpTransport,
+    command_error,
     connect,
     monitor_port_taken,
     qmp_argv,
@@ -222,6 +224,79 @@ def test_greeting_capabilities_and_replies_past_events() -> None:
         monitor.close()
 
 
+def _refusing(refused: str, seen: list[str] | None = None) -> Callable[[socket.socket], None]:
+    """QEMU's way of refusing `refused`: an error reply, and the session goes on. Every
+    command received lands in `seen`."""
+
+    def script(conn: socket.socket) -> None:
+        conn.sendall(GREETING)
+        for request in _lines(conn):
+            command = str(request["execute"])
+            if seen is not None:
+                seen.append(command)
+            if command == refused:
+                error = {"class": "GenericError", "desc": f"{command} is not possible now"}
+                conn.sendall(json.dumps({"error": error}).encode() + b"\n")
+            else:
+                conn.sendall(json.dumps({"return": {}, "id": command}).encode() + b"\n")
+
+    return script
+
+
+def test_an_error_reply_raises_with_qemus_class_and_words() -> None:
+    monitor = Monitor(_refusing("system_powerdown"))
+    try:
+        s, client = _client(monitor.port)
+        with s:
+            with pytest.raises(QmpCommandError) as e:
+                client.execute("system_powerdown")
+            assert (e.value.command, e.value.error_class, e.value.desc) == (
+                "system_powerdown",
+                "GenericError",
+                "system_powerdown is not possible now",
+            )
+            assert str(e.value) == (
+                "QEMU refused system_powerdown: system_powerdown is not possible now (GenericError)"
+            )
+            assert isinstance(e.value, QmpError)  # still "no usable answer" to OSError callers
+            assert client.execute("cont") == {"return": {}, "id": "cont"}  # the session goes on
+    finally:
+        monitor.close()
+
+
+def test_capabilities_refused_fails_the_connection() -> None:
+    monitor = Monitor(_refusing("qmp_capabilities"))
+    try:
+        with pytest.raises(QmpCommandError, match="QEMU refused qmp_capabilities"):
+            _client(monitor.port)
+    finally:
+        monitor.close()
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ({"return": {}}, None),
+        ({"return": {"status": "running"}, "id": "x"}, None),
+        (
+            {"error": {"class": "CommandNotFound", "desc": "The command foo has not been found"}},
+            ("CommandNotFound", "The command foo has not been found"),
+        ),
+        ({"error": {}}, ("?", "no description")),
+        ({"error": "bare words"}, ("?", "bare words")),
+    ],
+)
+def test_the_error_a_reply_carries(
+    reply: dict[str, object], expected: tuple[str, str] | None
+) -> None:
+    error = command_error("foo", reply)
+    if expected is None:
+        assert error is None
+    else:
+        assert error is not None and (error.error_class, error.desc) == expected
+        assert error.command == "foo"
+
+
 def test_a_closed_connection_is_a_clear_error() -> None:
     def greet_and_hang_up(conn: socket.socket) -> None:
         conn.sendall(GREETING)
@@ -299,6 +374,20 @@ def test_tls_monitor_serves_the_client_with_the_key(tmp_path: Path) -> None:
             "status": "running",
             "running": True,
         }
+    finally:
+        monitor.close()
+
+
+def test_a_run_of_commands_stops_at_the_first_qemu_refuses(tmp_path: Path) -> None:
+    d = tmp_path / "qmp-tls"
+    make_credentials(d, "t")
+    seen: list[str] = []
+    monitor = Monitor(_refusing("cont", seen), _server_context(d))
+    try:
+        endpoint = QmpEndpoint(QmpTransport.TLS, port=monitor.port, tls_dir=d)
+        with pytest.raises(QmpCommandError, match="QEMU refused cont: cont is not possible now"):
+            qmp_run(endpoint, "query-status", "cont", "system_powerdown")
+        assert seen == ["qmp_capabilities", "query-status", "cont"]  # no powerdown after it
     finally:
         monitor.close()
 

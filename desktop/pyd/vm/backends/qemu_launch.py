@@ -3,10 +3,12 @@ so tests here assert the Windows flags) and a thin edge that runs it.
 
 - POSIX (linux, darwin): `-daemonize`. QEMU returns once it has opened its disks and ports,
   so its errors come back synchronously; its pidfile's lock says it lives.
-- Windows: QEMU has no -daemonize there. Started detached (no console, its own process
-  group), stdout/stderr to a 0600 log in the instance directory; its identity (pid + start
-  time) is recorded, so a reused pid is never taken for it. The start succeeds once QMP
-  answers; if QEMU exits first its log's tail is the error; after a timeout it is killed.
+- Windows: QEMU has no -daemonize there. Started detached the way pyd starts every process
+  that outlives it (host/detached.py: no console, its own process group, out of the
+  caller's job object, again without breakaway when the job forbids it), stdout/stderr to a
+  0600 log in the instance directory; its identity (pid + start time) is recorded, so a
+  reused pid is never taken for it. The start succeeds once QMP answers; if QEMU exits
+  first its log's tail is the error; after a timeout it is killed.
 
 PYD_QEMU_LAUNCH=detached forces the detached launch on POSIX (a new session stands in for
 the Windows flags), so tests run the Windows path here."""
@@ -23,15 +25,12 @@ from enum import Enum
 from pathlib import Path
 
 from pyd.errors import PydError
+from pyd.host.detached import LaunchFlags, detached, launch_detached
 from pyd.host.private_files import FILE_MODE, QEMU_UMASK
 from pyd.host.process_identity import ProcessIdentity, identify, write_identity
 from pyd.host.procs import end_process
 
-# Windows' process creation flags (winbase.h), as ints: the plan is tested on every OS.
-DETACHED_PROCESS = 0x00000008
-CREATE_NEW_PROCESS_GROUP = 0x00000200
-CREATE_NO_WINDOW = 0x08000000
-WINDOWS_DETACHED_FLAGS = DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+WINDOWS_DETACHED_FLAGS = detached("win32").creationflags
 LOG_TAIL = 2000  # characters of QEMU's log quoted when it fails to start
 
 
@@ -54,12 +53,10 @@ def launch_plan(platform: str, environ: Mapping[str, str]) -> LaunchPlan:
     windows = platform == "win32"
     umask = -1 if windows else QEMU_UMASK
     if windows or environ.get("PYD_QEMU_LAUNCH", "") == "detached":
+        # On POSIX a new session stands in for the Windows flags (what detached() gives).
+        flags = detached(platform)
         return LaunchPlan(
-            LaunchStyle.DETACHED,
-            (),
-            WINDOWS_DETACHED_FLAGS if windows else 0,
-            not windows,
-            umask,
+            LaunchStyle.DETACHED, (), flags.creationflags, flags.start_new_session, umask
         )
     return LaunchPlan(LaunchStyle.DAEMONIZE, ("-daemonize",), 0, False, umask)
 
@@ -93,14 +90,11 @@ def run_detached(
     record.unlink(missing_ok=True)
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
     try:
-        proc = subprocess.Popen(
+        proc = launch_detached(
             [*argv, *plan.argv_extra],
-            stdin=subprocess.DEVNULL,
+            LaunchFlags(plan.creationflags, plan.start_new_session),
             stdout=fd,
             stderr=fd,
-            close_fds=True,
-            creationflags=plan.creationflags,
-            start_new_session=plan.start_new_session,
             umask=plan.umask,
         )
     finally:

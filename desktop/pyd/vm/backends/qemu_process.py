@@ -21,8 +21,8 @@ from typing import Any
 from pyd.errors import PydError
 from pyd.host.loopback import free_loopback_port
 from pyd.host.private_files import FILE_MODE, write_private_text
-from pyd.host.process_identity import ProcessIdentity, is_running, read_identity
-from pyd.host.procs import end_process, pid_alive, terminate
+from pyd.host.process_identity import ProcessIdentity, identify, is_running, read_identity
+from pyd.host.procs import end_process, pid_alive
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_cmdline import qemu_argv
@@ -34,6 +34,7 @@ from pyd.vm.backends.qemu_launch import (
     run_detached,
 )
 from pyd.vm.backends.qmp import (
+    QmpCommandError,
     QmpEndpoint,
     QmpTransport,
     monitor_port_taken,
@@ -59,9 +60,14 @@ def require_qemu(argv: list[str]) -> list[str]:
     return [str(require_qemu_binary(argv[0])), *argv[1:]]
 
 
-def _pidfile_locked(path: Path) -> bool:
-    if sys.platform == "win32":
-        return True  # QEMU's pidfile lock is POSIX-only; the pid check stands alone
+def pidfile_lock_held(platform: str, path: Path) -> bool:
+    """Someone holds the write lock on QEMU's pidfile at `path`: QEMU takes it (POSIX
+    lockf) for its whole life, so a held lock proves the pid in the file is that QEMU's.
+    Never on Windows (`platform`: sys.platform's values): no such lock there, and a bare
+    pid proves nothing (Windows reuses pids quickly), so a qemu.pid without pyd's recorded
+    identity is not taken for QEMU."""
+    if platform == "win32" or sys.platform == "win32":
+        return False
     import fcntl
 
     try:
@@ -79,6 +85,13 @@ def _pidfile_locked(path: Path) -> bool:
         os.close(fd)
 
 
+def forced_off_text(name: str, timeout: float, refused: str | None) -> str:
+    """Pure: what `pyd stop` says when the guest did not power off within `timeout` and
+    QEMU is killed; `refused`: why the power button was not pressed, if it was not."""
+    why = f" ({refused})" if refused else " after the power button"
+    return f"{name} did not power off within {timeout:g} s{why}: QEMU was killed"
+
+
 class QemuProcessBackend:
     def __init__(self, instance: str, files: InstanceFiles) -> None:
         self.instance = instance
@@ -87,25 +100,51 @@ class QemuProcessBackend:
 
     # -- which QEMU runs -------------------------------------------------------------------
 
-    def _identity(self) -> ProcessIdentity | None:
-        """A detached QEMU's recorded identity while that very process runs."""
-        identity = read_identity(self.files.qemu_proc)
-        return identity if identity is not None and is_running(identity) else None
+    def _running(self) -> ProcessIdentity | None:
+        """The identity (pid + start time) of this instance's QEMU while it runs; the only
+        thing pyd ever ends. Detached: the one its start recorded. Daemonized: the pidfile's
+        pid, taken for QEMU only while QEMU's lock on the file is held, so a pidfile left
+        by a crash or a host reboot (whose pid may now be any other process) does not count.
+        The identity is read before the lock is tested: a QEMU that dies in between frees
+        the lock, so its pid's next owner is never the one named."""
+        if self.files.qemu_proc.exists():
+            recorded = read_identity(self.files.qemu_proc)
+            return recorded if recorded is not None and is_running(recorded) else None
+        pid = self._pidfile_pid()
+        identity = identify(pid) if pid is not None else None
+        if identity is None or not pidfile_lock_held(sys.platform, self.files.qemu_pid):
+            return None
+        return identity
 
     def _pid(self) -> int | None:
-        """QEMU's pid while it runs. Detached: the recorded pid + start time. Daemonized: QEMU
-        holds a write lock on its pidfile for its whole life, so a pidfile left by a crash or
-        a host reboot (whose pid may now be any other process) does not count."""
-        if self.files.qemu_proc.exists():
-            identity = self._identity()
-            return identity.pid if identity is not None else None
+        identity = self._running()
+        return identity.pid if identity is not None else None
+
+    def _pidfile_pid(self) -> int | None:
         try:
-            pid = int(self.files.qemu_pid.read_text().strip())
+            return int(self.files.qemu_pid.read_text().strip())
         except (OSError, ValueError):
             return None
-        if not pid_alive(pid) or not _pidfile_locked(self.files.qemu_pid):
-            return None
-        return pid
+
+    def _not_ours(self) -> str | None:
+        """What `kill` says when the instance's files name a live process that is not its
+        QEMU (which it then leaves alone); None when they name no live process."""
+        if self.files.qemu_proc.exists():
+            recorded = read_identity(self.files.qemu_proc)
+            if recorded is None or not pid_alive(recorded.pid):
+                return None
+            record, pid = self.files.qemu_proc, recorded.pid
+            why = "it started at another time than the QEMU recorded: the pid was reused"
+        else:
+            record, maybe = self.files.qemu_pid, self._pidfile_pid()
+            if maybe is None or not pid_alive(maybe):
+                return None
+            pid = maybe
+            why = (
+                "pyd recorded no start time for it, and it holds no lock on the pidfile "
+                "as QEMU does on Linux and macOS"
+            )
+        return f"{record} names pid {pid}, not this VM's QEMU ({why}): that process is left running"
 
     def _endpoint(self) -> QmpEndpoint:
         """The monitor of the QEMU that runs: TLS when its start left a port file."""
@@ -196,29 +235,43 @@ class QemuProcessBackend:
         return True
 
     def shutdown(self, timeout: float) -> None:
-        pid = self._pid()
-        if pid is None:
+        identity = self._running()
+        if identity is None:
             return
-        with contextlib.suppress(OSError, ValueError):
-            if vm_paused(self._qmp("query-status")):
-                self._qmp("cont")  # a paused guest would not see the power button
-            self._qmp("system_powerdown")
+        refused = self._press_power_button()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._pid() != pid:
+            if not is_running(identity):
+                self._forget_process()
                 return
             time.sleep(0.2)
+        log.warning(forced_off_text(self.name, timeout, refused))
         self.kill()
 
+    def _press_power_button(self) -> str | None:
+        """ACPI's power button through QMP, the guest resumed first when paused (a paused
+        guest sees no button). None when pressed; else what QEMU or its monitor answered."""
+        try:
+            if vm_paused(self._qmp("query-status")):
+                self._qmp("cont")
+            self._qmp("system_powerdown")
+        except QmpCommandError as e:
+            return f"QEMU answered {e.command} with {e.error_class}: {e.desc}"
+        except (OSError, ValueError) as e:
+            return f"its monitor ({self._endpoint_text()}) did not take the button: {e}"
+        return None
+
     def kill(self) -> None:
-        if self.files.qemu_proc.exists():
-            identity = self._identity()
-            if identity is not None:
-                end_process(identity, timeout=5)  # TerminateProcess on Windows
+        identity = self._running()
+        if identity is not None:
+            end_process(identity, timeout=5)  # TerminateProcess on Windows
         else:
-            pid = self._pid()
-            if pid is not None:
-                terminate(pid, timeout=5)
+            stranger = self._not_ours()
+            if stranger is not None:
+                log.warning("%s: %s", self.name, stranger)
+        self._forget_process()
+
+    def _forget_process(self) -> None:
         self.files.qemu_pid.unlink(missing_ok=True)
         self.files.qemu_proc.unlink(missing_ok=True)
 

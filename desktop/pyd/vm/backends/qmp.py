@@ -106,6 +106,30 @@ class QmpError(OSError):
     it as an unreachable monitor)."""
 
 
+class QmpCommandError(QmpError):
+    """QEMU answered a command with an error: its class ("GenericError", "CommandNotFound",
+    ...) and its description, as QEMU worded them. A QmpError still: a caller that only
+    needs an answer treats it as none, one that acts on it says what QEMU said."""
+
+    def __init__(self, command: str, error_class: str, desc: str) -> None:
+        super().__init__(f"QEMU refused {command}: {desc} ({error_class})")
+        self.command = command
+        self.error_class = error_class
+        self.desc = desc
+
+
+def command_error(command: str, reply: Mapping[str, Any]) -> QmpCommandError | None:
+    """Pure: the error QEMU's `reply` to `command` carries; None for a success."""
+    if "error" not in reply:
+        return None
+    error = reply["error"]
+    if not isinstance(error, dict):
+        return QmpCommandError(command, "?", str(error)[:200])
+    return QmpCommandError(
+        command, str(error.get("class", "?")), str(error.get("desc", "no description"))
+    )
+
+
 class Stream(Protocol):
     """What QmpClient needs of a connected socket (plain, Unix or TLS)."""
 
@@ -133,11 +157,16 @@ class QmpClient:
         self.execute("qmp_capabilities")
 
     def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """QEMU's reply to `command`; QmpCommandError when QEMU answers with an error."""
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = dict(arguments)
         self.stream.sendall(json.dumps(request).encode() + b"\n")
-        return qmp_reply(self._readline)
+        reply = qmp_reply(self._readline)
+        error = command_error(command, reply)
+        if error is not None:
+            raise error
+        return reply
 
     def _readline(self) -> bytes:
         """The next line; b"" when the monitor closed. QmpError after `timeout`."""
@@ -222,7 +251,8 @@ def _unix_connect(path: Path, timeout: float) -> socket.socket:
 
 
 def qmp_run(endpoint: QmpEndpoint, *commands: str) -> dict[str, Any]:
-    """Runs `commands` in one session; the last one's reply."""
+    """Runs `commands` in one session; the last one's reply. QmpCommandError at the first
+    that QEMU refuses (the rest are not sent)."""
     with connect(endpoint) as s:
         client = QmpClient(s, nudge=endpoint.transport is QmpTransport.TLS)
         reply: dict[str, Any] = {}
