@@ -25,14 +25,12 @@ import time
 from pathlib import Path
 
 import libvirt
-import paramiko
 
-from pyd.agent.clock import STEP_OVER, Estimate, GuestClock
-from pyd.agent.main import guest_session
-from pyd.errors import PydError
-from pyd.instance.files import InstanceFiles
-from pyd.ssh.connect import connect
-from pyd.ssh.link_errors import LINK_ERRORS
+from pyd.agent.clock import STEP_OVER
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests' helpers
+
+from tests.guest_clock import GuestClockProbe
 
 NAME = "bench-clock"
 STEPPED = re.compile(
@@ -45,33 +43,6 @@ def run(env: dict[str, str], *argv: str) -> str:
     if r.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{r.stderr}")
     return r.stdout
-
-
-# The link not back yet, or the guest's loop failing: measured again.
-MEASURE_ERRORS: tuple[type[Exception], ...] = (*LINK_ERRORS, PydError)
-
-
-class Measure:
-    """The guest's clock from here, re-connecting when the link fails."""
-
-    def __init__(self, root: Path) -> None:
-        self.target = guest_session(InstanceFiles(root)).target
-        self.client: paramiko.SSHClient | None = None
-
-    def estimate(self) -> Estimate | None:
-        try:
-            if self.client is None:
-                self.client = connect(self.target)
-            guest = GuestClock(self.client.get_transport(), 5.0)
-            try:
-                return guest.measure()
-            finally:
-                guest.close()
-        except MEASURE_ERRORS:
-            if self.client is not None:
-                self.client.close()
-            self.client = None
-            return None
 
 
 def signed(size: str, way: str) -> float:
@@ -92,7 +63,7 @@ def main() -> None:
         conn = libvirt.open("qemu:///system")
         try:
             run(env, *pyd, "start", "-n", NAME)
-            measure = Measure(root)
+            measure = GuestClockProbe(root)
             dom = conn.lookupByName(f"pyd-{NAME}")
             costs, errors = [], []
             for _ in range(5):
@@ -112,15 +83,7 @@ def main() -> None:
                 dom.suspend()
                 time.sleep(args.pause)
                 dom.resume()
-                t0 = time.monotonic()
-                while True:
-                    found = measure.estimate()
-                    if found is not None and abs(found.offset) <= STEP_OVER:
-                        break
-                    if time.monotonic() - t0 > 60:
-                        raise SystemExit("the guest's clock was not corrected within 60 s")
-                    time.sleep(0.05)
-                took = time.monotonic() - t0
+                took = measure.seconds_until_within(STEP_OVER, 60)
                 time.sleep(1)
                 settled = [e for e in (measure.estimate() for _ in range(3)) if e is not None]
                 log = (root / "agent.log").read_text()[mark:]

@@ -19,8 +19,10 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
+from pyd.agent.clock import STEP_OVER
 from pyd.image.cache import CachedImage
 from tests.e2e.faultinstance import FaultInstance, fault_instance, until
+from tests.guest_clock import GuestClockProbe
 
 pytestmark = pytest.mark.faults
 
@@ -152,9 +154,12 @@ def test_a_dropped_link_is_reported_fails_fast_and_heals(inst: FaultInstance) ->
 
 def test_a_paused_vm_is_reported_fails_fast_and_heals(inst: FaultInstance) -> None:
     conn = libvirt.open("qemu:///system")
+    clock = GuestClockProbe(inst.root)
     try:
         until("dockerd idle", lambda: _docker_ps(inst)[1].returncode == 0, 30)
         baseline = _dockerd_sockets(inst)
+        before = clock.estimate()
+        assert before is not None and abs(before.offset) <= STEP_OVER, before
         dom = conn.lookupByName(inst.domain)
         dom.suspend()  # what `virsh suspend` does
         t0 = time.monotonic()
@@ -164,14 +169,19 @@ def test_a_paused_vm_is_reported_fails_fast_and_heals(inst: FaultInstance) -> No
         assert inst.agent()["error"] == "the VM is paused"
         took = _outage(inst, 60 - (time.monotonic() - t0), "the VM is paused")
         dom.resume()
+        # The guest's clock stood still for 60 s: the agent steps it onto the host's.
+        corrected = clock.seconds_until_within(STEP_OVER, 30)
         back = _back(inst)
     finally:
+        clock.close()
         dom = conn.lookupByName(inst.domain)
         if dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED:
             dom.resume()
         conn.close()
     _healed(inst, "VM paused 60 s", baseline, noticed, took, back)
-    # The guest's clock and sshd wake with it: measured, not held to the link's 2 s.
+    print(f"VM paused 60 s: guest clock within {STEP_OVER * 1000:.0f} ms {corrected:.2f} s after")
+    # The guest's clock and sshd wake with it: measured, not held to the link's 2 s (issue 18's
+    # 2 s targets are bench/clock_sync.py's).
     assert back <= 10
 
 
