@@ -1,12 +1,15 @@
 """`backend = "qemu"`: the same lifecycle without libvirt, as on Windows and on Macs without
 libvirt. Twice: QEMU as a daemon with a pidfile and a QMP socket (POSIX), and the Windows
 path forced here (PYD_QEMU_LAUNCH=detached, PYD_QMP=tls): QEMU detached with its identity
-recorded, its monitor on loopback TCP behind mutual TLS."""
+recorded, its monitor on loopback TCP behind mutual TLS, which unauthenticated clients
+cannot use and which powers the guest off; a guest deaf to the power button is killed after
+the timeout, and pyd says so. (`pyd stop` of a running detached QEMU: test_mounts.py.)"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import signal
 import socket
@@ -20,6 +23,9 @@ import pytest
 from pyd.host.process_identity import ProcessIdentity, is_running, read_identity
 from pyd.host.procs import end_process, pid_alive
 from pyd.image.cache import CachedImage
+from pyd.instance.files import InstanceFiles
+from pyd.vm.backends.qemu_process import QemuProcessBackend
+from tests.e2e.backend_param import qmp
 from tests.e2e.pydcli import PydEnv
 
 NAME = "direct"
@@ -100,8 +106,12 @@ def _intruders_get_nothing(port: int, ca: Path) -> None:
     assert b"QMP" not in got and b"return" not in got
 
 
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 def test_windows_style_qemu_detached_with_tls_qmp(
-    image: CachedImage, tmp_path_factory: pytest.TempPathFactory
+    image: CachedImage, tmp_path_factory: pytest.TempPathFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     env = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
     root = env.home / "instances" / WIN_NAME
@@ -121,7 +131,26 @@ def test_windows_style_qemu_detached_with_tls_qmp(
         port = int((root / "qmp.port").read_text())
         _intruders_get_nothing(port, root / "qmp-tls" / "ca-cert.pem")
         assert is_running(first), "QEMU obeyed an unauthenticated client"
-        assert env.status(WIN_NAME)["state"] == "running"  # pyd's own client still gets in
+        # pyd's own client still gets in, and the guest still runs.
+        assert qmp(env, WIN_NAME, "query-status")["return"]["status"] == "running"
+        assert env.status(WIN_NAME)["state"] == "running"
+
+        # A guest deaf to the power button (its acpid stopped): after the timeout QEMU is
+        # killed, and pyd says so. The backend as `pyd stop` uses it, without its SSH
+        # poweroff first.
+        env.pyd("ssh", "-n", WIN_NAME, "--", "pkill -STOP acpid")
+        backend = QemuProcessBackend(WIN_NAME, InstanceFiles(root))
+        caplog.set_level(logging.WARNING, logger="pyd.vm")
+        t0 = time.monotonic()
+        backend.shutdown(timeout=2)
+        forced = time.monotonic() - t0
+        assert _warnings(caplog) == [
+            f"pyd-{WIN_NAME} did not power off within 2 s after the power button: QEMU was killed"
+        ]
+        assert 2 <= forced < 15 and not is_running(first)
+        assert not (root / "qemu.proc").exists()
+        assert env.status(WIN_NAME)["state"] == "stopped"
+        caplog.clear()
 
         env.pyd("restart", "-n", WIN_NAME, PYD_QEMU_LAUNCH="detached", PYD_QMP="tls")
         second = _identity(root)
@@ -134,13 +163,17 @@ def test_windows_style_qemu_detached_with_tls_qmp(
             "client-key.pem"))}  # fmt: skip
         assert {"serial.log", "qemu.proc", "qemu.log", "qmp.port", *tls} <= set(modes)
 
+        # The power button over the TLS monitor alone (`pyd stop` asks over SSH first): the
+        # guest powers off, QEMU exits, and its record goes with it.
         t0 = time.monotonic()
-        env.pyd("stop", "-n", WIN_NAME)  # no switches: the files say how QEMU runs
+        backend.shutdown(timeout=60)
         stopped = time.monotonic() - t0
-        assert stopped < 50, "the guest did not power off through TLS QMP"
-        assert not is_running(second)
+        assert _warnings(caplog) == [], "the guest did not power off through TLS QMP"
+        assert not is_running(second) and not (root / "qemu.proc").exists()
+        env.pyd("stop", "-n", WIN_NAME)  # no switches: the agent; the files say QEMU is gone
         assert env.status(WIN_NAME)["state"] == "stopped"
-        print(json.dumps({"detached_tls_start_s": round(started, 1), "stop_s": round(stopped, 1)}))
+        times = {"detached_tls_start_s": started, "forced_s": forced, "powerdown_s": stopped}
+        print(json.dumps({k: round(v, 1) for k, v in times.items()}))
     finally:
         env.pyd("delete", "-f", "-n", WIN_NAME, check=False)
         for identity in (first, read_identity(root / "qemu.proc")):
