@@ -2,8 +2,9 @@
 a real `pyd start` instance (TCG here). Per round: the VM paused PAUSE seconds, resumed; then
 
 - the guest's offset before the agent's step and after it, as the agent logged them;
-- seconds from the resume until the guest's clock is within 100 ms of the host's, measured
-  from here the way the agent measures (pyd.agent.clock, on a connection of this script's);
+- seconds from the resume until the agent's step was done (its log's time), and until the
+  guest's clock is within 100 ms of the host's measured from here the way the agent measures
+  (pyd.agent.clock, on a connection of this script's, which must reconnect too);
 - the offset measured from here once settled, and its error bound (half a round trip);
 - what one measure costs (the exec and its round trips).
 
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 
 import libvirt
@@ -34,7 +36,10 @@ from tests.guest_clock import GuestClockProbe
 
 NAME = "bench-clock"
 STEPPED = re.compile(
-    r"clock: guest was ([0-9.]+) s (behind|ahead) \((.*)\); stepped; now ([0-9.]+) s (behind|ahead)"
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*"  # the agent's log time (asctime)
+    r"clock: guest was ([0-9.]+) s (behind|ahead) \((.*)\); stepped; "
+    r"now ([0-9.]+) s (behind|ahead)",
+    re.M,
 )
 
 
@@ -83,6 +88,7 @@ def main() -> None:
                 dom.suspend()
                 time.sleep(args.pause)
                 dom.resume()
+                resumed = time.time()
                 took = measure.seconds_until_within(STEP_OVER, 60)
                 time.sleep(1)
                 settled = [e for e in (measure.estimate() for _ in range(3)) if e is not None]
@@ -90,21 +96,25 @@ def main() -> None:
                 m = STEPPED.search(log)
                 if m is None:
                     raise SystemExit(f"no step in the agent's log:\n{log}")
-                before, after = signed(m[1], m[2]), signed(m[4], m[5])
+                before, after = signed(m[2], m[3]), signed(m[5], m[6])
+                # When the agent's step was done (its log line follows the measure after it).
+                stepped = datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp() - resumed
                 here = statistics.median(abs(e.offset) for e in settled)
                 bound = statistics.median(e.error for e in settled)
-                rows.append((before, after, took, here, bound))
+                rows.append((before, after, took, here, bound, stepped))
                 print(
-                    f"round {i + 1}: guest {before:+.3f} s -> {after:+.3f} s ({m[3]}); within "
-                    f"{STEP_OVER * 1000:.0f} ms {took:.2f} s after the resume; from here "
+                    f"round {i + 1}: guest {before:+.3f} s -> {after:+.3f} s ({m[4]}) by the "
+                    f"agent {stepped:.2f} s after the resume; within {STEP_OVER * 1000:.0f} ms "
+                    f"as measured from here {took:.2f} s after it (this script reconnects too); "
                     f"{here * 1000:.1f} ms ± {bound * 1000:.1f} ms"
                 )
             cols = list(zip(*rows, strict=True))
             print(
                 f"median of {args.rounds}, pause {args.pause:.0f} s: offset before "
                 f"{statistics.median(cols[0]):+.3f} s, after the step "
-                f"{statistics.median(cols[1]) * 1000:+.1f} ms, corrected "
-                f"{statistics.median(cols[2]):.2f} s after the resume, offset from here "
+                f"{statistics.median(cols[1]) * 1000:+.1f} ms, stepped by the agent "
+                f"{statistics.median(cols[5]):.2f} s after the resume, seen from here "
+                f"{statistics.median(cols[2]):.2f} s after it, offset from here "
                 f"{statistics.median(cols[3]) * 1000:.1f} ms "
                 f"± {statistics.median(cols[4]) * 1000:.1f} ms"
             )
