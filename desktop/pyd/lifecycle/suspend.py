@@ -182,7 +182,7 @@ def resume_saved(
             hint=f"stop that program, then `pyd start{opt}` again",
         )
     try:
-        with phase(progress, "resume"):
+        with phase(progress, "restore"):
             backend.restore(files.suspend_save)
     except PydError as e:
         if backend.state().exists:  # a half-restored VM must not hold the disks

@@ -1,0 +1,153 @@
+"""`pyd suspend` and the resume at `pyd start` on a real libvirt VM (TCG here): containers
+run on where they were, a changed setting never resumes silently, a corrupt save boots
+afresh with Docker's volumes intact, and `pyd delete` takes the save along. One instance
+for the module: each VM boot costs tens of seconds under TCG."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pyd.host.loopback import free_loopback_port
+from pyd.image.cache import CachedImage
+from tests.e2e.pydcli import PydEnv, build_busybox_image, fetch
+
+NAME = "susp"
+DOMAIN = f"pyd-{NAME}"
+IMAGE = "pyd-e2e-suspend-busybox"
+COUNTER = "mkdir -p /tmp; i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 1; done"
+
+
+@pytest.fixture(scope="module")
+def env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PydEnv]:
+    e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
+    try:
+        e.pyd("start", "-n", NAME, "--memory", "1GiB")
+        build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+        e.docker("volume", "create", "keep")
+        e.docker("run", "--rm", "-v", "keep:/data", IMAGE, "sh", "-c", "echo kept > /data/proof")
+        yield e
+    finally:
+        e.pyd("delete", "-f", "-n", NAME, check=False)
+
+
+def _root(env: PydEnv) -> Path:
+    return env.home / "instances" / NAME
+
+
+def _domstate() -> str:
+    r = subprocess.run(
+        ["virsh", "-c", "qemu:///system", "domstate", DOMAIN], capture_output=True, text=True
+    )
+    return r.stdout.strip() or r.stderr.strip()
+
+
+def _suspend(env: PydEnv) -> float:
+    began = time.monotonic()
+    said = env.pyd("suspend", "-n", NAME).stderr
+    took = time.monotonic() - began
+    print(said)
+    save = _root(env) / "suspend.save"
+    assert _domstate() == "shut off"  # no QEMU holds the disks
+    assert stat.S_IMODE(save.stat().st_mode) == 0o600
+    assert stat.S_IMODE((_root(env) / "suspend.json").stat().st_mode) == 0o600
+    du_kib = int(
+        subprocess.run(["du", "-k", str(save)], capture_output=True, text=True).stdout.split()[0]
+    )
+    print(
+        f"pyd suspend {took:.2f} s; save {save.stat().st_size >> 20} MiB, "
+        f"{du_kib >> 10} MiB on disk"
+    )
+    return took
+
+
+def _start_until_docker(env: PydEnv, *args: str) -> tuple[float, subprocess.CompletedProcess[str]]:
+    began = time.monotonic()
+    r = env.pyd("start", "-n", NAME, *args)
+    while env.docker("version", check=False).returncode != 0:
+        time.sleep(0.05)
+    return time.monotonic() - began, r
+
+
+def _counter(env: PydEnv, container: str) -> int:
+    return int(env.docker("exec", container, "cat", "/tmp/n").stdout)
+
+
+def test_containers_run_on_after_suspend_and_start(env: PydEnv) -> None:
+    port = free_loopback_port()
+    env.docker("run", "-d", "--name", "count", IMAGE, "sh", "-c", COUNTER)
+    env.docker(
+        "run", "-d", "--name", "web", "-p", f"{port}:80", IMAGE, "sh", "-c",
+        "mkdir /www && echo web-before > /www/id && exec httpd -f -p 80 -h /www",
+    )  # fmt: skip
+    assert fetch(f"http://127.0.0.1:{port}/id").decode().strip() == "web-before"
+    before = env.docker("inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "count").stdout
+    time.sleep(2)
+    counted = _counter(env, "count")
+
+    _suspend(env)
+    assert env.status(NAME)["state"] == "suspended"
+    env.pyd("stop", "-n", NAME)  # must not drop the save: the guest's memory is in it
+    assert (_root(env) / "suspend.save").exists()
+
+    took, r = _start_until_docker(env)
+    print(r.stderr)
+    print(f"pyd start of the suspended instance until `docker version` answers: {took:.2f} s")
+    assert env.status(NAME)["state"] == "running"
+    assert not (_root(env) / "suspend.save").exists()
+    assert not (_root(env) / "suspend.json").exists()
+    # The same container, not restarted: its counter went on from where it was.
+    assert env.docker("inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "count").stdout == before
+    assert _counter(env, "count") >= counted
+    time.sleep(2)
+    assert _counter(env, "count") > counted
+    assert fetch(f"http://127.0.0.1:{port}/id").decode().strip() == "web-before"
+
+
+def test_a_changed_memory_never_resumes_silently_and_restart_applies_it(env: PydEnv) -> None:
+    env.docker("rm", "-f", "web", check=False)
+    _suspend(env)
+    r = env.pyd("start", "-n", NAME, "--memory", "1536MiB", check=False)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "memory 1 GiB -> 1536 MiB" in said and "--restart" in said
+    assert (_root(env) / "suspend.save").exists() and _domstate() == "shut off"
+    assert env.status(NAME)["state"] == "suspended"
+
+    took, _ = _start_until_docker(env, "--restart")
+    print(f"pyd start --restart (resume, clean shutdown, boot): {took:.2f} s")
+    st = env.status(NAME)
+    assert st["state"] == "running" and st["memory_mib"] == 1536
+    assert not (_root(env) / "suspend.save").exists()
+    # A fresh boot: the counter's container was stopped with the VM.
+    state = env.docker("inspect", "-f", "{{.State.Running}}", "count").stdout.strip()
+    assert state == "false"
+
+
+def test_a_corrupt_save_boots_afresh_with_the_volume_intact(env: PydEnv) -> None:
+    _suspend(env)
+    save = _root(env) / "suspend.save"
+    with save.open("r+b") as f:
+        f.truncate(save.stat().st_size // 3)
+    r = env.pyd("start", "-n", NAME)
+    said = " ".join(r.stderr.split())
+    assert "cannot be resumed" in said and "suspend.save.failed" in said, said
+    assert (_root(env) / "suspend.save.failed").exists() and not save.exists()
+    assert env.status(NAME)["state"] == "running"
+    proof = env.docker("run", "--rm", "-v", "keep:/data", IMAGE, "cat", "/data/proof")
+    assert proof.stdout.strip() == "kept"
+
+
+def test_delete_of_a_suspended_instance_removes_the_save_and_the_domain(env: PydEnv) -> None:
+    _suspend(env)
+    env.pyd("delete", "-f", "-n", NAME)
+    assert not _root(env).exists()
+    assert "failed to get domain" in _domstate()
+    listed = json.loads(env.pyd("list", "--json").stdout)
+    assert all(i["name"] != NAME for i in listed)
