@@ -138,7 +138,8 @@ def test_ssh_poweroff_runs_busybox_inits_poweroff_with_the_pinned_key(tmp_path: 
     with running_guest(tmp_path / "guest", shell) as g:
         files = _ssh_instance(tmp_path / "inst", g.server.port)
         assert SSHGuestPower().poweroff(files) is True
-    assert log.read_text() == "/usr/bin/busybox poweroff\n"
+    # The request left for the guest's ::shutdown script, then busybox init's poweroff.
+    assert log.read_text() == ": > /run/pyd/poweroff; /usr/bin/busybox poweroff\n"
 
 
 def test_ssh_poweroff_refuses_a_guest_with_another_host_key(tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ SHUTDOWN_TIMEOUT = 60.0
 # How long a guest that accepted `poweroff` over SSH gets before the power button is
 # pressed too (of the shutdown timeout): its ::shutdown script gives dockerd 20 s.
 SSH_POWEROFF_SHARE = 0.5
-_POLL = 0.2
+_POLL = 0.05  # how often the VM's state is asked while it powers off: a local call
 _DOWN = (VMState.STOPPED, VMState.ABSENT)
 
 
