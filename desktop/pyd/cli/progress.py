@@ -25,6 +25,8 @@ LABELS = {
     "disks": "disks and seed",
     "vm": "VM defined+started",
     "resume": "paused VM resumed",
+    "save": "VM memory saved",
+    "restore": "suspended VM restored",
     "vm-delete": "VM removed",
     "ssh": "boot to SSH",
     "engine": "Docker engine",
