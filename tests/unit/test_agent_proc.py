@@ -156,7 +156,9 @@ def test_each_stop_path_ends_keeper_and_agent_cleanly(
     stop_agent(files, timeout=10, path=path)
     took = time.monotonic() - t0
     print(f"{path.value}: keeper and agent gone {took:.3f} s after the request")
-    assert took < 5  # asked and obeyed: no kill after the timeout
+    # Asked and obeyed, no kill after the timeout; and at once (issue 18: the agent's part of
+    # `pyd stop` <= 0.5 s), though the agent is in its wait for a booting guest's SSH.
+    assert took < 1.0
     assert launched.proc.wait(timeout=10) == 0  # the keeper ended on purpose
     assert not agent_running(files) and not keeper_running(files)
     assert not files.stop_request.exists()
@@ -282,7 +284,41 @@ def test_an_agent_that_was_the_standby_hears_the_stop_word_after_its_go_word(
     monkeypatch.setattr(agent_proc, "kill_process", _no_signals)
     t0 = time.monotonic()
     stop_agent(files, timeout=10, path=StopPath.SIGNAL)
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 1.0
     assert launched.proc.wait(timeout=10) == 0
     final = read_status(files.agent_status)
     assert final is not None and final.state == AgentState.STOPPED
+
+
+def _standbys(files: InstanceFiles) -> list[psutil.Process]:
+    """Standby agents of this instance, whoever started them."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        line = " ".join(p.info["cmdline"] or ())
+        if "from pyd.agent.main import main" in line and str(files.root) in line:
+            found.append(p)
+    return found
+
+
+def _idle(p: psutil.Process, over: float = 0.3) -> bool:
+    """No CPU time used over `over` seconds."""
+    before = sum(p.cpu_times()[:2])
+    time.sleep(over)
+    return sum(p.cpu_times()[:2]) == before
+
+
+def test_a_stop_ends_the_waiting_standby_with_the_agent(
+    files: InstanceFiles, launched: Launched
+) -> None:
+    """The keeper tells its standby to go as it passes the stop on, so both end at once:
+    `pyd stop` does not wait for one after the other."""
+    until(lambda: _waiting_for_ssh(files), 30, 0.02, "the agent runs")
+    standby = until(lambda: _standbys(files), 30, 0.1, "a standby (after 5 s)")[0]
+    until(lambda: _idle(standby), 30, 0, "the standby done importing, waiting for its word")
+    t0 = time.monotonic()
+    stop_agent(files, timeout=10, path=StopPath.SIGNAL)
+    took = time.monotonic() - t0
+    print(f"keeper, agent and standby gone {took:.3f} s after the request")
+    assert took < 0.5  # issue 18's target for the agent's part of `pyd stop`
+    assert launched.proc.wait(timeout=10) == 0
+    assert _standbys(files) == []

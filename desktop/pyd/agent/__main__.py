@@ -1,5 +1,5 @@
 import sys
 
-from pyd.agent.main import main
+from pyd.agent.main import exit_now, main
 
-sys.exit(main(sys.argv[1:]))
+exit_now(main(sys.argv[1:]))

@@ -44,6 +44,9 @@ CRASH_WINDOW = 60.0  # ... within this many seconds: give up
 FIRST_DELAY = 0.0  # the first restart at once: Docker back within 2 s
 BACKOFF_BASE, BACKOFF_MAX = 0.5, 5.0  # later ones 0.5, 1, 2 ... s apart
 POLL = 0.05  # how often the keeper looks at its child, its stop flag and stop.request
+# Once the agent was asked to stop: `pyd stop` waits for the keeper, and a short poll for
+# the few moments the agent takes to end costs nothing while it idles.
+STOPPING_POLL = 0.005
 # The keeper's word on the agent's stdin that asks it to stop (agent/main.py listens).
 STOP_WORD = b"s"
 
@@ -155,10 +158,11 @@ _STANDBY = (
     "from pyd.agent.main import main\n"
     "word = os.read(0, 1)\n"  # unbuffered: the stop word that may follow is the agent's
     "if word not in (b'r', b'g'):\n"
-    "    sys.exit(0)\n"
+    "    os._exit(0)\n"  # nothing to save: no interpreter teardown for `pyd stop` to wait on
     "if word == b'r':\n"
     f"    os.environ['{RESTARTED_ENV}'] = '1'\n"
-    "sys.exit(main(sys.argv[1:]))\n"
+    "from pyd.agent.main import exit_now\n"
+    "exit_now(main(sys.argv[1:]))\n"
 )
 STANDBY_AFTER = 5.0  # an agent up this long gets a standby: not while it competes for the CPU
 
@@ -253,13 +257,17 @@ class Keeper:
                 start_new_session=flags.start_new_session,
             )
 
+    def _release_standby(self) -> None:
+        """Tells the standby to exit (end of file on its stdin), without waiting for it."""
+        if self.standby is not None and self.standby.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.standby.stdin.close()
+
     def _drop_standby(self) -> None:
+        self._release_standby()
         standby, self.standby = self.standby, None
         if standby is None:
             return
-        if standby.stdin is not None:
-            with contextlib.suppress(OSError):
-                standby.stdin.close()  # end of file: it exits
         try:
             standby.wait(timeout=5)
         except subprocess.TimeoutExpired:
@@ -317,10 +325,12 @@ class Keeper:
             if self._stop_requested() and not forwarded:
                 forwarded = True
                 _ask_to_stop(child)
+                # It ends while the agent does, not after: `pyd stop` waits for both.
+                self._release_standby()
             elif not self.stopping and time.monotonic() >= standby_at:
                 standby_at = time.monotonic() + 1  # and again should the standby die
                 self._prepare_standby()
-            time.sleep(POLL)
+            time.sleep(STOPPING_POLL if forwarded else POLL)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds

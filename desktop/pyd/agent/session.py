@@ -64,7 +64,15 @@ class SSHSession:
         """The first connection, before `deadline` (time.monotonic()), to a guest that may be
         booting; `check_alive` raises when the VM is gone. HostKeyMismatchError and PydError
         pass through."""
-        client = ssh_while_booting(self.target, max(0.0, deadline - time.monotonic()), check_alive)
+        wait = max(0.0, deadline - time.monotonic())
+        try:
+            client = ssh_while_booting(self.target, wait, check_alive, cancelled=self._closed)
+        except HostKeyMismatchError:
+            raise
+        except PydError:
+            if self._closed.is_set():  # close() cut the wait short
+                raise SSHDown("the SSH session was closed") from None
+            raise
         if self._closed.is_set():  # closed while connecting: nobody will use it
             client.close()
             raise SSHDown("the SSH session was closed")

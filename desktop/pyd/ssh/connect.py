@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -203,16 +204,21 @@ def banner_ready(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def wait_for_ssh(
-    target: SSHTarget, deadline: float, poll: float = 0.2, handshake: float = 10.0
+    target: SSHTarget,
+    deadline: float,
+    poll: float = 0.2,
+    handshake: float = 10.0,
+    cancelled: threading.Event | None = None,
 ) -> paramiko.SSHClient:
-    """Retries `connect` until it works or `deadline` (time.monotonic()) passes. A host key
-    mismatch is final and raised at once. `handshake` bounds one attempt: a booting guest
-    under emulation can take seconds to answer a new connection, and an attempt cut short
-    only starts the wait over."""
+    """Retries `connect` until it works or `deadline` (time.monotonic()) passes, or until
+    `cancelled` is set (a PydError either way). A host key mismatch is final and raised at
+    once. `handshake` bounds one attempt: a booting guest under emulation can take seconds
+    to answer a new connection, and an attempt cut short only starts the wait over."""
+    stop = cancelled if cancelled is not None else threading.Event()
     last: Exception | None = None
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         if not banner_ready(target.host, target.port):
-            time.sleep(poll)
+            stop.wait(poll)
             continue
         try:
             return connect(target, timeout=handshake)
@@ -220,7 +226,9 @@ def wait_for_ssh(
             raise
         except LINK_ERRORS as e:
             last = e
-            time.sleep(poll)
+            stop.wait(poll)
+    if stop.is_set():
+        raise PydError("the wait for SSH was cancelled")
     raise PydError(
         f"SSH to {target.host}:{target.port} did not answer in time ({last})",
         hint="see the guest console log",
@@ -228,19 +236,23 @@ def wait_for_ssh(
 
 
 def ssh_while_booting(
-    target: SSHTarget, timeout: float, check_alive: Callable[[], None]
+    target: SSHTarget,
+    timeout: float,
+    check_alive: Callable[[], None],
+    cancelled: threading.Event | None = None,
 ) -> paramiko.SSHClient:
     """wait_for_ssh for a guest that is booting: `check_alive` is called every ~2 s and
-    raises when the VM is gone, so a crashed boot fails at once instead of at the timeout."""
+    raises when the VM is gone, so a crashed boot fails at once instead of at the timeout.
+    `cancelled` (the agent stopping) ends the wait within a poll, not at the next 2 s."""
     deadline = time.monotonic() + timeout
     while True:
         check_alive()
         try:
             # The 2 s bounds the wait for the banner; a handshake once begun gets its time.
-            return wait_for_ssh(target, min(deadline, time.monotonic() + 2))
+            return wait_for_ssh(target, min(deadline, time.monotonic() + 2), cancelled=cancelled)
         except HostKeyMismatchError:
             raise
         except PydError:
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or (cancelled is not None and cancelled.is_set()):
                 check_alive()
                 raise
