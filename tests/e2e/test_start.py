@@ -16,12 +16,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import libvirt
+import psutil
 import pytest
 
+from pyd.host.process_identity import is_running
 from pyd.host.procs import pid_alive
 from pyd.image.cache import CachedImage
 from pyd.instance.files import InstanceFiles
-from pyd.lifecycle.agent_proc import stop_agent
+from pyd.lifecycle.agent_proc import (
+    agent_identity,
+    agent_running,
+    keeper_identity,
+    keeper_running,
+    stop_agent,
+)
 from pyd.ssh.keys import generate_keypair, write_private
 from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh, remove_domain
 from tests.unit.polling import until
@@ -254,16 +262,48 @@ def test_stop_with_a_corrupt_config_then_new_keys_after_a_lost_one(pyd_env: PydE
         pyd_env.home.chmod(home_mode)
 
 
+def _qemu_of(domain: str) -> list[int]:
+    """QEMU processes running `domain` (libvirt names the guest on QEMU's command line)."""
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if f"guest={domain}," in " ".join(p.info["cmdline"] or ())
+    ]
+
+
 def test_volume_survives_stop_and_two_concurrent_starts_make_one_vm(pyd_env: PydEnv) -> None:
+    """`pyd stop` stops a running container with its stop signal (its SIGTERM handler's write
+    to a volume survives), and leaves no keeper, agent, QEMU or Docker socket behind."""
     token = uuid.uuid4().hex
     pyd_env.docker("volume", "create", "pyd-e2e-vol")
     pyd_env.docker(
         "run", "--rm", "-v", "pyd-e2e-vol:/v", "pyd-e2e-busybox", "sh", "-c",
         f"echo {token} > /v/token",
     )
+    # `wait` returns as soon as a trapped signal arrives; a SIGKILL would leave no marker.
+    handler = "echo stopped-by-TERM > /v/term; sync; exit 0"
+    pyd_env.docker(
+        "run", "-d", "--name", "pyd-e2e-trap", "-v", "pyd-e2e-vol:/v", "pyd-e2e-busybox",
+        "sh", "-c", f"rm -f /v/term; trap '{handler}' TERM; sleep 3600 & wait $!",
+    )
+    until(
+        lambda: pyd_env.docker("inspect", "-f", "{{.State.Running}}", "pyd-e2e-trap").stdout
+        == "true\n",
+        60,
+        0.5,
+        "the trapping container runs",
+    )
+    files = InstanceFiles(pyd_env.home / "instances" / "default")
+    keeper, agent = keeper_identity(files), agent_identity(files)
+    assert keeper is not None and agent is not None and files.docker_sock.exists()
+    assert _qemu_of(DOMAIN)
     pyd_env.pyd("stop")
     assert _domain_state() == libvirt.VIR_DOMAIN_SHUTOFF
     assert pyd_env.status()["state"] == "stopped"
+    assert not is_running(keeper) and not is_running(agent)
+    assert not keeper_running(files) and not agent_running(files)
+    assert _qemu_of(DOMAIN) == []
+    assert not files.docker_sock.exists() and not files.exec_sock.exists()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(lambda _: pyd_env.pyd("start", check=False), range(2)))
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
@@ -271,6 +311,9 @@ def test_volume_survives_stop_and_two_concurrent_starts_make_one_vm(pyd_env: Pyd
     assert _domain_state() == libvirt.VIR_DOMAIN_RUNNING
     r = pyd_env.docker("run", "--rm", "-v", "pyd-e2e-vol:/v", "pyd-e2e-busybox", "cat", "/v/token")
     assert r.stdout.strip() == token
+    r = pyd_env.docker("run", "--rm", "-v", "pyd-e2e-vol:/v", "pyd-e2e-busybox", "cat", "/v/term")
+    assert r.stdout.strip() == "stopped-by-TERM"
+    pyd_env.docker("rm", "-f", "pyd-e2e-trap")
 
 
 def test_start_after_the_vm_was_killed_and_its_ssh_port_taken(pyd_env: PydEnv) -> None:
