@@ -323,6 +323,17 @@ def test_cli_suspend_then_a_changed_start_prints_what_changed_and_the_flag(
     assert code == 2 and "memory 512 MiB -> 1 GiB" in err and "--restart" in err
 
 
+def test_stop_of_a_suspended_instance_keeps_the_save_and_says_how_to_power_it_off(
+    vm: SavingBackend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(suspend_module, "suspend", _with_fake_agent(suspend_module.suspend))
+    assert _cli(["suspend", "-n", NAME], capsys)[0] == 0
+    code, err = _cli(["stop", "-n", NAME], capsys)  # no agent runs: the real one finds none
+    assert code == 0 and "'dev' is suspended (its memory is saved)" in err, err
+    assert "`pyd start -n dev` resumes it, then `pyd stop -n dev` powers it off" in err
+    assert _files().suspend_save.exists() and _files().suspend_record.exists()
+
+
 def _with_fake_agent(
     suspend: Callable[..., suspend_module.SuspendResult],
 ) -> Callable[[str, Progress], suspend_module.SuspendResult]:

@@ -136,9 +136,22 @@ def stop(name: NameOpt = DEFAULT_INSTANCE) -> None:
     """Stop an instance: its host agent, then the guest (clean poweroff)."""
     from pyd.lifecycle.stop import stop as stop_instance
 
+    from pyd.instance.registry import existing
+    from pyd.lifecycle.suspend import suspended
+
     with _progress() as progress:
         was_running = stop_instance(name, progress)
-    err_console.print(f"pyd instance {name!r} " + ("stopped" if was_running else "was not running"))
+    if was_running:
+        said = "stopped"
+    elif suspended(existing(name).files):  # its save is kept: the guest's unwritten data
+        opt = name_option(name)
+        said = (
+            f"is suspended (its memory is saved): `pyd start{opt}` resumes it, "
+            f"then `pyd stop{opt}` powers it off"
+        )
+    else:
+        said = "was not running"
+    err_console.print(f"pyd instance {name!r} {said}")
 
 
 def suspend(name: NameOpt = DEFAULT_INSTANCE) -> None:
