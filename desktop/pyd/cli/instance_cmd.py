@@ -134,9 +134,8 @@ def _interrupted(name: str) -> None:
 
 def stop(name: NameOpt = DEFAULT_INSTANCE) -> None:
     """Stop an instance: its host agent, then the guest (clean poweroff)."""
-    from pyd.lifecycle.stop import stop as stop_instance
-
     from pyd.instance.registry import existing
+    from pyd.lifecycle.stop import stop as stop_instance
     from pyd.lifecycle.suspend import suspended
 
     with _progress() as progress:
