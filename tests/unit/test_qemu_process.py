@@ -8,7 +8,6 @@ machine)."""
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -20,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -35,8 +35,8 @@ from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_process import QemuProcessBackend, forced_off_text, pidfile_lock_held
 from pyd.vm.backends.qmp import vm_paused
 from pyd.vm.spec import GuestSpec
-from tests.unit.listening import accept_each
 from tests.unit.polling import until
+from tests.unit.qmp_standin import QmpStandIn
 
 # Holds a POSIX write lock on the pidfile the way QEMU's -pidfile does, then lives on (the
 # sleep is QEMU's run, not a wait: the test ends it). It has no monitor socket, so it never
@@ -177,11 +177,9 @@ def test_what_a_forced_power_off_says() -> None:
 # -- the power button through QEMU's monitor (a stand-in on the instance's socket) -----------
 
 
-class ScriptedMonitor:
-    """QEMU's monitor on a unix socket: the greeting, then per command the error in
-    `refuse` (QEMU's class, desc) or a success, after which `then[command]()` runs."""
-
-    sock: socket.socket
+class ScriptedMonitor(QmpStandIn):
+    """QEMU's monitor: per command the error in `refuse` (QEMU's class, desc) or a success,
+    after which `then[command]()` runs."""
 
     def __init__(
         self,
@@ -191,32 +189,20 @@ class ScriptedMonitor:
         paused: bool = False,
     ) -> None:
         self.refuse, self.then, self.paused = refuse, then, paused
-        self.commands: list[str] = []
-        if sys.platform == "win32":  # the tests using it are skipped there
-            raise NotImplementedError("no unix sockets in CPython on Windows")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        accept_each(self.sock, self._serve)
+        super().__init__(path)
 
-    def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as f:
-            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
-            f.flush()
-            for line in f:
-                command = json.loads(line)["execute"]
-                self.commands.append(command)
-                reply: dict[str, object] = {"return": {}}
-                if command in self.refuse:
-                    error_class, desc = self.refuse[command]
-                    reply = {"error": {"class": error_class, "desc": desc}}
-                elif command == "query-status":
-                    status = "paused" if self.paused else "running"
-                    reply = {"return": {"status": status, "running": not self.paused}}
-                f.write(json.dumps(reply).encode() + b"\n")
-                f.flush()
-                if command not in self.refuse and command in self.then:
-                    self.then[command]()
+    def reply(self, command: str, out: BinaryIO) -> dict[str, object]:
+        if command in self.refuse:
+            error_class, desc = self.refuse[command]
+            return {"error": {"class": error_class, "desc": desc}}
+        if command == "query-status":
+            status = "paused" if self.paused else "running"
+            return {"return": {"status": status, "running": not self.paused}}
+        return {"return": {}}
+
+    def after(self, command: str) -> None:
+        if command not in self.refuse and command in self.then:
+            self.then[command]()
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@ resume a domain) and the direct-QEMU backend talking QMP to a monitor socket."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import libvirt
 import pytest
@@ -20,8 +19,8 @@ from pyd.vm.backends.libvirt_backend import LibvirtBackend
 from pyd.vm.backends.qemu_process import QemuProcessBackend
 from pyd.vm.backends.qmp import qmp_reply as _qmp_reply
 from pyd.vm.backends.qmp import vm_paused
-from tests.unit.listening import accept_each
 from tests.unit.qemu_stand_in import holding_pidfile
+from tests.unit.qmp_standin import QmpStandIn
 from tests.unit.test_libvirt_xml import TEST_URI, make_spec
 
 # -- libvirt ------------------------------------------------------------------------------
@@ -79,37 +78,21 @@ def test_replies_are_found_past_asynchronous_events() -> None:
         _qmp_reply(lambda: b"")
 
 
-class FakeMonitor:
-    """A QMP monitor on a unix socket (QEMU's own protocol: greeting, capabilities, one
-    command per line), holding a running flag that `stop` and `cont` change."""
+class FakeMonitor(QmpStandIn):
+    """QEMU's monitor holding a running flag that `stop` and `cont` change."""
 
     def __init__(self, path: Path) -> None:
         self.running = True
-        self.commands: list[str] = []
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.bind(str(path))
-        self.sock.listen(4)
-        accept_each(self.sock, self._serve)
+        super().__init__(path)
 
-    def _serve(self, conn: socket.socket) -> None:
-        with conn, conn.makefile("rwb") as f:
-            f.write(b'{"QMP": {"version": {}, "capabilities": []}}\n')
-            f.flush()
-            for line in f:
-                cmd = json.loads(line)["execute"]
-                self.commands.append(cmd)
-                if cmd == "cont":
-                    self.running = True
-                    f.write(b'{"event": "RESUME", "timestamp": {}}\n')
-                reply: object = {}
-                if cmd == "query-status":
-                    status = "running" if self.running else "paused"
-                    reply = {"status": status, "running": self.running}
-                f.write(json.dumps({"return": reply}).encode() + b"\n")
-                f.flush()
-
-    def close(self) -> None:
-        self.sock.close()
+    def reply(self, command: str, out: BinaryIO) -> dict[str, object]:
+        if command == "cont":
+            self.running = True
+            out.write(b'{"event": "RESUME", "timestamp": {}}\n')
+        if command == "query-status":
+            status = "running" if self.running else "paused"
+            return {"return": {"status": status, "running": self.running}}
+        return {"return": {}}
 
 
 @pytest.fixture
