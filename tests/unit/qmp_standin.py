@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import socket
 import sys
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 from tests.unit.listening import accept_each
 
@@ -22,7 +22,7 @@ class QmpStandIn:
         self.sock.listen(4)
         accept_each(self.sock, self._serve)
 
-    def reply(self, command: str, out: BinaryIO) -> dict[str, object]:
+    def reply(self, command: str, out: BufferedIOBase) -> dict[str, object]:
         """The answer to `command` (events may be written to `out` before it)."""
         return {"return": {}}
 

@@ -18,8 +18,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 import pytest
 
@@ -191,7 +191,7 @@ class ScriptedMonitor(QmpStandIn):
         self.refuse, self.then, self.paused = refuse, then, paused
         super().__init__(path)
 
-    def reply(self, command: str, out: BinaryIO) -> dict[str, object]:
+    def reply(self, command: str, out: BufferedIOBase) -> dict[str, object]:
         if command in self.refuse:
             error_class, desc = self.refuse[command]
             return {"error": {"class": error_class, "desc": desc}}

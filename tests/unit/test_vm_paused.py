@@ -7,8 +7,8 @@ import os
 import sys
 import uuid
 from collections.abc import Iterator
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO
 
 import libvirt
 import pytest
@@ -85,7 +85,7 @@ class FakeMonitor(QmpStandIn):
         self.running = True
         super().__init__(path)
 
-    def reply(self, command: str, out: BinaryIO) -> dict[str, object]:
+    def reply(self, command: str, out: BufferedIOBase) -> dict[str, object]:
         if command == "cont":
             self.running = True
             out.write(b'{"event": "RESUME", "timestamp": {}}\n')
