@@ -184,6 +184,39 @@ def test_a_stop_while_the_guest_boots_ends_the_wait(stand: Stand) -> None:
     assert agent_threads() == before  # the boot's wait ended, not left behind
 
 
+def test_an_exec_endpoint_someone_else_holds_is_a_warning_in_the_status(
+    stand: Stand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Windows: another process serves the exec pipe's name. Docker works and `pyd docker`
+    goes over SSH; status says why instead of the agent's log alone."""
+
+    class Taken:
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def start(self) -> None:
+            raise PydError(r"something already serves \\.\pipe\pyd-t.exec")
+
+        def close(self) -> None:
+            pass
+
+        def join(self, deadline: object) -> bool:
+            return True
+
+    monkeypatch.setattr(agent_main, "exec_server", Taken)
+    r = Running(stand.agent())
+    try:
+        until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
+        status = read_status(stand.files.agent_status)
+        assert status is not None and status.warnings == (
+            r"pyd docker connects to the VM by itself: something already serves "
+            r"\\.\pipe\pyd-t.exec",
+        )
+    finally:
+        r.agent.request_stop()
+        assert r.ended(10)
+
+
 def test_nothing_overwrites_the_last_word(stand: Stand, running: Running) -> None:
     running.agent.request_stop()
     assert running.ended(5)

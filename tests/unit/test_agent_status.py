@@ -59,3 +59,12 @@ def test_platforms_round_trip_and_an_older_file_without_them_still_reads() -> No
     older = {k: v for k, v in asdict(s).items() if k != "platforms"}
     back = parse_status(json.dumps(older))
     assert back is not None and back.platforms == ()
+
+
+def test_warnings_round_trip_and_an_older_file_without_them_still_reads() -> None:
+    s = replace(AgentStatus(AgentState.READY, 1), warnings=("the exec pipe is taken",))
+    back = parse_status(json.dumps(asdict(s)))
+    assert back is not None and back.warnings == ("the exec pipe is taken",)
+    older = {k: v for k, v in asdict(s).items() if k != "warnings"}
+    back = parse_status(json.dumps(older))
+    assert back is not None and back.warnings == ()

@@ -303,8 +303,10 @@ class Agent:
         server = self._adopt(exec_server(endpoint, self._exec_transport))
         try:
             server.start()
-        except PydError as e:
-            log.warning("pyd docker will connect by itself: %s", e.message)
+        except PydError as e:  # e.g. another process holds the exec pipe's name (Windows)
+            said = f"pyd docker connects to the VM by itself: {e.message}"
+            log.warning("%s", said)
+            self._publish(lambda s: replace(s, warnings=(*s.warnings, said)))
 
     def _start_mounts(self, cfg: InstanceConfig) -> None:
         server = choose_server(sys.platform, os.environ)

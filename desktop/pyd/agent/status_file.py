@@ -50,6 +50,7 @@ class AgentStatus:
     link_down_since: float = 0.0
     data_disk: str = ""  # how full Docker's data disk is (agent/disk_usage.py); "" not yet known
     platforms: tuple[str, ...] = ()  # what the engine runs, native first (guestdocker/platforms.py)
+    warnings: tuple[str, ...] = ()  # what works, but not as it should (the state stays ready)
 
     def begin(self, phase: str) -> AgentStatus:
         return replace(self, phase=phase, updated=time.time())
@@ -85,6 +86,7 @@ def parse_status(text: str) -> AgentStatus | None:
             link_down_since=float(data.get("link_down_since", 0.0)),
             data_disk=str(data.get("data_disk", "")),
             platforms=tuple(str(p) for p in data.get("platforms", ())),
+            warnings=tuple(str(w) for w in data.get("warnings", ())),
         )
     except (ValueError, KeyError, TypeError):
         return None

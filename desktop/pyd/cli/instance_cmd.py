@@ -217,6 +217,10 @@ def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
             value = "; ".join(f"{m['location']} {m['state']}" for m in value) or "-"
         elif key == "platforms":
             value = ", ".join(value) or "-"
+        elif key == "warnings":
+            if not value:
+                continue
+            value = "; ".join(value)
         out_console.print(f"{key:<12} {value}", markup=False, highlight=False)
     if st.state is not RunState.RUNNING:
         raise typer.Exit(0 if st.state in (RunState.STOPPED, RunState.SUSPENDED) else 1)

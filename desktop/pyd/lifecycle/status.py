@@ -84,6 +84,7 @@ class InstanceStatus:
     # Why `backend`: "its daemon answers at qemu:///system", "auto on darwin", "set in
     # config.toml", "recorded when it booted" (vm/backends/choice.py).
     backend_reason: str = ""
+    warnings: tuple[str, ...] = ()  # the running agent's: what works, but not as it should
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -191,6 +192,7 @@ def instance_status(inst: Instance) -> InstanceStatus:
         platforms=agent.platforms if agent and alive else (),
         newer_image=_newer(cfg.image_keys, state.image_key, state.arch) if state else "",
         backend_reason=choice.reason if choice else "",
+        warnings=agent.warnings if agent and alive else (),
     )
 
 
