@@ -129,7 +129,7 @@ def test_unknown_keys_are_listed_with_the_known_ones() -> None:
     assert "unknown setting 'memroy'" in e.message
     assert "/home/u/pyd/default/config.toml" in e.message
     assert e.hint == (
-        "known settings: cpus, memory, disk, accel, backend, libvirt_uri, ports.bind, "
+        "known settings: cpus, memory, disk, accel, backend, libvirt_uri, stop, ports.bind, "
         "ports.forwards, network.host_access, image_index, image_keys, image_source, mounts"
     )
 
@@ -200,6 +200,7 @@ def test_libvirt_uri_accepts_empty_and_uris() -> None:
         ("disk", "1TiB", "disk_gib", 1024),
         ("accel", "tcg", "accel", "tcg"),
         ("backend", "qemu", "backend", "qemu"),
+        ("stop", "suspend", "stop", "suspend"),
         ("libvirt_uri", "qemu:///session", "libvirt_uri", "qemu:///session"),
         ("libvirt_uri", "", "libvirt_uri", ""),
         ("ports.bind", "localhost", "ports_bind", "localhost"),
@@ -223,6 +224,7 @@ def test_with_value_changes_one_setting(key: str, raw: str, field: str, value: o
         ("memory", "lots", "memory: 'lots' is not a size"),
         ("memory", "100", "memory: must be from 256MiB"),
         ("accel", "fast", "accel: must be one of"),
+        ("stop", "hibernate", "stop: must be one of shutdown, suspend; got 'hibernate'"),
         ("ports.bind", "lan", "ports.bind: must be one of docker, localhost; got 'lan'"),
         ("ports", "localhost", "unknown setting 'ports'"),
         ("ports.forwards", "8080:80", "ports.forwards is not set as a whole"),
@@ -247,6 +249,7 @@ def test_to_toml_dict_spells_sizes_with_units() -> None:
         "mounts": [{"location": "/home/u", "mount_point": "/home/u", "writable": True}],
     }
     assert to_toml_dict(with_value(SHIPPED, "memory", "1536MiB"))["memory"] == "1536MiB"
+    assert to_toml_dict(with_value(SHIPPED, "stop", "suspend"))["stop"] == "suspend"
 
 
 def test_to_toml_dict_parses_back_to_the_same_config() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pyd.cli import main as cli_main
+from pyd.config.store import edit_config
 from pyd.errors import PydError, UsageError
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
@@ -330,8 +331,60 @@ def test_stop_of_a_suspended_instance_keeps_the_save_and_says_how_to_power_it_of
     assert _cli(["suspend", "-n", NAME], capsys)[0] == 0
     code, err = _cli(["stop", "-n", NAME], capsys)  # no agent runs: the real one finds none
     assert code == 0 and "'dev' is suspended (its memory is saved)" in err, err
-    assert "`pyd start -n dev` resumes it, then `pyd stop -n dev` powers it off" in err
+    assert "`pyd start -n dev` resumes it, then `pyd stop -n dev --shutdown` powers it off" in err
     assert _files().suspend_save.exists() and _files().suspend_record.exists()
+
+
+def _stop_by_suspending() -> None:
+    edit_config(_files().config, lambda cfg: dataclasses.replace(cfg, stop="suspend"))
+
+
+def test_where_the_config_says_stop_suspend_a_stop_suspends(vm: SavingBackend) -> None:
+    _stop_by_suspending()
+    progress = RecordingProgress()
+    saved = suspend_module.suspend_instead_of_stop(NAME, progress, FakeAgent(running=True))
+    assert saved is not None and not saved.already and vm.calls == ["save"]
+    assert _files().suspend_save.read_bytes() == SAVED and progress.said == []
+    # Suspended already: nothing to save; the plain stop then tells the user.
+    assert suspend_module.suspend_instead_of_stop(NAME, progress, FakeAgent()) is None
+
+
+def test_a_stop_with_the_default_setting_or_a_backend_that_cannot_suspend_powers_off(
+    vm: SavingBackend,
+    backend: FakeBackend,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+) -> None:
+    progress = RecordingProgress()
+    assert suspend_module.suspend_instead_of_stop(NAME, progress, FakeAgent()) is None
+    assert vm.calls == [] and progress.said == []  # stop = "shutdown": not even asked
+    _stop_by_suspending()
+    backend.vm = VMState.RUNNING
+    monkeypatch.setattr(suspend_module, "backend_for_config", lambda name, cfg: backend)
+    assert suspend_module.suspend_instead_of_stop(NAME, progress, FakeAgent()) is None
+    assert progress.said == ["the fake backend cannot suspend yet: powering off instead"]
+    assert not _files().suspend_save.exists()
+
+
+def test_pyd_stop_suspends_where_configured_and_shutdown_always_powers_off(
+    vm: SavingBackend, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _stop_by_suspending()
+    real = suspend_module.suspend_instead_of_stop
+    monkeypatch.setattr(
+        suspend_module,
+        "suspend_instead_of_stop",
+        lambda name, progress: real(name, progress, FakeAgent(running=True)),
+    )
+    code, err = _cli(["stop", "-n", NAME], capsys)
+    assert code == 0 and "'dev' is suspended (" in err, err
+    assert "saved)" in err and "`pyd start -n dev` resumes it" in err
+    assert vm.calls == ["save"]
+    monkeypatch.setattr(stop_module, "backends_to_stop", lambda name: ([vm], ""))
+    vm.calls.clear()
+    vm.vm = VMState.RUNNING  # as if resumed: --shutdown must power it off, not save it
+    code, err = _cli(["stop", "-n", NAME, "--shutdown"], capsys)
+    assert code == 0 and "'dev' stopped" in err, err
+    assert "save" not in vm.calls and vm.vm is VMState.STOPPED
 
 
 def _with_fake_agent(

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from pyd.instance.registry import Instance, all_instances, existing, name_option
 from pyd.instance.state import load_state
 from pyd.lifecycle.status import InstanceStatus, RunState, broken_status, instance_status
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
+
+if TYPE_CHECKING:  # the lifecycle is imported when a command runs: a fast `pyd --help`
+    from pyd.lifecycle.suspend import SuspendResult
 
 NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -132,21 +135,30 @@ def _interrupted(name: str) -> None:
     )
 
 
-def stop(name: NameOpt = DEFAULT_INSTANCE) -> None:
-    """Stop an instance: its host agent, then the guest (clean poweroff)."""
-    from pyd.instance.registry import existing
+def stop(
+    name: NameOpt = DEFAULT_INSTANCE,
+    shutdown: Annotated[
+        bool,
+        typer.Option("--shutdown", help='power off even where the config says stop = "suspend"'),
+    ] = False,
+) -> None:
+    """Stop an instance: its host agent, then the guest (clean poweroff; or a suspend, where
+    its config says stop = "suspend")."""
     from pyd.lifecycle.stop import stop as stop_instance
-    from pyd.lifecycle.suspend import suspended
+    from pyd.lifecycle.suspend import suspend_instead_of_stop, suspended
 
     with _progress() as progress:
-        was_running = stop_instance(name, progress)
-    if was_running:
+        saved = None if shutdown else suspend_instead_of_stop(name, progress)
+        was_running = saved is None and stop_instance(name, progress)
+    if saved is not None:
+        said = _suspended(saved)
+    elif was_running:
         said = "stopped"
     elif suspended(existing(name).files):  # its save is kept: the guest's unwritten data
         opt = name_option(name)
         said = (
             f"is suspended (its memory is saved): `pyd start{opt}` resumes it, "
-            f"then `pyd stop{opt}` powers it off"
+            f"then `pyd stop{opt} --shutdown` powers it off"
         )
     else:
         said = "was not running"
@@ -160,16 +172,18 @@ def suspend(name: NameOpt = DEFAULT_INSTANCE) -> None:
 
     with _progress() as progress:
         result = suspend_instance(name, progress)
+    err_console.print(f"pyd instance {name!r} {_suspended(result)}")
+
+
+def _suspended(result: SuspendResult) -> str:
     what = "was already suspended" if result.already else "is suspended"
     size = f"{result.save_bytes / 2**20:.0f} MiB"
-    err_console.print(
-        f"pyd instance {name!r} {what} ({size} saved); `pyd start{name_option(name)}` resumes it"
-    )
+    return f"{what} ({size} saved); `pyd start{name_option(result.name)}` resumes it"
 
 
 def restart(name: NameOpt = DEFAULT_INSTANCE) -> None:
-    """Stop, then start an instance."""
-    stop(name)
+    """Stop (a poweroff, whatever the stop setting), then start an instance."""
+    stop(name, shutdown=True)
     start(name)
 
 

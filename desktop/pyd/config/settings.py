@@ -52,6 +52,7 @@ KEYS = (
     "accel",
     "backend",
     "libvirt_uri",
+    "stop",
     "ports.bind",
     "ports.forwards",
     "network.host_access",
@@ -108,6 +109,8 @@ class InstanceConfig:
     image_index: tuple[str, ...] = ()
     image_keys: tuple[str, ...] = ()
     image_source: str = "auto"
+    # What `pyd stop` does: power off, or save the VM's memory as `pyd suspend` does.
+    stop: str = "shutdown"
 
 
 def validate_name(name: str) -> str:
@@ -260,6 +263,12 @@ def _no_check(_value: Any) -> None:
 
 
 IMAGE_SOURCES = ("auto", "build", "download")
+STOP_SHUTDOWN, STOP_SUSPEND = "shutdown", "suspend"
+STOP_MODES = (STOP_SHUTDOWN, STOP_SUSPEND)
+_STOP_HINT = (
+    "shutdown powers the guest off; suspend saves its memory as `pyd suspend` does (the next "
+    "`pyd start` resumes it); `pyd stop --shutdown` always powers off"
+)
 _IMAGE_DEFAULTS = {"image_index": (), "image_keys": (), "image_source": "auto"}
 IMAGE_SETTINGS = tuple(_IMAGE_DEFAULTS)  # written to config.toml only when set
 _INDEX_HINT = (
@@ -476,6 +485,7 @@ _FIELDS: dict[str, _Field] = {
     "accel": _Field("accel", _text("accel"), _one_of("accel", ACCELS, _ACCEL_HINT)),
     "backend": _Field("backend", _text("backend"), _one_of("backend", BACKENDS, _BACKEND_HINT)),
     "libvirt_uri": _Field("libvirt_uri", _text("libvirt_uri"), _uri),
+    "stop": _Field("stop", _text("stop"), _one_of("stop", STOP_MODES, _STOP_HINT)),
     "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
     "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),
     _HOST_ACCESS: _Field("host_access", _boolean(_HOST_ACCESS, _HOST_ACCESS_HINT), _no_check),
@@ -632,6 +642,8 @@ def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
         "accel": cfg.accel,
         "backend": cfg.backend,
         "libvirt_uri": cfg.libvirt_uri,
+        # Only when set, as the image settings: older config files stay as they were.
+        **({"stop": cfg.stop} if cfg.stop != STOP_SHUTDOWN else {}),
         "ports": {"bind": cfg.ports_bind, "forwards": list(cfg.port_forwards)},
         "network": {"host_access": cfg.host_access},
         # Only when set: a config that repeats today's default would pin it, and the shipped

@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pyd.config.settings import InstanceConfig
+from pyd.config.settings import STOP_SUSPEND, InstanceConfig
 from pyd.config.store import load_config
 from pyd.errors import PydError, UsageError
 from pyd.instance.files import DATA_DISK, OS_DISK, InstanceFiles
@@ -111,6 +111,31 @@ def suspend(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> 
         disks = {d: stamp(files.root / d) for d in SAVED_DISKS}
         write_saved(files.suspend_record, SavedState(shape, saved_at, disks))
         return SuspendResult(inst.name, False, files.suspend_save.stat().st_size)
+
+
+def suspend_instead_of_stop(
+    name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT
+) -> SuspendResult | None:
+    """`pyd stop` where config.toml says stop = "suspend": the VM saved as by `pyd suspend`.
+    None when a plain stop is what runs: another setting, a VM not running, a backend that
+    cannot suspend (said), or a config.toml that cannot be read (a stop must still work)."""
+    inst = existing(name)
+    try:
+        cfg = load_config(inst.files.config)
+        if cfg.stop != STOP_SUSPEND:
+            return None
+        backend = backend_for_config(inst.name, cfg)
+        if not backend.state().exists:
+            return None
+    except PydError:
+        return None
+    if not isinstance(backend, SuspendableBackend):
+        progress.info(f"the {_kind(backend)} backend cannot suspend yet: powering off instead")
+        return None
+    try:
+        return suspend(inst.name, progress, agent)
+    except UsageError:  # stopped meanwhile: the plain stop says what it finds
+        return None
 
 
 def _aside(files: InstanceFiles, progress: Progress, why: str) -> None:
