@@ -21,7 +21,11 @@ from tests.e2e.pydcli import PydEnv, build_busybox_image, fetch
 NAME = "susp"
 DOMAIN = f"pyd-{NAME}"
 IMAGE = "pyd-e2e-suspend-busybox"
-COUNTER = "mkdir -p /tmp; i=0; while true; do i=$((i+1)); echo $i > /tmp/n; sleep 1; done"
+# Written aside and renamed: a reader never sees the file truncated and not yet written.
+COUNTER = (
+    "mkdir -p /tmp; i=0; while true; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; "
+    "sleep 1; done"
+)
 
 
 @pytest.fixture(scope="module")
