@@ -164,7 +164,9 @@ for line in sys.stdin:
         print(f"t {time.time() + offset:.6f}", flush=True)
     else:
         offset += float(d)
-        open(path, "w").write(repr(offset))
+        # Aside, then renamed: the test reads the file meanwhile, never half-written.
+        open(path + ".new", "w").write(repr(offset))
+        os.replace(path + ".new", path)
         print("s ok", flush=True)
 """
 

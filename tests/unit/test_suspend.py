@@ -351,8 +351,8 @@ def test_where_the_config_says_stop_suspend_a_stop_suspends(vm: SavingBackend) -
 
 def test_a_stop_with_the_default_setting_or_a_backend_that_cannot_suspend_powers_off(
     vm: SavingBackend,
-    backend: FakeBackend,
-    monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    backend: FakeBackend,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     progress = RecordingProgress()
     assert suspend_module.suspend_instead_of_stop(NAME, progress, FakeAgent()) is None
