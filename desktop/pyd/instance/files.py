@@ -15,6 +15,7 @@ QEMU_PROC = "qemu.proc"  # direct QEMU started detached (Windows): its pid + sta
 QEMU_LOG = "qemu.log"  # detached QEMU's own output (its errors)
 QMP_PORT = "qmp.port"  # QMP over loopback TLS (Windows): the port
 QMP_TLS = "qmp-tls"  # its CA, server and client certificates and keys
+QEMU_ARGV = "qemu.argv.json"  # direct QEMU's command line at boot: a resume starts the same
 CLIENT_KEY = "ssh/id_ed25519"
 HOST_KEY = "ssh/host_ed25519"
 KNOWN_HOSTS = "ssh/known_hosts"  # the pinned guest key, for the system ssh (`pyd ssh`)
@@ -60,6 +61,7 @@ class InstanceFiles:
     qemu_log = _File(QEMU_LOG)
     qmp_port = _File(QMP_PORT)
     qmp_tls = _File(QMP_TLS)
+    qemu_argv = _File(QEMU_ARGV)
     client_key = _File(CLIENT_KEY)
     host_key = _File(HOST_KEY)
     known_hosts = _File(KNOWN_HOSTS)

@@ -48,7 +48,7 @@ class VMBackend(Protocol):
 @runtime_checkable
 class SuspendableBackend(VMBackend, Protocol):
     """A backend that can save a VM's memory and device state to a file and run it again
-    from there (`pyd suspend`, then `pyd start`). Direct QEMU cannot yet."""
+    from there (`pyd suspend`, then `pyd start`): libvirt, and direct QEMU (qemu_migrate.py)."""
 
     def emulator_version(self) -> str:
         """QEMU's version, as a save records it (a save restores only on the same one)."""

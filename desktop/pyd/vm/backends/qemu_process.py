@@ -10,6 +10,7 @@ harness's QEMU, not this.)"""
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -30,8 +31,16 @@ from pyd.vm.backends.qemu_launch import (
     LaunchPlan,
     LaunchStyle,
     launch_plan,
+    log_tail,
     run_daemonized,
     run_detached,
+)
+from pyd.vm.backends.qemu_migrate import (
+    MigrationFailed,
+    load_state,
+    migration_transport,
+    save_state,
+    version_of,
 )
 from pyd.vm.backends.qmp import (
     QmpCommandError,
@@ -40,16 +49,22 @@ from pyd.vm.backends.qmp import (
     monitor_port_taken,
     qmp_argv,
     qmp_run,
+    qmp_session,
     qmp_transport,
     vm_paused,
 )
 from pyd.vm.backends.qmp_tls import make_credentials
-from pyd.vm.qemu_binary import require_qemu_binary
+from pyd.vm.qemu_binary import Version, format_version, qemu_version, require_qemu_binary
 from pyd.vm.spec import GuestSpec
 
 START_TIMEOUT = 60.0  # a detached QEMU's monitor answers within a second; a loaded host is slower
 MONITOR_PORT_ATTEMPTS = 3  # a port taken three times in a row is no race: QEMU's error stands
+MIGRATE_TIMEOUT = 600.0  # a save or a restore of several GiB on a slow disk
+MIGRATE_REPLY_TIMEOUT = 10.0  # per QMP reply while saving: a loaded host answers slowly
+QUIT_TIMEOUT = 30.0  # QEMU ends within a second of `quit`; then it is killed
+MIB = 1 << 20
 
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation of the save
 log = logging.getLogger("pyd.vm")
 
 
@@ -181,9 +196,16 @@ class QemuProcessBackend:
     # -- start and stop ---------------------------------------------------------------------
 
     def start(self, spec: GuestSpec) -> None:
+        argv = require_qemu(qemu_argv(spec))
+        # A restore starts QEMU with this very command line (a save loads only into the
+        # machine it came from), whatever the config says by then.
+        write_private_text(self.files.qemu_argv, json.dumps({"argv": argv}) + "\n")
+        self._boot(argv)
+
+    def _boot(self, argv: list[str]) -> QmpEndpoint:
+        """Launches QEMU with `argv` and a fresh monitor; the monitor's endpoint."""
         plan = launch_plan(sys.platform, os.environ)
         transport = qmp_transport(sys.platform, os.environ)
-        argv = require_qemu(qemu_argv(spec))
         for attempt in range(1, MONITOR_PORT_ATTEMPTS + 1):
             endpoint = self._new_endpoint(transport)
             try:
@@ -196,7 +218,8 @@ class QemuProcessBackend:
                     log.info("QMP port %d was taken before QEMU bound it; retrying", endpoint.port)
                     continue
                 raise
-            return
+            return endpoint
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _launch(self, argv: list[str], plan: LaunchPlan, endpoint: QmpEndpoint) -> None:
         if plan.style is LaunchStyle.DAEMONIZE:
@@ -276,6 +299,7 @@ class QemuProcessBackend:
         self.files.qemu_proc.unlink(missing_ok=True)
 
     def delete(self) -> None:
+        self.files.qemu_argv.unlink(missing_ok=True)
         self.files.qemu_pid.unlink(missing_ok=True)
         self.files.qemu_proc.unlink(missing_ok=True)
         self.files.qemu_log.unlink(missing_ok=True)
@@ -285,6 +309,108 @@ class QemuProcessBackend:
         self.files.qmp_sock.unlink(missing_ok=True)
         self.files.qmp_port.unlink(missing_ok=True)
         shutil.rmtree(self.files.qmp_tls, ignore_errors=True)
+
+    # -- SuspendableBackend (qemu_migrate.py) ----------------------------------------------
+
+    def emulator_version(self) -> str:
+        """The running QEMU's version (QMP), else its binary's (--version): one string."""
+        return format_version(self._version())
+
+    def _version(self) -> Version:
+        if self._pid() is not None:
+            try:
+                return version_of(self._qmp("query-version"))
+            except (OSError, ValueError) as e:
+                raise PydError(
+                    f"cannot read QEMU's version through its monitor: {e}",
+                    hint=f"the monitor is {self._endpoint_text()}",
+                ) from None
+        return qemu_version(Path(self._booted_argv()[0]))
+
+    def _booted_argv(self) -> list[str]:
+        """The command line this instance's QEMU last booted with (start() records it)."""
+        try:
+            argv = json.loads(self.files.qemu_argv.read_text(encoding="utf-8"))["argv"]
+        except (OSError, ValueError, KeyError, TypeError):
+            argv = None
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise PydError(
+                f"{self.files.qemu_argv} is missing or unreadable: pyd cannot tell how "
+                f"{self.name} booted, so it cannot save or restore it",
+                hint="`pyd restart` boots it afresh and records it",
+            )
+        return argv
+
+    def shape(self) -> tuple[int, int]:
+        try:
+            cpus = self._qmp("query-cpus-fast")["return"]
+            memory = self._qmp("query-memory-size-summary")["return"]["base-memory"]
+            return len(cpus), int(memory) // MIB
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise PydError(
+                f"cannot read {self.name}'s CPUs and memory through its monitor: {e}",
+                hint=f"the monitor is {self._endpoint_text()}",
+            ) from None
+
+    def save(self, path: Path) -> None:
+        identity = self._running()
+        if identity is None:
+            raise PydError(f"{self.name} is not running: there is nothing to save")
+        self._booted_argv()  # a restore needs it: refuse while nothing has changed
+        endpoint = self._endpoint()
+        transport = migration_transport(sys.platform, endpoint.transport, self._version())
+        # Created 0600 before QEMU writes a byte (the fd: transport writes through it).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _BINARY, FILE_MODE)
+        try:
+            with qmp_session(endpoint, MIGRATE_REPLY_TIMEOUT) as qmp:
+                save_state(qmp, transport, path, fd, MIGRATE_TIMEOUT)
+                with contextlib.suppress(OSError):  # QEMU may close before its reply
+                    qmp.execute("quit")
+        except (MigrationFailed, OSError) as e:
+            path.unlink(missing_ok=True)
+            raise PydError(
+                f"cannot save {self.name} to {path}: {e}",
+                hint="the VM runs on as it was; `pyd stop` powers it off",
+            ) from None
+        finally:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.chmod(path, FILE_MODE)  # the file: transport's QEMU opened it itself
+        self._wait_gone(identity, QUIT_TIMEOUT)
+
+    def _wait_gone(self, identity: ProcessIdentity, timeout: float) -> None:
+        """Waits for QEMU to end after `quit`; killed after `timeout` (its state is saved)."""
+        deadline = time.monotonic() + timeout
+        while is_running(identity) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if is_running(identity):
+            log.warning("%s did not end within %g s of quit: QEMU was killed", self.name, timeout)
+            end_process(identity, timeout=5)
+        self._forget_process()
+
+    def restore(self, path: Path) -> None:
+        if self._pid() is not None:
+            raise PydError(f"{self.name} is already running")
+        argv = self._booted_argv()
+        monitor = qmp_transport(sys.platform, os.environ)
+        transport = migration_transport(sys.platform, monitor, qemu_version(Path(argv[0])))
+        fd = os.open(path, os.O_RDONLY | _BINARY)
+        try:
+            endpoint = self._boot([*argv, "-incoming", "defer"])
+            try:
+                with qmp_session(endpoint, MIGRATE_REPLY_TIMEOUT) as qmp:
+                    load_state(qmp, transport, path, fd, MIGRATE_TIMEOUT)
+            except (MigrationFailed, OSError) as e:
+                # QEMU 7.2 exits by itself when the load fails; a later one may wait.
+                self.kill()
+                said = log_tail(self.files.qemu_log, 400) if self.files.qemu_log.exists() else ""
+                raise PydError(
+                    f"{self.name} did not restore from {path}: {e}"
+                    + (f" (QEMU said: {said})" if said else ""),
+                    hint="the save is kept; a fresh boot starts the VM anew",
+                ) from None
+        finally:
+            os.close(fd)
 
     def _qmp(self, command: str) -> dict[str, Any]:
         """Runs one QMP command; its reply. The monitor takes one client at a time, so a

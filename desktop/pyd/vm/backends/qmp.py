@@ -16,12 +16,13 @@ PYD_QMP=tls forces the TLS transport on POSIX (tests run the Windows path here).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -156,17 +157,40 @@ class QmpClient:
             raise QmpError(f"not a QMP monitor: {str(greeting)[:80]}")
         self.execute("qmp_capabilities")
 
-    def execute(self, command: str, arguments: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """QEMU's reply to `command`; QmpCommandError when QEMU answers with an error."""
+    def execute(
+        self,
+        command: str,
+        arguments: Mapping[str, Any] | None = None,
+        fds: Sequence[int] = (),
+    ) -> dict[str, Any]:
+        """QEMU's reply to `command`; QmpCommandError when QEMU answers with an error.
+        `fds` go along with the command (SCM_RIGHTS), as `getfd` and `add-fd` expect:
+        only over a Unix socket, and QEMU keeps them for this connection only."""
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = dict(arguments)
-        self.stream.sendall(json.dumps(request).encode() + b"\n")
+        data = json.dumps(request).encode() + b"\n"
+        if fds:
+            self._send_with_fds(data, fds)
+        else:
+            self.stream.sendall(data)
         reply = qmp_reply(self._readline)
         error = command_error(command, reply)
         if error is not None:
             raise error
         return reply
+
+    def _send_with_fds(self, data: bytes, fds: Sequence[int]) -> None:
+        stream = self.stream
+        if (
+            sys.platform == "win32"
+            or not isinstance(stream, socket.socket)
+            or stream.family != socket.AF_UNIX
+        ):
+            raise QmpError("file descriptors can be passed to QEMU only over a Unix-socket monitor")
+        sent = socket.send_fds(stream, [data], list(fds))
+        if sent < len(data):  # the fds went with the first bytes; the rest is plain
+            stream.sendall(data[sent:])
 
     def _readline(self) -> bytes:
         """The next line; b"" when the monitor closed. QmpError after `timeout`."""
@@ -250,11 +274,19 @@ def _unix_connect(path: Path, timeout: float) -> socket.socket:
     return s
 
 
+@contextlib.contextmanager
+def qmp_session(endpoint: QmpEndpoint, timeout: float = QMP_TIMEOUT) -> Iterator[QmpClient]:
+    """One connection to the monitor at `endpoint`, negotiated, for several commands: what
+    a command binds to its connection (getfd's descriptor) lasts while the session does.
+    `timeout`: per reply."""
+    with connect(endpoint, timeout) as s:
+        yield QmpClient(s, timeout, nudge=endpoint.transport is QmpTransport.TLS)
+
+
 def qmp_run(endpoint: QmpEndpoint, *commands: str) -> dict[str, Any]:
     """Runs `commands` in one session; the last one's reply. QmpCommandError at the first
     that QEMU refuses (the rest are not sent)."""
-    with connect(endpoint) as s:
-        client = QmpClient(s, nudge=endpoint.transport is QmpTransport.TLS)
+    with qmp_session(endpoint) as client:
         reply: dict[str, Any] = {}
         for command in commands:
             reply = client.execute(command)
