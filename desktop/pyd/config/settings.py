@@ -111,6 +111,10 @@ class InstanceConfig:
     image_source: str = "auto"
     # What `pyd stop` does: power off, or save the VM's memory as `pyd suspend` does.
     stop: str = "shutdown"
+    # Locations of the shares whose [[mounts]] table says file_events = false: host changes
+    # in them are not replayed in the guest (pyd.fileevents). Apart from `mounts`, so that
+    # turning it off does not remount the share.
+    file_events_off: tuple[str, ...] = ()
 
 
 def validate_name(name: str) -> str:
@@ -363,10 +367,12 @@ def _distinct_forwards(value: Any) -> None:
                 )
 
 
-_MOUNT_KEYS = ("location", "mount_point", "writable")
+_FILE_EVENTS = "file_events"
+_MOUNT_KEYS = ("location", "mount_point", "writable", _FILE_EVENTS)
 _MOUNTS_HINT = (
     'each share is a [[mounts]] table: location = "~/src", and optionally mount_point = '
-    '"/src" and writable = false; `pyd mount add PATH` and `pyd mount rm PATH` manage them'
+    '"/src", writable = false and file_events = false; `pyd mount add PATH` and `pyd mount '
+    "rm PATH` manage them"
 )
 
 
@@ -415,6 +421,15 @@ def _share_entry(name: str, entry: Any, host: Host) -> Share:
     if not isinstance(writable, bool):
         problems.append(
             UsageError(f"{name}.writable: expected true or false, got {_describe(writable)}")
+        )
+    events = entry.get(_FILE_EVENTS, True)
+    if not isinstance(events, bool):
+        problems.append(
+            UsageError(
+                f"{name}.{_FILE_EVENTS}: expected true or false, got {_describe(events)}",
+                "true (the default) replays host changes in the guest for inotify watchers; "
+                "false stops that for this share",
+            )
         )
     if problems:
         raise _joined(problems)
@@ -571,7 +586,18 @@ def parse_config(
         except UsageError as e:
             problems.append(e)
     _raise_all(problems, origin)
-    return InstanceConfig(**values)
+    return InstanceConfig(**values, file_events_off=_file_events_off(merged[MOUNTS], values))
+
+
+def _file_events_off(entries: Any, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The locations of the shares whose table says file_events = false (the entries are
+    valid here, and in the order of the shares they gave)."""
+    shares: tuple[Share, ...] = values[MOUNTS]
+    return tuple(
+        share.location
+        for entry, share in zip(entries, shares, strict=True)
+        if isinstance(entry, Mapping) and entry.get(_FILE_EVENTS) is False
+    )
 
 
 def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
