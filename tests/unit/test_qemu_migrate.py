@@ -4,7 +4,10 @@ against the QMP stand-in, the save file's descriptor passed for real (SCM_RIGHTS
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import pytest
 from pyd.errors import PydError, UsageError
 from pyd.host.process_identity import identify, write_identity
 from pyd.instance.files import InstanceFiles
+from pyd.vm.backends.base import VMState
 from pyd.vm.backends.qemu_migrate import (
     MigrationFailed,
     MigrationTransport,
@@ -29,6 +33,7 @@ from pyd.vm.backends.qemu_migrate import (
 )
 from pyd.vm.backends.qemu_process import QemuProcessBackend
 from pyd.vm.backends.qmp import QmpEndpoint, QmpTransport, qmp_session
+from tests.unit.polling import until
 from tests.unit.qmp_standin import QmpStandIn
 
 posix_only = pytest.mark.skipif(sys.platform == "win32", reason="unix sockets, SCM_RIGHTS")
@@ -341,3 +346,73 @@ def test_a_restore_over_the_tls_monitor_with_qemu_7_2_is_refused_before_qemu_sta
         QemuProcessBackend("t", files).restore(save)
     assert not started.exists() and save.read_bytes() == STREAM
     assert QemuProcessBackend("t", files).emulator_version() == "7.2.0"  # the binary's, not running
+
+
+# -- a real QEMU without a machine (no CPU to emulate: a second, no VM lock needed) ----------
+
+QEMU = "qemu-system-x86_64"
+real_qemu = pytest.mark.skipif(
+    sys.platform == "win32" or shutil.which(QEMU) is None, reason=f"POSIX, {QEMU}"
+)
+
+
+def _bare_qemu_argv(files: InstanceFiles) -> list[str]:
+    qemu = shutil.which(QEMU)
+    assert qemu is not None
+    argv = [qemu, "-machine", "none", "-display", "none", "-nodefaults", "-no-user-config"]
+    return [*argv, "-pidfile", str(files.qemu_pid)]
+
+
+def _first_save(files: InstanceFiles, save: Path) -> None:
+    """A save of a machine-less QEMU, made as `pyd suspend` makes one, outside the backend."""
+    argv = [*_bare_qemu_argv(files), "-qmp", f"unix:{files.qmp_sock},server=on,wait=off"]
+    subprocess.run([*argv, "-daemonize"], check=True, timeout=30)
+    fd = os.open(save, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with qmp_session(_endpoint(files.qmp_sock), 10) as qmp:
+            save_state(qmp, MigrationTransport.FD, save, fd, timeout=30)
+            with contextlib.suppress(OSError):
+                qmp.execute("quit")
+    finally:
+        os.close(fd)
+    until(lambda: QemuProcessBackend("t", files).state() is VMState.STOPPED, 30, 0.05, "quit")
+
+
+@real_qemu
+def test_a_real_qemu_resumes_suspends_and_resumes_again_through_the_backend(sock: Path) -> None:
+    files = InstanceFiles(sock.parent)
+    files.os_disk.write_bytes(b"")  # an instance with disks: stopped, not absent
+    files.qemu_argv.write_text(json.dumps({"argv": _bare_qemu_argv(files)}))
+    backend = QemuProcessBackend("t", files)
+    first, second = sock.parent / "first.save", files.suspend_save
+    _first_save(files, first)
+    stopped_version = backend.emulator_version()
+    try:
+        backend.restore(first)
+        assert backend.state() is VMState.RUNNING  # `cont` after the load
+        assert backend.emulator_version() == stopped_version  # QMP's, as the binary's
+        backend.save(second)
+        assert backend.state() is VMState.STOPPED and not files.qemu_pid.exists()
+        assert stat.S_IMODE(second.stat().st_mode) == 0o600 and second.stat().st_size > 0
+        assert first.exists()  # a restore leaves the file where it is
+        backend.restore(second)
+        assert backend.state() is VMState.RUNNING
+    finally:
+        backend.kill()
+
+
+@real_qemu
+def test_a_save_qemu_cannot_load_fails_with_qemus_words_and_leaves_no_qemu(sock: Path) -> None:
+    files = InstanceFiles(sock.parent)
+    files.os_disk.write_bytes(b"")
+    files.qemu_argv.write_text(json.dumps({"argv": _bare_qemu_argv(files)}))
+    files.suspend_save.write_bytes(b"not a migration stream\n" * 100)
+    backend = QemuProcessBackend("t", files)
+    try:
+        with pytest.raises(PydError) as e:
+            backend.restore(files.suspend_save)
+    finally:
+        backend.kill()
+    assert "Not a migration stream" in e.value.message  # QEMU's own words, from its -D log
+    assert backend.state() is VMState.STOPPED
+    assert files.suspend_save.exists()

@@ -359,8 +359,9 @@ class QemuProcessBackend:
         self._booted_argv()  # a restore needs it: refuse while nothing has changed
         endpoint = self._endpoint()
         transport = migration_transport(sys.platform, endpoint.transport, self._version())
-        # Created 0600 before QEMU writes a byte (the fd: transport writes through it).
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _BINARY, FILE_MODE)
+        # Created 0600 (owner-only on Windows) before QEMU writes a byte into it.
+        write_private_text(path, "")
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | _BINARY)
         try:
             with qmp_session(endpoint, MIGRATE_REPLY_TIMEOUT) as qmp:
                 save_state(qmp, transport, path, fd, MIGRATE_TIMEOUT)
@@ -394,23 +395,35 @@ class QemuProcessBackend:
         argv = self._booted_argv()
         monitor = qmp_transport(sys.platform, os.environ)
         transport = migration_transport(sys.platform, monitor, qemu_version(Path(argv[0])))
+        # A daemonized QEMU's stderr is /dev/null: -D keeps its words (why a load failed).
+        # Detached, its output goes to that log already.
+        plan = launch_plan(sys.platform, os.environ)
+        log_option = ["-D", str(self.files.qemu_log)] if plan.style is LaunchStyle.DAEMONIZE else []
+        self.files.qemu_log.unlink(missing_ok=True)
         fd = os.open(path, os.O_RDONLY | _BINARY)
         try:
-            endpoint = self._boot([*argv, "-incoming", "defer"])
+            try:
+                endpoint = self._boot([*argv, *log_option, "-incoming", "defer"])
+            except PydError as e:
+                if not log_option:
+                    raise  # detached: its log's tail is in the message already
+                raise PydError(f"{e.message} {self._qemu_said()}".strip(), hint=e.hint) from None
             try:
                 with qmp_session(endpoint, MIGRATE_REPLY_TIMEOUT) as qmp:
                     load_state(qmp, transport, path, fd, MIGRATE_TIMEOUT)
             except (MigrationFailed, OSError) as e:
                 # QEMU 7.2 exits by itself when the load fails; a later one may wait.
                 self.kill()
-                said = log_tail(self.files.qemu_log, 400) if self.files.qemu_log.exists() else ""
                 raise PydError(
-                    f"{self.name} did not restore from {path}: {e}"
-                    + (f" (QEMU said: {said})" if said else ""),
-                    hint="the save is kept; a fresh boot starts the VM anew",
+                    f"{self.name} did not restore from {path}: {e} {self._qemu_said()}".strip(),
+                    hint=f"see {self.files.qemu_log}",
                 ) from None
         finally:
             os.close(fd)
+
+    def _qemu_said(self) -> str:
+        said = " ".join(log_tail(self.files.qemu_log, 400).split())
+        return f"(QEMU said: {said})" if said else ""
 
     def _qmp(self, command: str) -> dict[str, Any]:
         """Runs one QMP command; its reply. The monitor takes one client at a time, so a
