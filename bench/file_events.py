@@ -244,6 +244,8 @@ def standalone(args: argparse.Namespace, work: Path) -> None:
         binds.append(f"/mnt/share/{sub}")
         mounts = [{"Type": "bind", "Source": s} for s in binds]
         fe.set_containers([{"Names": ["/w"], "State": "running", "Mounts": mounts}])
+        host = str(work / sub)
+        wait_for(lambda: 0.0 if host in fe.watching() else None, 60)
 
     me = psutil.Process()
     try:

@@ -92,6 +92,7 @@ def running(tmp_path: Path) -> Iterator[tuple[FileEvents, Recorder, Path]]:
     container = {"Names": ["/w"], "State": "running",
                  "Mounts": [{"Type": "bind", "Source": "/mnt/share/app"}]}  # fmt: skip
     fe.set_containers([container])
+    assert _wait(lambda: fe.watching() == [str(app)])
     try:
         yield fe, rec, app
     finally:
@@ -179,6 +180,7 @@ def test_a_share_switched_off_stops_its_events(
 ) -> None:
     fe, rec, app = running
     fe.set_shares([Share(str(app.parent), "/mnt/share", True)], off={str(app.parent)})
+    assert _wait(lambda: fe.watching() == [])
     (app / "c.js").write_text("x")
     time.sleep(0.5)
     assert rec.text() == ""

@@ -58,6 +58,7 @@ class FileEvents:
         self._echo = EchoFilter()
         self._where: dict[str, Target] = {}  # a pending replay's host path -> its target
         self._closed = False
+        self._retarget = False  # the shares or containers changed: the watches follow
         self.replayed = 0  # events sent to the guest, for benches and the log
         self._thread = threading.Thread(target=self._flush, name="pyd-file-events", daemon=True)
 
@@ -70,19 +71,21 @@ class FileEvents:
         """The configured shares; `off`: locations of those with file_events = false."""
         with self._cond:
             self._shares, self._off = tuple(shares), frozenset(off)
-        self._retarget()
+            self._retarget = True
+            self._cond.notify()
 
     def set_containers(self, containers: list[Mapping[str, Any]]) -> None:
+        """The running containers. Returns at once: watching a large tree takes the OS a
+        while (one inotify watch per directory), and the caller (the container watch) also
+        serves the port forwards."""
         with self._cond:
             self._containers = containers
-        self._retarget()
+            self._retarget = True
+            self._cond.notify()
 
-    def _retarget(self) -> None:
-        with self._cond:
-            if self._closed or self._watcher is None:
-                return
-            targets = watch_targets(self._containers, self._shares, self._off, self.platform)
-        self._watcher.set_targets(targets)
+    def watching(self) -> list[str]:
+        """The host directories watched now (set_containers takes effect moments later)."""
+        return self._watcher.watched() if self._watcher is not None else []
 
     def _changed(self, target: Target, change: Change, path: str, is_dir: bool, dest: str) -> None:
         """From the observer's thread: one host change, filtered and queued."""
@@ -102,14 +105,19 @@ class FileEvents:
             self._cond.notify()
 
     def _flush(self) -> None:
+        """The one worker thread: follows the targets, and sends each batch once due."""
         while True:
             with self._cond:
-                while not self._closed and (wait := self._coalescer.wait()) != 0.0:
-                    self._cond.wait(wait)
+                while not (self._closed or self._retarget or self._coalescer.wait() == 0.0):
+                    self._cond.wait(self._coalescer.wait())
                 if self._closed:
                     return
+                retarget, self._retarget = self._retarget, False
+                targets = watch_targets(self._containers, self._shares, self._off, self.platform)
                 batch = self._coalescer.take()
                 where = {p: self._where.pop(p, None) for p in {r.host_path for r in batch}}
+            if retarget and self._watcher is not None:
+                self._watcher.set_targets(targets)
             guest = self._to_guest(batch, where)
             if guest and self._shell.send(guest_script(guest)):
                 self.replayed += len(guest)

@@ -101,6 +101,11 @@ class Watcher:
                     self._watches[target] = watch
                     log.info("file events: watching %s", target.host_dir)
 
+    def watched(self) -> list[str]:
+        """The host paths watched now."""
+        with self._lock:
+            return sorted(t.host_dir for t in self._watches)
+
     def _schedule(self, target: Target) -> Any:
         path, recursive = target.host_dir, True
         try:
