@@ -184,3 +184,30 @@ def test_a_share_switched_off_stops_its_events(
     (app / "c.js").write_text("x")
     time.sleep(0.5)
     assert rec.text() == ""
+
+
+def test_events_named_by_their_real_path_come_back_under_the_path_watched(
+    tmp_path: Path,
+) -> None:
+    """macOS's FSEvents says /private/var/... for a share under /var (a symlink)."""
+    from pyd.fileevents.changes import Change
+    from pyd.fileevents.targets import Target
+    from pyd.fileevents.watch import _Handler
+
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    got: list[tuple[str, str]] = []
+    target = Target(str(link), Share(str(link), "/mnt/l", True))
+    handler = _Handler(target, lambda t, c, p, d, dest: got.append((p, dest)), str(link))
+
+    class Moved:
+        event_type = "moved"
+        src_path = str(real / "a")
+        dest_path = str(real / "b")
+        is_directory = False
+
+    handler.dispatch(Moved())
+    assert got == [(str(link / "a"), str(link / "b"))]
+    assert Change.MOVED.value == Moved.event_type

@@ -111,7 +111,7 @@ class Watcher:
         try:
             if not stat.S_ISDIR(os.stat(path).st_mode):  # a bind of one file
                 path, recursive = os.path.dirname(path), False
-            handler = _Handler(target, self._on_change)
+            handler = _Handler(target, self._on_change, path)
             return self._observer.schedule(
                 handler, path, recursive=recursive, event_filter=_event_filter()
             )
@@ -131,15 +131,28 @@ class Watcher:
 
 
 class _Handler:
-    """watchdog's handler protocol (dispatch), kept to the one call it needs."""
+    """watchdog's handler protocol (dispatch), kept to the one call it needs. FSEvents names
+    a path by its real path (macOS's /var is /private/var): it is given back under the path
+    watched, which is the one the share knows."""
 
-    def __init__(self, target: Target, on_change: OnChange) -> None:
+    def __init__(self, target: Target, on_change: OnChange, watched: str) -> None:
         self.target = target
         self.on_change = on_change
+        self.watched = watched
+        self.real = os.path.realpath(watched)
+
+    def _as_watched(self, path: str) -> str:
+        if self.real != self.watched and (
+            path == self.real or path.startswith(self.real.rstrip(os.sep) + os.sep)
+        ):
+            return self.watched + path[len(self.real) :]
+        return path
 
     def dispatch(self, event: Any) -> None:
         change = _CHANGES.get(event.event_type)
         if change is None:
             return
+        src = self._as_watched(os.fsdecode(event.src_path))
         dest = os.fsdecode(getattr(event, "dest_path", "") or "")
-        self.on_change(self.target, change, os.fsdecode(event.src_path), event.is_directory, dest)
+        dest = self._as_watched(dest) if dest else ""
+        self.on_change(self.target, change, src, event.is_directory, dest)
