@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyd.errors import PydError, UsageError
+from pyd.host.loopback import free_loopback_port
 from pyd.host.process_identity import identify, write_identity
 from pyd.instance.files import InstanceFiles
 from pyd.vm.backends.base import VMState
@@ -32,7 +33,8 @@ from pyd.vm.backends.qemu_migrate import (
     version_of,
 )
 from pyd.vm.backends.qemu_process import QemuProcessBackend
-from pyd.vm.backends.qmp import QmpEndpoint, QmpTransport, qmp_session
+from pyd.vm.backends.qmp import QmpEndpoint, QmpTransport, qmp_argv, qmp_run, qmp_session
+from pyd.vm.backends.qmp_tls import make_credentials
 from tests.unit.polling import until
 from tests.unit.qmp_standin import QmpStandIn
 
@@ -127,9 +129,7 @@ def sock() -> Iterator[Path]:
     d = Path(os.path.realpath("/tmp")) / f"pyd-mig-{os.getpid()}-{time.monotonic_ns()}"
     d.mkdir()
     yield d / "qmp.sock"
-    for p in d.iterdir():
-        p.unlink()
-    d.rmdir()
+    shutil.rmtree(d)
 
 
 def _endpoint(sock: Path) -> QmpEndpoint:
@@ -416,3 +416,28 @@ def test_a_save_qemu_cannot_load_fails_with_qemus_words_and_leaves_no_qemu(sock:
     assert "Not a migration stream" in e.value.message  # QEMU's own words, from its -D log
     assert backend.state() is VMState.STOPPED
     assert files.suspend_save.exists()
+
+
+@real_qemu
+def test_a_suspend_over_the_tls_monitor_of_qemu_7_2_is_refused_and_the_vm_runs_on(
+    sock: Path,
+) -> None:
+    files = InstanceFiles(sock.parent)
+    files.os_disk.write_bytes(b"")
+    files.qemu_argv.write_text(json.dumps({"argv": _bare_qemu_argv(files)}))
+    make_credentials(files.qmp_tls, "t")
+    port = free_loopback_port()
+    files.qmp_port.write_text(f"{port}\n")
+    tls = QmpEndpoint(QmpTransport.TLS, port=port, tls_dir=files.qmp_tls)
+    subprocess.run([*_bare_qemu_argv(files), *qmp_argv(tls), "-daemonize"], check=True, timeout=30)
+    backend = QemuProcessBackend("t", files)
+    try:
+        if version_of(qmp_run(tls, "query-version")) >= (8, 2, 0):
+            pytest.skip("this QEMU saves over TLS (file: migration)")
+        with pytest.raises(UsageError) as e:
+            backend.save(files.suspend_save)
+        assert backend.state() is VMState.RUNNING  # not stopped, not quit
+    finally:
+        backend.kill()
+    assert "needs QEMU 8.2.0 or newer" in e.value.message and "over TLS" in e.value.message
+    assert not files.suspend_save.exists()
