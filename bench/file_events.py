@@ -1,8 +1,9 @@
 """File-change events: host edits seen by an inotify watcher in a container (issue 19).
 
 With a real instance (the default; needs an agent that runs pyd.fileevents.FileEvents):
-  latency  host edit -> event printed by busybox `inotifyd` in a container bind-mounting the
-           shared directory: median and p95 over --edits edits (targets 0.5 s and 1 s)
+  latency  host edit -> event printed by `inotifyd` (busybox's output: tests/e2e/inotifyd.c)
+           in a container bind-mounting the shared directory: median and p95 over --edits
+           edits (targets 0.5 s and 1 s)
   burst    --burst files created at once on the host: an event (a rescan of their directory)
            must come after the last one; the agent's CPU during the burst
   idle     the agent's CPU while it watches a --tree file tree that does not change
@@ -38,7 +39,8 @@ from pyd.host.threads import Deadline
 from pyd.mounts.shares import Share
 
 NAME = "bench-fileevents"
-IMAGE = "pyd-bench-fileevents-busybox"
+BASE = "pyd-bench-fileevents-busybox"
+IMAGE = "pyd-bench-fileevents-inotifyd"
 PARTS = ("latency", "burst", "idle")
 
 
@@ -130,7 +132,14 @@ class Instance:
     def start(self) -> None:
         self.pyd("start", "-n", NAME)
         self.pyd("mount", "add", str(self.share), "-n", NAME)
-        build_busybox_image(self.env, self.work, IMAGE)
+        build_busybox_image(self.env, self.work, BASE)
+        # Debian's busybox-static has no inotifyd applet: a stand-in with its output.
+        ctx = self.work / "inotifyd-ctx"
+        ctx.mkdir()
+        source = Path(__file__).resolve().parents[1] / "tests" / "e2e" / "inotifyd.c"
+        self.run("cc", "-static", "-O2", "-o", str(ctx / "inotifyd"), str(source))
+        (ctx / "Dockerfile").write_text(f"FROM {BASE}\nCOPY inotifyd /bin/inotifyd\n")
+        self.run("docker", "build", "-q", "-t", IMAGE, str(ctx))
 
     def agent(self) -> psutil.Process:
         record = self.work / "home" / "instances" / NAME / "agent.pid"

@@ -1,11 +1,12 @@
-"""File-change events reach containers (issue 19): a container runs busybox `inotifyd` on a
-shared directory it bind-mounts; each host change (modify, create, delete, rename) is an
-event there within 2 s, nothing comes while nothing changes, and `file_events = false` in
-the share's [[mounts]] table stops them. Needs the agent to run pyd.fileevents.FileEvents
-(the agent's owner wires it: see the module's docstring)."""
+"""File-change events reach containers (issue 19): a container runs `inotifyd` (busybox's
+output; tests/e2e/inotifyd.c, as Debian's busybox lacks the applet) on a shared directory it
+bind-mounts; each host change (modify, create, delete, rename) is an event there within 2 s,
+nothing comes while nothing changes, and `file_events = false` in the share's [[mounts]]
+table stops them. Needs the agent to run pyd.fileevents.FileEvents."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import threading
 import time
@@ -20,7 +21,8 @@ from pyd.image.cache import CachedImage
 from tests.e2e.pydcli import PydEnv, build_busybox_image
 
 NAME = "fileevents"
-IMAGE = "pyd-e2e-fileevents-busybox"
+BASE = "pyd-e2e-fileevents-busybox"
+IMAGE = "pyd-e2e-fileevents-inotifyd"  # BASE with tests/e2e/inotifyd.c built static
 SEEN_WITHIN = 2.0
 
 # Until the agent runs FileEvents (pyd/agent/ is another engineer's), these would only
@@ -84,7 +86,8 @@ def env(
     try:
         e.pyd("start", "-n", NAME)
         e.pyd("mount", "add", str(share), "-n", NAME)
-        build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+        build_busybox_image(e, tmp_path_factory.mktemp("bb"), BASE)
+        _build_inotifyd_image(e, tmp_path_factory.mktemp("inotifyd"))
         yield e
     finally:
         e.pyd("delete", "-f", "-n", NAME, check=False)
@@ -100,6 +103,17 @@ def events(env: PydEnv, share: Path) -> Iterator[Events]:
     finally:
         seen.close()
         env.docker("rm", "-f", "watcher", check=False)
+
+
+def _build_inotifyd_image(env: PydEnv, workdir: Path) -> None:
+    """Debian's busybox-static has no inotifyd applet: a stand-in of the same output."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler for tests/e2e/inotifyd.c (apt-get install gcc libc6-dev)")
+    source = Path(__file__).with_name("inotifyd.c")
+    subprocess.run([cc, "-static", "-O2", "-o", str(workdir / "inotifyd"), str(source)], check=True)
+    (workdir / "Dockerfile").write_text(f"FROM {BASE}\nCOPY inotifyd /bin/inotifyd\n")
+    env.docker("build", "-q", "-t", IMAGE, str(workdir))
 
 
 def _config(env: PydEnv) -> Path:
