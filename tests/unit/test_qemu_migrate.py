@@ -170,10 +170,12 @@ def test_a_save_stops_the_guest_and_qemu_writes_through_the_passed_file(
 def test_a_save_to_a_file_uri_passes_no_descriptor(sock: Path, tmp_path: Path) -> None:
     qemu = MigratingQemu(sock, {"status": "completed"})
     save = tmp_path / "suspend.save"
+    fd = os.open(save, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         with qmp_session(_endpoint(sock)) as qmp:
-            save_state(qmp, MigrationTransport.FILE, save, -1, timeout=10)
+            save_state(qmp, MigrationTransport.FILE, save, fd, timeout=10)
     finally:
+        os.close(fd)
         qemu.close()
     assert "getfd" not in qemu.commands
     assert {"uri": f"file:{save}"} in qemu.arguments

@@ -14,6 +14,7 @@ MigrationFailed with QEMU's words; the backend (qemu_process.py) owns the proces
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Mapping
 from enum import Enum
@@ -103,8 +104,9 @@ def save_state(
     qmp: QmpClient, transport: MigrationTransport, path: Path, fd: int, timeout: float
 ) -> None:
     """Stops the guest's CPUs and writes QEMU's state to `path` (`fd`: the file opened for
-    writing, for the fd: transport). On a failure the guest runs again as it did before
-    (paused stays paused) and MigrationFailed says why; QEMU is never quit here."""
+    writing: the fd: transport writes through it; flushed to disk at the end). On a failure
+    the guest runs again as it did before (paused stays paused) and MigrationFailed says
+    why; QEMU is never quit here."""
     status = qmp.execute("query-status").get("return", {})
     was_running = bool(status.get("running", False))
     qmp.execute("stop")
@@ -114,6 +116,8 @@ def save_state(
             qmp.execute("getfd", {"fdname": FD_NAME}, fds=[fd])
         qmp.execute("migrate", {"uri": migration_uri(transport, path)})
         wait_migration(qmp, timeout)
+        # On disk while the guest is stopped: a host that loses power later still resumes.
+        os.fsync(fd)
     except (MigrationFailed, OSError) as e:
         _cancel_quietly(qmp)
         why = _why(e)
