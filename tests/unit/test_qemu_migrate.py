@@ -381,7 +381,11 @@ def _first_save(files: InstanceFiles, save: Path) -> None:
 
 
 @real_qemu
-def test_a_real_qemu_resumes_suspends_and_resumes_again_through_the_backend(sock: Path) -> None:
+@pytest.mark.parametrize("launch", ["daemonize", "detached"])  # detached: Windows' way
+def test_a_real_qemu_resumes_suspends_and_resumes_again_through_the_backend(
+    sock: Path, launch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYD_QEMU_LAUNCH", launch)
     files = InstanceFiles(sock.parent)
     files.os_disk.write_bytes(b"")  # an instance with disks: stopped, not absent
     files.qemu_argv.write_text(json.dumps({"argv": _bare_qemu_argv(files)}))
