@@ -3,6 +3,8 @@ for unit tests."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.progress import Progress
@@ -42,8 +44,16 @@ class FakeAgent:
     def ready_host(self, files: InstanceFiles) -> str | None:
         return self.docker_host if self.running else None
 
-    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
+    def launch(
+        self,
+        files: InstanceFiles,
+        name: str,
+        progress: Progress,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> str:
         self.calls.append("launch")
+        if meanwhile is not None:
+            meanwhile()  # raises as the real one does, after stopping what it launched
         if self.fails is not None:
             raise self.fails
         self.running = True

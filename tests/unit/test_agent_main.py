@@ -23,6 +23,7 @@ from pyd.agent.main import Agent
 from pyd.agent.session import SSHSession
 from pyd.agent.status_file import AgentState, read_status
 from pyd.errors import PydError
+from pyd.host.private_files import write_private_text
 from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.heartbeat import Heartbeat
@@ -304,3 +305,20 @@ def test_a_paused_vm_is_published_as_such_and_its_resume_as_ready(
     until(lambda: stand.status() == AgentState.READY, 5, what="ready again")
     status = read_status(stand.files.agent_status)
     assert status is not None and (status.vm, status.error) == ("running", "")
+
+
+def test_a_vm_being_restored_is_waited_for_then_served(stand: Stand) -> None:
+    """`pyd start` launches the agent as it begins a restore: the VM is not running yet, and
+    the agent waits for it (where it would fail at once without the marker, as above)."""
+    write_private_text(stand.files.restoring, "1\n")
+    stand.vm[0] = VMState.STOPPED
+    stand.proxy.cut()
+    r = Running(stand.agent())
+    time.sleep(2.5)  # past the agent's first check of the VM, every ~2 s while it waits
+    assert not r.ended(0) and stand.status() != AgentState.FAILED
+    stand.vm[0] = VMState.RUNNING  # restored
+    stand.files.restoring.unlink()
+    stand.proxy.restore()
+    until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
+    r.agent.request_stop()
+    assert r.ended(5)

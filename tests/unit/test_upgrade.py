@@ -10,6 +10,7 @@ import functools
 import json
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -82,13 +83,19 @@ class PickyAgent(FakeAgent):
         self.fails_left = 0
         self.interrupt = False  # launch is cut as by a kill -9 of pyd
 
-    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
+    def launch(
+        self,
+        files: InstanceFiles,
+        name: str,
+        progress: Progress,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> str:
         if self.interrupt:
             self.interrupt = False
             raise KeyboardInterrupt
         self.fails = PydError("the Docker engine did not answer") if self.fails_left else None
         self.fails_left = max(0, self.fails_left - 1)
-        return super().launch(files, name, progress)
+        return super().launch(files, name, progress, meanwhile)
 
 
 @pytest.fixture

@@ -42,9 +42,10 @@ from pyd.host.process_identity import identify, write_identity
 from pyd.host.threads import Deadline, ThreadOwner, close_all, join_threads
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
+from pyd.instance.saved_state import restoring
 from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import find_endpoint
-from pyd.mounts.sftp_host import choose_server
+from pyd.mounts.sftp_host import SftpServer, choose_server
 from pyd.mounts.state import MountState
 from pyd.mounts.worker import MountManager
 from pyd.ports.container_watch import ContainerWatch
@@ -76,6 +77,7 @@ TICK = 0.5  # the supervisor's period
 # moment to report it, and the user should learn it within 2 s.
 TICK_DOWN = 0.2
 DISK_EVERY = 30.0  # the data disk's use is asked this often (seconds), and at once when ready
+RESTORE_POLL = 0.01  # how often the agent looks whether `pyd start`'s restore is over
 MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (slower under emulation)
 
 
@@ -256,7 +258,13 @@ class Agent:
 
     def _run(self) -> int:
         deadline = time.monotonic() + BOOT_TIMEOUT
-        self._phase("ssh", lambda: self.session.connect(deadline, self._check_vm))
+        # Chosen while the VM boots or is restored (it runs a probe process): off a warm
+        # start's critical path.
+        server = choose_server(sys.platform, os.environ)
+        # A VM restored from its save, or one whose agent the keeper restarts, runs its
+        # sshd already: the first try is a handshake, not a probe.
+        up = self._await_restore() or os.environ.get(RESTARTED_ENV) == "1"
+        self._phase("ssh", lambda: self.session.connect(deadline, self._check_vm, guest_up=up))
         self._check_stop()
         self.session.keep(
             self._link_down,
@@ -268,7 +276,7 @@ class Agent:
         self.clock.start()
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
-        self._start_mounts(cfg)  # they mount while the engine starts
+        self._start_mounts(cfg, server)  # they mount while the engine starts
         if os.environ.get(RESTARTED_ENV) != "1":
             engine = partial(wait_for_engine, self.session.transport, deadline, self._check_stop)
             self._phase("engine", engine)
@@ -308,8 +316,7 @@ class Agent:
             log.warning("%s", said)
             self._publish(lambda s: replace(s, warnings=(*s.warnings, said)))
 
-    def _start_mounts(self, cfg: InstanceConfig) -> None:
-        server = choose_server(sys.platform, os.environ)
+    def _start_mounts(self, cfg: InstanceConfig, server: SftpServer) -> None:
         target = self.session.target
         files = self.files
         write_atomic(files.known_hosts, known_hosts_line(target.port, target.host_public_key))
@@ -376,11 +383,24 @@ class Agent:
         self.ports.set_config(cfg.ports_bind, cfg.port_forwards)
         self.mounts.set_shares(cfg.mounts)
 
+    def _await_restore(self) -> bool:
+        """While `pyd start` restores the VM (it launched this agent first, so the two
+        overlap): waits until the restore is over, True if there was one. Not a connection
+        attempt meanwhile: QEMU accepts one before the guest runs, and its SYN reaches the
+        guest only at slirp's next retransmission, seconds later."""
+        if not restoring(self.files.restoring, time.time()):
+            return False
+        while restoring(self.files.restoring, time.time()):
+            self._check_stop()
+            time.sleep(RESTORE_POLL)
+        return True
+
     def _check_vm(self) -> None:
         """While booting: raises when the VM is gone (a crashed boot fails at once), or when
         the agent is stopping."""
         self._check_stop()
-        if gone(self.vm_state()):
+        # `pyd start` launches the agent as it begins to restore the VM from its save.
+        if gone(self.vm_state()) and not restoring(self.files.restoring, time.time()):
             raise PydError(
                 "the VM stopped while the agent waited for it",
                 hint="see `pyd logs` (the guest console), then `pyd start`",

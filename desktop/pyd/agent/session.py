@@ -60,13 +60,20 @@ class SSHSession:
         # its backend (libvirtd cleans up for a second or so) does.
         self.refused = False
 
-    def connect(self, deadline: float, check_alive: Callable[[], None] = lambda: None) -> None:
+    def connect(
+        self,
+        deadline: float,
+        check_alive: Callable[[], None] = lambda: None,
+        guest_up: bool = False,
+    ) -> None:
         """The first connection, before `deadline` (time.monotonic()), to a guest that may be
-        booting; `check_alive` raises when the VM is gone. HostKeyMismatchError and PydError
-        pass through."""
+        booting; `check_alive` raises when the VM is gone; `guest_up`: its sshd runs already
+        (ssh.connect.wait_for_ssh). HostKeyMismatchError and PydError pass through."""
         wait = max(0.0, deadline - time.monotonic())
         try:
-            client = ssh_while_booting(self.target, wait, check_alive, cancelled=self._closed)
+            client = ssh_while_booting(
+                self.target, wait, check_alive, cancelled=self._closed, guest_up=guest_up
+            )
         except HostKeyMismatchError:
             raise
         except PydError:

@@ -35,6 +35,9 @@ EXEC_SOCK = "sock/exec.sock"  # `pyd docker` commands run by the agent (agent/ex
 SUSPEND_SAVE = "suspend.save"  # `pyd suspend`: the VM's memory and device state
 SUSPEND_RECORD = "suspend.json"  # what it was booted with, its disks (instance/saved_state.py)
 SUSPEND_FAILED = "suspend.save.failed"  # a save that must not be restored, kept aside
+# While `pyd start` restores a save, the agent it launched already waits for the VM (the
+# lifecycle/agent_proc.py launch around a restore): the VM may not run yet.
+RESTORING = "restoring"
 
 
 class _File:
@@ -81,3 +84,4 @@ class InstanceFiles:
     suspend_save = _File(SUSPEND_SAVE)
     suspend_record = _File(SUSPEND_RECORD)
     suspend_failed = _File(SUSPEND_FAILED)
+    restoring = _File(RESTORING)

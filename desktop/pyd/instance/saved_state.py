@@ -137,3 +137,16 @@ def set_aside(save: Path, aside: Path) -> None:
     """Keeps a save that must not be restored (it failed, or its disks changed) out of the
     way, never deleted: `pyd delete` removes it with the instance."""
     os.replace(save, aside)
+
+
+RESTORE_GRACE = 120.0  # a restore takes ~1 s; a 16 GiB save on a slow disk, far longer
+
+
+def restoring(marker: Path, now: float, grace: float = RESTORE_GRACE) -> bool:
+    """A `pyd start` is restoring the VM from its save (`marker`, InstanceFiles.restoring,
+    written less than `grace` seconds ago by wall clock `now`: one left by a killed
+    `pyd start` does not keep an agent waiting for ever)."""
+    try:
+        return now - marker.stat().st_mtime < grace
+    except OSError:
+        return False

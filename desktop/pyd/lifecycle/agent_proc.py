@@ -9,7 +9,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -78,6 +78,25 @@ def launch_agent(files: InstanceFiles, name: str) -> Launched:
             cwd=files.root,
         )
     return Launched(proc, token)
+
+
+def launch_around(files: InstanceFiles, name: str, meanwhile: Callable[[], None]) -> Launched:
+    """Starts the agent, then runs `meanwhile` (a restore: the VM is not running yet) while
+    the agent's interpreter starts and it waits for SSH: the two overlap instead of adding
+    up (~0.4 s of a warm start). The agent waits for a VM that is not running only while
+    files.restoring says a restore is under way. When `meanwhile` raises, the agent is
+    stopped and the error passes on."""
+    write_private_text(files.restoring, f"{os.getpid()}\n")
+    try:
+        launched = launch_agent(files, name)
+        try:
+            meanwhile()
+        except BaseException:
+            stop_agent(files)
+            raise
+    finally:
+        files.restoring.unlink(missing_ok=True)
+    return launched
 
 
 def wait_ready(files: InstanceFiles, agent: Launched, progress: Progress) -> str:
@@ -221,8 +240,16 @@ class HostAgent(Protocol):
     def ready_host(self, files: InstanceFiles) -> str | None:
         """The Docker host of a running agent that is ready, None when there is none."""
 
-    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
-        """Starts the agent and follows it until ready: its Docker host."""
+    def launch(
+        self,
+        files: InstanceFiles,
+        name: str,
+        progress: Progress,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> str:
+        """Starts the agent and follows it until ready: its Docker host. `meanwhile`: what
+        makes the VM run (a restore), done while the agent starts up; when it raises, the
+        agent is stopped and the error passes on."""
 
     def stop(self, files: InstanceFiles, timeout: float = 10) -> None:
         """Stops a running agent (no-op when none runs)."""
@@ -237,8 +264,16 @@ class ProcessAgent:
             return status.docker_host
         return None
 
-    def launch(self, files: InstanceFiles, name: str, progress: Progress) -> str:
-        return wait_ready(files, launch_agent(files, name), progress)
+    def launch(
+        self,
+        files: InstanceFiles,
+        name: str,
+        progress: Progress,
+        meanwhile: Callable[[], None] | None = None,
+    ) -> str:
+        if meanwhile is None:
+            return wait_ready(files, launch_agent(files, name), progress)
+        return wait_ready(files, launch_around(files, name, meanwhile), progress)
 
     def stop(self, files: InstanceFiles, timeout: float = 10) -> None:
         stop_agent(files, timeout)

@@ -73,7 +73,8 @@ def start(
         finish_cut_upgrade(inst.files, backend, agent, progress)  # `pyd upgrade` was killed
         vm = backend.state()
         if not vm.exists and suspended(inst.files):
-            if resume_saved(
+            agent.stop(inst.files)  # a stale agent from before the suspend
+            resumed = resume_saved(
                 inst.files,
                 inst.name,
                 cfg,
@@ -82,10 +83,10 @@ def start(
                 restart=restart,
                 port_free=_port_free,
                 also_changed=("new SSH keys (--new-keys)",) if new_keys else (),
-            ):
-                agent.stop(inst.files)  # a stale agent from before the suspend
-                docker_host = agent.launch(inst.files, inst.name, progress)
-                return _finish(inst, docker_host, use_context, already=False)
+                agent=agent,
+            )
+            if resumed is not None:
+                return _finish(inst, resumed, use_context, already=False)
             vm = backend.state()
         if new_keys:  # after a lost key: the VM boots again on a seed with new ones
             vm = renew_keys(inst.files, backend, vm, progress, agent)

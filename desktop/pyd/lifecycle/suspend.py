@@ -148,6 +148,10 @@ def _aside(files: InstanceFiles, progress: Progress, why: str) -> None:
     )
 
 
+class _NotRestored(Exception):
+    """The save did not restore: it is set aside, the VM boots afresh."""
+
+
 def resume_saved(
     files: InstanceFiles,
     name: str,
@@ -159,12 +163,13 @@ def resume_saved(
     port_free: Callable[[int], bool],
     also_changed: tuple[str, ...] = (),
     guest: GuestPower = SSH_GUEST,
-) -> bool:
-    """A suspended instance's VM (stopped, its save present): True when it runs again from
-    its save, False when it must boot afresh (the save is then gone: restored and powered
-    off with --restart, or set aside). Raises, changing nothing, when the settings differ
-    from the save's and `restart` is not given. `also_changed`: what else needs a fresh
-    boot (new SSH keys)."""
+    agent: HostAgent = PROCESS_AGENT,
+) -> str | None:
+    """A suspended instance's VM (stopped, its save present, no agent running): the Docker
+    host of its agent once it runs again from its save, the agent ready; None when it must
+    boot afresh (the save is then gone: restored and powered off with --restart, or set
+    aside). Raises, changing nothing, when the settings differ from the save's and
+    `restart` is not given. `also_changed`: what else needs a fresh boot (new SSH keys)."""
     opt = name_option(name)
     try:
         saved = load_saved(files.suspend_record)
@@ -174,7 +179,7 @@ def resume_saved(
         unreadable = f"its record {files.suspend_record} is missing"
     if saved is None:
         _aside(files, progress, f"{unreadable}, so it cannot be checked")
-        return False
+        return None
     changed = disks_changed(saved, files.root)
     if changed:
         _aside(
@@ -182,7 +187,7 @@ def resume_saved(
             progress,
             f"{' and '.join(changed)} changed since the suspend (it booted without it)",
         )
-        return False
+        return None
     if not isinstance(backend, SuspendableBackend):
         raise UsageError(
             f"instance {name!r} is suspended under the {saved.shape.backend} backend, which "
@@ -206,20 +211,28 @@ def resume_saved(
             "is taken by another program; its save is kept",
             hint=f"stop that program, then `pyd start{opt}` again",
         )
+
+    def restore() -> None:
+        try:
+            with phase(progress, "restore"):
+                backend.restore(files.suspend_save)
+        except PydError as e:
+            if backend.state().exists:  # a half-restored VM must not hold the disks
+                backend.kill()
+            _aside(files, progress, f"it did not restore ({e.message})")
+            raise _NotRestored() from None
+        remove_saved(files.suspend_save, files.suspend_record)
+
     try:
-        with phase(progress, "restore"):
-            backend.restore(files.suspend_save)
-    except PydError as e:
-        if backend.state().exists:  # a half-restored VM must not hold the disks
-            backend.kill()
-        _aside(files, progress, f"it did not restore ({e.message})")
-        return False
-    remove_saved(files.suspend_save, files.suspend_record)
-    if not diffs:
-        return True
+        if not diffs:
+            # The agent starts up while the VM is restored: a warm start's critical path.
+            return agent.launch(files, name, progress, meanwhile=restore)
+        restore()
+    except _NotRestored:
+        return None
     progress.info(
         "resumed as it was suspended; shutting it down cleanly to apply: " + "; ".join(diffs)
     )
     with phase(progress, "shutdown"):
         power_off(files, backend, backend.state(), SHUTDOWN_TIMEOUT, guest)
-    return False
+    return None
