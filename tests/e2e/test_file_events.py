@@ -2,7 +2,7 @@
 output; tests/e2e/inotifyd.c, as Debian's busybox lacks the applet) on a shared directory it
 bind-mounts; each host change (modify, create, delete, rename) is an event there within 2 s,
 nothing comes while nothing changes, and `file_events = false` in the share's [[mounts]]
-table stops them. Needs the agent to run pyd.fileevents.FileEvents."""
+table stops them."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-import pyd.agent.main
 from pyd.image.cache import CachedImage
 from tests.e2e.pydcli import PydEnv, build_busybox_image
 
@@ -24,12 +23,6 @@ NAME = "fileevents"
 BASE = "pyd-e2e-fileevents-busybox"
 IMAGE = "pyd-e2e-fileevents-inotifyd"  # BASE with tests/e2e/inotifyd.c built static
 SEEN_WITHIN = 2.0
-
-# Until the agent runs FileEvents (pyd/agent/ is another engineer's), these would only
-# measure its absence.
-pytestmark = pytest.mark.skipif(
-    not hasattr(pyd.agent.main, "FileEvents"), reason="the agent does not run FileEvents yet"
-)
 
 
 class Events:

@@ -33,6 +33,7 @@ from pyd.config.store import load_config
 from pyd.engine.api import GUEST_DOCKER_SOCKET
 from pyd.engine.ping import wait_for_engine
 from pyd.errors import PydError
+from pyd.fileevents.service import FileEvents
 from pyd.guestdocker.exec_protocol import exec_endpoint
 from pyd.guestdocker.platforms import BINFMT_WAIT, parse_platforms
 from pyd.guestdocker.platforms import COMMAND as PLATFORMS_COMMAND
@@ -115,6 +116,7 @@ class Agent:
         self._last_word = False  # stopped or failed is published: nothing may overwrite it
         self.ports: PortManager | None = None
         self.mounts: MountManager | None = None
+        self.file_events: FileEvents | None = None
         self.clock: ClockKeeper | None = None  # keeps the guest's clock on the host's
         self._parts: list[ThreadOwner] = []  # what serves: closed on the way out
         self._parts_lock = threading.Lock()
@@ -277,9 +279,14 @@ class Agent:
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
         self._start_mounts(cfg, server)  # they mount while the engine starts
-        if os.environ.get(RESTARTED_ENV) != "1":
+        restarted = os.environ.get(RESTARTED_ENV) == "1"
+        if not restarted:
             engine = partial(wait_for_engine, self.session.transport, deadline, self._check_stop)
             self._phase("engine", engine)
+        # Once the engine answers: a resumed VM's containers answer on their published ports
+        # while the shares still mount (~1 s sooner after a resume).
+        self._start_ports(cfg)
+        if not restarted:
             # `docker run -v "$PWD":/src` right after `pyd start` must see the host's files.
             self._phase("shares", self._wait_for_mounts)
         # else the keeper's restart of a dead agent, Docker back within 2 s: the engine answered
@@ -299,7 +306,6 @@ class Agent:
         running = VMState.RUNNING.value
         self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=running))
         log.info("ready: %s", host)
-        self._start_ports(cfg)
         self._ask_platforms()
         return self._supervise()
 
@@ -330,6 +336,9 @@ class Agent:
         )
         self.mounts.start()
         self.mounts.set_shares(cfg.mounts)
+        self.file_events = self._adopt(FileEvents(self.session.transport, sys.platform))
+        self.file_events.start()
+        self.file_events.set_shares(cfg.mounts, cfg.file_events_off)
 
     def _wait_for_mounts(self) -> None:
         """Until every share is mounted or has failed (reported, not fatal)."""
@@ -359,6 +368,8 @@ class Agent:
             self.ports.set_containers(containers)
         if self.mounts is not None:
             self.mounts.check_containers(containers)
+        if self.file_events is not None:
+            self.file_events.set_containers(containers)
 
     def _open_tcp(self, forward: Forward, origin: tuple[str, int]) -> paramiko.Channel:
         transport = self.session.transport(self._link_wait(RECONNECT_WAIT))
@@ -382,6 +393,8 @@ class Agent:
         log.info("config.toml changed; applying port and share settings")
         self.ports.set_config(cfg.ports_bind, cfg.port_forwards)
         self.mounts.set_shares(cfg.mounts)
+        if self.file_events is not None:
+            self.file_events.set_shares(cfg.mounts, cfg.file_events_off)
 
     def _await_restore(self) -> bool:
         """While `pyd start` restores the VM (it launched this agent first, so the two
