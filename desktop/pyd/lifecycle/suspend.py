@@ -93,7 +93,7 @@ def suspend(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> 
             raise UsageError(
                 f"`pyd suspend` is not supported yet for the {_kind(backend)} backend; "
                 "nothing was changed",
-                hint=f"`pyd stop{opt}` powers it off (the libvirt backend can suspend)",
+                hint=f"`pyd stop{opt}` powers it off",
             )
         cpus, memory_mib = backend.shape()  # what it booted with, not a later `config set`
         shape = current_shape(backend, cpus, memory_mib, files)
