@@ -17,9 +17,9 @@ def _sh(command: str) -> int:
 
 
 def test_options_add_ro_only_for_read_only_shares() -> None:
-    assert sshfs_options(True) == "slave,allow_other,no_contain_symlinks"
-    assert sshfs_options(False) == "slave,allow_other,no_contain_symlinks,ro"
-    assert sshfs_options(True, ("cache=no",)) == "slave,allow_other,no_contain_symlinks,cache=no"
+    assert sshfs_options(True) == "allow_other,no_contain_symlinks"
+    assert sshfs_options(False) == "allow_other,no_contain_symlinks,ro"
+    assert sshfs_options(True, ("cache=no",)) == "allow_other,no_contain_symlinks,cache=no"
 
 
 def test_mount_command_quotes_paths_with_spaces_and_quotes() -> None:

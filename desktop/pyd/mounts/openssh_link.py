@@ -52,6 +52,12 @@ class OpenSSHEndpoint:
         options += ["-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
         return [argv[0], *options, *argv[1:]]
 
+    def forward_argv(self, command: str, guest_socket: str, host_socket: str) -> list[str]:
+        """argv() with the guest's `guest_socket` forwarded to the host's `host_socket` for
+        as long as the session lasts. sshd binds it before it runs `command`."""
+        argv = self.argv(command)
+        return [argv[0], "-R", f"{guest_socket}:{host_socket}", *argv[1:]]
+
 
 def find_endpoint(
     port: int,

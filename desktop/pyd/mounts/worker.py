@@ -1,13 +1,21 @@
 """The agent's shares: one worker per share keeps it mounted in the guest over SSH.
 
-A worker runs `sshfs -o slave` in the guest on an exec channel and serves SFTP on the host
-end (pyd.mounts.sftp_host chooses the server and confines it to the share). With the system's
-ssh, the channel is an OpenSSH session of its own, piped straight to the server process
-(pyd.mounts.openssh_link says why); otherwise it is a channel of the agent's connection, on
-which the built-in server answers in the agent, or a confined sftp-server's bytes are relayed.
-When the session ends (SSH dropped, the VM paused or restarted, sshfs died) the worker mounts
-again once SSH is back; meanwhile the share is "mounting". Config changes (`pyd mount
-add/rm`) start and stop workers.
+With the system's ssh on a POSIX host a share reconnects (pyd.mounts.sshfs): the worker's
+OpenSSH session binds the share's socket in the guest to a host socket whose every
+connection gets its own SFTP server process (pyd.mounts.forward_link), and mounts sshfs as a
+daemon there once; when the session ends (SSH dropped, the VM resumed) the mount and the
+containers' binds of it stay, and the next session binds the socket again. A guest image
+older than that is mounted the other way.
+
+Otherwise the worker runs `sshfs -o slave` in the guest on an exec channel and serves SFTP on
+the host end (pyd.mounts.sftp_host chooses the server and confines it to the share): with the
+system's ssh (Windows), an OpenSSH session of its own piped straight to the server process
+(pyd.mounts.openssh_link says why); else a channel of the agent's connection, on which the
+built-in server answers in the agent, or a confined sftp-server's bytes are relayed. When the
+session ends the mount ends with it, and the worker mounts again once SSH is back.
+
+Meanwhile the share is "mounting". Config changes (`pyd mount add/rm`) start and stop
+workers.
 """
 
 from __future__ import annotations
@@ -26,10 +34,20 @@ import paramiko
 from pyd.errors import PydError
 from pyd.host.threads import Deadline, join_threads
 from pyd.mounts.binds import binds_on
+from pyd.mounts.forward_link import ForwardedSession, ShareSocket
 from pyd.mounts.openssh_link import OpenSSHEndpoint, OpenSSHLink
 from pyd.mounts.sftp_host import ProcessStream, SftpServer, remote_path
 from pyd.mounts.shares import Share
-from pyd.mounts.sshfs import access_options, mount_command, unmount_command, wait_mounted_command
+from pyd.mounts.sshfs import (
+    MOUNTED,
+    NO_CONNECTOR,
+    access_options,
+    attach_command,
+    guest_socket,
+    mount_command,
+    unmount_command,
+    wait_mounted_command,
+)
 from pyd.mounts.state import MountState, MountStatus
 from pyd.relay.pump import Relay
 from pyd.ssh.link_errors import LINK_ERRORS
@@ -69,10 +87,12 @@ class MountWorker:
                         self._server.note)  # fmt: skip
         self._changed = changed
         self._openssh = openssh  # the system's ssh carries the share when there is one
+        self._reconnecting = reconnects(openssh is not None, sys.platform)
+        self._socket: ShareSocket | None = None  # a reconnecting share's, made at first use
         self.state = MountState.MOUNTING
         self.detail = "waiting for SSH"
         self._closed = threading.Event()
-        self._session: paramiko.Channel | OpenSSHLink | None = None
+        self._session: paramiko.Channel | OpenSSHLink | ForwardedSession | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(
             target=self._run, name=f"mount {share.mount_point}", daemon=True
@@ -86,8 +106,9 @@ class MountWorker:
         return MountStatus(s.location, s.mount_point, s.writable, self.state, self.detail)
 
     def close(self) -> None:
-        """Asks the worker to stop (no wait). The guest's sshfs sees the end of its input and
-        unmounts; a VM that is going away takes the mount with it."""
+        """Asks the worker to stop (no wait). A slave sshfs sees the end of its input and
+        unmounts; a reconnecting one stays for the next agent (unmount() takes it away); a
+        VM that is going away takes the mount with it."""
         self._closed.set()
         with self._lock:
             session = self._session
@@ -110,6 +131,14 @@ class MountWorker:
             self._changed()
 
     def _run(self) -> None:
+        try:
+            self._keep_mounted()
+        finally:
+            if self._socket is not None:
+                self._socket.close()
+                self._socket.join(Deadline(LINK_STOP_WAIT))
+
+    def _keep_mounted(self) -> None:
         delay = RETRY_FIRST
         while not self._closed.is_set():
             started = time.monotonic()
@@ -140,6 +169,10 @@ class MountWorker:
     def _mount_and_serve(self, transport: paramiko.Transport) -> None:
         """One mount: blocks while it lasts. Raises when it could not be made."""
         self._set(MountState.MOUNTING, "")
+        if self._reconnecting:
+            self._attach()
+            if self._reconnecting:
+                return
         share = self.share
         command = mount_command(
             remote_path(share.location, sys.platform),
@@ -184,6 +217,53 @@ class MountWorker:
             if isinstance(session, OpenSSHLink):
                 session.join(Deadline(LINK_STOP_WAIT))
 
+    def _attach(self) -> None:
+        """One session of a reconnecting share: blocks while it lasts; raises when it ends
+        unasked. Clears _reconnecting when the guest image cannot (no connector)."""
+        share = self.share
+        assert self._openssh is not None
+        if self._socket is None:
+            self._socket = ShareSocket(self._server.argv(share.location, share.writable))
+            self._socket.start()
+        command = attach_command(
+            remote_path(share.location, sys.platform),
+            share.mount_point,
+            share.writable,
+            access_options(_host_euid()),
+        )
+        argv = self._openssh.forward_argv(
+            command, guest_socket(share.mount_point), self._socket.path
+        )
+        session = ForwardedSession(argv)
+        with self._lock:
+            if self._closed.is_set():
+                return
+            session.start()
+            self._session = session
+        try:
+            if session.readline() == MOUNTED and not self._closed.is_set():
+                log.info("share %s mounted at %s", share.location, share.mount_point)
+                self._set(MountState.MOUNTED)
+            while session.readline() is not None:
+                pass
+            code = session.wait()
+            if code == NO_CONNECTOR:
+                log.warning(
+                    "share %s: the guest image has no share connector (it predates this pyd): "
+                    "mounted so that a dropped link or a resume ends it; `pyd upgrade` "
+                    "brings the image that keeps it",
+                    share.mount_point,
+                )
+                self._reconnecting = False
+                return
+            if not self._closed.is_set():
+                raise PydError(session.ended())
+        finally:
+            with self._lock:
+                self._session = None
+            session.close()
+            session.join(Deadline(LINK_STOP_WAIT))
+
     def _serve(self, chan: paramiko.Channel) -> None:
         share = self.share
         if self._server.builtin:
@@ -210,6 +290,13 @@ class MountWorker:
         else:
             self._set(MountState.FAILED, f"not mounted after {MOUNT_WAIT:.0f} s")
             session.close()
+
+
+def reconnects(openssh: bool, platform: str) -> bool:
+    """Whether a share reconnects (pyd.mounts.sshfs): it needs the system's ssh for the
+    socket forward, and a host with Unix sockets that a server process can take as its
+    stdio (not Windows)."""
+    return openssh and platform != "win32"
 
 
 def _host_euid() -> int | None:
