@@ -190,8 +190,9 @@ def test_the_mount_comes_back_after_the_ssh_connection_is_cut(
     cut_agent_ssh(env, NAME)
     (shares["rw"] / "after-cut.txt").write_text("still here\n")
     assert _until_a_container_reads(env, shares["rw"], "after-cut.txt") == "still here\n"
-    after = _sshfs_pid(env, shares["rw"])
-    assert after.isdigit() and after != before  # mounted again, not merely still there
+    # The same sshfs: it connected again through the new session, so the mount, and any
+    # running container's bind of it, lived through the cut (issue 18).
+    assert _sshfs_pid(env, shares["rw"]) == before
 
 
 def _pause_and_resume(env: PydEnv, during: Callable[[], None]) -> None:

@@ -57,14 +57,19 @@ def guest_socket(mount_point: str) -> str:
     return f"{SOCKET_DIR}/{digest}.sock"
 
 
-def reconnect_options(mount_point: str) -> tuple[str, ...]:
+def reconnect_options(mount_point: str, connector: str = CONNECTOR) -> tuple[str, ...]:
     """sshfs options that make the share outlive its connection (sshfs splits ssh_command
     at spaces and appends ssh's arguments, which the connector ignores)."""
-    return ("reconnect", f"ssh_command={CONNECTOR} {guest_socket(mount_point)}")
+    return ("reconnect", f"ssh_command={connector} {guest_socket(mount_point)}")
 
 
 def attach_command(
-    remote_path: str, mount_point: str, writable: bool, extra: tuple[str, ...] = ()
+    remote_path: str,
+    mount_point: str,
+    writable: bool,
+    extra: tuple[str, ...] = (),
+    connector: str = CONNECTOR,
+    mountinfo: str = "/proc/self/mountinfo",
 ) -> str:
     """The command of a reconnecting share's session, run once its socket is bound: keep
     the mount when its sshfs still lives (it connects again through the new socket), else
@@ -75,13 +80,14 @@ def attach_command(
     than wait on them. A live mount whose read-only flag differs is mounted afresh."""
     mp = shlex.quote(mount_point)
     sock = guest_socket(mount_point)
-    connector = shlex.quote(f"socat - UNIX-CONNECT:{sock}")
+    stale = shlex.quote(f"socat - UNIX-CONNECT:{sock}")  # what share-connect runs
     mode = "rw" if writable else "ro"
-    options = sshfs_options(writable, (*extra, *reconnect_options(mount_point)))
+    options = sshfs_options(writable, (*extra, *reconnect_options(mount_point, connector)))
     return (
-        f"[ -x {CONNECTOR} ] && command -v socat >/dev/null || exit {NO_CONNECTOR}; "
-        f"pkill -9 -x -f {connector}; "
-        f'if [ "$({_mount_options(mount_point)})" = {mode} ] '
+        f"[ -x {shlex.quote(connector)} ] && command -v socat >/dev/null "
+        f"|| exit {NO_CONNECTOR}; "
+        f"pkill -9 -x -f {stale}; "
+        f'if [ "$({_mount_options(mount_point, mountinfo)})" = {mode} ] '
         f"&& timeout 30 stat -f {mp} >/dev/null 2>&1; then :; else "
         f"fusermount3 -u -z {mp} 2>/dev/null; mkdir -p {mp} && "
         f"sshfs {shlex.quote(':' + remote_path)} {mp} -o {shlex.quote(options)} || exit; fi; "
@@ -89,7 +95,7 @@ def attach_command(
     )
 
 
-def _mount_options(mount_point: str) -> str:
+def _mount_options(mount_point: str, mountinfo: str) -> str:
     """A command printing "rw" or "ro" for an sshfs mount at `mount_point`, nothing when
     there is none (the last one mounted there is what paths resolve to). Plain sh: the
     guest may have no awk."""
@@ -97,7 +103,7 @@ def _mount_options(mount_point: str) -> str:
     return (
         f'o=; while read -r _ _ _ _ p opts rest; do [ "$p" = {escaped} ] && '
         f"case \"$rest\" in *'- fuse.sshfs '*) o=${{opts%%,*}};; esac; "
-        f"done </proc/self/mountinfo; echo $o"
+        f"done <{shlex.quote(mountinfo)}; echo $o"
     )
 
 

@@ -1,0 +1,131 @@
+"""A reconnecting share (issue 18): the guest's attach command, run by a real shell with
+stand-ins for sshfs and friends; the host socket that gives each connection its own server;
+the ssh command line and which hosts reconnect."""
+
+from __future__ import annotations
+
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pyd.host.threads import Deadline
+from pyd.mounts.forward_link import ShareSocket
+from pyd.mounts.openssh_link import OpenSSHEndpoint
+from pyd.mounts.sshfs import MOUNTED, NO_CONNECTOR, attach_command, guest_socket
+from pyd.mounts.worker import reconnects
+
+MP = "/home/me/a dir"
+SSHFS_LINE = "61 24 0:52 / /home/me/a\\040dir {opts},nosuid shared:3 - fuse.sshfs :x {opts}\n"
+# Each stand-in logs its name and arguments; `stat` fails when STAT_FAILS is set.
+STAND_IN = '#!/bin/sh\necho "$(basename "$0") $*" >> "$LOG"\n'
+
+
+def _attach(
+    tmp_path: Path, mountinfo: str, connector: bool = True, env: dict[str, str] | None = None
+) -> tuple[int, str, list[str]]:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name in ("socat", "pkill", "fusermount3", "sshfs", "timeout"):
+        (bin_dir / name).write_text(
+            STAND_IN + ('[ -z "$STAT_FAILS" ]\n' if name == "timeout" else "")
+        )
+        (bin_dir / name).chmod(0o755)
+    conn = tmp_path / "share-connect"
+    if connector:
+        conn.write_text("#!/bin/sh\n")
+        conn.chmod(0o755)
+    info = tmp_path / "mountinfo"
+    info.write_text(mountinfo)
+    log = tmp_path / "log"
+    log.write_text("")
+    mp = tmp_path / "mnt"
+    cmd = attach_command("/h/a dir", str(mp), True, (), str(conn), str(info))
+    done = subprocess.run(
+        ["sh", "-c", cmd],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        env={"PATH": f"{bin_dir}:/usr/bin:/bin", "LOG": str(log), **(env or {})},
+    )
+    return done.returncode, done.stdout, log.read_text().splitlines()
+
+
+def _sshfs_line(mp: Path, opts: str) -> str:
+    return SSHFS_LINE.replace("/home/me/a\\040dir", str(mp)).format(opts=opts)
+
+
+def test_a_live_mount_is_kept_and_its_stale_connectors_killed(tmp_path: Path) -> None:
+    code, out, calls = _attach(tmp_path, _sshfs_line(tmp_path / "mnt", "rw"))
+    assert (code, out) == (0, MOUNTED + "\n")
+    assert not [c for c in calls if c.startswith(("sshfs", "fusermount3"))]
+    sock = guest_socket(str(tmp_path / "mnt"))
+    assert f"pkill -9 -x -f socat - UNIX-CONNECT:{sock}" in calls
+
+
+def test_no_mount_a_dead_one_or_a_read_only_one_is_mounted_afresh(tmp_path: Path) -> None:
+    mp = tmp_path / "mnt"
+    for mountinfo, env in (
+        ("", {}),
+        (_sshfs_line(mp, "rw"), {"STAT_FAILS": "1"}),  # sshfs gone: ENOTCONN
+        (_sshfs_line(mp, "ro"), {}),  # the share became writable
+    ):
+        code, out, calls = _attach(tmp_path, mountinfo, env=env)
+        assert (code, out) == (0, MOUNTED + "\n")
+        sshfs = [c for c in calls if c.startswith("sshfs")]
+        assert sshfs and sshfs[0].startswith(f"sshfs :/h/a dir {mp} -o ")
+        assert "reconnect,ssh_command=" in sshfs[0] and "slave" not in sshfs[0]
+        assert f"fusermount3 -u -z {mp}" in calls
+
+
+def test_an_image_without_the_connector_says_so_by_its_status(tmp_path: Path) -> None:
+    code, out, calls = _attach(tmp_path, "", connector=False)
+    assert (code, out, calls) == (NO_CONNECTOR, "", [])
+
+
+def test_the_guest_socket_fits_and_differs_per_mount_point() -> None:
+    long = "/" + "d" * 300
+    assert len(guest_socket(long)) < 108
+    assert guest_socket("/a") != guest_socket("/b")
+    assert guest_socket("/a").startswith("/run/pyd/shares/")
+
+
+def test_the_session_forwards_the_guest_socket_before_the_destination() -> None:
+    e = OpenSSHEndpoint("ssh", 2222, Path("/k"), Path("/kh"))
+    argv = e.forward_argv("CMD", "/run/pyd/shares/x.sock", "/tmp/d/sftp.sock")
+    at = argv.index("-R")
+    assert argv[at + 1] == "/run/pyd/shares/x.sock:/tmp/d/sftp.sock"
+    assert at < argv.index("root@127.0.0.1") and argv[-1] == "CMD"
+
+
+def test_only_posix_hosts_with_openssh_reconnect() -> None:
+    assert reconnects(True, "linux") and reconnects(True, "darwin")
+    assert not reconnects(True, "win32")
+    assert not reconnects(False, "linux")
+
+
+def test_each_connection_gets_its_own_server_on_a_private_socket() -> None:
+    if sys.platform == "win32":
+        pytest.skip("Unix sockets as a server's stdio")
+    echo = [sys.executable, "-c", "import sys; l = sys.stdin.readline(); print(l.upper(), end='')"]
+    share = ShareSocket(echo)
+    share.start()
+    try:
+        assert stat.S_IMODE(Path(share.path).parent.stat().st_mode) == 0o700
+        for word in (b"one\n", b"two\n"):  # a reconnect is a new connection
+            with socket.socket(socket.AF_UNIX) as c:
+                c.settimeout(30)
+                c.connect(share.path)
+                c.sendall(word)
+                got = b""
+                while not got.endswith(b"\n"):
+                    got += c.recv(64)
+                assert got == word.upper()
+        assert share.connections() == 2
+    finally:
+        share.close()
+        assert share.join(Deadline(30))
+    assert not Path(share.path).parent.exists()
