@@ -4,19 +4,28 @@ the ssh command line and which hosts reconnect."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import stat
 import subprocess
 import sys
+from ast import literal_eval
 from pathlib import Path
+from typing import cast
 
+import paramiko
 import pytest
 
 from pyd.host.threads import Deadline
 from pyd.mounts.forward_link import ShareSocket
 from pyd.mounts.openssh_link import OpenSSHEndpoint
+from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
+from pyd.mounts.shares import Share
 from pyd.mounts.sshfs import MOUNTED, NO_CONNECTOR, attach_command, guest_socket
-from pyd.mounts.worker import reconnects
+from pyd.mounts.state import MountState
+from pyd.mounts.worker import MountWorker, reconnects
+
+from .polling import until
 
 MP = "/home/me/a dir"
 SSHFS_LINE = "61 24 0:52 / /home/me/a\\040dir {opts},nosuid shared:3 - fuse.sshfs :x {opts}\n"
@@ -129,3 +138,83 @@ def test_each_connection_gets_its_own_server_on_a_private_socket() -> None:
         share.close()
         assert share.join(Deadline(30))
     assert not Path(share.path).parent.exists()
+
+
+class _UpTransport:
+    """The agent's connection as a worker sees it: up, but opens no channel."""
+
+    def is_active(self) -> bool:
+        return True
+
+    def open_session(self, timeout: float | None = None) -> paramiko.Channel:
+        raise OSError("no channel here")
+
+
+# Stands in for ssh: logs its argv, then behaves as the guest would (FAKE_SSH_MODE).
+FAKE_SSH = """#!{python}
+import os, sys
+with open({log!r}, "a") as f:
+    f.write(repr(sys.argv[1:]) + "\\n")
+if "-R" not in sys.argv:
+    sys.exit(0)  # a slave sshfs that ended at once
+if {mode!r} == "old-image":
+    sys.exit({no_connector})
+print("{mounted}", flush=True)
+sys.stdin.read()  # the session holds until the agent ends it
+"""
+
+
+def _worker(tmp_path: Path, mode: str) -> tuple[MountWorker, Path, list[MountState]]:
+    log = tmp_path / "ssh.log"
+    log.write_text("")
+    ssh = tmp_path / "ssh"
+    ssh.write_text(FAKE_SSH.format(python=sys.executable, log=str(log), mode=mode,
+                                   no_connector=NO_CONNECTOR, mounted=MOUNTED))  # fmt: skip
+    ssh.chmod(0o755)
+    states: list[MountState] = []
+    endpoint = OpenSSHEndpoint(str(ssh), 2222, tmp_path / "key", tmp_path / "known_hosts")
+    worker = MountWorker(
+        Share(str(tmp_path), "/mnt/share", True),
+        lambda wait: cast(paramiko.Transport, _UpTransport()),
+        SftpServer(BUILTIN, WALK),
+        lambda: states.append(worker.state),
+        endpoint,
+    )
+    return worker, log, states
+
+
+def test_a_reconnecting_share_is_mounted_through_its_forwarded_socket(tmp_path: Path) -> None:
+    if sys.platform == "win32":
+        pytest.skip("Windows shares do not reconnect")
+    worker, log, _ = _worker(tmp_path, "new-image")
+    worker.start()
+    try:
+        until(lambda: worker.state == MountState.MOUNTED, what="mounted")
+        argv = literal_eval(log.read_text().splitlines()[0])
+        forward = argv[argv.index("-R") + 1]
+        guest, host = forward.split(":", 1)
+        assert guest == guest_socket("/mnt/share") and Path(host).is_socket()
+        assert "reconnect,ssh_command=" in argv[-1]
+    finally:
+        worker.close()
+        assert worker.join(Deadline(30))
+    assert not Path(host).parent.exists()  # the host socket goes with the worker
+
+
+def test_a_guest_image_without_the_connector_is_mounted_the_slave_way(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    if sys.platform == "win32":
+        pytest.skip("Windows shares do not reconnect")
+    worker, log, _ = _worker(tmp_path, "old-image")
+    with caplog.at_level(logging.WARNING, "pyd.agent"):
+        worker.start()
+        try:
+            until(lambda: len(log.read_text().splitlines()) >= 2, what="a second session")
+        finally:
+            worker.close()
+            assert worker.join(Deadline(30))
+    first, second = (literal_eval(line) for line in log.read_text().splitlines()[:2])
+    assert "-R" in first
+    assert "-R" not in second and "-o slave," in second[-1]
+    assert "no share connector" in caplog.text
