@@ -111,9 +111,10 @@ def test_the_session_forwards_the_guest_socket_before_the_destination() -> None:
 
 
 def test_only_posix_hosts_with_openssh_reconnect() -> None:
-    assert reconnects(True, "linux") and reconnects(True, "darwin")
-    assert not reconnects(True, "win32")
-    assert not reconnects(False, "linux")
+    assert reconnects(True, "linux", {}) and reconnects(True, "darwin", {})
+    assert not reconnects(True, "win32", {})
+    assert not reconnects(False, "linux", {})
+    assert not reconnects(True, "linux", {"PYD_SHARE_RECONNECT": "no"})  # the slave way, asked
 
 
 def test_each_connection_gets_its_own_server_on_a_private_socket() -> None:

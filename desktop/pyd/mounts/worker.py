@@ -64,6 +64,8 @@ UNMOUNT_SSH_WAIT = 1.0  # that unmount is best effort: it waits this little for 
 STOP_WAIT = 10.0  # a removed share's worker gets this long to stop before the unmount
 LINK_STOP_WAIT = 5.0  # an OpenSSH session's processes get this long to exit after close
 
+RECONNECT_ENV = "PYD_SHARE_RECONNECT"
+
 OpenTransport = Callable[[float], paramiko.Transport]
 Report = Callable[[tuple[MountStatus, ...]], None]
 
@@ -87,7 +89,7 @@ class MountWorker:
                         self._server.note)  # fmt: skip
         self._changed = changed
         self._openssh = openssh  # the system's ssh carries the share when there is one
-        self._reconnecting = reconnects(openssh is not None, sys.platform)
+        self._reconnecting = reconnects(openssh is not None, sys.platform, os.environ)
         self._socket: ShareSocket | None = None  # a reconnecting share's, made at first use
         self.state = MountState.MOUNTING
         self.detail = "waiting for SSH"
@@ -292,11 +294,13 @@ class MountWorker:
             session.close()
 
 
-def reconnects(openssh: bool, platform: str) -> bool:
+def reconnects(openssh: bool, platform: str, env: Mapping[str, str]) -> bool:
     """Whether a share reconnects (pyd.mounts.sshfs): it needs the system's ssh for the
     socket forward, and a host with Unix sockets that a server process can take as its
-    stdio (not Windows)."""
-    return openssh and platform != "win32"
+    stdio (not Windows). PYD_SHARE_RECONNECT=no mounts the slave way: faster on small files
+    (one process fewer on each request's way in the guest), but a dropped link or a resume
+    leaves containers' binds dead."""
+    return openssh and platform != "win32" and env.get(RECONNECT_ENV, "").strip() != "no"
 
 
 def _host_euid() -> int | None:
