@@ -9,13 +9,16 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from ast import literal_eval
+from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
 import paramiko
 import pytest
 
+from pyd.errors import PydError
 from pyd.host.threads import Deadline
 from pyd.mounts.forward_link import ShareSocket
 from pyd.mounts.openssh_link import OpenSSHEndpoint
@@ -165,7 +168,18 @@ sys.stdin.read()  # the session holds until the agent ends it
 """
 
 
-def _worker(tmp_path: Path, mode: str) -> tuple[MountWorker, Path, list[MountState]]:
+def _down(wait: float) -> paramiko.Transport:
+    """The agent's connection while its SSH is not up yet: waits, then says so."""
+    time.sleep(min(wait, 0.5))
+    raise PydError("the SSH connection to the guest is down")
+
+
+def _worker(
+    tmp_path: Path,
+    mode: str,
+    transport: Callable[[float], paramiko.Transport] | None = None,
+    guest_up: bool = False,
+) -> tuple[MountWorker, Path, list[MountState]]:
     log = tmp_path / "ssh.log"
     log.write_text("")
     ssh = tmp_path / "ssh"
@@ -176,12 +190,35 @@ def _worker(tmp_path: Path, mode: str) -> tuple[MountWorker, Path, list[MountSta
     endpoint = OpenSSHEndpoint(str(ssh), 2222, tmp_path / "key", tmp_path / "known_hosts")
     worker = MountWorker(
         Share(str(tmp_path), "/mnt/share", True),
-        lambda wait: cast(paramiko.Transport, _UpTransport()),
+        transport or (lambda wait: cast(paramiko.Transport, _UpTransport())),
         SftpServer(BUILTIN, WALK),
         lambda: states.append(worker.state),
         endpoint,
+        guest_up,
     )
     return worker, log, states
+
+
+def test_a_guest_known_up_gets_its_share_session_before_the_agents_ssh(tmp_path: Path) -> None:
+    """After a restore the share's own session connects alongside the agent's, which it
+    does not need; before (a booting guest) it waits for the agent's SSH."""
+    if sys.platform == "win32":
+        pytest.skip("Windows shares do not reconnect")
+    early, log, _ = _worker(tmp_path, "new-image", _down, guest_up=True)
+    early.start()
+    try:
+        until(lambda: early.state == MountState.MOUNTED, 5, what="mounted without the agent's SSH")
+    finally:
+        early.close()
+        assert early.join(Deadline(30))
+    booting, log, _ = _worker(tmp_path, "new-image", _down, guest_up=False)
+    booting.start()
+    try:
+        time.sleep(1.5)
+        assert log.read_text() == "" and booting.state == MountState.MOUNTING
+    finally:
+        booting.close()
+        assert booting.join(Deadline(30))
 
 
 def test_a_reconnecting_share_is_mounted_through_its_forwarded_socket(tmp_path: Path) -> None:

@@ -247,9 +247,11 @@ class Agent:
         with self._parts_lock:
             self._closing = True
             parts = self._parts[::-1]  # the last started first
-        # The agent's thread, then the link: whatever waits for it (a share's worker, a
-        # connection) stops waiting at once. All close first, then all are waited for.
-        owners: list[ThreadOwner] = [self, self.session, *parts]
+        # The agent's thread, the parts, then the link: a part told to stop before its link
+        # goes takes the link's end for the stop it is, not for a failure to report; and
+        # whatever waits for the link (a share's worker, a connection) stops waiting at once,
+        # since all close first (none waits), then all are waited for.
+        owners: list[ThreadOwner] = [self, *parts, self.session]
         if not close_all(owners, CLOSE_WAIT):
             late = [type(o).__name__ for o in owners if not o.join(Deadline(0))]
             log.warning("still running after %.0f s: %s", CLOSE_WAIT, ", ".join(late))
@@ -265,7 +267,12 @@ class Agent:
         server = choose_server(sys.platform, os.environ)
         # A VM restored from its save, or one whose agent the keeper restarts, runs its
         # sshd already: the first try is a handshake, not a probe.
-        up = self._await_restore() or os.environ.get(RESTARTED_ENV) == "1"
+        restarted = os.environ.get(RESTARTED_ENV) == "1"
+        up = self._await_restore() or restarted
+        cfg = load_config(self.files.config)
+        self._config_seen = _mtime(self.files.config)
+        if up:  # the shares' own SSH sessions connect alongside the agent's
+            self._start_mounts(cfg, server, guest_up=True)
         self._phase("ssh", lambda: self.session.connect(deadline, self._check_vm, guest_up=up))
         self._check_stop()
         self.session.keep(
@@ -276,10 +283,8 @@ class Agent:
         )
         self.clock = self._adopt(ClockKeeper(self.session))  # syncs now: a fresh boot or resume
         self.clock.start()
-        cfg = load_config(self.files.config)
-        self._config_seen = _mtime(self.files.config)
-        self._start_mounts(cfg, server)  # they mount while the engine starts
-        restarted = os.environ.get(RESTARTED_ENV) == "1"
+        if not up:
+            self._start_mounts(cfg, server)  # they mount while the engine starts
         if not restarted:
             engine = partial(wait_for_engine, self.session.transport, deadline, self._check_stop)
             self._phase("engine", engine)
@@ -322,7 +327,10 @@ class Agent:
             log.warning("%s", said)
             self._publish(lambda s: replace(s, warnings=(*s.warnings, said)))
 
-    def _start_mounts(self, cfg: InstanceConfig, server: SftpServer) -> None:
+    def _start_mounts(
+        self, cfg: InstanceConfig, server: SftpServer, guest_up: bool = False
+    ) -> None:
+        """`guest_up`: the guest runs already, its SSH may not (MountWorker's)."""
         target = self.session.target
         files = self.files
         write_atomic(files.known_hosts, known_hosts_line(target.port, target.host_public_key))
@@ -332,6 +340,7 @@ class Agent:
                 server,
                 lambda report: self._publish(lambda s: replace(s, mounts=report)),
                 find_endpoint(target.port, files.client_key, files.known_hosts, os.environ),
+                guest_up,
             )
         )
         self.mounts.start()

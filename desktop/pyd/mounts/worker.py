@@ -80,6 +80,7 @@ class MountWorker:
         server: SftpServer,
         changed: Callable[[], None],
         openssh: OpenSSHEndpoint | None = None,
+        guest_up: bool = False,
     ) -> None:
         self.share = share
         self._transport = transport
@@ -91,6 +92,10 @@ class MountWorker:
         self._openssh = openssh  # the system's ssh carries the share when there is one
         self._reconnecting = reconnects(openssh is not None, sys.platform, os.environ)
         self._socket: ShareSocket | None = None  # a reconnecting share's, made at first use
+        # The guest runs already (restored from a save, or the agent restarted): a
+        # reconnecting share's session needs nothing of the agent's connection, so its first
+        # attempt runs alongside the agent's own SSH handshake rather than after it.
+        self._early = guest_up and self._reconnecting
         self.state = MountState.MOUNTING
         self.detail = "waiting for SSH"
         self._closed = threading.Event()
@@ -145,10 +150,11 @@ class MountWorker:
         while not self._closed.is_set():
             started = time.monotonic()
             try:
-                transport = self._transport(SSH_WAIT)
+                transport = None if self._early else self._transport(SSH_WAIT)
             except PydError:
                 self._closed.wait(1.0)
                 continue
+            self._early = False
             try:
                 self._mount_and_serve(transport)
                 problem = "the guest's sshfs stopped"
@@ -156,7 +162,7 @@ class MountWorker:
                 problem = e.message if isinstance(e, PydError) else str(e) or type(e).__name__
             if self._closed.is_set():
                 return
-            if transport.is_active():
+            if self._ssh_up(transport):
                 # SSH is up, so this attempt itself failed: say why, and back off.
                 log.warning("share %s: %s", self.share.mount_point, problem)
                 self._set(MountState.FAILED, problem)
@@ -168,13 +174,25 @@ class MountWorker:
                 self._set(MountState.MOUNTING, "waiting for SSH")
                 delay = RETRY_FIRST
 
-    def _mount_and_serve(self, transport: paramiko.Transport) -> None:
-        """One mount: blocks while it lasts. Raises when it could not be made."""
+    def _ssh_up(self, transport: paramiko.Transport | None) -> bool:
+        """The agent's SSH is up now (`transport`: the one an attempt used, if any)."""
+        if transport is None:
+            try:
+                transport = self._transport(0)
+            except PydError:
+                return False
+        return bool(transport.is_active())
+
+    def _mount_and_serve(self, transport: paramiko.Transport | None) -> None:
+        """One mount: blocks while it lasts. Raises when it could not be made. `transport`:
+        the agent's connection, None when not waited for (a reconnecting share needs none)."""
         self._set(MountState.MOUNTING, "")
         if self._reconnecting:
             self._attach()
             if self._reconnecting:
                 return
+        if transport is None:  # the guest's image cannot reconnect: mounted the slave way
+            transport = self._transport(SSH_WAIT)
         share = self.share
         command = mount_command(
             remote_path(share.location, sys.platform),
@@ -338,11 +356,13 @@ class MountManager:
         server: SftpServer,
         report: Report,
         openssh: OpenSSHEndpoint | None = None,
+        guest_up: bool = False,
     ) -> None:
         self._transport = transport
         self._server = server
         self._report = report
         self._openssh = openssh
+        self._guest_up = guest_up  # MountWorker's: the guest runs before the agent's SSH is up
         self._workers: dict[Share, MountWorker] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.RLock()
@@ -369,7 +389,12 @@ class MountManager:
             for share in wanted:
                 if share not in self._workers:
                     worker = MountWorker(
-                        share, self._transport, self._server, self._publish, self._openssh
+                        share,
+                        self._transport,
+                        self._server,
+                        self._publish,
+                        self._openssh,
+                        self._guest_up,
                     )
                     self._workers[share] = worker
                     worker.start()
