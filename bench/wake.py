@@ -34,6 +34,8 @@ from pathlib import Path
 
 import libvirt
 
+from busybox_image import build_busybox_image
+
 NAME = "bench-wake"
 IMAGE = "pyd-bench-wake-busybox"
 POLL = 0.02
@@ -104,14 +106,7 @@ def main() -> None:
         conn = libvirt.open("qemu:///system")
         try:
             run(env, *pyd, "start", "-n", NAME)
-            build = work / "image"
-            build.mkdir()
-            shutil.copy("/bin/busybox", build / "busybox")
-            (build / "Dockerfile").write_text(
-                "FROM scratch\nCOPY busybox /bin/busybox\n"
-                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-            )
-            run(env, "docker", "build", "-q", "-t", IMAGE, str(build))
+            build_busybox_image(env, work, IMAGE)
             port_p, share_p = free_port(), free_port()
             serve = "mkdir -p /own && echo own > /own/id && exec httpd -f -p 80 -h {}"
             run(env, "docker", "run", "-d", "--name", "port", "-p", f"{port_p}:80", IMAGE,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 
 @dataclass(frozen=True)
 class PydEnv:
@@ -64,6 +66,17 @@ class PydEnv:
         return data
 
 
+def wait_mounted(env: PydEnv, name: str, share: Path, seconds: float = 90) -> None:
+    """Until `pyd mount ls` says the share at host path `share` is mounted."""
+    end = time.monotonic() + seconds
+    while True:
+        rows = json.loads(env.pyd("mount", "ls", "-n", name, "--json").stdout)
+        if any(r["location"] == str(share) and r["state"] == "mounted" for r in rows):
+            return
+        assert time.monotonic() < end, f"{share} not mounted after {seconds} s"
+        time.sleep(0.5)
+
+
 def build_busybox_image(env: PydEnv, workdir: Path, tag: str) -> None:
     """A FROM-scratch image from Debian's busybox-static, built through pyd's engine:
     no registry needed."""
@@ -71,6 +84,18 @@ def build_busybox_image(env: PydEnv, workdir: Path, tag: str) -> None:
     (workdir / "Dockerfile").write_text(
         'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
     )
+    env.docker("build", "-q", "-t", tag, str(workdir))
+
+
+def build_static_tool_image(env: PydEnv, workdir: Path, tool: str, base: str, tag: str) -> None:
+    """`base` with tests/e2e/TOOL.c built static as /bin/TOOL (a test's own small program
+    where Debian's busybox-static has none)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail(f"no C compiler for tests/e2e/{tool}.c (apt-get install gcc libc6-dev)")
+    source = Path(__file__).with_name(f"{tool}.c")
+    subprocess.run([cc, "-static", "-O2", "-o", str(workdir / tool), str(source)], check=True)
+    (workdir / "Dockerfile").write_text(f"FROM {base}\nCOPY {tool} /bin/{tool}\n")
     env.docker("build", "-q", "-t", tag, str(workdir))
 
 

@@ -6,7 +6,6 @@ table stops them."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import threading
 import time
@@ -17,7 +16,7 @@ import pytest
 import tomlkit
 
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image
+from tests.e2e.pydcli import PydEnv, build_busybox_image, build_static_tool_image
 
 NAME = "fileevents"
 BASE = "pyd-e2e-fileevents-busybox"
@@ -80,7 +79,7 @@ def env(
         e.pyd("start", "-n", NAME)
         e.pyd("mount", "add", str(share), "-n", NAME)
         build_busybox_image(e, tmp_path_factory.mktemp("bb"), BASE)
-        _build_inotifyd_image(e, tmp_path_factory.mktemp("inotifyd"))
+        build_static_tool_image(e, tmp_path_factory.mktemp("inotifyd"), "inotifyd", BASE, IMAGE)
         yield e
     finally:
         e.pyd("delete", "-f", "-n", NAME, check=False)
@@ -96,17 +95,6 @@ def events(env: PydEnv, share: Path) -> Iterator[Events]:
     finally:
         seen.close()
         env.docker("rm", "-f", "watcher", check=False)
-
-
-def _build_inotifyd_image(env: PydEnv, workdir: Path) -> None:
-    """Debian's busybox-static has no inotifyd applet: a stand-in of the same output."""
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("no C compiler for tests/e2e/inotifyd.c (apt-get install gcc libc6-dev)")
-    source = Path(__file__).with_name("inotifyd.c")
-    subprocess.run([cc, "-static", "-O2", "-o", str(workdir / "inotifyd"), str(source)], check=True)
-    (workdir / "Dockerfile").write_text(f"FROM {BASE}\nCOPY inotifyd /bin/inotifyd\n")
-    env.docker("build", "-q", "-t", IMAGE, str(workdir))
 
 
 def _config(env: PydEnv) -> Path:

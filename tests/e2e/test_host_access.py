@@ -6,19 +6,16 @@ instance for the module: it starts once with the default and once with the switc
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image
+from tests.e2e.pydcli import PydEnv, build_busybox_image, build_static_tool_image
 
 NAME = "hostaccess"
 IMAGE = "pyd-e2e-hostaccess-busybox"
@@ -73,20 +70,10 @@ def env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     try:
         e.pyd("start", "-n", NAME, "--memory", "1GiB", "--disk", "4GiB")
         build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
-        _build_rawsyn_image(e, tmp_path_factory.mktemp("rawsyn"))
+        build_static_tool_image(e, tmp_path_factory.mktemp("rawsyn"), "rawsyn", IMAGE, RAW_IMAGE)
         yield e
     finally:
         e.pyd("delete", "-f", "-n", NAME, check=False)
-
-
-def _build_rawsyn_image(env: PydEnv, workdir: Path) -> None:
-    cc = shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        pytest.fail("no C compiler for tests/e2e/rawsyn.c (apt-get install gcc libc6-dev)")
-    source = Path(__file__).with_name("rawsyn.c")
-    subprocess.run([cc, "-static", "-O2", "-o", str(workdir / "rawsyn"), str(source)], check=True)
-    (workdir / "Dockerfile").write_text(f"FROM {IMAGE}\nCOPY rawsyn /bin/rawsyn\n")
-    env.docker("build", "-q", "-t", RAW_IMAGE, str(workdir))
 
 
 def _raw_syn(env: PydEnv, port: int) -> str:

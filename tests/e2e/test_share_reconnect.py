@@ -5,7 +5,6 @@ connects again (pyd.mounts.sshfs). Before, the bind held a dead FUSE mount for g
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh
+from pyd.mounts.sshfs import guest_socket
+from tests.e2e.pydcli import PydEnv, build_busybox_image, cut_agent_ssh, wait_mounted
 
 NAME = "srec"
 IMAGE = "pyd-e2e-srec-busybox"
@@ -38,24 +38,12 @@ def env(
         e.pyd("start", "-n", NAME, "--memory", "1GiB")
         build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
         e.pyd("mount", "add", str(share), "-n", NAME)
-        _wait_mounted(e, share)
+        wait_mounted(e, NAME, share)
         e.docker("run", "-d", "--name", CONTAINER, "-v", f"{share}:/s", IMAGE, "sh", "-c", WRITER)
         _until_written(share)
         yield e
     finally:
         e.pyd("delete", "-f", "-n", NAME, check=False)
-
-
-def _state(env: PydEnv, share: Path) -> str:
-    rows = json.loads(env.pyd("mount", "ls", "-n", NAME, "--json").stdout)
-    return str(next(r["state"] for r in rows if r["location"] == str(share)))
-
-
-def _wait_mounted(env: PydEnv, share: Path, seconds: float = 90) -> None:
-    end = time.monotonic() + seconds
-    while _state(env, share) != "mounted":
-        assert time.monotonic() < end, f"{share} not mounted after {seconds} s"
-        time.sleep(0.5)
 
 
 def _count(share: Path) -> int:
@@ -91,7 +79,7 @@ def test_a_running_containers_bind_survives_a_cut_link(env: PydEnv, share: Path)
     cut_agent_ssh(env, NAME)
     _container_reads(env, share, "after-cut.txt", "after the cut\n")
     _until_written(share)
-    _wait_mounted(env, share)
+    wait_mounted(env, NAME, share)
     running = env.docker("inspect", "-f", "{{.State.Running}}", CONTAINER).stdout.strip()
     assert running == "true"
 
@@ -106,4 +94,20 @@ def test_a_running_containers_bind_survives_suspend_and_resume(env: PydEnv, shar
     print(f"the container's bind reads and writes the share {time.monotonic() - began:.1f} s "
           "after pyd start returned")  # fmt: skip
     assert after > before
-    _wait_mounted(env, share)
+    wait_mounted(env, NAME, share)
+
+
+def test_only_root_in_the_guest_reaches_the_shares_socket(env: PydEnv, share: Path) -> None:
+    """Whoever connects to a share's socket reads and writes the share: in the guest it is
+    root's only (a container sees neither it nor its directory)."""
+    sock = guest_socket(str(share))
+    as_nobody = (
+        f"setpriv --reuid=65534 --regid=65534 --clear-groups socat -u OPEN:/dev/null "
+        f"UNIX-CONNECT:{sock} 2>&1; echo status=$?"
+    )
+    r = env.pyd("ssh", "-n", NAME, "--", f"ls -l {sock}; {as_nobody}")
+    print(r.stdout)
+    assert r.stdout.startswith("srw-------") and " root root " in r.stdout
+    assert "Permission denied" in r.stdout and "status=0" not in r.stdout
+    seen = env.docker("run", "--rm", IMAGE, "ls", "/run/pyd", check=False)
+    assert seen.returncode != 0

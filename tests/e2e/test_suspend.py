@@ -16,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from pyd.agent.clock import STEP_OVER
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
 from tests.e2e.backend_param import QEMU_POSIX, backend_env
-from tests.e2e.pydcli import PydEnv, build_busybox_image, fetch
+from tests.e2e.pydcli import PydEnv, build_busybox_image, fetch, wait_mounted
+from tests.guest_clock import GuestClockProbe
 
 NAME = "susp"
 DOMAIN = f"pyd-{NAME}"
@@ -117,7 +119,9 @@ def _counter(env: PydEnv, container: str) -> int:
     return int(env.docker("exec", container, "cat", "/tmp/n").stdout)
 
 
-def test_containers_run_on_after_suspend_and_start(env: PydEnv, backend: str) -> None:
+def test_containers_run_on_after_suspend_and_start(
+    env: PydEnv, backend: str, tmp_path: Path
+) -> None:
     port = free_loopback_port()
     env.docker("run", "-d", "--name", "count", IMAGE, "sh", "-c", COUNTER)
     env.docker(
@@ -125,6 +129,12 @@ def test_containers_run_on_after_suspend_and_start(env: PydEnv, backend: str) ->
         "mkdir /www && echo web-before > /www/id && exec httpd -f -p 80 -h /www",
     )  # fmt: skip
     assert fetch(f"http://127.0.0.1:{port}/id").decode().strip() == "web-before"
+    # A container whose bind into a share must work on after the resume.
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    env.pyd("mount", "add", str(shared), "-n", NAME)
+    wait_mounted(env, NAME, shared)
+    env.docker("run", "-d", "--name", "bound", "-v", f"{shared}:/s", IMAGE, "sleep", "100000")
     before = env.docker("inspect", "-f", "{{.Id}} {{.State.StartedAt}}", "count").stdout
     time.sleep(2)
     counted = _counter(env, "count")
@@ -146,6 +156,26 @@ def test_containers_run_on_after_suspend_and_start(env: PydEnv, backend: str) ->
     time.sleep(2)
     assert _counter(env, "count") > counted
     assert fetch(f"http://127.0.0.1:{port}/id").decode().strip() == "web-before"
+    # The share, through the running container's own bind: a file the host writes now.
+    (shared / "after").write_text("after the resume\n")
+    assert _read_until(env, "bound", "/s/after") == "after the resume\n"
+    # The guest's clock stood still while suspended: the agent stepped it onto the host's.
+    clock = GuestClockProbe(_root(env))
+    try:
+        clock.seconds_until_within(STEP_OVER, 10)
+    finally:
+        clock.close()
+    env.docker("rm", "-f", "bound")
+    env.pyd("mount", "rm", str(shared), "-n", NAME)
+
+
+def _read_until(env: PydEnv, container: str, path: str, seconds: float = 30) -> str:
+    end = time.monotonic() + seconds
+    while True:
+        r = env.docker("exec", container, "cat", path, check=False)
+        if r.returncode == 0 or time.monotonic() > end:
+            return r.stdout
+        time.sleep(0.2)
 
 
 def test_a_changed_memory_never_resumes_silently_and_restart_applies_it(

@@ -3,10 +3,9 @@ for unit tests."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
+from pyd.lifecycle.agent_proc import Meanwhile
 from pyd.lifecycle.progress import Progress
 from pyd.vm.backends.base import VMState
 from pyd.vm.spec import GuestSpec
@@ -45,11 +44,7 @@ class FakeAgent:
         return self.docker_host if self.running else None
 
     def launch(
-        self,
-        files: InstanceFiles,
-        name: str,
-        progress: Progress,
-        meanwhile: Callable[[], None] | None = None,
+        self, files: InstanceFiles, name: str, progress: Progress, meanwhile: Meanwhile = None
     ) -> str:
         self.calls.append("launch")
         if meanwhile is not None:

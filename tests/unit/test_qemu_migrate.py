@@ -12,7 +12,7 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from io import BufferedIOBase
 from pathlib import Path
 
@@ -136,19 +136,28 @@ def _endpoint(sock: Path) -> QmpEndpoint:
     return QmpEndpoint(QmpTransport.UNIX, sock=sock)
 
 
+def _step(
+    qemu: MigratingQemu, sock: Path, step: Callable[..., None], path: Path, flags: int,
+    transport: MigrationTransport = MigrationTransport.FD,
+) -> None:  # fmt: skip
+    """`step` (save_state or load_state) on the stand-in's monitor with `path` opened with
+    `flags`, as the backend does; the stand-in is closed after, whatever happened."""
+    fd = os.open(path, flags, 0o600)
+    try:
+        with qmp_session(_endpoint(sock)) as qmp:
+            step(qmp, transport, path, fd, timeout=10)
+    finally:
+        os.close(fd)
+        qemu.close()
+
+
 @posix_only
 def test_a_save_stops_the_guest_and_qemu_writes_through_the_passed_file(
     sock: Path, tmp_path: Path
 ) -> None:
     qemu = MigratingQemu(sock, {"status": "completed"})
     save = tmp_path / "suspend.save"
-    fd = os.open(save, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with qmp_session(_endpoint(sock)) as qmp:
-            save_state(qmp, MigrationTransport.FD, save, fd, timeout=10)
-    finally:
-        os.close(fd)
-        qemu.close()
+    _step(qemu, sock, save_state, save, os.O_WRONLY | os.O_CREAT)
     assert qemu.commands == [
         "qmp_capabilities",
         "query-status",
@@ -170,13 +179,7 @@ def test_a_save_stops_the_guest_and_qemu_writes_through_the_passed_file(
 def test_a_save_to_a_file_uri_passes_no_descriptor(sock: Path, tmp_path: Path) -> None:
     qemu = MigratingQemu(sock, {"status": "completed"})
     save = tmp_path / "suspend.save"
-    fd = os.open(save, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with qmp_session(_endpoint(sock)) as qmp:
-            save_state(qmp, MigrationTransport.FILE, save, fd, timeout=10)
-    finally:
-        os.close(fd)
-        qemu.close()
+    _step(qemu, sock, save_state, save, os.O_WRONLY | os.O_CREAT, MigrationTransport.FILE)
     assert "getfd" not in qemu.commands
     assert {"uri": f"file:{save}"} in qemu.arguments
 
@@ -189,13 +192,8 @@ def test_a_failed_save_lets_the_guest_run_on_as_it_was_and_says_qemus_error(
     qemu = MigratingQemu(
         sock, {"status": "failed", "error-desc": "No space left on device"}, running
     )
-    fd = os.open(tmp_path / "s", os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        with qmp_session(_endpoint(sock)) as qmp, pytest.raises(MigrationFailed) as e:
-            save_state(qmp, MigrationTransport.FD, tmp_path / "s", fd, timeout=10)
-    finally:
-        os.close(fd)
-        qemu.close()
+    with pytest.raises(MigrationFailed) as e:
+        _step(qemu, sock, save_state, tmp_path / "s", os.O_WRONLY | os.O_CREAT)
     assert str(e.value) == "No space left on device"
     assert qemu.commands[-2:] == ["query-migrate", "migrate_cancel", *resumed][-2:]
     assert qemu.commands.count("cont") == len(resumed)
@@ -208,13 +206,7 @@ def test_a_restore_loads_the_passed_save_then_lets_the_guest_run(
     save = tmp_path / "suspend.save"
     save.write_bytes(STREAM)
     qemu = MigratingQemu(sock, {"status": "completed"}, running=False)
-    fd = os.open(save, os.O_RDONLY)
-    try:
-        with qmp_session(_endpoint(sock)) as qmp:
-            load_state(qmp, MigrationTransport.FD, save, fd, timeout=10)
-    finally:
-        os.close(fd)
-        qemu.close()
+    _step(qemu, sock, load_state, save, os.O_RDONLY)
     assert qemu.commands == [
         "qmp_capabilities",
         "getfd",
@@ -237,13 +229,8 @@ def test_a_restore_whose_qemu_exits_fails_and_never_lets_anything_run(
 ) -> None:
     (tmp_path / "s").write_bytes(b"truncated")
     qemu = ExitingQemu(sock, {"status": "completed"})
-    fd = os.open(tmp_path / "s", os.O_RDONLY)
-    try:
-        with qmp_session(_endpoint(sock)) as qmp, pytest.raises(MigrationFailed) as e:
-            load_state(qmp, MigrationTransport.FD, tmp_path / "s", fd, timeout=10)
-    finally:
-        os.close(fd)
-        qemu.close()
+    with pytest.raises(MigrationFailed) as e:
+        _step(qemu, sock, load_state, tmp_path / "s", os.O_RDONLY)
     assert "closed" in str(e.value)
     assert "cont" not in qemu.commands
 

@@ -5,6 +5,8 @@ the ssh command line and which hosts reconnect."""
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -142,6 +144,35 @@ def test_each_connection_gets_its_own_server_on_a_private_socket() -> None:
         share.close()
         assert share.join(Deadline(30))
     assert not Path(share.path).parent.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root")
+def test_another_user_cannot_connect_to_the_host_socket() -> None:
+    """Whoever connects reads and writes the share: another local user is refused."""
+    share = ShareSocket([sys.executable, "-c", "print('served')"])
+    share.start()
+    connect = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
+    try:
+        r = subprocess.run(
+            # The system's Python: nobody may not enter the directory of this one.
+            [
+                shutil.which("python3", path="/usr/bin:/bin") or sys.executable,
+                "-c",
+                connect,
+                share.path,
+            ],
+            user=65534,
+            group=65534,
+            extra_groups=[],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode != 0 and "PermissionError" in r.stderr, r.stderr
+        assert share.connections() == 0
+    finally:
+        share.close()
+        assert share.join(Deadline(30))
 
 
 class _UpTransport:

@@ -10,7 +10,6 @@ import functools
 import json
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from pyd.instance.state import load_state
 from pyd.lifecycle import start as start_module
 from pyd.lifecycle import status as status_module
 from pyd.lifecycle import upgrade as upgrade_module
+from pyd.lifecycle.agent_proc import Meanwhile
 from pyd.lifecycle.progress import Progress
 from pyd.lifecycle.upgrade import UpgradeResult, UpgradeRolledBack
 from pyd.lifecycle.upgrade_marker import MARKER, kept_disk, read_marker
@@ -84,11 +84,7 @@ class PickyAgent(FakeAgent):
         self.interrupt = False  # launch is cut as by a kill -9 of pyd
 
     def launch(
-        self,
-        files: InstanceFiles,
-        name: str,
-        progress: Progress,
-        meanwhile: Callable[[], None] | None = None,
+        self, files: InstanceFiles, name: str, progress: Progress, meanwhile: Meanwhile = None
     ) -> str:
         if self.interrupt:
             self.interrupt = False

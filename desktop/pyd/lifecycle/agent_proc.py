@@ -26,6 +26,8 @@ from pyd.host.process_identity import ProcessIdentity, identify
 from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.progress import Progress
 
+# What makes the VM run (a restore) while the agent starts up: HostAgent.launch's `meanwhile`.
+Meanwhile = Callable[[], None] | None
 WAIT_READY = 330.0  # the agent's own boot timeout (300 s) plus slack
 
 
@@ -241,11 +243,7 @@ class HostAgent(Protocol):
         """The Docker host of a running agent that is ready, None when there is none."""
 
     def launch(
-        self,
-        files: InstanceFiles,
-        name: str,
-        progress: Progress,
-        meanwhile: Callable[[], None] | None = None,
+        self, files: InstanceFiles, name: str, progress: Progress, meanwhile: Meanwhile = None
     ) -> str:
         """Starts the agent and follows it until ready: its Docker host. `meanwhile`: what
         makes the VM run (a restore), done while the agent starts up; when it raises, the
@@ -265,11 +263,7 @@ class ProcessAgent:
         return None
 
     def launch(
-        self,
-        files: InstanceFiles,
-        name: str,
-        progress: Progress,
-        meanwhile: Callable[[], None] | None = None,
+        self, files: InstanceFiles, name: str, progress: Progress, meanwhile: Meanwhile = None
     ) -> str:
         if meanwhile is None:
             return wait_ready(files, launch_agent(files, name), progress)
