@@ -20,6 +20,21 @@ from pyd.ssh.connect import SSHTarget, wait_for_ssh
 TARGET = SSHTarget("127.0.0.1", 1, "root", Path("/nonexistent/key"), "ssh-ed25519 AAAA")
 
 
+class StartingKeeper:
+    """The launched keeper's process as Popen shows it: alive, taking its lock only at the
+    third look (a keeper still importing when a restore has already failed)."""
+
+    def __init__(self, done: list[str]) -> None:
+        self.done = done
+        self.looks = 0
+
+    def poll(self) -> int | None:
+        self.looks += 1
+        if self.looks == 3:
+            self.done.append("keeper locked")
+        return None
+
+
 @pytest.fixture
 def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[InstanceFiles, list[str]]:
     """An instance directory whose agent launch and stop are recorded, not run."""
@@ -28,10 +43,11 @@ def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[InstanceFile
 
     def launch(f: InstanceFiles, name: str) -> agent_proc.Launched:
         done.append(f"launch restoring={f.restoring.exists()}")
-        return agent_proc.Launched(None, "token")  # type: ignore[arg-type]
+        return agent_proc.Launched(StartingKeeper(done), "token")  # type: ignore[arg-type]
 
     monkeypatch.setattr(agent_proc, "launch_agent", launch)
     monkeypatch.setattr(agent_proc, "stop_agent", lambda f, *a: done.append("stop"))
+    monkeypatch.setattr(agent_proc, "keeper_running", lambda f: "keeper locked" in done)
     return inst, done
 
 
@@ -60,7 +76,8 @@ def test_a_failed_restore_stops_the_agent_it_launched_and_passes_the_error(
 
     with pytest.raises(PydError, match="not a save image"):
         agent_proc.launch_around(inst, "dev", restore)
-    assert done == ["launch restoring=True", "stop"]
+    # Stopped once its keeper can be asked, not before (it would start its agent later).
+    assert done == ["launch restoring=True", "keeper locked", "stop"]
     assert not inst.restoring.exists()
 
 

@@ -94,11 +94,24 @@ def launch_around(files: InstanceFiles, name: str, meanwhile: Callable[[], None]
         try:
             meanwhile()
         except BaseException:
+            # A restore that fails at once may beat the keeper to its lock: stop_agent would
+            # see nothing running, and the agent would start later beside the next one.
+            _await_keeper(files, launched)
             stop_agent(files)
             raise
     finally:
         files.restoring.unlink(missing_ok=True)
     return launched
+
+
+def _await_keeper(files: InstanceFiles, launched: Launched, timeout: float = 30) -> None:
+    """Until the keeper just launched holds its lock (so stop_agent can ask it to stop) or
+    has exited; at most `timeout` seconds (a keeper starts in well under a second)."""
+    deadline = time.monotonic() + timeout
+    while launched.proc.poll() is None and not keeper_running(files):
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(STOP_POLL)
 
 
 def wait_ready(files: InstanceFiles, agent: Launched, progress: Progress) -> str:
