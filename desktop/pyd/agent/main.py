@@ -421,8 +421,7 @@ class Agent:
         """While booting: raises when the VM is gone (a crashed boot fails at once), or when
         the agent is stopping."""
         self._check_stop()
-        # `pyd start` launches the agent as it begins to restore the VM from its save.
-        if gone(self.vm_state()) and not restoring(self.files.restoring, time.time()):
+        if gone(self.vm_state()):
             raise PydError(
                 "the VM stopped while the agent waited for it",
                 hint="see `pyd logs` (the guest console), then `pyd start`",
