@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -23,6 +24,7 @@ from pyd.agent.keeper import (
     was_ready,
 )
 from pyd.agent.status_file import AgentState, AgentStatus, read_status
+from pyd.host.procs import pid_alive
 from pyd.instance.files import InstanceFiles
 from tests.unit.polling import until
 
@@ -263,3 +265,21 @@ def test_a_restart_takes_the_waiting_standby(tmp_path: Path) -> None:
     # In place of an agent that was ready: told so (it serves Docker without the waits).
     assert (tmp_path / "envs").read_text() == "-1"
     assert keeper.standby is None  # a later standby, if any, was sent away
+
+
+def test_a_keeper_whose_instance_was_deleted_stops_its_agent_and_ends(tmp_path: Path) -> None:
+    """A keeper that `pyd delete` did not find (it had not taken its lock yet) would keep
+    an agent running for ever: the directory's end is its stop."""
+    root = tmp_path / "instance"
+    root.mkdir()
+    keeper = _keeper(root, "serve")
+    result: list[int] = []
+    runner = threading.Thread(target=lambda: result.append(keeper.run()), daemon=True)
+    runner.start()
+    until(lambda: _ready(root), 30, what="the child ready")
+    pid = read_status(root / "agent.json")
+    assert pid is not None
+    shutil.rmtree(root)
+    runner.join(timeout=30)
+    assert result == [0]
+    until(lambda: not pid_alive(pid.pid), 10, what="the agent gone")

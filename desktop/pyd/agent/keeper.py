@@ -197,8 +197,10 @@ class Keeper:
         self.stopping = True
 
     def _stop_requested(self) -> bool:
-        """A signal said so, or `pyd stop` left stop.request (one stat per poll)."""
-        if not self.stopping and self.files.stop_request.exists():
+        """A signal said so, `pyd stop` left stop.request, or the instance directory is
+        gone (deleted under a keeper that its `pyd delete` did not find: nobody would ever
+        ask it to stop). Two stats per poll."""
+        if not self.stopping and (self.files.stop_request.exists() or not self.files.root.is_dir()):
             self.stopping = True
         return self.stopping
 
