@@ -25,7 +25,7 @@ from tests.unit.linkproxy import LinkProxy
 from tests.unit.polling import until
 from tests.unit.sshserver import AllowAnyone, SSHServer, client_without_auth, host_keypair
 
-# Short beats: the logic is the same at 1 s / 3.5 s, the test just takes less time.
+# Short beats: the logic is the same at 1 s / 3 s, the test just takes less time.
 INTERVAL, TIMEOUT = 0.05, 0.4
 
 
