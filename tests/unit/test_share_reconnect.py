@@ -28,7 +28,7 @@ from pyd.mounts.sftp_host import BUILTIN, WALK, SftpServer
 from pyd.mounts.shares import Share
 from pyd.mounts.sshfs import MOUNTED, NO_CONNECTOR, attach_command, guest_socket
 from pyd.mounts.state import MountState
-from pyd.mounts.worker import MountWorker, reconnects
+from pyd.mounts.worker import MountManager, MountWorker, reconnects
 
 from .polling import until
 
@@ -194,6 +194,8 @@ if "-R" not in sys.argv:
     sys.exit(0)  # a slave sshfs that ended at once
 if {mode!r} == "old-image":
     sys.exit({no_connector})
+if {mode!r} == "reattaching":
+    sys.stdin.read()  # sshfs's reconnect still under way: not mounted until the agent ends it
 print("{mounted}", flush=True)
 sys.stdin.read()  # the session holds until the agent ends it
 """
@@ -250,6 +252,44 @@ def test_a_guest_known_up_gets_its_share_session_before_the_agents_ssh(tmp_path:
     finally:
         booting.close()
         assert booting.join(Deadline(30))
+
+
+def test_a_resumed_guests_kept_mount_is_neither_waited_for_nor_reported_down(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a resume the guest's sshfs still has the mount, and an access waits until the
+    share's session is back: the agent's ready does not wait for it (MountManager.kept), and
+    a container using it is not told it sees an empty directory. A booting guest's share, or
+    one whose image cannot reconnect, is neither."""
+    if sys.platform == "win32":
+        pytest.skip("Windows shares do not reconnect")
+    resumed, _, _ = _worker(tmp_path, "reattaching", _down, guest_up=True)
+    booting, _, _ = _worker(tmp_path, "reattaching", _down, guest_up=False)
+    assert resumed.kept and not booting.kept
+    old, _, _ = _worker(tmp_path, "old-image", _down, guest_up=True)
+    old.start()
+    try:
+        until(lambda: not old.kept, 5, what="an image without the connector: not kept")
+    finally:
+        old.close()
+        assert old.join(Deadline(30))
+
+    ssh = tmp_path / "ssh"  # _worker's, in "reattaching" mode
+    endpoint = OpenSSHEndpoint(str(ssh), 2222, tmp_path / "key", tmp_path / "known_hosts")
+    share = Share(str(tmp_path), "/mnt/share", True)
+    container = {"Names": ["/web"], "Mounts": [{"Type": "bind", "Source": "/mnt/share/src"}]}
+    for guest_up, warned in ((True, False), (False, True)):
+        manager = MountManager(_down, SftpServer(BUILTIN, WALK), lambda r: None, endpoint, guest_up)
+        manager.set_shares([share])
+        caplog.clear()
+        try:
+            assert manager.kept() == ({"/mnt/share"} if guest_up else set())
+            with caplog.at_level(logging.ERROR, "pyd.agent"):
+                manager.check_containers([container])
+            assert ("sees an empty directory" in caplog.text) == warned, caplog.text
+        finally:
+            manager.close()
+            assert manager.join(Deadline(30))
 
 
 def test_a_reconnecting_share_is_mounted_through_its_forwarded_socket(tmp_path: Path) -> None:

@@ -350,14 +350,22 @@ class Agent:
         self.file_events.set_shares(cfg.mounts, cfg.file_events_off)
 
     def _wait_for_mounts(self) -> None:
-        """Until every share is mounted or has failed (reported, not fatal)."""
+        """Until every share is mounted or has failed (reported, not fatal). Not for a share
+        whose mount the guest kept (a resume): an access to it waits by itself until the share
+        is connected again, so ready need not (~0.4 s sooner under TCG)."""
         deadline = time.monotonic() + MOUNTS_WAIT
-        while any(m.state == MountState.MOUNTING for m in self.status.mounts):
+        while any(
+            m.state == MountState.MOUNTING and m.mount_point not in self._kept_mounts()
+            for m in self.status.mounts
+        ):
             self._check_stop()
             if time.monotonic() > deadline:
                 log.warning("shares still not mounted after %.0f s; going on", MOUNTS_WAIT)
                 return
             self.stop.wait(0.05)
+
+    def _kept_mounts(self) -> set[str]:
+        return self.mounts.kept() if self.mounts is not None else set()
 
     def _start_ports(self, cfg: InstanceConfig) -> None:
         """Published container ports and manual forwards follow the engine and config.toml."""

@@ -96,6 +96,7 @@ class MountWorker:
         # reconnecting share's session needs nothing of the agent's connection, so its first
         # attempt runs alongside the agent's own SSH handshake rather than after it.
         self._early = guest_up and self._reconnecting
+        self._guest_up = guest_up
         self.state = MountState.MOUNTING
         self.detail = "waiting for SSH"
         self._closed = threading.Event()
@@ -107,6 +108,13 @@ class MountWorker:
 
     def start(self) -> None:
         self._thread.start()
+
+    @property
+    def kept(self) -> bool:
+        """The guest's mount outlived the agent (pyd.mounts.sshfs, reconnect): a resumed
+        guest's sshfs still has it, and an access waits until this share's new session
+        lets sshfs connect again. False once the image proves unable (no connector)."""
+        return self._guest_up and self._reconnecting
 
     def status(self) -> MountStatus:
         s = self.share
@@ -312,6 +320,12 @@ class MountWorker:
             session.close()
 
 
+def _serves(worker: MountWorker) -> bool:
+    return worker.state == MountState.MOUNTED or (
+        worker.kept and worker.state == MountState.MOUNTING
+    )
+
+
 def reconnects(openssh: bool, platform: str, env: Mapping[str, str]) -> bool:
     """Whether a share reconnects (pyd.mounts.sshfs): it needs the system's ssh for the
     socket forward, and a host with Unix sockets that a server process can take as its
@@ -407,11 +421,16 @@ class MountManager:
             worker.unmount()
         self._publish()
 
+    def kept(self) -> set[str]:
+        """Mount points whose guest mount outlived the agent (MountWorker.kept)."""
+        with self._lock:
+            return {s.mount_point for s, w in self._workers.items() if w.kept}
+
     def check_containers(self, containers: list[Mapping[str, Any]]) -> None:
         """Logs, once per container and share, a running container that bind-mounts a path of
         a share that is not mounted: it sees the guest's empty directory, not the host's."""
-        with self._lock:
-            down = [w.status() for w in self._workers.values() if w.state != MountState.MOUNTED]
+        with self._lock:  # a kept mount being connected again serves (its accesses wait)
+            down = [w.status() for w in self._workers.values() if not _serves(w)]
         found = binds_on(containers, [s.mount_point for s in down])
         self._warned &= set(found)  # one whose share came back may warn again when it goes
         for name, source, share in found:
