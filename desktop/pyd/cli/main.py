@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from pyd import __version__
 from pyd.cli import (  # noqa: F401 (image commands register on image_cmd.app)
     config_cmd,
     docker_cmd,
@@ -20,16 +19,20 @@ from pyd.cli import (  # noqa: F401 (image commands register on image_cmd.app)
     port_cmd,
     shim_cmd,
     upgrade_cmd,
+    version_cmd,
 )
 from pyd.cli.boundary import EXPECTED, expected_failure
-from pyd.cli.render import out_console, print_error
+from pyd.cli.render import print_error
 from pyd.errors import PydError, UsageError
 
 app = typer.Typer(
     help="Run the Docker engine in a small Linux VM and use it from this machine.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    # --install-completion / --show-completion (bash, zsh, fish, PowerShell). A completion
+    # request runs `pyd` with no arguments, so it goes through here, never pyd.cli.entry's
+    # pass-through: `pyd docker`'s start-up stays free of typer.
+    add_completion=True,
 )
 app.add_typer(image_cmd.app, name="image")
 app.add_typer(config_cmd.app, name="config")
@@ -48,6 +51,7 @@ for _command in (
     instance_cmd.logs,
     upgrade_cmd.upgrade,
     doctor_cmd.doctor,
+    version_cmd.version,
 ):
     app.command()(_command)
 app.command("list")(instance_cmd.list_)
@@ -69,12 +73,6 @@ def _global(
     _state["debug"] = debug
 
 
-@app.command()
-def version() -> None:
-    """Print pyd's version."""
-    out_console.print(f"pyd {__version__}")
-
-
 def main(argv: list[str] | None = None) -> None:
     """The typer CLI (`pyd docker` and `pyd compose` usually start in pyd.cli.entry, without
     it): expected failures print a message + hint and exit 1 or 2."""
@@ -82,7 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     _state["debug"] = "--debug" in args
     try:
         # Without standalone mode, click returns typer.Exit's code instead of exiting.
-        result = app(args=args, standalone_mode=False)
+        # prog_name: `python -m pyd` is pyd too (usage lines, completion scripts).
+        result = app(args=args, prog_name="pyd", standalone_mode=False)
     except typer.Abort:
         print_error(PydError("aborted"))
         sys.exit(1)
