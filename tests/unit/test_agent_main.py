@@ -19,10 +19,12 @@ import paramiko
 import pytest
 
 from pyd.agent import main as agent_main
+from pyd.agent.disk_usage import DF_COMMAND
 from pyd.agent.main import Agent
 from pyd.agent.session import SSHSession
 from pyd.agent.status_file import AgentState, read_status
 from pyd.errors import PydError
+from pyd.guestdocker.platforms import COMMAND as PLATFORMS_COMMAND
 from pyd.host.private_files import write_private_text
 from pyd.instance.files import InstanceFiles
 from pyd.ssh.connect import SSHTarget
@@ -148,6 +150,24 @@ def test_the_agent_publishes_its_phases_and_serves_docker_when_ready(
     assert status.docker_host == f"unix://{stand.files.docker_sock}"
     reply = http_get(stand.files.docker_sock)
     assert reply.startswith(b"HTTP/1.0 200") and reply.endswith(b"OK")
+
+
+def test_the_questions_for_status_alone_wait_until_the_first_docker_command_had_the_guest(
+    stand: Stand, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Platforms and disk use each start a process in the guest: not in the moments after
+    ready, when the user's first docker command reaches a guest busy after its resume."""
+    monkeypatch.setattr(agent_main, "STATUS_ASKS_AFTER", 1.0)
+    asks = (PLATFORMS_COMMAND.encode(), DF_COMMAND.encode())
+    r = Running(stand.agent())
+    try:
+        until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
+        ready = time.monotonic()
+        until(lambda: all(c in stand.server.commands for c in asks), 10, what="both asked")
+        assert time.monotonic() - ready >= 0.9
+    finally:
+        r.agent.request_stop()
+        assert r.ended(10)
 
 
 def test_the_stop_event_ends_the_agent_with_stopped_and_no_threads_left(

@@ -77,7 +77,11 @@ TICK = 0.5  # the supervisor's period
 # While SSH is down the VM's state is asked this often: after QEMU dies, libvirt takes a
 # moment to report it, and the user should learn it within 2 s.
 TICK_DOWN = 0.2
-DISK_EVERY = 30.0  # the data disk's use is asked this often (seconds), and at once when ready
+DISK_EVERY = 30.0  # the data disk's use is asked this often (seconds)
+# The first questions for `pyd status` alone (platforms, disk use: each a process in the guest)
+# wait this long after ready: a just-resumed guest under TCG is busy translating its code
+# afresh, and the user's first docker command, which follows ready at once, comes first.
+STATUS_ASKS_AFTER = 3.0
 RESTORE_POLL = 0.01  # how often the agent looks whether `pyd start`'s restore is over
 MOUNTS_WAIT = 60.0  # `pyd start` waits this long for the shares (slower under emulation)
 
@@ -453,7 +457,7 @@ class Agent:
         A VM that died stays reported (Docker clients are told to run `pyd start`) until
         `pyd start` or `pyd stop` replaces this agent."""
         last_config = last_ports = time.monotonic()
-        last_disk = last_config - DISK_EVERY
+        last_disk = last_config - DISK_EVERY + STATUS_ASKS_AFTER
         while not self.stop.is_set():
             self._wake.wait(TICK_DOWN if self.session.down_reason else TICK)
             self._wake.clear()
@@ -496,6 +500,8 @@ class Agent:
         command waits for that. From a thread: the supervisor must not wait for it."""
 
         def ask() -> None:
+            if self.stop.wait(STATUS_ASKS_AFTER):
+                return
             try:
                 client = self.session.client(0)
                 _in, stdout, _err = client.exec_command(
