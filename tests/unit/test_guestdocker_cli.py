@@ -88,6 +88,12 @@ def docker_on_path(host: Host) -> Path:
     return fake
 
 
+def compose_plugin(host: Host) -> Path:
+    """The host docker CLI's compose plugin, in its config directory (without one, `pyd
+    compose` runs the guest's compose: test_compose_plugin)."""
+    return host.executable(host.tmp / "docker-config" / "cli-plugins" / "docker-compose", "")
+
+
 def make_context(name: str) -> None:
     """Context `name` in the test's DOCKER_CONFIG, as `pyd start` makes it."""
     ensure_context(name, "unix:///pyd/docker.sock", "test", make_current=False)
@@ -118,6 +124,7 @@ def test_the_host_docker_gets_pyds_context_and_every_argument_as_typed(host: Hos
 
 def test_pyd_options_before_docker_args_choose_the_instance(host: Host) -> None:
     docker_on_path(host)
+    compose_plugin(host)
     make_context("pyd-dev")
     lock = running(host, "dev")
     try:

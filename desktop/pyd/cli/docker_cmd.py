@@ -42,7 +42,8 @@ def docker(ctx: typer.Context) -> None:
 def compose(ctx: typer.Context) -> None:
     """Run docker compose in an instance: pyd compose [-n NAME] [--via-guest] [--] ARGS...
 
-    Like `pyd docker compose ARGS`; in the guest, `docker compose` (or docker-compose).
+    Like `pyd docker compose ARGS`; in the guest, `docker compose` (or docker-compose), also
+    when this machine's docker CLI has no compose plugin.
     """
     _run(ctx.args, "compose")
 

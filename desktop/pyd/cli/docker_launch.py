@@ -1,5 +1,6 @@
 """`pyd docker ARGS` and `pyd compose ARGS` end to end: pyd's own leading options, then the
-host's docker CLI (when there is one) or the guest's over SSH.
+host's docker CLI (when there is one, and for compose when it has the compose plugin) or the
+guest's over SSH.
 
 The guest's CLI runs on the agent's SSH connection (agent_link: its Unix socket, or its
 named pipe on Windows), or, where no agent answers (an agent from an older pyd, none
@@ -23,7 +24,7 @@ from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
 from pyd.guestdocker.shim import find_docker
 from pyd.guestdocker.streams import HostStreams
-from pyd.guestdocker.tools import Tool
+from pyd.guestdocker.tools import COMPOSE, Tool
 from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, unshared_error
 from pyd.host.env import this_host
 from pyd.instance.registry import Instance, existing, name_option
@@ -82,7 +83,7 @@ def run_docker(inv: Invocation, tool: Tool) -> int:
         )
     if not inv.via_guest:
         docker = find_docker(os.environ.get("PATH", os.defpath))
-        if docker is not None:
+        if docker is not None and use_host_cli(tool, _host_compose):
             from pyd.config.settings import context_name
 
             context = context_name(inst.name)
@@ -94,6 +95,20 @@ def run_docker(inv: Invocation, tool: Tool) -> int:
                 endpoint = ["--host", _docker_host(inst)]
             return run_host_docker(docker_argv(docker, endpoint, tool, inv.args))
     return run_via_guest(inst, tool, inv.args)
+
+
+def use_host_cli(tool: Tool, host_has_compose: Callable[[], bool]) -> bool:
+    """Whether this machine's docker CLI (there is one) can run `tool`: docker always;
+    compose only with its plugin, else the guest's compose runs it (issue 20). Asked only for
+    compose, so `pyd docker` pays nothing for it."""
+    return tool is not COMPOSE or host_has_compose()
+
+
+def _host_compose() -> bool:
+    from pyd.dockercli.context import config_dir
+    from pyd.guestdocker.compose_plugin import host_has_compose
+
+    return host_has_compose(config_dir(), sys.platform, os.environ)
 
 
 def run_via_guest(inst: Instance, tool: Tool, args: Sequence[str]) -> int:
