@@ -18,6 +18,7 @@ from pyd.cli import (  # noqa: F401 (image commands register on image_cmd.app)
     mount_cmd,
     port_cmd,
     shim_cmd,
+    tray_cmd,
     upgrade_cmd,
     version_cmd,
 )
@@ -52,6 +53,7 @@ for _command in (
     upgrade_cmd.upgrade,
     doctor_cmd.doctor,
     version_cmd.version,
+    tray_cmd.tray,
 ):
     app.command()(_command)
 app.command("list")(instance_cmd.list_)
