@@ -21,7 +21,7 @@ from pyd.ports.forwards import (
     parse_port_spec,
     reconcile,
     removal_matcher,
-    udp_unforwarded,
+    unforwarded,
 )
 
 WEB_ID = "abc123def456" + "0" * 52
@@ -432,13 +432,13 @@ def test_format_port_spec_names_a_non_tcp_protocol() -> None:
 # --- UDP and describe -----------------------------------------------------------------------
 
 
-def test_udp_unforwarded_and_forwardable_split_by_protocol() -> None:
+def test_tcp_and_udp_are_forwardable_and_sctp_is_not() -> None:
     tcp = fwd("0.0.0.0", 53)
     udp = fwd("0.0.0.0", 53, proto="udp")
     sctp = fwd("0.0.0.0", 9, proto="sctp")
-    assert udp_unforwarded([tcp, udp, sctp, udp]) == [sctp, udp]
-    assert forwardable([tcp, udp, sctp, tcp]) == [tcp]
-    assert udp_unforwarded([tcp]) == []
+    assert unforwarded([tcp, udp, sctp, udp]) == [sctp]
+    assert forwardable([tcp, udp, sctp, tcp]) == [tcp, udp]
+    assert unforwarded([tcp, udp]) == []
 
 
 @pytest.mark.parametrize(
@@ -670,7 +670,7 @@ def test_port_rm_refuses_what_names_no_forward_saying_how_to(text: str, message:
 # --- end to end over the values -------------------------------------------------------------
 
 
-def test_docker_list_to_listeners_reports_udp_and_conflicts() -> None:
+def test_docker_list_to_listeners_carries_udp_and_reports_conflicts() -> None:
     containers = [
         _container(
             [
@@ -682,9 +682,12 @@ def test_docker_list_to_listeners_reports_udp_and_conflicts() -> None:
     ]
     manual = [parse_port_spec("8080:3000")]
     kept, conflicts = merge(bindings_from_containers(containers, "docker"), manual)
-    assert [describe(f) for f in forwardable(kept)] == ["127.0.0.1:8080 -> guest:3000/tcp (manual)"]
-    assert [describe(f) for f in udp_unforwarded(kept)] == [f"0.0.0.0:53 -> guest:53/udp ({WEB})"]
+    assert [describe(f) for f in forwardable(kept)] == [
+        f"0.0.0.0:53 -> guest:53/udp ({WEB})",
+        "127.0.0.1:8080 -> guest:3000/tcp (manual)",
+    ]
+    assert unforwarded(kept) == []
     assert len(conflicts) == 2
     to_open, to_close = reconcile([], forwardable(kept))
-    assert to_open == manual
+    assert to_open == sorted([*manual, fwd("0.0.0.0", 53, proto="udp")])
     assert to_close == []

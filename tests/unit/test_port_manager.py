@@ -12,6 +12,7 @@ from pyd.host.threads import Deadline
 from pyd.ports.forwards import Forward, PortState, PortStatus
 from pyd.ports.listener import PortInUseError
 from pyd.ports.manager import OpenTcp, PortManager
+from pyd.ports.udp_listener import OpenRelay
 
 WEB_ID = "0123456789ab" + "0" * 52
 
@@ -53,6 +54,11 @@ class Host:
         self.log: list[str] = []  # "start|close|join HOSTPORT->GUESTPORT", in order
 
     def listener(self, forward: Forward, open_tcp: OpenTcp) -> FakeListener:
+        made = FakeListener(self, forward)
+        self.made.append(made)
+        return made
+
+    def udp_listener(self, forward: Forward, open_relay: OpenRelay) -> FakeListener:
         made = FakeListener(self, forward)
         self.made.append(made)
         return made
@@ -106,8 +112,20 @@ def reports() -> Reports:
     return Reports()
 
 
+def _no_relay(forward: Forward) -> paramiko.Channel:
+    raise AssertionError("no relay is started in these tests")
+
+
 def _manager(host: Host, reports: Reports, manual: tuple[str, ...] = ()) -> PortManager:
-    ports = PortManager(_no_channel, "docker", manual, reports, listener=host.listener)
+    ports = PortManager(
+        _no_channel,
+        "docker",
+        manual,
+        reports,
+        listener=host.listener,
+        open_udp=_no_relay,
+        udp_listener=host.udp_listener,
+    )
     ports.start()
     return ports
 
@@ -156,13 +174,34 @@ def test_a_manual_forward_wins_a_clash_and_the_loser_is_listed(
     )
 
 
-def test_udp_is_listed_as_not_forwarded_and_never_listened_on(host: Host, reports: Reports) -> None:
+def test_udp_is_listened_on_beside_tcp_on_the_same_port(host: Host, reports: Reports) -> None:
     ports = _manager(host, reports)
-    ports.set_containers([_container(("0.0.0.0", 5353, "udp"))])
+    ports.set_containers([_container(("0.0.0.0", 5353, "udp"), ("0.0.0.0", 5353, "tcp"))])
+    assert sorted(m.forward.proto for m in host.made if m.started) == ["tcp", "udp"]
+    assert [(s.proto, s.state) for s in reports.all[-1]] == [
+        ("tcp", PortState.LISTENING),
+        ("udp", PortState.LISTENING),
+    ]
+
+
+def test_sctp_is_listed_as_not_forwarded_and_never_listened_on(
+    host: Host, reports: Reports
+) -> None:
+    ports = _manager(host, reports)
+    ports.set_containers([_container(("0.0.0.0", 9000, "sctp"))])
     assert host.made == []
     [status] = reports.all[-1]
     assert status.state == PortState.NOT_FORWARDED
-    assert status.detail == "UDP is not carried over SSH"
+    assert status.detail == "SCTP is not carried"
+
+
+def test_without_a_relay_udp_is_listed_as_not_forwarded(host: Host, reports: Reports) -> None:
+    ports = PortManager(_no_channel, "docker", (), reports, listener=host.listener)
+    ports.start()
+    ports.set_containers([_container(("0.0.0.0", 5353, "udp"))])
+    assert host.made == []
+    [status] = reports.all[-1]
+    assert (status.state, status.detail) == (PortState.NOT_FORWARDED, "no UDP relay in this agent")
 
 
 def test_a_port_that_fails_to_bind_is_listed_and_retried(host: Host, reports: Reports) -> None:

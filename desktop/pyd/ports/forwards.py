@@ -5,8 +5,8 @@ Docker runs in the guest, so a port published with `docker run -p` is bound insi
 with a host listener on the same port and carries its connections to the guest over SSH.
 This module decides which listeners those are; it opens no sockets and reads no files.
 
-Only TCP is carried: SSH forwards byte streams, so UDP (and SCTP) bindings are kept in the
-values so that they can be reported, and `forwardable` / `udp_unforwarded` split them off.
+TCP and UDP are carried (UDP framed on a channel: udp_listener); SCTP bindings are kept in
+the values so that they can be reported, and `forwardable` / `unforwarded` split them off.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pyd.host.loopback import address_text
 BIND_POLICIES = ("docker", "localhost")
 """`ports.bind`: "docker" binds wildcards as dockerd on Linux would; "localhost" keeps them
 on the host's loopback."""
-FORWARDED_PROTOS = ("tcp",)
+FORWARDED_PROTOS = ("tcp", "udp")
 MANUAL = "manual"
 MANUAL_DEFAULT_HOST_IP = "127.0.0.1"  # a forward the user adds is private unless they say so
 LOOPBACK_V4 = "127.0.0.1"
@@ -46,7 +46,7 @@ class PortState(enum.StrEnum):
     LISTENING = "listening"
     CONFLICT = "conflict"  # another forward holds the host address (detail: which)
     FAILED = "failed"  # the host listener could not be opened (detail: why, who holds it)
-    NOT_FORWARDED = "not forwarded"  # UDP and SCTP: SSH carries byte streams only
+    NOT_FORWARDED = "not forwarded"  # SCTP: nothing carries it
     STOPPED = "stopped"  # listed from config.toml: no agent runs
     UNKNOWN = "unknown"  # the agent runs but has not reported on it yet
 
@@ -357,13 +357,13 @@ def format_port_spec(f: Forward) -> str:
 
 
 def forwardable(forwards: Iterable[Forward]) -> list[Forward]:
-    """The forwards the agent can carry (TCP), sorted."""
+    """The forwards the agent can carry (TCP and UDP), sorted."""
     return sorted({f for f in forwards if f.proto in FORWARDED_PROTOS})
 
 
-def udp_unforwarded(forwards: Iterable[Forward]) -> list[Forward]:
-    """The forwards SSH cannot carry (UDP, and SCTP alike), sorted: to be reported, since a
-    user who published them expects them to work."""
+def unforwarded(forwards: Iterable[Forward]) -> list[Forward]:
+    """The forwards the agent cannot carry (SCTP), sorted: to be reported, since a user who
+    published them expects them to work."""
     return sorted({f for f in forwards if f.proto not in FORWARDED_PROTOS})
 
 

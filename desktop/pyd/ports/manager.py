@@ -1,6 +1,6 @@
 """The agent's published-port forwards: what Docker publishes plus the manual ones, kept
 in step with listeners on the host. Every binding ends up listed with its state: listening,
-conflict, failed (with what holds the port) or not forwarded (UDP), never dropped silently."""
+conflict, failed (with what holds the port) or not forwarded (SCTP), never dropped silently."""
 
 from __future__ import annotations
 
@@ -24,9 +24,10 @@ from pyd.ports.forwards import (
     merge,
     parse_port_spec,
     reconcile,
-    udp_unforwarded,
+    unforwarded,
 )
 from pyd.ports.listener import TcpPortForward
+from pyd.ports.udp_listener import OpenRelay, UdpPortForward
 
 log = logging.getLogger("pyd.ports")
 
@@ -58,6 +59,7 @@ class PortListener(Protocol):
 
 
 ListenerFactory = Callable[[Forward, OpenTcp], PortListener]
+UdpListenerFactory = Callable[[Forward, OpenRelay], PortListener]
 
 
 class PortManager:
@@ -71,9 +73,13 @@ class PortManager:
         manual: Iterable[str],
         on_change: Callable[[tuple[PortStatus, ...]], None],
         listener: ListenerFactory = TcpPortForward,
+        open_udp: OpenRelay | None = None,
+        udp_listener: UdpListenerFactory = UdpPortForward,
     ) -> None:
         self.open_tcp = open_tcp
         self._listener = listener
+        self.open_udp = open_udp  # None: UDP is listed as not forwarded
+        self._udp_listener = udp_listener
         self.bind_policy = bind_policy
         self.on_change = on_change
         self._manual = [parse_port_spec(s) for s in manual]
@@ -121,12 +127,21 @@ class PortManager:
             closed = list(self._closed_ones)
         return all([fwd.join(deadline) for fwd in closed])
 
+    def _make(self, f: Forward) -> PortListener:
+        if f.proto == "udp":
+            assert self.open_udp is not None  # _apply carries UDP only with a relay
+            return self._udp_listener(f, self.open_udp)
+        return self._listener(f, self.open_tcp)
+
     def _apply(self) -> None:
         if self._closed:
             return
         docker = bindings_from_containers(self._containers, self.bind_policy)
         kept, conflicts = merge(docker, self._manual)
-        wanted = [f for f in forwardable(kept) if f not in self._failed]
+        carried = forwardable(kept)
+        if self.open_udp is None:
+            carried = [f for f in carried if f.proto != "udp"]
+        wanted = [f for f in carried if f not in self._failed]
         to_open, to_close = reconcile(self._open, wanted)
         replaced = [self._open.pop(f) for f in to_close]
         for fwd in replaced:
@@ -137,7 +152,7 @@ class PortManager:
                 log.warning("%s: its threads have not ended yet", describe(f))
             log.info("closed %s", describe(f))
         for f in to_open:
-            fwd = self._listener(f, self.open_tcp)
+            fwd = self._make(f)
             try:
                 fwd.start()
             except PydError as e:
@@ -149,12 +164,9 @@ class PortManager:
         statuses = [port_status(f, PortState.LISTENING) for f in self._open]
         statuses += [port_status(f, PortState.FAILED, why) for f, why in self._failed.items()]
         statuses += [port_status(c.forward, PortState.CONFLICT, c.reason) for c in conflicts]
-        for f in udp_unforwarded(kept):
-            statuses.append(
-                port_status(
-                    f, PortState.NOT_FORWARDED, f"{f.proto.upper()} is not carried over SSH"
-                )
-            )
+        for f in sorted(set(unforwarded(kept)) | (set(kept) - set(carried))):
+            why = "no UDP relay in this agent" if f.proto == "udp" else "SCTP is not carried"
+            statuses.append(port_status(f, PortState.NOT_FORWARDED, why))
         report = tuple(sorted(statuses, key=lambda s: (s.host, s.proto, s.origin)))
         if report != self._reported:
             for s in report:
