@@ -130,7 +130,8 @@ def test_unknown_keys_are_listed_with_the_known_ones() -> None:
     assert "/home/u/pyd/default/config.toml" in e.message
     assert e.hint == (
         "known settings: cpus, memory, disk, accel, backend, libvirt_uri, stop, ports.bind, "
-        "ports.forwards, network.host_access, image_index, image_keys, image_source, mounts"
+        "ports.forwards, network.host_access, network.host_dns, image_index, image_keys, "
+        "image_source, mounts"
     )
 
 
@@ -245,7 +246,7 @@ def test_to_toml_dict_spells_sizes_with_units() -> None:
         "backend": "auto",
         "libvirt_uri": "",
         "ports": {"bind": "docker", "forwards": []},
-        "network": {"host_access": True},
+        "network": {"host_access": True, "host_dns": True},
         "mounts": [{"location": "/home/u", "mount_point": "/home/u", "writable": True}],
     }
     assert to_toml_dict(with_value(SHIPPED, "memory", "1536MiB"))["memory"] == "1536MiB"
@@ -568,7 +569,7 @@ def test_a_file_from_before_ports_gains_a_ports_table_at_its_end(tmp_path: Path)
     save_config(path, with_forward_added(load_config(path), "8080:80"))
     assert path.read_text() == (
         before + '\n[ports]\nbind = "docker"\nforwards = ["127.0.0.1:8080:80"]\n'
-        "\n[network]\nhost_access = true\n"
+        "\n[network]\nhost_access = true\nhost_dns = true\n"
     )
 
 

@@ -35,6 +35,8 @@ _MOVED = (
     "/sys/class/net",
     "/dev/kmsg",
     "/etc/resolv.conf",
+    "/etc/hosts",
+    "/var/log",
     "/proc",
     "/usr/share/qemu",
 )
@@ -60,7 +62,9 @@ class Sandbox:
                 text = text.replace("PATH=/usr/sbin:", f"PATH={self.root / 'bin'}:$PATH:")
             (lib / script.name).write_text(text)
             (lib / script.name).chmod(script.stat().st_mode)
-        for made in ("/run/pyd", "/sys/class/net", "/etc", "/proc", "/dev"):
+        # The DNS relay a stand-in that cannot set up (status 2): network's loop ends.
+        (lib / "dns-relay").write_text(_STAND_IN.replace("exit 0", "exit 2"))
+        for made in ("/run/pyd", "/sys/class/net", "/etc", "/proc", "/dev", "/var/log"):
             self.path(made).mkdir(parents=True, exist_ok=True)
         self.path("/proc/uptime").write_text("12.34 5.67\n")
         self.path("/proc/sys/net/ipv4").mkdir(parents=True)
@@ -128,7 +132,11 @@ def test_network_configures_every_virtio_nic_and_routes_by_the_first(box: Sandbo
     assert "-A POSTROUTING -o eth1 ! -s 10.0.2.15 -j MASQUERADE" in nat
     assert "docker0 ! -s" not in nat
     assert box.path("/proc/sys/net/ipv4/ip_forward").read_text() == "1\n"
-    assert box.path("/etc/resolv.conf").resolve().read_text() == "nameserver 10.0.2.3\n"
+    # The guest's DNS is its relay, on its own address, falling back to QEMU's.
+    assert box.path("/etc/resolv.conf").resolve().read_text() == "nameserver 10.0.2.15\n"
+    assert "dns-relay 10.0.2.15 10.0.2.3 10.0.2.2" in box.calls()
+    hosts = box.path("/etc/hosts").read_text()
+    assert "10.0.2.2\thost.docker.internal gateway.docker.internal\n" in hosts
 
 
 def test_host_access_off_cuts_every_nic_before_any_comes_up(box: Sandbox) -> None:

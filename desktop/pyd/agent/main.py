@@ -30,6 +30,7 @@ from pyd.agent.status_file import AgentState, AgentStatus
 from pyd.agent.status_file import write_status as _write_status
 from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
+from pyd.dns.service import HostDns, for_guest
 from pyd.engine.api import GUEST_DOCKER_SOCKET
 from pyd.engine.ping import wait_for_engine
 from pyd.errors import PydError
@@ -121,6 +122,7 @@ class Agent:
         self.ports: PortManager | None = None
         self.mounts: MountManager | None = None
         self.file_events: FileEvents | None = None
+        self.host_dns: HostDns | None = None  # the guest's DNS through this host's resolver
         self.clock: ClockKeeper | None = None  # keeps the guest's clock on the host's
         self._parts: list[ThreadOwner] = []  # what serves: closed on the way out
         self._parts_lock = threading.Lock()
@@ -287,6 +289,8 @@ class Agent:
         )
         self.clock = self._adopt(ClockKeeper(self.session))  # syncs now: a fresh boot or resume
         self.clock.start()
+        self.host_dns = self._adopt(for_guest(self.session.transport, cfg.host_dns))
+        self.host_dns.start()
         if not up:
             self._start_mounts(cfg, server)  # they mount while the engine starts
         if not restarted:
@@ -416,6 +420,8 @@ class Agent:
         self.mounts.set_shares(cfg.mounts)
         if self.file_events is not None:
             self.file_events.set_shares(cfg.mounts, cfg.file_events_off)
+        if self.host_dns is not None:
+            self.host_dns.set_enabled(cfg.host_dns)
 
     def _await_restore(self) -> bool:
         """While `pyd start` restores the VM (it launched this agent first, so the two

@@ -56,6 +56,7 @@ KEYS = (
     "ports.bind",
     "ports.forwards",
     "network.host_access",
+    "network.host_dns",
     "image_index",
     "image_keys",
     "image_source",
@@ -103,6 +104,9 @@ class InstanceConfig:
     # Whether containers reach the host's loopback at 10.0.2.2 (QEMU's gateway), as Docker
     # Desktop's host.docker.internal does; the guest enforces false (seed, next start).
     host_access: bool = True
+    # Whether the guest's A and AAAA queries are answered through this host's own resolver
+    # (pyd.dns: hosts file, VPN split DNS, mDNS); false: QEMU's DNS answers all (at once).
+    host_dns: bool = True
     # Where a host that does not build its image downloads it (image/obtain.py): URLs of a
     # release index.json, tried in order; PEM public keys trusted besides the project's;
     # and whether to build or download ("auto": build where this host can).
@@ -251,6 +255,13 @@ _HOST_ACCESS_HINT = (
     "true lets containers reach services on this machine's loopback at 10.0.2.2 (as "
     "host.docker.internal does in Docker Desktop); false cuts that off at the next start"
 )
+
+_HOST_DNS = "network.host_dns"
+_HOST_DNS_HINT = (
+    "true answers containers' DNS through this machine's own resolver (its hosts file, a "
+    "VPN's names, .local); false leaves it to QEMU's DNS, which asks the configured servers"
+)
+_BOOLEANS = {_HOST_ACCESS: _HOST_ACCESS_HINT, _HOST_DNS: _HOST_DNS_HINT}
 
 
 def _boolean(key: str, hint: str) -> Callable[[Any], Any]:
@@ -504,6 +515,7 @@ _FIELDS: dict[str, _Field] = {
     "ports.bind": _Field("ports_bind", _text("ports.bind"), _bind_policy),
     "ports.forwards": _Field("port_forwards", _forwards, _distinct_forwards),
     _HOST_ACCESS: _Field("host_access", _boolean(_HOST_ACCESS, _HOST_ACCESS_HINT), _no_check),
+    _HOST_DNS: _Field("host_dns", _boolean(_HOST_DNS, _HOST_DNS_HINT), _no_check),
     "image_index": _Field("image_index", _text_list("image_index", _INDEX_HINT), _index_urls),
     "image_keys": _Field("image_keys", _text_list("image_keys", _KEYS_HINT), _key_paths),
     "image_source": _Field(
@@ -622,10 +634,10 @@ def with_value(cfg: InstanceConfig, key: str, raw: str) -> InstanceConfig:
         if not _INTEGER.fullmatch(text):
             raise UsageError(f"cpus: expected a whole number, got {raw!r}", hint="e.g. 4")
         converted: Any = int(text)
-    elif key == _HOST_ACCESS:
+    elif key in _BOOLEANS:
         spelled = {"true": True, "false": False}.get(text.lower())
         if spelled is None:
-            raise UsageError(f"{key}: expected true or false, got {raw!r}", _HOST_ACCESS_HINT)
+            raise UsageError(f"{key}: expected true or false, got {raw!r}", _BOOLEANS[key])
         converted = spelled
     elif key in ("image_index", "image_keys"):
         converted = split_list(text)
@@ -671,7 +683,7 @@ def to_toml_dict(cfg: InstanceConfig) -> dict[str, Any]:
         # Only when set, as the image settings: older config files stay as they were.
         **({"stop": cfg.stop} if cfg.stop != STOP_SHUTDOWN else {}),
         "ports": {"bind": cfg.ports_bind, "forwards": list(cfg.port_forwards)},
-        "network": {"host_access": cfg.host_access},
+        "network": {"host_access": cfg.host_access, "host_dns": cfg.host_dns},
         # Only when set: a config that repeats today's default would pin it, and the shipped
         # defaults may later name the project's own index.
         **{
