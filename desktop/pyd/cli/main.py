@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from pyd.cli import (  # noqa: F401 (image commands register on image_cmd.app)
+    autostart_cmd,
     config_cmd,
     docker_cmd,
     doctor_cmd,
@@ -40,6 +41,7 @@ app.add_typer(config_cmd.app, name="config")
 app.add_typer(port_cmd.app, name="port")
 app.add_typer(mount_cmd.app, name="mount")
 app.add_typer(shim_cmd.app, name="shim")
+app.add_typer(autostart_cmd.app, name="autostart")
 for _command in (
     instance_cmd.start,
     instance_cmd.stop,
