@@ -53,6 +53,7 @@ from pyd.mounts.worker import MountManager
 from pyd.ports.container_watch import ContainerWatch
 from pyd.ports.forwards import Forward
 from pyd.ports.manager import PortManager
+from pyd.ports.udp_listener import open_udp_relay
 from pyd.relay.endpoint import docker_endpoint, make_docker_forward
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.direct_tcpip import open_direct_tcpip
@@ -383,6 +384,7 @@ class Agent:
                 cfg.ports_bind,
                 cfg.port_forwards,
                 lambda report: self._publish(lambda s: replace(s, ports=report)),
+                open_udp=self._open_udp,
             )
         )
         self.ports.start()  # manual ones open now
@@ -402,6 +404,10 @@ class Agent:
         # a client waiting that long is better served late than refused.
         guest = (forward.guest_ip, forward.guest_port)
         return open_direct_tcpip(transport, guest, origin, timeout=CHANNEL_OPEN_WAIT)
+
+    def _open_udp(self, forward: Forward) -> paramiko.Channel:
+        transport = self.session.transport(self._link_wait(RECONNECT_WAIT))
+        return open_udp_relay(transport, forward, timeout=CHANNEL_OPEN_WAIT)
 
     def _follow_config(self) -> None:
         """`pyd port add/rm`, `pyd mount add/rm` and `pyd config set ports.bind` edit
