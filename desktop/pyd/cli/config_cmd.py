@@ -67,6 +67,8 @@ def set_(
     edit_config(inst.files.config, lambda cfg: with_value(cfg, key, value))
     if running and key.startswith("ports."):
         err_console.print("saved; the running instance applies it now (`pyd port ls`)")
+    elif running and key == "network.host_dns":  # the agent follows config.toml
+        err_console.print("saved; the running instance applies it now")
     elif running:
         err_console.print(f"saved; applies at the next start (`pyd restart -n {name}`)")
     else:
