@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,11 @@ def test_a_completion_request_lists_matching_commands() -> None:
     r = _pyd(_PYD_COMPLETE="complete_bash", COMP_WORDS="pyd sta", COMP_CWORD="1")
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["start", "status"]
+
+
+def test_install_completion_sources_the_script_from_bashrc(tmp_path: Path) -> None:
+    r = _pyd("--install-completion", "bash", HOME=str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    script = tmp_path / ".bash_completions" / "pyd.sh"
+    assert "_PYD_COMPLETE=complete_bash" in script.read_text()
+    assert f"source '{script}'" in (tmp_path / ".bashrc").read_text()
