@@ -31,6 +31,8 @@ from pyd.tray.model import Action, IconKind, InstanceView, MenuItem, Verb, find_
 from pyd.tray.model import menu as menu_model
 from pyd.tray.model import title as title_text
 
+QUIT_GRACE = 3.0  # seconds for pystray's loop to end after Quit
+
 
 @dataclass(frozen=True)
 class TrayFiles:
@@ -85,6 +87,18 @@ def _pystray() -> Any:
     return pystray
 
 
+def _xorg_clicks(icon: Any) -> None:
+    """pystray's xorg backend (0.19.5) handles a left click but never asks X for button
+    events on its window, so none arrive (pystray issue 151): ask for them too."""
+    window = getattr(icon, "_window", None)
+    if type(icon).__module__ != "pystray._xorg" or window is None:
+        return
+    from Xlib import X  # type: ignore[import-untyped]
+
+    window.change_attributes(event_mask=X.ExposureMask | X.StructureNotifyMask | X.ButtonPressMask)
+    icon._display.flush()
+
+
 class Tray:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -112,6 +126,7 @@ class Tray:
             ) from None
         try:
             self.files.invoke.unlink(missing_ok=True)  # one left for a tray that has gone
+            _xorg_clicks(self.icon)
             try:
                 self.icon.run(setup=self._setup)
             except KeyboardInterrupt:
@@ -184,6 +199,12 @@ class Tray:
         if action.verb is Verb.QUIT:
             self.quit.set()
             self.wake.set()
+            # pystray's xorg loop, asked from this thread, at times misses its window's end
+            # (python-xlib reads events on whichever thread talks to X) and waits for ever;
+            # nothing is left to do then but leave. The actions' `pyd` run detached.
+            timer = threading.Timer(QUIT_GRACE, os._exit, args=(0,))
+            timer.daemon = True
+            timer.start()
             self.icon.stop()
             return
         try:
