@@ -35,8 +35,8 @@ from pyd.ssh.streamlocal import open_streamlocal
 log = logging.getLogger("pyd.dns")
 
 RELAY_SOCKET = "/run/pyd/dns.sock"  # the guest relay's; root's only, containers see none
-RETRY = 1.0  # seconds between attempts while the link is down or the relay not up yet
-QUIET_RETRY = 10.0  # once an image without the relay has refused: attempts are rarer
+RETRY = 1.0  # the first wait after a failed attempt (the link down, the relay not up yet)
+MAX_RETRY = 10.0  # the waits double up to this (an older image has no relay at all)
 MAX_INFLIGHT = 32  # lookups at once; more wait (getaddrinfo blocks its thread)
 _LENGTH = struct.Struct("!H")
 
@@ -66,7 +66,7 @@ class HostDns:
         self._stream: Stream | None = None
         self._send_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(MAX_INFLIGHT)
-        self._refused_before = False
+        self._retry = RETRY
         self.answered = 0  # for tests and the log
         self._thread = threading.Thread(target=self._run, name="pyd-dns", daemon=True)
 
@@ -105,10 +105,10 @@ class HostDns:
             try:
                 stream = self._connect()
             except PydError as e:
-                self._wait(self._refused(e))
+                self._failed(e.message)
                 continue
             except LINK_ERRORS as e:
-                self._wait(self._refused(e))
+                self._failed(str(e))
                 continue
             with self._cond:
                 if self._closed or not self._enabled:
@@ -116,7 +116,7 @@ class HostDns:
                     continue
                 self._stream = stream
             log.info("answering the guest's DNS through this host's resolver")
-            self._refused_before = False
+            self._retry = RETRY
             try:
                 self._serve(stream)
             finally:
@@ -124,19 +124,14 @@ class HostDns:
                     self._stream = None
                 stream.close()
 
-    def _refused(self, error: Exception) -> float:
-        """How long to wait after a failed attempt; a refusal is logged once, not each time."""
-        if not self._refused_before:
-            detail = error.message if isinstance(error, PydError) else str(error)
-            log.info("no DNS relay in the guest yet (%s); retrying", detail)
-            self._refused_before = True
-            return RETRY
-        return QUIET_RETRY if "refused" in str(error).lower() else RETRY
-
-    def _wait(self, seconds: float) -> None:
+    def _failed(self, detail: str) -> None:
+        """Waits before the next attempt, each wait twice the last; logged once per outage."""
+        if self._retry == RETRY:
+            log.info("no channel to the guest's DNS relay (%s); QEMU's DNS answers", detail)
         with self._cond:
-            if not self._closed:
-                self._cond.wait(seconds)
+            if not self._closed and self._enabled:
+                self._cond.wait(self._retry)
+        self._retry = min(self._retry * 2, MAX_RETRY)
 
     def _serve(self, stream: Stream) -> None:
         """Reads queries until the channel ends; each is answered from a thread of its own,
