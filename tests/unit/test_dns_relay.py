@@ -4,6 +4,7 @@ with the agent's HostDns on its socket and a stand-in for QEMU's DNS, all on thi
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import shutil
 import socket
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from pyd.dns import service
 from pyd.dns.answer import Lookup, Outcome
 from pyd.dns.service import HostDns
 from pyd.dns.wire import NOERROR, NXDOMAIN, TYPE_A, TYPE_AAAA
+from pyd.errors import PydError
 from pyd.host.threads import Deadline
 
 RELAY = Path(__file__).parents[2] / "guest-image/overlay/usr/lib/pyd/dns-relay"
@@ -60,7 +63,22 @@ class FakeQemuDns:
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.asked: list[bytes] = []
+        self.tcp = socket.create_server(("127.0.0.1", self.port))  # DNS over TCP, same port
         threading.Thread(target=self._serve, daemon=True).start()
+        threading.Thread(target=self._serve_tcp, daemon=True).start()
+
+    def _serve_tcp(self) -> None:
+        while True:
+            try:
+                conn, _ = self.tcp.accept()
+            except OSError:
+                return
+            with conn:
+                size = struct.unpack("!H", conn.recv(2))[0]
+                data = conn.recv(size)
+                self.asked.append(data)
+                reply = self._answer(data)
+                conn.sendall(struct.pack("!H", len(reply)) + reply)
 
     def _serve(self) -> None:
         while True:
@@ -69,10 +87,13 @@ class FakeQemuDns:
             except OSError:
                 return
             self.asked.append(data)
-            ident, _f, _qd, _an, _ns, _ar = struct.unpack_from("!HHHHHH", data)
-            record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton("10.9.9.9")
-            head = struct.pack("!HHHHHH", ident, 0x8180, 1, 1, 0, 0)
-            self.sock.sendto(head + data[12:] + record, peer)
+            self.sock.sendto(self._answer(data), peer)
+
+    @staticmethod
+    def _answer(data: bytes) -> bytes:
+        ident, _f, _qd, _an, _ns, _ar = struct.unpack_from("!HHHHHH", data)
+        record = struct.pack("!HHHIH", 0xC00C, 1, 1, 60, 4) + socket.inet_aton("10.9.9.9")
+        return struct.pack("!HHHHHH", ident, 0x8180, 1, 1, 0, 0) + data[12:] + record
 
 
 class Relay:
@@ -138,6 +159,7 @@ def relay(tmp_path: Path, fallback: FakeQemuDns) -> Iterator[Relay]:
     r.proc.kill()
     r.proc.wait()
     fallback.sock.close()
+    fallback.tcp.close()
 
 
 def host_table(name: str) -> Lookup:
@@ -231,3 +253,44 @@ def test_a_silent_agent_is_dropped_and_its_queries_answered_by_qemus_dns(relay: 
     assert parse(relay.ask(query("only.on.host")))[2] == [socket.inet_aton("10.9.9.9")]
     assert time.monotonic() - t0 < 0.5  # dropped: the next is not held
     silent.close()
+
+
+def test_dns_over_tcp_is_passed_to_qemus_dns(relay: Relay, fallback: FakeQemuDns) -> None:
+    """A client's retry over TCP after a truncated answer (only QEMU's DNS truncates)."""
+    with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+        message = query("big.txt.example", 16, ident=3)
+        s.sendall(struct.pack("!H", len(message)) + message)
+        size = struct.unpack("!H", s.recv(2))[0]
+        reply = b""
+        while len(reply) < size:
+            reply += s.recv(size - len(reply))
+    assert parse(reply)[:2] == (3, NOERROR)
+    assert fallback.asked == [message]
+
+
+def test_failed_attempts_back_off_and_stop_while_switched_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An image without the relay refuses every channel: the agent asks less and less often
+    (not 10 times a second for ever), and not at all while network.host_dns is false."""
+    monkeypatch.setattr(service, "RETRY", 0.05)
+    monkeypatch.setattr(service, "MAX_RETRY", 0.4)
+    tries: list[float] = []
+
+    def refuse() -> Channel:
+        tries.append(time.monotonic())
+        raise PydError("open failed: connect failed")
+
+    dns = HostDns(refuse, host_table)
+    dns.start()
+    time.sleep(1.5)  # 0.05 + 0.1 + 0.2 + 0.4 + 0.4 ...: 6 or 7 tries, not 30
+    assert 4 <= len(tries) <= 8, tries
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert gaps[-1] > 3 * gaps[0]
+    dns.set_enabled(False)
+    time.sleep(0.5)
+    asked = len(tries)
+    time.sleep(1.0)
+    assert len(tries) == asked
+    dns.close()
+    assert dns.join(Deadline(2))
