@@ -1,8 +1,9 @@
 """The released wheel works without the source tree (issue 20): packaging/build-release builds
 it, pipx installs it into a fresh location, and from a directory outside the checkout that copy
-runs `pyd version`, `pyd doctor` and a start -> docker run -> stop cycle, with its own PYD_HOME.
-The cached guest image (the `image` fixture) is reused: the recipe inside the wheel must hash
-as the checkout's, which `pyd version --json` shows as `current`. One boot."""
+runs `pyd version`, `pyd doctor` and a start -> docker run -> stop cycle, with its own PYD_HOME;
+a `uv tool install` of the same wheel answers too. The cached guest image (the `image` fixture)
+is reused: the recipe inside the wheel must hash as the checkout's, which `pyd version --json`
+shows as `current`. One boot."""
 
 from __future__ import annotations
 
@@ -26,10 +27,9 @@ DOMAIN = f"pyd-{NAME}"
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The `pyd` command of a pipx install of this checkout's freshly built wheel."""
-    work = tmp_path_factory.mktemp("wheel")
-    dist = work / "dist"
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This checkout's wheel, built by packaging/build-release."""
+    dist = tmp_path_factory.mktemp("dist")
     built = subprocess.run(
         [str(REPO / "packaging" / "build-release"), str(dist)],
         capture_output=True,
@@ -40,24 +40,33 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     # build-release lists the wheel's contents: the shipped recipe is in it.
     assert "pyd/_data/guest-image/build" in built.stdout
-    [wheel] = dist.glob("pyd-*.whl")
+    [found] = dist.glob("pyd-*.whl")
+    return found
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The `pyd` command of a pipx install of the wheel into a fresh location."""
+    work = tmp_path_factory.mktemp("pipx")
     env = {
         **_clean_env(),
-        "PIPX_HOME": str(work / "pipx"),
+        "PIPX_HOME": str(work / "home"),
         "PIPX_BIN_DIR": str(work / "bin"),
         "PIPX_MAN_DIR": str(work / "man"),
     }
-    done = subprocess.run(
+    _install(
         [sys.executable, "-m", "pipx", "install", "--python", sys.executable, str(wheel)],
-        cwd=work,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-        check=False,
+        work,
+        env,
+    )
+    return work / "bin" / "pyd"
+
+
+def _install(argv: list[str], cwd: Path, env: dict[str, str]) -> None:
+    done = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=1200, check=False
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return work / "bin" / "pyd"
 
 
 def _clean_env() -> dict[str, str]:
@@ -144,3 +153,31 @@ def test_installed_pyd_runs_without_the_checkout(
     finally:
         _run(installed, cwd, env, "delete", "-f", "-n", NAME)
         remove_domain(DOMAIN)
+
+
+def test_uv_tool_install_runs_without_the_checkout(
+    image: CachedImage, wheel: Path, elsewhere: tuple[Path, PydEnv], tmp_path: Path
+) -> None:
+    """`uv tool install` of the same wheel: the copy answers and finds its data (no boot:
+    the pipx copy's test above runs the VM)."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.fail("uv is not installed (pip install uv, in pyproject's test extra)")
+    cwd, env = elsewhere
+    _install(
+        [uv, "tool", "install", "--python", sys.executable, str(wheel)],
+        tmp_path,
+        {
+            **_clean_env(),
+            "UV_TOOL_DIR": str(tmp_path / "tools"),
+            "UV_TOOL_BIN_DIR": str(tmp_path / "bin"),
+            "UV_PYTHON_DOWNLOADS": "never",
+        },
+    )
+    pyd = tmp_path / "bin" / "pyd"
+    r = _run(pyd, cwd, env, "version", "--json")
+    assert r.returncode == 0, r.stderr
+    images = {i["key"]: i for i in json.loads(r.stdout)["images"]}
+    assert images.get(image.key, {}).get("current") is True, sorted(images)
+    r = _run(pyd, cwd, env, "doctor", "-n", NAME)
+    assert r.returncode == 0, r.stdout + r.stderr
