@@ -96,7 +96,7 @@ class Status:
     installed: bool
     loaded: bool  # macOS: loaded in launchd; Linux: enabled; Windows: the task is enabled
     why_not: str = ""  # why it is not loaded, when it is not
-    current: bool = True  # runs the pyd that `enable` would write now
+    current: bool = True  # what `enable` would write now (the same pyd, PATH, PYD_HOME)
 
     @property
     def enabled(self) -> bool:

@@ -68,7 +68,7 @@ def _describe(s: manager.Status) -> str:
     line = f"{s.instance}: {installed}; {loaded}"
     if s.installed and not s.current:
         line += (
-            f"\nit runs another pyd than this one: `pyd autostart enable{name_option(s.instance)}`"
-            " writes it again"
+            "\nit was written for another pyd or environment (PATH, PYD_HOME) than this "
+            f"shell's: `pyd autostart enable{name_option(s.instance)}` writes it again"
         )
     return line
