@@ -97,7 +97,7 @@ def test_tray_shows_the_instance_and_stop_stops_it(setup: Setup) -> None:
         # Stop, through the running tray's menu path.
         r = s.env.pyd("tray", "--invoke", f"{NAME}/stop")
         assert r.returncode == 0
-        until(lambda: _title(s) == f"pyd: {NAME} stopping…", 10, 0.05, "stopping… in the title")
+        until(lambda: _title(s) == f"pyd: {NAME} stopping...", 10, 0.05, "stopping... in the title")
         until(lambda: _title(s) == f"pyd: {NAME} stopped", 180, 0.5, "the tray sees it stopped")
         assert s.env.status(NAME)["state"] == "stopped"
         until(lambda: _pixels(s, IconKind.STOPPED, "stopped.png") >= ICON_PIXELS // 2, 10, 0.2,

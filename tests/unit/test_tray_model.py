@@ -70,7 +70,7 @@ def test_an_action_in_progress_disables_start_stop_restart(state: RunState) -> N
     view = InstanceView("dev", state)
     pending = {"dev": Verb.STOP}
     sub = instance_menu(view, pending)
-    assert sub.label == "dev: stopping…"
+    assert sub.label == "dev: stopping..."
     assert not any(_enabled(sub, k) for k in ("start", "stop", "restart"))
     assert _enabled(sub, "logs")
     assert icon_kind([view], pending) is IconKind.STARTING
@@ -127,7 +127,7 @@ def test_an_error_shows_its_first_line_shortened() -> None:
     sub = instance_menu(InstanceView("dev", RunState.FAILED, long), {})
     error = find_item(sub.children, ["error"])
     assert error is not None and not error.enabled
-    assert len(error.label) == 60 and error.label.endswith("…") and "second" not in error.label
+    assert len(error.label) == 60 and error.label.endswith("...") and "second" not in error.label
     assert (
         find_item(instance_menu(InstanceView("d", RunState.RUNNING), {}).children, ["error"])
         is None
@@ -137,7 +137,7 @@ def test_an_error_shows_its_first_line_shortened() -> None:
 def test_the_title_names_every_instance_and_its_state() -> None:
     views = [InstanceView("default", RunState.RUNNING), InstanceView("x", RunState.STOPPED)]
     assert title(views, {}) == "pyd: default running, x stopped"
-    assert title(views, {"x": Verb.START}) == "pyd: default running, x starting…"
+    assert title(views, {"x": Verb.START}) == "pyd: default running, x starting..."
 
 
 def test_find_item_misses_unknown_paths() -> None:
@@ -145,3 +145,11 @@ def test_find_item_misses_unknown_paths() -> None:
     assert find_item(items, []) is None
     assert find_item(items, ["nope", "stop"]) is None
     assert find_item(items, ["default", "nope"]) is None
+
+
+@pytest.mark.parametrize("verb", [None, Verb.START, Verb.STOP, Verb.RESTART])
+def test_the_title_is_latin_1_as_plain_x_needs(verb: Verb | None) -> None:
+    """pystray's xorg backend sets the title as a Latin-1 WM_NAME: anything else raised."""
+    views = [InstanceView(f"i{n}", s) for n, s in enumerate(RunState)]
+    pending = {v.name: verb for v in views} if verb else {}
+    title(views, pending).encode("latin-1")

@@ -99,6 +99,14 @@ def _xorg_clicks(icon: Any) -> None:
     icon._display.flush()
 
 
+def _xorg_flush(icon: Any) -> None:
+    """Sends what pystray's X loop asked of X while this thread was sending (python-xlib then
+    leaves it queued until someone sends again): a redraw, a new title, the window's end."""
+    display = getattr(icon, "_display", None)
+    if type(icon).__module__ == "pystray._xorg" and display is not None:
+        display.flush()
+
+
 class Tray:
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
@@ -152,10 +160,13 @@ class Tray:
             self._take_invoke()
             now = time.monotonic()
             fp = poll.fingerprint(instances_dir())
-            if woken or fp != seen or now - read_at >= poll.REFRESH:
-                seen, read_at = fp, now
-                self.views = poll.views()
-            self.show()
+            try:
+                if woken or fp != seen or now - read_at >= poll.REFRESH:
+                    seen, read_at = fp, now
+                    self.views = poll.views()
+                self.show()
+            except Exception as e:  # a tray that stops following says why, and goes on
+                self._log(f"following the instances: {type(e).__name__}: {e}")
             self.wake.wait(poll.POLL)
 
     def show(self) -> None:
@@ -164,15 +175,19 @@ class Tray:
         pending = self.runner.pending()
         items = menu_model(self.views, pending)
         kind = icon_kind(self.views, pending)
-        if kind != self.kind:
-            self.kind = kind
-            self.icon.icon = draw_icon(kind)
         text = title_text(self.views, pending)
+        changed = False
+        if kind != self.kind:
+            self.kind, changed = kind, True
+            self.icon.icon = draw_icon(kind)
         if text != self.icon.title:
+            changed = True
             self.icon.title = text
         if items != self.items:
             self.items = items
             self.icon.menu = self.pystray.Menu(*self._pystray_items(items))
+        if changed:
+            _xorg_flush(self.icon)
 
     def _pystray_items(self, items: Sequence[MenuItem]) -> list[Any]:
         out = []
@@ -206,6 +221,7 @@ class Tray:
             timer.daemon = True
             timer.start()
             self.icon.stop()
+            _xorg_flush(self.icon)
             return
         try:
             self.runner.run(action, self.env)

@@ -89,7 +89,8 @@ _STOPPABLE = {
     RunState.DEGRADED,
 }
 _RESTARTABLE = {RunState.RUNNING, RunState.RECONNECTING, RunState.FAILED, RunState.DEGRADED}
-# What a running action of the tray is called in the menu ("stopping…").
+# What a running action of the tray is called in the menu ("stopping..."; ASCII: plain X
+# takes the title as Latin-1).
 _DOING = {Verb.START: "starting", Verb.STOP: "stopping", Verb.RESTART: "restarting"}
 _ERROR_LABEL = 60  # characters of an error shown in the menu (a menu is not a log)
 _KIND_ORDER = (IconKind.ERROR, IconKind.STARTING, IconKind.RUNNING)
@@ -114,7 +115,7 @@ def icon_kind(views: Sequence[InstanceView], pending: Mapping[str, Verb]) -> Ico
 
 def state_text(view: InstanceView, pending: Mapping[str, Verb]) -> str:
     verb = pending.get(view.name)
-    return f"{_DOING[verb]}…" if verb in _DOING else view.state.value
+    return f"{_DOING[verb]}..." if verb in _DOING else view.state.value
 
 
 def title(views: Sequence[InstanceView], pending: Mapping[str, Verb]) -> str:
@@ -126,7 +127,7 @@ def title(views: Sequence[InstanceView], pending: Mapping[str, Verb]) -> str:
 
 def _short(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
-    return line if len(line) <= _ERROR_LABEL else line[: _ERROR_LABEL - 1] + "…"
+    return line if len(line) <= _ERROR_LABEL else line[: _ERROR_LABEL - 3] + "..."
 
 
 def instance_menu(view: InstanceView, pending: Mapping[str, Verb]) -> MenuItem:
