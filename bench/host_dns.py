@@ -36,8 +36,10 @@ NAME = "bench-hostdns"
 IMAGE = "pyd-bench-hostdns-busybox"
 QEMU_DNS = "10.0.2.3"
 HOSTS = Path("/etc/hosts")
+# adjtimex prints the clock's seconds and its micro- (or, in nanosecond mode, nano)seconds.
 CLOCK = (
-    "adjtimex | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} END{if (u>999999) u=u/1000; print s*1000000+u}'"
+    "adjtimex | awk '/tv_sec/{s=$2} /tv_usec/{u=$2} "
+    'END{if (u>999999) u=int(u/1000); printf "%.0f\\n", s*1000000+u}\''
 )
 
 
@@ -53,7 +55,7 @@ def timed(env: dict[str, str], container: str, names: list[str], server: str) ->
     resolv.conf; "-" for no lookup at all: the loop's baseline)."""
     lookups = "\n".join(
         f"a=$({CLOCK}); "
-        + (": " if server == "-" else f"nslookup {n} {server} >/dev/null 2>&1; ")
+        + (": ; " if server == "-" else f"nslookup {n} {server} >/dev/null 2>&1; ")
         + f"b=$({CLOCK}); echo $((b - a))"
         for n in names
     )
