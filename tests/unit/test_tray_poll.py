@@ -1,21 +1,23 @@
 """The tray's cheap look at the instances (pyd/tray/poll.py): a fingerprint of the status
-files that changes exactly when one is written, made or removed; a damaged instance is listed
-broken. And its icons: one colour per kind."""
+files that changes exactly when one is written, made or removed; the states read through
+the real `pyd list --json`. And its icons: one colour per kind."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
-from pyd.instance.registry import Instance
 from pyd.lifecycle.status import RunState
 from pyd.tray.icons import COLOURS, SIZE, draw_icon
-from pyd.tray.model import IconKind
-from pyd.tray.poll import fingerprint, view_of
+from pyd.tray.model import IconKind, InstanceView
+from pyd.tray.poll import fingerprint, parse_list, read_views
 
 
 def test_fingerprint_changes_with_each_status_file(tmp_path: Path) -> None:
@@ -50,15 +52,39 @@ def test_fingerprint_sees_an_instance_made(tmp_path: Path) -> None:
     assert fingerprint(root) != empty
 
 
-def test_a_damaged_instance_is_listed_broken(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("PYD_HOME", str(tmp_path))
+def test_pyd_list_is_read_as_views_unknown_states_as_unknown() -> None:
+    text = json.dumps(
+        [
+            {"name": "default", "state": "running", "error": ""},
+            {"name": "dev", "state": "failed", "error": "the VM died"},
+            {"name": "new", "state": "hibernating", "error": None},  # a later pyd's state
+        ]
+    )
+    assert parse_list(text) == [
+        InstanceView("default", RunState.RUNNING),
+        InstanceView("dev", RunState.FAILED, "the VM died"),
+        InstanceView("new", RunState.UNKNOWN),
+    ]
+
+
+def test_a_damaged_instance_reads_broken_through_the_real_pyd_list(tmp_path: Path) -> None:
     files = InstanceFiles(tmp_path / "instances" / "dev")
     files.root.mkdir(parents=True)
     files.config.write_text("cpus = \n")  # not TOML
-    view = view_of(Instance("dev", files))
-    assert view.state is RunState.BROKEN and view.error
+    views = read_views(sys.executable, {**os.environ, "PYD_HOME": str(tmp_path)})
+    assert [(v.name, v.state) for v in views] == [("dev", RunState.BROKEN)]
+    assert "config" in views[0].error
+
+
+def test_a_failing_pyd_list_is_an_error_with_its_words(tmp_path: Path) -> None:
+    python = tmp_path / "python"  # stands in for the interpreter: `-m pyd list` fails
+    python.write_text("#!/bin/sh\necho 'libvirtd does not answer' >&2\nexit 3\n")
+    python.chmod(0o755)
+    with pytest.raises(PydError, match=r"\(exit 3\): libvirtd does not answer"):
+        read_views(str(python), dict(os.environ))
+    python.write_text("#!/bin/sh\necho '{not json'\n")
+    with pytest.raises(PydError, match="unexpected"):
+        read_views(str(python), dict(os.environ))
 
 
 def _rgba(image: Image.Image, at: tuple[int, int]) -> tuple[int, ...]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from typing import Annotated
 
 import typer
@@ -21,9 +23,16 @@ def tray(
 ) -> None:
     """Show pyd's status icon: running, starting, stopped or error, with a menu per instance
     (its state, Start, Stop, Restart, Open logs, Copy `docker context use ...`) and Quit."""
-    from pyd.tray.app import Tray, request_invoke
+    from pyd.tray.app import request_invoke
 
     if invoke is not None:
         request_invoke(invoke)
         return
-    Tray(dict(os.environ)).run()
+    # The tray lives for the whole session: in a process without the CLI's commands, typer
+    # and rich (~10 MB less resident). Windows has no exec that keeps the process.
+    argv = [sys.executable, "-m", "pyd.tray"]
+    if sys.platform == "win32":
+        raise typer.Exit(subprocess.call(argv))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, argv)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -163,7 +165,7 @@ class Tray:
             try:
                 if woken or fp != seen or now - read_at >= poll.REFRESH:
                     seen, read_at = fp, now
-                    self.views = poll.views()
+                    self.views = poll.read_views(sys.executable, self.env)
                 self.show()
             except Exception as e:  # a tray that stops following says why, and goes on
                 self._log(f"following the instances: {type(e).__name__}: {e}")
@@ -225,7 +227,7 @@ class Tray:
             return
         try:
             self.runner.run(action, self.env)
-        except (PydError, OSError) as e:
+        except (PydError, OSError, subprocess.SubprocessError) as e:  # a clipboard that failed
             self._log(f"{action.verb} {action.instance}: {e}")
         self.wake.set()
 
