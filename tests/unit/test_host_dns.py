@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
+import time
 
 import pytest
 
 from pyd.config.settings import with_value
 from pyd.dns.answer import MAX_RECORDS, Lookup, Outcome, Resolve, answer
+from pyd.dns.coalesce import Coalesced
 from pyd.dns.lookup import host_lookup, outcome_of_error
 from pyd.dns.wire import (
     FORMERR,
@@ -135,3 +138,27 @@ def test_host_dns_is_on_by_default_and_set_with_true_or_false() -> None:
     with pytest.raises(UsageError) as e:
         with_value(SHIPPED, "network.host_dns", "off")
     assert e.value.hint and "resolver" in e.value.hint
+
+
+def test_queries_of_a_name_during_its_lookup_share_it_and_later_ones_look_again() -> None:
+    """A and AAAA arrive together: one getaddrinfo, not two; nothing is kept after."""
+    calls: list[str] = []
+    release = threading.Event()
+
+    def slow(name: str) -> Lookup:
+        calls.append(name)
+        release.wait(5)
+        return Lookup(Outcome.FOUND, ("192.0.2.1",))
+
+    resolve = Coalesced(slow)
+    got: list[Lookup] = []
+    threads = [threading.Thread(target=lambda: got.append(resolve("Db.Corp"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    release.set()
+    for t in threads:
+        t.join(5)
+    assert calls == ["Db.Corp"] and got == [Lookup(Outcome.FOUND, ("192.0.2.1",))] * 2
+    resolve("db.corp")
+    assert len(calls) == 2

@@ -25,6 +25,7 @@ from typing import Protocol
 import paramiko
 
 from pyd.dns.answer import Resolve, answer
+from pyd.dns.coalesce import Coalesced
 from pyd.dns.lookup import host_lookup
 from pyd.dns.wire import FORMERR, WireError, error_response, parse_query
 from pyd.errors import PydError
@@ -186,4 +187,4 @@ def for_guest(transport: Callable[[float], paramiko.Transport], enabled: bool) -
         channel: Stream = open_streamlocal(transport(RETRY), RELAY_SOCKET, timeout=10)
         return channel
 
-    return HostDns(connect, partial(host_lookup, platform=sys.platform), enabled)
+    return HostDns(connect, Coalesced(partial(host_lookup, platform=sys.platform)), enabled)
