@@ -95,6 +95,18 @@ def test_traffic_either_way_keeps_a_flow_alive() -> None:
     assert flows.next_expiry(115) is None and len(flows) == 0
 
 
+def test_past_the_cap_the_least_recently_active_flow_makes_room() -> None:
+    flows = FlowTable(idle=60, max_flows=2)
+    first, _ = flows.flow_for(("127.0.0.1", 1), 0)
+    second, _ = flows.flow_for(("127.0.0.1", 2), 1)
+    flows.flow_for(("127.0.0.1", 1), 2)  # the first is active again
+    assert flows.overflow() == []
+    third, _ = flows.flow_for(("127.0.0.1", 3), 3)
+    assert flows.overflow() == [second]
+    assert flows.peer_of(second, 4) is None
+    assert {flows.peer_of(f, 4) for f in (first, third)} == {("127.0.0.1", 1), ("127.0.0.1", 3)}
+
+
 # --- binding --------------------------------------------------------------------------------
 
 

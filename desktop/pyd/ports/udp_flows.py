@@ -12,6 +12,11 @@ from dataclasses import dataclass, field
 # does not pin a guest socket for long. Docker's own UDP proxy and Linux conntrack use 30-180 s.
 FLOW_IDLE = 60.0
 
+# Flows one port holds at most: each is a socket in the guest's relay, whose process may open
+# 1,024 files (the usual soft limit). Past it the least recently active flow makes room, so
+# a scan or a flood of source ports cannot make the relay fail for everyone.
+MAX_FLOWS = 512
+
 Peer = tuple[str, int]
 
 
@@ -27,6 +32,7 @@ class FlowTable:
     for an expired flow cannot reach the peer that took its place."""
 
     idle: float = FLOW_IDLE
+    max_flows: int = MAX_FLOWS
     _by_peer: dict[Peer, int] = field(default_factory=dict)
     # Least recently active first, so the next to expire is always at the front.
     _flows: OrderedDict[int, _Flow] = field(default_factory=OrderedDict)
@@ -65,6 +71,15 @@ class FlowTable:
             if now - entry.last < self.idle:
                 break
             del self._flows[flow]
+            del self._by_peer[entry.peer]
+            gone.append(flow)
+        return gone
+
+    def overflow(self) -> list[int]:
+        """Forgets the least recently active flows beyond `max_flows`; their ids, to close."""
+        gone: list[int] = []
+        while len(self._flows) > self.max_flows:
+            flow, entry = self._flows.popitem(last=False)
             del self._by_peer[entry.peer]
             gone.append(flow)
         return gone

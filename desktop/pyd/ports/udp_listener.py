@@ -216,9 +216,11 @@ class UdpPortForward:
                 continue  # the guest is unreachable: the datagram is lost, as on a wire
             with self._lock:
                 flow, new = self._flows.flow_for((str(peer[0]), int(peer[1])), self._clock())
+                evicted = self._flows.overflow()
             if new:
                 log.debug("%s: new flow %d from %s", self._label, flow, peer[:2])
-            self._send(chan, encode(FrameKind.DATA, flow, data))
+            frames = [encode(FrameKind.CLOSE, gone) for gone in evicted]
+            self._send(chan, b"".join([*frames, encode(FrameKind.DATA, flow, data)]))
 
     def _channel(self) -> paramiko.Channel | None:
         """The relay's channel, opened now if there is none; None if it cannot be."""
