@@ -219,6 +219,19 @@ def test_two_clients_each_get_their_own_replies(echo: Echo, transport: paramiko.
         assert fwd.join(Deadline(5))
 
 
+def _relay_sockets(echo_port: int) -> int:
+    """The sockets the udp-relay serving `echo_port` holds open (one per flow)."""
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if str(RELAY).encode() in argv and str(echo_port).encode() in argv:
+                links = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+                return sum(link.startswith("socket:") for link in links)
+        except OSError:
+            continue
+    raise AssertionError("no udp-relay process found")
+
+
 def test_a_quiet_flow_expires_and_the_peer_gets_a_new_one(
     echo: Echo, transport: paramiko.Transport
 ) -> None:
@@ -226,11 +239,12 @@ def test_a_quiet_flow_expires_and_the_peer_gets_a_new_one(
     try:
         with _client() as c:
             first = _ask(c, fwd.address, b"1").partition(b":")[0]
-            assert fwd.flows == 1
+            assert fwd.flows == 1 and _relay_sockets(echo.port) == 1
             end = time.monotonic() + 5
-            while fwd.flows and time.monotonic() < end:
+            while (fwd.flows or _relay_sockets(echo.port)) and time.monotonic() < end:
                 time.sleep(0.05)
             assert fwd.flows == 0
+            assert _relay_sockets(echo.port) == 0  # the guest closed the flow's socket
             second = _ask(c, fwd.address, b"2").partition(b":")[0]
             assert second != first  # the guest closed the old flow's socket
     finally:
