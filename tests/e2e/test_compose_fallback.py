@@ -46,11 +46,13 @@ def setup(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Itera
         e.pyd("delete", "-f", "-n", NAME, check=False)
 
 
-def _compose(s: Setup, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _compose(
+    s: Setup, cwd: Path, *args: str, command: tuple[str, ...] = ("compose",)
+) -> subprocess.CompletedProcess[str]:
     """`pyd compose -n NAME ARGS` typed in `cwd`, with the host's docker CLI on PATH."""
     env = s.env.env(COMPOSE_PROJECT_NAME=PROJECT, PWD=str(cwd))
     return subprocess.run(
-        [sys.executable, "-m", "pyd", "compose", "-n", NAME, *args],
+        [sys.executable, "-m", "pyd", *command[:1], "-n", NAME, *command[1:], *args],
         capture_output=True, text=True, cwd=cwd, env=env, timeout=600, check=False,
     )  # fmt: skip
 
@@ -81,6 +83,9 @@ def test_compose_up_ps_down_run_in_the_guest(setup: Setup) -> None:
         ps = _compose(setup, project, "ps", "--format", "{{.Name}} {{.State}}")
         assert ps.returncode == 0, ps.stderr
         assert f"{PROJECT}-idle-1 running" in ps.stdout
+        # `pyd docker compose` is `pyd compose`.
+        also = _compose(setup, project, "ps", "-q", command=("docker", "compose"))
+        assert also.returncode == 0 and len(also.stdout.split()) == 1, also.stderr
         logs = _until_logged(setup, project, "seen-through-the-share")
         assert "seen-through-the-share" in logs  # `.` was the shared project directory
     finally:

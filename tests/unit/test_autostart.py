@@ -229,3 +229,11 @@ def test_a_bad_instance_name_is_a_usage_error(tmp_path: Path) -> None:
     r = _pyd(tmp_path, "enable", "-n", "Bad Name")
     assert r.returncode == 2 and "invalid instance name" in r.stderr
     assert not (tmp_path / ".config").exists() and not (tmp_path / "Library").exists()
+
+
+def test_another_os_is_told_what_is_supported(tmp_path: Path) -> None:
+    host = Host("freebsd14", tmp_path, {}, 0, "", PY, StandIn("linux"), lambda: None)
+    with pytest.raises(PydError) as e:
+        manager.enable(host, "dev")
+    assert "not supported on freebsd14" in e.value.message and "launchd" in e.value.hint
+    assert not list(tmp_path.iterdir())

@@ -8,7 +8,7 @@ from pathlib import Path, PurePath, PurePosixPath, PureWindowsPath
 
 import pytest
 
-from pyd.cli.docker_launch import use_host_cli
+from pyd.cli.docker_launch import as_compose, use_host_cli
 from pyd.guestdocker.compose_plugin import host_has_compose, plugin_candidates
 from pyd.guestdocker.tools import COMPOSE, DOCKER
 from tests.unit.test_guestdocker_cli import (
@@ -117,3 +117,26 @@ def test_without_the_hosts_plugin_pyd_compose_takes_the_guest_path(host: Host) -
     assert guest.returncode == 2 and shown(guest) == []
     assert "'dev' has never started" in guest.stderr
     assert hosted.returncode == 7 and shown(hosted) == ["--context", "pyd-dev", "compose", "up"]
+
+
+def test_pyd_docker_compose_is_pyd_compose(host: Host) -> None:
+    """`pyd docker compose ARGS` takes the same way: the guest's compose without the plugin."""
+    docker_on_path(host)
+    make_context("pyd-dev")
+    lock = running(host, "dev")
+    try:
+        guest = host.pyd("docker", "-n", "dev", "compose", "ps")
+        compose_plugin(host)
+        hosted = host.pyd("docker", "-n", "dev", "compose", "ps")
+        globals_first = host.pyd("docker", "-n", "dev", "--debug", "compose", "ps")
+    finally:
+        lock.release()
+    assert guest.returncode == 2 and "'dev' has never started" in guest.stderr
+    assert shown(hosted) == ["--context", "pyd-dev", "compose", "ps"]
+    assert shown(globals_first) == ["--context", "pyd-dev", "--debug", "compose", "ps"]
+
+
+def test_only_a_leading_compose_word_makes_a_docker_command_compose() -> None:
+    assert as_compose(DOCKER, ("compose", "up", "-d")) == (COMPOSE, ("up", "-d"))
+    assert as_compose(DOCKER, ("run", "compose")) == (DOCKER, ("run", "compose"))
+    assert as_compose(COMPOSE, ("compose",)) == (COMPOSE, ("compose",))

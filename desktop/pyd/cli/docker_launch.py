@@ -24,7 +24,7 @@ from pyd.guestdocker.hostcli import context_exists, docker_argv, run_host_docker
 from pyd.guestdocker.remote import GuestCommand, passed_env
 from pyd.guestdocker.shim import find_docker
 from pyd.guestdocker.streams import HostStreams
-from pyd.guestdocker.tools import COMPOSE, Tool
+from pyd.guestdocker.tools import COMPOSE, DOCKER, Tool
 from pyd.guestdocker.workdir import UNSHARED_WORKDIR, guest_workdir, unshared_error
 from pyd.host.env import this_host
 from pyd.instance.registry import Instance, existing, name_option
@@ -75,6 +75,7 @@ def parse_invocation(args: Sequence[str]) -> Invocation:
 
 def run_docker(inv: Invocation, tool: Tool) -> int:
     """Runs the command; returns docker's exit code (or does not return: see hostcli)."""
+    tool, args = as_compose(tool, inv.args)
     inst = existing(inv.instance)
     if not agent_running(inst.files):
         raise PydError(
@@ -93,8 +94,17 @@ def run_docker(inv: Invocation, tool: Tool) -> int:
                 endpoint = ["--context", context]
             else:
                 endpoint = ["--host", _docker_host(inst)]
-            return run_host_docker(docker_argv(docker, endpoint, tool, inv.args))
-    return run_via_guest(inst, tool, inv.args)
+            return run_host_docker(docker_argv(docker, endpoint, tool, args))
+    return run_via_guest(inst, tool, args)
+
+
+def as_compose(tool: Tool, args: tuple[str, ...]) -> tuple[Tool, tuple[str, ...]]:
+    """`pyd docker compose ARGS` is `pyd compose ARGS`: the same host command, and without
+    the host's plugin the guest's compose, with compose's own reading of ARGS (its files,
+    Windows paths). With docker's global options first, it stays docker's command."""
+    if tool is DOCKER and args[:1] == ("compose",):
+        return COMPOSE, args[1:]
+    return tool, args
 
 
 def use_host_cli(tool: Tool, host_has_compose: Callable[[], bool]) -> bool:
