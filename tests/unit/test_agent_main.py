@@ -45,6 +45,9 @@ def fast_heartbeat(transport: paramiko.Transport, on_dead: Callable[[str], None]
     return Heartbeat(transport, on_dead, interval=INTERVAL, timeout=TIMEOUT)
 
 
+Beat = Callable[[paramiko.Transport, Callable[[str], None]], Heartbeat]
+
+
 @dataclass
 class Stand:
     """A guest, the link to it, and the agent's instance directory."""
@@ -55,7 +58,7 @@ class Stand:
     key: Path
     vm: list[VMState | None]  # what the VM's backend says: vm[0]
 
-    def session(self, port: int | None = None) -> SSHSession:
+    def session(self, port: int | None = None, heartbeat: Beat = fast_heartbeat) -> SSHSession:
         target = SSHTarget(
             "127.0.0.1",
             self.proxy.port if port is None else port,
@@ -63,10 +66,11 @@ class Stand:
             self.key,
             host_keypair().public_openssh,
         )
-        return SSHSession(target, heartbeat=fast_heartbeat)
+        return SSHSession(target, heartbeat=heartbeat)
 
-    def agent(self, port: int | None = None) -> Agent:
-        return Agent(self.files, "t", "launch-1", lambda: self.vm[0], self.session(port))
+    def agent(self, port: int | None = None, heartbeat: Beat = fast_heartbeat) -> Agent:
+        session = self.session(port, heartbeat)
+        return Agent(self.files, "t", "launch-1", lambda: self.vm[0], session)
 
     def status(self) -> str:
         status = read_status(self.files.agent_status)
@@ -158,12 +162,14 @@ def test_the_questions_for_status_alone_wait_until_the_first_docker_command_had_
     """Platforms and disk use each start a process in the guest: not in the moments after
     ready, when the user's first docker command reaches a guest busy after its resume."""
     monkeypatch.setattr(agent_main, "STATUS_ASKS_AFTER", 1.0)
+    monkeypatch.setattr(agent_main, "DISK_EVERY", 2.0)  # asked again soon if the link blinked
     asks = (PLATFORMS_COMMAND.encode(), DF_COMMAND.encode())
-    r = Running(stand.agent())
+    r = Running(stand.agent(heartbeat=Heartbeat))  # the real beat: no blinks on a busy host
     try:
         until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
         ready = time.monotonic()
         until(lambda: all(c in stand.server.commands for c in asks), 10, what="both asked")
+
         assert time.monotonic() - ready >= 0.9
     finally:
         r.agent.request_stop()

@@ -32,7 +32,7 @@ from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
 from pyd.dns.service import HostDns, for_guest
 from pyd.engine.api import GUEST_DOCKER_SOCKET
-from pyd.engine.ping import wait_for_engine
+from pyd.engine.ping import wait_for_engine, warm_up
 from pyd.errors import PydError
 from pyd.fileevents.service import FileEvents
 from pyd.guestdocker.exec_protocol import exec_endpoint
@@ -318,10 +318,16 @@ class Agent:
         self._ready = True
         self._vm = VMState.RUNNING
         running = VMState.RUNNING.value
+        log.info("ready: %s", host)  # before it is published: whoever sees ready has the line
         self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=running))
-        log.info("ready: %s", host)
+        if up and not restarted:
+            threading.Thread(target=self._warm_up, name="pyd-warm-up", daemon=True).start()
         self._ask_platforms()
         return self._supervise()
+
+    def _warm_up(self) -> None:
+        with contextlib.suppress(PydError, *LINK_ERRORS):
+            warm_up(self.session.transport(0))
 
     def _start_exec_socket(self) -> None:
         """`pyd docker` commands on this connection (a Unix socket, or a named pipe on
@@ -515,7 +521,7 @@ class Agent:
             if self.stop.wait(STATUS_ASKS_AFTER):
                 return
             try:
-                client = self.session.client(0)
+                client = self.session.client(RECONNECT_WAIT)  # asked once: over a blink
                 _in, stdout, _err = client.exec_command(
                     PLATFORMS_COMMAND, timeout=BINFMT_WAIT + 15.0
                 )
