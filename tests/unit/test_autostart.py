@@ -237,3 +237,17 @@ def test_another_os_is_told_what_is_supported(tmp_path: Path) -> None:
         manager.enable(host, "dev")
     assert "not supported on freebsd14" in e.value.message and "launchd" in e.value.hint
     assert not list(tmp_path.iterdir())
+
+
+def test_a_disabled_logon_task_is_reported_and_still_deleted(tmp_path: Path) -> None:
+    run = StandIn("win32")
+    host = _host(tmp_path, "win32", run)
+    manager.enable(host, "dev")
+    run.task_xml = run.task_xml.replace(
+        "<Enabled>true</Enabled>\n    <Hidden>", "<Enabled>false</Enabled>\n    <Hidden>"
+    )
+    s = manager.status(host, "dev")
+    assert s.installed and not s.loaded and s.why_not == "the task is disabled"
+    manager.disable(host, "dev")
+    assert run.ran[-1] == ("schtasks", "/Delete", "/TN", r"\pyd\start-dev", "/F")
+    assert not manager.status(host, "dev").installed

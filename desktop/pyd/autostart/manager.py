@@ -187,7 +187,7 @@ def _create_task(host: Host, text: str, p: Plan) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(text.encode("utf-16"))
         commands = [tuple(name if w == XML_FILE else w for w in c) for c in p.load]
-        _run_all(host, commands, p, "the logon task is not registered")
+        _run_all(host, commands, p, "the logon task is not registered or not started")
     finally:
         with contextlib.suppress(OSError):
             os.unlink(name)
@@ -201,10 +201,11 @@ def disable(host: Host, instance: str) -> Status:
     p = _plan(host, instance)
     path = _file(host, instance)
     no_manager = host.platform == LINUX and host.user_manager() is not None
-    if before.loaded and not no_manager:
+    if host.platform == WINDOWS:
+        if before.installed:  # a disabled task is deleted too
+            _run_all(host, p.unload, p, "the logon task is still there")
+    elif before.loaded and not no_manager:
         _run_all(host, p.unload, p, "start at login is still on")
-    elif host.platform == WINDOWS and before.installed:
-        _run_all(host, p.unload, p, "the logon task is still there")
     if path is not None and path.exists():
         path.unlink()
         if not no_manager:
