@@ -5,7 +5,7 @@ class Pyd < Formula
   desc "Docker engine in a small Linux VM (QEMU), used from the Mac over SSH"
   homepage "https://pyd.invalid/"
   url "https://pyd.invalid/releases/pyd-0.1.0.tar.gz"
-  sha256 "e3c7a1c9c1bc2e0cc5adeec36659105b7b2d14ef83965472134e2910fecc73ca"
+  sha256 "1c00234c5bf5fede6e37d8626bcf938d2a62c9df0b14f118ad9957f333a2b92c"
   license "Apache-2.0"
 
   depends_on "jpeg-turbo"
