@@ -77,7 +77,9 @@ def choose_backend(
 
 def _start_libvirtd(system: str) -> str:
     if system == "linux":
-        return "sudo systemctl start libvirtd, or packaging/linux/start-libvirt"
+        # Without systemd (containers, WSL): the daemons by hand, as packaging/linux/start-libvirt
+        # does (an installed pyd has no checkout to run it from).
+        return "sudo systemctl start libvirtd; without systemd: sudo virtlogd -d; sudo libvirtd -d"
     return "brew services start libvirt" if system == "darwin" else "libvirt's service"
 
 
