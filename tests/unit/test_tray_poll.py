@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from pyd.agent.status_file import AgentState, AgentStatus, write_status
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
 from pyd.lifecycle.status import RunState
@@ -29,17 +31,35 @@ def test_fingerprint_changes_with_each_status_file(tmp_path: Path) -> None:
     assert fingerprint(root) == first  # nothing changed, nothing to read
     (inst / "os.qcow2").write_bytes(b"disk grew")  # not a status file
     assert fingerprint(root) == first
-    status = inst / "agent.json"
-    status.write_text('{"state": "starting"}')
+    keeper = inst / "keeper.json"
+    keeper.write_text('{"restarts": 0}')
     second = fingerprint(root)
     assert second != first
     # Same size, a later write: the mtime tells it.
-    os.utime(status, ns=(0, status.stat().st_mtime_ns + 1_000_000))
+    os.utime(keeper, ns=(0, keeper.stat().st_mtime_ns + 1_000_000))
     assert fingerprint(root) != second
     (inst / "suspend.save").write_bytes(b"")
     third = fingerprint(root)
     (inst / "suspend.save").unlink()
     assert fingerprint(root) != third
+
+
+def test_the_agents_status_counts_only_for_what_a_state_comes_from(tmp_path: Path) -> None:
+    root = tmp_path / "instances"
+    (root / "dev").mkdir(parents=True)
+    path = root / "dev" / "agent.json"
+    status = AgentStatus(AgentState.READY, pid=42)
+    write_status(path, status)
+    ready = fingerprint(root)
+    # Rewritten for the data disk's use, ports, platforms: the same state, no read.
+    write_status(path, replace(status, data_disk="12 %", platforms=("linux/amd64",)))
+    assert fingerprint(root) == ready
+    write_status(path, status.to(AgentState.RECONNECTING, "the link dropped"))
+    assert fingerprint(root) != ready
+    path.write_text("{half a file")
+    assert fingerprint(root) != ready
+    path.unlink()
+    assert fingerprint(root) == fingerprint(root) != ready
 
 
 def test_fingerprint_sees_an_instance_made(tmp_path: Path) -> None:

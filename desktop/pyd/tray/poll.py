@@ -1,10 +1,11 @@
 """Following the instances cheaply: every second the tray stats the files pyd's processes
-write at each change (the agent's and keeper's status, the suspend save, the restore marker,
-state and config) and reads the instances' states only when one of them changed, or after
-REFRESH seconds (a VM that ended with no agent to see it). A stat of a few files is
-microseconds; a read is `pyd list --json`, the CLI's own answer, in a process of its own
-(~0.4 s of CPU): the tray then loads neither libvirt nor the image code, and holds no lock
-of an instance even for the instant `pyd status` takes to probe one.
+write at each change (the keeper's status, the suspend save, the restore marker, state and
+config; of the agent's status, what the state comes from) and reads the instances' states
+only when one of them changed, or after REFRESH seconds (a VM that ended with no agent to
+see it). A look at a few files is microseconds; a read is `pyd list --json`, the CLI's own
+answer, in a process of its own (~0.4 s of CPU): the tray then loads neither libvirt nor
+the image code, and holds no lock of an instance even for the instant `pyd status` takes to
+probe one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from pyd.agent.status_file import read_status
 from pyd.errors import PydError
 from pyd.host.detached import no_window
 from pyd.instance import files as names
@@ -39,24 +41,39 @@ WATCHED = (
     names.QEMU_PID,
 )
 
-Fingerprint = tuple[tuple[str, int, int], ...]
+Stamp = tuple[object, ...]
+Fingerprint = tuple[tuple[str, Stamp], ...]
 
 
 def fingerprint(instances_root: Path, watched: Iterable[str] = WATCHED) -> Fingerprint:
-    """(path, mtime_ns, size) of each watched file that exists, and of the instances'
-    directory (an instance made or deleted): equal fingerprints, nothing to read again."""
-    found: list[tuple[str, int, int]] = []
+    """A stamp of each watched file that exists, and of the instances' directory (an instance
+    made or deleted): equal fingerprints, nothing to read again."""
+    found: list[tuple[str, Stamp]] = []
     paths = [instances_root]
     with contextlib.suppress(OSError):
         for entry in sorted(os.scandir(instances_root), key=lambda e: e.name):
             paths += [Path(entry.path) / name for name in watched]
     for path in paths:
-        try:
-            st = path.stat()
-        except OSError:
-            continue
-        found.append((str(path), st.st_mtime_ns, st.st_size))
+        stamp = _stamp(path)
+        if stamp is not None:
+            found.append((str(path), stamp))
     return tuple(found)
+
+
+def _stamp(path: Path) -> Stamp | None:
+    """(mtime_ns, size); for the agent's status what a state depends on: it is rewritten for
+    many things (ports, shares, the data disk's use, platforms) that change no state, and each
+    read of the states costs ~0.4 s of CPU. None when the file is not there."""
+    if path.name == names.AGENT_STATUS:
+        status = read_status(path)
+        if status is None:
+            return None if not path.exists() else ("unreadable",)
+        return (status.state, status.pid, status.launch, status.error, status.vm)
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size)
 
 
 def parse_list(text: str) -> list[InstanceView]:
