@@ -15,7 +15,7 @@ import pytest
 
 from pyd.host.loopback import free_loopback_port
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image, build_static_tool_image
+from tests.e2e.pydcli import PydEnv, build_busybox_image, build_static_tool_image, cut_agent_ssh
 
 NAME = "udpports"
 BASE = "pyd-e2e-udp-busybox"
@@ -135,4 +135,14 @@ def test_the_binding_goes_when_the_container_stops(env: PydEnv) -> None:
         time.sleep(0.2)
     with _client() as s:
         s.bind(("0.0.0.0", port))  # the host socket is gone too
+    env.docker("rm", "-f", name)
+
+
+def test_replies_come_back_after_the_ssh_connection_is_cut(env: PydEnv) -> None:
+    port = _free_port()
+    name = _echo(env, port)
+    with _client() as c:
+        _first_reply(c, ("127.0.0.1", port))
+        cut_agent_ssh(env, NAME)  # the relay's channel ends with the connection
+        assert _first_reply(c, ("127.0.0.1", port)) == b"hello"  # a new relay, same port
     env.docker("rm", "-f", name)
