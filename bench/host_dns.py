@@ -2,10 +2,10 @@
 `pyd start` instance (libvirt, TCG here).
 
 One container stays up; each lookup is busybox nslookup (A and AAAA, as a libc asks) run in
-it with `docker exec`-free timing: a shell loop inside the container reads the clock
-(adjtimex, microseconds) around each nslookup. The same names are asked of the new path (the
-container's resolv.conf: the guest relay, then the agent and this host's getaddrinfo) and of
-QEMU's DNS (10.0.2.3, which asks this host's configured servers):
+it, timed inside it: a shell loop reads the clock (adjtimex, microseconds) around each
+nslookup, the kinds below taken in turn, one of each per round. The same names are asked
+of the new path (the container's resolv.conf: the guest relay, then the agent and this
+host's getaddrinfo) and of QEMU's DNS (10.0.2.3, which asks this host's configured servers):
 
 - cached: one name this host's servers answer, asked again and again;
 - uncached: a fresh name each time (under a real domain: the servers must ask upstream);
@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from functools import partial
 from pathlib import Path
 
 from busybox_image import build_busybox_image
@@ -50,17 +49,27 @@ def run(env: dict[str, str], *argv: str, timeout: float = 900) -> str:
     return r.stdout
 
 
-def timed(env: dict[str, str], container: str, names: list[str], server: str) -> list[float]:
-    """Milliseconds of each `nslookup NAME [SERVER]` in the container (`server` "": its own
-    resolv.conf; "-" for no lookup at all: the loop's baseline)."""
+def timed(env: dict[str, str], container: str, asks: list[tuple[str, str]]) -> list[float]:
+    """Milliseconds of each `nslookup NAME [SERVER]` of `asks`, in turn, in the container
+    (SERVER "": its own resolv.conf; "-": no lookup at all, the loop's baseline)."""
     lookups = "\n".join(
         f"a=$({CLOCK}); "
         + (": ; " if server == "-" else f"nslookup {n} {server} >/dev/null 2>&1; ")
         + f"b=$({CLOCK}); echo $((b - a))"
-        for n in names
+        for n, server in asks
     )
     out = run(env, "docker", "exec", container, "sh", "-c", lookups)
     return [int(line) / 1000 for line in out.split()]
+
+
+def interleaved(
+    env: dict[str, str], container: str, kinds: list[list[tuple[str, str]]]
+) -> list[list[float]]:
+    """Each kind's asks taken in turn, one of each kind per round: a machine whose load
+    drifts (other VMs) weighs on every kind alike."""
+    rounds = list(zip(*kinds, strict=True))
+    flat = timed(env, container, [ask for one in rounds for ask in one])
+    return [flat[i :: len(kinds)] for i in range(len(kinds))]
 
 
 def summary(label: str, ms: list[float]) -> str:
@@ -102,17 +111,25 @@ def main() -> None:
             container = run(env, "docker", "run", "-d", IMAGE, "sleep", "3600").strip()
             n = args.rounds
             fresh = [f"pyd-{uuid.uuid4().hex[:10]}.{args.name}" for _ in range(2 * n)]
-            timed(env, container, [args.name] * 3, "")  # warm both paths' caches
-            timed(env, container, [args.name] * 3, QEMU_DNS)
-            ask = partial(timed, env, container)
-            rows = [
-                summary("baseline (clock reads only)", ask(["x"] * n, "-")),
-                summary(f"cached {args.name}: host resolver", ask([args.name] * n, "")),
-                summary(f"cached {args.name}: QEMU's DNS", ask([args.name] * n, QEMU_DNS)),
-                summary("uncached: host resolver", ask(fresh[:n], "")),
-                summary("uncached: QEMU's DNS", ask(fresh[n:], QEMU_DNS)),
-                summary("hosts-file name: host resolver", ask([only_here] * n, "")),
+            timed(env, container, [(args.name, ""), (args.name, QEMU_DNS)] * 3)  # warm up
+            kinds = [
+                [("x", "-")] * n,
+                [(args.name, "")] * n,
+                [(args.name, QEMU_DNS)] * n,
+                [(name, "") for name in fresh[:n]],
+                [(name, QEMU_DNS) for name in fresh[n:]],
+                [(only_here, "")] * n,
             ]
+            labels = [
+                "baseline (clock reads only)",
+                f"cached {args.name}: host resolver",
+                f"cached {args.name}: QEMU's DNS",
+                "uncached: host resolver",
+                "uncached: QEMU's DNS",
+                "hosts-file name: host resolver",
+            ]
+            found = interleaved(env, container, kinds)
+            rows = [summary(label, ms) for label, ms in zip(labels, found, strict=True)]
             print("\n".join(rows))
             print("relay in the guest:", relay_cost(env, args.idle))
         finally:
