@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -239,12 +240,15 @@ _PY_SHAPE = (
 
 def _rss_and_idle_cpu(argv: list[str], ready: float = 1.0) -> tuple[float, int]:
     """RSS (MiB) and CPU ticks over 5 s of a process started with a pipe on stdin, left idle."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+    # A session of its own: udpecho forks its TCP side, which goes with the group.
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         time.sleep(ready)
         return _measure(proc.pid)
     finally:
-        proc.kill()
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
 
