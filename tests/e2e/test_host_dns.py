@@ -152,3 +152,26 @@ def test_host_dns_off_hands_every_query_to_qemus_dns_at_once(env: PydEnv) -> Non
         finally:
             env.pyd("config", "set", "-n", NAME, "network.host_dns", "true")
         assert _resolves_within(env, name, True, 10)
+
+
+def test_dns_goes_on_through_qemus_dns_while_the_agents_link_is_down(env: PydEnv) -> None:
+    """The agent's SSH sessions killed in the guest (a laptop's sleep, as the guest sees it):
+    the relay sees its channel end and asks QEMU's DNS at once (a host-only name is then
+    NXDOMAIN, with no wait); once the agent is back, the host's resolver answers again."""
+    with host_name(ONLY_ON_HOST) as name:
+        assert _resolves_within(env, name, True, 10)
+        kill_others = (
+            'me=$(cut -d" " -f4 /proc/$PPID/stat); '
+            'for p in $(pgrep -f "[s]shd-session: root .priv."); do [ "$p" = "$me" ] || '
+            "kill $p; done; sleep 0.5; "
+        )
+        lookup = (
+            "read a _ < /proc/uptime; "
+            f"out=$(busybox nslookup {name} 2>&1); "
+            'read b _ < /proc/uptime; echo "$out"; echo took $a $b'
+        )
+        r = env.pyd("ssh", "-n", NAME, "--", kill_others + lookup, check=False)
+        took = r.stdout.rsplit("took ", 1)[1].split()
+        assert ONLY_ON_HOST not in r.stdout, r.stdout
+        assert float(took[1]) - float(took[0]) < 1.0, r.stdout
+        assert _resolves_within(env, name, True, 60)
