@@ -219,6 +219,22 @@ def test_two_clients_each_get_their_own_replies(echo: Echo, transport: paramiko.
         assert fwd.join(Deadline(5))
 
 
+def test_a_burst_comes_back_whole(echo: Echo, transport: paramiko.Transport) -> None:
+    fwd = _forward(echo, transport)
+    try:
+        with _client() as c:
+            _ask(c, fwd.address, b"warm")  # the relay runs
+            # 60: what the echo's and the client's default socket buffers hold at once
+            sent = {os.urandom(8) + bytes(492) for _ in range(60)}
+            for data in sent:
+                c.sendto(data, fwd.address)
+            got = {c.recvfrom(1000)[0].partition(b":")[2] for _ in sent}
+            assert got == sent
+    finally:
+        fwd.close()
+        assert fwd.join(Deadline(5))
+
+
 def _relay_sockets(echo_port: int) -> int:
     """The sockets the udp-relay serving `echo_port` holds open (one per flow)."""
     for proc in Path("/proc").iterdir():

@@ -40,6 +40,9 @@ RELAY = "/usr/lib/pyd/udp-relay"  # guest-image/overlay/usr/lib/pyd/udp-relay
 # the socket's buffer: room for a burst rather than the OS's ~200 KiB default.
 RECEIVE_BUFFER = 1024 * 1024
 _WSAEADDRINUSE = 10048
+# A burst of datagrams goes to the channel in writes of up to this many bytes: one SSH packet
+# (paramiko's and OpenSSH's maximum payload), one wake-up of sshd and the relay for many.
+BATCH = 32 * 1024
 
 # Opening the channel: the link's errors, and a PydError from the owner (no link to wait for).
 _OPEN_ERRORS: tuple[type[Exception], ...] = (PydError, *LINK_ERRORS)
@@ -200,18 +203,22 @@ class UdpPortForward:
             self._send(chan, b"".join(encode(FrameKind.CLOSE, flow) for flow in gone))
 
     def _drain(self, sock: socket.socket) -> None:
-        """Relays every datagram waiting on the host socket."""
+        """Relays every datagram waiting on the host socket, many to an SSH packet in a burst."""
+        chan: paramiko.Channel | None = None
+        batch: list[bytes] = []
+        size = 0
         while not self._closing.is_set():
             try:
                 data, peer = sock.recvfrom(MAX_PAYLOAD)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as e:
                 # Windows reports an ICMP port unreachable for an earlier reply as a
                 # reset on the next receive (WSAECONNRESET): nothing to stop for.
                 log.debug("%s: receive: %s", self._label, e)
                 continue
-            chan = self._channel()
+            # The channel before the flow: a new relay starts with an empty flow table.
+            chan = chan or self._channel()
             if chan is None:
                 continue  # the guest is unreachable: the datagram is lost, as on a wire
             with self._lock:
@@ -219,8 +226,15 @@ class UdpPortForward:
                 evicted = self._flows.overflow()
             if new:
                 log.debug("%s: new flow %d from %s", self._label, flow, peer[:2])
-            frames = [encode(FrameKind.CLOSE, gone) for gone in evicted]
-            self._send(chan, b"".join([*frames, encode(FrameKind.DATA, flow, data)]))
+            batch += [encode(FrameKind.CLOSE, gone) for gone in evicted]
+            batch.append(encode(FrameKind.DATA, flow, data))
+            size += len(batch[-1])
+            if size >= BATCH:
+                if not self._send(chan, b"".join(batch)):
+                    chan = None  # the next datagram opens a new one
+                batch, size = [], 0
+        if chan is not None and batch:
+            self._send(chan, b"".join(batch))
 
     def _channel(self) -> paramiko.Channel | None:
         """The relay's channel, opened now if there is none; None if it cannot be."""
@@ -249,13 +263,16 @@ class UdpPortForward:
         reader.start()
         return chan
 
-    def _send(self, chan: paramiko.Channel, frames: bytes) -> None:
+    def _send(self, chan: paramiko.Channel, frames: bytes) -> bool:
+        """False when the channel failed (and is dropped)."""
         try:
             chan.sendall(frames)
         except LINK_ERRORS as e:
             if not self._closing.is_set():
                 log.info("%s: the relay's channel failed: %s", self._label, e)
             self._drop(chan)
+            return False
+        return True
 
     def _drop(self, chan: paramiko.Channel) -> None:
         with self._lock:
