@@ -110,6 +110,7 @@ class ExecSSHServer:
         self.unix_socket = unix_socket
         self.unix_channels: set[int] = set()  # ids of the streamlocal channels opened
         self.commands: list[bytes] = []  # what the clients asked to run, in order
+        self.sessions: list[paramiko.Channel] = []  # held: see _serve_unix
         self.ptys: list[PtyRequest] = []
         self._procs: list[subprocess.Popen[bytes]] = []
         self._servers: list[SSHServer] = []
@@ -129,6 +130,11 @@ class ExecSSHServer:
     def _serve_unix(self, chan: paramiko.Channel) -> None:
         if self.unix_socket is not None and chan.get_id() in self.unix_channels:
             self.unix_socket(chan)
+        else:
+            # paramiko's transport holds its channels weakly, and a Channel closes itself when
+            # collected: a session must outlive this thread until its exec request comes (two
+            # concurrent execs lost one in two runs, "Channel closed").
+            self.sessions.append(chan)
 
     def track(self, proc: subprocess.Popen[bytes]) -> None:
         self._procs.append(proc)
