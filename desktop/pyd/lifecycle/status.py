@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import os
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from pyd.instance.disks import disk_size_gib
 from pyd.instance.registry import Instance, name_option
 from pyd.instance.state import instance_arch, load_state
 from pyd.lifecycle.agent_proc import agent_running, agent_status, keeper_running, keeper_status
+from pyd.lifecycle.run_state import RunState
 from pyd.mounts.state import MountStatus
 from pyd.ports.forwards import PortStatus
 from pyd.vm.backends.base import VMState
@@ -33,24 +33,6 @@ from pyd.vm.backends.choice import (
     backend_for_config,
     resolve_backend,
 )
-
-
-class RunState(enum.StrEnum):
-    """What `pyd status` and `pyd list` call an instance's state (shown and in --json)."""
-
-    RUNNING = "running"  # the VM runs and the agent is ready
-    PAUSED = "paused"
-    RESTARTING = "restarting"  # the keeper is starting the agent again
-    DEGRADED = "degraded"  # the VM runs but nothing carries the Docker socket
-    STOPPED = "stopped"
-    SUSPENDED = "suspended"  # stopped, its memory saved (`pyd suspend`): `pyd start` resumes it
-    UNKNOWN = "unknown"  # the backend cannot tell
-    BROKEN = "broken"  # config.toml or state.json cannot be read
-    # The agent's own state, while it is not ready.
-    STARTING = AgentState.STARTING.value
-    RECONNECTING = AgentState.RECONNECTING.value
-    FAILED = AgentState.FAILED.value
-
 
 UNKNOWN_VM = "unknown"  # InstanceStatus.vm when the backend cannot tell
 

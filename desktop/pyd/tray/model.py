@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pyd.config.settings import context_name
-from pyd.lifecycle.status import RunState
+from pyd.lifecycle.run_state import RunState
 
 
 class IconKind(enum.StrEnum):

@@ -22,7 +22,7 @@ from pyd.agent.status_file import read_status
 from pyd.errors import PydError
 from pyd.host.detached import no_window
 from pyd.instance import files as names
-from pyd.lifecycle.status import RunState
+from pyd.lifecycle.run_state import RunState
 from pyd.tray.model import InstanceView
 
 POLL = 1.0  # seconds between looks at the files
