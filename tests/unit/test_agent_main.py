@@ -348,3 +348,15 @@ def test_a_vm_being_restored_is_waited_for_then_served(stand: Stand) -> None:
     until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
     r.agent.request_stop()
     assert r.ended(5)
+
+
+def test_a_channel_the_guest_refused_is_no_error_in_the_agents_log() -> None:
+    """paramiko's ERROR for a refused channel (an older image has no DNS relay socket): the
+    agent says what it means itself; paramiko's other errors stay."""
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("paramiko.transport", logging.ERROR, "", 0, message, None, None)
+
+    refused = record("Secsh channel 1 open FAILED: open failed: Connect failed")
+    assert not agent_main._unless_refused_channel(refused)
+    assert agent_main._unless_refused_channel(record("Exception (client): Error reading banner"))

@@ -605,6 +605,13 @@ def _mtime(path: Path) -> int:
         return 0
 
 
+def _unless_refused_channel(record: logging.LogRecord) -> bool:
+    """paramiko logs a channel the guest refused as an ERROR; the agent says what it means
+    itself (e.g. an older image without the DNS relay's socket), so the line is left out."""
+    said = record.getMessage()
+    return not (said.startswith("Secsh channel") and "open FAILED" in said)
+
+
 def main(argv: list[str]) -> int:
     root = Path(argv[0])
     name = argv[1]
@@ -615,6 +622,7 @@ def main(argv: list[str]) -> int:
     )
     paramiko_log = logging.getLogger("paramiko")
     paramiko_log.setLevel(logging.WARNING)
+    logging.getLogger("paramiko.transport").addFilter(_unless_refused_channel)
     _more_descriptors()
     lock = FileLock(files.agent_lock, mode=0o600)
     try:
