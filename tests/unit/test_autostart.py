@@ -251,3 +251,21 @@ def test_a_disabled_logon_task_is_reported_and_still_deleted(tmp_path: Path) -> 
     manager.disable(host, "dev")
     assert run.ran[-1] == ("schtasks", "/Delete", "/TN", r"\pyd\start-dev", "/F")
     assert not manager.status(host, "dev").installed
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="this host's own systemd user unit")
+def test_pyd_delete_takes_the_instances_start_at_login_with_it(tmp_path: Path) -> None:
+    """Left, it would start a new, empty instance of that name at the next login."""
+    unit = tmp_path / ".config" / "systemd" / "user" / "pyd-gone.service"
+    _pyd(tmp_path, "enable", "-n", "gone")
+    assert unit.is_file()
+    config = tmp_path / "pyd-home" / "instances" / "gone" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("")  # an instance never started: nothing else to delete
+    env = {**os.environ, "HOME": str(tmp_path), "PYD_HOME": str(tmp_path / "pyd-home")}
+    env["DOCKER_CONFIG"] = str(tmp_path / "docker")
+    r = subprocess.run([sys.executable, "-m", "pyd", "delete", "-f", "-n", "gone"],
+                       capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "start at login of 'gone' removed" in r.stderr
+    assert not unit.exists()

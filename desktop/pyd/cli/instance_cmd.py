@@ -208,6 +208,24 @@ def delete(
     with _progress() as progress:
         delete_instance(inst.name, progress)
     err_console.print(f"pyd instance {name!r} deleted")
+    _forget_autostart(inst.name)
+
+
+def _forget_autostart(name: str) -> None:
+    """A deleted instance's start at login goes with it: left, it would start a new, empty
+    instance of that name at the next login."""
+    from pyd.autostart import manager
+
+    try:
+        host = manager.this_host()
+        if manager.status(host, name).installed:
+            manager.disable(host, name)
+            err_console.print(f"start at login of {name!r} removed")
+    except PydError as e:
+        err_console.print(
+            f"[yellow]warning[/]: start at login of {name!r} could not be removed: {e.message}"
+            f" (hint: `pyd autostart disable -n {name}`)"
+        )
 
 
 def status(name: NameOpt = DEFAULT_INSTANCE, as_json: JsonOpt = False) -> None:
