@@ -8,7 +8,8 @@ import time
 
 from pyd.agent.keeper import KeeperStatus
 from pyd.agent.status_file import AgentState, AgentStatus
-from pyd.lifecycle.status import RunState, keeper_note, overall, status_hint
+from pyd.lifecycle.run_state import RunState
+from pyd.lifecycle.status import keeper_note, overall, status_hint
 from pyd.vm.backends.base import VMState
 
 

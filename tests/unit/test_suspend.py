@@ -32,7 +32,8 @@ from pyd.lifecycle import start as start_module
 from pyd.lifecycle import stop as stop_module
 from pyd.lifecycle import suspend as suspend_module
 from pyd.lifecycle.progress import Progress
-from pyd.lifecycle.status import RunState, overall, status_hint
+from pyd.lifecycle.run_state import RunState
+from pyd.lifecycle.status import overall, status_hint
 from pyd.vm.backends.base import SuspendableBackend, VMBackend, VMState
 from pyd.vm.spec import GuestSpec
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress

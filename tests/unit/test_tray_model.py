@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyd.lifecycle.status import RunState
+from pyd.lifecycle.run_state import RunState
 from pyd.tray.model import (
     Action,
     IconKind,

@@ -16,7 +16,7 @@ from PIL import Image
 from pyd.agent.status_file import AgentState, AgentStatus, write_status
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
-from pyd.lifecycle.status import RunState
+from pyd.lifecycle.run_state import RunState
 from pyd.tray.icons import COLOURS, SIZE, draw_icon
 from pyd.tray.model import IconKind, InstanceView
 from pyd.tray.poll import fingerprint, parse_list, read_views

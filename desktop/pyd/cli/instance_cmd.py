@@ -21,7 +21,8 @@ from pyd.host.atomicfile import write_atomic
 from pyd.host.programs import find_ssh
 from pyd.instance.registry import Instance, all_instances, existing, name_option
 from pyd.instance.state import load_state
-from pyd.lifecycle.status import InstanceStatus, RunState, broken_status, instance_status
+from pyd.lifecycle.run_state import RunState
+from pyd.lifecycle.status import InstanceStatus, broken_status, instance_status
 from pyd.ssh.openssh import known_hosts_line, ssh_argv
 
 if TYPE_CHECKING:  # the lifecycle is imported when a command runs: a fast `pyd --help`
