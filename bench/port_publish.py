@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import hashlib
-import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from busybox_image import bench_env, build_busybox_image
 from pyd.host.loopback import free_loopback_port
 
 NAME = "bench-ports"
@@ -47,24 +46,12 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="pyd-bench-ports-") as tmp:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env |= {
-            "PYD_HOME": str(work / "home"),
-            "DOCKER_CONFIG": str(work / "docker"),
-            "DOCKER_BUILDKIT": "0",
-        }
+        env = bench_env(work)
         pyd = [sys.executable, "-m", "pyd"]
         try:
             run(env, *pyd, "start", "-n", NAME)
-            ctx = work / "ctx"
-            ctx.mkdir()
-            shutil.copy("/bin/busybox", ctx / "busybox")
-            (ctx / "Dockerfile").write_text(
-                "FROM scratch\nCOPY busybox /bin/busybox\n"
-                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-                "RUN mkdir /www && head -c 1048576 /dev/urandom > /www/blob\n"
-            )
-            run(env, "docker", "build", "-q", "-t", IMAGE, str(ctx))
+            blob = "RUN mkdir /www && head -c 1048576 /dev/urandom > /www/blob"
+            build_busybox_image(env, work, IMAGE, lines=(blob,))
             delays = []
             for i in range(args.runs):
                 port = free_loopback_port()

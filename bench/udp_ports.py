@@ -49,7 +49,8 @@ import threading
 import time
 from pathlib import Path
 
-from pyd.host.loopback import free_loopback_port
+from busybox_image import bench_env, build_busybox_image
+from pyd.host.loopback import free_tcp_and_udp_port
 
 NAME = "bench-udp"
 BASE = "pyd-bench-udp-busybox"
@@ -75,17 +76,6 @@ def build_static_echo(out: Path) -> None:
     if cc is None:
         raise SystemExit("no C compiler for tests/e2e/udpecho.c (apt-get install gcc libc6-dev)")
     subprocess.run([cc, "-static", "-O2", "-o", str(out), str(ECHO_SOURCE)], check=True)
-
-
-def free_port() -> int:
-    while True:
-        port = free_loopback_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
 
 
 def pct(values: list[float], q: float) -> float:
@@ -177,26 +167,13 @@ def guest_relay(env: dict[str, str], pyd: list[str]) -> str:
 def request_response(requests: int) -> None:
     with tempfile.TemporaryDirectory(prefix="pyd-bench-udp-") as tmp:
         work = Path(tmp)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DOCKER_")}
-        env |= {
-            "PYD_HOME": str(work / "home"),
-            "DOCKER_CONFIG": str(work / "docker"),
-            "DOCKER_BUILDKIT": "0",
-        }
+        env = bench_env(work)
         pyd = [sys.executable, "-m", "pyd"]
         try:
             run(env, *pyd, "start", "-n", NAME)
-            ctx = work / "ctx"
-            ctx.mkdir()
-            shutil.copy("/bin/busybox", ctx / "busybox")
-            build_static_echo(ctx / "udpecho")
-            (ctx / "Dockerfile").write_text(
-                "FROM scratch\nCOPY busybox /bin/busybox\n"
-                'RUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
-                "COPY udpecho /bin/udpecho\n"
-            )
-            run(env, "docker", "build", "-q", "-t", IMAGE, str(ctx))
-            udp, tcp = free_port(), free_port()
+            build_static_echo(work / "udpecho")
+            build_busybox_image(env, work, IMAGE, {"udpecho": work / "udpecho"})
+            udp, tcp = free_tcp_and_udp_port(), free_tcp_and_udp_port()
             run(env, "docker", "run", "-d", "--name", "echo",
                 "-p", f"{udp}:{ECHO_PORT}/udp", "-p", f"{tcp}:{ECHO_PORT}/tcp",
                 IMAGE, "udpecho", str(ECHO_PORT))  # fmt: skip
@@ -313,7 +290,7 @@ def helpers() -> None:
         binary = Path(tmp) / "udpecho"
         build_static_echo(binary)
         size = binary.stat().st_size
-        rss, idle = _rss_and_idle_cpu([str(binary), str(free_port())])
+        rss, idle = _rss_and_idle_cpu([str(binary), str(free_tcp_and_udp_port())])
         print(
             f"static C (udpecho.c): {rss:.1f} MiB RSS, {idle} ticks in 5 s idle, "
             f"{size / 1024:.0f} KiB binary"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,21 @@ def build_busybox_image(env: PydEnv, workdir: Path, tag: str) -> None:
         'FROM scratch\nCOPY busybox /bin/busybox\nRUN ["/bin/busybox", "--install", "-s", "/bin"]\n'
     )
     env.docker("build", "-q", "-t", tag, str(workdir))
+
+
+@contextlib.contextmanager
+def busybox_instance(
+    factory: pytest.TempPathFactory, name: str, image: str, *start: str
+) -> Iterator[PydEnv]:
+    """A started instance of its own (PYD_HOME and docker config in `factory`'s directories)
+    with the busybox image `image` built; deleted after. `start`: more `pyd start` options."""
+    e = PydEnv(factory.mktemp("pyd-home"), factory.mktemp("docker-config"))
+    try:
+        e.pyd("start", "-n", name, *start)
+        build_busybox_image(e, factory.mktemp("bb"), image)
+        yield e
+    finally:
+        e.pyd("delete", "-f", "-n", name, check=False)
 
 
 def build_static_tool_image(env: PydEnv, workdir: Path, tool: str, base: str, tag: str) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image, build_static_tool_image
+from tests.e2e.pydcli import PydEnv, build_static_tool_image, busybox_instance
 
 NAME = "hostaccess"
 IMAGE = "pyd-e2e-hostaccess-busybox"
@@ -66,14 +66,9 @@ class LoopbackServer:
 
 @pytest.fixture(scope="module")
 def env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PydEnv]:
-    e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
-    try:
-        e.pyd("start", "-n", NAME, "--memory", "1GiB", "--disk", "4GiB")
-        build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+    with busybox_instance(tmp_path_factory, NAME, IMAGE, "--memory", "1GiB", "--disk", "4GiB") as e:
         build_static_tool_image(e, tmp_path_factory.mktemp("rawsyn"), "rawsyn", IMAGE, RAW_IMAGE)
         yield e
-    finally:
-        e.pyd("delete", "-f", "-n", NAME, check=False)
 
 
 def _raw_syn(env: PydEnv, port: int) -> str:

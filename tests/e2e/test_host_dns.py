@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from pyd.image.cache import CachedImage
-from tests.e2e.pydcli import PydEnv, build_busybox_image
+from tests.e2e.pydcli import PydEnv, busybox_instance
 from tests.e2e.test_host_access import LoopbackServer
 
 NAME = "hostdns"
@@ -31,14 +31,9 @@ ONLY_ON_HOST = "192.0.2.55"  # TEST-NET-1: never a real host's
 
 @pytest.fixture(scope="module")
 def env(image: CachedImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PydEnv]:
-    e = PydEnv(tmp_path_factory.mktemp("pyd-home"), tmp_path_factory.mktemp("docker-config"))
-    try:
-        e.pyd("start", "-n", NAME, "--memory", "1GiB", "--disk", "4GiB")
-        build_busybox_image(e, tmp_path_factory.mktemp("bb"), IMAGE)
+    with busybox_instance(tmp_path_factory, NAME, IMAGE, "--memory", "1GiB", "--disk", "4GiB") as e:
         e.docker("network", "create", NETWORK)
         yield e
-    finally:
-        e.pyd("delete", "-f", "-n", NAME, check=False)
 
 
 @contextlib.contextmanager

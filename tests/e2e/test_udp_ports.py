@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pyd.host.loopback import free_loopback_port
+from pyd.host.loopback import free_tcp_and_udp_port
 from pyd.image.cache import CachedImage
 from tests.e2e.pydcli import PydEnv, build_busybox_image, build_static_tool_image, cut_agent_ssh
 
@@ -45,18 +45,6 @@ def _ports(env: PydEnv) -> list[dict[str, Any]]:
 
 def _udp_rows(env: PydEnv, port: int) -> list[dict[str, Any]]:
     return [p for p in _ports(env) if p["proto"] == "udp" and p["host"].endswith(f":{port}")]
-
-
-def _free_port() -> int:
-    """A port free for both TCP and UDP on the host."""
-    while True:
-        port = free_loopback_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            try:
-                s.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-        return port
 
 
 def _echo(env: PydEnv, port: int) -> str:
@@ -97,7 +85,7 @@ def _ask(client: socket.socket, address: tuple[str, int], data: bytes) -> bytes:
 
 
 def test_datagrams_of_1_byte_to_60_kb_come_back_intact(env: PydEnv) -> None:
-    port = _free_port()
+    port = free_tcp_and_udp_port()
     name = _echo(env, port)
     for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
         with _client(family) as c:
@@ -109,7 +97,7 @@ def test_datagrams_of_1_byte_to_60_kb_come_back_intact(env: PydEnv) -> None:
 
 
 def test_two_clients_each_get_their_own_replies(env: PydEnv) -> None:
-    port = _free_port()
+    port = free_tcp_and_udp_port()
     name = _echo(env, port)
     address = ("127.0.0.1", port)
     with _client() as a, _client() as b:
@@ -124,7 +112,7 @@ def test_two_clients_each_get_their_own_replies(env: PydEnv) -> None:
 
 
 def test_the_binding_goes_when_the_container_stops(env: PydEnv) -> None:
-    port = _free_port()
+    port = free_tcp_and_udp_port()
     name = _echo(env, port)
     with _client() as c:
         _first_reply(c, ("127.0.0.1", port))
@@ -139,7 +127,7 @@ def test_the_binding_goes_when_the_container_stops(env: PydEnv) -> None:
 
 
 def test_replies_come_back_after_the_ssh_connection_is_cut(env: PydEnv) -> None:
-    port = _free_port()
+    port = free_tcp_and_udp_port()
     name = _echo(env, port)
     with _client() as c:
         _first_reply(c, ("127.0.0.1", port))

@@ -87,16 +87,27 @@ def bind_listener(host_ip: str, port: int, platform: str = sys.platform) -> sock
         raise bind_error(address, e, platform) from e
 
 
-def _listen(address: tuple[str, int], platform: str, reuse: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def port_socket(host_ip: str, kind: socket.SocketKind, platform: str) -> socket.socket:
+    """A socket of `host_ip`'s family that binds that family alone (IPv6 never takes the
+    IPv4 side too: V6ONLY), and on Windows keeps others off its port (SO_EXCLUSIVEADDRUSE)."""
+    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
+    sock = socket.socket(family, kind)
     try:
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if platform == "win32":
             exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE")  # noqa: B009 (Windows only)
             sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
-        elif reuse:
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _listen(address: tuple[str, int], platform: str, reuse: bool) -> socket.socket:
+    sock = port_socket(address[0], socket.SOCK_STREAM, platform)
+    try:
+        if reuse and platform != "win32":
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(BACKLOG)

@@ -28,7 +28,7 @@ from pyd.errors import PydError
 from pyd.host.loopback import address_text
 from pyd.host.threads import Deadline, join_threads
 from pyd.ports.forwards import Forward, describe
-from pyd.ports.listener import PortInUseError, bind_error
+from pyd.ports.listener import PortInUseError, bind_error, port_socket
 from pyd.ports.udp_flows import FLOW_IDLE, FlowTable, Peer
 from pyd.ports.udp_frames import MAX_PAYLOAD, FrameKind, FrameReader, encode
 from pyd.ssh.link_errors import LINK_ERRORS
@@ -79,14 +79,11 @@ def bind_udp(host_ip: str, port: int, platform: str = sys.platform) -> socket.so
     lets two sockets share a port, each getting part of its datagrams.
     """
     address = (host_ip, port)
-    family = socket.AF_INET6 if ":" in host_ip else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if platform == "win32":
-            exclusive = getattr(socket, "SO_EXCLUSIVEADDRUSE")  # noqa: B009 (Windows only)
-            sock.setsockopt(socket.SOL_SOCKET, exclusive, 1)
+        sock = port_socket(host_ip, socket.SOCK_DGRAM, platform)
+    except OSError as e:
+        raise bind_error(address, e, platform) from e
+    try:
         with contextlib.suppress(OSError):  # best effort: the OS may cap it
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         sock.bind(address)
