@@ -243,8 +243,8 @@ def _fd_to_channel(fd: int, send: Callable[[bytes], None], at_end: Callable[[], 
     try:
         while data := os.read(fd, BUFSIZE):
             send(data)
-    except OSError:
-        pass  # EIO: the PTY's last user is gone; or the client closed the channel
+    except (OSError, EOFError, paramiko.SSHException):
+        pass  # EIO: the PTY's last user is gone; or the client closed the channel or the link
     finally:
         at_end()  # closing our end makes a writer that goes on get SIGPIPE, as with sshd
 
