@@ -155,7 +155,10 @@ def test_dns_goes_on_through_qemus_dns_while_the_agents_link_is_down(env: PydEnv
     NXDOMAIN, with no wait); once the agent is back, the host's resolver answers again."""
     with host_name(ONLY_ON_HOST) as name:
         assert _resolves_within(env, name, True, 10)
+        # sshd's listener held stopped meanwhile: the agent reconnects in about 0.5 s under
+        # TCG, and a link already back would answer through the host's resolver again.
         kill_others = (
+            "pkill -STOP -x sshd; trap 'pkill -CONT -x sshd' EXIT; "
             'me=$(cut -d" " -f4 /proc/$PPID/stat); '
             'for p in $(pgrep -f "[s]shd-session: root .priv."); do [ "$p" = "$me" ] || '
             "kill $p; done; sleep 0.5; "
