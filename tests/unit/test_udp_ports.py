@@ -123,8 +123,9 @@ def test_a_taken_udp_port_is_a_clear_error() -> None:
 
 def test_an_ipv6_wildcard_leaves_the_ipv4_side_free() -> None:
     v6 = bind_udp("::", 0)
-    with v6, bind_udp("0.0.0.0", v6.getsockname()[1]):
-        pass
+    port = v6.getsockname()[1]
+    with v6, bind_udp("0.0.0.0", port) as v4:  # without V6ONLY: PortInUseError
+        assert v4.getsockname() == ("0.0.0.0", port)
 
 
 def test_the_relay_command_quotes_the_target() -> None:
