@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+from pyd.cli.entry import alone, exit_status
 
 
 def _pyd(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -61,3 +64,30 @@ def test_closed_standard_descriptors_get_the_null_device() -> None:
     r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                        preexec_fn=lambda: (os.close(0), os.close(2)), timeout=60)  # fmt: skip
     assert r.stdout == "True [True, True]\n"
+
+
+def test_the_exit_status_is_pythons_for_each_kind_of_exit_code() -> None:
+    assert exit_status(None) == (0, None)
+    assert exit_status(3) == (3, None)
+    assert exit_status("boom") == (1, "boom")  # Python prints the message and exits 1
+
+
+def test_a_command_leaves_at_once_only_when_no_other_thread_would_run_on() -> None:
+    assert alone()
+    done = threading.Event()
+    worker = threading.Thread(target=done.wait)
+    worker.start()
+    try:
+        assert not alone()  # a normal exit waits for it: so does pyd
+    finally:
+        done.set()
+        worker.join()
+
+
+def test_a_command_that_leaves_at_once_still_writes_all_of_its_output(tmp_path: Path) -> None:
+    """Skipping the interpreter's teardown (entry.leave_now) keeps what a normal exit does
+    that matters: output piped to a slow reader and its exit status arrive whole."""
+    r = _pyd(tmp_path, "--help")
+    assert r.returncode == 0 and r.stdout.rstrip().endswith("╯")
+    r = _pyd(tmp_path, "status", "-n", "nosuch")
+    assert r.returncode != 0 and "no instance named 'nosuch'" in r.stderr

@@ -6,6 +6,7 @@ status word, and the CLI's messages. Real disks (qemu-img), no VM."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 from collections.abc import Callable
@@ -77,6 +78,12 @@ def test_the_record_reads_back_as_written_and_a_damaged_one_is_a_pyd_error(
     disk.write_bytes(b"data")
     saved = SavedState(SHAPE, "2026-12-04T03:00:00+00:00", {"data.qcow2": stamp(disk)})
     assert parse_saved(to_text(saved), "x") == saved
+    ready = dataclasses.replace(saved, engine_ready=True)
+    assert parse_saved(to_text(ready), "x") == ready
+    # A record from before engine_ready: the engine is waited for, as then.
+    older = json.loads(to_text(ready))
+    del older["engine_ready"]
+    assert parse_saved(json.dumps(older), "x") == saved
     with pytest.raises(PydError, match="suspend record x is corrupted"):
         parse_saved('{"shape": {"cpus": 2}}', "x")
     assert load_saved(tmp_path / "missing.json") is None
@@ -178,6 +185,7 @@ def test_suspend_saves_the_vm_and_start_resumes_it_without_a_boot(vm: SavingBack
     assert agent.calls == ["stop"] and vm.calls == ["save"] and vm.vm is VMState.STOPPED
     record = load_saved(files.suspend_record)
     assert record is not None and record.shape.memory_mib == 512 and record.shape.cpus == 2
+    assert record.engine_ready  # the agent was ready: the resumed one need not wait for it
     assert (files.suspend_record.stat().st_mode & 0o777) == 0o600
     # Once more: nothing to do, nothing lost.
     again = suspend_module.suspend(NAME, RecordingProgress(), agent=agent)

@@ -44,7 +44,7 @@ from pyd.host.process_identity import identify, write_identity
 from pyd.host.threads import Deadline, ThreadOwner, close_all, join_threads
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
-from pyd.instance.saved_state import restoring
+from pyd.instance.saved_state import load_saved, restoring
 from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import find_endpoint
 from pyd.mounts.sftp_host import SftpServer, choose_server
@@ -275,7 +275,10 @@ class Agent:
         # A VM restored from its save, or one whose agent the keeper restarts, runs its
         # sshd already: the first try is a handshake, not a probe.
         restarted = os.environ.get(RESTARTED_ENV) == "1"
-        up = self._await_restore() or restarted
+        resumed = self._await_restore()
+        up = resumed is not None or restarted
+        # The engine answered moments ago (a restart), or at the save this VM runs on from.
+        engine_known = restarted or bool(resumed)
         cfg = load_config(self.files.config)
         self._config_seen = _mtime(self.files.config)
         if up:  # the shares' own SSH sessions connect alongside the agent's
@@ -294,7 +297,12 @@ class Agent:
         self.host_dns.start()
         if not up:
             self._start_mounts(cfg, server)  # they mount while the engine starts
-        if not restarted:
+        if up and not restarted:
+            # dockerd's first /version after a resume under TCG takes ~0.4 s (its code and
+            # runc's translated afresh): asked now, that overlaps the hand-off to `pyd start`
+            # and the docker CLI's start instead of following them.
+            threading.Thread(target=self._warm_up, name="pyd-warm-up", daemon=True).start()
+        if not engine_known:
             engine = partial(wait_for_engine, self.session.transport, deadline, self._check_stop)
             self._phase("engine", engine)
         # Once the engine answers: a resumed VM's containers answer on their published ports
@@ -320,8 +328,6 @@ class Agent:
         running = VMState.RUNNING.value
         log.info("ready: %s", host)  # before it is published: whoever sees ready has the line
         self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=running))
-        if up and not restarted:
-            threading.Thread(target=self._warm_up, name="pyd-warm-up", daemon=True).start()
         self._ask_platforms()
         return self._supervise()
 
@@ -435,17 +441,23 @@ class Agent:
         if self.host_dns is not None:
             self.host_dns.set_enabled(cfg.host_dns)
 
-    def _await_restore(self) -> bool:
+    def _await_restore(self) -> bool | None:
         """While `pyd start` restores the VM (it launched this agent first, so the two
-        overlap): waits until the restore is over, True if there was one. Not a connection
-        attempt meanwhile: QEMU accepts one before the guest runs, and its SYN reaches the
-        guest only at slirp's next retransmission, seconds later."""
+        overlap): waits until the restore is over. None when there was none; else whether
+        the engine answered when the VM was saved (suspend.json, read now: `pyd start`
+        removes it once restored). Not a connection attempt meanwhile: QEMU accepts one
+        before the guest runs, and its SYN reaches the guest only at slirp's next
+        retransmission, seconds later."""
         if not restoring(self.files.restoring, time.time()):
-            return False
+            return None
+        try:
+            saved = load_saved(self.files.suspend_record)
+        except PydError:
+            saved = None
         while restoring(self.files.restoring, time.time()):
             self._check_stop()
             time.sleep(RESTORE_POLL)
-        return True
+        return saved is not None and saved.engine_ready
 
     def _check_vm(self) -> None:
         """While booting: raises when the VM is gone (a crashed boot fails at once), or when

@@ -41,6 +41,9 @@ class SavedState:
     shape: Shape
     saved_at: str  # ISO 8601, UTC
     disks: dict[str, DiskStamp]  # file name in the instance directory -> its stamp
+    # The agent was ready, the engine answering, at the save: a resume's agent need not wait
+    # for the engine (it runs on from the saved memory). False in records made before it.
+    engine_ready: bool = False
 
 
 _LABELS = {
@@ -109,6 +112,7 @@ def parse_saved(text: str, origin: str) -> SavedState:
                 str(name): DiskStamp(int(d["inode"]), int(d["size"]), int(d["mtime_ns"]))
                 for name, d in dict(data["disks"]).items()
             },
+            engine_ready=data.get("engine_ready", False) is True,
         )
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise PydError(f"the suspend record {origin} is corrupted ({e})") from None

@@ -97,6 +97,7 @@ def suspend(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> 
             )
         cpus, memory_mib = backend.shape()  # what it booted with, not a later `config set`
         shape = current_shape(backend, cpus, memory_mib, files)
+        engine_ready = agent.ready_host(files) is not None
         with phase(progress, "agent"):
             agent.stop(files)
         try:
@@ -109,7 +110,7 @@ def suspend(name: str, progress: Progress, agent: HostAgent = PROCESS_AGENT) -> 
         saved_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         # Stamped after the save: QEMU flushes the disks as it stops.
         disks = {d: stamp(files.root / d) for d in SAVED_DISKS}
-        write_saved(files.suspend_record, SavedState(shape, saved_at, disks))
+        write_saved(files.suspend_record, SavedState(shape, saved_at, disks, engine_ready))
         return SuspendResult(inst.name, False, files.suspend_save.stat().st_size)
 
 
