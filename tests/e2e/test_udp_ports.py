@@ -134,3 +134,28 @@ def test_replies_come_back_after_the_ssh_connection_is_cut(env: PydEnv) -> None:
         cut_agent_ssh(env, NAME)  # the relay's channel ends with the connection
         assert _first_reply(c, ("127.0.0.1", port)) == b"hello"  # a new relay, same port
     env.docker("rm", "-f", name)
+
+
+def test_a_manual_udp_forward_reaches_a_port_in_the_guest(env: PydEnv) -> None:
+    """`pyd port add H:G/udp`: the host's port H to port G of the guest itself (here a
+    host-network container's), applied by the running agent, and gone with `pyd port rm`."""
+    port = free_tcp_and_udp_port()
+    guest_port = ECHO_PORT + 1
+    name = f"udphost-{os.urandom(4).hex()}"
+    env.docker("run", "-d", "--name", name, "--network", "host", IMAGE, "udpecho", str(guest_port))
+    spec = f"{port}:{guest_port}/udp"
+    env.pyd("port", "add", spec, "-n", NAME)
+    end = time.monotonic() + 30
+    while [r["state"] for r in _udp_rows(env, port)] != ["listening"]:
+        assert time.monotonic() < end, f"not listening: {_udp_rows(env, port)}"
+        time.sleep(0.2)
+    with _client() as c:
+        assert _first_reply(c, ("127.0.0.1", port)) == b"hello"
+        data = os.urandom(4000)
+        assert _ask(c, ("127.0.0.1", port), data) == data
+    env.pyd("port", "rm", spec, "-n", NAME)
+    end = time.monotonic() + 30
+    while _udp_rows(env, port):
+        assert time.monotonic() < end, "the manual UDP forward outlived its removal"
+        time.sleep(0.2)
+    env.docker("rm", "-f", name)

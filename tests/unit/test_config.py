@@ -315,9 +315,9 @@ def test_ports_table_keys_left_out_keep_their_defaults() -> None:
             "[HOSTIP:]HOSTPORT:GUESTPORT",
         ),
         (
-            {"ports": {"forwards": ["53:53/udp"]}},
-            "ports.forwards: invalid port forward '53:53/udp': UDP cannot be forwarded",
-            "TCP streams only",
+            {"ports": {"forwards": ["53:53/sctp"]}},
+            "ports.forwards: invalid port forward '53:53/sctp': SCTP cannot be forwarded",
+            "TCP and UDP",
         ),
         (
             {"ports": {"forwards": ["8080:80", "0.0.0.0:8080:81"]}},
@@ -445,7 +445,7 @@ def test_removing_by_a_port_that_two_forwards_share_asks_for_the_address() -> No
     with pytest.raises(UsageError) as e:
         with_forward_removed(cfg, "8080")
     assert e.value.message == "'8080' matches 2 forwards: 127.0.0.1:8080:80, [::1]:8080:80"
-    assert "pyd port rm 127.0.0.1:8080:80" in e.value.hint
+    assert "pyd port rm [::1]:8080:80" in e.value.hint
     assert with_forward_removed(cfg, "[::1]:8080").port_forwards == ("127.0.0.1:8080:80",)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ from pyd.lifecycle import start as start_module
 from pyd.vm import accel as accel_module
 from pyd.vm.accel import ENABLE_WHPX, AccelChoice, HostFacts
 from pyd.vm.backends.base import VMState
+from pyd.vm.spec import GuestSpec
 from tests.unit.fakebackend import FakeAgent, FakeBackend, RecordingProgress
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
@@ -142,6 +144,54 @@ def test_a_failed_start_keeps_the_instance_and_its_data_disk(
     backend.vm = VMState.STOPPED if fails == "vm" else backend.vm
     _start(agent)
     assert (data.stat().st_ino, data.read_bytes()) == disk_id
+
+
+class PortThief(FakeBackend):
+    """A backend whose first `steal` starts find their SSH port taken by another program
+    just before QEMU listens, as a concurrent start of another instance may take it."""
+
+    def __init__(self, steal: int) -> None:
+        super().__init__(VMState.ABSENT)
+        self.steal = steal
+        self.held: list[socket.socket] = []
+
+    def start(self, spec: GuestSpec) -> None:
+        if len(self.held) < self.steal:
+            s = socket.socket()
+            s.bind(("127.0.0.1", spec.ssh_port))
+            s.listen()
+            self.held.append(s)
+            self.specs.append(spec)
+            raise PydError(f"Could not set up host forwarding rule 'tcp:127.0.0.1:{spec.ssh_port}'")
+        super().start(spec)
+
+
+@pytest.mark.parametrize("steal", [1, start_module.PORT_TRIES])
+def test_an_ssh_port_taken_before_qemu_listens_is_chosen_again(
+    backend: FakeBackend, monkeypatch: pytest.MonkeyPatch, steal: int
+) -> None:
+    thief = PortThief(steal)  # in place of `backend`, in its private PYD_HOME
+    monkeypatch.setattr(start_module, "backend_for_config", lambda name, cfg: thief)
+    try:
+        if steal == start_module.PORT_TRIES:  # taken every time: the error, not a loop
+            with pytest.raises(PydError, match="host forwarding rule"):
+                _start(FakeAgent())
+            return
+        _start(FakeAgent())
+        taken = thief.held[0].getsockname()[1]
+        state = load_state(instance(NAME).files.state)
+        assert state is not None and state.ssh_port != taken
+        assert [spec.ssh_port for spec in thief.specs] == [taken, state.ssh_port]
+    finally:
+        for s in thief.held:
+            s.close()
+
+
+def test_a_start_failing_for_another_reason_is_not_tried_again(backend: FakeBackend) -> None:
+    backend.start_fails = PydError("QEMU failed to start")
+    with pytest.raises(PydError, match="QEMU failed"):
+        _start(FakeAgent())
+    assert len(backend.specs) == 1
 
 
 # -- the guest architecture kept before the boot, and the accelerator's memory limit ----------

@@ -65,6 +65,25 @@ def test_add_ls_rm_round_trip_through_the_config_file(home: Path) -> None:
     assert load_config(config).port_forwards == ("0.0.0.0:5432:5432",)
 
 
+def test_a_udp_forward_is_added_beside_tcp_on_one_port_and_removed_by_its_spec(
+    home: Path,
+) -> None:
+    ok(_pyd(home, "port", "add", "5353:53", "-n", "dev"))
+    r = _pyd(home, "port", "add", "5353:53/udp", "-n", "dev")
+    assert "added 127.0.0.1:5353:53/udp" in ok(r) + r.stderr
+    config = _files(home).config
+    assert load_config(config).port_forwards == ("127.0.0.1:5353:53", "127.0.0.1:5353:53/udp")
+    rows = _table(ok(_pyd(home, "port", "ls", "-n", "dev")))
+    assert [row[:3] for row in rows[1:]] == [
+        ["127.0.0.1:5353", "127.0.0.1:53", "tcp"],
+        ["127.0.0.1:5353", "127.0.0.1:53", "udp"],
+    ]
+    err = usage(_pyd(home, "port", "rm", "5353", "-n", "dev"))
+    assert "'5353' matches 2 forwards" in err and "pyd port rm 127.0.0.1:5353:53/udp" in err
+    ok(_pyd(home, "port", "rm", "5353:53/udp", "-n", "dev"))
+    assert load_config(config).port_forwards == ("127.0.0.1:5353:53",)
+
+
 def test_ls_json_lists_the_same_forwards_as_dicts(home: Path) -> None:
     ok(_pyd(home, "port", "add", "[::1]:3000:3000", "-n", "dev"))
     listed = json.loads(ok(_pyd(home, "port", "ls", "--json", "-n", "dev")))
@@ -151,7 +170,7 @@ def test_bad_specs_are_usage_errors_and_leave_the_file_alone(home: Path) -> None
     config = _files(home).config
     before = config.read_text()
     for spec, expected in (
-        ("53:53/udp", "UDP cannot be forwarded"),
+        ("53:53/sctp", "SCTP cannot be forwarded"),
         ("8080", "both a host port and a guest port are needed"),
         ("0.0.0.0:8080:81", "host 0.0.0.0:8080 is already forwarded by 127.0.0.1:8080:80"),
         ("127.0.0.1:8080:80", "127.0.0.1:8080:80 is already forwarded"),

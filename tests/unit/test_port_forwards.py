@@ -364,14 +364,33 @@ def test_manual_forward_defaults_to_host_loopback() -> None:
     assert parse_port_spec("3000:3000").host_ip == "127.0.0.1"
 
 
-@pytest.mark.parametrize("spec", ["5353:53/udp", "127.0.0.1:5353:53/UDP", "9000:9000/sctp"])
-def test_udp_spec_is_refused_saying_why(spec: str) -> None:
+@pytest.mark.parametrize("spec", ["9000:9000/sctp", "127.0.0.1:9000:9000/SCTP"])
+def test_an_sctp_spec_is_refused_saying_why(spec: str) -> None:
     with pytest.raises(UsageError) as e:
         parse_port_spec(spec)
     assert e.value.exit_code == 2
-    assert "cannot be forwarded" in e.value.message
-    assert "SSH" in e.value.hint
-    assert "TCP" in e.value.hint
+    assert "SCTP cannot be forwarded" in e.value.message
+    assert "TCP and UDP" in e.value.hint
+
+
+@pytest.mark.parametrize(
+    ("spec", "stored"),
+    [
+        ("5353:53/udp", "127.0.0.1:5353:53/udp"),
+        ("0.0.0.0:5353:53/UDP", "0.0.0.0:5353:53/udp"),
+        ("[::1]:5353:53/udp", "[::1]:5353:53/udp"),
+        ("8080:80/tcp", "127.0.0.1:8080:80"),
+    ],
+)
+def test_a_manual_forward_is_tcp_or_udp_and_reads_back_as_stored(spec: str, stored: str) -> None:
+    f = parse_port_spec(spec)
+    assert f.proto == ("udp" if "/u" in spec.lower() else "tcp") and f.origin == "manual"
+    assert format_port_spec(f) == stored and parse_port_spec(stored) == f
+
+
+def test_an_unknown_protocol_is_refused() -> None:
+    with pytest.raises(UsageError, match="unknown protocol 'icmp'"):
+        parse_port_spec("8080:80/icmp")
 
 
 @pytest.mark.parametrize(

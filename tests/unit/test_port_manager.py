@@ -184,6 +184,18 @@ def test_udp_is_listened_on_beside_tcp_on_the_same_port(host: Host, reports: Rep
     ]
 
 
+def test_a_manual_udp_forward_is_listened_on_as_a_published_one(
+    host: Host, reports: Reports
+) -> None:
+    _manager(host, reports, manual=("127.0.0.1:5353:53/udp", "127.0.0.1:5353:53"))
+    made = sorted((m.forward.proto, m.forward.guest_port) for m in host.made if m.started)
+    assert made == [("tcp", 53), ("udp", 53)]
+    assert [(s.proto, s.state) for s in reports.all[-1]] == [
+        ("tcp", PortState.LISTENING),
+        ("udp", PortState.LISTENING),
+    ]
+
+
 def test_sctp_is_listed_as_not_forwarded_and_never_listened_on(
     host: Host, reports: Reports
 ) -> None:

@@ -31,8 +31,8 @@ NameOpt = Annotated[str, typer.Option("--name", "-n", help="instance name")]
 NewSpec = Annotated[
     str,
     typer.Argument(
-        help="[HOSTIP:]HOSTPORT:GUESTPORT, e.g. 8080:80 (127.0.0.1:8080 on this machine to "
-        "port 80 in the guest) or 0.0.0.0:8080:80 (every interface)"
+        help="[HOSTIP:]HOSTPORT:GUESTPORT[/udp], e.g. 8080:80 (127.0.0.1:8080 on this machine "
+        "to port 80 in the guest), 0.0.0.0:8080:80 (every interface) or 5353:53/udp"
     ),
 ]
 HeldSpec = Annotated[

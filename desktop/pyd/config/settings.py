@@ -759,7 +759,7 @@ def with_forward_removed(cfg: InstanceConfig, spec_or_hostport: str) -> Instance
         raise UsageError(
             f"{spec_or_hostport!r} matches {len(found)} forwards: "
             + ", ".join(map(format_port_spec, found)),
-            hint=f"give the host address too, e.g. `pyd port rm {format_port_spec(found[0])}`",
+            hint=f"give the whole forward, e.g. `pyd port rm {format_port_spec(found[-1])}`",
         )
     kept = tuple(s for s, f in zip(cfg.port_forwards, manual, strict=True) if f != found[0])
     return dataclasses.replace(cfg, port_forwards=kept)

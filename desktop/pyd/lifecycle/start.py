@@ -13,7 +13,7 @@ from pyd.config.machine import machine_settings
 from pyd.config.settings import InstanceConfig, context_name, with_value
 from pyd.config.store import load_config, save_config
 from pyd.dockercli.context import ensure_context
-from pyd.errors import ImageError, UsageError
+from pyd.errors import ImageError, PydError, UsageError
 from pyd.host.env import host_timezone, proxy_settings
 from pyd.host.loopback import free_loopback_port
 from pyd.host.memory import check_memory, host_memory_mib
@@ -36,6 +36,7 @@ from pyd.vm.backends.base import VMBackend, VMState
 from pyd.vm.backends.choice import backend_for_config, backend_kind
 from pyd.vm.spec import check_memory_limit, guest_spec
 
+PORT_TRIES = 3  # SSH forward ports taken between their choice and QEMU's listen
 # After a resume, how long `pyd start` lets the running agent find its link again before it
 # starts a new one (a link that heals is back within ~2 s, over a paused TCP connection).
 RESUME_WAIT = 15.0
@@ -204,21 +205,31 @@ def _boot(
             ),
         )
         port = state.ssh_port if state and _port_free(state.ssh_port) else free_loopback_port()
-        # The backend too: `backend = "auto"` keeps to it (vm/backends/choice.py).
-        kind = backend_kind(backend)
-        save_state(files.state, InstanceState(port, image.key, accel, arch.name, kind))
         files.docker_sock.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # The backend too: `backend = "auto"` keeps to it (vm/backends/choice.py).
+    kind = backend_kind(backend)
     with phase(progress, "vm"):
-        spec = guest_spec(
-            arch,
-            machine,
-            image,
-            files,
-            cpus=cfg.cpus,
-            memory_mib=cfg.memory_mib,
-            ssh_port=port,
-        )
-        backend.start(spec)
+        for attempt in range(1, PORT_TRIES + 1):
+            save_state(files.state, InstanceState(port, image.key, accel, arch.name, kind))
+            spec = guest_spec(
+                arch,
+                machine,
+                image,
+                files,
+                cpus=cfg.cpus,
+                memory_mib=cfg.memory_mib,
+                ssh_port=port,
+            )
+            try:
+                backend.start(spec)
+                return
+            except PydError:
+                # The port was free when chosen, but another program (or another instance's
+                # start) took it before QEMU listened: QEMU cannot forward SSH from it.
+                if attempt == PORT_TRIES or _port_free(port) or backend.state().exists:
+                    raise
+            progress.info(f"port {port} was taken as the VM started; trying another one")
+            port = free_loopback_port()
 
 
 def _image(

@@ -263,24 +263,25 @@ def _spec_host_ip(spec: str, text: str, bracketed: bool) -> str:
 
 
 def parse_port_spec(spec: str) -> Forward:
-    """A manual forward from `[HOSTIP:]HOSTPORT:GUESTPORT[/tcp]`, as `pyd port add` takes it.
+    """A manual forward from `[HOSTIP:]HOSTPORT:GUESTPORT[/tcp|/udp]`, as `pyd port add`
+    takes it.
 
     The host address defaults to 127.0.0.1: a forward is private unless the user opens it
-    up. IPv6 addresses go in brackets ("[::1]:8080:80"). UDP is refused, since SSH carries
-    only streams. Raises UsageError with an example for anything else that does not parse.
+    up. IPv6 addresses go in brackets ("[::1]:8080:80"). UDP travels framed over SSH as a
+    published UDP port does (udp_listener); SCTP is refused. Raises UsageError with an
+    example for anything else that does not parse.
     """
     text = spec.strip()
     body, slash, proto = text.partition("/")
-    proto = proto.lower()
-    if slash and proto in ("udp", "sctp"):
+    proto = proto.lower() if slash else "tcp"
+    if proto == "sctp":
         raise _spec_error(
             spec,
-            f"{proto.upper()} cannot be forwarded",
-            hint="pyd carries forwards over SSH, which carries TCP streams only; "
-            "drop the /" + proto + " to forward the TCP port",
+            "SCTP cannot be forwarded",
+            hint="pyd carries TCP and UDP over SSH; drop the /sctp to forward the TCP port",
         )
-    if slash and proto != "tcp":
-        raise _spec_error(spec, f"unknown protocol {proto!r} (only tcp is forwarded)")
+    if proto not in FORWARDED_PROTOS:
+        raise _spec_error(spec, f"unknown protocol {proto!r} (tcp and udp are forwarded)")
 
     host_ip = MANUAL_DEFAULT_HOST_IP
     if body.startswith("["):
@@ -303,7 +304,7 @@ def parse_port_spec(spec: str) -> Forward:
             raise _spec_error(spec, "both a host port and a guest port are needed")
     host_port = _spec_port(spec, parts[0], "host port")
     guest_port = _spec_port(spec, parts[1], "guest port")
-    return Forward(host_ip, host_port, guest_port, "tcp", MANUAL)
+    return Forward(host_ip, host_port, guest_port, proto, MANUAL)
 
 
 # What `pyd port rm` takes besides a whole spec: "8080", "127.0.0.1:8080", "[::1]:8080".
