@@ -268,6 +268,32 @@ def test_dns_over_tcp_is_passed_to_qemus_dns(relay: Relay, fallback: FakeQemuDns
     assert fallback.asked == [message]
 
 
+def test_a_tcp_client_waiting_on_a_silent_qemu_dns_holds_up_no_udp_query(
+    relay: Relay, fallback: FakeQemuDns
+) -> None:
+    """Connecting to a QEMU DNS that never answers waits up to 5 s: in a process of the
+    pass-through's own, while the relay goes on answering UDP."""
+    fallback.tcp.shutdown(socket.SHUT_RDWR)  # wakes its accept(), which lets go of the port
+    fallback.tcp.close()
+    silent = socket.socket()  # its accept queue full, so SYNs go unanswered
+    silent.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    silent.bind(("127.0.0.1", fallback.port))
+    silent.listen(0)
+    queued = [socket.create_connection(("127.0.0.1", fallback.port))]  # the one it holds
+    try:
+        with socket.create_connection(("127.0.0.1", relay.port), timeout=5) as s:
+            message = query("big.txt.example", 16, ident=5)
+            s.sendall(struct.pack("!H", len(message)) + message)
+            time.sleep(0.3)  # the relay has accepted it and is connecting onwards
+            started = time.monotonic()
+            ident, rcode, _ = parse(relay.ask(query("udp.example", ident=6), timeout=3))
+            assert (ident, rcode) == (6, NOERROR) and time.monotonic() - started < 1.5
+    finally:
+        for q in queued:
+            q.close()
+        silent.close()
+
+
 def test_failed_attempts_back_off_and_stop_while_switched_off(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
