@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import paramiko
+import psutil
 from filelock import FileLock, Timeout
 
 from pyd.agent.clock import ClockKeeper
@@ -454,9 +455,13 @@ class Agent:
             saved = load_saved(self.files.suspend_record)
         except PydError:
             saved = None
+        waited = time.monotonic()
         while restoring(self.files.restoring, time.time()):
             self._check_stop()
             time.sleep(RESTORE_POLL)
+        # On a warm start's critical path: up before the restore is over, or not (the log's
+        # timeline says which).
+        log.info("the restore was over %.2f s after the agent was up", time.monotonic() - waited)
         return saved is not None and saved.engine_ready
 
     def _check_vm(self) -> None:
@@ -636,6 +641,8 @@ def main(argv: list[str]) -> int:
     paramiko_log.setLevel(logging.WARNING)
     logging.getLogger("paramiko.transport").addFilter(_unless_refused_channel)
     _more_descriptors()
+    # Interpreter and imports: part of a warm start's path to its SSH connection.
+    log.info("agent process up in %.2f s", time.time() - psutil.Process().create_time())
     lock = FileLock(files.agent_lock, mode=0o600)
     try:
         # `pyd status` probes liveness by taking this lock for an instant.
