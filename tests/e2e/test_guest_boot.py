@@ -65,6 +65,14 @@ def test_docker_info_reports_overlay2_on_the_data_disk(ssh: paramiko.SSHClient) 
     assert "discard" in check(ssh, "findmnt -n -o OPTIONS --target /var/lib/pyd-data")
 
 
+def test_nothing_the_boot_started_is_left_a_zombie(ssh: paramiko.SSHClient) -> None:
+    """A job a daemon's start script leaves in the background must be init's to reap, not
+    the daemon's that the script became (dockerd reaps no child it did not start)."""
+    check(ssh, "docker info >/dev/null")  # dockerd up: its start script has run
+    zombies = check(ssh, "ps -eo stat,ppid,args | awk '$1 ~ /^Z/'").strip()
+    assert zombies == ""
+
+
 def test_build_and_run_a_busybox_image_without_a_registry(
     ssh: paramiko.SSHClient, busybox_static: Path
 ) -> None:
