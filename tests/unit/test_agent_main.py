@@ -26,9 +26,8 @@ from pyd.agent.session import SSHSession
 from pyd.agent.status_file import AgentState, read_status
 from pyd.errors import PydError
 from pyd.guestdocker.platforms import COMMAND as PLATFORMS_COMMAND
-from pyd.host.private_files import write_private_text
 from pyd.instance.files import InstanceFiles
-from pyd.instance.saved_state import SavedState, Shape, write_saved
+from pyd.instance.saved_state import RestoreMark, write_mark
 from pyd.ssh.connect import SSHTarget
 from pyd.ssh.heartbeat import Heartbeat
 from pyd.ssh.keys import generate_keypair, write_private
@@ -344,27 +343,30 @@ def test_a_paused_vm_is_published_as_such_and_its_resume_as_ready(
 def test_a_vm_being_restored_is_waited_for_then_served(stand: Stand) -> None:
     """`pyd start` launches the agent as it begins a restore: the VM is not running yet, and
     the agent waits for it (where it would fail at once without the marker, as above)."""
-    write_private_text(stand.files.restoring, "1\n")
+    write_mark(stand.files.restoring, RestoreMark(done=False))
     stand.vm[0] = VMState.STOPPED
     stand.proxy.cut()
     r = Running(stand.agent())
     time.sleep(2.5)  # past the agent's first check of the VM, every ~2 s while it waits
     assert not r.ended(0) and stand.status() != AgentState.FAILED
     stand.vm[0] = VMState.RUNNING  # restored
-    stand.files.restoring.unlink()
+    write_mark(stand.files.restoring, RestoreMark(done=True))
     stand.proxy.restore()
     until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
+    assert not stand.files.restoring.exists()  # read: a later agent's VM is a booted one
     r.agent.request_stop()
     assert r.ended(5)
 
 
+@pytest.mark.parametrize("late", [False, True])
 @pytest.mark.parametrize("engine_ready", [True, False])
 def test_a_resume_of_a_vm_saved_with_its_engine_answering_is_ready_without_asking(
-    tmp_path: Path, engine_ready: bool
+    tmp_path: Path, engine_ready: bool, late: bool
 ) -> None:
     """The engine ran on from the saved memory: the agent is ready once its link is (a warm
-    start's 0.1-0.2 s under TCG), and asks /version meanwhile (the warm-up). A save made
-    before the engine answered is waited for: here an engine that never answers a ping."""
+    start's 0.1-0.2 s under TCG). A save made before the engine answered is waited for: here
+    an engine that never answers a ping.
+    `late`: the restore was over before the agent came up (a fast one), as the marker says."""
     asked: list[str] = []
 
     def no_ping(chan: paramiko.Channel) -> None:
@@ -378,16 +380,16 @@ def test_a_resume_of_a_vm_saved_with_its_engine_answering_is_ready_without_askin
             chan.close()
 
     with _stand(tmp_path, no_ping) as stand:
-        shape = Shape("x86_64-k", 2, 2048, "x86_64", "libvirt", "7.2.0")
-        write_saved(stand.files.suspend_record, SavedState(shape, "t", {}, engine_ready))
-        write_private_text(stand.files.restoring, "1\n")
+        over = RestoreMark(done=True, engine_ready=engine_ready)
+        write_mark(stand.files.restoring, over if late else RestoreMark(done=False))
         r = Running(stand.agent())
-        time.sleep(0.3)  # the agent reads the record while the restore runs
-        stand.files.restoring.unlink()  # restored
+        if not late:
+            time.sleep(0.3)  # the agent waits for the restore
+            write_mark(stand.files.restoring, over)
         try:
             if engine_ready:
                 until(lambda: stand.status() == AgentState.READY, 10, what="the agent ready")
-                until(lambda: "GET /version" in asked, 5, what="the warm-up")
+                until(lambda: "GET /containers/json" in " ".join(asked), 5, what="ports follow")
                 assert not any("/_ping" in a for a in asked)
             else:
                 until(lambda: any("/_ping" in a for a in asked), 10, what="a ping")

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,19 +18,21 @@ import pytest
 from pyd.cli import main as cli_main
 from pyd.config.store import edit_config
 from pyd.errors import PydError, UsageError
-from pyd.host.private_files import write_private_text
 from pyd.instance.files import InstanceFiles
 from pyd.instance.registry import instance
 from pyd.instance.saved_state import (
+    RestoreMark,
     SavedState,
     Shape,
     differences,
     disks_changed,
     load_saved,
     parse_saved,
+    read_mark,
     remove_saved,
     stamp,
     to_text,
+    write_mark,
 )
 from pyd.lifecycle import start as start_module
 from pyd.lifecycle import stop as stop_module
@@ -413,13 +416,24 @@ def test_the_agent_hears_the_restore_is_over_before_the_save_is_deleted(
     """Deleting a 2 GiB guest's save takes ~0.07 s: not while the agent waits to connect."""
     suspend_module.suspend(NAME, RecordingProgress(), agent=FakeAgent(running=True))
     files = _files()
-    seen: list[bool] = []
+    seen: list[RestoreMark | None] = []
 
     def remove(save: Path, record: Path) -> None:
-        seen.append(files.restoring.exists())
+        seen.append(read_mark(files.restoring, time.time()))
         remove_saved(save, record)
 
     monkeypatch.setattr(suspend_module, "remove_saved", remove)
-    write_private_text(files.restoring, "1\n")  # as agent_proc.launch_around writes it
+    write_mark(files.restoring, RestoreMark(done=False))  # as agent_proc.launch_around does
     _start(FakeAgent())
-    assert seen == [False] and not files.suspend_save.exists()
+    # Over, and with what the agent may skip: its engine answered at the save.
+    assert seen == [RestoreMark(done=True, engine_ready=True)]
+    assert not files.suspend_save.exists()
+
+
+def test_a_restore_to_apply_new_settings_leaves_no_mark_for_the_boot_after(
+    vm: SavingBackend,
+) -> None:
+    """--restart resumes without an agent, powers off and boots: that agent must see a boot."""
+    suspend_module.suspend(NAME, RecordingProgress(), agent=FakeAgent(running=True))
+    _start(FakeAgent(), {**SETTINGS, "cpus": "3"}, restart=True)
+    assert read_mark(_files().restoring, time.time()) is None

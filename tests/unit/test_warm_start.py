@@ -12,7 +12,14 @@ import pytest
 
 from pyd.errors import PydError
 from pyd.instance.files import InstanceFiles
-from pyd.instance.saved_state import RESTORE_GRACE, restoring
+from pyd.instance.saved_state import (
+    RESTORE_GRACE,
+    RestoreMark,
+    mark_text,
+    parse_mark,
+    read_mark,
+    write_mark,
+)
 from pyd.lifecycle import agent_proc
 from pyd.ssh import connect as connect_module
 from pyd.ssh.connect import SSHTarget, wait_for_ssh
@@ -63,7 +70,17 @@ def test_the_agent_is_launched_before_the_restore_and_told_of_it(
     launched = agent_proc.launch_around(inst, "dev", restore)
     assert launched.token == "token"
     assert done == ["launch restoring=True", "restore restoring=True"]
-    assert not inst.restoring.exists()  # the agent no longer waits for a VM that is not there
+    # Over, and kept for an agent that comes up only now: this VM was restored, not booted.
+    assert read_mark(inst.restoring, time.time()) == RestoreMark(done=True)
+
+
+def test_what_the_restore_said_of_its_engine_is_kept(
+    files: tuple[InstanceFiles, list[str]],
+) -> None:
+    inst, _ = files
+    ready = RestoreMark(done=True, engine_ready=True)
+    agent_proc.launch_around(inst, "dev", lambda: write_mark(inst.restoring, ready))
+    assert read_mark(inst.restoring, time.time()) == ready
 
 
 def test_a_failed_restore_stops_the_agent_it_launched_and_passes_the_error(
@@ -83,12 +100,26 @@ def test_a_failed_restore_stops_the_agent_it_launched_and_passes_the_error(
 
 def test_the_restoring_marker_counts_only_while_fresh(tmp_path: Path) -> None:
     marker = tmp_path / "restoring"
-    assert not restoring(marker, time.time())
-    marker.write_text("1\n")
+    assert read_mark(marker, time.time()) is None
+    write_mark(marker, RestoreMark(done=False))
+    assert os.stat(marker).st_mode & 0o777 == 0o600
     now = marker.stat().st_mtime
-    assert restoring(marker, now + 1)
+    assert read_mark(marker, now + 1) == RestoreMark(done=False)
     # One a killed `pyd start` left behind keeps no agent waiting for ever.
-    assert not restoring(marker, now + RESTORE_GRACE + 1)
+    assert read_mark(marker, now + RESTORE_GRACE + 1) is None
+
+
+@pytest.mark.parametrize(
+    "mark",
+    [RestoreMark(False), RestoreMark(True), RestoreMark(True, engine_ready=True)],
+)
+def test_a_mark_reads_back_as_written(mark: RestoreMark) -> None:
+    assert parse_mark(mark_text(mark)) == mark
+
+
+@pytest.mark.parametrize("text", ["", "1\n", "restor", "booted engine-ready"])
+def test_a_marker_cut_short_or_foreign_is_no_mark(text: str) -> None:
+    assert parse_mark(text) is None
 
 
 class Attempts:

@@ -33,7 +33,7 @@ from pyd.config.settings import InstanceConfig
 from pyd.config.store import load_config
 from pyd.dns.service import HostDns, for_guest
 from pyd.engine.api import GUEST_DOCKER_SOCKET
-from pyd.engine.ping import wait_for_engine, warm_up
+from pyd.engine.ping import wait_for_engine
 from pyd.errors import PydError
 from pyd.fileevents.service import FileEvents
 from pyd.guestdocker.exec_protocol import exec_endpoint
@@ -45,7 +45,7 @@ from pyd.host.process_identity import identify, write_identity
 from pyd.host.threads import Deadline, ThreadOwner, close_all, join_threads
 from pyd.instance.files import InstanceFiles
 from pyd.instance.provision import instance_keys
-from pyd.instance.saved_state import load_saved, restoring
+from pyd.instance.saved_state import read_mark
 from pyd.instance.state import load_state
 from pyd.mounts.openssh_link import find_endpoint
 from pyd.mounts.sftp_host import SftpServer, choose_server
@@ -298,11 +298,6 @@ class Agent:
         self.host_dns.start()
         if not up:
             self._start_mounts(cfg, server)  # they mount while the engine starts
-        if up and not restarted:
-            # dockerd's first /version after a resume under TCG takes ~0.4 s (its code and
-            # runc's translated afresh): asked now, that overlaps the hand-off to `pyd start`
-            # and the docker CLI's start instead of following them.
-            threading.Thread(target=self._warm_up, name="pyd-warm-up", daemon=True).start()
         if not engine_known:
             engine = partial(wait_for_engine, self.session.transport, deadline, self._check_stop)
             self._phase("engine", engine)
@@ -331,10 +326,6 @@ class Agent:
         self._publish(lambda s: replace(s.to(AgentState.READY), docker_host=host, vm=running))
         self._ask_platforms()
         return self._supervise()
-
-    def _warm_up(self) -> None:
-        with contextlib.suppress(PydError, *LINK_ERRORS):
-            warm_up(self.session.transport(0))
 
     def _start_exec_socket(self) -> None:
         """`pyd docker` commands on this connection (a Unix socket, or a named pipe on
@@ -445,24 +436,24 @@ class Agent:
     def _await_restore(self) -> bool | None:
         """While `pyd start` restores the VM (it launched this agent first, so the two
         overlap): waits until the restore is over. None when there was none; else whether
-        the engine answered when the VM was saved (suspend.json, read now: `pyd start`
-        removes it once restored). Not a connection attempt meanwhile: QEMU accepts one
-        before the guest runs, and its SYN reaches the guest only at slirp's next
-        retransmission, seconds later."""
-        if not restoring(self.files.restoring, time.time()):
+        the engine answered when the VM was saved (`pyd start` says, in its marker). Not a
+        connection attempt meanwhile: QEMU accepts one before the guest runs, and its SYN
+        reaches the guest only at slirp's next retransmission, seconds later."""
+        mark = read_mark(self.files.restoring, time.time())
+        if mark is None:
             return None
-        try:
-            saved = load_saved(self.files.suspend_record)
-        except PydError:
-            saved = None
         waited = time.monotonic()
-        while restoring(self.files.restoring, time.time()):
+        while mark is not None and not mark.done:
             self._check_stop()
             time.sleep(RESTORE_POLL)
-        # On a warm start's critical path: up before the restore is over, or not (the log's
-        # timeline says which).
+            mark = read_mark(self.files.restoring, time.time())
+        # On a warm start's critical path: up before the restore is over (the agent waited),
+        # or not (0.00: the restore waited for the agent).
         log.info("the restore was over %.2f s after the agent was up", time.monotonic() - waited)
-        return saved is not None and saved.engine_ready
+        if mark is None:  # it failed, and `pyd start` stops this agent; or it was killed
+            return False
+        self.files.restoring.unlink(missing_ok=True)  # read: a later agent's VM booted
+        return mark.engine_ready
 
     def _check_vm(self) -> None:
         """While booting: raises when the VM is gone (a crashed boot fails at once), or when

@@ -23,32 +23,20 @@ def ping(transport: paramiko.Transport, timeout: float = 10) -> bool:
     return answers(transport, "/_ping", timeout)
 
 
-def answers(
-    transport: paramiko.Transport, path: str, timeout: float = 10, whole: bool = False
-) -> bool:
-    """True when dockerd answers GET `path` with 200; `whole`: once its body has come too."""
+def answers(transport: paramiko.Transport, path: str, timeout: float = 10) -> bool:
+    """True when dockerd answers GET `path` with 200."""
     try:
         chan = open_streamlocal(transport, GUEST_DOCKER_SOCKET, timeout=timeout)
     except _ASK_ERRORS:
         return False
     try:
         chan.settimeout(timeout)
-        response = http_get(chan, path)
-        if whole:
-            response.body.rest()
-        return response.status == 200
+        return http_get(chan, path).status == 200
     except LINK_ERRORS:
         return False
     finally:
         with contextlib.suppress(Exception):
             chan.close()
-
-
-def warm_up(transport: paramiko.Transport) -> None:
-    """Has dockerd answer /version once, as `docker version` will. Its first answer after a
-    resume under TCG takes ~0.2 s (the code translated afresh); asked as the agent gets ready,
-    that overlaps the moments `pyd start` and the docker CLI take to exit and to start."""
-    answers(transport, "/version", whole=True)
 
 
 def wait_for_engine(

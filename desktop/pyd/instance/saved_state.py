@@ -144,13 +144,44 @@ def set_aside(save: Path, aside: Path) -> None:
 
 
 RESTORE_GRACE = 120.0  # a restore takes ~1 s; a 16 GiB save on a slow disk, far longer
+_RESTORING, _RESTORED, _ENGINE_READY = "restoring", "restored", "engine-ready"
 
 
-def restoring(marker: Path, now: float, grace: float = RESTORE_GRACE) -> bool:
-    """A `pyd start` is restoring the VM from its save (`marker`, InstanceFiles.restoring,
-    written less than `grace` seconds ago by wall clock `now`: one left by a killed
-    `pyd start` does not keep an agent waiting for ever)."""
+@dataclass(frozen=True)
+class RestoreMark:
+    """What `pyd start` tells the agent it launched before restoring (InstanceFiles.restoring):
+    the restore is under way, or over (the VM runs) and whether its engine answered at the
+    save. Over, it stays until the agent has read it: an agent that comes up after a fast
+    restore must still know the VM was restored, not booted."""
+
+    done: bool
+    engine_ready: bool = False
+
+
+def mark_text(mark: RestoreMark) -> str:
+    """Pure: the marker file's text for `mark`."""
+    state = _RESTORED if mark.done else _RESTORING
+    return f"{state} {_ENGINE_READY}\n" if mark.engine_ready else f"{state}\n"
+
+
+def parse_mark(text: str) -> RestoreMark | None:
+    """Pure: the mark in `text`; None for anything else (a marker cut short)."""
+    words = text.split()
+    if not words or words[0] not in (_RESTORING, _RESTORED):
+        return None
+    return RestoreMark(words[0] == _RESTORED, _ENGINE_READY in words[1:])
+
+
+def write_mark(marker: Path, mark: RestoreMark) -> None:
+    write_atomic(marker, mark_text(mark))  # whole or not at all: the agent polls it
+
+
+def read_mark(marker: Path, now: float, grace: float = RESTORE_GRACE) -> RestoreMark | None:
+    """The mark, when one was written less than `grace` seconds ago by wall clock `now`
+    (one left by a killed `pyd start` keeps no agent waiting for ever); else None."""
     try:
-        return now - marker.stat().st_mtime < grace
+        if now - marker.stat().st_mtime >= grace:
+            return None
+        return parse_mark(marker.read_text())
     except OSError:
-        return False
+        return None

@@ -24,6 +24,7 @@ from pyd.host.private_files import write_private_text
 from pyd.host.process_control import kill_process, read_pid_record, terminate_process
 from pyd.host.process_identity import ProcessIdentity, identify
 from pyd.instance.files import InstanceFiles
+from pyd.instance.saved_state import RestoreMark, read_mark, write_mark
 from pyd.lifecycle.progress import Progress
 
 # What makes the VM run (a restore) while the agent starts up: HostAgent.launch's `meanwhile`.
@@ -86,9 +87,11 @@ def launch_around(files: InstanceFiles, name: str, meanwhile: Callable[[], None]
     """Starts the agent, then runs `meanwhile` (a restore: the VM is not running yet) while
     the agent's interpreter starts and it waits for SSH: the two overlap instead of adding
     up (~0.4 s of a warm start). The agent waits for a VM that is not running only while
-    files.restoring says a restore is under way. When `meanwhile` raises, the agent is
-    stopped and the error passes on."""
-    write_private_text(files.restoring, f"{os.getpid()}\n")
+    files.restoring says a restore is under way; `meanwhile` says it is over as soon as the
+    VM runs (saved_state.write_mark, with what the agent may skip), or it is said here when
+    `meanwhile` returns. When `meanwhile` raises, the agent is stopped, the marker removed,
+    and the error passes on."""
+    write_mark(files.restoring, RestoreMark(done=False))
     try:
         launched = launch_agent(files, name)
         try:
@@ -99,8 +102,12 @@ def launch_around(files: InstanceFiles, name: str, meanwhile: Callable[[], None]
             _await_keeper(files, launched)
             stop_agent(files)
             raise
-    finally:
+    except BaseException:
         files.restoring.unlink(missing_ok=True)
+        raise
+    mark = read_mark(files.restoring, time.time())
+    if mark is None or not mark.done:
+        write_mark(files.restoring, RestoreMark(done=True))
     return launched
 
 
@@ -279,8 +286,12 @@ class ProcessAgent:
         self, files: InstanceFiles, name: str, progress: Progress, meanwhile: Meanwhile = None
     ) -> str:
         if meanwhile is None:
+            files.restoring.unlink(missing_ok=True)  # a killed start's: this VM booted
             return wait_ready(files, launch_agent(files, name), progress)
-        return wait_ready(files, launch_around(files, name, meanwhile), progress)
+        try:
+            return wait_ready(files, launch_around(files, name, meanwhile), progress)
+        finally:
+            files.restoring.unlink(missing_ok=True)  # read by the agent, or it failed
 
     def stop(self, files: InstanceFiles, timeout: float = 10) -> None:
         stop_agent(files, timeout)

@@ -18,6 +18,7 @@ from pyd.errors import PydError, UsageError
 from pyd.instance.files import DATA_DISK, OS_DISK, InstanceFiles
 from pyd.instance.registry import existing, name_option
 from pyd.instance.saved_state import (
+    RestoreMark,
     SavedState,
     Shape,
     differences,
@@ -26,6 +27,7 @@ from pyd.instance.saved_state import (
     remove_saved,
     set_aside,
     stamp,
+    write_mark,
     write_saved,
 )
 from pyd.instance.state import load_state
@@ -213,7 +215,7 @@ def resume_saved(
             hint=f"stop that program, then `pyd start{opt}` again",
         )
 
-    def restore() -> None:
+    def restore(agent_waits: bool) -> None:
         try:
             with phase(progress, "restore"):
                 backend.restore(files.suspend_save)
@@ -222,16 +224,17 @@ def resume_saved(
                 backend.kill()
             _aside(files, progress, f"it did not restore ({e.message})")
             raise _NotRestored() from None
-        # The agent waits for this to connect: told before the save's unlink (~0.07 s for a
-        # 2 GiB guest's), which is off a warm start's critical path then.
-        files.restoring.unlink(missing_ok=True)
+        if agent_waits:
+            # It connects once told: told before the save's unlink (~0.07 s for a 2 GiB
+            # guest's), which is off a warm start's critical path then.
+            write_mark(files.restoring, RestoreMark(done=True, engine_ready=saved.engine_ready))
         remove_saved(files.suspend_save, files.suspend_record)
 
     try:
         if not diffs:
             # The agent starts up while the VM is restored: a warm start's critical path.
-            return agent.launch(files, name, progress, meanwhile=restore)
-        restore()
+            return agent.launch(files, name, progress, meanwhile=lambda: restore(True))
+        restore(False)
     except _NotRestored:
         return None
     progress.info(
