@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import paramiko
@@ -286,6 +287,33 @@ def test_it_syncs_at_start_on_request_and_periodically() -> None:
     periodic = keeper(link, Syncs(), host, every=0.05)
     until(lambda: len(periodic.synced) >= 4, 2)
     stopped(periodic)
+
+
+class LateRequest(threading.Event):
+    """The keeper's request event, with a request made just after one of its waits timed
+    out, before the keeper goes on: a thread switch there once lost the request."""
+
+    def __init__(self, request: Callable[[], None]) -> None:
+        super().__init__()
+        self.request: Callable[[], None] | None = request
+
+    def wait(self, timeout: float | None = None) -> bool:
+        got = super().wait(timeout)
+        if not got and self.request is not None:
+            request, self.request = self.request, None
+            request()
+        return got
+
+
+def test_a_request_made_as_a_wait_times_out_is_not_lost() -> None:
+    link, syncs, host = FakeLink(), Syncs(), Host()
+    k = ClockKeeper(link, every=60.0, tick=0.02, now=host.now, do_sync=syncs)
+    k._asked = LateRequest(lambda: k.request("SSH back"))
+    k.start()
+    try:
+        until(lambda: syncs.count() == 2, 2, what="the start's sync, then the request's")
+    finally:
+        stopped(k)
 
 
 def test_a_wake_syncs_at_once_as_a_probe_and_drops_a_silent_link() -> None:

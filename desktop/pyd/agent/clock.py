@@ -334,7 +334,11 @@ class ClockKeeper:
             busy = self._now().mono - before.mono
             wait = min(self._tick, max(0.0, due - time.monotonic()))
             asked = self._asked.wait(wait)
-            self._asked.clear()
+            if asked:
+                # Only then: a request made after a wait that timed out stays for the next one
+                # (cleared regardless, one landing between the two was lost: a reconnect's
+                # sync put off to the periodic check, a minute later).
+                self._asked.clear()
             if self._stop.is_set():
                 return
             woke = host_wake(before, self._now(), busy + wait)
